@@ -1,0 +1,53 @@
+"""``python -m search <command>`` (console script ``losstune``): parse arguments, map errors to exit codes.
+
+Exit codes: 0 ok, 1 failure, 2 invalid input (a message, no traceback), 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+# Modules search/commands/<name>.py; each imports its heavy dependencies inside run(), so
+# `--help` and `validate` do not pay for importing Ray.
+COMMANDS = ("validate", "train", "run", "report")
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m search",
+        description="Hyperparameter search over loss designs for multihead models.",
+        epilog="Run `python -m search <command> --help` for a command's options and examples.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name in COMMANDS:
+        module_name = f"search.commands.{name}"
+        # A command whose module does not exist (yet) is simply not offered.
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2)
+        return int(exit_.code or 0)
+    command = importlib.import_module(f"search.commands.{args.command}")
+    try:
+        return int(command.run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""``search train SPACE``: one trial without Ray, with a per-epoch table on the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+import textwrap
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["add_parser", "apply_overrides", "run"]
+
+EXAMPLES = textwrap.dedent(
+    """\
+    examples:
+      # one config drawn from the space with search.seed
+      python -m search train spaces/digits.yaml --epochs 2
+      # reproduce a trial of a search (same seed on CPU: identical metrics)
+      python -m search train spaces/vimh.yaml --config runs/<search>/best_config.yaml
+      # change single values (YAML syntax); changing a head's loss drops the old loss's parameters
+      python -m search train spaces/vimh.yaml --set train.lr=3e-4 \\
+          --set heads.note_number.loss=ordinal --set heads.note_number.ordinal.alpha=0.2
+      # resumable: an interrupted run continues from DIR/checkpoint.pt
+      python -m search train spaces/digits.yaml --checkpoint-dir /tmp/digits-trial
+
+    Exit status: 0 done, 1 training diverged, 2 invalid space/config/values, 130 interrupted.
+    """
+)
+_LOSS_KEY = re.compile(r"^heads\.([^.]+)\.loss$")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train",
+        help="train one trial of a space without Ray",
+        description="Train one trial config of a space in this process (no Ray) and print a table "
+        "per epoch and the final test metrics. Without --config the config is drawn from the space "
+        "with seed search.seed.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
+    parser.add_argument(
+        "--config",
+        metavar="TRIAL.yaml",
+        help="flat trial config (a mapping of flat keys, e.g. a search's best_config.yaml) used instead of a draw",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one flat key (VALUE is read as YAML: 3e-4, true, null, [1, 2]); repeatable",
+    )
+    parser.add_argument("--epochs", type=int, metavar="N", help="shorthand for --set train.epochs=N")
+    parser.add_argument("--checkpoint-dir", metavar="DIR", help="write DIR/checkpoint.pt each epoch; resume from it")
+    return parser
+
+
+class _InvalidInput(Exception):
+    """A problem with the command line or the files it names (exit 2)."""
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key=value`` overrides (values parsed as YAML). A head whose loss is overridden loses
+    the parameters of its previous loss, unless they are overridden too (then the config check
+    reports them)."""
+    from search.space import safe_load_value
+
+    result = dict(config)
+    given: set[str] = set()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _InvalidInput(f"--set takes KEY=VALUE, but got {item!r}")
+        try:
+            result[key] = safe_load_value(text)
+        except Exception as error:  # yaml.YAMLError: report, whatever the construct
+            raise _InvalidInput(f"--set {key}: the value must be YAML, but got {text!r} ({error})") from None
+        given.add(key)
+    for key in given:
+        match = _LOSS_KEY.match(key)
+        if match is None:
+            continue
+        head, loss = match.group(1), result[key]
+        prefix = f"heads.{head}."
+        for stale in [k for k in result if k.startswith(prefix) and k.count(".") == 3]:
+            if stale.split(".")[2] != loss and stale not in given:
+                del result[stale]
+    return result
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    from search.space import SpaceError
+    from search.space._parse import read_space_file
+
+    try:
+        _, parsed = read_space_file(path)
+    except SpaceError as error:
+        raise _InvalidInput("\n".join(str(issue) for issue in error.errors)) from None
+    if parsed.issues:
+        raise _InvalidInput("\n".join(str(issue) for issue in parsed.issues))
+    value = parsed.value
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        shown = type(value).__name__ if value is not None else "an empty file"
+        raise _InvalidInput(f"{path}: a trial config must be a mapping of flat keys (train.lr: 0.001, ...), but got {shown}")
+    return value
+
+
+class _Table:
+    """Prints one row per reported epoch; the columns are fixed by the first report."""
+
+    def __init__(self, objectives: list[str]) -> None:
+        self.objectives = objectives
+        self.columns: list[str] = []
+
+    def __call__(self, metrics: dict[str, float]) -> None:
+        if not self.columns:
+            wanted = ["epoch", "train/loss/total", *self.objectives, "val/acc_mean", "val/mae_norm_mean",
+                      "val/energy", "epoch_time_s"]
+            self.columns = [c for i, c in enumerate(wanted) if c in metrics and c not in wanted[:i]]
+            print("  ".join(f"{c:>{_width(c)}}" for c in self.columns), flush=True)
+        print("  ".join(_cell(metrics.get(c), _width(c)) for c in self.columns), flush=True)
+
+
+def _width(column: str) -> int:
+    return max(len(column), 9)
+
+
+def _cell(value: Any, width: int) -> str:
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) < 1e6):
+        return f"{int(value):>{width}d}"
+    if isinstance(value, float):
+        return f"{value:>{width}.4g}"
+    return f"{'-':>{width}}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.space import SpaceError, load_space
+    from trainables.config import TrialConfig
+    from trainables.train import TrainingDiverged, train
+
+    try:
+        space = load_space(args.space)
+    except SpaceError as error:
+        print(f"{args.space}: invalid", file=sys.stderr)
+        for issue in error.errors:
+            print(f"  {issue}", file=sys.stderr)
+        return 2
+    try:
+        config = _load_config(args.config) if args.config else space.sample(seed=space.search.seed)
+        overrides = list(args.overrides)
+        if args.epochs is not None:
+            overrides.append(f"train.epochs={args.epochs}")
+        config = apply_overrides(config, overrides)
+        TrialConfig.from_flat(config)
+    except (_InvalidInput, ValueError) as error:
+        print(f"invalid trial config: {error}", file=sys.stderr)
+        return 2
+
+    source = args.config or f"{args.space} (drawn with seed {space.search.seed})"
+    print(f"trial config from {source}:")
+    for key, value in config.items():
+        print(f"  {key} = {value}")
+    objective = str(config.get("objective.metric", ""))
+    try:
+        final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)
+    except TrainingDiverged as error:
+        print(f"training diverged: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # includes trainables.data.DataError: the config names bad data or values
+        print(f"invalid trial config: {error}", file=sys.stderr)
+        return 2
+    print("final metrics (test: the best epoch on validation):")
+    for key in sorted(k for k in final if k.startswith("test/") or k.startswith("best") or k == "epoch"):
+        value = final[key]
+        shown = f"{value:.6g}" if isinstance(value, float) and not math.isnan(value) else str(value)
+        print(f"  {key} = {shown}")
+    return 0

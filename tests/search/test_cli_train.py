@@ -1,0 +1,127 @@
+"""`python -m search train`: one trial without Ray, --config round trip, overrides, exit codes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import yaml
+
+from search.__main__ import main
+from search.commands.train import apply_overrides
+from search.space import load_space
+
+TINY = """\
+data: {kind: digits, limit: 300}
+model: {kind: mlp, hidden: 16, dropout: 0.0}
+train: {epochs: 2, batch_size: 64, lr: {loguniform: [1.0e-3, 1.0e-2]}, device: cpu, threads: 1}
+heads:
+  digit: {loss: ce}
+  thickness:
+    weight: {uniform: [0.5, 1.5]}
+    loss: {choice: {ce: {}, ordinal: {alpha: {uniform: [0.05, 0.5]}}}}
+  smoothness: {loss: soft_ordinal}
+objective: {metric: val/acc_mean, mode: max}
+search: {seed: 0, grace_period: 1}
+"""
+
+
+@pytest.fixture
+def space(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def final_metrics(out: str) -> str:
+    return out.split("final metrics", 1)[1]
+
+
+def test_train_draws_a_config_prints_a_table_and_test_metrics(space, capsys):
+    assert main(["train", str(space)]) == 0
+    out, _ = capsys.readouterr()
+    assert "drawn with seed 0" in out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["epoch"])
+    assert "val/acc_mean" in header
+    rows = out.split(header, 1)[1].split("final metrics", 1)[0].strip().splitlines()
+    assert [row.split()[0] for row in rows] == ["1", "2"]
+    assert "test/acc_mean = " in final_metrics(out) and "test/digit/acc = " in final_metrics(out)
+
+
+def test_an_exported_config_reproduces_the_trial(space, tmp_path, capsys):
+    drawn = load_space(space).sample(seed=0)
+    config = tmp_path / "best_config.yaml"
+    config.write_text(yaml.safe_dump(drawn, sort_keys=False))
+    runs = []
+    for argv in (["train", str(space)], ["train", str(space), "--config", str(config)],
+                 ["train", str(space), "--config", str(config)]):
+        assert main(argv) == 0
+        runs.append(final_metrics(capsys.readouterr()[0]))
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_set_and_epochs_override_values(space, capsys, tmp_path):
+    argv = ["train", str(space), "--epochs", "1", "--set", "heads.thickness.loss=ordinal",
+            "--set", "heads.thickness.ordinal.alpha=2e-1", "--checkpoint-dir", str(tmp_path / "ckpt")]
+    assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "train.epochs = 1" in out and "heads.thickness.ordinal.alpha = 0.2" in out
+    assert (tmp_path / "ckpt" / "checkpoint.pt").exists()
+
+
+def test_changing_a_loss_drops_the_old_losss_parameters():
+    config = {"heads.a.loss": "ordinal", "heads.a.ordinal.alpha": 0.1, "heads.a.weight": 1.0, "train.lr": 0.1}
+    assert apply_overrides(config, ["heads.a.loss=ce", "train.lr=1e-3"]) == {
+        "heads.a.loss": "ce", "heads.a.weight": 1.0, "train.lr": 1e-3,
+    }
+    kept = apply_overrides(config, ["heads.a.loss=focal", "heads.a.focal.gamma=1"])
+    assert kept == {"heads.a.loss": "focal", "heads.a.focal.gamma": 1, "heads.a.weight": 1.0, "train.lr": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "train.lr"], "--set takes KEY=VALUE"),
+        (["--set", "train.lr=fast"], "train.lr must be float"),
+        (["--set", "train.optimizer=adam"], "unknown key 'train.optimizer'"),
+        (["--set", "heads.digit.ordinal.alpha=0.1"], "must name the chosen loss"),
+        (["--set", "heads.digit.loss=focal", "--set", "heads.digit.focal.gamma=-1"], "gamma must be"),
+        (["--set", "train.lr=[1"], "the value must be YAML"),
+        (["--config", "missing.yaml"], "an existing space file"),
+    ],
+)
+def test_invalid_input_exits_2_without_traceback(space, capsys, extra, message):
+    assert main(["train", str(space), *extra]) == 2
+    _, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err
+
+
+def test_a_config_that_is_not_a_mapping_exits_2(space, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("- train.lr\n")
+    assert main(["train", str(space), "--config", str(config)]) == 2
+    assert "a mapping of flat keys" in capsys.readouterr()[1]
+
+
+def test_an_invalid_space_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(textwrap.dedent("data: {kind: digits}\nobjective: {metric: val/loss, mode: min}\n"))
+    assert main(["train", str(path)]) == 2
+    assert ": objective.metric: " in capsys.readouterr()[1]
+
+
+def test_divergence_exits_1_and_ctrl_c_exits_130(space, monkeypatch, capsys):
+    import trainables.train as trainer
+
+    def diverge(config, *, report, checkpoint_dir=None):
+        raise trainer.TrainingDiverged("training loss must stay finite, but got nan at epoch 1, step 3")
+
+    monkeypatch.setattr(trainer, "train", diverge)
+    assert main(["train", str(space)]) == 1
+    assert "training diverged: training loss must stay finite" in capsys.readouterr()[1]
+
+    def interrupt(config, *, report, checkpoint_dir=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupt)
+    assert main(["train", str(space)]) == 130

@@ -1,0 +1,83 @@
+"""`python -m search validate` and the command registry of `search/__main__.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from search.__main__ import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_validate_prints_summary_and_conditional_dimensions(capsys):
+    assert main(["validate", str(REPO / "spaces" / "vimh.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert ": valid" in out and "objective: min val/mae_norm_mean" in out
+    assert "heads.note_number.loss" in out and "if heads.note_number.loss == ordinal:" in out
+    assert "heads.note_number.ordinal.alpha" in out
+    assert "fixed:" in out and "train.epochs = " in out
+
+
+def test_validate_reports_every_problem_at_once(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("data: {kind: digits}\ntrain: {lr: -1, epochs: 0}\nobjective: {metric: val/loss, mode: up}\n")
+    assert main(["validate", str(space)]) == 2
+    _, err = capsys.readouterr()
+    assert "invalid (4 problems)" in err
+    for path in ("train.lr", "train.epochs", "objective.metric", "objective.mode"):
+        assert f"{space}:" in err and f": {path}: " in err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "an existing space file, but got a missing file"),
+        ("data: {kind: digits\n", "valid YAML, but got a syntax error"),
+        ("- data\n- objective\n", "a mapping of sections at the top level"),
+        ("", "but got an empty document"),
+    ],
+    ids=["missing", "syntax", "list", "empty"],
+)
+def test_validate_unusable_files_exit_2_with_a_message(tmp_path, capsys, text, message):
+    space = tmp_path / "s.yaml"
+    if text is not None:
+        space.write_text(text)
+    assert main(["validate", str(space)]) == 2
+    _, err = capsys.readouterr()
+    assert message in err and "Traceback" not in err
+
+
+def test_syntax_errors_name_the_line(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("data: {kind: digits}\nobjective:\n  metric: [val/acc_mean\n  mode: max\n")
+    assert main(["validate", str(space)]) == 2
+    _, err = capsys.readouterr()
+    assert f"{space}:4:" in err or f"{space}:5:" in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["train", "--help"]])
+def test_help_has_examples(argv, capsys):
+    assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "usage:" in out
+    if argv != ["--help"]:
+        assert "examples:" in out and "python -m search" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main([]) == 2
+    assert main(["no-such-command"]) == 2
+    assert main(["validate"]) == 2
+
+
+def test_commands_without_a_module_are_skipped(monkeypatch, capsys):
+    import search.__main__ as entry
+
+    monkeypatch.setattr(entry, "COMMANDS", ("validate", "not_written_yet", "train"))
+    assert main(["--help"]) == 0
+    out, _ = capsys.readouterr()
+    assert "validate" in out and "train" in out and "not_written_yet" not in out
+    assert main(["not_written_yet"]) == 2

@@ -1,0 +1,127 @@
+"""LOSSES, build_loss and loss_parameters: the surface the search-space validator reads."""
+
+import inspect
+from typing import Literal
+
+import pytest
+
+import trainables.losses as losses_package
+from trainables.losses import LOSSES, FocalLoss, build_loss, loss_parameters
+
+DISTANCE = Literal["l1", "l2", "huber"]
+
+# The contract's table: name -> {param: (annotation, default)}.
+DOCUMENTED = {
+    "ce": {"label_smoothing": (float, 0.0)},
+    "ordinal": {
+        "distance": (DISTANCE, "l1"),
+        "alpha": (float, 0.1),
+        "normalize": (bool, True),
+        "delta": (float, 1.0),
+    },
+    "quantized": {"distance": (DISTANCE, "l1"), "delta": (float, 1.0)},
+    "weighted_ce": {
+        "distance_power": (float, 2.0),
+        "weight": (float, 1.0),
+        "base": (float, 0.0),
+    },
+    "focal": {"gamma": (float, 2.0), "alpha": (tuple[float, ...] | None, None)},
+    "soft_ordinal": {"sigma": (float, 1.0)},
+}
+
+
+def test_registry_names():
+    assert list(LOSSES) == ["ce", "ordinal", "quantized", "weighted_ce", "focal", "soft_ordinal"]
+
+
+@pytest.mark.parametrize("name", DOCUMENTED)
+def test_loss_parameters_are_exactly_the_documented_ones(name):
+    parameters = loss_parameters(name)
+    got = {key: (p.annotation, p.default) for key, p in parameters.items()}
+    assert got == DOCUMENTED[name]
+    for parameter in parameters.values():
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        assert not isinstance(parameter.annotation, str)  # runtime objects, not postponed strings
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_build_loss_defaults_and_params(name):
+    loss = build_loss(name, num_classes=6)
+    assert isinstance(loss, LOSSES[name]) and loss.num_classes == 6 and loss.ignore_index == -1
+    for key, parameter in loss_parameters(name).items():
+        assert getattr(loss, key) == parameter.default
+    assert build_loss(name, num_classes=6, ignore_index=-100).ignore_index == -100
+
+
+def test_build_loss_unknown_name_lists_allowed():
+    with pytest.raises(ValueError) as error:
+        build_loss("hinge", num_classes=3)
+    message = str(error.value)
+    assert "hinge" in message
+    assert all(name in message for name in LOSSES)
+
+
+def test_build_loss_unknown_param_lists_allowed():
+    with pytest.raises(
+        ValueError,
+        match=r"parameters of loss 'ordinal' must be among "
+        r"\['alpha', 'delta', 'distance', 'normalize'\], but got \['gamma'\]",
+    ):
+        build_loss("ordinal", num_classes=3, gamma=1.0)
+    with pytest.raises(
+        ValueError,
+        match=r"parameters of loss 'soft_ordinal' must be among \['sigma'\], "
+        r"but got \['label_smoothing', 'num_class'\]",
+    ):
+        build_loss("soft_ordinal", num_classes=3, sigma=1.0, label_smoothing=0.1, num_class=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("ordinal", {"alpha": "0.1"}, "ordinal.alpha must be a float, but got '0.1'"),
+        ("ordinal", {"normalize": "yes"}, "ordinal.normalize must be a bool, but got 'yes'"),
+        ("ordinal", {"distance": "l3"}, "ordinal.distance must be one of ['l1', 'l2', 'huber'], "
+         "but got 'l3'"),
+        ("focal", {"alpha": "a"}, "focal.alpha must be None or a sequence of floats, but got 'a'"),
+        ("ce", {"label_smoothing": True}, "ce.label_smoothing must be a float, but got True"),
+        ("ce", {"label_smoothing": 2.0}, "loss 'ce': label_smoothing must be <= 1, but got 2.0"),
+        ("focal", {"alpha": [1]}, "loss 'focal': alpha must have num_classes=3 entries, but got 1"),
+    ],
+)
+def test_build_loss_invalid_values(name, params, message):
+    with pytest.raises(ValueError) as error:
+        build_loss(name, num_classes=3, **params)
+    assert str(error.value) == message
+
+
+def test_build_loss_coerces_search_values():
+    focal = build_loss("focal", num_classes=3, gamma=1, alpha=[1, 2, 0.5])  # YAML/Optuna shapes
+    assert isinstance(focal, FocalLoss)
+    assert focal.gamma == 1.0 and isinstance(focal.gamma, float)
+    assert focal.alpha == (1.0, 2.0, 0.5)
+
+
+def test_public_api():
+    assert set(losses_package.__all__) == {
+        "LOSSES",
+        "CrossEntropyLoss",
+        "EnergyLoss",
+        "FocalLoss",
+        "HeadLoss",
+        "MultiHeadLoss",
+        "OrdinalLoss",
+        "QuantizedLoss",
+        "SoftOrdinalLoss",
+        "UncertaintyWeighting",
+        "WeightedCrossEntropyLoss",
+        "build_loss",
+        "cross_entropy_loss",
+        "focal_loss",
+        "loss_parameters",
+        "ordinal_loss",
+        "quantized_loss",
+        "soft_ordinal_loss",
+        "weighted_ce_loss",
+    }
+    assert all(hasattr(losses_package, name) for name in losses_package.__all__)

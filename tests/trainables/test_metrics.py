@@ -1,0 +1,65 @@
+import math
+
+import pytest
+import torch
+
+from trainables.data import HeadInfo
+from trainables.metrics import aggregate, head_metrics, metric_names
+
+
+def test_head_metrics_by_hand():
+    # C = 5 bins over units 0..10 (2 units per bin), k = 2; the last target is ignored.
+    pred = torch.tensor([0.4, 1.6, 2.0, 3.7, 9.0, -3.0])
+    target = torch.tensor([0, 2, 4, 1, 4, -1])
+    got = head_metrics(pred, target, num_classes=5, unit_range=(0.0, 10.0), k=2)
+    # clamped p = [0.4, 1.6, 2, 3.7, 4]; rounded = [0, 2, 2, 4, 4]; |r - y| = [0, 0, 2, 3, 0]
+    # |p - y| = [0.4, 0.4, 2.0, 2.7, 0.0] -> mae = 5.5 / 5 = 1.1
+    expected = {"acc": 0.6, "mae": 1.1, "mae_units": 2.2, "within1": 0.6, "within2": 0.8, "mae_norm": 0.275}
+    assert list(got) == list(expected)
+    assert got == pytest.approx(expected)
+
+
+def test_continuous_prediction_near_target_counts_as_correct():
+    # The seed's ordinal "accuracy" compared float expectations for exact equality (~0 %).
+    got = head_metrics(torch.tensor([2.999, 0.001, 6.51]), torch.tensor([3, 0, 7]), num_classes=10, unit_range=None)
+    assert got["acc"] == 1.0
+    assert "mae_units" not in got
+    assert got["within5"] == 1.0
+    assert got["mae"] == pytest.approx((0.001 + 0.001 + 0.49) / 3)
+
+
+def test_all_targets_ignored_gives_nan():
+    got = head_metrics(torch.tensor([1.0, 2.0]), torch.tensor([-1, -1]), num_classes=3, unit_range=(0.0, 1.0))
+    assert set(got) == {"acc", "mae", "mae_units", "within1", "within5", "mae_norm"}
+    assert all(math.isnan(v) for v in got.values())
+
+
+def test_custom_ignore_index():
+    got = head_metrics(torch.tensor([1.0, 0.0]), torch.tensor([1, 255]), num_classes=3, unit_range=None, ignore_index=255)
+    assert got["acc"] == 1.0 and got["mae"] == 0.0
+
+
+def test_shape_mismatch_rejected():
+    with pytest.raises(ValueError, match="equal length"):
+        head_metrics(torch.zeros(3), torch.zeros(2, dtype=torch.long), num_classes=3, unit_range=None)
+
+
+def test_aggregate_means_over_heads():
+    got = aggregate({"a": {"acc": 0.5, "mae_norm": 0.2, "mae": 3.0}, "b": {"acc": 1.0, "mae_norm": 0.0, "mae": 0.0}})
+    assert got == pytest.approx({"acc_mean": 0.75, "mae_norm_mean": 0.1})
+
+
+def test_metric_names_match_head_metrics_keys():
+    heads = {
+        "pitch": HeadInfo(name="pitch", num_classes=256, ordinal=True, param_name="note", unit_range=(40.0, 80.0)),
+        "digit": HeadInfo(name="digit", num_classes=10, ordinal=False, param_name="digit"),
+    }
+    names = metric_names(heads, split="test")
+    pitch = head_metrics(torch.zeros(2), torch.zeros(2, dtype=torch.long), num_classes=256, unit_range=(40.0, 80.0))
+    digit = head_metrics(torch.zeros(2), torch.zeros(2, dtype=torch.long), num_classes=10, unit_range=None)
+    assert names == (
+        [f"test/pitch/{k}" for k in pitch]
+        + [f"test/digit/{k}" for k in digit]
+        + ["test/acc_mean", "test/mae_norm_mean", "test/energy"]
+    )
+    assert metric_names(heads)[0] == "val/pitch/acc"

@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from trainables.models import MLP, MODELS, SimpleCNN, build_model
+
+HEADS = {"digit": 10, "thickness": 5, "level": 1}
+
+
+@pytest.mark.parametrize("kind", sorted(MODELS))
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (1, 32, 32), (3, 32, 32), (2, 5, 7)])
+def test_output_shapes(kind, shape):
+    model = build_model(kind, input_shape=shape, head_outputs=HEADS, hidden=16)
+    out = model(torch.rand(4, *shape))
+    assert {name: tuple(t.shape) for name, t in out.items()} == {name: (4, n) for name, n in HEADS.items()}
+
+
+def test_registry_and_seed_architecture():
+    assert MODELS == {"simple_cnn": SimpleCNN, "mlp": MLP}
+    model = build_model("simple_cnn", input_shape=(1, 28, 28), head_outputs={"digit": 10, "thickness": 5, "smoothness": 3})
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2
+    # Seed 002: 28x28 pools to 7x7 -> Linear(3136 -> 128), "mnist_mh_cnn_422k".
+    assert model.backbone[10].in_features == 64 * 7 * 7
+    assert 415_000 < sum(p.numel() for p in model.parameters()) < 430_000
+
+
+def test_heads_share_the_backbone():
+    model = build_model("mlp", input_shape=(1, 8, 8), head_outputs={"a": 3, "b": 2}, hidden=8)
+    out = model(torch.rand(2, 1, 8, 8))
+    out["a"].sum().backward()
+    assert model.backbone[1].weight.grad is not None
+    assert model.heads.layers["b"].weight.grad is None
+
+
+def test_dropout_active_only_in_training():
+    model = build_model("mlp", input_shape=(1, 8, 8), head_outputs={"a": 3}, hidden=64, dropout=0.5)
+    x = torch.rand(8, 1, 8, 8)
+    model.eval()
+    assert torch.equal(model(x)["a"], model(x)["a"])
+    model.train()
+    assert not torch.equal(model(x)["a"], model(x)["a"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "resnet"}, "model kind must be one of"),
+        ({"head_outputs": {}}, "at least one head"),
+        ({"head_outputs": {"a": 0}}, "positive int"),
+        ({"head_outputs": {"a.b": 2}}, "no '.'"),
+        ({"input_shape": (8, 8)}, "three positive ints"),
+        ({"dropout": 1.0}, "dropout must be in"),
+        ({"hidden": 0}, "hidden must be a positive int"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    args = {"kind": "simple_cnn", "input_shape": (1, 8, 8), "head_outputs": {"a": 2}} | kwargs
+    with pytest.raises(ValueError, match=message):
+        build_model(args.pop("kind"), **args)

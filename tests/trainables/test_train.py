@@ -1,0 +1,190 @@
+import math
+import warnings
+
+import pytest
+import torch
+
+import trainables.train as train_module
+from trainables.data import DataSpec, describe_dataset, load_dataset
+from trainables.losses import MultiHeadLoss, build_loss
+from trainables.metrics import metric_names
+from trainables.models import SimpleCNN
+from trainables.train import CHECKPOINT_NAME, TrainingDiverged, train
+
+BASE = {
+    "data.kind": "digits",
+    "data.limit": 400,
+    "data.val_fraction": 0.2,
+    "model.kind": "mlp",
+    "model.hidden": 32,
+    "model.dropout": 0.1,
+    "train.epochs": 4,
+    "train.batch_size": 32,
+    "train.lr": 0.01,
+    "train.patience": 10,
+    "train.device": "cpu",
+    "train.threads": 1,
+    "heads.digit.loss": "ce",
+    "heads.thickness.loss": "ordinal",
+    "heads.thickness.weight": 0.5,
+    "heads.smoothness.loss": "quantized",
+    "heads.smoothness.weight": 0.5,
+    "objective.metric": "val/acc_mean",
+    "energy_weight": 1e-3,  # exercises the energy hooks in every run, resumes included
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # train.threads sets torch's process-wide thread count; restore it for other test modules.
+    # One thread also keeps these tests fast on a busy 2-core box, where more threads than free
+    # cores make small ops many times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(config, checkpoint_dir=None, *, stop_after=None):
+    reports = []
+
+    def report(metrics):
+        reports.append(metrics)
+        if stop_after is not None and metrics["epoch"] == stop_after:
+            raise KeyboardInterrupt
+
+    final = train(config, report=report, checkpoint_dir=checkpoint_dir)
+    return reports, final
+
+
+def _without_timings(metrics):
+    return {k: v for k, v in metrics.items() if k not in ("epoch_time_s", "samples_per_s")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _run(BASE, tmp_path_factory.mktemp("full"))
+
+
+def test_thirty_steps_lower_the_multihead_loss():
+    # Learnable toy problem: both labels are functions of the mean brightness of the image.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 1, 8, 8, generator=gen) * torch.rand(64, 1, 1, 1, generator=gen)
+    level = x.mean(dim=(1, 2, 3))
+    y = {"coarse": (level * 6).long().clamp(max=2), "fine": (level * 20).long().clamp(max=9)}
+    torch.manual_seed(0)
+    model = SimpleCNN(input_shape=(1, 8, 8), head_outputs={"coarse": 3, "fine": 1}, hidden=32, channels=(8, 16))
+    criterion = MultiHeadLoss(
+        losses={"coarse": build_loss("ce", num_classes=3), "fine": build_loss("quantized", num_classes=10)},
+        weights={"coarse": 1.0, "fine": 1.0},
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        total, _ = criterion(model(x), y)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        losses.append(total.item())
+    assert sum(losses[-5:]) < 0.5 * sum(losses[:5])
+
+
+def test_train_improves_the_objective_and_reports_every_metric(uninterrupted):
+    reports, final = uninterrupted
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
+    heads = describe_dataset(DataSpec(kind="digits"))
+    for r in reports:
+        assert set(metric_names({h: heads[h] for h in ("digit", "thickness", "smoothness")})) <= set(r)
+        assert {"train/loss/total", "train/loss/digit", "train/loss/energy_share", "epoch_time_s", "samples_per_s",
+                "best/val/acc_mean"} <= set(r)
+        assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in r.values())
+    accs = [r["val/acc_mean"] for r in reports]
+    assert accs[-1] > accs[0] + 0.05
+    assert reports[-1]["train/loss/total"] < reports[0]["train/loss/total"]
+    # Digits has 10 balanced classes: chance is 0.1.
+    assert final["test/digit/acc"] > 0.5
+    assert final["best/val/acc_mean"] == max(accs)
+    assert final["val/acc_mean"] == max(accs)
+    assert final["best_epoch"] == 1 + accs.index(max(accs))
+
+
+def test_same_seed_gives_identical_metrics(uninterrupted):
+    reports, final = _run(BASE)
+    assert final == uninterrupted[1]
+    assert [_without_timings(r) for r in reports] == [_without_timings(r) for r in uninterrupted[0]]
+    _, other_seed = _run(BASE | {"train.seed": 1, "train.epochs": 1})
+    assert other_seed["val/acc_mean"] != uninterrupted[0][0]["val/acc_mean"]
+
+
+def test_resume_from_a_mid_run_checkpoint_is_bit_identical(uninterrupted, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _run(BASE, tmp_path, stop_after=2)
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert saved["progress"]["epoch"] == 2
+    # Disturb every RNG the trial uses: the checkpoint must restore them.
+    torch.manual_seed(12345)
+    reports, final = _run(BASE, tmp_path)
+    assert [r["epoch"] for r in reports] == [3, 4]
+    assert [_without_timings(r) for r in reports] == [_without_timings(r) for r in uninterrupted[0][2:]]
+    assert final == uninterrupted[1]
+
+
+def test_checkpoint_is_written_before_report(tmp_path):
+    seen = []
+
+    def report(metrics):
+        saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+        seen.append((metrics["epoch"], saved["progress"]["epoch"]))
+
+    train(BASE | {"train.epochs": 2}, report=report, checkpoint_dir=tmp_path)
+    assert seen == [(1, 1), (2, 2)]
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    _run(BASE | {"train.epochs": 1}, tmp_path)
+    with pytest.raises(ValueError, match=r"train\.lr"):
+        _run(BASE | {"train.epochs": 1, "train.lr": 0.02}, tmp_path)
+
+
+def test_early_stopping_after_patience():
+    # within5 of the 5-class thickness head is always 1.0: it never improves after epoch 1.
+    config = BASE | {"train.epochs": 20, "train.patience": 2, "objective.metric": "val/thickness/within5"}
+    reports, final = _run(config)
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    assert final["epoch"] == 3 and final["best_epoch"] == 1
+
+
+def test_nan_loss_raises_naming_epoch_and_step(monkeypatch):
+    train_size = len(load_dataset(DataSpec(kind="digits", limit=400, val_fraction=0.2)).train)
+    steps_per_epoch = math.ceil(train_size / BASE["train.batch_size"])
+
+    class PoisonedLoss(MultiHeadLoss):
+        calls = 0
+
+        def forward(self, outputs, targets):
+            total, breakdown = super().forward(outputs, targets)
+            PoisonedLoss.calls += 1
+            if PoisonedLoss.calls == steps_per_epoch + 5:
+                total = total * float("nan")
+                breakdown["loss/total"] = total.detach()
+            return total, breakdown
+
+    monkeypatch.setattr(train_module, "MultiHeadLoss", PoisonedLoss)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 5"):
+        _run(BASE)
+
+
+def test_energy_warning_when_weighted_energy_exceeds_task_loss():
+    with pytest.warns(RuntimeWarning, match="weighted energy"):
+        reports, _ = _run(BASE | {"train.epochs": 1, "energy_weight": 1e4})
+    assert reports[0]["train/loss/energy_share"] > 0.5
+    assert reports[0]["val/energy"] > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _run(BASE | {"train.epochs": 1, "energy_weight": 1e-6})
+
+
+def test_objective_must_be_a_reported_metric():
+    with pytest.raises(ValueError, match="objective.metric must be one of"):
+        _run(BASE | {"objective.metric": "val/loss"})

@@ -1,0 +1,50 @@
+"""Head losses, the energy regulariser, uncertainty weighting and the multi-head combination.
+
+Each head loss is a pure function (`*_loss`) plus a thin `nn.Module`; `LOSSES` maps the names used
+in search spaces to the modules, `build_loss` instantiates them, and `loss_parameters` exposes the
+tunable parameters read from the constructor signatures (the single source of truth for spaces).
+"""
+
+from ._base import HeadLoss
+from ._classification import (
+    CrossEntropyLoss,
+    FocalLoss,
+    WeightedCrossEntropyLoss,
+    cross_entropy_loss,
+    focal_loss,
+    weighted_ce_loss,
+)
+from ._energy import EnergyLoss
+from ._multihead import MultiHeadLoss
+from ._ordinal import (
+    OrdinalLoss,
+    QuantizedLoss,
+    SoftOrdinalLoss,
+    ordinal_loss,
+    quantized_loss,
+    soft_ordinal_loss,
+)
+from ._registry import LOSSES, build_loss, loss_parameters
+from ._uncertainty import UncertaintyWeighting
+
+__all__ = [
+    "LOSSES",
+    "CrossEntropyLoss",
+    "EnergyLoss",
+    "FocalLoss",
+    "HeadLoss",
+    "MultiHeadLoss",
+    "OrdinalLoss",
+    "QuantizedLoss",
+    "SoftOrdinalLoss",
+    "UncertaintyWeighting",
+    "WeightedCrossEntropyLoss",
+    "build_loss",
+    "cross_entropy_loss",
+    "focal_loss",
+    "loss_parameters",
+    "ordinal_loss",
+    "quantized_loss",
+    "soft_ordinal_loss",
+    "weighted_ce_loss",
+]

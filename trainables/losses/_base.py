@@ -1,0 +1,70 @@
+"""Common base of the head losses: constructor checks, output count and prediction."""
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_inputs, check_logits, check_num_classes, compute_dtype
+
+
+def prepare(
+    logits: Tensor, target: Tensor, *, num_classes: int, ignore_index: int, outputs: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Check the inputs; return (logits in compute dtype, target with ignored -> 0, valid mask).
+
+    Ignored targets are replaced by class 0 so that gathers and distances stay in range; their
+    per-sample values are dropped later by `masked_mean`.
+    """
+    valid = check_inputs(
+        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=outputs
+    )
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    return compute_dtype(logits), safe, valid
+
+
+def expected_class(logits: Tensor) -> Tensor:
+    """Softmax expectation over the class centres 0..C-1: sum_j softmax(z)_j * j."""
+    centres = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
+    return torch.softmax(logits, dim=1) @ centres
+
+
+class HeadLoss(nn.Module):
+    """Base of every head loss: `forward(logits [N, K], target [N] int64) -> scalar`.
+
+    Subclasses add keyword-only tunable parameters (with defaults and type annotations) to
+    `__init__`; `loss_parameters` reads them from the signature.
+    """
+
+    # True when `predict` returns a continuous class-index value rather than an argmax.
+    ordinal_prediction: ClassVar[bool] = False
+
+    def __init__(self, *, num_classes: int, ignore_index: int = -1) -> None:
+        super().__init__()
+        check_num_classes(num_classes, ignore_index=ignore_index)
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
+    @classmethod
+    def outputs(cls, num_classes: int) -> int:
+        """Number of output units the head needs for `num_classes` classes."""
+        return num_classes
+
+    def predict(self, logits: Tensor) -> Tensor:
+        """Prediction in class-index units, [N] float: the argmax class."""
+        check_logits(logits, outputs=self.outputs(self.num_classes))
+        return logits.argmax(dim=1).to(compute_dtype(logits).dtype)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, ignore_index={self.ignore_index}"
+
+
+class OrdinalHeadLoss(HeadLoss):
+    """Head loss whose prediction is the softmax expectation over the class centres."""
+
+    ordinal_prediction: ClassVar[bool] = True
+
+    def predict(self, logits: Tensor) -> Tensor:
+        """Prediction in class-index units, [N] float: sum_j softmax(z)_j * j."""
+        check_logits(logits, outputs=self.outputs(self.num_classes))
+        return expected_class(compute_dtype(logits))

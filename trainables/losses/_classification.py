@@ -1,0 +1,204 @@
+"""Classification head losses: cross-entropy, distance-weighted cross-entropy, focal loss.
+
+Notation: z = logits [N, C], p = softmax(z), y = target, valid = {i : y_i != ignore_index}.
+Every loss is mean_{i in valid} loss_i; with no valid target it is a zero connected to the graph.
+"""
+
+# No `from __future__ import annotations`: `loss_parameters` reads the __init__ annotations as
+# runtime objects (Literal[...], tuple[float, ...] | None).
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._base import HeadLoss, prepare
+from ._checks import check_class_weights, check_number, masked_mean
+
+
+def _check_ce_params(label_smoothing: float) -> None:
+    check_number("label_smoothing", label_smoothing)
+    if label_smoothing > 1:
+        raise ValueError(f"label_smoothing must be <= 1, but got {label_smoothing!r}")
+
+
+def _check_weighted_ce_params(distance_power: float, weight: float, base: float) -> None:
+    check_number("distance_power", distance_power)
+    check_number("weight", weight)
+    check_number("base", base)
+
+
+def _check_focal_params(
+    gamma: float, alpha: Sequence[float] | Tensor | None, num_classes: int
+) -> None:
+    check_number("gamma", gamma)
+    if not isinstance(alpha, Tensor):
+        check_class_weights("alpha", alpha, num_classes)
+    elif alpha.shape != (num_classes,):
+        raise ValueError(f"alpha must have shape [{num_classes}], but got {list(alpha.shape)}")
+
+
+def cross_entropy_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int = -1,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """Cross-entropy with optional label smoothing eps:
+
+        loss_i = -(1 - eps) * log p_{i, y_i} - (eps / C) * sum_j log p_{i, j}
+    """
+    _check_ce_params(label_smoothing)
+    z, y, valid = prepare(
+        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+    )
+    per_sample = F.cross_entropy(z, y, reduction="none", label_smoothing=label_smoothing)
+    return masked_mean(per_sample, valid)
+
+
+def weighted_ce_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int = -1,
+    distance_power: float = 2.0,
+    weight: float = 1.0,
+    base: float = 0.0,
+) -> Tensor:
+    """Cross-entropy plus a penalty on probability mass far from the target:
+
+        d_ij   = |j - y_i| / (C - 1)
+        loss_i = -log p_{i, y_i}
+                 + weight * sum_{j != y_i} p_{i, j} * (base + d_ij ** distance_power)
+
+    Distances are normalised by C - 1 so heads with different class counts are comparable.
+    weight = 0 gives plain cross-entropy.
+    """
+    _check_weighted_ce_params(distance_power, weight, base)
+    z, y, valid = prepare(
+        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+    )
+    log_p = F.log_softmax(z, dim=1)
+    ce = -log_p.gather(1, y[:, None])[:, 0]
+    classes = torch.arange(num_classes, device=z.device, dtype=z.dtype)
+    distance = (classes[None, :] - y[:, None].to(z.dtype)).abs() / (num_classes - 1)
+    penalty = (base + distance**distance_power).masked_fill(distance == 0, 0.0)
+    per_sample = ce + weight * (log_p.exp() * penalty).sum(dim=1)
+    return masked_mean(per_sample, valid)
+
+
+def focal_loss(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int = -1,
+    gamma: float = 2.0,
+    alpha: Sequence[float] | Tensor | None = None,
+) -> Tensor:
+    """Focal loss (Lin et al., 2017) with optional per-class weights alpha (C values):
+
+        loss_i = -alpha_{y_i} * (1 - p_{i, y_i}) ** gamma * log p_{i, y_i}
+
+    alpha = None means alpha_c = 1; gamma = 0 and alpha = None give cross-entropy exactly.
+    The mean is over valid targets (not normalised by the sum of alpha).
+    """
+    _check_focal_params(gamma, alpha, num_classes)
+    z, y, valid = prepare(
+        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+    )
+    log_p_t = F.log_softmax(z, dim=1).gather(1, y[:, None])[:, 0]
+    per_sample = -log_p_t
+    if gamma != 0:
+        # expm1 keeps 1 - p_t accurate near p_t = 1; the floor keeps the pow gradient finite
+        # (gamma < 1) when p_t rounds to exactly 1.
+        one_minus_p_t = (-torch.expm1(log_p_t)).clamp(min=torch.finfo(z.dtype).tiny)
+        per_sample = one_minus_p_t**gamma * per_sample
+    if alpha is not None:
+        weights = torch.as_tensor(alpha, dtype=z.dtype, device=z.device)
+        per_sample = weights[y] * per_sample
+    return masked_mean(per_sample, valid)
+
+
+class CrossEntropyLoss(HeadLoss):
+    """Module form of `cross_entropy_loss` (see its docstring for the formula)."""
+
+    def __init__(
+        self, *, num_classes: int, ignore_index: int = -1, label_smoothing: float = 0.0
+    ) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
+        _check_ce_params(label_smoothing)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy_loss(
+            logits,
+            target,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+class WeightedCrossEntropyLoss(HeadLoss):
+    """Module form of `weighted_ce_loss` (see its docstring for the formula)."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        ignore_index: int = -1,
+        distance_power: float = 2.0,
+        weight: float = 1.0,
+        base: float = 0.0,
+    ) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
+        _check_weighted_ce_params(distance_power, weight, base)
+        self.distance_power = distance_power
+        self.weight = weight
+        self.base = base
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return weighted_ce_loss(
+            logits,
+            target,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            distance_power=self.distance_power,
+            weight=self.weight,
+            base=self.base,
+        )
+
+
+class FocalLoss(HeadLoss):
+    """Module form of `focal_loss` (see its docstring for the formula)."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        ignore_index: int = -1,
+        gamma: float = 2.0,
+        alpha: tuple[float, ...] | None = None,
+    ) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
+        _check_focal_params(gamma, alpha, num_classes)
+        self.gamma = gamma
+        self.alpha = None if alpha is None else tuple(float(a) for a in alpha)
+        # A buffer follows the module to its device, so forward does no host-to-device copy.
+        weights = None if alpha is None else torch.tensor(self.alpha)
+        self.register_buffer("alpha_weights", weights, persistent=False)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(
+            logits,
+            target,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            gamma=self.gamma,
+            alpha=self.alpha_weights,
+        )

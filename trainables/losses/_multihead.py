@@ -1,0 +1,95 @@
+"""Combination of per-head losses and the energy regulariser, with a loggable breakdown."""
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_number
+from ._energy import EnergyLoss
+
+
+class MultiHeadLoss(nn.Module):
+    """Weighted sum of the head losses plus an optional energy term:
+
+        total = sum_h w_h * L_h(outputs[h], targets[h]) + energy_weight * E
+
+    `forward` returns (total, breakdown). The breakdown holds DETACHED 0-dim tensors, so logging
+    it costs no GPU sync inside the training loop (call `.item()` once per epoch, not per step):
+
+        "loss/<head>"           L_h, unweighted
+        "loss/energy"           E, raw (0 without an EnergyLoss)
+        "loss/energy_weighted"  energy_weight * E
+        "loss/energy_share"     energy_weight * E / total (0 when total is 0)
+        "loss/total"            total
+
+    The EnergyLoss is reset right after it is read, so each call sees the activity of the forward
+    passes since the previous call and no graph is kept across steps.
+    """
+
+    def __init__(
+        self,
+        *,
+        losses: Mapping[str, nn.Module],
+        weights: Mapping[str, float],
+        energy: EnergyLoss | None = None,
+        energy_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not losses:
+            raise ValueError(f"losses must name at least one head, but got {dict(losses)}")
+        if set(weights) != set(losses):
+            raise ValueError(
+                f"weights must have the heads of losses {sorted(losses)}, but got {sorted(weights)}"
+            )
+        for head, weight in weights.items():
+            check_number(f"weights[{head!r}]", weight)
+        check_number("energy_weight", energy_weight)
+        if energy is not None and not isinstance(energy, EnergyLoss):
+            raise ValueError(
+                f"energy must be an EnergyLoss or None, but got {type(energy).__name__}"
+            )
+        if energy_weight > 0 and energy is None:
+            raise ValueError("energy_weight > 0 needs an EnergyLoss, but got energy=None")
+        self.losses = nn.ModuleDict(dict(losses))
+        self.weights = {head: float(weights[head]) for head in losses}
+        self.energy = energy
+        self.energy_weight = float(energy_weight)
+
+    def forward(
+        self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        heads = sorted(self.losses)
+        for name, given in (("outputs", outputs), ("targets", targets)):
+            if sorted(given) != heads:
+                raise ValueError(f"{name} must have the heads {heads}, but got {sorted(given)}")
+
+        breakdown: dict[str, Tensor] = {}
+        terms = []
+        for head, loss_fn in self.losses.items():
+            value = loss_fn(outputs[head], targets[head])
+            breakdown[f"loss/{head}"] = value.detach()
+            terms.append(self.weights[head] * value)
+        total = sum(terms[1:], terms[0])
+
+        if self.energy is None:
+            energy = total.new_zeros(())
+        else:
+            energy = self.energy().to(total.device)
+            self.energy.reset()
+        weighted_energy = self.energy_weight * energy
+        if self.energy_weight > 0:
+            total = total + weighted_energy
+
+        total_value = total.detach()
+        weighted_value = weighted_energy.detach()
+        breakdown["loss/energy"] = energy.detach()
+        breakdown["loss/energy_weighted"] = weighted_value
+        breakdown["loss/energy_share"] = torch.where(
+            total_value != 0, weighted_value / total_value, torch.zeros_like(total_value)
+        )
+        breakdown["loss/total"] = total_value
+        return total, breakdown
+
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}, energy_weight={self.energy_weight}"

@@ -1,0 +1,25 @@
+"""Per-task linear heads on a shared feature vector."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+
+class Heads(nn.Module):
+    """One ``Linear(features, outputs)`` per head; ``forward`` returns ``{head: Tensor[N, outputs]}``."""
+
+    def __init__(self, *, features: int, head_outputs: Mapping[str, int]) -> None:
+        super().__init__()
+        if not head_outputs:
+            raise ValueError(f"head_outputs must name at least one head, but got {dict(head_outputs)!r}")
+        for name, outputs in head_outputs.items():
+            if not name or "." in name:
+                raise ValueError(f"head names must be non-empty and contain no '.', but got {name!r}")
+            if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
+                raise ValueError(f"head outputs must be a positive int, but got {name}={outputs!r}")
+        self.layers = nn.ModuleDict({name: nn.Linear(features, outputs) for name, outputs in head_outputs.items()})
+
+    def forward(self, features: Tensor) -> dict[str, Tensor]:
+        return {name: layer(features) for name, layer in self.layers.items()}

@@ -1,0 +1,63 @@
+"""SimpleCNN multihead backbone (seed 002), for any channel count and image size."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor, nn
+
+from ._heads import Heads
+
+# The seed pools to 7x7 (28x28 MNIST after two 2x pools); smaller images keep their own size
+# instead of being upsampled, so 8x8 digits do not pay for a 3136-wide layer of copies.
+_POOLED_SIZE = 7
+
+
+def _after_two_pools(size: int) -> int:
+    # MaxPool2d(2, ceil_mode=True) twice is ceil(size / 4): odd and tiny sizes keep at least one pixel.
+    return (size + 3) // 4
+
+
+class SimpleCNN(nn.Module):
+    """Conv(C->32)+BN+ReLU+MaxPool, Conv(32->64)+BN+ReLU+MaxPool, AdaptiveAvgPool, Linear(->hidden)+ReLU+Dropout,
+    then one linear head per task."""
+
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int],
+        head_outputs: Mapping[str, int],
+        hidden: int = 128,
+        dropout: float = 0.0,
+        channels: tuple[int, int] = (32, 64),
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = _check_input_shape(input_shape)
+        c1, c2 = channels
+        pooled = (min(_POOLED_SIZE, _after_two_pools(height)), min(_POOLED_SIZE, _after_two_pools(width)))
+        # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.
+        self.backbone = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=3, padding=1),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c1, c2, kernel_size=3, padding=1),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d(pooled),
+            nn.Flatten(),
+            nn.Linear(c2 * pooled[0] * pooled[1], hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+        self.heads = Heads(features=hidden, head_outputs=head_outputs)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return self.heads(self.backbone(x))
+
+
+def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be three positive ints (C, H, W), but got {input_shape!r}")
+    return tuple(input_shape)

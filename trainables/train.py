@@ -1,0 +1,362 @@
+"""Train one trial: data, model and losses from a flat trial config; report per epoch; resumable.
+
+The outside world is reached only through ``report`` and ``checkpoint_dir``, so the same function
+runs under Ray Tune, in ``search train``, in tests and in a notebook.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trainables.config import TrialConfig
+from trainables.data import DataSpec, HeadInfo, Split, iterate_batches, load_dataset
+from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
+from trainables.metrics import aggregate, head_metrics, metric_names
+from trainables.models import build_model
+
+__all__ = ["CHECKPOINT_NAME", "TrainingDiverged", "train"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
+_EVAL_BATCH = 1024
+# Settings that may differ between an interrupted run and its resumption without changing results.
+_RESUMABLE_CHANGES = frozenset({"train.threads", "train.device"})
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class _Progress:
+    """Everything besides model/optimiser/RNG state that a resumed trial needs."""
+
+    epoch: int = 0  # completed epochs
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, Tensor] | None = None
+    bad_epochs: int = 0  # epochs since the objective last improved
+
+
+def train(
+    config: Mapping[str, Any],
+    *,
+    report: Callable[[dict[str, float]], None],
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, float]:
+    """Train a trial and return the final metrics: test/... of the best-on-validation weights,
+    the validation metrics of that epoch, ``best/<objective>``, ``best_epoch`` and ``epoch``.
+
+    ``report(metrics)`` is called once per epoch, after ``checkpoint_dir/checkpoint.pt`` is written;
+    a checkpoint found there at the start is resumed, bit for bit on CPU.
+    """
+    cfg = TrialConfig.from_flat(config)
+    tc = cfg.train
+    device = _device(tc.device)
+    if tc.threads is not None:
+        torch.set_num_threads(tc.threads)
+    _seed_everything(tc.seed)
+
+    data = load_dataset(
+        DataSpec(
+            kind=cfg.data.kind,
+            path=cfg.data.path,
+            val_fraction=cfg.data.val_fraction,
+            limit=cfg.data.limit,
+            labels=cfg.data.labels,
+            seed=tc.seed,
+        )
+    )
+    heads = _trained_heads(cfg, data.heads)
+    objective = cfg.objective.metric
+    valid_objectives = metric_names(heads, split="val")
+    if objective not in valid_objectives:
+        raise ValueError(f"objective.metric must be one of {valid_objectives}, but got {objective!r}")
+    better = (lambda new, old: new > old) if cfg.objective.mode == "max" else (lambda new, old: new < old)
+
+    losses = {
+        name: build_loss(head.loss, num_classes=heads[name].num_classes, **head.params)
+        for name, head in cfg.heads.items()
+    }
+    model = build_model(
+        cfg.model.kind,
+        input_shape=data.input_shape,
+        head_outputs={name: type(loss).outputs(heads[name].num_classes) for name, loss in losses.items()},
+        hidden=cfg.model.hidden,
+        dropout=cfg.model.dropout,
+    ).to(device)
+    energy = EnergyLoss(p=cfg.energy.p) if cfg.energy_weight > 0 else None
+    criterion = MultiHeadLoss(
+        losses=losses,
+        weights={name: head.weight for name, head in cfg.heads.items()},
+        energy=energy,
+        energy_weight=cfg.energy_weight,
+    ).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    amp = tc.amp and device.type == "cuda"
+    if tc.amp and not amp:
+        warnings.warn("train.amp needs CUDA; training in float32 on CPU", RuntimeWarning, stacklevel=2)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    batch_rng = torch.Generator().manual_seed(tc.seed)
+
+    flat = cfg.to_flat()
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    progress = _Progress()
+    if path is not None and path.exists():
+        progress = _load_checkpoint(path, flat, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
+        progress.best_state = {k: v.to(device) for k, v in progress.best_state.items()}
+
+    def evaluate(split: Split, name: str) -> dict[str, float]:
+        return _evaluate(model, losses, split, heads, split_name=name, energy_p=cfg.energy.p, amp=amp, device=device)
+
+    energy_warned = False
+    while progress.epoch < tc.epochs and progress.bad_epochs < tc.patience:
+        epoch = progress.epoch + 1
+        start = perf_counter()
+        with energy.register(model) if energy is not None else nullcontext():
+            train_losses = _train_epoch(
+                model, criterion, optimizer, scaler, data.train,
+                batch_size=tc.batch_size, batch_rng=batch_rng, grad_clip=tc.grad_clip, amp=amp, epoch=epoch,
+                device=device,
+            )  # fmt: skip
+        train_time = perf_counter() - start
+        val = evaluate(data.val, "val")
+
+        value = val[objective]
+        if progress.best_value is None or better(value, progress.best_value):
+            progress.best_value, progress.best_epoch, progress.best_metrics = value, epoch, val
+            progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+        progress.epoch = epoch
+
+        if energy is not None and not energy_warned:
+            weighted = train_losses["loss/energy_weighted"]
+            task = train_losses["loss/total"] - weighted
+            if weighted > task:
+                energy_warned = True
+                warnings.warn(
+                    f"weighted energy {weighted:.4g} exceeds the task loss {task:.4g} at epoch {epoch}; "
+                    f"energy_weight={cfg.energy_weight} is likely too large",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+        if path is not None:
+            _save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
+        report(
+            {
+                "epoch": epoch,
+                **val,
+                **{f"train/{key}": v for key, v in train_losses.items()},
+                "epoch_time_s": perf_counter() - start,
+                "samples_per_s": len(data.train) / train_time,
+                f"best/{objective}": progress.best_value,
+            }
+        )
+
+    model.load_state_dict(progress.best_state)
+    return {
+        "epoch": progress.epoch,
+        "best_epoch": progress.best_epoch,
+        f"best/{objective}": progress.best_value,
+        **progress.best_metrics,
+        **evaluate(data.test, "test"),
+    }
+
+
+def _train_epoch(
+    model: nn.Module,
+    criterion: MultiHeadLoss,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    split: Split,
+    *,
+    batch_size: int,
+    batch_rng: torch.Generator,
+    grad_clip: float,
+    amp: bool,
+    epoch: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """One pass over ``split``; returns the epoch means of the loss breakdown.
+
+    The breakdown stays on the device as one stacked row per step, so the loop never waits for
+    the device; NaN/inf is found after the epoch from those rows. Splits stay in host memory
+    (compact uint8) and each batch is copied to the device.
+    """
+    model.train()
+    rows: list[Tensor] = []
+    keys: list[str] = []
+    for x, y in iterate_batches(split, batch_size=batch_size, shuffle=True, generator=batch_rng):
+        x = x.to(device, non_blocking=True)
+        y = {name: t.to(device, non_blocking=True) for name, t in y.items()}
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            total, breakdown = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        keys = list(breakdown)
+        rows.append(torch.stack(list(breakdown.values())))
+    table = torch.stack(rows)
+    totals = table[:, keys.index("loss/total")]
+    bad = (~torch.isfinite(totals)).nonzero()
+    if len(bad):
+        step = int(bad[0])
+        raise TrainingDiverged(
+            f"training loss must stay finite, but got {totals[step].item()} at epoch {epoch}, step {step + 1}"
+        )
+    return dict(zip(keys, table.mean(dim=0).tolist()))
+
+
+@torch.no_grad()
+def _evaluate(
+    model: nn.Module,
+    losses: Mapping[str, nn.Module],
+    split: Split,
+    heads: Mapping[str, HeadInfo],
+    *,
+    split_name: str,
+    energy_p: int,
+    amp: bool,
+    device: torch.device,
+) -> dict[str, float]:
+    """Task metrics of every head on ``split`` (predictions from each head loss's ``predict``), their
+    aggregates, and the raw activation energy (sample-weighted mean over batches)."""
+    model.eval()
+    preds: dict[str, list[Tensor]] = {name: [] for name in heads}
+    energy_sum: Tensor | float = 0.0
+    with EnergyLoss(p=energy_p).register(model) as probe:
+        for x, _ in iterate_batches(split, batch_size=_EVAL_BATCH, shuffle=False, generator=None):
+            probe.reset()
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                outputs = model(x.to(device, non_blocking=True))
+            for name in heads:
+                preds[name].append(losses[name].predict(outputs[name].float()))
+            energy_sum = energy_sum + probe().float() * len(x)
+    per_head = {
+        name: head_metrics(
+            torch.cat(preds[name]).cpu(),
+            split.labels[name],
+            num_classes=info.num_classes,
+            unit_range=info.unit_range,
+        )
+        for name, info in heads.items()
+    }
+    metrics = {f"{split_name}/{name}/{key}": v for name, values in per_head.items() for key, v in values.items()}
+    metrics.update({f"{split_name}/{key}": v for key, v in aggregate(per_head).items()})
+    metrics[f"{split_name}/energy"] = float(energy_sum) / len(split)
+    return metrics
+
+
+def _trained_heads(cfg: TrialConfig, available: Mapping[str, HeadInfo]) -> dict[str, HeadInfo]:
+    unknown = sorted(set(cfg.heads) - set(available))
+    if unknown:
+        raise ValueError(f"heads must be heads of the data set {sorted(available)}, but got {unknown}")
+    return {name: available[name] for name in cfg.heads}
+
+
+def _device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device must be 'cpu' or 'auto' when CUDA is unavailable, but got {setting!r}")
+    if setting == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # CUDA generators too
+
+
+def _rng_state(batch_rng: torch.Generator) -> dict[str, Any]:
+    # Plain containers and tensors only, so torch.load(weights_only=True) reads them back.
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batches": batch_rng.get_state(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], batch_rng: torch.Generator) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    batch_rng.set_state(state["batches"])
+
+
+def _save_checkpoint(
+    path: Path,
+    flat: Mapping[str, Any],
+    progress: _Progress,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch_rng: torch.Generator,
+) -> None:
+    """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint."""
+    payload = {
+        "config": dict(flat),
+        "progress": dict(vars(progress)),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(batch_rng),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(
+    path: Path,
+    flat: Mapping[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch_rng: torch.Generator,
+) -> _Progress:
+    # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    saved = payload["config"]
+    changed = sorted(k for k in set(saved) | set(flat) if k not in _RESUMABLE_CHANGES and saved.get(k) != flat.get(k))
+    if changed:
+        raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    _set_rng_state(payload["rng"], batch_rng)
+    return _Progress(**payload["progress"])
