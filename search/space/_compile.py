@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from search.space._distributions import Choice, Distribution, SuggestTrial
+from search.space._distributions import Choice, Distribution, SuggestTrial, show_value
 
 __all__ = ["Const", "Entry", "LossSwitch", "Param", "define_by_run", "dimension_lines", "grid_space", "sample"]
 
@@ -115,14 +115,6 @@ def grid_space(entries: tuple[Entry, ...]) -> dict[str, list[Any]] | None:
     return grid
 
 
-def _show(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
 def dimension_lines(entries: tuple[Entry, ...]) -> tuple[list[str], list[str]]:
     """(searched lines with the conditional structure indented, fixed lines)."""
     searched: list[str] = []
@@ -144,7 +136,7 @@ def _describe(entries: tuple[Entry, ...], searched: list[str], fixed: list[str],
     for entry in entries:
         if isinstance(entry, Const):
             # Constants of one loss alternative only hold when that loss is chosen.
-            (searched if indent else fixed).append(f"{indent}{entry.key} = {_show(entry.value)}")
+            (searched if indent else fixed).append(f"{indent}{entry.key} = {show_value(entry.value)}")
         elif isinstance(entry, Param):
             searched.append(f"{indent}{entry.key}  ~ {entry.distribution}")
         elif entry.distribution is None:

@@ -83,7 +83,7 @@ class Choice:
         return trial.suggest_categorical(name, list(self.values))
 
     def __str__(self) -> str:
-        return f"{self.kind} [{', '.join(_show(v) for v in self.values)}]"
+        return f"{self.kind} [{', '.join(show_value(v) for v in self.values)}]"
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ DISTRIBUTIONS: dict[str, type] = {
 }
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as the YAML file would spell it."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -129,7 +130,7 @@ class ValueType:
     def describe(self) -> str:
         """`a number >= 0`, `an integer >= 1 or null`, `one of [l1, l2, huber]` ..."""
         if self.kind == "literal":
-            text = f"one of [{', '.join(_show(m) for m in self.members)}]"
+            text = f"one of [{', '.join(show_value(m) for m in self.members)}]"
         else:
             text = {
                 "float": "a number",

@@ -1,0 +1,114 @@
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.data import DataError, DataSpec, describe_dataset, load_dataset
+from trainables.data._digits_mnist import SMOOTHNESS_MAP, THICKNESS_MAP, stroke_measures
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(DataSpec(kind="digits"))
+
+
+def test_digits_shapes_heads_and_fixed_test_split(digits):
+    assert digits.input_shape == (1, 8, 8)
+    assert (len(digits.train), len(digits.val), len(digits.test)) == (1294, 144, 359)
+    assert digits.train.images.dtype == torch.uint8 and int(digits.train.images.max()) == 255
+    heads = digits.heads
+    assert heads == describe_dataset(DataSpec(kind="digits"))
+    assert (heads["digit"].num_classes, heads["thickness"].num_classes, heads["smoothness"].num_classes) == (10, 5, 3)
+    assert not heads["digit"].ordinal and heads["thickness"].ordinal and heads["smoothness"].ordinal
+    assert heads["thickness"].unit_range is None
+    other_seed = load_dataset(DataSpec(kind="digits", seed=1))
+    assert torch.equal(other_seed.test.images, digits.test.images)  # test never depends on the run's seed
+    assert not torch.equal(other_seed.val.images, digits.val.images)
+    # validation is stratified by digit: every digit, in proportion
+    assert (torch.bincount(digits.val.labels["digit"], minlength=10) >= 13).all()
+
+
+def test_measured_labels_are_not_a_function_of_the_digit(digits):
+    digit = digits.train.labels["digit"]
+    for head, levels in (("thickness", 5), ("smoothness", 3)):
+        labels = digits.train.labels[head]
+        counts = torch.bincount(labels, minlength=levels)
+        # quantile levels of the training split: roughly equal shares
+        assert counts.min() >= 0.9 * len(labels) / levels
+        varied = [d for d in range(10) if len(torch.unique(labels[digit == d])) >= 2]
+        assert len(varied) >= 9, head
+
+
+def test_seed_map_labels_are_the_fixed_maps():
+    dataset = load_dataset(DataSpec(kind="digits", labels="seed_map", limit=200))
+    digit = dataset.train.labels["digit"]
+    assert torch.equal(dataset.train.labels["thickness"], torch.tensor([THICKNESS_MAP[int(d)] for d in digit]))
+    assert torch.equal(dataset.train.labels["smoothness"], torch.tensor([SMOOTHNESS_MAP[int(d)] for d in digit]))
+    assert len(dataset.train) + len(dataset.val) == 200 and len(dataset.test) == 200
+
+
+def test_stroke_width_and_curvature_measure_what_they_claim():
+    images = np.zeros((4, 1, 28, 28), dtype=np.uint8)
+    images[0, 0, 4:24, 13:14] = 255  # 1-pixel stroke
+    images[1, 0, 4:24, 12:15] = 255  # 3-pixel stroke
+    yy, xx = np.mgrid[:28, :28]
+    images[2, 0][(yy - 14) ** 2 + (xx - 14) ** 2 <= 10 ** 2] = 255  # large disc: gentle contour
+    images[3, 0][(yy - 14) ** 2 + (xx - 14) ** 2 <= 4 ** 2] = 255  # small disc: tight contour
+    width, curvature = stroke_measures(images)
+    assert width[0] == pytest.approx(1.0, rel=0.15) and width[1] == pytest.approx(3.0, rel=0.15)
+    assert curvature[3] > 1.5 * curvature[2]
+
+
+def _idx(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def _write_mnist(directory, *, compress: bool, rng):
+    parts = {}
+    for prefix, count in (("train", 40), ("t10k", 12)):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = (np.arange(count) % 10).astype(np.uint8)
+        parts[prefix] = images, labels
+        for kind, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
+            data = _idx(array)
+            name = f"{prefix}-{kind}"
+            if compress:
+                (directory / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (directory / name).write_bytes(data)
+    return parts
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_mnist_idx_files_read_correctly(tmp_path, compress):
+    parts = _write_mnist(tmp_path, compress=compress, rng=np.random.default_rng(0))
+    dataset = load_dataset(DataSpec(kind="mnist", path=str(tmp_path), val_fraction=0.25))
+    test_images, test_labels = parts["t10k"]
+    assert torch.equal(dataset.test.images[:, 0], torch.from_numpy(test_images))
+    assert torch.equal(dataset.test.labels["digit"], torch.from_numpy(test_labels).long())
+    train_images, train_labels = parts["train"]
+    source = {train_images[i].tobytes(): int(train_labels[i]) for i in range(40)}
+    seen = set()
+    for split in (dataset.train, dataset.val):
+        for image, digit in zip(split.images, split.labels["digit"]):
+            key = image[0].numpy().tobytes()
+            assert source[key] == int(digit) and key not in seen
+            seen.add(key)
+    assert len(seen) == 40 and len(dataset.val) == 10
+
+
+def test_mnist_corrupt_and_missing_files(tmp_path):
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.*t10k-labels-idx1-ubyte.*download"):
+        load_dataset(DataSpec(kind="mnist", path=str(tmp_path)))
+    _write_mnist(tmp_path, compress=False, rng=np.random.default_rng(0))
+    labels = tmp_path / "train-labels-idx1-ubyte"
+    labels.write_bytes(labels.read_bytes()[:-3])
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: byte offset 8: IDX body must hold 40 bytes.*but got 37"):
+        load_dataset(DataSpec(kind="mnist", path=str(tmp_path)))
+    labels.write_bytes(b"\x00\x00\x0d\x01" + b"\x00" * 8)
+    with pytest.raises(DataError, match="byte offset 0: IDX magic must be 00 00 08 01"):
+        load_dataset(DataSpec(kind="mnist", path=str(tmp_path)))
+    with pytest.raises(DataError, match="data.path must name a directory for mnist"):
+        load_dataset(DataSpec(kind="mnist"))

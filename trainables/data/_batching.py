@@ -1,0 +1,41 @@
+"""Mini-batches by index permutation over in-memory tensors (no DataLoader, no worker processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from ._types import Split
+
+
+def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
+                    generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+    """Yield (images float32 in [0, 1], labels head -> int64) batches covering every index once.
+
+    uint8 images are scaled by 1/255 per batch, so the split stays compact in memory; float images
+    are taken as already in [0, 1] (float32 ones are handed out without a copy). The last batch
+    may be smaller. With ``shuffle`` the order is a
+    fresh ``torch.randperm`` drawn from ``generator`` (the global torch RNG when None).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
+    count = len(split)
+    order = torch.randperm(count, generator=generator) if shuffle else None
+    for start in range(0, count, batch_size):
+        if order is None:
+            # contiguous slices are views: no gather needed
+            images = split.images[start:start + batch_size]
+            labels = {name: values[start:start + batch_size] for name, values in split.labels.items()}
+        else:
+            index = order[start:start + batch_size]
+            images = split.images.index_select(0, index)
+            labels = {name: values.index_select(0, index) for name, values in split.labels.items()}
+        yield _as_float(images), labels
+
+
+def _as_float(images: Tensor) -> Tensor:
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images.to(torch.float32)
