@@ -41,6 +41,9 @@ class DataConfig:
     val_fraction: float = 0.1
     limit: int | None = None
     labels: str = "measured"
+    # Seeds the validation carve-out, the limit subset and the label cuts: apart from train.seed, so
+    # trials with different training seeds are scored on the same validation samples.
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _require(self.kind in DATASETS, f"data.kind must be one of {sorted(DATASETS)}", self.kind)

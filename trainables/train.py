@@ -11,7 +11,7 @@ import random
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from trainables.config import TrialConfig
-from trainables.data import DataSpec, HeadInfo, Split, iterate_batches, load_dataset
+from trainables.data import DataSpec, HeadInfo, MultiheadDataset, Split, iterate_batches, load_dataset
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
 from trainables.metrics import aggregate, head_metrics, metric_names
 from trainables.models import build_model
@@ -31,8 +31,14 @@ __all__ = ["CHECKPOINT_NAME", "TrainingDiverged", "train"]
 CHECKPOINT_NAME = "checkpoint.pt"
 # Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
 _EVAL_BATCH = 1024
-# Settings that may differ between an interrupted run and its resumption without changing results.
+# Settings an interrupted run may be resumed with changed (say, on another machine). They do not
+# change what is trained, but they do change floating-point rounding (reduction order across
+# thread counts, CPU vs GPU kernels): the resumed run is bit-identical to an uninterrupted one
+# only when these are unchanged too; otherwise it drifts like any rerun on other hardware.
 _RESUMABLE_CHANGES = frozenset({"train.threads", "train.device"})
+# A GPU keeps the splits resident when they take at most this share of its free memory, so each
+# step gathers its batch on the device instead of copying it from host memory.
+_RESIDENT_SHARE = 0.25
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,7 +67,9 @@ def train(
     the validation metrics of that epoch, ``best/<objective>``, ``best_epoch`` and ``epoch``.
 
     ``report(metrics)`` is called once per epoch, after ``checkpoint_dir/checkpoint.pt`` is written;
-    a checkpoint found there at the start is resumed, bit for bit on CPU.
+    a checkpoint found there at the start is resumed, bit for bit on CPU with the same
+    ``train.threads``. ``train.threads`` and ``train.device`` may change on resumption, but then the
+    run is no longer bit-identical to an uninterrupted one (floating-point rounding differs).
     """
     cfg = TrialConfig.from_flat(config)
     tc = cfg.train
@@ -77,10 +85,14 @@ def train(
             val_fraction=cfg.data.val_fraction,
             limit=cfg.data.limit,
             labels=cfg.data.labels,
-            seed=tc.seed,
+            seed=cfg.data.seed,
         )
     )
     heads = _trained_heads(cfg, data.heads)
+    _check_labels(data, heads)
+    if device.type == "cuda" and _fits_on_device(data, device):
+        data = replace(data, train=_to_device(data.train, device), val=_to_device(data.val, device),
+                       test=_to_device(data.test, device))
     objective = cfg.objective.metric
     valid_objectives = metric_names(heads, split="val")
     if objective not in valid_objectives:
@@ -91,6 +103,8 @@ def train(
         name: build_loss(head.loss, num_classes=heads[name].num_classes, **head.params)
         for name, head in cfg.heads.items()
     }
+    for loss in losses.values():
+        loss.check_targets = False  # _check_labels did it once; per step it would sync the GPU
     model = build_model(
         cfg.model.kind,
         input_shape=data.input_shape,
@@ -196,8 +210,8 @@ def _train_epoch(
     """One pass over ``split``; returns the epoch means of the loss breakdown.
 
     The breakdown stays on the device as one stacked row per step, so the loop never waits for
-    the device; NaN/inf is found after the epoch from those rows. Splits stay in host memory
-    (compact uint8) and each batch is copied to the device.
+    the device; NaN/inf is found after the epoch from those rows. A split already on the device
+    yields device batches; one in host memory (compact uint8) is copied batch by batch.
     """
     model.train()
     rows: list[Tensor] = []
@@ -255,7 +269,7 @@ def _evaluate(
     per_head = {
         name: head_metrics(
             torch.cat(preds[name]).cpu(),
-            split.labels[name],
+            split.labels[name].cpu(),
             num_classes=info.num_classes,
             unit_range=info.unit_range,
         )
@@ -272,6 +286,30 @@ def _trained_heads(cfg: TrialConfig, available: Mapping[str, HeadInfo]) -> dict[
     if unknown:
         raise ValueError(f"heads must be heads of the data set {sorted(available)}, but got {unknown}")
     return {name: available[name] for name in cfg.heads}
+
+
+def _check_labels(data: MultiheadDataset, heads: Mapping[str, HeadInfo]) -> None:
+    """Every label of a trained head must be a class index: checked once here, so the losses can
+    skip their per-step check (a GPU sync each)."""
+    for split_name in ("train", "val", "test"):
+        split = getattr(data, split_name)
+        for name, info in heads.items():
+            labels = split.labels[name]
+            bad = (labels < 0) | (labels >= info.num_classes)
+            if bool(bad.any()):
+                raise ValueError(f"{split_name} labels of head {name!r} must lie in [0, {info.num_classes - 1}], "
+                                 f"but got {labels[bad][:5].tolist()}")
+
+
+def _fits_on_device(data: MultiheadDataset, device: torch.device) -> bool:
+    size = sum(t.nelement() * t.element_size()
+               for split in (data.train, data.val, data.test) for t in (split.images, *split.labels.values()))
+    free, _ = torch.cuda.mem_get_info(device)
+    return size <= _RESIDENT_SHARE * free
+
+
+def _to_device(split: Split, device: torch.device) -> Split:
+    return Split(images=split.images.to(device), labels={name: t.to(device) for name, t in split.labels.items()})
 
 
 def _device(setting: str) -> torch.device:

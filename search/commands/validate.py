@@ -49,7 +49,7 @@ def summary_lines(space: Any) -> list[str]:
     budget = f", time budget {s.time_budget_s:g} s" if s.time_budget_s is not None else ""
     return [
         f"name: {space.name}",
-        f"data: {data.kind}{where} (val_fraction {data.val_fraction}{limit}, labels {data.labels})",
+        f"data: {data.kind}{where} (val_fraction {data.val_fraction}{limit}, labels {data.labels}, seed {data.seed})",
         f"heads: {heads}",
         f"objective: {objectives}",
         f"search: {s.num_samples} trials, {s.sampler} sampler, {s.scheduler} scheduler, "

@@ -5,7 +5,7 @@ A space file (YAML) has these sections; ``~`` marks the values that may be a dis
 ``{grid: [...]}``), every other value is a literal::
 
     name: vimh-loss-search           # MLflow experiment name; default: the file name
-    data: {kind, path, val_fraction, limit, labels}            # fixed: one data set per search
+    data: {kind, path, val_fraction, limit, labels, seed}      # fixed: one data set per search
     model: {kind, hidden ~, dropout ~}
     train: {epochs, batch_size ~, lr ~, weight_decay ~, grad_clip ~, patience, seed, threads,
             amp, device}

@@ -70,6 +70,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
         "kind": _Rule(members=tuple(sorted(DATASETS))),
         "val_fraction": _Rule(minimum=0.0, maximum=1.0, min_open=True, max_open=True),
         "limit": _Rule(minimum=2),
+        "seed": _Rule(minimum=0),
     },
     "model": {
         "kind": _Rule(members=tuple(sorted(MODELS))),

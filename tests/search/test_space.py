@@ -295,3 +295,12 @@ def test_choice_and_grid_distributions_are_kept(space, tmp_path):
     assert isinstance(param.distribution, Grid) and param.distribution.values == (16, 32)
     (energy,) = [e for e in space.entries if getattr(e, "key", "") == "energy_weight"]
     assert isinstance(energy.distribution, Choice) and not isinstance(energy.distribution, Grid)
+
+
+def test_data_seed_is_a_fixed_setting_kept_apart_from_the_training_seed(tmp_path):
+    text = CONDITIONAL.replace("{kind: digits, limit: 200}", "{kind: digits, limit: 200, seed: 5}")
+    space = load_space(write(tmp_path, text))
+    config = space.sample(seed=0)
+    assert space.data.seed == 5 and config["data.seed"] == 5 and config["train.seed"] == 0
+    assert TrialConfig.from_flat(config).data.seed == 5
+    assert load_space(write(tmp_path, CONDITIONAL, "default.yaml")).sample(seed=0)["data.seed"] == 0

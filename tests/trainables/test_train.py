@@ -188,3 +188,68 @@ def test_energy_warning_when_weighted_energy_exceeds_task_loss():
 def test_objective_must_be_a_reported_metric():
     with pytest.raises(ValueError, match="objective.metric must be one of"):
         _run(BASE | {"objective.metric": "val/loss"})
+
+
+class _Loaded(Exception):
+    """Stops train() right after it loaded its data."""
+
+
+def _loaded_dataset(monkeypatch, config):
+    loaded = []
+
+    def load(spec):
+        loaded.append(load_dataset(spec))
+        raise _Loaded
+
+    monkeypatch.setattr(train_module, "load_dataset", load)
+    with pytest.raises(_Loaded):
+        _run(config)
+    return loaded[0]
+
+
+def test_validation_split_follows_data_seed_not_train_seed(monkeypatch):
+    # digits with measured labels: data.seed picks the validation samples and the label cuts;
+    # trials that differ in train.seed must still be scored on the same validation set.
+    base = _loaded_dataset(monkeypatch, BASE)
+    other_train_seed = _loaded_dataset(monkeypatch, BASE | {"train.seed": 1})
+    other_data_seed = _loaded_dataset(monkeypatch, BASE | {"data.seed": 1})
+    assert torch.equal(base.val.images, other_train_seed.val.images)
+    assert all(torch.equal(base.val.labels[h], other_train_seed.val.labels[h]) for h in base.val.labels)
+    assert not torch.equal(base.val.images, other_data_seed.val.images)
+
+
+def test_labels_outside_the_head_classes_are_refused_once(monkeypatch):
+    data = load_dataset(DataSpec(kind="digits", limit=400, val_fraction=0.2))
+    data.test.labels["thickness"][7] = 5  # thickness has 5 classes: 0..4
+    monkeypatch.setattr(train_module, "load_dataset", lambda spec: data)
+    with pytest.raises(ValueError, match=r"test labels of head 'thickness' must lie in \[0, 4\], but got \[5\]"):
+        _run(BASE)
+
+
+def test_no_forward_hooks_are_left_on_the_model(monkeypatch):
+    # The energy term and the evaluation probe hook every layer; a hook left behind would keep
+    # recording (and holding activations) in whatever uses the model next.
+    models = []
+    real_build_model = train_module.build_model
+
+    def build(*args, **kwargs):
+        models.append(real_build_model(*args, **kwargs))
+        return models[-1]
+
+    def hooks(model):
+        return sum(len(module._forward_hooks) + len(module._forward_pre_hooks) for module in model.modules())
+
+    monkeypatch.setattr(train_module, "build_model", build)
+    _run(BASE | {"train.epochs": 1})
+    assert hooks(models[-1]) == 0
+
+    class PoisonedLoss(MultiHeadLoss):
+        def forward(self, outputs, targets):
+            total, breakdown = super().forward(outputs, targets)
+            breakdown["loss/total"] = breakdown["loss/total"] * float("nan")
+            return total * float("nan"), breakdown
+
+    monkeypatch.setattr(train_module, "MultiHeadLoss", PoisonedLoss)
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 1"):
+        _run(BASE | {"train.epochs": 1})
+    assert len(models) == 2 and hooks(models[-1]) == 0

@@ -16,13 +16,17 @@ def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
 
     uint8 images are scaled by 1/255 per batch, so the split stays compact in memory; float images
     are taken as already in [0, 1] (float32 ones are handed out without a copy). The last batch
-    may be smaller. With ``shuffle`` the order is a
-    fresh ``torch.randperm`` drawn from ``generator`` (the global torch RNG when None).
+    may be smaller. With ``shuffle`` the order is a fresh ``torch.randperm`` drawn on the CPU from
+    ``generator`` (the global torch RNG when None), so a seed gives the same order on every device.
+
+    Batches are cut where the split's tensors live: a split moved to a GPU once yields GPU batches
+    (gathered and scaled there), with no host-to-device copy per step.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
     count = len(split)
-    order = torch.randperm(count, generator=generator) if shuffle else None
+    # one copy of the whole permutation per epoch (a no-op for a split on the CPU)
+    order = torch.randperm(count, generator=generator).to(split.images.device) if shuffle else None
     for start in range(0, count, batch_size):
         if order is None:
             # contiguous slices are views: no gather needed
@@ -31,7 +35,7 @@ def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
         else:
             index = order[start:start + batch_size]
             images = split.images.index_select(0, index)
-            labels = {name: values.index_select(0, index) for name, values in split.labels.items()}
+            labels = {name: values.index_select(0, index.to(values.device)) for name, values in split.labels.items()}
         yield _as_float(images), labels
 
 

@@ -17,18 +17,13 @@ class DatasetKind:
 
     load: Callable[[DataSpec], MultiheadDataset]
     describe: Callable[[DataSpec], dict[str, HeadInfo]]
-    summary: str
 
 
 DATASETS: dict[str, DatasetKind] = {
-    "vimh": DatasetKind(load=load_vimh, describe=describe_vimh,
-                        summary="VIMH directory (default: synthesised data/vimh-default), 256-level ordinal heads"),
-    "digits": DatasetKind(load=load_digits_dataset, describe=describe_digits,
-                          summary="scikit-learn 8x8 digits: digit, thickness, smoothness"),
-    "mnist": DatasetKind(load=load_mnist_dataset, describe=describe_digits,
-                         summary="MNIST IDX files in data.path: digit, thickness, smoothness"),
-    "cifar10": DatasetKind(load=load_cifar, describe=describe_cifar,
-                           summary="CIFAR-10 python batches in data.path: class, vehicle_or_animal"),
+    "vimh": DatasetKind(load=load_vimh, describe=describe_vimh),
+    "digits": DatasetKind(load=load_digits_dataset, describe=describe_digits),
+    "mnist": DatasetKind(load=load_mnist_dataset, describe=describe_digits),
+    "cifar10": DatasetKind(load=load_cifar, describe=describe_cifar),
 }
 
 

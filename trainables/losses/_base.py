@@ -9,7 +9,13 @@ from ._checks import check_inputs, check_logits, check_num_classes, compute_dtyp
 
 
 def prepare(
-    logits: Tensor, target: Tensor, *, num_classes: int, ignore_index: int, outputs: int
+    logits: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    outputs: int,
+    check_targets: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Check the inputs; return (logits in compute dtype, target with ignored -> 0, valid mask).
 
@@ -17,7 +23,12 @@ def prepare(
     per-sample values are dropped later by `masked_mean`.
     """
     valid = check_inputs(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=outputs
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=outputs,
+        check_targets=check_targets,
     )
     safe = torch.where(valid, target, torch.zeros_like(target))
     return compute_dtype(logits), safe, valid
@@ -34,6 +45,11 @@ class HeadLoss(nn.Module):
 
     Subclasses add keyword-only tunable parameters (with defaults and type annotations) to
     `__init__`; `loss_parameters` reads them from the signature.
+
+    `check_targets` (an attribute, True by default, not a tunable parameter): whether `forward`
+    checks every call that the targets lie in [0, C-1] or equal ignore_index. That check reads a
+    device tensor back to the host, a GPU sync per head and step, so a trainer that validated its
+    labels once sets it to False.
     """
 
     # True when `predict` returns a continuous class-index value rather than an argmax.
@@ -44,6 +60,7 @@ class HeadLoss(nn.Module):
         check_num_classes(num_classes, ignore_index=ignore_index)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.check_targets = True
 
     @classmethod
     def outputs(cls, num_classes: int) -> int:

@@ -70,9 +70,19 @@ def check_logits(logits: Tensor, *, outputs: int) -> None:
 
 
 def check_inputs(
-    logits: Tensor, target: Tensor, *, num_classes: int, ignore_index: int, outputs: int
+    logits: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    outputs: int,
+    check_targets: bool = True,
 ) -> Tensor:
-    """Validate `logits` [N, outputs] and `target` [N]; return the mask of non-ignored targets."""
+    """Validate `logits` [N, outputs] and `target` [N]; return the mask of non-ignored targets.
+
+    `check_targets=False` skips only the range check of the target values (the one check that
+    reads a device tensor back to the host) for callers that validated their labels up front.
+    """
     check_logits(logits, outputs=outputs)
     if not isinstance(target, Tensor) or target.dtype != torch.int64:
         dtype = target.dtype if isinstance(target, Tensor) else type(target).__name__
@@ -83,6 +93,8 @@ def check_inputs(
             f"but got {list(target.shape)}"
         )
     valid = target != ignore_index
+    if not check_targets:
+        return valid
     bad = valid & ((target < 0) | (target >= num_classes))
     # `.any()` syncs with the GPU once per call; the alternative (an out-of-range index in a
     # gather) is a device-side assert that kills the CUDA context, or silent garbage on CPU.

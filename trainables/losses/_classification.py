@@ -2,6 +2,7 @@
 
 Notation: z = logits [N, C], p = softmax(z), y = target, valid = {i : y_i != ignore_index}.
 Every loss is mean_{i in valid} loss_i; with no valid target it is a zero connected to the graph.
+`check_targets=False` skips the per-call range check of the targets (see `HeadLoss`).
 """
 
 # No `from __future__ import annotations`: `loss_parameters` reads the __init__ annotations as
@@ -37,6 +38,8 @@ def _check_focal_params(
         check_class_weights("alpha", alpha, num_classes)
     elif alpha.shape != (num_classes,):
         raise ValueError(f"alpha must have shape [{num_classes}], but got {list(alpha.shape)}")
+    elif not bool((torch.isfinite(alpha) & (alpha >= 0)).all()):
+        raise ValueError(f"every entry of alpha must be a finite number >= 0, but got {alpha.tolist()}")
 
 
 def cross_entropy_loss(
@@ -45,6 +48,7 @@ def cross_entropy_loss(
     *,
     num_classes: int,
     ignore_index: int = -1,
+    check_targets: bool = True,
     label_smoothing: float = 0.0,
 ) -> Tensor:
     """Cross-entropy with optional label smoothing eps:
@@ -53,7 +57,12 @@ def cross_entropy_loss(
     """
     _check_ce_params(label_smoothing)
     z, y, valid = prepare(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=num_classes,
+        check_targets=check_targets,
     )
     per_sample = F.cross_entropy(z, y, reduction="none", label_smoothing=label_smoothing)
     return masked_mean(per_sample, valid)
@@ -65,6 +74,7 @@ def weighted_ce_loss(
     *,
     num_classes: int,
     ignore_index: int = -1,
+    check_targets: bool = True,
     distance_power: float = 2.0,
     weight: float = 1.0,
     base: float = 0.0,
@@ -80,7 +90,12 @@ def weighted_ce_loss(
     """
     _check_weighted_ce_params(distance_power, weight, base)
     z, y, valid = prepare(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=num_classes,
+        check_targets=check_targets,
     )
     log_p = F.log_softmax(z, dim=1)
     ce = -log_p.gather(1, y[:, None])[:, 0]
@@ -97,6 +112,7 @@ def focal_loss(
     *,
     num_classes: int,
     ignore_index: int = -1,
+    check_targets: bool = True,
     gamma: float = 2.0,
     alpha: Sequence[float] | Tensor | None = None,
 ) -> Tensor:
@@ -108,8 +124,35 @@ def focal_loss(
     The mean is over valid targets (not normalised by the sum of alpha).
     """
     _check_focal_params(gamma, alpha, num_classes)
+    return _focal(
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        check_targets=check_targets,
+        gamma=gamma,
+        alpha=alpha,
+    )
+
+
+def _focal(
+    logits: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    check_targets: bool,
+    gamma: float,
+    alpha: Sequence[float] | Tensor | None,
+) -> Tensor:
+    """`focal_loss` without its parameter checks."""
     z, y, valid = prepare(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=num_classes,
+        check_targets=check_targets,
     )
     log_p_t = F.log_softmax(z, dim=1).gather(1, y[:, None])[:, 0]
     per_sample = -log_p_t
@@ -140,6 +183,7 @@ class CrossEntropyLoss(HeadLoss):
             target,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            check_targets=self.check_targets,
             label_smoothing=self.label_smoothing,
         )
 
@@ -168,6 +212,7 @@ class WeightedCrossEntropyLoss(HeadLoss):
             target,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            check_targets=self.check_targets,
             distance_power=self.distance_power,
             weight=self.weight,
             base=self.base,
@@ -194,11 +239,14 @@ class FocalLoss(HeadLoss):
         self.register_buffer("alpha_weights", weights, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return focal_loss(
+        # The parameters were checked in __init__; checking the alpha buffer again would read it
+        # back from the GPU every step.
+        return _focal(
             logits,
             target,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            check_targets=self.check_targets,
             gamma=self.gamma,
             alpha=self.alpha_weights,
         )

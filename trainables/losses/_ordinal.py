@@ -2,6 +2,7 @@
 
 Notation: z = logits, p = softmax(z), y = target class in 0..C-1, valid = {i : y_i != ignore_index}.
 Every loss is mean_{i in valid} loss_i; with no valid target it is a zero connected to the graph.
+`check_targets=False` skips the per-call range check of the targets (see `HeadLoss`).
 """
 
 # No `from __future__ import annotations`: `loss_parameters` reads the __init__ annotations as
@@ -21,6 +22,11 @@ from ._checks import (
     compute_dtype,
     masked_mean,
 )
+
+
+# A Gaussian this narrow is already one-hot (the neighbour class gets q = exp(-5e5)); far
+# narrower ones overflow (j - y)^2 / (2 sigma^2) to inf, and q * log q becomes 0 * -inf = NaN.
+SIGMA_MIN = 1e-3
 
 
 def _distance(prediction: Tensor, target: Tensor, distance: Distance, delta: float) -> Tensor:
@@ -44,6 +50,7 @@ def ordinal_loss(
     *,
     num_classes: int,
     ignore_index: int = -1,
+    check_targets: bool = True,
     distance: Distance = "l1",
     alpha: float = 0.1,
     normalize: bool = True,
@@ -60,7 +67,12 @@ def ordinal_loss(
     """
     _check_ordinal_params(distance, alpha, normalize, delta)
     z, y, valid = prepare(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=num_classes,
+        check_targets=check_targets,
     )
     scale = num_classes - 1 if normalize else 1
     prediction = expected_class(z) / scale
@@ -76,6 +88,7 @@ def quantized_loss(
     *,
     num_classes: int,
     ignore_index: int = -1,
+    check_targets: bool = True,
     distance: Distance = "l1",
     delta: float = 1.0,
 ) -> Tensor:
@@ -89,7 +102,12 @@ def quantized_loss(
     """
     check_distance(distance, delta)
     z, y, valid = prepare(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=1
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=1,
+        check_targets=check_targets,
     )
     scale = num_classes - 1
     per_sample = _distance(z[:, 0], y.to(z.dtype) / scale, distance, delta / scale)
@@ -102,6 +120,7 @@ def soft_ordinal_loss(
     *,
     num_classes: int,
     ignore_index: int = -1,
+    check_targets: bool = True,
     sigma: float = 1.0,
 ) -> Tensor:
     """KL divergence from a discretised Gaussian around the target to the softmax:
@@ -109,11 +128,17 @@ def soft_ordinal_loss(
         q_{i, j} = exp(-(j - y_i)^2 / (2 sigma^2)) / sum_k exp(-(k - y_i)^2 / (2 sigma^2))
         loss_i   = KL(q_i || p_i) = sum_j q_{i, j} * (log q_{i, j} - log p_{i, j})
 
-    sigma is in class units; j, k run over 0..C-1. The minimum 0 is reached at p_i = q_i.
+    sigma is in class units, >= SIGMA_MIN = 1e-3 (far narrower Gaussians overflow to NaN);
+    j, k run over 0..C-1. The minimum 0 is reached at p_i = q_i.
     """
-    check_number("sigma", sigma, strict=True)
+    check_number("sigma", sigma, minimum=SIGMA_MIN)
     z, y, valid = prepare(
-        logits, target, num_classes=num_classes, ignore_index=ignore_index, outputs=num_classes
+        logits,
+        target,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        outputs=num_classes,
+        check_targets=check_targets,
     )
     classes = torch.arange(num_classes, device=z.device, dtype=z.dtype)
     # log q via log_softmax stays finite where q underflows to 0, so q * log q never gives NaN.
@@ -148,6 +173,7 @@ class OrdinalLoss(OrdinalHeadLoss):
             target,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            check_targets=self.check_targets,
             distance=self.distance,
             alpha=self.alpha,
             normalize=self.normalize,
@@ -188,6 +214,7 @@ class QuantizedLoss(HeadLoss):
             target,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            check_targets=self.check_targets,
             distance=self.distance,
             delta=self.delta,
         )
@@ -198,7 +225,7 @@ class SoftOrdinalLoss(OrdinalHeadLoss):
 
     def __init__(self, *, num_classes: int, ignore_index: int = -1, sigma: float = 1.0) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        check_number("sigma", sigma, strict=True)
+        check_number("sigma", sigma, minimum=SIGMA_MIN)
         self.sigma = sigma
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -207,5 +234,6 @@ class SoftOrdinalLoss(OrdinalHeadLoss):
             target,
             num_classes=self.num_classes,
             ignore_index=self.ignore_index,
+            check_targets=self.check_targets,
             sigma=self.sigma,
         )

@@ -169,13 +169,17 @@ def test_missing_and_partial_directories(tmp_path, make_vimh):
         describe_dataset(DataSpec(path=str(directory)))
 
 
-def test_ten_thousand_samples_load_fast(tmp_path):
+@pytest.mark.parametrize("fmt", ["binary", "pickle"])
+def test_ten_thousand_samples_load_fast(tmp_path, fmt):
+    # Vectorised reading takes ~20 ms here (the pickle through the pure-Python restricted
+    # unpickler too); the bound leaves room for a loaded CI box and still catches a per-byte or
+    # quadratic loop.
     info = VimhInfo(height=32, width=32, channels=1, parameter_names=("a", "b"), ranges={"a": None, "b": None})
     rng = np.random.default_rng(0)
     batch = VimhBatch(images=rng.integers(0, 256, (10_000, 1, 32, 32), dtype=np.uint8),
                       labels={"a": rng.integers(0, 256, 10_000), "b": rng.integers(0, 256, 10_000)})
-    write_vimh_batch(tmp_path / "train_batch", batch, info=info)
+    write_vimh_batch(tmp_path / "train_batch", batch, info=info, fmt=fmt)
     start = time.perf_counter()
     read = read_vimh_batch(tmp_path / "train_batch", info=info)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
     assert np.array_equal(read.images, batch.images)

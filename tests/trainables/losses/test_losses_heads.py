@@ -65,7 +65,8 @@ BAD_PARAMS = [
     ("focal", {"gamma": -1.0}, "gamma must be a finite number >= 0"),
     ("focal", {"alpha": (1.0, 2.0)}, f"alpha must have num_classes={C} entries, but got 2"),
     ("focal", {"alpha": (1.0, -1.0, 1.0, 1.0, 1.0)}, "every entry of alpha must be a finite"),
-    ("soft_ordinal", {"sigma": 0.0}, "sigma must be a finite number > 0, but got 0.0"),
+    ("soft_ordinal", {"sigma": 0.0}, "sigma must be a finite number >= 0.001, but got 0.0"),
+    ("soft_ordinal", {"sigma": 1e-4}, "sigma must be a finite number >= 0.001, but got 0.0001"),
 ]
 
 
@@ -211,13 +212,46 @@ def test_all_ignored_is_connected_zero(name, params):
     assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
-@pytest.mark.parametrize("name", LOSSES)
-def test_half_precision_logits_are_computed_in_float32(name):
-    logits, target = make_inputs(name)
-    loss = LOSSES[name](num_classes=C)(logits.to(torch.bfloat16), target)
-    reference = LOSSES[name](num_classes=C)(logits.to(torch.bfloat16).float(), target)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
+def test_half_precision_logits_are_computed_in_float32(name, params, dtype):
+    # Logits of a few hundred: computed in 16 bits, every loss here is off by 6e-6 (relative) or
+    # more, quantized l2 overflows to inf in float16; in float32 all stay within 1.1e-7.
+    logits, target = make_inputs(name, n=64, seed=4)
+    half = (logits * 300).to(dtype)
+    loss_fn = LOSSES[name](num_classes=C, **params)
+    loss = loss_fn(half, target)
     assert loss.dtype == torch.float32
-    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(loss.double(), loss_fn(half.double(), target), rtol=2e-6, atol=0)
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
+def test_check_targets_false_skips_only_the_range_check(name, params):
+    logits, target = make_inputs(name, ignore=[2])
+    checked = LOSSES[name](num_classes=C, **params)
+    unchecked = LOSSES[name](num_classes=C, **params)
+    unchecked.check_targets = False
+    expected = checked(logits, target)
+    assert torch.equal(unchecked(logits, target), expected)
+    assert torch.equal(FUNCTIONS[name](logits, target, num_classes=C, check_targets=False, **params), expected)
+    target[3] = C
+    with pytest.raises(ValueError, match="targets must lie in"):
+        checked(logits, target)
+    try:  # unchecked: whatever torch does with the bad index, but not the range check
+        unchecked(logits, target)
+    except (IndexError, RuntimeError):
+        pass
+    with pytest.raises(ValueError, match="target must be an int64 tensor"):
+        unchecked(logits, target.float())
+
+
+def test_focal_tensor_alpha_is_checked_like_a_sequence():
+    logits, target = make_inputs("focal")
+    for alpha in ([1.0, -1.0, 1.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0, 1.0], [1.0, float("inf"), 1.0, 1.0, 1.0]):
+        with pytest.raises(ValueError, match=r"every entry of alpha must be a finite number >= 0, but got \["):
+            focal_loss(logits, target, num_classes=C, alpha=torch.tensor(alpha))
+    with pytest.raises(ValueError, match=r"alpha must have shape \[5\], but got \[4\]"):
+        focal_loss(logits, target, num_classes=C, alpha=torch.ones(4))
 
 
 # ---------------------------------------------------------------- limit cases and formulas
