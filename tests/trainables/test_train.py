@@ -253,3 +253,17 @@ def test_no_forward_hooks_are_left_on_the_model(monkeypatch):
     with pytest.raises(TrainingDiverged, match="epoch 1, step 1"):
         _run(BASE | {"train.epochs": 1})
     assert len(models) == 2 and hooks(models[-1]) == 0
+
+
+def test_a_subset_of_the_data_set_heads_trains_and_reports_only_those():
+    config = {k: v for k, v in BASE.items() if not k.startswith(("heads.thickness", "heads.smoothness"))}
+    config["train.epochs"] = 1
+    reports, final = _run(config)
+    assert "val/digit/acc" in reports[0]
+    assert not any("thickness" in key or "smoothness" in key for key in [*reports[0], *final])
+
+
+def test_key_order_of_the_config_does_not_change_the_metrics(uninterrupted):
+    _, final = uninterrupted
+    _, reordered = _run(dict(reversed(list(BASE.items()))))
+    assert _without_timings(reordered) == _without_timings(final)

@@ -41,5 +41,7 @@ def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
 
 def _as_float(images: Tensor) -> Tensor:
     if images.dtype == torch.uint8:
-        return images.to(torch.float32).div_(255.0)
+        # One kernel per batch: integer / float scalar computes in the default float dtype, which
+        # is float32 unless the caller changed it (then the cast below keeps the contract).
+        return images.div(255.0).to(torch.float32)
     return images.to(torch.float32)

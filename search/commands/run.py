@@ -1,0 +1,94 @@
+"""``search run SPACE``: a whole search with Ray Tune, resumable, tracked in MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+EXIT_INVALID = 2
+EXAMPLES = textwrap.dedent(
+    """\
+    examples:
+      python -m search run spaces/vimh.yaml
+      # after a crash or Ctrl-C: the same command resumes the unfinished search (or say --resume)
+      python -m search run spaces/vimh.yaml --resume
+      # results elsewhere, another MLflow store, an existing Ray cluster
+      python -m search run spaces/vimh.yaml --storage /data/runs --tracking-uri http://127.0.0.1:5000 \\
+          --address 10.0.0.5:6379
+
+    Results: <storage>/<name>/ (Tune state, checkpoints, best_config.yaml, summary.txt).
+    MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > mlflow/mlflow.db.
+    Exit status: 0 search finished (some trials may have failed), 1 every trial failed,
+    2 invalid space or options, 130 interrupted (resumable).
+    """
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a loss-design search (Ray Tune + Optuna + ASHA, tracked in MLflow)",
+        description="Run the search a space file describes. Each trial result is printed as it "
+        "arrives; at the end a summary table, <run dir>/best_config.yaml and the MLflow UI command.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished search of this name")
+    parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory (default: runs)")
+    parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
+    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
+    parser.add_argument("--address", metavar="HOST:PORT", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (on 127.0.0.1)")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=0,
+        choices=range(4),
+        metavar="{0..3}",
+        help="Ray Tune's own progress output besides the driver's line per trial result (default: 0, none)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.space import SpaceError, load_space
+
+    try:
+        space = load_space(args.space)
+    except SpaceError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+
+    from search import _ray
+
+    address = _ray.resolve_address(args.address)  # before Ray is imported
+    from search.driver import SearchInputError, SearchOptions, check_resources, plan_search, prepare_data, run_search
+
+    options = SearchOptions(
+        storage=args.storage,
+        name=args.name,
+        resume=args.resume,
+        tracking_uri=args.tracking_uri,
+        verbose=args.verbose,
+    )
+    try:
+        plan = plan_search(space, options)
+        prepare_data(space)
+    except SearchInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    handle = _ray.connect(address=address, num_cpus=args.num_cpus, dashboard=args.dashboard)
+    try:
+        check_resources(space)
+        return run_search(plan).exit_code
+    except SearchInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    finally:
+        handle.close()

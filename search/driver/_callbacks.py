@@ -1,0 +1,184 @@
+"""Tune callbacks on the driver: a line per trial result on the terminal, and the MLflow runs.
+
+Both are pickled into the experiment directory by Tune and unpickled on a resume, so they hold
+plain settings only; the MLflow state is read back from the store (see ``search.tracking``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from ray import cloudpickle
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from search.driver._trainable import FINAL_KEY
+from search.tracking import SearchTracker
+
+__all__ = ["MlflowCallback", "ProgressPrinter", "loss_types", "trial_error"]
+
+# Keys Tune adds to every result; everything else in a result was reported by the trial.
+_TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", "experiment_tag", FINAL_KEY}
+
+
+def loss_types(config: Mapping[str, Any]) -> dict[str, str]:
+    """head -> loss name, from a flat trial config."""
+    return {
+        key.split(".")[1]: str(value)
+        for key, value in config.items()
+        if key.startswith("heads.") and key.endswith(".loss") and key.count(".") == 2
+    }
+
+
+def _describe_error(exc: BaseException) -> str:
+    """``Type: message`` of the trial's own exception (unwrapping Ray's task error wrappers)."""
+    cause = exc
+    for _ in range(10):
+        inner = getattr(cause, "cause", None) or cause.__cause__
+        if inner is None or inner is cause:
+            break
+        cause = inner
+    text = str(cause).strip()
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def trial_error(trial: Any) -> tuple[str | None, str | None]:
+    """(short description, full text) of the last error of a Tune trial.
+
+    Tune writes the error files on the driver first and copies them to the storage path later,
+    so the local files are read when they exist (during the search), the stored ones otherwise."""
+    exc = None
+    local = trial.pickled_error_file
+    if local and os.path.exists(local):
+        with open(local, "rb") as f:
+            exc = cloudpickle.load(f)
+    else:
+        exc = trial.get_pickled_error()
+    text_file = trial.error_file
+    if text_file and os.path.exists(text_file):
+        with open(text_file) as f:
+            full = f.read()
+    else:
+        full = trial.get_error()
+    if exc is not None:
+        return _describe_error(exc), full or "".join(traceback.format_exception(exc))
+    if full:
+        lines = [line for line in full.strip().splitlines() if line.strip()]
+        return (lines[-1] if lines else None), full
+    return None, None
+
+
+def _reported(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not isinstance(v, (dict, list))}
+
+
+def _final_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
+    # Only what a per-epoch result does not carry, so no epoch gets a second value for a key.
+    return {k: v for k, v in result.items() if k.startswith("test/") or k == "best_epoch"}
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+class ProgressPrinter(Callback):
+    """One line per trial event (epoch results, completion, scheduler stops, failures, retries)
+    and, every ``status_every_s`` seconds, one line counting the trials by state."""
+
+    def __init__(self, *, metric: str, epochs: int, num_samples: int, status_every_s: float = 60.0) -> None:
+        self.metric = metric
+        self.epochs = epochs
+        self.num_samples = num_samples
+        self.status_every_s = status_every_s
+        self._finished: set[str] = set()
+        self._started = self._last_status = time.monotonic()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickled on a resume: the clock starts again.
+        self.__dict__.update(state)
+        self._started = self._last_status = time.monotonic()
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_status < self.status_every_s:
+            return
+        self._last_status = now
+        counts: dict[str, int] = {}
+        for trial in trials:
+            counts[trial.status] = counts.get(trial.status, 0) + 1
+        states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
+        minutes, seconds = divmod(int(now - self._started), 60)
+        print(f"status after {minutes}m{seconds:02d}s: {len(trials)}/{self.num_samples} trials ({states})", flush=True)
+
+    def _print(self, trial: Any, text: str) -> None:
+        losses = " ".join(f"{head}={loss}" for head, loss in loss_types(trial.config).items())
+        print(f"[{trial.trial_id}] {text}  ({losses})", flush=True)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if result.get(FINAL_KEY):
+            self._finished.add(trial.trial_id)
+            tests = ", ".join(f"{k}={_fmt(v)}" for k, v in result.items() if k in ("test/acc_mean", "test/mae_norm_mean"))
+            self._print(
+                trial,
+                f"done after {result.get('epoch')} epochs: best epoch {result.get('best_epoch')}, "
+                f"{self.metric}={_fmt(value)}" + (f", {tests}" if tests else ""),
+            )
+            return
+        best = result.get(f"best/{self.metric}")
+        self._print(
+            trial,
+            f"epoch {result.get('epoch')}/{self.epochs}  {self.metric}={_fmt(value)}  best={_fmt(best)}",
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if trial.trial_id not in self._finished:
+            epoch = trial.last_result.get("epoch")
+            self._print(trial, f"stopped early by the scheduler after epoch {epoch}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        short, _ = trial_error(trial)
+        self._print(trial, f"FAILED: {short}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        short, _ = trial_error(trial)
+        self._print(trial, f"failed ({short}); retry {trial.num_failures} from its last checkpoint")
+
+
+class MlflowCallback(Callback):
+    """A child run per trial, opened when the trial starts and ended by how the trial ended."""
+
+    def __init__(self, tracker: SearchTracker) -> None:
+        self.tracker = tracker
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.tracker.trial_started(trial.trial_id, trial.config)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        tracker = self.tracker
+        tracker.trial_started(trial.trial_id, trial.config)  # no-op unless the start was missed
+        epoch = int(result.get("epoch", 0))
+        if result.get(FINAL_KEY):
+            tracker.log_final(trial.trial_id, _final_metrics(result), epoch=epoch)
+        else:
+            tracker.log_epoch(trial.trial_id, _reported(result), epoch=epoch)
+        tracker.update_best(result.get(tracker.settings.objective_metric))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        if self.tracker.final_logged(trial.trial_id):
+            self.tracker.trial_ended(trial.trial_id, status="FINISHED", reason="completed")
+        else:
+            self.tracker.trial_ended(trial.trial_id, status="KILLED", reason="stopped early by the scheduler")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        short, full = trial_error(trial)
+        self.tracker.trial_started(trial.trial_id, trial.config)
+        self.tracker.trial_ended(trial.trial_id, status="FAILED", reason="error", error=short, details=full)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        short, _ = trial_error(trial)
+        self.tracker.trial_retried(trial.trial_id, failures=trial.num_failures, error=short)

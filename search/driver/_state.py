@@ -1,0 +1,99 @@
+"""Tune's experiment state in the run directory, made safe against a driver killed mid-copy.
+
+Tune writes its state (trial list, searcher, Optuna study) into a staging directory and then
+copies it into the run directory in the background. A driver killed during that copy leaves
+truncated files there, and Tune's restore then fails and silently starts a broken new run.
+``StateSnapshot`` keeps an atomic copy of the staging files, taken right after Tune wrote them;
+``usable_state`` checks the run directory before a resume and puts the copy back if needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ray import cloudpickle
+from ray.tune import Callback
+
+__all__ = ["SNAPSHOT_FILE", "StateSnapshot", "clear_state", "usable_state"]
+
+SNAPSHOT_FILE = ".losstune-tune-state.pkl"
+_EXPERIMENT_STATE = "experiment_state-*.json"
+# Tune's driver-side state files (experiment_state-*.json, search_gen_state-*.json,
+# searcher-state-*.pkl, ...): "<kind>-<session>.<json|pkl>"; tuner.pkl is written once, up front.
+_STATE_PATTERNS = ("*-*.json", "*-*.pkl")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class StateSnapshot(Callback):
+    """After every Tune step that saved new state, copy the staging files into one atomic file."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self._fingerprint: tuple | None = None
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        # Tune saves its state earlier in the same step, so the staging files are complete here.
+        if not trials:
+            return
+        staging = Path(trials[0].storage.experiment_driver_staging_path)
+        if not staging.is_dir():
+            return
+        files = sorted(p for p in staging.iterdir() if p.is_file() and not p.name.startswith("."))
+        fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+        if fingerprint == self._fingerprint:
+            return
+        _atomic_write(Path(self.run_dir) / SNAPSHOT_FILE, pickle.dumps({p.name: p.read_bytes() for p in files}))
+        self._fingerprint = fingerprint
+
+
+def _loads(path: Path) -> bool:
+    data = path.read_bytes()
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        pass
+    try:
+        cloudpickle.loads(data)  # our own run directory: trusted, like Tune's restore itself
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the file cannot be restored from
+        return False
+
+
+def _state_files(run_dir: Path) -> list[Path]:
+    found = (p for pattern in _STATE_PATTERNS for p in run_dir.glob(pattern))
+    return [p for p in found if p.is_file() and not p.name.startswith(".")]
+
+
+def _state_ok(run_dir: Path) -> bool:
+    return any(run_dir.glob(_EXPERIMENT_STATE)) and all(_loads(p) for p in _state_files(run_dir))
+
+
+def clear_state(run_dir: Path) -> None:
+    """Remove the unusable state of an earlier attempt before a search starts again in ``run_dir``."""
+    for path in [*_state_files(run_dir), run_dir / SNAPSHOT_FILE]:
+        path.unlink(missing_ok=True)
+
+
+def usable_state(run_dir: Path) -> tuple[bool, bool]:
+    """(Tune can resume from ``run_dir``, the state had to be restored from the snapshot)."""
+    if _state_ok(run_dir):
+        return True, False
+    snapshot = run_dir / SNAPSHOT_FILE
+    if not snapshot.exists():
+        return False, False
+    for name, data in pickle.loads(snapshot.read_bytes()).items():
+        _atomic_write(run_dir / name, data)
+    return _state_ok(run_dir), True

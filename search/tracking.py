@@ -1,0 +1,385 @@
+"""The MLflow run lifecycle of a search: one parent run per search, one nested child run per trial.
+
+Runs are found by tags (``losstune.search_id`` + ``losstune.trial_id``) before one is created, and
+everything a resumed search needs (which runs exist, the last epoch logged per run, the best
+objective so far) is read back from the store, not kept in the driver. So a search that crashed
+or was interrupted continues in the same runs, without duplicate runs or duplicate epochs.
+
+Only ``MlflowClient`` is used (no fluent ``mlflow.start_run`` global state), from the driver
+process: a trial stopped by the scheduler, or one whose process died, still gets its run ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+__all__ = [
+    "ROLE_SEARCH",
+    "ROLE_TRIAL",
+    "TAG_ROLE",
+    "TAG_SEARCH_ID",
+    "TAG_TRIAL_ID",
+    "SearchTracker",
+    "TrackingSettings",
+    "artifact_location",
+    "default_tracking_uri",
+    "make_search_id",
+    "resolve_tracking_uri",
+]
+
+TAG_SEARCH_ID = "losstune.search_id"
+TAG_TRIAL_ID = "losstune.trial_id"
+TAG_ROLE = "losstune.role"
+TAG_ERROR = "losstune.error"
+TAG_END_REASON = "losstune.end_reason"
+TAG_RETRIES = "losstune.retries"
+ROLE_SEARCH = "search"
+ROLE_TRIAL = "trial"
+_PARENT_TAG = "mlflow.parentRunId"
+_RUN_NAME_TAG = "mlflow.runName"
+# MLflow rejects longer tag values (8000 characters on SQL stores); error texts are cut well below.
+_MAX_TAG = 4000
+# Final metrics are logged once, after the last epoch; this key tells whether that happened.
+_FINAL_MARKER_METRIC = "best_epoch"
+
+
+def _project_root() -> Path:
+    """The repository holding the ``search`` package, where ``mlflow/`` (store + server script) lives."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<repo>/mlflow/mlflow.db`` when the package sits in the repository (it has an
+    ``mlflow/`` folder), else ``sqlite:///<cwd>/mlflow/mlflow.db``."""
+    root = _project_root()
+    base = root if (root / "mlflow").is_dir() else Path.cwd()
+    return f"sqlite:///{(base / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(*, cli: str | None, space: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """Precedence: ``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > the space's ``mlflow.tracking_uri`` > default."""
+    return cli or environ.get("MLFLOW_TRACKING_URI") or space or default_tracking_uri()
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(unquote(urlparse(tracking_uri).path))
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """The artifact root for a new experiment: ``artifacts/`` next to a SQLite store (so the store and
+    its artifacts move together and ``mlflow/serve`` finds them); None lets a server decide."""
+    db = _sqlite_path(tracking_uri)
+    return None if db is None else (db.parent / "artifacts").resolve().as_uri()
+
+
+def make_search_id(name: str, run_dir: str | os.PathLike[str]) -> str:
+    """Deterministic from the search name and its run directory, so a resume finds its runs again."""
+    digest = hashlib.sha1(f"{name}\0{Path(run_dir).resolve()}".encode()).hexdigest()[:10]
+    return f"{name}-{digest}"
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """What identifies a search in MLflow; plain values, so the Tune callback holding it pickles."""
+
+    tracking_uri: str
+    experiment: str
+    search_id: str
+    search_name: str
+    objective_metric: str  # the primary objective: the parent logs its best value
+    objective_mode: str  # "min" | "max"
+
+
+@dataclass
+class _TrialRun:
+    run_id: str
+    last_step: int  # last epoch logged (-1: none)
+    final_logged: bool
+    status: str
+
+
+class SearchTracker:
+    """MLflow runs of one search. Safe to pickle (Ray Tune pickles its callbacks): only the
+    settings travel; the client and the caches are rebuilt from the store on first use."""
+
+    def __init__(self, settings: TrackingSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._experiment_id: str | None = None
+        self._parent_id: str | None = None
+        self._trials: dict[str, _TrialRun] | None = None
+        self._best: float | None = None
+        self._best_step = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])
+
+    # --- store access ---------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            db = _sqlite_path(self.settings.tracking_uri)
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            name = self.settings.experiment
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                location = artifact_location(self.settings.tracking_uri)
+                if location is not None:
+                    Path(unquote(urlparse(location).path)).mkdir(parents=True, exist_ok=True)
+                self._experiment_id = self.client.create_experiment(name, artifact_location=location)
+            elif experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+                self._experiment_id = experiment.experiment_id
+            else:
+                self._experiment_id = experiment.experiment_id
+        return self._experiment_id
+
+    def _search_runs(self, role: str) -> list[Any]:
+        query = f"tags.`{TAG_SEARCH_ID}` = '{self.settings.search_id}' and tags.`{TAG_ROLE}` = '{role}'"
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    @property
+    def parent_id(self) -> str:
+        """The search's parent run, created on first use (and found again after a resume)."""
+        if self._parent_id is None:
+            found = self._search_runs(ROLE_SEARCH)
+            if found:
+                run = min(found, key=lambda r: r.info.start_time)
+                self._parent_id = run.info.run_id
+                self._recover_best()
+            else:
+                run = self.client.create_run(
+                    self.experiment_id,
+                    run_name=self.settings.search_name,
+                    tags={TAG_SEARCH_ID: self.settings.search_id, TAG_ROLE: ROLE_SEARCH},
+                )
+                self._parent_id = run.info.run_id
+        return self._parent_id
+
+    @property
+    def best_metric(self) -> str:
+        return f"search/best/{self.settings.objective_metric}"
+
+    def _recover_best(self) -> None:
+        history = self.client.get_metric_history(self._parent_id, self.best_metric)
+        if history:
+            last = max(history, key=lambda m: m.step)
+            self._best, self._best_step = last.value, last.step
+
+    def _trial_runs(self) -> dict[str, _TrialRun]:
+        if self._trials is None:
+            self._trials = {}
+            for run in sorted(self._search_runs(ROLE_TRIAL), key=lambda r: r.info.start_time):
+                trial_id = run.data.tags[TAG_TRIAL_ID]
+                if trial_id in self._trials:  # never created twice by us; keep the first
+                    continue
+                self._trials[trial_id] = self._recover_trial(run)
+        return self._trials
+
+    def _recover_trial(self, run: Any) -> _TrialRun:
+        run_id = run.info.run_id
+        epochs = self.client.get_metric_history(run_id, "epoch")
+        return _TrialRun(
+            run_id=run_id,
+            last_step=max((m.step for m in epochs), default=-1),
+            final_logged=_FINAL_MARKER_METRIC in run.data.metrics,
+            status=run.info.status,
+        )
+
+    # --- the search -----------------------------------------------------------------------
+
+    def start_search(self, *, params: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
+        """Open (or reopen, after a resume) the parent run; log the resolved settings once."""
+        parent = self.parent_id
+        run = self.client.get_run(parent)
+        if not run.data.params:
+            self._log(parent, params=params)
+            for name, text in artifacts.items():
+                self.client.log_text(parent, text, name)
+        if run.info.status != "RUNNING":
+            self.client.update_run(parent, status="RUNNING")
+        return parent
+
+    def end_search(
+        self, *, status: str, artifacts: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
+    ) -> None:
+        parent = self.parent_id
+        for name, text in (artifacts or {}).items():
+            self.client.log_text(parent, text, name)
+        if tags:
+            self._log(parent, tags=tags)
+        self.client.set_terminated(parent, status=status)
+
+    # --- trials ---------------------------------------------------------------------------
+
+    def trial_run_id(self, trial_id: str) -> str | None:
+        run = self._trial_runs().get(trial_id)
+        return None if run is None else run.run_id
+
+    def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> str:
+        """The trial's child run: created with params and tags, or reopened after a resume/retry."""
+        runs = self._trial_runs()
+        existing = runs.get(trial_id)
+        if existing is not None:
+            if existing.status != "RUNNING":
+                self.client.update_run(existing.run_id, status="RUNNING")
+                existing.status = "RUNNING"
+            return existing.run_id
+        tags = {
+            _PARENT_TAG: self.parent_id,
+            TAG_SEARCH_ID: self.settings.search_id,
+            TAG_TRIAL_ID: trial_id,
+            TAG_ROLE: ROLE_TRIAL,
+            "trial_id": trial_id,
+            **{f"loss.{key.split('.')[1]}": str(value) for key, value in config.items() if _is_loss_key(key)},
+        }
+        run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
+        self._log(run.info.run_id, params=config)
+        runs[trial_id] = _TrialRun(run.info.run_id, last_step=-1, final_logged=False, status="RUNNING")
+        return run.info.run_id
+
+    def log_epoch(self, trial_id: str, metrics: Mapping[str, Any], *, epoch: int) -> bool:
+        """Log one epoch's metrics at ``step=epoch``; an epoch logged before (a trial restarted from an
+        older checkpoint after a crash) is skipped. Returns whether anything was logged."""
+        run = self._trial_runs()[trial_id]
+        if epoch <= run.last_step:
+            return False
+        self._log(run.run_id, metrics=metrics, step=epoch)
+        run.last_step = epoch
+        return True
+
+    def log_final(self, trial_id: str, metrics: Mapping[str, Any], *, epoch: int) -> bool:
+        """Log the trial's final metrics (test/..., best_epoch) once."""
+        run = self._trial_runs()[trial_id]
+        if run.final_logged:
+            return False
+        self._log(run.run_id, metrics=metrics, step=epoch)
+        run.final_logged = True
+        return True
+
+    def final_logged(self, trial_id: str) -> bool:
+        run = self._trial_runs().get(trial_id)
+        return run is not None and run.final_logged
+
+    def update_best(self, value: Any) -> bool:
+        """Log the search's best objective on the parent run when ``value`` improves on it."""
+        if not _is_number(value) or not math.isfinite(value):
+            return False
+        parent = self.parent_id  # recovers the best so far on first use
+        sign = 1.0 if self.settings.objective_mode == "max" else -1.0
+        if self._best is not None and sign * value <= sign * self._best:
+            return False
+        self._best, self._best_step = float(value), self._best_step + 1
+        self._log(parent, metrics={self.best_metric: value}, step=self._best_step)
+        return True
+
+    def trial_retried(self, trial_id: str, *, failures: int, error: str | None) -> None:
+        run = self._trial_runs().get(trial_id)
+        if run is not None:
+            tags = {TAG_RETRIES: str(failures)}
+            if error:
+                tags[f"{TAG_ERROR}.{failures}"] = _cut(error)
+            self._log(run.run_id, tags=tags)
+
+    def trial_ended(
+        self, trial_id: str, *, status: str, reason: str, error: str | None = None, details: str | None = None
+    ) -> None:
+        """End the trial's run: FINISHED, KILLED (stopped by the scheduler, the time budget or an
+        interrupt) or FAILED (the error as the ``losstune.error`` tag, the traceback as error.txt)."""
+        run = self._trial_runs().get(trial_id)
+        if run is None:
+            return
+        tags = {TAG_END_REASON: reason}
+        if error:
+            tags[TAG_ERROR] = _cut(error)
+        self._log(run.run_id, tags=tags)
+        if details:
+            self.client.log_text(run.run_id, details, "error.txt")
+        self.client.set_terminated(run.run_id, status=status)
+        run.status = status
+
+    def reconcile(self, trial_ids: set[str]) -> list[str]:
+        """Delete child runs of trials the search no longer has: a crash before Tune saved its state
+        loses the trials started since; a resume starts new trials in their place. Returns their ids."""
+        orphans = [tid for tid in self._trial_runs() if tid not in trial_ids]
+        for trial_id in orphans:
+            run = self._trials.pop(trial_id)
+            if run.status == "RUNNING":
+                self.client.set_terminated(run.run_id, status="KILLED")
+            self.client.delete_run(run.run_id)
+        return orphans
+
+    def run_statuses(self) -> dict[str, str]:
+        return {trial_id: run.status for trial_id, run in self._trial_runs().items()}
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _log(
+        self,
+        run_id: str,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        metric_items = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if _is_number(v)]
+        param_items = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
+        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
+        while metric_items or param_items or tag_items:
+            self.client.log_batch(run_id, metrics=metric_items[:1000], params=param_items[:100], tags=tag_items[:100])
+            metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
+
+
+def _is_loss_key(key: str) -> bool:
+    parts = key.split(".")
+    return len(parts) == 3 and parts[0] == "heads" and parts[2] == "loss"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _MAX_TAG else text[: _MAX_TAG - 15] + "\n...(truncated)"

@@ -1,0 +1,320 @@
+"""search.driver with real Ray Tune, Optuna and MLflow (a SQLite store in tmp_path), in process.
+
+Trials train a 16-unit MLP on 300 digits for a few epochs. All tests share one Ray instance
+(``ray_session``); fault injection wraps ``trainables.train.train`` here, not in the product.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import ray.cloudpickle
+import yaml
+from mlflow import MlflowClient
+
+from search.driver import SearchOptions, plan_search, run_search
+from search.driver._state import SNAPSHOT_FILE, StateSnapshot, usable_state
+from search.driver._strategy import grid_points
+from search.space import load_space
+from trainables.train import CHECKPOINT_NAME, train
+
+# Trials run in Ray workers, which cannot import this test module: ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+DIGITS = """\
+name: {name}
+data: {{kind: digits, val_fraction: 0.2, limit: 300, labels: measured}}
+model: {{kind: mlp, hidden: {hidden}, dropout: 0.0}}
+train: {{epochs: {epochs}, batch_size: 64, lr: {lr}, patience: 5, seed: 0}}
+heads:
+{heads}
+objective: {objective}
+search: {search}
+resources: {{cpu: 1}}
+"""
+
+
+# Loss choices with continuous parameters (for Optuna's TPE / random samplers).
+SEARCHED_HEADS = """\
+  digit:
+    loss:
+      choice:
+        ce: {label_smoothing: {uniform: [0.0, 0.1]}}
+        focal: {gamma: {uniform: [1.0, 2.0]}}
+  thickness: {loss: {choice: [ce, ordinal]}}
+  smoothness: {loss: ce}"""
+# Fixed losses, for grid searches over other settings.
+FIXED_HEADS = """\
+  digit: {loss: ce}
+  thickness: {loss: ce}
+  smoothness: {loss: ce}"""
+
+
+def write_space(tmp_path: Path, **fields: Any) -> Path:
+    values = {
+        "name": "tiny",
+        "heads": SEARCHED_HEADS,
+        "hidden": 16,
+        "epochs": 3,
+        "lr": 0.02,
+        "objective": "{metric: val/acc_mean, mode: max}",
+        "search": "{num_samples: 6, sampler: tpe, scheduler: none, max_concurrent: 2, seed: 0}",
+    }
+    values.update(fields)
+    path = tmp_path / f"{values['name']}.yaml"
+    path.write_text(DIGITS.format(**values))
+    return path
+
+
+def search(tmp_path: Path, space_file: Path, **options: Any):
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    plan = plan_search(
+        load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, **options)
+    )
+    return run_search(plan), MlflowClient(uri)
+
+
+def runs_of(client: MlflowClient, outcome, role: str) -> list:
+    experiment = client.get_experiment_by_name(outcome.plan.experiment)
+    query = f"tags.`losstune.search_id` = '{outcome.plan.search_id}' and tags.`losstune.role` = '{role}'"
+    return client.search_runs([experiment.experiment_id], filter_string=query)
+
+
+def epochs_logged(client: MlflowClient, run) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean"))
+
+
+# --- grid enumeration (no Ray) --------------------------------------------------------------
+
+
+def test_grid_points_enumerate_conditional_choices_without_repeats(tmp_path: Path):
+    heads = """\
+  digit:
+    loss:
+      grid:
+        ce: {label_smoothing: {grid: [0.0, 0.1, 0.2]}}
+        focal: {gamma: 2.0}
+  thickness: {loss: ce}
+  smoothness: {loss: ce}"""
+    space = load_space(write_space(tmp_path, heads=heads, hidden="{grid: [8, 16]}", search="{sampler: grid}"))
+    points = grid_points(space.define_by_run)
+    keys = [tuple(sorted(p.items())) for p in points]
+    # hidden (2) x (ce with 3 label smoothings + focal): a product over every key would give 2 x 2 x 3.
+    assert len(keys) == len(set(keys)) == 2 * (3 + 1)
+    focal = [p for p in points if p["heads.digit.loss"] == "focal"]
+    assert len(focal) == 2 and all("heads.digit.ce.label_smoothing" not in p for p in focal)
+
+
+def test_grid_points_refuse_continuous_dimensions(tmp_path: Path):
+    space = load_space(write_space(tmp_path, lr="{loguniform: [0.001, 0.01]}", heads=FIXED_HEADS))
+    with pytest.raises(ValueError, match="train.lr is continuous"):
+        grid_points(space.define_by_run)
+
+
+# --- Tune's saved state (no Ray) ---------------------------------------------------------------
+
+
+def test_a_state_file_cut_off_by_a_crash_is_put_back_from_the_snapshot(tmp_path: Path):
+    staging, run_dir = tmp_path / "staging", tmp_path / "run"
+    staging.mkdir()
+    run_dir.mkdir()
+    files = {"experiment_state-s1.json": b'{"trial_data": []}', "searcher-state-s1.pkl": pickle.dumps({"study": 1})}
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+        (run_dir / name).write_bytes(data)
+    trial = SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging)))
+    StateSnapshot(str(run_dir)).on_step_end(iteration=1, trials=[trial])
+    assert usable_state(run_dir) == (True, False)
+
+    (run_dir / "searcher-state-s1.pkl").write_bytes(files["searcher-state-s1.pkl"][:5])
+    assert usable_state(run_dir) == (True, True)
+    assert (run_dir / "searcher-state-s1.pkl").read_bytes() == files["searcher-state-s1.pkl"]
+
+    (run_dir / SNAPSHOT_FILE).unlink()
+    (run_dir / "experiment_state-s1.json").write_bytes(b'{"trial_da')
+    assert usable_state(run_dir) == (False, False)
+
+
+# --- searches ---------------------------------------------------------------------------------
+
+
+def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, capsys):
+    space_file = write_space(
+        tmp_path,
+        lr="{loguniform: [0.003, 0.03]}",
+        objective="[{metric: val/acc_mean, mode: max}, {metric: val/energy, mode: min}]",
+    )
+    outcome, client = search(tmp_path, space_file)
+    out = capsys.readouterr().out
+
+    assert outcome.exit_code == 0
+    assert len(outcome.trials) == 6 and all(t.state == "FINISHED" for t in outcome.trials)
+    # One line per epoch and one per finished trial, as they happen.
+    for trial in outcome.trials:
+        for epoch in (1, 2, 3):
+            assert f"[{trial.trial_id}] epoch {epoch}/3" in out
+        assert f"[{trial.trial_id}] done after 3 epochs" in out
+    assert "Pareto set" in out and f"MLflow UI: mlflow ui --backend-store-uri {outcome.plan.tracking_uri}" in out
+
+    # Pareto set: finished trials, none dominated by another.
+    assert outcome.pareto
+    for p in outcome.pareto:
+        assert not any(
+            o.values[0] >= p.values[0] and o.values[1] <= p.values[1] and o.values != p.values
+            for o in outcome.trials
+        )
+
+    (parent,) = runs_of(client, outcome, "search")
+    children = runs_of(client, outcome, "trial")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.num_samples"] == "6"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "space.yaml",
+        "summary.txt",
+        "best_config.yaml",
+        "pareto.json",
+    }
+    best = client.get_metric_history(parent.info.run_id, "search/best/val/acc_mean")
+    values = [m.value for m in sorted(best, key=lambda m: m.step)]
+    assert values == sorted(values) and values[-1] == pytest.approx(max(t.values[0] for t in outcome.trials))
+
+    assert len(children) == 6
+    assert {c.data.tags["trial_id"] for c in children} == {t.trial_id for t in outcome.trials}
+    by_trial = {t.trial_id: t for t in outcome.trials}
+    for child in children:
+        trial = by_trial[child.data.tags["losstune.trial_id"]]
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["loss.digit"] == trial.config["heads.digit.loss"]
+        assert child.data.params["train.lr"] == str(trial.config["train.lr"])
+        assert child.data.params["train.threads"] == "1"  # the trial's CPU share
+        assert epochs_logged(client, child) == [1, 2, 3]
+        assert "test/acc_mean" in child.data.metrics and "val/energy" in child.data.metrics
+
+    # best_config.yaml is the best trial's flat config: training it again reproduces the trial.
+    best_config = yaml.safe_load((outcome.plan.run_dir / "best_config.yaml").read_text())
+    assert best_config == outcome.best.config
+    again = train(best_config, report=lambda metrics: None)
+    assert again["val/acc_mean"] == pytest.approx(outcome.best.values[0], abs=1e-9)
+
+
+def test_asha_stops_hopeless_trials_early(ray_session, tmp_path: Path):
+    # One trial at a time in grid order: two that learn set the first rung, then two whose
+    # learning rate is too small to move the weights fall below it at epoch 1.
+    space_file = write_space(
+        tmp_path,
+        name="asha",
+        heads=FIXED_HEADS,
+        epochs=4,
+        lr="{grid: [0.05, 0.03, 1.0e-7, 2.0e-7]}",
+        search="{sampler: grid, scheduler: asha, grace_period: 1, reduction_factor: 2, max_concurrent: 1}",
+    )
+    outcome, client = search(tmp_path, space_file)
+
+    assert outcome.exit_code == 0
+    states = {t.config["train.lr"]: t.state for t in outcome.trials}
+    assert states == {0.05: "FINISHED", 0.03: "FINISHED", 1e-7: "STOPPED", 2e-7: "STOPPED"}
+    runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
+    for trial in outcome.trials:
+        run = runs[trial.trial_id]
+        if trial.state == "STOPPED":
+            assert run.info.status == "KILLED"
+            assert run.data.tags["losstune.end_reason"] == "stopped early by the scheduler"
+            assert epochs_logged(client, run) == [1]
+            assert "test/acc_mean" not in run.data.metrics
+        else:
+            assert run.info.status == "FINISHED" and epochs_logged(client, run) == [1, 2, 3, 4]
+
+
+class FaultyTrain:
+    """``train`` with faults chosen by the trial config:
+
+    - model.hidden 17, lr 1e30: raises before training (every attempt);
+    - model.hidden 17, lr 0.02: fails once, right after reporting epoch 2 (a flaky trial);
+    - lr 1e30 otherwise: trains, and diverges (NaN) in epoch 1.
+    ``marks`` is a directory where the flaky trial records its failure and its restart.
+    """
+
+    def __init__(self, marks: Path) -> None:
+        self.marks = marks
+
+    def __call__(self, config, *, report, checkpoint_dir=None):
+        hidden, lr = config["model.hidden"], config["train.lr"]
+        if hidden == 17 and lr > 1:
+            raise RuntimeError("injected fault")
+        if hidden != 17:
+            return train(config, report=report, checkpoint_dir=checkpoint_dir)
+        failed = self.marks / "failed"
+        if failed.exists() and os.path.exists(os.path.join(checkpoint_dir, CHECKPOINT_NAME)):
+            (self.marks / "restarted_from_checkpoint").touch()
+
+        def flaky_report(metrics):
+            report(metrics)
+            if metrics["epoch"] == 2 and not failed.exists():
+                failed.touch()
+                raise RuntimeError("injected flaky fault")
+
+        return train(config, report=flaky_report, checkpoint_dir=checkpoint_dir)
+
+
+def test_failed_trials_end_failed_and_a_flaky_trial_is_retried_from_its_checkpoint(ray_session, tmp_path: Path):
+    space_file = write_space(
+        tmp_path,
+        name="faults",
+        heads=FIXED_HEADS,
+        hidden="{grid: [16, 17]}",
+        lr="{grid: [0.02, 1.0e30]}",
+        search="{sampler: grid, scheduler: none, max_concurrent: 2, max_failures: 1}",
+    )
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    outcome, client = search(tmp_path, space_file, train_fn=FaultyTrain(marks))
+
+    assert outcome.exit_code == 0  # the search finished; its failed trials are listed
+    by_config = {(t.config["model.hidden"], t.config["train.lr"]): t for t in outcome.trials}
+    assert {k: t.state for k, t in by_config.items()} == {
+        (16, 0.02): "FINISHED",
+        (16, 1e30): "FAILED",
+        (17, 0.02): "FINISHED",
+        (17, 1e30): "FAILED",
+    }
+    assert "TrainingDiverged" in by_config[16, 1e30].error and "finite" in by_config[16, 1e30].error
+    assert by_config[17, 1e30].error == "RuntimeError: injected fault"
+    assert (marks / "restarted_from_checkpoint").exists()
+
+    runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
+    assert len(runs) == 4
+    for trial in by_config.values():
+        run = runs[trial.trial_id]
+        if trial.state == "FAILED":
+            assert run.info.status == "FAILED"
+            assert run.data.tags["losstune.error"] == trial.error
+        else:
+            assert run.info.status == "FINISHED"
+            assert epochs_logged(client, run) == [1, 2, 3]  # a retried epoch is not logged twice
+    assert runs[by_config[17, 0.02].trial_id].data.tags["losstune.retries"] == "1"
+
+
+def test_a_search_whose_every_trial_fails_exits_1(ray_session, tmp_path: Path):
+    space_file = write_space(
+        tmp_path,
+        name="doomed",
+        heads=FIXED_HEADS,
+        hidden=17,
+        lr=1.0e30,
+        search="{num_samples: 1, sampler: random, scheduler: none, max_failures: 0}",
+    )
+    outcome, client = search(tmp_path, space_file, train_fn=FaultyTrain(tmp_path))
+
+    assert outcome.exit_code == 1
+    assert [(t.state, t.error) for t in outcome.trials] == [("FAILED", "RuntimeError: injected fault")]
+    (parent,) = runs_of(client, outcome, "search")
+    (child,) = runs_of(client, outcome, "trial")
+    assert parent.info.status == "FAILED" and child.info.status == "FAILED"
+    assert not (outcome.plan.run_dir / "best_config.yaml").exists()

@@ -1,0 +1,114 @@
+"""``python -m search run``: exit codes, and a search killed with SIGKILL then resumed.
+
+The kill test runs the CLI in child processes that start (and own) their Ray instance.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+import search._ray
+from search.__main__ import main
+
+REPO = Path(__file__).resolve().parents[2]
+SPACE = REPO / "tests" / "search" / "spaces" / "tiny.yaml"  # 6 trials of 3 epochs, 2 at a time
+
+
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(**kwargs):
+        raise AssertionError("Ray must not be started for invalid input")
+
+    monkeypatch.setattr(search._ray, "connect", refuse)
+
+
+def test_invalid_space_exits_2_before_starting_ray(no_ray, tmp_path: Path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPACE.read_text().replace("mode: max", "mode: up").replace("cpu: 1", "cpu: -1"))
+    assert main(["run", str(bad), "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "objective.mode" in err and "resources.cpu" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_without_a_search_exits_2(no_ray, tmp_path: Path, capsys):
+    assert main(["run", str(SPACE), "--resume", "--storage", str(tmp_path / "runs")]) == 2
+    assert "--resume needs an unfinished search" in capsys.readouterr().err
+
+
+def _cli(space: Path, tmp_path: Path, uri: str, *extra: str) -> list[str]:
+    storage = str(tmp_path / "runs")
+    return [sys.executable, "-m", "search", "run", str(space), "--storage", storage, "--tracking-uri", uri, *extra]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_a_search_killed_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
+
+    # Run until the first trial finished, then kill the driver and everything it started.
+    first = subprocess.Popen(
+        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines = []
+    # A driver that hangs without output is killed too, so the test fails instead of hanging.
+    watchdog = threading.Timer(180, os.killpg, (first.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        for line in first.stdout:
+            lines.append(line)
+            if " done after " in line:
+                break
+    finally:
+        watchdog.cancel()
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        first.stdout.close()
+    output = "".join(lines)
+    assert " done after " in output, output
+    assert first.returncode == -signal.SIGKILL
+
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
+    assert any(r.info.status == "RUNNING" for r in client.search_runs([experiment.experiment_id]))
+    # A kill while Tune copies its state into the run directory leaves a file cut off; make sure
+    # this run meets that case (the copy losstune keeps must put it back).
+    run_dir = tmp_path / "runs" / "tiny"
+    (searcher_state,) = run_dir.glob("search_gen_state-*.json")
+    searcher_state.write_bytes(b"")
+
+    # The same command again finds the unfinished search and resumes it.
+    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    assert "it was put back from losstune's copy" in output
+    assert "Resuming unfinished search 'tiny'" in output
+    assert "trials: 6 finished" in output, output[-4000:]
+
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags["losstune.role"] == "search"]
+    children = [r for r in runs if r.data.tags["losstune.role"] == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    trial_ids = [r.data.tags["losstune.trial_id"] for r in children]
+    assert len(trial_ids) == len(set(trial_ids)) == 6
+    assert all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
+        assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
+
+    # A finished search is not run again by accident.
+    again = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already finished" in again.stderr

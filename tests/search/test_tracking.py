@@ -1,0 +1,174 @@
+"""search.tracking against a real MLflow store (SQLite in tmp_path); no Ray."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from search import tracking
+from search.tracking import SearchTracker, TrackingSettings
+
+CONFIG = {"heads.pitch.loss": "ordinal", "heads.pitch.ordinal.alpha": 0.1, "heads.vel.loss": "ce", "train.lr": 0.01}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # One store for the module (creating a SQLite store takes seconds); tests use their own search ids.
+    return tmp_path_factory.mktemp("store") / "mlflow" / "mlflow.db"
+
+
+@pytest.fixture
+def uri(store: Path) -> str:
+    return f"sqlite:///{store}"
+
+
+@pytest.fixture
+def settings(uri: str, request: pytest.FixtureRequest):
+    """settings(mode=..., search_id=...): tracking settings of a search of this test's own."""
+
+    def make(*, mode: str = "max", search_id: str = "") -> TrackingSettings:
+        return TrackingSettings(
+            tracking_uri=uri,
+            experiment="exp",
+            search_id=search_id or request.node.name,
+            search_name="s",
+            objective_metric="val/acc_mean",
+            objective_mode=mode,
+        )
+
+    return make
+
+
+def _children(client: MlflowClient, tracker: SearchTracker) -> list:
+    query = f"tags.`losstune.search_id` = '{tracker.settings.search_id}' and tags.`losstune.role` = 'trial'"
+    return client.search_runs([tracker.experiment_id], filter_string=query)
+
+
+def test_tracking_uri_precedence_is_cli_env_space_default():
+    env = {"MLFLOW_TRACKING_URI": "sqlite:///env.db"}
+    assert tracking.resolve_tracking_uri(cli="http://cli", space="sqlite:///s.db", environ=env) == "http://cli"
+    assert tracking.resolve_tracking_uri(cli=None, space="sqlite:///s.db", environ=env) == "sqlite:///env.db"
+    assert tracking.resolve_tracking_uri(cli=None, space="sqlite:///s.db", environ={}) == "sqlite:///s.db"
+    default = tracking.resolve_tracking_uri(cli=None, space=None, environ={})
+    assert default == tracking.default_tracking_uri()
+    # The repository has an mlflow/ folder, so the default store lives there.
+    repo = Path(tracking.__file__).resolve().parent.parent
+    assert default == f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}"
+
+
+def test_artifacts_live_next_to_a_sqlite_store(uri: str, settings, store: Path):
+    assert tracking.artifact_location(uri) == (store.parent / "artifacts").as_uri()
+    assert tracking.artifact_location("http://127.0.0.1:5000") is None
+    tracker = SearchTracker(settings())
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.artifact_location == (store.parent / "artifacts").as_uri()
+
+
+def test_search_id_is_deterministic_per_name_and_run_dir(tmp_path: Path):
+    a = tracking.make_search_id("s", tmp_path / "runs" / "s")
+    assert a == tracking.make_search_id("s", tmp_path / "runs" / "s")
+    assert a != tracking.make_search_id("s", tmp_path / "other" / "s")
+    assert a.startswith("s-")
+
+
+def test_child_run_has_params_tags_and_parent(settings):
+    tracker = SearchTracker(settings())
+    parent = tracker.start_search(params={"search.num_samples": 4}, artifacts={"space.yaml": "name: s\n"})
+    run_id = tracker.trial_started("t1", CONFIG)
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.tags["loss.pitch"] == "ordinal" and run.data.tags["loss.vel"] == "ce"
+    assert run.data.tags["trial_id"] == "t1" and run.data.tags["losstune.trial_id"] == "t1"
+    assert run.data.params == {k: str(v) for k, v in CONFIG.items()}
+    assert [a.path for a in tracker.client.list_artifacts(parent)] == ["space.yaml"]
+
+
+def test_a_resumed_tracker_reuses_runs_and_skips_logged_epochs(uri: str, settings):
+    first = SearchTracker(settings())
+    first.start_search(params={}, artifacts={})
+    run_id = first.trial_started("t1", CONFIG)
+    for epoch in (1, 2):
+        assert first.log_epoch("t1", {"epoch": epoch, "val/acc_mean": 0.1 * epoch}, epoch=epoch)
+
+    # A new process (the driver after a crash): everything is read back from the store.
+    second = SearchTracker(settings())
+    second.start_search(params={}, artifacts={})
+    assert second.parent_id == first.parent_id
+    assert second.trial_started("t1", CONFIG) == run_id
+    # The trial restarted from its epoch-1 checkpoint: epoch 2 comes again and must not be logged twice.
+    assert not second.log_epoch("t1", {"epoch": 2, "val/acc_mean": 0.25}, epoch=2)
+    assert second.log_epoch("t1", {"epoch": 3, "val/acc_mean": 0.3}, epoch=3)
+    client = MlflowClient(uri)
+    steps = [m.step for m in client.get_metric_history(run_id, "val/acc_mean")]
+    assert sorted(steps) == [1, 2, 3]
+    assert len(_children(client, second)) == 1
+    query = f"tags.`losstune.search_id` = '{second.settings.search_id}' and tags.`losstune.role` = 'search'"
+    assert len(client.search_runs([second.experiment_id], filter_string=query)) == 1
+
+
+def test_final_metrics_are_logged_once(settings):
+    tracker = SearchTracker(settings())
+    run_id = tracker.trial_started("t1", CONFIG)
+    assert tracker.log_final("t1", {"test/acc_mean": 0.5, "best_epoch": 2}, epoch=3)
+    assert SearchTracker(settings()).final_logged("t1")
+    assert not SearchTracker(settings()).log_final("t1", {"test/acc_mean": 0.6, "best_epoch": 2}, epoch=3)
+    assert [m.value for m in tracker.client.get_metric_history(run_id, "test/acc_mean")] == [0.5]
+
+
+@pytest.mark.parametrize(("mode", "values", "logged"), [("max", [0.2, 0.1, 0.3], [0.2, 0.3]), ("min", [0.2, 0.1, 0.3], [0.2, 0.1])])
+def test_parent_logs_the_best_objective_only_when_it_improves(settings, mode: str, values: list, logged: list):
+    tracker = SearchTracker(settings(mode=mode))
+    for value in values:
+        tracker.update_best(value)
+    assert not tracker.update_best(float("nan"))
+    history = tracker.client.get_metric_history(tracker.parent_id, tracker.best_metric)
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == logged
+    # After a resume the best so far is known: a worse value is not logged.
+    resumed = SearchTracker(settings(mode=mode))
+    assert not resumed.update_best(values[0])
+    assert resumed.update_best(logged[-1] + (1 if mode == "max" else -1))
+
+
+def test_trial_end_statuses_and_error_tag(settings):
+    tracker = SearchTracker(settings())
+    ids = {t: tracker.trial_started(t, CONFIG) for t in ("ok", "stopped", "bad")}
+    tracker.trial_ended("ok", status="FINISHED", reason="completed")
+    tracker.trial_ended("stopped", status="KILLED", reason="stopped early by the scheduler")
+    tracker.trial_ended("bad", status="FAILED", reason="error", error="TrainingDiverged: nan", details="Traceback ...")
+    runs = {t: tracker.client.get_run(i) for t, i in ids.items()}
+    assert {t: r.info.status for t, r in runs.items()} == {"ok": "FINISHED", "stopped": "KILLED", "bad": "FAILED"}
+    assert runs["bad"].data.tags["losstune.error"] == "TrainingDiverged: nan"
+    assert [a.path for a in tracker.client.list_artifacts(ids["bad"])] == ["error.txt"]
+    # A retried trial reopens its run.
+    tracker.trial_started("bad", CONFIG)
+    assert tracker.client.get_run(ids["bad"]).info.status == "RUNNING"
+
+
+def test_reconcile_deletes_runs_of_trials_the_search_no_longer_has(settings):
+    tracker = SearchTracker(settings())
+    for trial_id in ("kept", "lost"):
+        tracker.trial_started(trial_id, CONFIG)
+    assert tracker.reconcile({"kept"}) == ["lost"]
+    remaining = _children(tracker.client, tracker)
+    assert [r.data.tags["losstune.trial_id"] for r in remaining] == ["kept"]
+
+
+def test_searches_do_not_see_each_others_runs(settings):
+    a, b = SearchTracker(settings(search_id="iso-a")), SearchTracker(settings(search_id="iso-b"))
+    a.trial_started("t1", CONFIG)
+    b.trial_started("t1", CONFIG)
+    assert a.parent_id != b.parent_id
+    assert a.trial_run_id("t1") != b.trial_run_id("t1")
+
+
+def test_tracker_pickles_without_its_client(settings):
+    tracker = SearchTracker(settings())
+    tracker.trial_started("t1", CONFIG)
+    copy = pickle.loads(pickle.dumps(tracker))
+    assert copy.settings == tracker.settings
+    assert copy._client is None
+    assert copy.trial_run_id("t1") == tracker.trial_run_id("t1")
