@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 SPACE ?= spaces/vimh.yaml
 
-.PHONY: setup run test bench ui clean
+.PHONY: setup browser run test bench ui clean
 
 setup: $(STAMP)
 
@@ -21,11 +21,23 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/python -m search run $(SPACE)
 
-test: setup
+# The UI test drives a real headless Chromium (Debian packages chromium + chromium-driver);
+# installed here when missing and running as root, else the test fails and says how to install.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+	  echo "make: the UI test needs chromium and chromedriver: apt-get install chromium chromium-driver" >&2; \
+	fi
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
+# Every bench/*.py script in turn (bench/ is not a package; _*.py are shared helpers): each prints
+# a table and writes bench/results/<name>.json. About 45 minutes on 2 cores.
 bench: setup
-	$(BIN)/python -m bench
+	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 ui: setup
 	mlflow/serve

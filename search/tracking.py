@@ -7,6 +7,13 @@ or was interrupted continues in the same runs, without duplicate runs or duplica
 
 Only ``MlflowClient`` is used (no fluent ``mlflow.start_run`` global state), from the driver
 process: a trial stopped by the scheduler, or one whose process died, still gets its run ended.
+
+Writes are buffered while the store is unreachable (a tracking server restarting, a network
+outage): they stay queued in order and are retried every ``retry_interval_s``, so the search
+neither dies nor stalls, and nothing is lost; ``flush`` (called at the end of a search) waits up to
+``flush_timeout_s`` for the rest. Reads happen only when a tracker first needs the store's state
+and wait for it the same way. Buffered writes live in the driver process: a driver killed during
+an outage loses the writes still queued (the resumed search logs the epochs it re-runs).
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 __all__ = [
@@ -32,6 +40,7 @@ __all__ = [
     "TrackingSettings",
     "artifact_location",
     "default_tracking_uri",
+    "is_transient",
     "make_search_id",
     "resolve_tracking_uri",
 ]
@@ -50,6 +59,9 @@ _RUN_NAME_TAG = "mlflow.runName"
 _MAX_TAG = 4000
 # Final metrics are logged once, after the last epoch; this key tells whether that happened.
 _FINAL_MARKER_METRIC = "best_epoch"
+# Errors a server answers with that say "try again later"; any other answer is final.
+_RETRY_LATER_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+_T = TypeVar("_T")
 
 
 def _project_root() -> Path:
@@ -73,7 +85,8 @@ def resolve_tracking_uri(*, cli: str | None, space: str | None, environ: Mapping
 def _sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    return Path(unquote(urlparse(tracking_uri).path))
+    # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
+    return Path(unquote(urlparse(tracking_uri).path)[1:])
 
 
 def artifact_location(tracking_uri: str) -> str | None:
@@ -99,11 +112,33 @@ class TrackingSettings:
     search_name: str
     objective_metric: str  # the primary objective: the parent logs its best value
     objective_mode: str  # "min" | "max"
+    retry_interval_s: float = 5.0  # while the store is unreachable: seconds between attempts
+    flush_timeout_s: float = 600.0  # how long flush() (the end of a search) waits for the store
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed MLflow call may succeed later: the store was not reached (refused, reset,
+    timed out, a proxy's error page) or asked to be retried. An error the server answered with
+    (an invalid value, a missing run) is final."""
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(exc, RestException):
+        return exc.error_code in _RETRY_LATER_CODES
+    if isinstance(exc, MlflowException):
+        # MLflow's REST client reports transport failures and non-JSON answers this way.
+        return str(exc.message).startswith("API request to")
+    return isinstance(exc, OSError)  # requests' and urllib3's errors, sockets
+
+
+@dataclass
+class _Write:
+    what: str  # for the messages
+    send: Callable[[], None]
 
 
 @dataclass
 class _TrialRun:
-    run_id: str
+    run_id: str | None  # None until its (buffered) creation reached the store
     last_step: int  # last epoch logged (-1: none)
     final_logged: bool
     status: str
@@ -111,7 +146,8 @@ class _TrialRun:
 
 class SearchTracker:
     """MLflow runs of one search. Safe to pickle (Ray Tune pickles its callbacks): only the
-    settings travel; the client and the caches are rebuilt from the store on first use."""
+    settings travel; the client and the caches are rebuilt from the store on first use.
+    Writes go through an ordered buffer that survives an unreachable store (see the module)."""
 
     def __init__(self, settings: TrackingSettings) -> None:
         self.settings = settings
@@ -121,6 +157,9 @@ class SearchTracker:
         self._trials: dict[str, _TrialRun] | None = None
         self._best: float | None = None
         self._best_step = -1
+        self._pending: deque[_Write] = deque()
+        self._retry_at = 0.0  # monotonic time of the next attempt while the store is unreachable
+        self._unreachable = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {"settings": self.settings}
@@ -138,32 +177,43 @@ class SearchTracker:
             db = _sqlite_path(self.settings.tracking_uri)
             if db is not None:
                 db.parent.mkdir(parents=True, exist_ok=True)
+            # MLflow's REST client retries a failed request itself for minutes (7 retries with
+            # exponential backoff) and waits 120 s for a hung server, blocking Tune's driver
+            # loop; the buffer retries instead. Defaults only: the environment may say otherwise.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
             self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
         return self._client
 
     @property
     def experiment_id(self) -> str:
         if self._experiment_id is None:
-            name = self.settings.experiment
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                location = artifact_location(self.settings.tracking_uri)
-                if location is not None:
-                    Path(unquote(urlparse(location).path)).mkdir(parents=True, exist_ok=True)
-                self._experiment_id = self.client.create_experiment(name, artifact_location=location)
-            elif experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
-                self._experiment_id = experiment.experiment_id
-            else:
-                self._experiment_id = experiment.experiment_id
+            self._experiment_id = self._read(self._open_experiment)
         return self._experiment_id
+
+    def _open_experiment(self) -> str:
+        name = self.settings.experiment
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            location = artifact_location(self.settings.tracking_uri)
+            if location is not None:
+                Path(unquote(urlparse(location).path)).mkdir(parents=True, exist_ok=True)
+            return self.client.create_experiment(name, artifact_location=location)
+        if experiment.lifecycle_stage == "deleted":
+            self.client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
 
     def _search_runs(self, role: str) -> list[Any]:
         query = f"tags.`{TAG_SEARCH_ID}` = '{self.settings.search_id}' and tags.`{TAG_ROLE}` = '{role}'"
         runs: list[Any] = []
         token = None
+        experiment_id = self.experiment_id
         while True:
-            page = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000, page_token=token)
+            page = self._read(
+                lambda: self.client.search_runs(
+                    [experiment_id], filter_string=query, max_results=1000, page_token=token
+                )
+            )
             runs.extend(page)
             token = page.token
             if not token:
@@ -179,10 +229,13 @@ class SearchTracker:
                 self._parent_id = run.info.run_id
                 self._recover_best()
             else:
-                run = self.client.create_run(
-                    self.experiment_id,
-                    run_name=self.settings.search_name,
-                    tags={TAG_SEARCH_ID: self.settings.search_id, TAG_ROLE: ROLE_SEARCH},
+                experiment_id = self.experiment_id
+                run = self._read(
+                    lambda: self.client.create_run(
+                        experiment_id,
+                        run_name=self.settings.search_name,
+                        tags={TAG_SEARCH_ID: self.settings.search_id, TAG_ROLE: ROLE_SEARCH},
+                    )
                 )
                 self._parent_id = run.info.run_id
         return self._parent_id
@@ -192,7 +245,7 @@ class SearchTracker:
         return f"search/best/{self.settings.objective_metric}"
 
     def _recover_best(self) -> None:
-        history = self.client.get_metric_history(self._parent_id, self.best_metric)
+        history = self._read(lambda: self.client.get_metric_history(self._parent_id, self.best_metric))
         if history:
             last = max(history, key=lambda m: m.step)
             self._best, self._best_step = last.value, last.step
@@ -209,7 +262,7 @@ class SearchTracker:
 
     def _recover_trial(self, run: Any) -> _TrialRun:
         run_id = run.info.run_id
-        epochs = self.client.get_metric_history(run_id, "epoch")
+        epochs = self._read(lambda: self.client.get_metric_history(run_id, "epoch"))
         return _TrialRun(
             run_id=run_id,
             last_step=max((m.step for m in epochs), default=-1),
@@ -222,38 +275,45 @@ class SearchTracker:
     def start_search(self, *, params: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
         """Open (or reopen, after a resume) the parent run; log the resolved settings once."""
         parent = self.parent_id
-        run = self.client.get_run(parent)
+        run = self._read(lambda: self.client.get_run(parent))
         if not run.data.params:
             self._log(parent, params=params)
             for name, text in artifacts.items():
-                self.client.log_text(parent, text, name)
+                self._log_text(parent, text, name)
         if run.info.status != "RUNNING":
-            self.client.update_run(parent, status="RUNNING")
+            self._submit("reopen the search's run", lambda: self.client.update_run(parent, status="RUNNING"))
         return parent
 
     def end_search(
         self, *, status: str, artifacts: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
     ) -> None:
+        """End the parent run, then wait (up to ``flush_timeout_s``) until every buffered write is sent."""
         parent = self.parent_id
         for name, text in (artifacts or {}).items():
-            self.client.log_text(parent, text, name)
+            self._log_text(parent, text, name)
         if tags:
             self._log(parent, tags=tags)
-        self.client.set_terminated(parent, status=status)
+        self._submit("end the search's run", lambda: self.client.set_terminated(parent, status=status))
+        self.flush()
 
     # --- trials ---------------------------------------------------------------------------
 
     def trial_run_id(self, trial_id: str) -> str | None:
+        """The trial's run id; None for an unknown trial or while its creation is buffered."""
         run = self._trial_runs().get(trial_id)
         return None if run is None else run.run_id
 
-    def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> str:
-        """The trial's child run: created with params and tags, or reopened after a resume/retry."""
+    def trial_started(self, trial_id: str, config: Mapping[str, Any]) -> str | None:
+        """The trial's child run: created with params and tags, or reopened after a resume/retry.
+        Returns its id (None while the store is unreachable: the creation is buffered)."""
         runs = self._trial_runs()
         existing = runs.get(trial_id)
         if existing is not None:
             if existing.status != "RUNNING":
-                self.client.update_run(existing.run_id, status="RUNNING")
+                self._submit(
+                    f"reopen the run of trial {trial_id}",
+                    lambda: self.client.update_run(existing.run_id, status="RUNNING"),
+                )
                 existing.status = "RUNNING"
             return existing.run_id
         tags = {
@@ -264,10 +324,16 @@ class SearchTracker:
             "trial_id": trial_id,
             **{f"loss.{key.split('.')[1]}": str(value) for key, value in config.items() if _is_loss_key(key)},
         }
-        run = self.client.create_run(self.experiment_id, run_name=trial_id, tags=tags)
-        self._log(run.info.run_id, params=config)
-        runs[trial_id] = _TrialRun(run.info.run_id, last_step=-1, final_logged=False, status="RUNNING")
-        return run.info.run_id
+        run = _TrialRun(None, last_step=-1, final_logged=False, status="RUNNING")
+        runs[trial_id] = run
+        experiment_id = self.experiment_id
+
+        def create() -> None:
+            run.run_id = self.client.create_run(experiment_id, run_name=trial_id, tags=tags).info.run_id
+
+        self._submit(f"create the run of trial {trial_id}", create)
+        self._log(run, params=config)
+        return run.run_id
 
     def log_epoch(self, trial_id: str, metrics: Mapping[str, Any], *, epoch: int) -> bool:
         """Log one epoch's metrics at ``step=epoch``; an epoch logged before (a trial restarted from an
@@ -275,7 +341,7 @@ class SearchTracker:
         run = self._trial_runs()[trial_id]
         if epoch <= run.last_step:
             return False
-        self._log(run.run_id, metrics=metrics, step=epoch)
+        self._log(run, metrics=metrics, step=epoch)
         run.last_step = epoch
         return True
 
@@ -284,7 +350,7 @@ class SearchTracker:
         run = self._trial_runs()[trial_id]
         if run.final_logged:
             return False
-        self._log(run.run_id, metrics=metrics, step=epoch)
+        self._log(run, metrics=metrics, step=epoch)
         run.final_logged = True
         return True
 
@@ -310,7 +376,7 @@ class SearchTracker:
             tags = {TAG_RETRIES: str(failures)}
             if error:
                 tags[f"{TAG_ERROR}.{failures}"] = _cut(error)
-            self._log(run.run_id, tags=tags)
+            self._log(run, tags=tags)
 
     def trial_ended(
         self, trial_id: str, *, status: str, reason: str, error: str | None = None, details: str | None = None
@@ -323,10 +389,10 @@ class SearchTracker:
         tags = {TAG_END_REASON: reason}
         if error:
             tags[TAG_ERROR] = _cut(error)
-        self._log(run.run_id, tags=tags)
+        self._log(run, tags=tags)
         if details:
-            self.client.log_text(run.run_id, details, "error.txt")
-        self.client.set_terminated(run.run_id, status=status)
+            self._log_text(run, details, "error.txt")
+        self._submit(f"end the run of trial {trial_id}", lambda: self.client.set_terminated(run.run_id, status=status))
         run.status = status
 
     def reconcile(self, trial_ids: set[str]) -> list[str]:
@@ -336,18 +402,106 @@ class SearchTracker:
         for trial_id in orphans:
             run = self._trials.pop(trial_id)
             if run.status == "RUNNING":
-                self.client.set_terminated(run.run_id, status="KILLED")
-            self.client.delete_run(run.run_id)
+                self._submit(
+                    f"end the run of trial {trial_id}",
+                    lambda r=run: self.client.set_terminated(r.run_id, status="KILLED"),
+                )
+            self._submit(f"delete the run of trial {trial_id}", lambda r=run: self.client.delete_run(r.run_id))
         return orphans
 
     def run_statuses(self) -> dict[str, str]:
         return {trial_id: run.status for trial_id, run in self._trial_runs().items()}
 
-    # --- helpers --------------------------------------------------------------------------
+    # --- the store: buffered writes, waiting reads -------------------------------------------
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes buffered because the store was unreachable, not sent yet."""
+        return len(self._pending)
+
+    def flush(self) -> bool:
+        """Send the buffered writes, waiting for an unreachable store up to ``flush_timeout_s``.
+        Returns whether everything was sent (if not, says how much was not)."""
+        deadline = time.monotonic() + self.settings.flush_timeout_s
+        while not self._send_pending():
+            now = time.monotonic()
+            if now >= deadline:
+                print(
+                    f"error: MLflow at {self.settings.tracking_uri} still unreachable after waiting "
+                    f"{self.settings.flush_timeout_s:g} s; {len(self._pending)} writes were not sent",
+                    flush=True,
+                )
+                return False
+            time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+        return True
+
+    def _submit(self, what: str, send: Callable[[], None]) -> None:
+        self._pending.append(_Write(what, send))
+        self._send_pending()
+
+    def _send_pending(self) -> bool:
+        """Send buffered writes in order until one fails because the store is unreachable; then
+        try again only after ``retry_interval_s`` (a down server costs one quick failure per
+        interval, not one per write). Returns whether the buffer is empty."""
+        if self._pending and time.monotonic() < self._retry_at:
+            return False
+        sent = 0
+        while self._pending:
+            write = self._pending[0]
+            try:
+                write.send()
+            except Exception as exc:
+                if not is_transient(exc):
+                    self._pending.popleft()  # it would fail again; the caller sees why
+                    raise
+                self._retry_at = time.monotonic() + self.settings.retry_interval_s
+                self._note_unreachable(exc, write.what)
+                return False
+            self._pending.popleft()
+            sent += 1
+        if sent:
+            self._note_reachable(sent)
+        return True
+
+    def _note_reachable(self, sent: int) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            print(f"MLflow at {self.settings.tracking_uri} reachable again; {sent} buffered writes sent", flush=True)
+
+    def _note_unreachable(self, exc: BaseException, what: str) -> None:
+        if not self._unreachable:
+            self._unreachable = True
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            print(
+                f"MLflow at {self.settings.tracking_uri} unreachable ({what}: {reason}); buffering "
+                f"its writes and retrying every {self.settings.retry_interval_s:g} s",
+                flush=True,
+            )
+
+    def _read(self, read: Callable[[], _T]) -> _T:
+        """A read the tracker cannot go on without: retried while the store is unreachable, up to
+        ``flush_timeout_s``. Buffered writes go first, so a read sees them."""
+        deadline = time.monotonic() + self.settings.flush_timeout_s
+        while True:
+            try:
+                if not self._send_pending():
+                    raise ConnectionError("buffered writes not sent yet")
+                value = read()
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+                self._note_unreachable(exc, "read the search's runs")
+                time.sleep(self.settings.retry_interval_s)
+                continue
+            self._note_reachable(0)
+            return value
+
+    def _log_text(self, target: str | _TrialRun, text: str, name: str) -> None:
+        self._submit(f"log {name}", lambda: self.client.log_text(_run_id(target), text, name))
 
     def _log(
         self,
-        run_id: str,
+        target: str | _TrialRun,
         *,
         metrics: Mapping[str, Any] | None = None,
         params: Mapping[str, Any] | None = None,
@@ -356,14 +510,20 @@ class SearchTracker:
     ) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # when the values were produced, not when they reach the store
         metric_items = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if _is_number(v)]
         param_items = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
         tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
         while metric_items or param_items or tag_items:
-            self.client.log_batch(run_id, metrics=metric_items[:1000], params=param_items[:100], tags=tag_items[:100])
+            batch = {"metrics": metric_items[:1000], "params": param_items[:100], "tags": tag_items[:100]}
+            self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(_run_id(target), **b))
             metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
+
+
+def _run_id(target: str | _TrialRun) -> str:
+    # A trial's run id is known only once its buffered creation was sent, which precedes this.
+    return target if isinstance(target, str) else target.run_id
 
 
 def _is_loss_key(key: str) -> bool:

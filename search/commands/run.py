@@ -21,7 +21,9 @@ EXAMPLES = textwrap.dedent(
           --address 10.0.0.5:6379
 
     Results: <storage>/<name>/ (Tune state, checkpoints, best_config.yaml, summary.txt).
-    MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > mlflow/mlflow.db.
+    MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > mlflow/mlflow.db;
+    on a cluster (--address, RAY_ADDRESS) an http(s) server or a database URI, not a local file.
+    While the tracking server is unreachable, results are buffered and sent when it is back.
     Exit status: 0 search finished (some trials may have failed), 1 every trial failed,
     2 invalid space or options, 130 interrupted (resumable).
     """
@@ -77,10 +79,15 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         verbose=args.verbose,
     )
+    from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
+
     try:
         plan = plan_search(space, options)
+        # Where the search logs, checked before the data set is loaded and before Ray starts.
+        check_tracking_uri(plan.tracking_uri, cluster=address is not None)
+        check_reachable(plan.tracking_uri)
         prepare_data(space)
-    except SearchInputError as exc:
+    except (SearchInputError, TrackingUriError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     handle = _ray.connect(address=address, num_cpus=args.num_cpus, dashboard=args.dashboard)

@@ -182,3 +182,8 @@ class MlflowCallback(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         short, _ = trial_error(trial)
         self.tracker.trial_retried(trial.trial_id, failures=trial.num_failures, error=short)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Writes buffered while MLflow was unreachable; after a resume this tracker is Tune's
+        # unpickled copy, not the driver's, so the driver's own flush would not send them.
+        self.tracker.flush()

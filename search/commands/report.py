@@ -1,0 +1,129 @@
+"""``search report [SEARCH]``: compare a search's trials from what MLflow recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run"]
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXAMPLES = textwrap.dedent(
+    """\
+    examples:
+      python -m search report                          # the newest search in the default store
+      python -m search report vimh-loss-search         # by search name, experiment name or search id
+      python -m search report spaces/digits.yaml       # the search of a space file (its name, its store)
+      python -m search report --tracking-uri http://127.0.0.1:5000 --out /tmp/report
+
+    Works on finished, running and resumed searches (a running search: the trials so far).
+    Writes report.md/.txt, trials.csv, loss_types.csv, importance.csv and the figures
+    objective.png, loss_types.png, importance.png, learning_curves.png (pareto.png with several
+    objectives) to --out, and logs them as artifacts (report/) of the search's parent run.
+    MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > the store
+    the search recorded in <storage>/<name>/losstune.json > mlflow/mlflow.db.
+    Exit status: 0 written, 1 MLflow failed (unreachable, upload refused), 2 no such store or search.
+    """
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "report",
+        help="compare the trials of a search (tables, loss types, figures) from MLflow",
+        description="Read a search's runs back from MLflow and write a comparison: a table of the "
+        "trials (loss per head, varied parameters, objective and per-head metrics at the best epoch, "
+        "epochs, state), a per-head comparison of the loss types, and figures (objective per trial, "
+        "loss types, parameter importance by fANOVA, learning curves of the best trials, the Pareto "
+        "front of a multi-objective search).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "search",
+        nargs="?",
+        metavar="SEARCH_OR_EXPERIMENT",
+        help="search id, search name, experiment name or space file (default: the newest search)",
+    )
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: <storage>/<name>/report)")
+    parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory of run (default: runs)")
+    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
+    parser.add_argument("--no-upload", action="store_true", help="do not log the report as artifacts of the parent run")
+    return parser
+
+
+def _space_fields(path: Path) -> tuple[str | None, str | None]:
+    """(name, mlflow.tracking_uri) of a space file; read as YAML only, since a report needs no
+    validation (nor the data set the validator would describe)."""
+    from search.report import load_yaml
+
+    doc = load_yaml(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"a space file (a YAML mapping), but got {type(doc).__name__} in {path}")
+    mlflow = doc.get("mlflow") if isinstance(doc.get("mlflow"), dict) else {}
+    name = doc.get("name")
+    return (str(name) if name else path.stem), mlflow.get("tracking_uri")
+
+
+def _recorded_uri(storage: str, name: str | None) -> str | None:
+    """The store a search of this name recorded in its run directory (``losstune.json``)."""
+    if not name or "/" in name:
+        return None
+    try:
+        meta = json.loads((Path(storage) / name / "losstune.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta.get("tracking_uri") if isinstance(meta, dict) else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.report import ReportError, load_search, log_report, open_store, write_report
+    from search.tracking import resolve_tracking_uri
+
+    selector, space_uri = args.search, None
+    if selector and selector.endswith((".yaml", ".yml")):
+        try:
+            selector, space_uri = _space_fields(Path(selector))
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+    uri = resolve_tracking_uri(cli=args.tracking_uri, space=space_uri or _recorded_uri(args.storage, selector))
+
+    from mlflow.exceptions import MlflowException
+
+    from search._preflight import TrackingUriError, check_reachable
+
+    try:
+        # A server that is down fails here at once, not after MLflow's minutes of retries.
+        check_reachable(uri)
+    except TrackingUriError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        client = open_store(uri)
+        search, notes = load_search(client, tracking_uri=uri, selector=selector)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except MlflowException as exc:
+        print(f"error: reading the search from MLflow ({uri}) failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    for note in notes:
+        print(f"note: {note}")
+    out_dir = Path(args.out) if args.out else Path(args.storage) / search.name / "report"
+    report = write_report(search, out_dir)
+    print(report.text)
+    print(f"\nwritten to {out_dir}: " + ", ".join(p.name for p in report.files))
+    if args.no_upload:
+        return EXIT_OK
+    try:
+        where = log_report(client, report)
+    except Exception as exc:  # noqa: BLE001 - any artifact-store failure; the files are written
+        print(f"error: logging the report to run {search.parent_run_id} failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"logged as artifacts of the search's parent run: {where}")
+    return EXIT_OK

@@ -1,0 +1,45 @@
+"""Compare the trials of a search, read back from MLflow: tables, figures, parameter importance.
+
+    client = open_store(uri)
+    search, notes = load_search(client, tracking_uri=uri, selector="vimh-loss-search")
+    report = write_report(search, Path("runs/vimh-loss-search/report"))
+    log_report(client, report)            # the files become artifacts of the parent run
+"""
+
+from search.report._importance import parameter_importance
+from search.report._load import (
+    Objective,
+    ReportError,
+    SearchRecord,
+    TrialRecord,
+    find_search,
+    load_search,
+    load_yaml,
+    open_store,
+)
+from search.report._plots import pareto_set
+from search.report._tables import Table, loss_type_table, ranked, trial_table
+from search.report._write import ARTIFACT_PATH, FIGURES, PARETO_FIGURE, Report, log_report, write_report
+
+__all__ = [
+    "ARTIFACT_PATH",
+    "FIGURES",
+    "PARETO_FIGURE",
+    "Objective",
+    "Report",
+    "ReportError",
+    "SearchRecord",
+    "Table",
+    "TrialRecord",
+    "find_search",
+    "load_search",
+    "load_yaml",
+    "log_report",
+    "loss_type_table",
+    "open_store",
+    "parameter_importance",
+    "pareto_set",
+    "ranked",
+    "trial_table",
+    "write_report",
+]

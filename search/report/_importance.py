@@ -1,0 +1,125 @@
+"""Parameter importance: an in-memory Optuna study rebuilt from the trial runs, scored with fANOVA.
+
+The study's distributions come from the space file the search logged (so a log-uniform
+parameter is analysed on its log scale) and, where that does not say, from the logged values.
+Optuna's evaluators use the parameters every trial has; a loss's own parameters exist only in
+the trials that chose that loss, so they drop out and the loss switch itself is what is scored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from search.report._load import SearchRecord, TrialRecord, load_yaml
+
+__all__ = ["parameter_importance"]
+
+_HIDDEN = ("train.threads", "objective.metric", "objective.mode")
+_CATEGORICAL_TYPES = (str, bool, type(None))
+
+
+@contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    import optuna
+
+    # create_study logs "A new study created in memory" at INFO, noise in a report.
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _space_node(doc: Any, key: str) -> Any:
+    """The space file's value for flat config key ``key`` (None if the file does not say)."""
+    parts = key.split(".")
+    try:
+        if parts[0] == "heads" and len(parts) == 4:  # heads.<head>.<loss>.<param>
+            loss = doc["heads"][parts[1]]["loss"]
+            if isinstance(loss, dict) and len(loss) == 1 and next(iter(loss)) in ("choice", "grid"):
+                loss = next(iter(loss.values()))
+            return loss[parts[2]][parts[3]]
+        node = doc
+        for part in parts:
+            node = node[part]
+        return node
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+def _distribution(values: Sequence[Any], node: Any) -> Any:
+    """An Optuna distribution holding every logged value, or None for a value type it cannot hold."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if any(isinstance(v, (tuple, list, dict)) for v in values):
+        return None
+    spec = node if isinstance(node, dict) and len(node) == 1 else {}
+    kind, bounds = next(iter(spec.items())) if spec else (None, None)
+    if kind in ("choice", "grid") or any(isinstance(v, _CATEGORICAL_TYPES) for v in values):
+        return CategoricalDistribution(sorted(set(values), key=repr))
+    low, high = min(values), max(values)
+    if isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds):
+        low, high = min(low, bounds[0]), max(high, bounds[1])
+    if kind == "int" or all(isinstance(v, int) for v in values):
+        return IntDistribution(int(low), int(high))
+    log = kind == "loguniform" and low > 0
+    return FloatDistribution(float(low), float(high), log=log)
+
+
+def _searched_keys(trials: Sequence[TrialRecord]) -> list[str]:
+    """Keys every trial has and whose value differs between trials."""
+    common = set(trials[0].params)
+    for trial in trials[1:]:
+        common &= set(trial.params)
+    return sorted(k for k in common if k not in _HIDDEN and len({repr(t.params[k]) for t in trials}) > 1)
+
+
+def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int = 0) -> dict[str, float] | str:
+    """fANOVA importance (normalised to sum 1) of the parameters every scored trial has, for
+    objective number ``objective``; or why it cannot be computed."""
+    trials = [t for t in search.trials if t.values[objective] is not None and math.isfinite(t.values[objective])]
+    if len(trials) < 2:
+        return f"needs at least 2 trials with a value of {search.objectives[objective].metric}, but got {len(trials)}"
+    if len({t.values[objective] for t in trials}) < 2:
+        return f"every trial has the same {search.objectives[objective].metric}: nothing to explain"
+    doc = _space_doc(search.space_text)
+    distributions: dict[str, Any] = {}
+    for key in _searched_keys(trials):
+        dist = _distribution([t.params[key] for t in trials], _space_node(doc, key))
+        if dist is not None:
+            distributions[key] = dist
+    if not distributions:
+        return "needs a parameter that every trial has and that differs between trials, but got none"
+
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    direction = "maximize" if search.objectives[objective].mode == "max" else "minimize"
+    with _quiet_optuna():
+        study = optuna.create_study(direction=direction)
+        study.add_trials(
+            [
+                optuna.trial.create_trial(
+                    params={k: t.params[k] for k in distributions},
+                    distributions=distributions,
+                    value=t.values[objective],
+                )
+                for t in trials
+            ]
+        )
+        importances = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
+    return {k: float(v) for k, v in importances.items()}
+
+
+def _space_doc(text: str | None) -> Mapping[str, Any] | None:
+    if not text:
+        return None
+    try:
+        doc = load_yaml(text)
+    except Exception:  # noqa: BLE001 - the distributions then come from the logged values
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -1,0 +1,333 @@
+"""Read a search back from MLflow: its parent run, its objectives and one record per trial run.
+
+Everything comes from the runs ``search.tracking`` writes (tags ``losstune.*``, the flat trial
+config as params, per-epoch metrics at ``step=epoch``), so a finished, a running and a resumed
+search read the same way; nothing is taken from Ray Tune's files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import yaml
+
+from search.tracking import ROLE_SEARCH, ROLE_TRIAL, TAG_ROLE, TAG_SEARCH_ID, TAG_TRIAL_ID
+
+__all__ = [
+    "HEAD_METRICS",
+    "Objective",
+    "ReportError",
+    "SearchRecord",
+    "TrialRecord",
+    "find_search",
+    "load_search",
+    "load_yaml",
+    "open_store",
+]
+
+_TAG_END_REASON = "losstune.end_reason"
+_TAG_ERROR = "losstune.error"
+_RUN_NAME_TAG = "mlflow.runName"
+# Per-head metrics the report compares (validation split, class units; mae_units when the data
+# set gives the parameter's range).
+HEAD_METRICS = ("acc", "mae", "mae_units")
+_PAGE = 1000
+
+
+class ReportError(ValueError):
+    """Input the report cannot work with (exit 2): no store, no such search, no objective."""
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str
+    mode: str  # "min" | "max"
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: str
+    run_id: str
+    state: str  # FINISHED | STOPPED | FAILED | RUNNING | INTERRUPTED | PENDING
+    losses: dict[str, str]  # head -> loss type
+    params: dict[str, Any]  # the flat trial config (JSON values decoded)
+    epochs: int  # epochs logged so far
+    best_epoch: int | None  # the epoch the values below are from (None: no epoch logged)
+    values: tuple[float | None, ...]  # one per objective, at best_epoch
+    heads: dict[str, dict[str, float]]  # head -> {acc, mae, mae_units} at best_epoch
+    curve: tuple[tuple[int, float], ...]  # (epoch, primary objective) for every logged epoch
+    start_time: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    tracking_uri: str
+    experiment_id: str
+    experiment: str
+    search_id: str
+    name: str
+    parent_run_id: str
+    status: str  # the parent run's MLflow status
+    objectives: tuple[Objective, ...]
+    heads: tuple[str, ...]
+    trials: list[TrialRecord] = field(default_factory=list)  # in start order
+    space_text: str | None = None  # the space file the search ran (parent artifact)
+
+
+def open_store(tracking_uri: str) -> Any:
+    """An MlflowClient on ``tracking_uri``; a SQLite store must exist (MLflow would create an
+    empty one and the report would then find nothing)."""
+    if tracking_uri.startswith("sqlite:///"):
+        # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
+        db = Path(unquote(urlparse(tracking_uri).path)[1:])
+        if not db.is_file():
+            raise ReportError(f"an existing MLflow store, but got no file {db} (tracking URI {tracking_uri})")
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _all_pages(fetch: Any) -> list[Any]:
+    items: list[Any] = []
+    token = None
+    while True:
+        page = fetch(token)
+        items.extend(page)
+        token = page.token
+        if not token:
+            return items
+
+
+def _searches(client: Any) -> tuple[list[Any], dict[str, str]]:
+    """Every parent run in the store (newest first) and experiment id -> name."""
+    experiments = _all_pages(lambda token: client.search_experiments(max_results=_PAGE, page_token=token))
+    names = {e.experiment_id: e.name for e in experiments}
+    if not names:
+        return [], names
+    query = f"tags.`{TAG_ROLE}` = '{ROLE_SEARCH}'"
+    runs = _all_pages(
+        lambda token: client.search_runs(
+            list(names),
+            filter_string=query,
+            order_by=["attributes.start_time DESC"],
+            max_results=_PAGE,
+            page_token=token,
+        )
+    )
+    return runs, names
+
+
+def _describe(run: Any, experiments: Mapping[str, str]) -> str:
+    return f"{run.info.run_name} ({run.data.tags.get(TAG_SEARCH_ID)}, experiment {experiments[run.info.experiment_id]!r})"
+
+
+def find_search(client: Any, selector: str | None) -> tuple[Any, str, list[str]]:
+    """The parent run ``selector`` names (a search id, a search name, an experiment name), or the
+    newest search; with its experiment name and notes for the terminal."""
+    runs, names = _searches(client)
+    if not runs:
+        raise ReportError("a store with at least one losstune search, but got none in this store")
+    if selector is None:
+        chosen = runs
+    else:
+        chosen = [
+            r
+            for r in runs
+            if selector in (r.data.tags.get(TAG_SEARCH_ID), r.info.run_name, names.get(r.info.experiment_id))
+        ]
+    if not chosen:
+        known = sorted({_describe(r, names) for r in runs})
+        raise ReportError(
+            f"a search id, search name or experiment name of this store, but got {selector!r}; "
+            f"searches here: {', '.join(known)}"
+        )
+    notes = []
+    ids = {r.data.tags.get(TAG_SEARCH_ID) for r in chosen}
+    if selector is not None and len(ids) > 1:
+        notes.append(f"{len(ids)} searches match; reporting the newest (pass its search id to choose another)")
+    parent = chosen[0]
+    return parent, names[parent.info.experiment_id], notes
+
+
+def _decode(text: str) -> Any:
+    # search.tracking logs strings as they are and everything else as JSON.
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _objectives(parent: Any, trial_params: Sequence[Mapping[str, Any]]) -> tuple[Objective, ...]:
+    """From the parent's ``objective.<i>`` params ("metric (mode)"), else from a trial's config."""
+    found = []
+    for key, text in parent.data.params.items():
+        head, _, index = key.partition(".")
+        if head == "objective" and index.isdigit():
+            metric, _, mode = text.rpartition(" (")
+            found.append((int(index), Objective(metric, mode.rstrip(")"))))
+    if found:
+        return tuple(o for _, o in sorted(found, key=lambda item: item[0]))
+    for params in trial_params:
+        if "objective.metric" in params:
+            return (Objective(str(params["objective.metric"]), str(params.get("objective.mode", "max"))),)
+    raise ReportError(
+        f"a search whose runs name their objective (parent param objective.0), but got none in run {parent.info.run_id}"
+    )
+
+
+def _state(run: Any) -> str:
+    status = run.info.status
+    if status == "KILLED":
+        return "INTERRUPTED" if run.data.tags.get(_TAG_END_REASON) == "interrupted" else "STOPPED"
+    return {"SCHEDULED": "PENDING"}.get(status, status)
+
+
+def _history(client: Any, run_id: str, key: str) -> dict[int, float]:
+    """step -> value; the last value logged at a step wins (a retried epoch)."""
+    values: dict[int, float] = {}
+    for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
+        if math.isfinite(m.value):
+            values[m.step] = m.value
+    return values
+
+
+def _best_epoch(curve: Mapping[int, float], objective: Objective, final_best: float | None) -> int | None:
+    # The trainer's own choice once the trial has ended (test metrics come from that epoch).
+    if final_best is not None and int(final_best) in curve:
+        return int(final_best)
+    best = None
+    for epoch in sorted(curve):
+        if best is None or objective.better(curve[epoch], curve[best]):
+            best = epoch
+    return best
+
+
+def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequence[str]) -> TrialRecord:
+    run_id = run.info.run_id
+    latest = run.data.metrics
+    primary = objectives[0]
+    curve = _history(client, run_id, primary.metric)
+    best = _best_epoch(curve, primary, latest.get("best_epoch"))
+    values: list[float | None] = [curve.get(best) if best is not None else None]
+    for objective in objectives[1:]:
+        values.append(_history(client, run_id, objective.metric).get(best) if best is not None else None)
+    per_head: dict[str, dict[str, float]] = {}
+    for head in heads:
+        metrics = {}
+        for name in HEAD_METRICS:
+            key = f"val/{head}/{name}"
+            if best is not None and key in latest:
+                value = _history(client, run_id, key).get(best)
+                if value is not None:
+                    metrics[name] = value
+        per_head[head] = metrics
+    steps = [int(latest["epoch"])] if "epoch" in latest else []
+    return TrialRecord(
+        trial_id=run.data.tags.get(TAG_TRIAL_ID, run.info.run_name),
+        run_id=run_id,
+        state=_state(run),
+        losses={k[len("loss.") :]: v for k, v in run.data.tags.items() if k.startswith("loss.")},
+        params={k: _decode(v) for k, v in run.data.params.items()},
+        epochs=max([*steps, *curve], default=0),
+        best_epoch=best,
+        values=tuple(values),
+        heads=per_head,
+        curve=tuple(sorted(curve.items())),
+        start_time=run.info.start_time or 0,
+        error=run.data.tags.get(_TAG_ERROR),
+    )
+
+
+@contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    # MLflow draws a tqdm bar on stderr for every download, even of one small file.
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def _space_text(client: Any, run_id: str) -> str | None:
+    """The space file the search logged; None when the artifact store cannot be read from here."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="losstune-report-") as tmp, _no_progress_bar():
+            return Path(client.download_artifacts(run_id, "space.yaml", tmp)).read_text()
+    except Exception:  # noqa: BLE001 - optional (parameter scales): the report works without it
+        return None
+
+
+class _SpaceLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 exponent floats (``1e-4``), as the space parser reads them;
+    importing ``search.space`` would import torch for a report that needs a few values."""
+
+
+_SpaceLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """A space file's content as plain values (no validation)."""
+    return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506 - _SpaceLoader is a SafeLoader
+
+
+def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) -> tuple[SearchRecord, list[str]]:
+    """The search ``selector`` names (default: the newest) with all its trial runs."""
+    parent, experiment, notes = find_search(client, selector)
+    search_id = parent.data.tags[TAG_SEARCH_ID]
+    query = f"tags.`{TAG_SEARCH_ID}` = '{search_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
+    runs = _all_pages(
+        lambda token: client.search_runs(
+            [parent.info.experiment_id], filter_string=query, max_results=_PAGE, page_token=token
+        )
+    )
+    # A trial has one run (search.tracking reopens it on a resume or retry); keep the first if not.
+    by_trial: dict[str, Any] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        by_trial.setdefault(run.data.tags.get(TAG_TRIAL_ID, run.info.run_id), run)
+    runs = list(by_trial.values())
+    objectives = _objectives(parent, [r.data.params for r in runs])
+    heads: list[str] = []
+    for run in runs:
+        for key in run.data.tags:
+            if key.startswith("loss.") and key[len("loss.") :] not in heads:
+                heads.append(key[len("loss.") :])
+    trials = [_trial(client, run, objectives, heads) for run in runs]
+    record = SearchRecord(
+        tracking_uri=tracking_uri,
+        experiment_id=parent.info.experiment_id,
+        experiment=experiment,
+        search_id=search_id,
+        name=parent.info.run_name or parent.data.tags.get(_RUN_NAME_TAG) or search_id,
+        parent_run_id=parent.info.run_id,
+        status=parent.info.status,
+        objectives=objectives,
+        heads=tuple(heads),
+        trials=trials,
+        space_text=_space_text(client, parent.info.run_id),
+    )
+    return record, notes

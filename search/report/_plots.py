@@ -1,0 +1,210 @@
+"""The report's figures (PNG). Figures are built with matplotlib's object API on the Agg canvas,
+not pyplot: no display, no global figure registry, safe in a headless process.
+
+Every function writes its file even when there is nothing to draw yet (a running search whose
+trials have not reported): the figure then says why it is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from search.report._load import Objective, SearchRecord, TrialRecord
+from search.report._tables import ranked
+
+__all__ = ["learning_curves", "loss_type_boxes", "objective_by_trial", "importance_bars", "pareto_front", "pareto_set"]
+
+_DPI = 100
+_STATE_COLORS = {
+    "FINISHED": "tab:blue",
+    "STOPPED": "tab:orange",
+    "RUNNING": "tab:green",
+    "FAILED": "tab:red",
+    "INTERRUPTED": "tab:gray",
+    "PENDING": "tab:gray",
+}
+_TOP_CURVES = 5
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.savefig(path, format="png")
+    return path
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _label(objective: Objective) -> str:
+    return f"{objective.metric} ({objective.mode})"
+
+
+def _losses(trial: TrialRecord) -> str:
+    return " ".join(f"{h}={loss}" for h, loss in trial.losses.items())
+
+
+def objective_by_trial(search: SearchRecord, path: Path) -> Path:
+    """Each objective per trial (in start order, coloured by state) with the best-so-far line."""
+    figure = _figure(7, 2.2 + 2.3 * len(search.objectives))
+    axes = figure.subplots(len(search.objectives), 1, squeeze=False)[:, 0]
+    for i, (ax, objective) in enumerate(zip(axes, search.objectives)):
+        points = [(n, t) for n, t in enumerate(search.trials, start=1) if t.values[i] is not None]
+        if not points:
+            _empty(ax, f"no trial has a value of {objective.metric} yet")
+            continue
+        for state in sorted({t.state for _, t in points}):
+            xs = [n for n, t in points if t.state == state]
+            ys = [t.values[i] for n, t in points if t.state == state]
+            ax.scatter(xs, ys, s=28, color=_STATE_COLORS.get(state, "black"), label=state.lower(), zorder=3)
+        best_x, best_y, best = [], [], None
+        for n, t in points:
+            value = t.values[i]
+            if best is None or objective.better(value, best):
+                best = value
+            best_x.append(n)
+            best_y.append(best)
+        ax.step(best_x, best_y, where="post", color="black", linewidth=1.2, label="best so far")
+        ax.set_xlabel("trial (start order)")
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.set_ylabel(_label(objective))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="best")
+    figure.suptitle(f"{search.name}: objective per trial (at each trial's best epoch)")
+    return _save(figure, path)
+
+
+def loss_type_boxes(search: SearchRecord, path: Path) -> Path:
+    """The primary objective per loss type, one panel per head (box plot plus the trials)."""
+    objective = search.objectives[0]
+    heads = search.heads or ("(no head)",)
+    figure = _figure(max(5.0, 3.2 * len(heads)), 4.2)
+    axes = figure.subplots(1, len(heads), squeeze=False)[0]
+    for ax, head in zip(axes, heads):
+        groups: dict[str, list[float]] = {}
+        for trial in search.trials:
+            if head in trial.losses and trial.values[0] is not None:
+                groups.setdefault(trial.losses[head], []).append(trial.values[0])
+        if not groups:
+            _empty(ax, "no trial has a value yet")
+            ax.set_title(head)
+            continue
+        sign = -1.0 if objective.mode == "max" else 1.0
+        names = sorted(groups, key=lambda name: sign * (max(groups[name]) if sign < 0 else min(groups[name])))
+        ax.boxplot([groups[n] for n in names], tick_labels=names, widths=0.5, showfliers=False)
+        for x, name in enumerate(names, start=1):
+            values = groups[name]
+            # Deterministic spread so overlapping trials stay visible.
+            offsets = [((k % 5) - 2) * 0.04 for k in range(len(values))]
+            ax.scatter([x + o for o in offsets], values, s=18, color="tab:blue", alpha=0.7, zorder=3)
+            ax.annotate(f"n={len(values)}", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize="x-small", color="0.3")
+        ax.set_title(head)
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel(_label(objective))
+    figure.suptitle(f"{search.name}: {objective.metric} by loss type")
+    return _save(figure, path)
+
+
+def importance_bars(search: SearchRecord, importances: Sequence[dict[str, float] | str], path: Path) -> Path:
+    """fANOVA importance per objective (horizontal bars), or why it could not be computed."""
+    figure = _figure(7, 1.6 + 2.6 * len(importances))
+    axes = figure.subplots(len(importances), 1, squeeze=False)[:, 0]
+    for ax, objective, result in zip(axes, search.objectives, importances):
+        ax.set_title(f"for {_label(objective)}", fontsize="medium")
+        if isinstance(result, str):
+            _empty(ax, f"parameter importance {result}")
+            continue
+        items = sorted(result.items(), key=lambda kv: kv[1])
+        ax.barh([k for k, _ in items], [v for _, v in items], color="tab:purple")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("importance (fANOVA, sums to 1)")
+        ax.tick_params(axis="y", labelsize="small")
+        ax.grid(axis="x", alpha=0.3)
+    figure.suptitle(f"{search.name}: parameter importance")
+    return _save(figure, path)
+
+
+def learning_curves(search: SearchRecord, path: Path) -> Path:
+    """The primary objective per epoch for the best trials; a dot marks each one's best epoch."""
+    objective = search.objectives[0]
+    figure = _figure(7, 4.5)
+    ax = figure.subplots()
+    top = [t for t in ranked(search) if t.values[0] is not None and t.curve][:_TOP_CURVES]
+    if not top:
+        _empty(ax, "no trial has logged an epoch yet")
+    for trial in top:
+        epochs = [e for e, _ in trial.curve]
+        values = [v for _, v in trial.curve]
+        label = f"{trial.trial_id} ({_losses(trial)}, {trial.state.lower()})"
+        (line,) = ax.plot(epochs, values, marker=".", label=label)
+        ax.scatter([trial.best_epoch], [trial.values[0]], s=60, color=line.get_color(), zorder=3)
+    if top:
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.set_ylabel(_label(objective))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="best")
+    figure.suptitle(f"{search.name}: learning curves of the {len(top)} best trials")
+    return _save(figure, path)
+
+
+def pareto_set(search: SearchRecord) -> list[TrialRecord]:
+    """The finished trials no other finished trial is at least as good as in every objective and
+    better in one. Trials stopped early are left out: fewer epochs look cheap in a cost objective
+    such as energy."""
+    signs = [1.0 if o.mode == "max" else -1.0 for o in search.objectives]
+    scored = [t for t in search.trials if t.state == "FINISHED" and all(v is not None for v in t.values)]
+
+    def score(t: TrialRecord) -> list[float]:
+        return [s * v for s, v in zip(signs, t.values)]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [t for t in scored if not any(dominates(score(o), score(t)) for o in scored if o is not t)]
+
+
+def pareto_front(search: SearchRecord, path: Path) -> Path:
+    """The first two objectives of a multi-objective search, with the Pareto set highlighted."""
+    first, second = search.objectives[0], search.objectives[1]
+    figure = _figure(6.5, 5)
+    ax = figure.subplots()
+    scored = [t for t in search.trials if t.values[0] is not None and t.values[1] is not None]
+    front = pareto_set(search)
+    if not scored:
+        _empty(ax, "no trial has a value of both objectives yet")
+    else:
+        ax.scatter([t.values[0] for t in scored], [t.values[1] for t in scored], s=24, color="0.6", label="all trials")
+        ordered = sorted(front, key=lambda t: t.values[0])
+        ax.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], marker="o", color="tab:red",
+                label="Pareto set (finished trials)")
+        for t in ordered:
+            ax.annotate(t.trial_id, (t.values[0], t.values[1]), xytext=(4, 4), textcoords="offset points",
+                        fontsize="x-small")
+        ax.set_xlabel(_label(first))
+        ax.set_ylabel(_label(second))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    extra = f" (of {len(search.objectives)} objectives)" if len(search.objectives) > 2 else ""
+    figure.suptitle(f"{search.name}: Pareto front{extra}")
+    return _save(figure, path)

@@ -1,0 +1,194 @@
+"""The report's tables: one row per trial, and the loss-type comparison per head.
+
+A table holds raw values (numbers stay numbers for the CSV); the text and Markdown renderings
+round them. Trials are compared on their objective at their best epoch (the weights their test
+metrics come from), never on loss values: losses of different types are not comparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from search.report._load import HEAD_METRICS, Objective, SearchRecord, TrialRecord
+
+__all__ = ["Table", "loss_type_table", "ranked", "trial_table", "varied_params"]
+
+# Config keys never shown as parameters: the loss switches have their own columns, the rest is
+# bookkeeping that does not describe the loss design.
+_HIDDEN = ("train.threads", "objective.metric", "objective.mode")
+# Better direction of the per-head metrics.
+_METRIC_MODES = {"acc": "max", "mae": "min", "mae_units": "min"}
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    columns: tuple[str, ...]  # full names (CSV header)
+    labels: tuple[str, ...]  # short names (text and Markdown header)
+    rows: tuple[tuple[Any, ...], ...]
+
+    def column(self, name: str) -> list[Any]:
+        index = self.columns.index(name)
+        return [row[index] for row in self.rows]
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows([["" if v is None else v for v in row] for row in self.rows])
+        return out.getvalue()
+
+    def to_markdown(self) -> str:
+        def cell(value: Any) -> str:
+            return _show(value).replace("|", "\\|")
+
+        lines = ["| " + " | ".join(self.labels) + " |", "|" + "|".join("---" for _ in self.labels) + "|"]
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def to_text(self) -> str:
+        cells = [list(self.labels), *([_show(v) for v in row] for row in self.rows)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.labels))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        return "\n".join([self.title, lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _short(key: str) -> str:
+    """heads.<head>.<loss>.<param> -> <head>.<loss>.<param>; heads.<head>.weight -> <head>.weight;
+    <section>.<field> -> <field>."""
+    parts = key.split(".")
+    if parts[0] == "heads":
+        return ".".join(parts[1:])
+    return parts[-1]
+
+
+def ranked(search: SearchRecord) -> list[TrialRecord]:
+    """Trials with a primary objective value, best first, then the others in start order."""
+    objective = search.objectives[0]
+    sign = -1.0 if objective.mode == "max" else 1.0
+    scored = [t for t in search.trials if t.values[0] is not None]
+    scored.sort(key=lambda t: (sign * t.values[0], t.start_time))
+    return scored + [t for t in search.trials if t.values[0] is None]
+
+
+def varied_params(trials: Sequence[TrialRecord]) -> list[str]:
+    """Config keys whose value differs between trials (a conditional key counts as varied)."""
+    keys = sorted({k for t in trials for k in t.params})
+    varied = []
+    for key in keys:
+        if key in _HIDDEN or (key.startswith("heads.") and key.endswith(".loss")):
+            continue
+        if len({repr(t.params.get(key)) for t in trials}) > 1:
+            varied.append(key)
+    return varied
+
+
+def _head_metric_names(search: SearchRecord) -> list[tuple[str, str]]:
+    """(head, metric) pairs any trial has, in head order."""
+    return [(h, m) for h in search.heads for m in HEAD_METRICS if any(m in t.heads.get(h, {}) for t in search.trials)]
+
+
+def _objective_label(objective: Objective) -> str:
+    return f"{objective.metric} ({objective.mode})"
+
+
+def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
+    """One row per trial, best first: rank, state, epochs, the objectives at the best epoch, the
+    loss per head, the per-head metrics at that epoch and the parameters that vary.
+    ``compact``: the parameters in one column (for the terminal)."""
+    head_metrics = _head_metric_names(search)
+    params = varied_params(search.trials)
+    columns = ["rank", "trial", "state", "epochs", "best_epoch"]
+    columns += [o.metric for o in search.objectives]
+    columns += [f"loss.{h}" for h in search.heads]
+    columns += [f"val/{h}/{m}" for h, m in head_metrics]
+    labels = ["#", "trial", "state", "epochs", "best ep."]
+    labels += [_objective_label(o) for o in search.objectives]
+    labels += [f"{h} loss" for h in search.heads]
+    labels += [f"{h} {m}" for h, m in head_metrics]
+    if compact:
+        columns.append("parameters")
+        labels.append("parameters")
+    else:
+        columns += params
+        labels += [_short(k) for k in params]
+    rows = []
+    for rank, trial in enumerate(ranked(search), start=1):
+        row: list[Any] = [
+            rank if trial.values[0] is not None else None,
+            trial.trial_id,
+            trial.state,
+            trial.epochs,
+            trial.best_epoch,
+            *trial.values,
+            *(trial.losses.get(h) for h in search.heads),
+            *(trial.heads.get(h, {}).get(m) for h, m in head_metrics),
+        ]
+        if compact:
+            row.append(" ".join(f"{_short(k)}={_show(trial.params[k])}" for k in params if k in trial.params))
+        else:
+            row += [trial.params.get(k) for k in params]
+        rows.append(tuple(row))
+    title = f"Trials of search {search.name!r} ({search.search_id}), best first"
+    return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))
+
+
+def _best(values: list[float], mode: str) -> float | None:
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def loss_type_table(search: SearchRecord) -> Table:
+    """Per head and loss type: trial count, how many have a value, best and median of every
+    objective and of the head's own metrics (at each trial's best epoch)."""
+    head_metrics = _head_metric_names(search)
+    columns = ["head", "loss", "trials", "scored"]
+    labels = ["head", "loss", "trials", "scored"]
+    for o in search.objectives:
+        columns += [f"best {o.metric}", f"median {o.metric}"]
+        labels += [f"best {o.metric} ({o.mode})", f"median {o.metric}"]
+    metric_names = list(dict.fromkeys(m for _, m in head_metrics))
+    for m in metric_names:
+        columns += [f"best {m}", f"median {m}"]
+        labels += [f"best {m}", f"median {m}"]
+    rows = []
+    primary = search.objectives[0]
+    for head in search.heads:
+        groups: dict[str, list[TrialRecord]] = {}
+        for trial in search.trials:
+            if head in trial.losses:
+                groups.setdefault(trial.losses[head], []).append(trial)
+        head_rows = []
+        for loss, trials in groups.items():
+            row: list[Any] = [head, loss, len(trials), sum(t.values[0] is not None for t in trials)]
+            for i, o in enumerate(search.objectives):
+                values = [t.values[i] for t in trials if t.values[i] is not None]
+                row += [_best(values, o.mode), _median(values)]
+            for m in metric_names:
+                values = [t.heads[head][m] for t in trials if m in t.heads.get(head, {})]
+                row += [_best(values, _METRIC_MODES[m]), _median(values)]
+            head_rows.append(tuple(row))
+        sign = -1.0 if primary.mode == "max" else 1.0
+        # Best loss type first; types without any value last.
+        head_rows.sort(key=lambda r: (r[4] is None, sign * r[4] if r[4] is not None else 0.0, r[1]))
+        rows += head_rows
+    title = "Loss types per head (objective and head metrics at each trial's best epoch)"
+    return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))

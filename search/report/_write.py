@@ -1,0 +1,167 @@
+"""Assemble a search's report: tables (text, Markdown, CSV), figures, and their upload to MLflow."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.report import _plots
+from search.report._importance import parameter_importance
+from search.report._load import SearchRecord, TrialRecord
+from search.report._tables import Table, loss_type_table, trial_table
+
+__all__ = ["ARTIFACT_PATH", "FIGURES", "PARETO_FIGURE", "Report", "log_report", "write_report"]
+
+ARTIFACT_PATH = "report"  # the folder of the parent run's artifacts the report goes to
+FIGURES = ("objective.png", "loss_types.png", "importance.png", "learning_curves.png")
+PARETO_FIGURE = "pareto.png"
+
+
+@dataclass(frozen=True)
+class Report:
+    search: SearchRecord
+    trials: Table
+    loss_types: Table
+    importances: tuple[dict[str, float] | str, ...]  # per objective: importances or why none
+    pareto: tuple[TrialRecord, ...]  # multi-objective searches only
+    out_dir: Path
+    files: tuple[Path, ...]
+    text: str  # what the terminal shows
+
+
+def _counts(search: SearchRecord) -> str:
+    counts: dict[str, int] = {}
+    for trial in search.trials:
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+    return ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none yet"
+
+
+def _header(search: SearchRecord) -> list[str]:
+    objectives = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
+    return [
+        f"search: {search.name} ({search.search_id}), run {search.parent_run_id}, status {search.status.lower()}",
+        f"MLflow: {search.tracking_uri}, experiment {search.experiment!r} (id {search.experiment_id})",
+        f"objective: {objectives}",
+        f"trials: {len(search.trials)} ({_counts(search)})",
+    ]
+
+
+def _importance_lines(search: SearchRecord, importances: tuple[dict[str, float] | str, ...]) -> list[str]:
+    lines = []
+    for objective, result in zip(search.objectives, importances):
+        if isinstance(result, str):
+            lines.append(f"parameter importance for {objective.metric}: {result}")
+        else:
+            top = ", ".join(f"{k} {v:.2f}" for k, v in list(result.items())[:6])
+            lines.append(f"parameter importance for {objective.metric} (fANOVA): {top}")
+    return lines
+
+
+def _pareto_lines(search: SearchRecord, pareto: tuple[TrialRecord, ...]) -> list[str]:
+    if len(search.objectives) < 2:
+        return []
+    names = [o.metric for o in search.objectives]
+    rows = [
+        f"  {t.trial_id}: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values)) + f"  ({t.state.lower()})"
+        for t in pareto
+    ]
+    return ["Pareto set (no trial is better in every objective):", *(rows or ["  (no trial has every objective yet)"])]
+
+
+def _importance_csv(search: SearchRecord, importances: tuple[dict[str, float] | str, ...]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["objective", "parameter", "importance"])
+    for objective, result in zip(search.objectives, importances):
+        if not isinstance(result, str):
+            writer.writerows([objective.metric, k, v] for k, v in result.items())
+    return out.getvalue()
+
+
+def _markdown(
+    search: SearchRecord,
+    *,
+    trials: Table,
+    loss_types: Table,
+    importance: list[str],
+    pareto: list[str],
+    figures: list[str],
+) -> str:
+    lines = [f"# Search report: {search.name}", "", *(f"- {line}" for line in _header(search)), ""]
+    lines += ["## Trials", "", "Objective and head metrics at each trial's best epoch; best first.", ""]
+    lines += [trials.to_markdown(), ""]
+    lines += ["## Loss types per head", "", loss_types.to_markdown(), ""]
+    lines += ["## Parameter importance", "", *(f"- {line}" for line in importance), ""]
+    if pareto:
+        lines += ["## Pareto set", "", "```", *pareto, "```", ""]
+    lines += ["## Figures", "", *(f"![{name}]({name})" for name in figures)]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(search: SearchRecord, out_dir: Path) -> Report:
+    """Write the tables and figures of ``search`` into ``out_dir`` (created; files overwritten)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trials = trial_table(search)
+    losses = loss_type_table(search)
+    importances = tuple(parameter_importance(search, objective=i) for i in range(len(search.objectives)))
+    pareto = tuple(_plots.pareto_set(search)) if len(search.objectives) > 1 else ()
+
+    figures = [
+        _plots.objective_by_trial(search, out_dir / "objective.png"),
+        _plots.loss_type_boxes(search, out_dir / "loss_types.png"),
+        _plots.importance_bars(search, importances, out_dir / "importance.png"),
+        _plots.learning_curves(search, out_dir / "learning_curves.png"),
+    ]
+    if len(search.objectives) > 1:
+        figures.append(_plots.pareto_front(search, out_dir / PARETO_FIGURE))
+
+    importance_lines = _importance_lines(search, importances)
+    pareto_lines = _pareto_lines(search, pareto)
+    text = "\n\n".join(
+        [
+            "\n".join(_header(search)),
+            trial_table(search, compact=True).to_text(),
+            losses.to_text(),
+            "\n".join(importance_lines + ([""] if pareto_lines else []) + pareto_lines),
+        ]
+    )
+    files = {
+        "trials.csv": trials.to_csv(),
+        "loss_types.csv": losses.to_csv(),
+        "importance.csv": _importance_csv(search, importances),
+        "report.txt": text + "\n",
+        "report.md": _markdown(
+            search,
+            trials=trials,
+            loss_types=losses,
+            importance=importance_lines,
+            pareto=pareto_lines,
+            figures=[f.name for f in figures],
+        ),
+    }
+    written = []
+    for name, content in files.items():
+        (out_dir / name).write_text(content, encoding="utf-8")
+        written.append(out_dir / name)
+    return Report(
+        search=search,
+        trials=trials,
+        loss_types=losses,
+        importances=importances,
+        pareto=pareto,
+        out_dir=out_dir,
+        files=tuple(written + figures),
+        text=text,
+    )
+
+
+def log_report(client: Any, report: Report) -> str:
+    """Upload the report's files as artifacts of the search's parent run (under ``report/``);
+    a later report replaces them. Returns the artifact URI."""
+    run_id = report.search.parent_run_id
+    for path in report.files:
+        client.log_artifact(run_id, str(path), artifact_path=ARTIFACT_PATH)
+    return f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"

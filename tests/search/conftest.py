@@ -1,0 +1,272 @@
+"""Fixtures of the comparison tests: MLflow stores holding searches with known values, written
+through ``search.tracking.SearchTracker`` (the API the driver uses) without Ray, and
+``mlflow/serve`` started on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from search.tracking import SearchTracker, TrackingSettings
+
+REPO = Path(__file__).resolve().parents[2]
+TOY_SPACE = """\
+name: toy
+data: {kind: digits, limit: 300}
+model: {kind: mlp, hidden: 16}
+train: {epochs: 3, lr: {loguniform: [0.001, 0.03]}}
+heads:
+  digit: {loss: {choice: {ce: {label_smoothing: {uniform: [0.0, 0.1]}}, focal: {gamma: {uniform: [1.0, 2.0]}}}}}
+  thickness: {loss: {choice: {ce: {}, ordinal: {alpha: {loguniform: [0.01, 1.0]}}}}}
+objective: {metric: val/acc_mean, mode: max}
+"""
+
+
+@dataclass(frozen=True)
+class ToyTrial:
+    """A trial whose per-epoch metrics follow from ``curve`` (val/acc_mean per epoch)."""
+
+    trial_id: str
+    losses: dict[str, tuple[str, dict[str, Any]]]  # head -> (loss, its params)
+    lr: float
+    curve: Sequence[float]
+    status: str = "FINISHED"  # FINISHED | KILLED | FAILED | RUNNING
+    reason: str = "completed"
+    energy: float = 0.1
+
+    @property
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"data.kind": "digits", "train.lr": self.lr, "train.threads": 1}
+        for head, (loss, params) in self.losses.items():
+            config[f"heads.{head}.loss"] = loss
+            config[f"heads.{head}.weight"] = 1.0
+            config.update({f"heads.{head}.{loss}.{k}": v for k, v in params.items()})
+        config["objective.metric"], config["objective.mode"] = "val/acc_mean", "max"
+        return config
+
+    def epoch_metrics(self, epoch: int) -> dict[str, float]:
+        a = self.curve[epoch - 1]
+        return {
+            "epoch": epoch,
+            "val/acc_mean": a,
+            "val/energy": self.energy * epoch,
+            "val/digit/acc": a + 0.1,
+            "val/digit/mae": 2 * (1 - a),
+            "val/thickness/acc": a - 0.1,
+            "val/thickness/mae": 1 - a,
+            "best/val/acc_mean": max(self.curve[:epoch]),
+        }
+
+    @property
+    def best_epoch(self) -> int:
+        return max(range(1, len(self.curve) + 1), key=lambda e: self.curve[e - 1])
+
+
+def _losses(digit: str, digit_params: dict, thickness: str, thickness_params: dict) -> dict:
+    return {"digit": (digit, digit_params), "thickness": (thickness, thickness_params)}
+
+
+TOY_TRIALS = (
+    ToyTrial("t0", _losses("ce", {"label_smoothing": 0.05}, "ordinal", {"alpha": 0.1}), 0.01, [0.5, 0.7, 0.6], energy=0.3),
+    ToyTrial("t1", _losses("focal", {"gamma": 2.0}, "ce", {}), 0.001, [0.4, 0.5, 0.55], energy=0.05),
+    ToyTrial("t2", _losses("ce", {"label_smoothing": 0.0}, "ce", {}), 0.003, [0.3], "KILLED", "stopped early by the scheduler"),
+    ToyTrial("t3", _losses("focal", {"gamma": 1.0}, "ordinal", {"alpha": 0.5}), 0.02, [0.2], "FAILED", "error"),
+    ToyTrial("t4", _losses("ce", {"label_smoothing": 0.1}, "ordinal", {"alpha": 0.2}), 0.005, [0.6, 0.8, 0.75], energy=0.4),
+)
+
+
+def toy_settings(uri: str, *, name: str, objectives: Sequence[tuple[str, str]]) -> TrackingSettings:
+    return TrackingSettings(
+        tracking_uri=uri,
+        experiment=name,
+        search_id=f"{name}-0123456789",
+        search_name=name,
+        objective_metric=objectives[0][0],
+        objective_mode=objectives[0][1],
+    )
+
+
+ONE_OBJECTIVE = (("val/acc_mean", "max"),)
+
+
+def start_toy_search(uri: str, *, name: str, objectives: Sequence[tuple[str, str]] = ONE_OBJECTIVE) -> SearchTracker:
+    tracker = SearchTracker(toy_settings(uri, name=name, objectives=objectives))
+    params = {f"objective.{i}": f"{metric} ({mode})" for i, (metric, mode) in enumerate(objectives)}
+    tracker.start_search(params={"search.num_samples": 5, **params}, artifacts={"space.yaml": TOY_SPACE})
+    return tracker
+
+
+def run_toy_trial(tracker: SearchTracker, trial: ToyTrial, *, epochs: int | None = None, end: bool = True) -> str:
+    """Log ``trial`` as the driver's callback would: start, epochs, final metrics, end."""
+    run_id = tracker.trial_started(trial.trial_id, trial.config)
+    last = len(trial.curve) if epochs is None else epochs
+    for epoch in range(1, last + 1):
+        metrics = trial.epoch_metrics(epoch)
+        tracker.log_epoch(trial.trial_id, metrics, epoch=epoch)
+        tracker.update_best(metrics[tracker.settings.objective_metric])
+    if end and trial.status == "FINISHED":
+        final = {"test/acc_mean": trial.curve[trial.best_epoch - 1] - 0.05, "best_epoch": trial.best_epoch}
+        tracker.log_final(trial.trial_id, final, epoch=last)
+    if end and trial.status != "RUNNING":
+        error = "TrainingDiverged: nan at epoch 1" if trial.status == "FAILED" else None
+        tracker.trial_ended(trial.trial_id, status=trial.status, reason=trial.reason, error=error)
+    return run_id
+
+
+def toy_search(
+    uri: str,
+    *,
+    name: str,
+    trials: Sequence[ToyTrial] = TOY_TRIALS,
+    objectives: Sequence[tuple[str, str]] = ONE_OBJECTIVE,
+) -> SearchTracker:
+    """A finished search of ``trials``."""
+    tracker = start_toy_search(uri, name=name, objectives=objectives)
+    for trial in trials:
+        run_toy_trial(tracker, trial)
+    tracker.end_search(status="FINISHED", tags={"losstune.end_reason": "finished"})
+    return tracker
+
+
+@pytest.fixture
+def toy_search_factory():
+    """toy_search_factory(store_dir, name=..., trials=..., objectives=...): a finished toy search."""
+
+    def make(store: Path, **kwargs: Any) -> SearchTracker:
+        return toy_search(f"sqlite:///{store / 'mlflow.db'}", **kwargs)
+
+    return make
+
+
+@dataclass(frozen=True)
+class ToyParts:
+    """The steps of a toy search, for searches left running or resumed."""
+
+    trials: Sequence[ToyTrial] = TOY_TRIALS
+
+    def start(self, store: Path, *, name: str) -> SearchTracker:
+        return start_toy_search(f"sqlite:///{store / 'mlflow.db'}", name=name)
+
+    def run(self, tracker: SearchTracker, trial: ToyTrial, *, epochs: int | None = None, end: bool = True) -> str:
+        return run_toy_trial(tracker, trial, epochs=epochs, end=end)
+
+
+@pytest.fixture
+def toy_parts() -> ToyParts:
+    return ToyParts()
+
+
+@pytest.fixture(scope="session")
+def toy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite store (in the layout of mlflow/: mlflow.db + artifacts/) with the finished toy
+    search; creating a store takes seconds, so it is shared. Tests add searches of their own names."""
+    root = tmp_path_factory.mktemp("toy") / "mlflow"
+    toy_search(f"sqlite:///{root / 'mlflow.db'}", name="toy")
+    return root
+
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MlflowServer:
+    """``mlflow/serve`` running in its own process group (so nothing it starts outlives the test)."""
+
+    process: Any
+    url: str
+    port: int
+    started_s: float  # seconds until /health answered
+
+    def tree(self) -> list[int]:
+        """The server's process and all its descendants (from /proc)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        pids, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            pids.append(pid)
+            todo += children.get(pid, [])
+        return pids
+
+    def stop(self, timeout: float = 30.0) -> int:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(store: Path, *, port: int | None = None, timeout: float = 90.0) -> MlflowServer:
+    import subprocess
+    import time
+    import urllib.request
+
+    port = port or free_port()
+    log = open(store.parent / f"serve-{port}.log", "ab")  # noqa: SIM115 - closed with the process
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [str(REPO / "mlflow" / "serve"), "--port", str(port), "--store", str(store)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    server = MlflowServer(process, f"http://127.0.0.1:{port}", port, 0.0)
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            text = (store.parent / f"serve-{port}.log").read_text(errors="replace")
+            raise AssertionError(f"mlflow/serve exited with {process.returncode}:\n{text[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
+                if response.status == 200:
+                    server.started_s = time.monotonic() - started
+                    return server
+        except OSError:
+            time.sleep(0.3)
+    server.stop()
+    raise AssertionError(f"mlflow/serve did not answer /health within {timeout:g} s")
+
+
+@pytest.fixture
+def serve():
+    """serve(store_dir, port=None) -> a started MlflowServer; stopped at the end of the test."""
+    servers: list[MlflowServer] = []
+
+    def start(store: Path, *, port: int | None = None) -> MlflowServer:
+        server = start_server(store, port=port)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def toy_server(toy_store: Path):
+    """``mlflow/serve`` on the toy store, shared by a module's tests (a start takes seconds)."""
+    server = start_server(toy_store)
+    yield server
+    server.stop()

@@ -1,0 +1,222 @@
+"""An unreachable MLflow store: writes are buffered in order and sent when it is back.
+
+The first test stops and restarts a real ``mlflow/serve`` during a real search (Ray Tune, two
+trials); trials wait at a gate so that most of their epochs are reported while the server is down.
+The others use a store that fails on demand, to pin down the buffer's rules.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray.cloudpickle
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from search.driver import SearchOptions, plan_search, run_search
+from search.space import load_space
+from search.tracking import SearchTracker, TrackingSettings
+
+# Trials run in Ray workers, which cannot import this test module: ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+EPOCHS = 4
+SPACE = f"""\
+name: outage
+data: {{kind: digits, val_fraction: 0.2, limit: 300, labels: measured}}
+model: {{kind: mlp, hidden: 16, dropout: 0.0}}
+train: {{epochs: {EPOCHS}, batch_size: 64, lr: 0.02, patience: 10, seed: 0}}
+heads:
+  digit: {{loss: {{choice: [ce, focal]}}}}
+  thickness: {{loss: ce}}
+  smoothness: {{loss: ce}}
+objective: {{metric: val/acc_mean, mode: max}}
+search: {{num_samples: 2, sampler: random, scheduler: none, max_concurrent: 2, seed: 0}}
+resources: {{cpu: 1}}
+"""
+TIMEOUT = 120.0
+
+
+def _wait_for(what: str, condition: Any, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"waited {timeout:g} s for {what}")
+        time.sleep(0.1)
+
+
+def gated_train(gate: str) -> Any:
+    """trainables.train.train that, after reporting epoch 1, waits until the server is down, and
+    leaves a mark when it is done."""
+
+    def train_fn(config: dict, *, report: Any, checkpoint_dir: str | None = None) -> dict:
+        from trainables.train import train
+
+        token = uuid.uuid4().hex
+
+        def gated_report(metrics: dict) -> None:
+            report(metrics)
+            if metrics["epoch"] == 1:
+                Path(gate, f"epoch1-{token}").touch()
+                _wait_for("the server to go down", Path(gate, "down").exists)
+
+        final = train(config, report=gated_report, checkpoint_dir=checkpoint_dir)
+        Path(gate, f"done-{token}").touch()
+        return final
+
+    return train_fn
+
+
+def test_a_server_outage_during_a_search_loses_no_metric(tmp_path: Path, ray_session, serve, capsys):
+    store = tmp_path / "mlflow"
+    server = serve(store)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    space = tmp_path / "outage.yaml"
+    space.write_text(SPACE)
+    plan = plan_search(
+        load_space(space),
+        SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=server.url, train_fn=gated_train(str(gate))),
+    )
+    sqlite = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")  # the server's store, read directly
+    restarted: list[Any] = []
+    failures: list[BaseException] = []
+
+    def outage() -> None:
+        try:
+            _wait_for("epoch 1 of both trials", lambda: len(list(gate.glob("epoch1-*"))) == 2)
+            server.stop()
+            (gate / "down").touch()
+            _wait_for("both trials to end", lambda: len(list(gate.glob("done-*"))) == 2)
+            time.sleep(1.0)  # the driver handles the last results while the server is down
+            restarted.append(serve(store, port=server.port))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            failures.append(exc)
+            (gate / "down").touch()
+
+    thread = threading.Thread(target=outage, daemon=True)
+    thread.start()
+    outcome = run_search(plan)
+    thread.join(TIMEOUT)
+    assert not failures, failures
+    assert restarted, "the server was not restarted"
+    assert outcome.exit_code == 0
+    out = capsys.readouterr().out
+    assert f"MLflow at {server.url} unreachable" in out and f"MLflow at {server.url} reachable again" in out
+
+    experiment = sqlite.get_experiment_by_name("outage")
+    runs = sqlite.search_runs([experiment.experiment_id])
+    trials = [r for r in runs if r.data.tags["losstune.role"] == "trial"]
+    (parent,) = [r for r in runs if r.data.tags["losstune.role"] == "search"]
+    assert len(trials) == 2 and parent.info.status == "FINISHED"
+    for run in trials:
+        assert run.info.status == "FINISHED"
+        for key in ("epoch", "val/acc_mean", "val/digit/acc", "train/loss/total"):
+            history = sqlite.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1)), (run.info.run_name, key)
+        assert {"test/acc_mean", "best_epoch"} <= set(run.data.metrics)
+    assert sqlite.get_metric_history(parent.info.run_id, "search/best/val/acc_mean")
+    # The artifacts logged at the end went through the restarted server's artifact proxy.
+    logged = MlflowClient(restarted[0].url).list_artifacts(parent.info.run_id)
+    assert {"space.yaml", "summary.txt", "best_config.yaml"} <= {a.path for a in logged}
+
+
+class FlakyClient:
+    """An MlflowClient whose calls fail like an unreachable server while ``down`` is set."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self.down = False
+        self.refused = 0  # calls made while down
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.refused += 1
+                raise MlflowException("API request to http://127.0.0.1:9/api failed with exception Connection refused")
+            return method(*args, **kwargs)
+
+        return call
+
+
+@pytest.fixture(scope="module")
+def flaky_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    # One store for the module (creating a SQLite store takes seconds); tests use their own search ids.
+    return f"sqlite:///{tmp_path_factory.mktemp('flaky') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def flaky(flaky_store: str, request: pytest.FixtureRequest) -> tuple[SearchTracker, FlakyClient]:
+    settings = TrackingSettings(
+        tracking_uri=flaky_store,
+        experiment="flaky",
+        search_id=request.node.name,
+        search_name="flaky",
+        objective_metric="val/acc_mean",
+        objective_mode="max",
+        retry_interval_s=0.5,
+        flush_timeout_s=2.0,
+    )
+    tracker = SearchTracker(settings)
+    client = FlakyClient(tracker.client)
+    tracker._client = client  # the seam: the tracker talks to the store only through its client
+    tracker.start_search(params={}, artifacts={})
+    return tracker, client
+
+
+def test_writes_while_down_are_sent_in_order_when_the_store_is_back(flaky):
+    tracker, client = flaky
+    tracker.trial_started("t1", {"heads.a.loss": "ce"})
+    tracker.log_epoch("t1", {"epoch": 1, "val/acc_mean": 0.1}, epoch=1)
+    client.down = True
+    tracker.log_epoch("t1", {"epoch": 2, "val/acc_mean": 0.2}, epoch=2)
+    # A trial that starts during the outage gets its run once the store is back.
+    assert tracker.trial_started("t2", {"heads.a.loss": "focal"}) is None
+    tracker.log_epoch("t2", {"epoch": 1, "val/acc_mean": 0.3}, epoch=1)
+    tracker.trial_ended("t1", status="FINISHED", reason="completed")
+    # One attempt failed; the writes since waited for the retry interval instead of trying.
+    assert (tracker.pending_writes, client.refused) == (6, 1)
+    time.sleep(0.6)
+    tracker.update_best(0.3)  # after the interval, a write tries again: still down
+    assert (tracker.pending_writes, client.refused) == (7, 2)
+
+    client.down = False
+    assert tracker.flush()
+    assert tracker.pending_writes == 0
+    store = client.client
+    t1, t2 = tracker.trial_run_id("t1"), tracker.trial_run_id("t2")
+    assert [m.step for m in store.get_metric_history(t1, "val/acc_mean")] == [1, 2]
+    assert [m.value for m in store.get_metric_history(t2, "val/acc_mean")] == [0.3]
+    assert store.get_run(t2).data.params == {"heads.a.loss": "focal"}
+    assert store.get_run(t1).info.status == "FINISHED"
+
+
+def test_flush_gives_up_after_its_timeout_and_says_so(flaky, capsys):
+    tracker, client = flaky
+    tracker.trial_started("t1", {})
+    client.down = True
+    tracker.log_epoch("t1", {"epoch": 1}, epoch=1)
+    started = time.monotonic()
+    assert not tracker.flush()
+    assert 1.5 < time.monotonic() - started < 5
+    out = capsys.readouterr().out
+    assert "unreachable" in out and "1 writes were not sent" in out
+
+
+def test_an_error_the_store_answers_with_is_raised_not_retried(flaky):
+    tracker, client = flaky
+    run_id = tracker.trial_started("t1", {"train.lr": 0.1})
+    client.client.delete_run(run_id)  # e.g. deleted in the UI meanwhile
+    # Logging to a deleted run is refused: a final answer, not an outage.
+    with pytest.raises(MlflowException) as error:
+        tracker.log_epoch("t1", {"epoch": 1}, epoch=1)
+    assert "deleted" in str(error.value).lower() or "active" in str(error.value).lower()
+    assert tracker.pending_writes == 0
