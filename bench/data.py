@@ -54,6 +54,7 @@ def _write_dataset(directory: Path) -> None:
 
 
 def run() -> dict:
+    loadavg_start = list(os.getloadavg())  # other processes on a shared machine skew the timings
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "vimh"
         directory.mkdir()
@@ -87,7 +88,8 @@ def run() -> dict:
     return {
         "machine": {"cores": os.cpu_count(), "device": "cpu", "torch_threads": torch.get_num_threads(),
                     "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(), "loadavg_start": loadavg_start,
+                    "loadavg_end": list(os.getloadavg())},
         "raw": {"samples": SAMPLES, "train_samples": len(train), "batch_size": BATCH, "repeats": REPEATS,
                 "load_time_s": load_s, "load_times_s": load_all,
                 "epoch_iterate_batches_s": ours_s, "epoch_iterate_batches_all_s": ours_all,
