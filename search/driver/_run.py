@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +257,22 @@ def _build_tuner(
     )
 
 
+@contextmanager
+def _tune_output(verbose: int) -> Iterator[None]:
+    """Ray Tune's output at ``verbose``. Tune's default ("new") output engine prints an experiment
+    banner and a TensorBoard hint even at verbose 0; its legacy engine, chosen with the documented
+    ``RAY_AIR_NEW_OUTPUT=0``, prints nothing at 0. Tune reads the variable in ``fit``; it is set for
+    that call only (and left alone when the environment sets it)."""
+    if verbose != 0 or "RAY_AIR_NEW_OUTPUT" in os.environ:
+        yield
+        return
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+
+
 def run_search(plan: SearchPlan) -> SearchOutcome:
     """Run the planned search on the Ray instance this process is connected to."""
     space, options = plan.space, plan.options
@@ -286,6 +304,8 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         searcher, num_samples = None, int(meta["num_samples"])
     else:
         searcher, num_samples = build_searcher(space, DefineByRun(space, threads=threads))
+    # A resumed Tuner keeps the run config (and so the verbosity) the search started with.
+    verbose = int(meta.get("verbose", options.verbose)) if plan.resume else options.verbose
     # Written before Tune writes anything, so a directory Tune can restore always says whose it is.
     meta.update(
         name=plan.name,
@@ -295,6 +315,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         space=str(space.path),
         space_sha256=meta["space_sha256"] if plan.resume else _space_digest(space),
         num_samples=num_samples,
+        verbose=verbose,
         status="running",
     )
     _write_meta(plan.run_dir, meta)
@@ -315,7 +336,8 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     started = time.monotonic()
     interrupted = False
     try:
-        tuner.fit()
+        with _tune_output(verbose):
+            tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its final save
         interrupted = True
     elapsed = time.monotonic() - started
@@ -334,7 +356,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     tracker.reconcile({t.trial_id for t in trials})
     if interrupted:
         return _interrupted(plan, tracker, trials)
-    return _finish(plan, tracker, trials, meta=meta, num_samples=num_samples)
+    return _finish(plan, tracker, trials, meta=meta, num_samples=num_samples, out_of_time=out_of_time)
 
 
 def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) -> SearchOutcome:
@@ -353,22 +375,42 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
 
 
 def _finish(
-    plan: SearchPlan, tracker: SearchTracker, trials: list[Any], *, meta: dict[str, Any], num_samples: int
+    plan: SearchPlan,
+    tracker: SearchTracker,
+    trials: list[Any],
+    *,
+    meta: dict[str, Any],
+    num_samples: int,
+    out_of_time: bool,
 ) -> SearchOutcome:
     space = plan.space
     objectives = space.objectives
     summaries = summarize(trials, objectives)
-    # Safety net: a run the callbacks could not end (e.g. the driver died between Tune's state
-    # save and the callback) is ended by the state Tune recorded.
     statuses = tracker.run_statuses()
+    # Tune stops the trials still running when the time budget runs out without telling the
+    # callbacks, so their runs are still open here; a trial the budget kept from starting has none.
+    cut_short = [s for s in summaries if s.state == "STOPPED" and statuses.get(s.trial_id) in (None, "RUNNING")]
+    budget_ended = out_of_time and (len(summaries) < num_samples or bool(cut_short))
+    # Safety net (and the trials the budget stopped): a run the callbacks could not end (e.g. the
+    # driver died between Tune's state save and the callback) is ended by the state Tune recorded.
     for s in summaries:
         if statuses.get(s.trial_id) == "RUNNING":
             status = {"FINISHED": "FINISHED", "FAILED": "FAILED"}.get(s.state, "KILLED")
-            tracker.trial_ended(s.trial_id, status=status, reason=s.state.lower(), error=s.error)
+            reason = "stopped by the time budget" if budget_ended and s.state == "STOPPED" else s.state.lower()
+            tracker.trial_ended(s.trial_id, status=status, reason=reason, error=s.error)
 
+    notes = []
+    if budget_ended:
+        left = len(cut_short) + num_samples - len(summaries)
+        notes.append(
+            f"ended by its time budget (search.time_budget_s: {space.search.time_budget_s:g} s): "
+            f"{left} of {num_samples} trials stopped by it or never run"
+        )
     best = best_trial(summaries, objectives)
     pareto = pareto_set(summaries, objectives) if len(objectives) > 1 else []
-    table = format_summary(summaries, objectives, title=f"Search {plan.name!r} ({plan.search_id})", pareto=pareto)
+    table = format_summary(
+        summaries, objectives, title=f"Search {plan.name!r} ({plan.search_id})", pareto=pareto, notes=notes
+    )
     artifacts = {SUMMARY_FILE: table + "\n"}
     if best is not None:
         text = best_config_yaml(best, search_id=plan.search_id, objectives=objectives)
@@ -381,7 +423,10 @@ def _finish(
     (plan.run_dir / SUMMARY_FILE).write_text(table + "\n")
 
     all_failed = bool(summaries) and all(s.state == "FAILED" for s in summaries)
-    tags = {"losstune.num_trials": str(len(summaries)), "losstune.end_reason": "finished"}
+    tags = {
+        "losstune.num_trials": str(len(summaries)),
+        "losstune.end_reason": "time budget" if budget_ended else "finished",
+    }
     if best is not None:
         tags["losstune.best_trial"] = best.trial_id
     tracker.end_search(status="FAILED" if all_failed else "FINISHED", artifacts=artifacts, tags=tags)

@@ -132,16 +132,19 @@ def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
 
 
 class _FinishLastEpoch:
-    """Never stop a trial at its last epoch or on its final result: the trial ends there anyway,
-    and stopping it would only lose its test metrics (and count it as stopped early)."""
+    """Never stop (or pause) a trial at its last epoch or on its final result: the trial ends there
+    anyway, and stopping it would only lose its test metrics (and count it as stopped early).
+
+    The scheduler is not asked at all there: MedianStoppingRule remembers every trial it decided
+    to stop and fails an assertion when such a trial reports again; the last epoch's result still
+    reaches both schedulers through ``on_trial_complete``."""
 
     epochs: int
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
-        if decision == TrialScheduler.STOP and (result.get(FINAL_KEY) or result.get("epoch", 0) >= self.epochs):
+        if result.get(FINAL_KEY) or result.get("epoch", 0) >= self.epochs:
             return TrialScheduler.CONTINUE
-        return decision
+        return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
 
 
 class _Asha(_FinishLastEpoch, AsyncHyperBandScheduler):

@@ -140,13 +140,15 @@ def format_summary(
     *,
     title: str,
     pareto: Sequence[TrialSummary] = (),
+    notes: Sequence[str] = (),
 ) -> str:
-    """The terminal summary: best trials (losses, varied parameters, objectives, epochs, state),
-    the Pareto set with several objectives, and the failed trials with their reasons."""
+    """The terminal summary: ``notes`` on how the search ended, best trials (losses, varied
+    parameters, objectives, epochs, state), the Pareto set with several objectives, and the
+    failed trials with their reasons."""
     counts: dict[str, int] = {}
     for s in summaries:
         counts[s.state] = counts.get(s.state, 0) + 1
-    lines = [title, "trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))]
+    lines = [title, "trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())), *notes]
     varied = _varied_keys(summaries)
 
     def row(s: TrialSummary) -> list[str]:

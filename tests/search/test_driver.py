@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,10 +18,11 @@ import pytest
 import ray.cloudpickle
 import yaml
 from mlflow import MlflowClient
+from ray.tune.schedulers import MedianStoppingRule
 
 from search.driver import SearchOptions, plan_search, run_search
 from search.driver._state import SNAPSHOT_FILE, StateSnapshot, usable_state
-from search.driver._strategy import grid_points
+from search.driver._strategy import build_scheduler, grid_points
 from search.space import load_space
 from trainables.train import CHECKPOINT_NAME, train
 
@@ -230,6 +232,98 @@ def test_asha_stops_hopeless_trials_early(ray_session, tmp_path: Path):
             assert "test/acc_mean" not in run.data.metrics
         else:
             assert run.info.status == "FINISHED" and epochs_logged(client, run) == [1, 2, 3, 4]
+
+
+class ScriptedCurves:
+    """``train`` for real, but reporting ``val/acc_mean`` from a curve chosen by the trial's learning
+    rate (and the curve's best as the final value), so a scheduler's decisions are known in advance."""
+
+    def __init__(self, curves: dict[float, list[float]]) -> None:
+        self.curves = curves
+
+    def __call__(self, config, *, report, checkpoint_dir=None):
+        curve = self.curves[config["train.lr"]]
+
+        def scripted(metrics):
+            report({**metrics, "val/acc_mean": curve[metrics["epoch"] - 1]})
+
+        final = train(config, report=scripted, checkpoint_dir=checkpoint_dir)
+        return {**final, "val/acc_mean": max(curve)}
+
+
+def test_median_stopping_stops_a_trial_below_the_median_and_lets_the_last_epoch_finish(ray_session, tmp_path: Path):
+    # One trial at a time in grid order. Three trials set the median; 0.02 is far below it at
+    # epoch 1 and is stopped; 0.01 is above it at epoch 1 and below it at its last epoch, where
+    # the rule is not asked (it would stop the trial and lose its test metrics; MedianStoppingRule
+    # then failed an assertion on the trial's final result and the whole search crashed).
+    curves = {0.05: [0.5, 0.8], 0.04: [0.5, 0.8], 0.03: [0.5, 0.8], 0.02: [0.1, 0.1], 0.01: [0.55, 0.56]}
+    space_file = write_space(
+        tmp_path,
+        name="median",
+        heads=FIXED_HEADS,
+        epochs=2,
+        lr="{grid: [0.05, 0.04, 0.03, 0.02, 0.01]}",
+        search="{sampler: grid, scheduler: median, grace_period: 1, max_concurrent: 1}",
+    )
+    assert isinstance(build_scheduler(load_space(space_file), epochs=2), MedianStoppingRule)
+    outcome, client = search(tmp_path, space_file, train_fn=ScriptedCurves(curves))
+
+    assert outcome.exit_code == 0
+    states = {t.config["train.lr"]: t.state for t in outcome.trials}
+    assert states == {0.05: "FINISHED", 0.04: "FINISHED", 0.03: "FINISHED", 0.02: "STOPPED", 0.01: "FINISHED"}
+    runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
+    for trial in outcome.trials:
+        run = runs[trial.trial_id]
+        if trial.state == "STOPPED":
+            assert run.info.status == "KILLED" and epochs_logged(client, run) == [1]
+            assert run.data.tags["losstune.end_reason"] == "stopped early by the scheduler"
+        else:
+            assert run.info.status == "FINISHED" and "test/acc_mean" in run.data.metrics
+
+
+class SlowTrain:
+    """``train`` that waits ``seconds`` after reporting each epoch, so a search outlasts its budget."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, config, *, report, checkpoint_dir=None):
+        def slow_report(metrics):
+            report(metrics)
+            time.sleep(self.seconds)
+
+        return train(config, report=slow_report, checkpoint_dir=checkpoint_dir)
+
+
+def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session, tmp_path: Path, capsys):
+    # Each trial takes at least 3 s, one at a time: 4 trials cannot fit in 5 s.
+    space_file = write_space(
+        tmp_path,
+        name="budget",
+        heads=FIXED_HEADS,
+        search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 5}",
+    )
+    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(1.0))
+    out = capsys.readouterr().out
+
+    assert outcome.exit_code == 0 and not outcome.interrupted
+    assert "ended by its time budget (search.time_budget_s: 5 s)" in out
+    assert (outcome.plan.run_dir / "summary.txt").read_text().count("ended by its time budget") == 1
+    assert len(outcome.trials) < 4 or any(t.state == "STOPPED" for t in outcome.trials)
+    (parent,) = runs_of(client, outcome, "search")
+    assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "time budget"
+
+    runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
+    assert all(run.info.status != "RUNNING" for run in runs.values())
+    # The trial running when the budget ran out has a run, ended KILLED (never left RUNNING).
+    cut_short = [runs[t.trial_id] for t in outcome.trials if t.state == "STOPPED" and t.trial_id in runs]
+    assert cut_short
+    for run in cut_short:
+        assert run.info.status == "KILLED"
+        assert run.data.tags["losstune.end_reason"] == "stopped by the time budget"
+    for trial in outcome.trials:
+        if trial.state == "FINISHED":
+            assert runs[trial.trial_id].info.status == "FINISHED"
 
 
 class FaultyTrain:

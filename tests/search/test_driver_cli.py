@@ -1,10 +1,12 @@
-"""``python -m search run``: exit codes, and a search killed with SIGKILL then resumed.
+"""``python -m search run``: exit codes, and a search killed with SIGKILL or interrupted with
+Ctrl-C, then resumed.
 
-The kill test runs the CLI in child processes that start (and own) their Ray instance.
+These tests run the CLI in child processes that start (and own) their Ray instance.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -112,3 +114,66 @@ def test_a_search_killed_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_
     # A finished search is not run again by accident.
     again = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already finished" in again.stderr
+
+
+def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
+
+    first = subprocess.Popen(
+        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines = []
+    interrupted = False
+    watchdog = threading.Timer(180, os.killpg, (first.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        for line in first.stdout:
+            lines.append(line)
+            if " epoch 1/3 " in line and not interrupted:
+                # Ctrl-C in a terminal: SIGINT to the whole foreground process group, once.
+                os.killpg(first.pid, signal.SIGINT)
+                interrupted = True
+            if line.startswith("Resume it with:"):
+                break
+        first.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(ProcessLookupError):  # whatever Ray left behind
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        first.stdout.close()
+    output = "".join(lines)
+    assert first.returncode == 130, output
+    storage = tmp_path / "runs"
+    assert f"Resume it with: python -m search run {SPACE} --resume --storage {storage}" in output, output
+    # At --verbose 0 Tune prints nothing of its own: no banner, no TensorBoard hint.
+    assert "Configuration for experiment" not in output and "TensorBoard" not in output, output
+
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags["losstune.role"] == "search"]
+    assert parent.info.status == "KILLED" and parent.data.tags["losstune.end_reason"] == "interrupted"
+    unfinished = [r for r in runs if r.data.tags["losstune.role"] == "trial" and r.info.status != "FINISHED"]
+    assert unfinished  # the trials running at Ctrl-C
+    for run in unfinished:
+        assert run.info.status == "KILLED" and run.data.tags["losstune.end_reason"] == "interrupted"
+
+    # The same command again resumes the search and completes it, each trial in one run.
+    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    assert "Resuming unfinished search 'tiny'" in output and "trials: 6 finished" in output, output[-4000:]
+    assert "Configuration for experiment" not in output, output
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["losstune.role"] == "search"]
+    assert parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags["losstune.role"] == "trial"]
+    trial_ids = [r.data.tags["losstune.trial_id"] for r in children]
+    assert len(trial_ids) == len(set(trial_ids)) == 6
+    assert all(r.info.status == "FINISHED" for r in children)
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
+        assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
