@@ -35,7 +35,7 @@ test: setup browser
 	$(BIN)/python -m pytest -q
 
 # Every bench/*.py script in turn (bench/ is not a package; _*.py are shared helpers): each prints
-# a table and writes bench/results/<name>.json. About 45 minutes on 2 cores.
+# a table and writes bench/results/<name>.json. About 30 to 40 minutes on 2 cores.
 bench: setup
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 

@@ -18,10 +18,11 @@ sampler seed; data split and training seed stay 0), with one trial at a time:
   ``trial.report`` each epoch.
 
 The last two run ``train()`` in this process with an epoch counter and stop once the target is
-reached. A method that does not reach the target counts every epoch it trained (censored; the
-``reached`` lists say which). Figures: the median over seeds of the per-seed ratio of epochs (and
+reached. A method that does not reach the target counts every epoch it trained (censored; its
+``reached`` is false). Optuna's TPE samples its first 10 trials with a RandomSampler of the same
+seed, so ``optuna_median`` and ``random`` try the same first configurations. Figures: the median over seeds of the per-seed ratio of epochs (and
 of wall seconds) of a baseline to ``tpe_asha``. Wall seconds of ``tpe_asha`` come from Tune's
-result timestamps (1 s resolution). Runs in about 10 minutes on 2 idle cores.
+result timestamps (1 s resolution). About 5 minutes on 2 quiet cores, up to 15 under load.
 
     .venv/bin/python bench/search_efficiency.py   -> table on stdout, bench/results/search_efficiency.json
 """

@@ -63,7 +63,9 @@ CASES: dict[str, dict[str, Any]] = {
         "objective.metric": "val/acc_mean", "objective.mode": "max",
     },
     "vimh_cnn": {
-        "data.kind": "vimh", "data.path": str(ROOT / "data" / "vimh-default"),  # generated on first use "data.limit": 1000, "data.val_fraction": 0.1,
+        # the default VIMH set, generated on first use
+        "data.kind": "vimh", "data.path": str(ROOT / "data" / "vimh-default"), "data.limit": 1000,
+        "data.val_fraction": 0.1,
         "model.kind": "simple_cnn", "model.hidden": 64, "model.dropout": 0.1,
         "train.batch_size": 64, "train.lr": 1e-3, "train.grad_clip": 1.0,
         "heads.note_number.loss": "ce", "heads.note_velocity.loss": "ce", "heads.filter_cutoff.loss": "ce",

@@ -210,8 +210,8 @@ def _train_epoch(
 ) -> dict[str, float]:
     """One pass over ``split``; returns the epoch means of the loss breakdown.
 
-    The breakdown stays on the device as one stacked row per step, so the loop never waits for
-    the device; NaN/inf is found after the epoch from those rows. A split already on the device
+    The breakdown stays on the device (its 0-dim tensors, kept per step and stacked into a table
+    after the epoch), so the loop never waits for the device; NaN/inf is found from that table. A split already on the device
     yields device batches; one in host memory (compact uint8) is copied batch by batch.
     """
     model.train()
