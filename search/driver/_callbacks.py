@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from ray import cloudpickle
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
@@ -34,42 +32,33 @@ def loss_types(config: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def _describe_error(exc: BaseException) -> str:
-    """``Type: message`` of the trial's own exception (unwrapping Ray's task error wrappers)."""
-    cause = exc
-    for _ in range(10):
-        inner = getattr(cause, "cause", None) or cause.__cause__
-        if inner is None or inner is cause:
-            break
-        cause = inner
-    text = str(cause).strip()
-    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+def _describe_error(text: str) -> str | None:
+    """``Type: message`` of the trial's own exception: the last unindented line of the error text
+    (Ray prints the trial's traceback inside its wrapper's, so the innermost comes last), with the
+    type's module path dropped."""
+    lines = [line for line in text.strip().splitlines() if line.strip() and not line[0].isspace()]
+    if not lines:
+        return None
+    kind, sep, message = lines[-1].partition(": ")
+    kind = kind.rsplit(".", 1)[-1] if " " not in kind else kind
+    return f"{kind}{sep}{message}"
 
 
 def trial_error(trial: Any) -> tuple[str | None, str | None]:
     """(short description, full text) of the last error of a Tune trial.
 
-    Tune writes the error files on the driver first and copies them to the storage path later,
-    so the local files are read when they exist (during the search), the stored ones otherwise."""
-    exc = None
-    local = trial.pickled_error_file
-    if local and os.path.exists(local):
-        with open(local, "rb") as f:
-            exc = cloudpickle.load(f)
-    else:
-        exc = trial.get_pickled_error()
+    Read from Tune's text error file, never by unpickling its pickled exception. Tune writes the
+    file on the driver first and copies it to the storage path later, so the local file is read
+    when it exists (during the search), the stored one otherwise."""
     text_file = trial.error_file
     if text_file and os.path.exists(text_file):
         with open(text_file) as f:
             full = f.read()
     else:
         full = trial.get_error()
-    if exc is not None:
-        return _describe_error(exc), full or "".join(traceback.format_exception(exc))
-    if full:
-        lines = [line for line in full.strip().splitlines() if line.strip()]
-        return (lines[-1] if lines else None), full
-    return None, None
+    if not full:
+        return None, None
+    return _describe_error(full), full
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,9 +7,7 @@ them (its TPE sampler handles multi-objective studies) and the driver reports th
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -19,6 +17,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.driver._trainable import FINAL_KEY
 from search.space import Space
+from search._optuna import quiet_optuna
 
 __all__ = ["DefineByRun", "build_scheduler", "build_searcher", "grid_points", "trial_threads"]
 
@@ -87,19 +86,6 @@ def grid_points(define: Callable[[Any], Any]) -> list[dict[str, Any]]:
         forced = [index for index, _ in taken[:-1]] + [taken[-1][0] + 1]
 
 
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    """No "study created" INFO line and no ExperimentalWarning for TPE's ``group`` option."""
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(previous)
-
-
 def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
     """(OptunaSearch behind a ConcurrencyLimiter, number of trials)."""
     settings = space.search
@@ -118,9 +104,9 @@ def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
     else:
         # multivariate + group: TPE models the loss parameters jointly within each loss choice
         # (a conditional space); constant_liar keeps parallel trials from proposing the same point.
-        with _quiet_optuna():
+        with quiet_optuna():
             sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
-    with _quiet_optuna():
+    with quiet_optuna():
         searcher = OptunaSearch(
             space=define,
             metric=metrics if multi else metrics[0],

@@ -9,29 +9,16 @@ the trials that chose that loss, so they drop out and the loss switch itself is 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from search.report._load import SearchRecord, TrialRecord, load_yaml
+from search._optuna import quiet_optuna
 
 __all__ = ["parameter_importance"]
 
 _HIDDEN = ("train.threads", "objective.metric", "objective.mode")
 _CATEGORICAL_TYPES = (str, bool, type(None))
-
-
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    import optuna
-
-    # create_study logs "A new study created in memory" at INFO, noise in a report.
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
 
 
 def _space_node(doc: Any, key: str) -> Any:
@@ -99,7 +86,7 @@ def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int 
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     direction = "maximize" if search.objectives[objective].mode == "max" else "minimize"
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(direction=direction)
         study.add_trials(
             [

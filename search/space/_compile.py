@@ -8,14 +8,13 @@ that chose that loss.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from search.space._distributions import Choice, Distribution, SuggestTrial, show_value
+from search._optuna import quiet_optuna
 
 __all__ = ["Const", "Entry", "LossSwitch", "Param", "define_by_run", "dimension_lines", "grid_space", "sample"]
 
@@ -74,20 +73,9 @@ def define_by_run(entries: tuple[Entry, ...], trial: SuggestTrial) -> dict[str, 
     return constants
 
 
-@contextmanager
-def _quiet_optuna() -> Iterator[None]:
-    # create_study logs "A new study created in memory" at INFO, noise for a single draw.
-    previous = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        yield
-    finally:
-        optuna.logging.set_verbosity(previous)
-
-
 def sample(entries: tuple[Entry, ...], *, seed: int) -> dict[str, Any]:
     """One complete flat trial config drawn with a seeded RandomSampler, in file order."""
-    with _quiet_optuna():
+    with quiet_optuna():
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         trial = study.ask()
         resolved: dict[str, Any] = {}
