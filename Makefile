@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 SPACE ?= spaces/vimh.yaml
 
-.PHONY: setup browser run test bench ui clean
+.PHONY: setup browser run test bench ui clean clean-mlflow
 
 setup: $(STAMP)
 
@@ -42,5 +42,21 @@ bench: setup
 ui: setup
 	mlflow/serve
 
+# What `make` installs and what searches write next to it. Never the MLflow store: it holds every
+# search's results, and removing runs/ must not lose them (see clean-mlflow).
+CLEANED := $(VENV) runs .pytest_cache
+STORE := mlflow/mlflow.db mlflow/artifacts
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	@echo "make clean: removing $(CLEANED) (keeping the MLflow store $(STORE); make clean-mlflow removes it)"
+	rm -rf $(CLEANED)
+
+# Asks first unless FORCE=1; a non-interactive run without FORCE=1 keeps the store and fails.
+clean-mlflow:
+	@if [ "$(FORCE)" != 1 ]; then \
+	  printf 'make clean-mlflow: delete the MLflow store %s (the runs of every search)? [y/N] ' "$(STORE)"; \
+	  read -r answer || answer=; \
+	  case "$$answer" in y|Y|yes) ;; *) echo "make clean-mlflow: kept $(STORE)"; exit 1 ;; esac; \
+	fi
+	@echo "make clean-mlflow: removing $(STORE)"
+	rm -rf $(STORE)

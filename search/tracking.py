@@ -18,10 +18,10 @@ an outage loses the writes still queued (the resumed search logs the epochs it r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -33,9 +33,14 @@ from urllib.parse import unquote, urlparse
 __all__ = [
     "ROLE_SEARCH",
     "ROLE_TRIAL",
+    "SEARCH_ENDS",
+    "TAG_END_REASON",
+    "TAG_ERROR",
     "TAG_ROLE",
     "TAG_SEARCH_ID",
+    "TAG_STATE",
     "TAG_TRIAL_ID",
+    "TRIAL_STATES",
     "SearchTracker",
     "TrackingSettings",
     "artifact_location",
@@ -43,6 +48,7 @@ __all__ = [
     "is_transient",
     "make_search_id",
     "resolve_tracking_uri",
+    "search_all_runs",
 ]
 
 TAG_SEARCH_ID = "losstune.search_id"
@@ -50,9 +56,23 @@ TAG_TRIAL_ID = "losstune.trial_id"
 TAG_ROLE = "losstune.role"
 TAG_ERROR = "losstune.error"
 TAG_END_REASON = "losstune.end_reason"
+TAG_STATE = "losstune.state"
 TAG_RETRIES = "losstune.retries"
 ROLE_SEARCH = "search"
 ROLE_TRIAL = "trial"
+# How a trial's run ended (its ``losstune.state`` tag) and the MLflow status it ends with. Stopping
+# early is a normal end of a trial in a search, so the UI shows it finished (KILLED draws the same
+# red cross as a crash); KILLED is kept for runs a search did not end on purpose.
+TRIAL_STATES = {
+    "finished": "FINISHED",
+    "stopped_early": "FINISHED",  # by the scheduler (ASHA, median)
+    "stopped_by_budget": "FINISHED",  # the search's time budget ran out
+    "failed": "FAILED",
+    "interrupted": "KILLED",  # the search was interrupted; resuming it continues the run
+    "discarded": "KILLED",  # Tune never saved the trial before a crash; a resume ran its slot again
+}
+# How a search ended (the parent run's ``losstune.end_reason``) and the parent's MLflow status.
+SEARCH_ENDS = {"finished": "FINISHED", "time_budget": "FINISHED", "all_failed": "FAILED", "interrupted": "KILLED"}
 _PARENT_TAG = "mlflow.parentRunId"
 _RUN_NAME_TAG = "mlflow.runName"
 # MLflow rejects longer tag values (8000 characters on SQL stores); error texts are cut well below.
@@ -61,6 +81,7 @@ _MAX_TAG = 4000
 _FINAL_MARKER_METRIC = "best_epoch"
 # Errors a server answers with that say "try again later"; any other answer is final.
 _RETRY_LATER_CODES = ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+_PAGE = 1000  # runs per search_runs page (MLflow's maximum for most stores)
 _T = TypeVar("_T")
 
 
@@ -96,10 +117,25 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None if db is None else (db.parent / "artifacts").resolve().as_uri()
 
 
-def make_search_id(name: str, run_dir: str | os.PathLike[str]) -> str:
-    """Deterministic from the search name and its run directory, so a resume finds its runs again."""
-    digest = hashlib.sha1(f"{name}\0{Path(run_dir).resolve()}".encode()).hexdigest()[:10]
-    return f"{name}-{digest}"
+def make_search_id(name: str) -> str:
+    """A new id for every search (its start time and random digits), never derived from its name or
+    directory: a second search of the same name, after its run directory was removed, must not
+    find and change the first one's runs. A resume reads the id from the run directory."""
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def search_all_runs(client: Any, experiment_ids: list[str], *, query: str, order_by: list[str] | None = None) -> list[Any]:
+    """Every run matching ``query``, through all of MLflow's result pages."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=query, order_by=order_by, max_results=_PAGE, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 @dataclass(frozen=True)
@@ -205,19 +241,15 @@ class SearchTracker:
 
     def _search_runs(self, role: str) -> list[Any]:
         query = f"tags.`{TAG_SEARCH_ID}` = '{self.settings.search_id}' and tags.`{TAG_ROLE}` = '{role}'"
-        runs: list[Any] = []
-        token = None
         experiment_id = self.experiment_id
-        while True:
-            page = self._read(
-                lambda: self.client.search_runs(
-                    [experiment_id], filter_string=query, max_results=1000, page_token=token
-                )
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                return runs
+        return self._read(lambda: search_all_runs(self.client, [experiment_id], query=query))
+
+    def other_searches(self) -> int:
+        """How many other searches the experiment holds under this search's name."""
+        query = f"tags.`{TAG_ROLE}` = '{ROLE_SEARCH}' and attributes.run_name = '{self.settings.search_name}'"
+        experiment_id = self.experiment_id
+        runs = self._read(lambda: search_all_runs(self.client, [experiment_id], query=query))
+        return sum(1 for run in runs if run.data.tags.get(TAG_SEARCH_ID) != self.settings.search_id)
 
     @property
     def parent_id(self) -> str:
@@ -255,7 +287,8 @@ class SearchTracker:
             self._trials = {}
             for run in sorted(self._search_runs(ROLE_TRIAL), key=lambda r: r.info.start_time):
                 trial_id = run.data.tags[TAG_TRIAL_ID]
-                if trial_id in self._trials:  # never created twice by us; keep the first
+                # Never created twice by us (keep the first); a discarded run is no trial of the search.
+                if trial_id in self._trials or run.data.tags.get(TAG_STATE) == "discarded":
                     continue
                 self._trials[trial_id] = self._recover_trial(run)
         return self._trials
@@ -285,14 +318,15 @@ class SearchTracker:
         return parent
 
     def end_search(
-        self, *, status: str, artifacts: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
+        self, *, end: str, artifacts: Mapping[str, str] | None = None, tags: Mapping[str, str] | None = None
     ) -> None:
-        """End the parent run, then wait (up to ``flush_timeout_s``) until every buffered write is sent."""
+        """End the parent run as ``end`` (a key of SEARCH_ENDS, also its ``losstune.end_reason``), then
+        wait (up to ``flush_timeout_s``) until every buffered write is sent."""
+        status = SEARCH_ENDS[end]
         parent = self.parent_id
         for name, text in (artifacts or {}).items():
             self._log_text(parent, text, name)
-        if tags:
-            self._log(parent, tags=tags)
+        self._log(parent, tags={**(tags or {}), TAG_END_REASON: end})
         self._submit("end the search's run", lambda: self.client.set_terminated(parent, status=status))
         self.flush()
 
@@ -379,14 +413,16 @@ class SearchTracker:
             self._log(run, tags=tags)
 
     def trial_ended(
-        self, trial_id: str, *, status: str, reason: str, error: str | None = None, details: str | None = None
+        self, trial_id: str, *, state: str, reason: str, error: str | None = None, details: str | None = None
     ) -> None:
-        """End the trial's run: FINISHED, KILLED (stopped by the scheduler, the time budget or an
-        interrupt) or FAILED (the error as the ``losstune.error`` tag, the traceback as error.txt)."""
+        """End the trial's run in ``state`` (a key of TRIAL_STATES, the ``losstune.state`` tag), with
+        ``reason`` as the ``losstune.end_reason`` tag; a failure's error as the ``losstune.error``
+        tag and its traceback as error.txt."""
+        status = TRIAL_STATES[state]
         run = self._trial_runs().get(trial_id)
         if run is None:
             return
-        tags = {TAG_END_REASON: reason}
+        tags = {TAG_STATE: state, TAG_END_REASON: reason}
         if error:
             tags[TAG_ERROR] = _cut(error)
         self._log(run, tags=tags)
@@ -396,17 +432,19 @@ class SearchTracker:
         run.status = status
 
     def reconcile(self, trial_ids: set[str]) -> list[str]:
-        """Delete child runs of trials the search no longer has: a crash before Tune saved its state
-        loses the trials started since; a resume starts new trials in their place. Returns their ids."""
+        """Set aside the runs of trials the search no longer has: a crash before Tune saved its state
+        loses the trials started since, and a resume runs new trials in their place. Nothing is
+        deleted: such a run ends KILLED, tagged ``losstune.state: discarded`` with the reason, and
+        the report leaves it out. Returns their trial ids."""
         orphans = [tid for tid in self._trial_runs() if tid not in trial_ids]
         for trial_id in orphans:
-            run = self._trials.pop(trial_id)
-            if run.status == "RUNNING":
-                self._submit(
-                    f"end the run of trial {trial_id}",
-                    lambda r=run: self.client.set_terminated(r.run_id, status="KILLED"),
-                )
-            self._submit(f"delete the run of trial {trial_id}", lambda r=run: self.client.delete_run(r.run_id))
+            self.trial_ended(
+                trial_id,
+                state="discarded",
+                reason="lost when the search crashed before Ray Tune saved this trial; the resumed "
+                "search ran a new trial in its place",
+            )
+            self._trials.pop(trial_id)
         return orphans
 
     def run_statuses(self) -> dict[str, str]:

@@ -16,11 +16,14 @@ EXAMPLES = textwrap.dedent(
       python -m search run spaces/vimh.yaml
       # after a crash or Ctrl-C: the same command resumes the unfinished search (or say --resume)
       python -m search run spaces/vimh.yaml --resume
+      python -m search run spaces/vimh.yaml --resume vimh-loss-search-20261203-101500-1a2b3c
       # results elsewhere, another MLflow store, an existing Ray cluster
       python -m search run spaces/vimh.yaml --storage /data/runs --tracking-uri http://127.0.0.1:5000 \\
           --address 10.0.0.5:6379
 
     Results: <storage>/<name>/ (Tune state, checkpoints, best_config.yaml, summary.txt).
+    Every new search gets its own search id and MLflow parent run; a search is resumed only
+    through its own run directory, so removing runs/ never touches an earlier search's runs.
     MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > mlflow/mlflow.db;
     on a cluster (--address, RAY_ADDRESS) an http(s) server or a database URI, not a local file.
     While the tracking server is unreachable, results are buffered and sent when it is back.
@@ -40,7 +43,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
-    parser.add_argument("--resume", action="store_true", help="continue the unfinished search of this name")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="SEARCH_ID",
+        help="continue the unfinished search in <storage>/<name> (with SEARCH_ID: only if it is that search)",
+    )
     parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory (default: runs)")
     parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
@@ -75,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     options = SearchOptions(
         storage=args.storage,
         name=args.name,
-        resume=args.resume,
+        resume=bool(args.resume),
+        resume_id=args.resume if isinstance(args.resume, str) else None,
         tracking_uri=args.tracking_uri,
         verbose=args.verbose,
     )

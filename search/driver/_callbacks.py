@@ -159,14 +159,14 @@ class MlflowCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if self.tracker.final_logged(trial.trial_id):
-            self.tracker.trial_ended(trial.trial_id, status="FINISHED", reason="completed")
+            self.tracker.trial_ended(trial.trial_id, state="finished", reason="completed")
         else:
-            self.tracker.trial_ended(trial.trial_id, status="KILLED", reason="stopped early by the scheduler")
+            self.tracker.trial_ended(trial.trial_id, state="stopped_early", reason="stopped early by the scheduler")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         short, full = trial_error(trial)
         self.tracker.trial_started(trial.trial_id, trial.config)
-        self.tracker.trial_ended(trial.trial_id, status="FAILED", reason="error", error=short, details=full)
+        self.tracker.trial_ended(trial.trial_id, state="failed", reason="error", error=short, details=full)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         short, _ = trial_error(trial)

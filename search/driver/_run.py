@@ -33,7 +33,7 @@ from search.driver._summary import (
     summarize,
 )
 from search.driver._trainable import TrainFn, make_trainable
-from search.space import Space
+from search.space import SEARCH_NAME_RULE, Space, is_search_name
 from search.tracking import (
     SearchTracker,
     TrackingSettings,
@@ -69,6 +69,7 @@ class SearchOptions:
     storage: str = "runs"  # results go to <storage>/<name>
     name: str | None = None  # default: the space's name
     resume: bool = False  # require an unfinished search to resume
+    resume_id: str | None = None  # --resume SEARCH_ID: and require it to be this search
     tracking_uri: str | None = None  # --tracking-uri (beats MLFLOW_TRACKING_URI and the space)
     verbose: int = 0  # Ray Tune's own output (0-3); the driver prints a line per trial result
     # Runs each trial; default trainables.train.train. Tests wrap it to inject faults.
@@ -121,16 +122,21 @@ def _write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
 def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     """Decide between a new search and a resume, and where it is tracked. Raises SearchInputError.
 
+    A search is found again only through its own run directory (``losstune.json`` there holds its
+    search id); a new search always gets a new id, so it never touches an earlier search's runs.
     Before a resume, Tune's saved state is checked and, when the crash cut it off, put back
     from the copy ``StateSnapshot`` keeps (the only change made to the run directory here)."""
     name = options.name or space.name
-    if not name or "/" in name or name in (".", ".."):
-        raise SearchInputError(f"a search name must be a plain directory name, but got {name!r}")
+    if not is_search_name(name):
+        raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
     run_dir = (Path(options.storage).expanduser() / name).resolve()
     started = Tuner.can_restore(str(run_dir))  # Tune wrote tuner.pkl: a search began here
     meta = _read_meta(run_dir)
     if options.resume and not started:
         raise SearchInputError(f"--resume needs an unfinished search in {run_dir}, but got no Tune experiment there")
+    if options.resume_id is not None and (meta or {}).get("search_id") != options.resume_id:
+        there = f"search {meta['search_id']}" if meta else "no losstune search"
+        raise SearchInputError(f"--resume {options.resume_id} must name the search in {run_dir}, but got {there} there")
     if started and meta is None:
         raise SearchInputError(
             f"a run directory of a losstune search (with {META_FILE}), but got another Tune experiment in {run_dir}"
@@ -149,8 +155,8 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
             notes.append(f"the crash cut off Tune's saved state in {run_dir}; it was put back from losstune's copy")
         if not resume:
             notes.append(
-                "the previous attempt left no state Tune can resume from; the search starts again "
-                "(MLflow runs of its lost trials are deleted at the end)"
+                "the previous attempt left no state Tune can resume from; the search starts again in the "
+                "same MLflow parent run (runs of its lost trials end KILLED, tagged losstune.state=discarded)"
             )
     wanted = resolve_tracking_uri(cli=options.tracking_uri, space=space.mlflow.tracking_uri)
     if meta is not None:
@@ -163,7 +169,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     else:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
-        search_id = make_search_id(name, run_dir)
+        search_id = make_search_id(name)
     return SearchPlan(
         space=space,
         options=options,
@@ -326,6 +332,13 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     )
     tuner = _build_tuner(plan, tracker, trainable=trainable, searcher=searcher, num_samples=num_samples, epochs=epochs)
     verb = "Resuming unfinished" if plan.resume else "Starting"
+    earlier = 0 if plan.resume else tracker.other_searches()
+    if earlier:
+        print(
+            f"note: experiment {plan.experiment!r} already holds {earlier} other search(es) named {plan.name!r}; "
+            f"they are left as they are, this one gets its own parent run",
+            flush=True,
+        )
     print(
         f"{verb} search {plan.name!r} ({num_samples} trials, sampler {space.search.sampler}, "
         f"scheduler {space.search.scheduler}) in {plan.run_dir}\n"
@@ -362,8 +375,8 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
 def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) -> SearchOutcome:
     for trial in trials:
         if trial.status in _UNFINISHED_STATES:
-            tracker.trial_ended(trial.trial_id, status="KILLED", reason="interrupted")
-    tracker.end_search(status="KILLED", tags={"losstune.end_reason": "interrupted"})
+            tracker.trial_ended(trial.trial_id, state="interrupted", reason="the search was interrupted")
+    tracker.end_search(end="interrupted")
     print(
         f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.run_dir}.\n"
         f"Resume it with: python -m search run {plan.space.path} --resume"
@@ -395,9 +408,12 @@ def _finish(
     # driver died between Tune's state save and the callback) is ended by the state Tune recorded.
     for s in summaries:
         if statuses.get(s.trial_id) == "RUNNING":
-            status = {"FINISHED": "FINISHED", "FAILED": "FAILED"}.get(s.state, "KILLED")
-            reason = "stopped by the time budget" if budget_ended and s.state == "STOPPED" else s.state.lower()
-            tracker.trial_ended(s.trial_id, status=status, reason=reason, error=s.error)
+            if s.state == "STOPPED":
+                state = "stopped_by_budget" if budget_ended else "stopped_early"
+            else:
+                state = {"FINISHED": "finished", "FAILED": "failed"}.get(s.state, "interrupted")
+            reason = "stopped by the time budget" if state == "stopped_by_budget" else s.state.lower()
+            tracker.trial_ended(s.trial_id, state=state, reason=reason, error=s.error)
 
     notes = []
     if budget_ended:
@@ -423,13 +439,11 @@ def _finish(
     (plan.run_dir / SUMMARY_FILE).write_text(table + "\n")
 
     all_failed = bool(summaries) and all(s.state == "FAILED" for s in summaries)
-    tags = {
-        "losstune.num_trials": str(len(summaries)),
-        "losstune.end_reason": "time budget" if budget_ended else "finished",
-    }
+    end = "all_failed" if all_failed else "time_budget" if budget_ended else "finished"
+    tags = {"losstune.num_trials": str(len(summaries))}
     if best is not None:
         tags["losstune.best_trial"] = best.trial_id
-    tracker.end_search(status="FAILED" if all_failed else "FINISHED", artifacts=artifacts, tags=tags)
+    tracker.end_search(end=end, artifacts=artifacts, tags=tags)
     meta.update(status="finished", num_samples=num_samples)
     _write_meta(plan.run_dir, meta)
 

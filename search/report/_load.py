@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,17 @@ from urllib.parse import unquote, urlparse
 
 import yaml
 
-from search.tracking import ROLE_SEARCH, ROLE_TRIAL, TAG_ROLE, TAG_SEARCH_ID, TAG_TRIAL_ID
+from search.tracking import (
+    ROLE_SEARCH,
+    ROLE_TRIAL,
+    TAG_END_REASON,
+    TAG_ERROR,
+    TAG_ROLE,
+    TAG_SEARCH_ID,
+    TAG_STATE,
+    TAG_TRIAL_ID,
+    search_all_runs,
+)
 
 __all__ = [
     "HEAD_METRICS",
@@ -34,13 +45,19 @@ __all__ = [
     "open_store",
 ]
 
-_TAG_END_REASON = "losstune.end_reason"
-_TAG_ERROR = "losstune.error"
 _RUN_NAME_TAG = "mlflow.runName"
+# The report's state of a trial run by its losstune.state tag; "discarded" runs are left out.
+_STATES = {
+    "finished": "FINISHED",
+    "stopped_early": "STOPPED",
+    "stopped_by_budget": "STOPPED",
+    "failed": "FAILED",
+    "interrupted": "INTERRUPTED",
+}
 # Per-head metrics the report compares (validation split, class units; mae_units when the data
 # set gives the parameter's range).
 HEAD_METRICS = ("acc", "mae", "mae_units")
-_PAGE = 1000
+_LISTED_OTHERS = 5  # other searches of the same name a note lists by id
 
 
 class ReportError(ValueError):
@@ -100,34 +117,20 @@ def open_store(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _all_pages(fetch: Any) -> list[Any]:
-    items: list[Any] = []
-    token = None
-    while True:
-        page = fetch(token)
-        items.extend(page)
-        token = page.token
-        if not token:
-            return items
-
-
 def _searches(client: Any) -> tuple[list[Any], dict[str, str]]:
     """Every parent run in the store (newest first) and experiment id -> name."""
-    experiments = _all_pages(lambda token: client.search_experiments(max_results=_PAGE, page_token=token))
+    experiments, token = [], None
+    while True:
+        page = client.search_experiments(page_token=token)
+        experiments.extend(page)
+        token = page.token
+        if not token:
+            break
     names = {e.experiment_id: e.name for e in experiments}
     if not names:
         return [], names
     query = f"tags.`{TAG_ROLE}` = '{ROLE_SEARCH}'"
-    runs = _all_pages(
-        lambda token: client.search_runs(
-            list(names),
-            filter_string=query,
-            order_by=["attributes.start_time DESC"],
-            max_results=_PAGE,
-            page_token=token,
-        )
-    )
-    return runs, names
+    return search_all_runs(client, list(names), query=query, order_by=["attributes.start_time DESC"]), names
 
 
 def _describe(run: Any, experiments: Mapping[str, str]) -> str:
@@ -154,12 +157,22 @@ def find_search(client: Any, selector: str | None) -> tuple[Any, str, list[str]]
             f"a search id, search name or experiment name of this store, but got {selector!r}; "
             f"searches here: {', '.join(known)}"
         )
-    notes = []
-    ids = {r.data.tags.get(TAG_SEARCH_ID) for r in chosen}
-    if selector is not None and len(ids) > 1:
-        notes.append(f"{len(ids)} searches match; reporting the newest (pass its search id to choose another)")
     parent = chosen[0]
+    notes = [f"reporting search {_started(parent)}"]
+    others = chosen[1:]
+    if selector is not None and others:
+        listed = "; ".join(_started(r) for r in others[:_LISTED_OTHERS])
+        more = f"; and {len(others) - _LISTED_OTHERS} more" if len(others) > _LISTED_OTHERS else ""
+        notes.append(
+            f"{len(chosen)} searches match {selector!r}; this is the newest. The others: {listed}{more}. "
+            f"Report one of them with: python -m search report SEARCH_ID"
+        )
     return parent, names[parent.info.experiment_id], notes
+
+
+def _started(run: Any) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((run.info.start_time or 0) / 1000))
+    return f"{run.data.tags.get(TAG_SEARCH_ID)} (started {when}, {run.info.status.lower()})"
 
 
 def _decode(text: str) -> Any:
@@ -191,9 +204,15 @@ def _objectives(parent: Any, trial_params: Sequence[Mapping[str, Any]]) -> tuple
 
 def _state(run: Any) -> str:
     status = run.info.status
+    if status in ("RUNNING", "SCHEDULED"):
+        return {"SCHEDULED": "PENDING"}.get(status, status)
+    state = run.data.tags.get(TAG_STATE)
+    if state in _STATES:
+        return _STATES[state]
+    # Runs written before the losstune.state tag: stopped early ended KILLED then.
     if status == "KILLED":
-        return "INTERRUPTED" if run.data.tags.get(_TAG_END_REASON) == "interrupted" else "STOPPED"
-    return {"SCHEDULED": "PENDING"}.get(status, status)
+        return "INTERRUPTED" if run.data.tags.get(TAG_END_REASON) == "interrupted" else "STOPPED"
+    return status
 
 
 def _history(client: Any, run_id: str, key: str) -> dict[int, float]:
@@ -248,7 +267,7 @@ def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequ
         heads=per_head,
         curve=tuple(sorted(curve.items())),
         start_time=run.info.start_time or 0,
-        error=run.data.tags.get(_TAG_ERROR),
+        error=run.data.tags.get(TAG_ERROR),
     )
 
 
@@ -300,15 +319,13 @@ def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) 
     parent, experiment, notes = find_search(client, selector)
     search_id = parent.data.tags[TAG_SEARCH_ID]
     query = f"tags.`{TAG_SEARCH_ID}` = '{search_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
-    runs = _all_pages(
-        lambda token: client.search_runs(
-            [parent.info.experiment_id], filter_string=query, max_results=_PAGE, page_token=token
-        )
-    )
+    runs = search_all_runs(client, [parent.info.experiment_id], query=query)
     # A trial has one run (search.tracking reopens it on a resume or retry); keep the first if not.
+    # A discarded run (a trial Tune lost in a crash, run again under a new id) is no trial of the search.
     by_trial: dict[str, Any] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):
-        by_trial.setdefault(run.data.tags.get(TAG_TRIAL_ID, run.info.run_id), run)
+        if run.data.tags.get(TAG_STATE) != "discarded":
+            by_trial.setdefault(run.data.tags.get(TAG_TRIAL_ID, run.info.run_id), run)
     runs = list(by_trial.values())
     objectives = _objectives(parent, [r.data.params for r in runs])
     heads: list[str] = []

@@ -9,10 +9,19 @@ flat trial configs (``trainables.config``).
 from search.space._distributions import Choice, Grid, IntRange, LogUniform, Uniform
 from search.space._issues import SpaceError, SpaceIssue
 from search.space._parse import safe_load_value
-from search.space._schema import MlflowSettings, Objective, Resources, SearchSettings, Space
+from search.space._schema import (
+    SEARCH_NAME_RULE,
+    MlflowSettings,
+    Objective,
+    Resources,
+    SearchSettings,
+    Space,
+    is_search_name,
+)
 from search.space._validate import load_space
 
 __all__ = [
+    "SEARCH_NAME_RULE",
     "Choice",
     "Grid",
     "IntRange",
@@ -25,6 +34,7 @@ __all__ = [
     "SpaceError",
     "SpaceIssue",
     "Uniform",
+    "is_search_name",
     "load_space",
     "safe_load_value",
 ]

@@ -32,6 +32,7 @@ run in their own directories); the default for ``kind: vimh`` is ``data/vimh-def
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,16 @@ from search.space._compile import Entry
 from search.space._distributions import SuggestTrial
 from trainables.data import DataSpec, HeadInfo
 
-__all__ = ["MlflowSettings", "Objective", "Resources", "SearchSettings", "Space"]
+__all__ = ["SEARCH_NAME_RULE", "MlflowSettings", "Objective", "Resources", "SearchSettings", "Space", "is_search_name"]
+
+# A search's name names its run directory (<storage>/<name>) and is part of its MLflow search id.
+SEARCH_NAME_RULE = "a search name of 1 to 100 letters, digits, '.', '_' or '-' that starts with a letter or digit"
+_SEARCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def is_search_name(name: object) -> bool:
+    """Whether ``name`` may name a search (see SEARCH_NAME_RULE): no path separators, no ``..``."""
+    return isinstance(name, str) and _SEARCH_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

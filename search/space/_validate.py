@@ -34,7 +34,15 @@ from search.space._distributions import (
 )
 from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
 from search.space._parse import read_space_file
-from search.space._schema import MlflowSettings, Objective, Resources, SearchSettings, Space
+from search.space._schema import (
+    SEARCH_NAME_RULE,
+    MlflowSettings,
+    Objective,
+    Resources,
+    SearchSettings,
+    Space,
+    is_search_name,
+)
 from trainables.config import DataConfig, EnergyConfig, ModelConfig, TrainConfig
 from trainables.data import DATASETS, DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
 from trainables.losses import LOSSES, build_loss, loss_parameters
@@ -331,9 +339,12 @@ class _Checker:
 
     def name(self, value: Any, *, default: str) -> str | None:
         if value is None:
-            return default
-        if not isinstance(value, str) or not value.strip():
-            self.add("name", "a non-empty string", value)
+            if is_search_name(default):
+                return default
+            self.add("name", f"{SEARCH_NAME_RULE} (without `name`, the file's name is used)", default)
+            return None
+        if not is_search_name(value):
+            self.add("name", SEARCH_NAME_RULE, value)
             return None
         return value
 

@@ -35,7 +35,7 @@ class ToyTrial:
     losses: dict[str, tuple[str, dict[str, Any]]]  # head -> (loss, its params)
     lr: float
     curve: Sequence[float]
-    status: str = "FINISHED"  # FINISHED | KILLED | FAILED | RUNNING
+    state: str | None = "finished"  # a key of search.tracking.TRIAL_STATES; None: still running
     reason: str = "completed"
     energy: float = 0.1
 
@@ -74,17 +74,19 @@ def _losses(digit: str, digit_params: dict, thickness: str, thickness_params: di
 TOY_TRIALS = (
     ToyTrial("t0", _losses("ce", {"label_smoothing": 0.05}, "ordinal", {"alpha": 0.1}), 0.01, [0.5, 0.7, 0.6], energy=0.3),
     ToyTrial("t1", _losses("focal", {"gamma": 2.0}, "ce", {}), 0.001, [0.4, 0.5, 0.55], energy=0.05),
-    ToyTrial("t2", _losses("ce", {"label_smoothing": 0.0}, "ce", {}), 0.003, [0.3], "KILLED", "stopped early by the scheduler"),
-    ToyTrial("t3", _losses("focal", {"gamma": 1.0}, "ordinal", {"alpha": 0.5}), 0.02, [0.2], "FAILED", "error"),
+    ToyTrial("t2", _losses("ce", {"label_smoothing": 0.0}, "ce", {}), 0.003, [0.3], "stopped_early", "stopped early by the scheduler"),
+    ToyTrial("t3", _losses("focal", {"gamma": 1.0}, "ordinal", {"alpha": 0.5}), 0.02, [0.2], "failed", "error"),
     ToyTrial("t4", _losses("ce", {"label_smoothing": 0.1}, "ordinal", {"alpha": 0.2}), 0.005, [0.6, 0.8, 0.75], energy=0.4),
 )
 
 
-def toy_settings(uri: str, *, name: str, objectives: Sequence[tuple[str, str]]) -> TrackingSettings:
+def toy_settings(
+    uri: str, *, name: str, objectives: Sequence[tuple[str, str]], search_id: str | None = None
+) -> TrackingSettings:
     return TrackingSettings(
         tracking_uri=uri,
         experiment=name,
-        search_id=f"{name}-0123456789",
+        search_id=search_id or f"{name}-0123456789",
         search_name=name,
         objective_metric=objectives[0][0],
         objective_mode=objectives[0][1],
@@ -94,8 +96,10 @@ def toy_settings(uri: str, *, name: str, objectives: Sequence[tuple[str, str]]) 
 ONE_OBJECTIVE = (("val/acc_mean", "max"),)
 
 
-def start_toy_search(uri: str, *, name: str, objectives: Sequence[tuple[str, str]] = ONE_OBJECTIVE) -> SearchTracker:
-    tracker = SearchTracker(toy_settings(uri, name=name, objectives=objectives))
+def start_toy_search(
+    uri: str, *, name: str, objectives: Sequence[tuple[str, str]] = ONE_OBJECTIVE, search_id: str | None = None
+) -> SearchTracker:
+    tracker = SearchTracker(toy_settings(uri, name=name, objectives=objectives, search_id=search_id))
     params = {f"objective.{i}": f"{metric} ({mode})" for i, (metric, mode) in enumerate(objectives)}
     tracker.start_search(params={"search.num_samples": 5, **params}, artifacts={"space.yaml": TOY_SPACE})
     return tracker
@@ -109,12 +113,12 @@ def run_toy_trial(tracker: SearchTracker, trial: ToyTrial, *, epochs: int | None
         metrics = trial.epoch_metrics(epoch)
         tracker.log_epoch(trial.trial_id, metrics, epoch=epoch)
         tracker.update_best(metrics[tracker.settings.objective_metric])
-    if end and trial.status == "FINISHED":
+    if end and trial.state == "finished":
         final = {"test/acc_mean": trial.curve[trial.best_epoch - 1] - 0.05, "best_epoch": trial.best_epoch}
         tracker.log_final(trial.trial_id, final, epoch=last)
-    if end and trial.status != "RUNNING":
-        error = "TrainingDiverged: nan at epoch 1" if trial.status == "FAILED" else None
-        tracker.trial_ended(trial.trial_id, status=trial.status, reason=trial.reason, error=error)
+    if end and trial.state is not None:
+        error = "TrainingDiverged: nan at epoch 1" if trial.state == "failed" else None
+        tracker.trial_ended(trial.trial_id, state=trial.state, reason=trial.reason, error=error)
     return run_id
 
 
@@ -124,12 +128,13 @@ def toy_search(
     name: str,
     trials: Sequence[ToyTrial] = TOY_TRIALS,
     objectives: Sequence[tuple[str, str]] = ONE_OBJECTIVE,
+    search_id: str | None = None,
 ) -> SearchTracker:
     """A finished search of ``trials``."""
-    tracker = start_toy_search(uri, name=name, objectives=objectives)
+    tracker = start_toy_search(uri, name=name, objectives=objectives, search_id=search_id)
     for trial in trials:
         run_toy_trial(tracker, trial)
-    tracker.end_search(status="FINISHED", tags={"losstune.end_reason": "finished"})
+    tracker.end_search(end="finished")
     return tracker
 
 

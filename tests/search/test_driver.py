@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,10 @@ import pytest
 import ray.cloudpickle
 import yaml
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 from ray.tune.schedulers import MedianStoppingRule
 
-from search.driver import SearchOptions, plan_search, run_search
+from search.driver import SearchInputError, SearchOptions, plan_search, run_search
 from search.driver._state import SNAPSHOT_FILE, StateSnapshot, usable_state
 from search.driver._strategy import build_scheduler, grid_points
 from search.space import load_space
@@ -226,7 +228,8 @@ def test_asha_stops_hopeless_trials_early(ray_session, tmp_path: Path):
     for trial in outcome.trials:
         run = runs[trial.trial_id]
         if trial.state == "STOPPED":
-            assert run.info.status == "KILLED"
+            # A normal end in a search: FINISHED in MLflow (no red cross), the reason as a tag.
+            assert run.info.status == "FINISHED" and run.data.tags["losstune.state"] == "stopped_early"
             assert run.data.tags["losstune.end_reason"] == "stopped early by the scheduler"
             assert epochs_logged(client, run) == [1]
             assert "test/acc_mean" not in run.data.metrics
@@ -275,7 +278,8 @@ def test_median_stopping_stops_a_trial_below_the_median_and_lets_the_last_epoch_
     for trial in outcome.trials:
         run = runs[trial.trial_id]
         if trial.state == "STOPPED":
-            assert run.info.status == "KILLED" and epochs_logged(client, run) == [1]
+            assert run.info.status == "FINISHED" and epochs_logged(client, run) == [1]
+            assert run.data.tags["losstune.state"] == "stopped_early"
             assert run.data.tags["losstune.end_reason"] == "stopped early by the scheduler"
         else:
             assert run.info.status == "FINISHED" and "test/acc_mean" in run.data.metrics
@@ -311,15 +315,15 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
     assert (outcome.plan.run_dir / "summary.txt").read_text().count("ended by its time budget") == 1
     assert len(outcome.trials) < 4 or any(t.state == "STOPPED" for t in outcome.trials)
     (parent,) = runs_of(client, outcome, "search")
-    assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "time budget"
+    assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "time_budget"
 
     runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
     assert all(run.info.status != "RUNNING" for run in runs.values())
-    # The trial running when the budget ran out has a run, ended KILLED (never left RUNNING).
+    # The trial running when the budget ran out has a run, ended (never left RUNNING).
     cut_short = [runs[t.trial_id] for t in outcome.trials if t.state == "STOPPED" and t.trial_id in runs]
     assert cut_short
     for run in cut_short:
-        assert run.info.status == "KILLED"
+        assert run.info.status == "FINISHED" and run.data.tags["losstune.state"] == "stopped_by_budget"
         assert run.data.tags["losstune.end_reason"] == "stopped by the time budget"
     for trial in outcome.trials:
         if trial.state == "FINISHED":
@@ -411,4 +415,45 @@ def test_a_search_whose_every_trial_fails_exits_1(ray_session, tmp_path: Path):
     (parent,) = runs_of(client, outcome, "search")
     (child,) = runs_of(client, outcome, "trial")
     assert parent.info.status == "FAILED" and child.info.status == "FAILED"
+    # The parent's end state and its end reason agree.
+    assert parent.data.tags["losstune.end_reason"] == "all_failed"
     assert not (outcome.plan.run_dir / "best_config.yaml").exists()
+
+
+def test_a_search_again_after_its_run_directory_was_removed_keeps_both_searches_runs(ray_session, tmp_path: Path):
+    # What `make clean` used to lead to: the store stays, runs/ goes, the same space runs again.
+    space_file = write_space(
+        tmp_path, name="again", heads=FIXED_HEADS, lr="{grid: [0.02, 0.03]}", search="{sampler: grid, scheduler: none}"
+    )
+    first, client = search(tmp_path, space_file)
+    shutil.rmtree(first.plan.run_dir)
+    second, _ = search(tmp_path, space_file)
+
+    assert first.exit_code == second.exit_code == 0
+    assert first.plan.search_id != second.plan.search_id
+    experiment = client.get_experiment_by_name("again")
+    everything = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    assert all(r.info.lifecycle_stage == "active" for r in everything)
+    for outcome in (first, second):
+        (parent,) = runs_of(client, outcome, "search")
+        assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "finished"
+        children = runs_of(client, outcome, "trial")
+        assert {c.data.tags["losstune.trial_id"] for c in children} == {t.trial_id for t in outcome.trials}
+        assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+        assert all(epochs_logged(client, c) == [1, 2, 3] for c in children)
+        assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+        # Each parent's best-so-far history is its own search's.
+        best = client.get_metric_history(parent.info.run_id, "search/best/val/acc_mean")
+        assert max(m.value for m in best) == pytest.approx(max(t.values[0] for t in outcome.trials))
+        assert len(best) <= 2 * 3  # at most one improvement per epoch result of this search
+
+
+def test_resume_with_a_search_id_must_name_the_search_of_the_run_directory(tmp_path: Path):
+    space_file = write_space(tmp_path, name="named")
+    run_dir = tmp_path / "runs" / "named"
+    run_dir.mkdir(parents=True)
+    (run_dir / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    (run_dir / "losstune.json").write_text('{"search_id": "named-1", "status": "running"}')
+    options = SearchOptions(storage=str(tmp_path / "runs"), resume=True, resume_id="named-2")
+    with pytest.raises(SearchInputError, match="--resume named-2 must name the search in .* but got search named-1"):
+        plan_search(load_space(space_file), options)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
@@ -57,39 +58,46 @@ def _env() -> dict[str, str]:
     return env
 
 
-def test_a_search_killed_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_path: Path):
-    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
-    command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
-
-    # Run until the first trial finished, then kill the driver and everything it started.
-    first = subprocess.Popen(
+def _run_and_kill(command: list[str], *, after: str) -> str:
+    """Run ``command`` until a line contains ``after``, then SIGKILL it and everything it started."""
+    process = subprocess.Popen(
         command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     lines = []
     # A driver that hangs without output is killed too, so the test fails instead of hanging.
-    watchdog = threading.Timer(180, os.killpg, (first.pid, signal.SIGKILL))
+    watchdog = threading.Timer(180, os.killpg, (process.pid, signal.SIGKILL))
     watchdog.start()
     try:
-        for line in first.stdout:
+        for line in process.stdout:
             lines.append(line)
-            if " done after " in line:
+            if after in line:
                 break
     finally:
         watchdog.cancel()
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-        first.stdout.close()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        process.stdout.close()
     output = "".join(lines)
-    assert " done after " in output, output
-    assert first.returncode == -signal.SIGKILL
+    assert after in output, output
+    assert process.returncode == -signal.SIGKILL
+    return output
 
+
+def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
+
+    # Killed once a trial finished, then again, resumed, once the next trial finished.
+    _run_and_kill(command, after=" done after ")
     client = MlflowClient(uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
     assert any(r.info.status == "RUNNING" for r in client.search_runs([experiment.experiment_id]))
+    output = _run_and_kill(command, after=" done after ")
+    assert "Resuming unfinished search 'tiny'" in output
     # A kill while Tune copies its state into the run directory leaves a file cut off; make sure
     # this run meets that case (the copy losstune keeps must put it back).
     run_dir = tmp_path / "runs" / "tiny"
-    (searcher_state,) = run_dir.glob("search_gen_state-*.json")
+    searcher_state = max(run_dir.glob("search_gen_state-*.json"), key=lambda p: p.stat().st_mtime)  # the newest
     searcher_state.write_bytes(b"")
 
     # The same command again finds the unfinished search and resumes it.
@@ -100,14 +108,20 @@ def test_a_search_killed_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_
     assert "Resuming unfinished search 'tiny'" in output
     assert "trials: 6 finished" in output, output[-4000:]
 
-    runs = client.search_runs([experiment.experiment_id])
-    parents = [r for r in runs if r.data.tags["losstune.role"] == "search"]
-    children = [r for r in runs if r.data.tags["losstune.role"] == "trial"]
+    # Nothing was deleted; runs of trials Tune lost in a crash (if any) are set aside, not deleted.
+    everything = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    assert all(r.info.lifecycle_stage == "active" for r in everything)
+    parents = [r for r in everything if r.data.tags["losstune.role"] == "search"]
+    children = [r for r in everything if r.data.tags["losstune.role"] == "trial"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    trial_ids = [r.data.tags["losstune.trial_id"] for r in children]
+    assert parents[0].data.tags["losstune.end_reason"] == "finished"
+    discarded = [r for r in children if r.data.tags.get("losstune.state") == "discarded"]
+    assert all(r.info.status == "KILLED" for r in discarded)
+    kept = [r for r in children if r not in discarded]
+    trial_ids = [r.data.tags["losstune.trial_id"] for r in kept]
     assert len(trial_ids) == len(set(trial_ids)) == 6
-    assert all(r.info.status == "FINISHED" for r in children)
-    for run in children:
+    assert all(r.info.status == "FINISHED" for r in kept)
+    for run in kept:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
         assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
 
@@ -159,7 +173,7 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
     unfinished = [r for r in runs if r.data.tags["losstune.role"] == "trial" and r.info.status != "FINISHED"]
     assert unfinished  # the trials running at Ctrl-C
     for run in unfinished:
-        assert run.info.status == "KILLED" and run.data.tags["losstune.end_reason"] == "interrupted"
+        assert run.info.status == "KILLED" and run.data.tags["losstune.state"] == "interrupted"
 
     # The same command again resumes the search and completes it, each trial in one run.
     second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)

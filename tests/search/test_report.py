@@ -161,7 +161,7 @@ def test_resumed_search_reads_one_run_per_trial_with_all_epochs(toy_store: Path,
     assert second.parent_id == first.parent_id
     toy_parts.run(second, crashed)
     toy_parts.run(second, toy_parts.trials[0])
-    second.end_search(status="FINISHED")
+    second.end_search(end="finished")
 
     search = _load(toy_store, "resumed")
     assert search.status == "FINISHED"
@@ -212,6 +212,42 @@ def test_a_search_name_finds_the_store_its_run_directory_recorded(toy_store: Pat
     assert main(["report", "toy", "--no-upload"]) == 0
     assert "search: toy (toy-0123456789)" in capsys.readouterr().out
     assert (run_dir / "report" / "trials.csv").is_file()
+
+
+def test_two_searches_of_one_name_keep_their_runs_and_the_report_says_which_it_shows(
+    toy_store: Path, tmp_path: Path, toy_search_factory, toy_parts, capsys
+):
+    toy_search_factory(toy_store, name="twice", search_id="twice-old")
+    toy_search_factory(toy_store, name="twice", search_id="twice-new", trials=toy_parts.trials[:2])
+    uri = _uri(toy_store)
+    assert main(["report", "twice", "--tracking-uri", uri, "--out", str(tmp_path / "new"), "--no-upload"]) == 0
+    out = capsys.readouterr().out
+    assert "note: reporting search twice-new (started " in out
+    assert "2 searches match 'twice'; this is the newest. The others: twice-old (started " in out
+    assert "python -m search report SEARCH_ID" in out
+    assert main(["report", "twice-old", "--tracking-uri", uri, "--out", str(tmp_path / "old"), "--no-upload"]) == 0
+    assert "note: reporting search twice-old" in capsys.readouterr().out
+    assert sorted(_rows(write_report(_load(toy_store, "twice-old"), tmp_path / "o").trials)) == [
+        t.trial_id for t in toy_parts.trials
+    ]
+    assert sorted(_rows(write_report(_load(toy_store, "twice-new"), tmp_path / "n").trials)) == ["t0", "t1"]
+
+
+def test_discarded_runs_are_left_out_and_stopped_early_runs_read_as_stopped(
+    toy_store: Path, tmp_path: Path, toy_parts
+):
+    tracker = toy_parts.start(toy_store, name="discarding")
+    for trial in toy_parts.trials[:3]:
+        toy_parts.run(tracker, trial)
+    toy_parts.run(tracker, toy_parts.trials[3], epochs=1, end=False)
+    assert tracker.reconcile({t.trial_id for t in toy_parts.trials[:3]}) == ["t3"]
+    tracker.end_search(end="finished")
+    search = _load(toy_store, "discarding")
+    rows = _rows(write_report(search, tmp_path).trials)
+    assert sorted(rows) == ["t0", "t1", "t2"]
+    assert rows["t2"]["state"] == "STOPPED"
+    client = MlflowClient(_uri(toy_store))
+    assert client.get_run(search.parent_run_id).info.status == "FINISHED"
 
 
 def test_an_unreachable_server_fails_at_once(tmp_path: Path, capsys):

@@ -29,13 +29,27 @@ def test_the_corpus_is_large_enough():
     assert len(CORPUS) >= 30
 
 
+@pytest.fixture
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    import search._ray
+
+    def refuse(**kwargs):
+        raise AssertionError("Ray must not be started for invalid input")
+
+    monkeypatch.setattr(search._ray, "connect", refuse)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
 @pytest.mark.parametrize("file", CORPUS, ids=lambda p: p.stem)
-def test_validate_rejects_with_exit_2_and_names_the_yaml_path(file, capsys):
-    assert main(["validate", str(file)]) == 2
+def test_validate_and_run_reject_with_exit_2_and_name_the_yaml_path(file, command, no_ray, tmp_path, capsys):
+    # `run` applies the same rules as `validate`, before it creates anything.
+    extra = ["--storage", str(tmp_path / "runs")] if command == "run" else []
+    assert main([command, str(file), *extra]) == 2
     out, err = capsys.readouterr()
-    assert f": {expected_path(file)}: " in err
+    assert f"{file}:" in err and f": {expected_path(file)}: " in err
     assert ", but got " in err
     assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "runs").exists()
 
 
 def test_validate_in_a_subprocess_exits_2_without_traceback():

@@ -67,13 +67,6 @@ def test_artifacts_live_next_to_a_sqlite_store(uri: str, settings, store: Path):
     assert experiment.artifact_location == (store.parent / "artifacts").as_uri()
 
 
-def test_search_id_is_deterministic_per_name_and_run_dir(tmp_path: Path):
-    a = tracking.make_search_id("s", tmp_path / "runs" / "s")
-    assert a == tracking.make_search_id("s", tmp_path / "runs" / "s")
-    assert a != tracking.make_search_id("s", tmp_path / "other" / "s")
-    assert a.startswith("s-")
-
-
 def test_child_run_has_params_tags_and_parent(settings):
     tracker = SearchTracker(settings())
     parent = tracker.start_search(params={"search.num_samples": 4}, artifacts={"space.yaml": "name: s\n"})
@@ -133,14 +126,27 @@ def test_parent_logs_the_best_objective_only_when_it_improves(settings, mode: st
     assert resumed.update_best(logged[-1] + (1 if mode == "max" else -1))
 
 
-def test_trial_end_statuses_and_error_tag(settings):
+def test_trial_end_states_statuses_and_error_tag(settings):
     tracker = SearchTracker(settings())
-    ids = {t: tracker.trial_started(t, CONFIG) for t in ("ok", "stopped", "bad")}
-    tracker.trial_ended("ok", status="FINISHED", reason="completed")
-    tracker.trial_ended("stopped", status="KILLED", reason="stopped early by the scheduler")
-    tracker.trial_ended("bad", status="FAILED", reason="error", error="TrainingDiverged: nan", details="Traceback ...")
+    ids = {t: tracker.trial_started(t, CONFIG) for t in ("ok", "stopped", "bad", "cut")}
+    tracker.trial_ended("ok", state="finished", reason="completed")
+    tracker.trial_ended("stopped", state="stopped_early", reason="stopped early by the scheduler")
+    tracker.trial_ended("bad", state="failed", reason="error", error="TrainingDiverged: nan", details="Traceback ...")
+    tracker.trial_ended("cut", state="interrupted", reason="the search was interrupted")
     runs = {t: tracker.client.get_run(i) for t, i in ids.items()}
-    assert {t: r.info.status for t, r in runs.items()} == {"ok": "FINISHED", "stopped": "KILLED", "bad": "FAILED"}
+    # Stopping early is a normal end (no red cross in the UI); only interrupted runs are KILLED.
+    assert {t: r.info.status for t, r in runs.items()} == {
+        "ok": "FINISHED",
+        "stopped": "FINISHED",
+        "bad": "FAILED",
+        "cut": "KILLED",
+    }
+    assert {t: r.data.tags["losstune.state"] for t, r in runs.items()} == {
+        "ok": "finished",
+        "stopped": "stopped_early",
+        "bad": "failed",
+        "cut": "interrupted",
+    }
     assert runs["bad"].data.tags["losstune.error"] == "TrainingDiverged: nan"
     assert [a.path for a in tracker.client.list_artifacts(ids["bad"])] == ["error.txt"]
     # A retried trial reopens its run.
@@ -148,13 +154,27 @@ def test_trial_end_statuses_and_error_tag(settings):
     assert tracker.client.get_run(ids["bad"]).info.status == "RUNNING"
 
 
-def test_reconcile_deletes_runs_of_trials_the_search_no_longer_has(settings):
+def test_reconcile_never_deletes_it_ends_lost_trials_runs_killed_and_discarded(settings):
     tracker = SearchTracker(settings())
     for trial_id in ("kept", "lost"):
         tracker.trial_started(trial_id, CONFIG)
     assert tracker.reconcile({"kept"}) == ["lost"]
-    remaining = _children(tracker.client, tracker)
-    assert [r.data.tags["losstune.trial_id"] for r in remaining] == ["kept"]
+    runs = {r.data.tags["losstune.trial_id"]: r for r in _children(tracker.client, tracker)}
+    assert set(runs) == {"kept", "lost"}
+    assert all(r.info.lifecycle_stage == "active" for r in runs.values())
+    lost = runs["lost"]
+    assert lost.info.status == "KILLED" and lost.data.tags["losstune.state"] == "discarded"
+    assert "crashed before Ray Tune saved this trial" in lost.data.tags["losstune.end_reason"]
+    assert runs["kept"].info.status == "RUNNING"
+    # A resumed tracker does not count the discarded run among the search's trials.
+    resumed = SearchTracker(settings())
+    assert set(resumed.run_statuses()) == {"kept"}
+    assert resumed.reconcile({"kept"}) == []
+
+
+def test_a_new_search_id_for_every_search(settings):
+    ids = {tracking.make_search_id("s") for _ in range(20)}
+    assert len(ids) == 20 and all(i.startswith("s-") for i in ids)
 
 
 def test_searches_do_not_see_each_others_runs(settings):

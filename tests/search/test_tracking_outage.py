@@ -181,7 +181,7 @@ def test_writes_while_down_are_sent_in_order_when_the_store_is_back(flaky):
     # A trial that starts during the outage gets its run once the store is back.
     assert tracker.trial_started("t2", {"heads.a.loss": "focal"}) is None
     tracker.log_epoch("t2", {"epoch": 1, "val/acc_mean": 0.3}, epoch=1)
-    tracker.trial_ended("t1", status="FINISHED", reason="completed")
+    tracker.trial_ended("t1", state="finished", reason="completed")
     # One attempt failed; the writes since waited for the retry interval instead of trying.
     assert (tracker.pending_writes, client.refused) == (6, 1)
     time.sleep(0.6)

@@ -206,6 +206,16 @@ def test_experiment_page_lists_the_search_and_its_nested_trials(toy_server, toy_
         "the nested trials with their metrics",
         lambda: (r := _rows(browser)) and all(r.get(i, {}).get(f"metrics.`{METRICS[0]}`") for i in trials) and r,
     )
+    # A trial stopped early by the scheduler is a normal end: it gets the finished trials' status
+    # icon, not the failed trial's cross.
+    icons = {
+        run.data.tags["losstune.trial_id"]: browser.find_element(
+            By.CSS_SELECTOR, f"[role=row][row-id='{run_id}'] [col-id=runDateAndNestInfo] svg"
+        ).get_attribute("innerHTML")
+        for run_id, run in trials.items()
+    }
+    assert {trials[i].data.tags["losstune.state"] for i in trials} == {"finished", "stopped_early", "failed"}
+    assert icons["t2"] == icons["t0"] == icons["t1"] != icons["t3"]
     _close_assistant(browser)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "mlflow-ui-runs.png"))
@@ -229,6 +239,7 @@ def test_experiment_page_lists_the_search_and_its_nested_trials(toy_server, toy_
     for param in PARAMS:
         assert table[param] == [trials[i].data.params[param] for i in ordered]
     assert table["losstune.error"][3] == "TrainingDiverged: nan at epoch 1"
+    assert table["losstune.state"] == ["finished", "finished", "stopped_early", "failed", "finished"]
     _close_assistant(browser)
     browser.save_screenshot(str(ARTIFACTS / "mlflow-ui-compare.png"))
 
