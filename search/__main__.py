@@ -1,6 +1,7 @@
 """``python -m search <command>`` (console script ``losstune``): parse arguments, map errors to exit codes.
 
-Exit codes: 0 ok, 1 failure, 2 invalid input (a message, no traceback), 130 interrupted (Ctrl-C).
+Exit codes: 0 ok, 1 failure, 2 invalid input (a message, no traceback), 130 interrupted (Ctrl-C),
+141 the reader of the output went away (``| head``).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +20,7 @@ __all__ = ["main"]
 # `--help` and `validate` do not pay for importing Ray.
 COMMANDS = ("validate", "train", "run", "report")
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     command = importlib.import_module(f"search.commands.{args.command}")
     try:
-        return int(command.run(args))
+        code = int(command.run(args))
+        sys.stdout.flush()  # here, so that a closed pipe is noticed inside the try
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`validate ... | head`): stop quietly, as Unix tools do. Python
+        # would otherwise complain again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

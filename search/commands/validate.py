@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except SpaceError as error:
         count = len(error.errors)
         print(f"{args.space}: invalid ({count} problem{'s' if count != 1 else ''})", file=sys.stderr)
-        for issue in error.errors:
-            print(f"  {issue}", file=sys.stderr)
+        for line in error.listed():
+            print(line, file=sys.stderr)
         return 2
     print(f"{args.space}: valid")
     for line in [*summary_lines(space), *space.dimensions()]:

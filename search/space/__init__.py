@@ -8,7 +8,7 @@ flat trial configs (``trainables.config``).
 
 from search.space._distributions import Choice, Grid, IntRange, LogUniform, Uniform
 from search.space._issues import SpaceError, SpaceIssue
-from search.space._parse import safe_load_value
+from search.space._parse import MAX_DEPTH, MAX_SPACE_BYTES, MAX_VALUES, safe_load_value
 from search.space._schema import (
     SEARCH_NAME_RULE,
     MlflowSettings,
@@ -21,6 +21,9 @@ from search.space._schema import (
 from search.space._validate import load_space
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_SPACE_BYTES",
+    "MAX_VALUES",
     "SEARCH_NAME_RULE",
     "Choice",
     "Grid",

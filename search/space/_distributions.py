@@ -145,11 +145,11 @@ class ValueType:
     def _describe_bounds(self) -> str:
         low, high = self.minimum, self.maximum
         if low is not None and high is not None:
-            return f" in {'(' if self.min_open else '['}{low:g}, {high:g}{')' if self.max_open else ']'}"
+            return f" in {'(' if self.min_open else '['}{_bound(low)}, {_bound(high)}{')' if self.max_open else ']'}"
         if low is not None:
-            return f" {'>' if self.min_open else '>='} {low:g}"
+            return f" {'>' if self.min_open else '>='} {_bound(low)}"
         if high is not None:
-            return f" {'<' if self.max_open else '<='} {high:g}"
+            return f" {'<' if self.max_open else '<='} {_bound(high)}"
         return ""
 
     def check(self, value: Any) -> tuple[bool, Any]:
@@ -205,3 +205,8 @@ def value_type_from_annotation(annotation: Any) -> ValueType | None:
         return ValueType("floats")
     simple = {float: "float", int: "int", bool: "bool", str: "str"}
     return ValueType(simple[annotation]) if annotation in simple else None
+
+
+def _bound(value: float) -> str:
+    """1048576 as written, not 1.04858e+06; 0.5 and 1e-08 as %g writes them."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"

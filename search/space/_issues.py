@@ -8,7 +8,8 @@ from typing import Any
 
 __all__ = ["Plain", "SpaceError", "SpaceIssue", "join_path", "show_value"]
 
-_MAX_SHOWN = 100
+_MAX_SHOWN = 100  # characters of a value in a message
+_MAX_LISTED = 50  # problems listed on the terminal
 
 
 class Plain(str):
@@ -16,13 +17,46 @@ class Plain(str):
 
 
 def show_value(value: Any) -> str:
-    """Render a YAML value the way it reads in the file, on one line, shortened."""
+    """Render a YAML value the way it reads in the file, on one line, shortened. Built piece by
+    piece and stopped at ``_MAX_SHOWN`` characters, so a huge (or recursive) value costs no more
+    than a small one."""
     if isinstance(value, Plain):
         return str(value)
-    try:
-        text = json.dumps(value, default=repr, ensure_ascii=False)
-    except (TypeError, ValueError):  # e.g. a recursive structure made with YAML aliases
-        text = repr(value)
+    parts: list[str] = []
+    room = _MAX_SHOWN + 1  # one more than shown, to know whether to cut
+
+    def emit(text: str) -> bool:
+        nonlocal room
+        parts.append(text[:room])
+        room -= len(text)
+        return room > 0
+
+    def walk(item: Any, active: tuple[int, ...]) -> bool:
+        if isinstance(item, (dict, list, tuple)):
+            if id(item) in active:  # a value that contains itself (YAML aliases)
+                return emit("...")
+            inner = (*active, id(item))
+            pairs = item.items() if isinstance(item, dict) else ((None, v) for v in item)
+            if not emit("{" if isinstance(item, dict) else "["):
+                return False
+            for index, (key, child) in enumerate(pairs):
+                if index and not emit(", "):
+                    return False
+                if isinstance(item, dict) and not (walk(key, inner) and emit(": ")):
+                    return False
+                if not walk(child, inner):
+                    return False
+            return emit("}" if isinstance(item, dict) else "]")
+        if isinstance(item, str):
+            item = item[: _MAX_SHOWN + 1]  # before json.dumps: a megabyte string is not serialised
+        try:
+            text = json.dumps(item, ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = repr(item)[: _MAX_SHOWN + 1]
+        return emit(text)
+
+    walk(value, ())
+    text = "".join(parts)
     return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
 
 
@@ -61,4 +95,11 @@ class SpaceError(ValueError):
         self.errors = list(errors)
         count = len(self.errors)
         head = f"{count} problem{'s' if count != 1 else ''} in the space file"
-        super().__init__("\n".join([head, *(f"  {issue}" for issue in self.errors)]))
+        super().__init__("\n".join([head, *self.listed()]))
+
+    def listed(self) -> list[str]:
+        """The problems as indented lines for a terminal: the first ``_MAX_LISTED``, then how many more."""
+        lines = [f"  {issue}" for issue in self.errors[:_MAX_LISTED]]
+        if len(self.errors) > _MAX_LISTED:
+            lines.append(f"  ... and {len(self.errors) - _MAX_LISTED} more")
+        return lines

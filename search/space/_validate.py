@@ -82,18 +82,18 @@ _RULES: dict[str, dict[str, _Rule]] = {
     },
     "model": {
         "kind": _Rule(members=tuple(sorted(MODELS))),
-        "hidden": _Rule(searchable=True, minimum=1),
+        "hidden": _Rule(searchable=True, minimum=1, maximum=65_536),
         "dropout": _Rule(searchable=True, minimum=0.0, maximum=1.0, max_open=True),
     },
     "train": {
-        "epochs": _Rule(minimum=1),
-        "batch_size": _Rule(searchable=True, minimum=1),
+        "epochs": _Rule(minimum=1, maximum=100_000),
+        "batch_size": _Rule(searchable=True, minimum=1, maximum=1 << 20),
         "lr": _Rule(searchable=True, minimum=0.0, min_open=True),
         "weight_decay": _Rule(searchable=True, minimum=0.0),
         "grad_clip": _Rule(searchable=True, minimum=0.0),
-        "patience": _Rule(minimum=1),
+        "patience": _Rule(minimum=1, maximum=100_000),
         "seed": _Rule(minimum=0),
-        "threads": _Rule(minimum=1),
+        "threads": _Rule(minimum=1, maximum=1024),
     },
     "energy": {"p": _Rule(searchable=True, minimum=1)},
 }
@@ -103,16 +103,21 @@ _CONFIG_CLASSES: dict[str, type] = {
     "train": TrainConfig,
     "energy": EnergyConfig,
 }
+# Upper bounds refuse what no machine can run (a billion trials, a year of budget), before the
+# driver builds anything for them.
 _SEARCH_RULES: dict[str, _Rule] = {
-    "num_samples": _Rule(minimum=1),
+    "num_samples": _Rule(minimum=1, maximum=100_000),
     "grace_period": _Rule(minimum=1),
-    "reduction_factor": _Rule(minimum=1.0, min_open=True),
-    "max_concurrent": _Rule(minimum=1),
+    "reduction_factor": _Rule(minimum=1.0, min_open=True, maximum=100.0),
+    "max_concurrent": _Rule(minimum=1, maximum=1_000),
     "seed": _Rule(minimum=0),
-    "time_budget_s": _Rule(minimum=0.0, min_open=True),
-    "max_failures": _Rule(minimum=0),
+    "time_budget_s": _Rule(minimum=0.0, min_open=True, maximum=366 * 24 * 3600.0),
+    "max_failures": _Rule(minimum=0, maximum=100),
 }
-_RESOURCE_RULES: dict[str, _Rule] = {"cpu": _Rule(minimum=0.0, min_open=True), "gpu": _Rule(minimum=0.0)}
+_RESOURCE_RULES: dict[str, _Rule] = {
+    "cpu": _Rule(minimum=0.0, min_open=True, maximum=1024.0),
+    "gpu": _Rule(minimum=0.0, maximum=64.0),
+}
 _WEIGHT = ValueType("float", minimum=0.0)
 _TOP_KEYS = ("name", "data", "model", "train", "heads", "energy_weight", "energy", "objective", "search",
              "resources", "mlflow")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,20 @@ def test_commands_without_a_module_are_skipped(monkeypatch, capsys):
     out, _ = capsys.readouterr()
     assert "validate" in out and "train" in out and "not_written_yet" not in out
     assert main(["not_written_yet"]) == 2
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path):
+    # `python -m search validate SPACE | head -1`: the reader is gone before the dimensions are printed.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "search", "validate", str(REPO / "spaces" / "digits.yaml")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141
+    assert stderr == ""
