@@ -10,11 +10,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["RayHandle", "connect", "resolve_address"]
+__all__ = ["RayHandle", "RayOptionError", "check_dashboard", "connect", "resolve_address"]
 
 # On Linux Ray otherwise picks the public interface for its node address, so GCS, raylet and
 # workers listen on every interface; with this set they listen on 127.0.0.1 only.
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RayOptionError(ValueError):
+    """A Ray option this installation cannot honour (exit 2)."""
+
+
+def check_dashboard() -> None:
+    """The dashboard needs Ray's ``default`` extra (aiohttp_cors and others); without it Ray fails
+    deep inside ``ray.init`` with "No module named 'aiohttp_cors'"."""
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp_cors") is None:
+        raise RayOptionError(
+            "--dashboard needs Ray's dashboard packages (pip install 'losstune[cluster]', "
+            "which `make setup` installs), but got none installed"
+        )
 
 
 @dataclass(frozen=True)
@@ -23,6 +39,7 @@ class RayHandle:
 
     owned: bool
     address: str | None
+    dashboard_url: str | None = None  # http://host:port when this process started it
 
     def close(self) -> None:
         if self.owned:
@@ -42,10 +59,16 @@ def resolve_address(address: str | None) -> str | None:
 
 
 def connect(
-    *, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, dashboard: bool = False
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    dashboard: bool = False,
+    log_to_driver: bool = True,
 ) -> RayHandle:
     """Join ``address`` (or ``RAY_ADDRESS``) when given; reuse an instance this process already
-    runs; otherwise start a local one (loopback, dashboard off unless asked)."""
+    runs; otherwise start a local one (loopback, dashboard off unless asked). ``log_to_driver``:
+    whether the workers' stdout and stderr are echoed here (they stay in Ray's log files)."""
     address = resolve_address(address)
     import ray
 
@@ -54,15 +77,17 @@ def connect(
     # WARNING in the workers too: Ray logs a line per trial checkpoint at INFO.
     quiet = ray.LoggingConfig(log_level="WARNING")
     if address is not None:
-        ray.init(address=address, logging_config=quiet)
+        ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
         return RayHandle(owned=True, address=address)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
-    ray.init(
+    context = ray.init(
         address="local",
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         logging_config=quiet,
+        log_to_driver=log_to_driver,
     )
-    return RayHandle(owned=True, address=None)
+    url = context.dashboard_url if dashboard else None
+    return RayHandle(owned=True, address=None, dashboard_url=f"http://{url}" if url else None)

@@ -26,7 +26,7 @@ from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
 from trainables.metrics import aggregate, head_metrics, metric_names
 from trainables.models import build_model
 
-__all__ = ["CHECKPOINT_NAME", "TrainingDiverged", "train"]
+__all__ = ["CHECKPOINT_NAME", "TrainingDiverged", "repeats_on_retry", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
@@ -43,6 +43,14 @@ _RESIDENT_SHARE = 0.25
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def repeats_on_retry(error: BaseException) -> bool:
+    """Whether running the same trial again would fail the same way: ``train`` is deterministic for
+    a config and seed, so a diverged loss diverges again, and a config the data set, the model or
+    a loss refuses (ValueError, TypeError, LookupError) is refused again. Other errors (out of
+    memory, a file system gone for a moment) may pass on a retry."""
+    return isinstance(error, (TrainingDiverged, ValueError, TypeError, LookupError))
 
 
 @dataclass

@@ -69,6 +69,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search._noise import filtered_noise
+
+    with filtered_noise(verbose=args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from search.space import SpaceError, load_space
 
     try:
@@ -91,17 +98,26 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
+    from trainables.data.vimh import progress_bar
 
     try:
         plan = plan_search(space, options)
         # Where the search logs, checked before the data set is loaded and before Ray starts.
         check_tracking_uri(plan.tracking_uri, cluster=address is not None)
         check_reachable(plan.tracking_uri)
-        prepare_data(space)
-    except (SearchInputError, TrackingUriError) as exc:
+        prepare_data(space, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
+        if args.dashboard:
+            _ray.check_dashboard()
+    except (SearchInputError, TrackingUriError, _ray.RayOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    handle = _ray.connect(address=address, num_cpus=args.num_cpus, dashboard=args.dashboard)
+    # Trial workers' own output (a worker's exit at shutdown, say) reaches the terminal only when
+    # Ray's output is asked for; what trials report goes through the driver's lines.
+    handle = _ray.connect(
+        address=address, num_cpus=args.num_cpus, dashboard=args.dashboard, log_to_driver=args.verbose > 0
+    )
+    if handle.dashboard_url:
+        print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:
         check_resources(space)
         return run_search(plan).exit_code

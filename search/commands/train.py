@@ -142,14 +142,16 @@ def _cell(value: Any, width: int) -> str:
 def run(args: argparse.Namespace) -> int:
     from search.space import SpaceError, load_space
     from trainables.config import TrialConfig
+    from trainables.data import prepare_dataset
+    from trainables.data.vimh import progress_bar
     from trainables.train import TrainingDiverged, train
 
     try:
         space = load_space(args.space)
     except SpaceError as error:
         print(f"{args.space}: invalid", file=sys.stderr)
-        for issue in error.errors:
-            print(f"  {issue}", file=sys.stderr)
+        for line in error.listed():
+            print(line, file=sys.stderr)
         return 2
     try:
         config = _load_config(args.config) if args.config else space.sample(seed=space.search.seed)
@@ -168,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {key} = {value}")
     objective = str(config.get("objective.metric", ""))
     try:
+        prepare_dataset(space.data, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
         final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)
     except TrainingDiverged as error:
         print(f"training diverged: {error}", file=sys.stderr)

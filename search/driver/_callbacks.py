@@ -14,10 +14,10 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from search.driver._trainable import FINAL_KEY
+from search.driver._trainable import ERROR_FILE, ERROR_KEY, FAILED_KEY, FINAL_KEY, TRACEBACK_KEY, WARNINGS_KEY
 from search.tracking import SearchTracker
 
-__all__ = ["MlflowCallback", "ProgressPrinter", "loss_types", "trial_error"]
+__all__ = ["MlflowCallback", "ProgressPrinter", "error_file", "loss_types", "trial_error"]
 
 # Keys Tune adds to every result; everything else in a result was reported by the trial.
 _TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", "experiment_tag", FINAL_KEY}
@@ -45,11 +45,15 @@ def _describe_error(text: str) -> str | None:
 
 
 def trial_error(trial: Any) -> tuple[str | None, str | None]:
-    """(short description, full text) of the last error of a Tune trial.
+    """(short description, full text) of the last error of a Tune trial: a failure a retry would
+    repeat, as the trainable's failed final result carries it, else the error Tune recorded.
 
-    Read from Tune's text error file, never by unpickling its pickled exception. Tune writes the
-    file on the driver first and copies it to the storage path later, so the local file is read
-    when it exists (during the search), the stored one otherwise."""
+    Tune's error is read from its text error file, never by unpickling its pickled exception. Tune
+    writes the file on the driver first and copies it to the storage path later, so the local file
+    is read when it exists (during the search), the stored one otherwise."""
+    last = trial.last_result or {}
+    if last.get(FAILED_KEY):
+        return last.get(ERROR_KEY), last.get(TRACEBACK_KEY)
     text_file = trial.error_file
     if text_file and os.path.exists(text_file):
         with open(text_file) as f:
@@ -59,6 +63,12 @@ def trial_error(trial: Any) -> tuple[str | None, str | None]:
     if not full:
         return None, None
     return _describe_error(full), full
+
+
+def error_file(trial: Any) -> str:
+    """Where the trial's full traceback is: ``error.txt`` in its directory of the run directory
+    (Tune copies its own error file there; the driver writes a failed final result's)."""
+    return os.path.join(trial.path, ERROR_FILE)
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -107,8 +117,24 @@ class ProgressPrinter(Callback):
         losses = " ".join(f"{head}={loss}" for head, loss in loss_types(trial.config).items())
         print(f"[{trial.trial_id}] {text}  ({losses})", flush=True)
 
+    def _print_failure(self, trial: Any, short: str | None, *, retried: bool = False) -> None:
+        where = f"full traceback: {error_file(trial)}"
+        if retried:
+            self._print(trial, f"failed ({short}); retry {trial.num_failures} from its last checkpoint; {where}")
+        else:
+            self._print(trial, f"FAILED: {short}; {where}")
+
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
+        for warning in result.get(WARNINGS_KEY, ()):
+            self._print(trial, f"warning: {warning}")
+        if result.get(FAILED_KEY):
+            self._finished.add(trial.trial_id)
+            os.makedirs(trial.path, exist_ok=True)
+            with open(error_file(trial), "a") as f:
+                f.write(result.get(TRACEBACK_KEY) or "")
+            self._print_failure(trial, f"{result.get(ERROR_KEY)} (not retried: it would fail the same way)")
+            return
         if result.get(FINAL_KEY):
             self._finished.add(trial.trial_id)
             tests = ", ".join(f"{k}={_fmt(v)}" for k, v in result.items() if k in ("test/acc_mean", "test/mae_norm_mean"))
@@ -130,12 +156,10 @@ class ProgressPrinter(Callback):
             self._print(trial, f"stopped early by the scheduler after epoch {epoch}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        short, _ = trial_error(trial)
-        self._print(trial, f"FAILED: {short}")
+        self._print_failure(trial, trial_error(trial)[0])
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        short, _ = trial_error(trial)
-        self._print(trial, f"failed ({short}); retry {trial.num_failures} from its last checkpoint")
+        self._print_failure(trial, trial_error(trial)[0], retried=True)
 
 
 class MlflowCallback(Callback):
@@ -150,6 +174,8 @@ class MlflowCallback(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         tracker = self.tracker
         tracker.trial_started(trial.trial_id, trial.config)  # no-op unless the start was missed
+        if result.get(FAILED_KEY):
+            return  # ended in on_trial_complete
         epoch = int(result.get("epoch", 0))
         if result.get(FINAL_KEY):
             tracker.log_final(trial.trial_id, _final_metrics(result), epoch=epoch)
@@ -158,7 +184,9 @@ class MlflowCallback(Callback):
         tracker.update_best(result.get(tracker.settings.objective_metric))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        if self.tracker.final_logged(trial.trial_id):
+        if (trial.last_result or {}).get(FAILED_KEY):
+            self.on_trial_error(iteration, trials, trial)
+        elif self.tracker.final_logged(trial.trial_id):
             self.tracker.trial_ended(trial.trial_id, state="finished", reason="completed")
         else:
             self.tracker.trial_ended(trial.trial_id, state="stopped_early", reason="stopped early by the scheduler")

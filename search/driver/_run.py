@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -183,14 +183,14 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     )
 
 
-def prepare_data(space: Space) -> None:
+def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> None:
     """Load the data set once in the driver: a missing or broken data set is invalid input found
     before any trial starts, and a data set generated on first use is generated once, not by
-    several trials at the same time."""
+    several trials at the same time (reporting ``progress(done, total)`` while it is)."""
     from trainables.data import DataError, load_dataset
 
     try:
-        load_dataset(space.data)
+        load_dataset(space.data, progress=progress)
     except DataError as exc:
         raise SearchInputError(str(exc)) from None
 
@@ -299,7 +299,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     # _build_tuner) and warns about that when epochs are short; that is intended here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_resources(
-        make_trainable(options.train_fn, workdir=os.getcwd()),
+        make_trainable(options.train_fn, workdir=os.getcwd(), metrics=[o.metric for o in space.objectives]),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
     meta = _read_meta(plan.run_dir) or {}
@@ -425,7 +425,12 @@ def _finish(
     best = best_trial(summaries, objectives)
     pareto = pareto_set(summaries, objectives) if len(objectives) > 1 else []
     table = format_summary(
-        summaries, objectives, title=f"Search {plan.name!r} ({plan.search_id})", pareto=pareto, notes=notes
+        summaries,
+        objectives,
+        title=f"Search {plan.name!r} ({plan.search_id})",
+        pareto=pareto,
+        notes=notes,
+        everything=f"python -m search report {plan.search_id}",
     )
     artifacts = {SUMMARY_FILE: table + "\n"}
     if best is not None:

@@ -15,7 +15,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianSt
 from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.driver._trainable import FINAL_KEY
+from search.driver._trainable import FAILED_KEY, FINAL_KEY
 from search.space import Space
 from search._optuna import quiet_optuna
 
@@ -107,7 +107,7 @@ def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
         with quiet_optuna():
             sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
     with quiet_optuna():
-        searcher = OptunaSearch(
+        searcher = _Optuna(
             space=define,
             metric=metrics if multi else metrics[0],
             mode=modes if multi else modes[0],
@@ -117,9 +117,24 @@ def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
     return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent), num_samples
 
 
+class _Optuna(OptunaSearch):
+    """OptunaSearch that tells Optuna a trial ended with a failed final result (see
+    ``search.driver._trainable``) as failed: its NaN objective is not a value to learn from."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if not result.get(FAILED_KEY):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result is not None and result.get(FAILED_KEY):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
 class _FinishLastEpoch:
     """Never stop (or pause) a trial at its last epoch or on its final result: the trial ends there
     anyway, and stopping it would only lose its test metrics (and count it as stopped early).
+    A trial whose final result says it failed is dropped as a failed trial, not recorded.
 
     The scheduler is not asked at all there: MedianStoppingRule remembers every trial it decided
     to stop and fails an assertion when such a trial reports again; the last epoch's result still
@@ -131,6 +146,13 @@ class _FinishLastEpoch:
         if result.get(FINAL_KEY) or result.get("epoch", 0) >= self.epochs:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        # A failed final result carries no objective: the trial is dropped as after an error.
+        if result.get(FAILED_KEY):
+            super().on_trial_error(tune_controller, trial)  # type: ignore[misc]
+        else:
+            super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
 
 
 class _Asha(_FinishLastEpoch, AsyncHyperBandScheduler):

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from search.driver._callbacks import loss_types, trial_error
-from search.driver._trainable import FINAL_KEY
+from search.driver._trainable import FAILED_KEY, FINAL_KEY
 from search.space import Objective
 
 __all__ = ["TrialSummary", "best_config_yaml", "best_trial", "format_summary", "pareto_set", "summarize"]
@@ -41,7 +41,9 @@ def summarize(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[Tr
     for trial in trials:
         last = trial.last_result or {}
         state = _STATES.get(trial.status, "UNFINISHED")
-        if state == "STOPPED" and last.get(FINAL_KEY):
+        if state == "STOPPED" and last.get(FAILED_KEY):
+            state = "FAILED"
+        elif state == "STOPPED" and last.get(FINAL_KEY):
             state = "FINISHED"
         values = tuple(_number(last.get(o.metric)) for o in objectives)
         error = trial_error(trial)[0] if state == "FAILED" else None
@@ -141,10 +143,11 @@ def format_summary(
     title: str,
     pareto: Sequence[TrialSummary] = (),
     notes: Sequence[str] = (),
+    everything: str = "python -m search report",
 ) -> str:
     """The terminal summary: ``notes`` on how the search ended, best trials (losses, varied
-    parameters, objectives, epochs, state), the Pareto set with several objectives, and the
-    failed trials with their reasons."""
+    parameters, objectives, epochs, state; ``everything`` says where to see those not shown), the
+    Pareto set with several objectives, and the failed trials with their reasons."""
     counts: dict[str, int] = {}
     for s in summaries:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -160,6 +163,8 @@ def format_summary(
     ranked = _ranked(summaries, objectives[0])
     if ranked:
         lines += ["", f"best trials by {objectives[0].metric}:", *_table([header, *map(row, ranked[:_SHOWN_BEST])])]
+        if len(ranked) > _SHOWN_BEST:
+            lines.append(f"({len(ranked) - _SHOWN_BEST} more not shown; every trial: {everything})")
     if len(objectives) > 1 and pareto:
         lines += ["", "Pareto set (no finished trial is better in every objective):", *_table([header, *map(row, pareto)])]
     failed = [s for s in summaries if s.state == "FAILED"]

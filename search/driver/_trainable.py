@@ -6,33 +6,56 @@ report hands that directory to Tune as the trial's checkpoint, and a trial resta
 continues from it. The final metrics ``train`` returns (test/...) become one last result marked
 with ``FINAL_KEY``: the driver tells a trial that ended by itself from one the scheduler stopped
 by that mark.
+
+Tune retries every error of a trial alike (``FailureConfig.max_failures``). A failure that a retry
+would only repeat (``trainables.train.repeats_on_retry``: a diverged loss, a refused config) is
+therefore not raised: the trial ends with a final result marked ``FAILED_KEY`` that carries the
+error as data, and the driver's searcher, schedulers and callbacks treat it as a failed trial.
+What Tune still retries are the failures that may pass: a lost worker, an out-of-memory kill.
+The driver writes the traceback to ``error.txt`` in the trial's directory, where Tune keeps its own.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from trainables.train import CHECKPOINT_NAME
 
-__all__ = ["FINAL_KEY", "TrainFn", "make_trainable"]
+__all__ = ["ERROR_KEY", "FAILED_KEY", "FINAL_KEY", "TRACEBACK_KEY", "WARNINGS_KEY", "TrainFn", "make_trainable"]
 
 FINAL_KEY = "final"
+FAILED_KEY = "failed"  # in a final result: the trial failed in a way a retry would repeat
+ERROR_KEY = "error"  # "Type: message" of that failure
+TRACEBACK_KEY = "traceback"
+# Python warnings a trial raised since its previous result (the workers' own output is not echoed
+# on the driver's terminal at the default verbosity, so warnings travel as data).
+WARNINGS_KEY = "warnings"
+ERROR_FILE = "error.txt"  # a failed trial's traceback, in its directory (Tune's name for its own errors)
 TrainFn = Callable[..., Mapping[str, float]]
 
 
-def make_trainable(train_fn: TrainFn | None = None, *, workdir: str | None = None) -> Callable[[dict[str, Any]], dict]:
+def make_trainable(
+    train_fn: TrainFn | None = None, *, workdir: str | None = None, metrics: Sequence[str] = ()
+) -> Callable[[dict[str, Any]], dict]:
     """A function trainable running ``train_fn`` (default ``trainables.train.train``).
 
     ``workdir``: the directory trials run in (Tune switches each trial into its own result
     directory; relative data paths and downloads are meant relative to where the search started).
+    ``metrics``: the objectives; a failed trial's final result holds them as NaN, since Tune
+    requires every result to name the searcher's and the scheduler's metrics.
     """
 
     def losstune_trial(config: dict[str, Any]) -> dict[str, Any]:
         from ray import tune
+
+        from trainables.train import repeats_on_retry
 
         if workdir is not None and os.path.isdir(workdir):
             os.chdir(workdir)
@@ -47,10 +70,30 @@ def make_trainable(train_fn: TrainFn | None = None, *, workdir: str | None = Non
                     if os.path.exists(source):
                         shutil.copy2(source, os.path.join(work, CHECKPOINT_NAME))
 
-            def report(metrics: Mapping[str, float]) -> None:
-                tune.report(dict(metrics), checkpoint=tune.Checkpoint.from_directory(work))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")
+                told = 0
 
-            final = fn(config, report=report, checkpoint_dir=work)
-        return {**final, FINAL_KEY: 1}
+                def new_warnings() -> dict[str, list[str]]:
+                    nonlocal told
+                    fresh, told = caught[told:], len(caught)
+                    return {WARNINGS_KEY: [f"{w.category.__name__}: {w.message}" for w in fresh]} if fresh else {}
+
+                def report(metrics: Mapping[str, float]) -> None:
+                    result = {**metrics, **new_warnings()}
+                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(work))
+
+                try:
+                    final = fn(config, report=report, checkpoint_dir=work)
+                except Exception as error:
+                    if not repeats_on_retry(error):
+                        raise
+                    final = {
+                        **{name: math.nan for name in metrics},
+                        FAILED_KEY: 1,
+                        ERROR_KEY: f"{type(error).__name__}: {error}",
+                        TRACEBACK_KEY: traceback.format_exc(),
+                    }
+                return {**final, **new_warnings(), FINAL_KEY: 1}
 
     return losstune_trial

@@ -192,6 +192,7 @@ class MlflowServer:
     url: str
     port: int
     started_s: float  # seconds until /health answered
+    groups: Any  # the run's ProcessGroups (see tests/conftest.py)
 
     def tree(self) -> list[int]:
         """The server's process and all its descendants (from /proc)."""
@@ -220,10 +221,11 @@ class MlflowServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        self.groups.remove(self.process.pid)
         return self.process.returncode
 
 
-def start_server(store: Path, *, port: int | None = None, timeout: float = 90.0) -> MlflowServer:
+def start_server(store: Path, *, groups: Any, port: int | None = None, timeout: float = 90.0) -> MlflowServer:
     import subprocess
     import time
     import urllib.request
@@ -238,7 +240,8 @@ def start_server(store: Path, *, port: int | None = None, timeout: float = 90.0)
         start_new_session=True,
     )
     log.close()
-    server = MlflowServer(process, f"http://127.0.0.1:{port}", port, 0.0)
+    groups.add(process.pid, f"mlflow/serve on port {port}")
+    server = MlflowServer(process, f"http://127.0.0.1:{port}", port, 0.0, groups)
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
             text = (store.parent / f"serve-{port}.log").read_text(errors="replace")
@@ -255,12 +258,12 @@ def start_server(store: Path, *, port: int | None = None, timeout: float = 90.0)
 
 
 @pytest.fixture
-def serve():
+def serve(process_groups):
     """serve(store_dir, port=None) -> a started MlflowServer; stopped at the end of the test."""
     servers: list[MlflowServer] = []
 
     def start(store: Path, *, port: int | None = None) -> MlflowServer:
-        server = start_server(store, port=port)
+        server = start_server(store, port=port, groups=process_groups)
         servers.append(server)
         return server
 
@@ -270,8 +273,8 @@ def serve():
 
 
 @pytest.fixture(scope="module")
-def toy_server(toy_store: Path):
+def toy_server(toy_store: Path, process_groups):
     """``mlflow/serve`` on the toy store, shared by a module's tests (a start takes seconds)."""
-    server = start_server(toy_store)
+    server = start_server(toy_store, groups=process_groups)
     yield server
     server.stop()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -331,72 +333,102 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
 
 
 class FaultyTrain:
-    """``train`` with faults chosen by the trial config:
+    """``train`` with faults chosen by ``model.hidden``; every call is recorded in ``marks/calls``:
 
-    - model.hidden 17, lr 1e30: raises before training (every attempt);
-    - model.hidden 17, lr 0.02: fails once, right after reporting epoch 2 (a flaky trial);
-    - lr 1e30 otherwise: trains, and diverges (NaN) in epoch 1.
-    ``marks`` is a directory where the flaky trial records its failure and its restart.
+    - 16: warns, then trains normally;
+    - 17: trains with a learning rate of 1e30 and diverges (NaN) in epoch 1;
+    - 18: raises RuntimeError before training, every attempt;
+    - 19: raises RuntimeError once, right after reporting epoch 2 (a flaky trial);
+    - 20: its process is killed once, right after reporting epoch 2 (a lost worker);
+    - 21: raises ValueError before training (a config the model refuses).
     """
 
     def __init__(self, marks: Path) -> None:
         self.marks = marks
 
     def __call__(self, config, *, report, checkpoint_dir=None):
-        hidden, lr = config["model.hidden"], config["train.lr"]
-        if hidden == 17 and lr > 1:
+        hidden = config["model.hidden"]
+        with open(self.marks / "calls", "a") as f:
+            f.write(f"{hidden}\n")
+        if hidden == 17:
+            return train({**config, "train.lr": 1e30}, report=report, checkpoint_dir=checkpoint_dir)
+        if hidden == 18:
             raise RuntimeError("injected fault")
-        if hidden != 17:
+        if hidden == 21:
+            raise ValueError("injected config error")
+        if hidden == 16:
+            warnings.warn("injected warning", RuntimeWarning, stacklevel=1)
+        if hidden not in (19, 20):
             return train(config, report=report, checkpoint_dir=checkpoint_dir)
-        failed = self.marks / "failed"
+        failed = self.marks / f"failed-{hidden}"
         if failed.exists() and os.path.exists(os.path.join(checkpoint_dir, CHECKPOINT_NAME)):
-            (self.marks / "restarted_from_checkpoint").touch()
+            (self.marks / f"restarted-{hidden}").touch()
 
         def flaky_report(metrics):
             report(metrics)
             if metrics["epoch"] == 2 and not failed.exists():
                 failed.touch()
-                raise RuntimeError("injected flaky fault")
+                if hidden == 19:
+                    raise RuntimeError("injected flaky fault")
+                os.kill(os.getpid(), signal.SIGKILL)
 
         return train(config, report=flaky_report, checkpoint_dir=checkpoint_dir)
 
 
-def test_failed_trials_end_failed_and_a_flaky_trial_is_retried_from_its_checkpoint(ray_session, tmp_path: Path):
+def test_a_failure_that_would_repeat_is_not_retried_and_crashes_are_retried_from_their_checkpoint(
+    ray_session, tmp_path: Path, capsys
+):
     space_file = write_space(
         tmp_path,
         name="faults",
         heads=FIXED_HEADS,
-        hidden="{grid: [16, 17]}",
-        lr="{grid: [0.02, 1.0e30]}",
-        search="{sampler: grid, scheduler: none, max_concurrent: 2, max_failures: 1}",
+        hidden="{grid: [16, 17, 18, 19, 20, 21]}",
+        search="{sampler: grid, scheduler: asha, grace_period: 3, max_concurrent: 2, max_failures: 1}",
     )
     marks = tmp_path / "marks"
     marks.mkdir()
     outcome, client = search(tmp_path, space_file, train_fn=FaultyTrain(marks))
+    out = capsys.readouterr().out
 
     assert outcome.exit_code == 0  # the search finished; its failed trials are listed
-    by_config = {(t.config["model.hidden"], t.config["train.lr"]): t for t in outcome.trials}
-    assert {k: t.state for k, t in by_config.items()} == {
-        (16, 0.02): "FINISHED",
-        (16, 1e30): "FAILED",
-        (17, 0.02): "FINISHED",
-        (17, 1e30): "FAILED",
-    }
-    assert "TrainingDiverged" in by_config[16, 1e30].error and "finite" in by_config[16, 1e30].error
-    assert by_config[17, 1e30].error == "RuntimeError: injected fault"
-    assert (marks / "restarted_from_checkpoint").exists()
+    by_hidden = {t.config["model.hidden"]: t for t in outcome.trials}
+    states = {hidden: t.state for hidden, t in by_hidden.items()}
+    assert states == {16: "FINISHED", 17: "FAILED", 18: "FAILED", 19: "FINISHED", 20: "FINISHED", 21: "FAILED"}
+    assert by_hidden[17].error.startswith("TrainingDiverged: ") and "finite" in by_hidden[17].error
+    assert by_hidden[18].error == "RuntimeError: injected fault"
+    assert by_hidden[21].error == "ValueError: injected config error"
+    # A diverged loss and a refused config would fail the same way again: one attempt each. The
+    # error that may pass, the flaky error and the killed worker are retried (max_failures: 1).
+    calls = (marks / "calls").read_text().split()
+    assert {h: calls.count(str(h)) for h in range(16, 22)} == {16: 1, 17: 1, 18: 2, 19: 2, 20: 2, 21: 1}
+    assert (marks / "restarted-19").exists() and (marks / "restarted-20").exists()
+
+    # One line per failure on the terminal, naming the traceback file; never Tune's traceback.
+    for hidden in (17, 21):
+        trial_id = by_hidden[hidden].trial_id
+        (line,) = [line for line in out.splitlines() if line.startswith(f"[{trial_id}] FAILED")]
+        assert "(not retried: it would fail the same way)" in line
+        path = Path(line.split("full traceback: ")[1].split("  (")[0])
+        assert path.is_file() and "Traceback (most recent call last)" in path.read_text()
+    assert "Traceback" not in out
+    # A trial's warnings reach the terminal as lines of the driver.
+    assert f"[{by_hidden[16].trial_id}] warning: RuntimeWarning: injected warning" in out
 
     runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
-    assert len(runs) == 4
-    for trial in by_config.values():
+    assert len(runs) == 6
+    for hidden, trial in by_hidden.items():
         run = runs[trial.trial_id]
         if trial.state == "FAILED":
-            assert run.info.status == "FAILED"
+            assert run.info.status == "FAILED" and run.data.tags["losstune.state"] == "failed"
             assert run.data.tags["losstune.error"] == trial.error
+            error_txt = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path / trial.trial_id)))
+            assert 'File "' in error_txt.read_text() and trial.error.split(": ", 1)[1] in error_txt.read_text()
         else:
             assert run.info.status == "FINISHED"
             assert epochs_logged(client, run) == [1, 2, 3]  # a retried epoch is not logged twice
-    assert runs[by_config[17, 0.02].trial_id].data.tags["losstune.retries"] == "1"
+    assert {h: runs[by_hidden[h].trial_id].data.tags.get("losstune.retries") for h in (16, 17, 18, 19, 20, 21)} == {
+        16: None, 17: None, 18: "1", 19: "1", 20: "1", 21: None
+    }
 
 
 def test_a_search_whose_every_trial_fails_exits_1(ray_session, tmp_path: Path):
@@ -404,8 +436,7 @@ def test_a_search_whose_every_trial_fails_exits_1(ray_session, tmp_path: Path):
         tmp_path,
         name="doomed",
         heads=FIXED_HEADS,
-        hidden=17,
-        lr=1.0e30,
+        hidden=18,
         search="{num_samples: 1, sampler: random, scheduler: none, max_failures: 0}",
     )
     outcome, client = search(tmp_path, space_file, train_fn=FaultyTrain(tmp_path))

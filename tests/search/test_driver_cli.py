@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,41 +60,83 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _run_and_kill(command: list[str], *, after: str) -> str:
-    """Run ``command`` until a line contains ``after``, then SIGKILL it and everything it started."""
-    process = subprocess.Popen(
-        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    lines = []
-    # A driver that hangs without output is killed too, so the test fails instead of hanging.
-    watchdog = threading.Timer(180, os.killpg, (process.pid, signal.SIGKILL))
-    watchdog.start()
-    try:
-        for line in process.stdout:
+class Searches:
+    """``search run`` in child processes, each in a process group of its own (a driver and the Ray
+    it starts), registered with the run's ``process_groups`` until the group is gone."""
+
+    def __init__(self, groups) -> None:
+        self.groups = groups
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, command: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(
+            command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        self.groups.add(process.pid, " ".join(command))
+        self.started.append(process)
+        return process
+
+    def lines(self, process: subprocess.Popen, *, timeout: float = 180) -> Iterator[str]:
+        """The output lines; a driver still running after ``timeout`` s is killed (the test then fails)."""
+        watchdog = threading.Timer(timeout, self.kill, (process,))
+        watchdog.start()
+        try:
+            yield from process.stdout
+        finally:
+            watchdog.cancel()
+
+    def run(self, command: list[str], *, timeout: float = 240) -> tuple[int, str]:
+        """(exit status, output) of a whole run."""
+        process = self.start(command)
+        output = "".join(self.lines(process, timeout=timeout))
+        code = process.wait(timeout=60)
+        self.kill(process)  # whatever it left behind
+        return code, output
+
+    def run_and_kill(self, command: list[str], *, after: str) -> str:
+        """Run until a line contains ``after``, then SIGKILL the driver and everything it started."""
+        process = self.start(command)
+        lines = []
+        for line in self.lines(process):
             lines.append(line)
             if after in line:
                 break
-    finally:
-        watchdog.cancel()
-        os.killpg(process.pid, signal.SIGKILL)
+        self.kill(process)
+        output = "".join(lines)
+        assert after in output, output
+        assert process.returncode == -signal.SIGKILL
+        return output
+
+    def kill(self, process: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
-        process.stdout.close()
-    output = "".join(lines)
-    assert after in output, output
-    assert process.returncode == -signal.SIGKILL
-    return output
+        self.groups.remove(process.pid)
+
+    def close(self) -> None:
+        for process in self.started:
+            self.kill(process)
+            process.stdout.close()
 
 
-def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_path: Path):
+@pytest.fixture
+def searches(process_groups) -> Iterator[Searches]:
+    started = Searches(process_groups)
+    yield started
+    started.close()
+
+
+def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_path: Path, searches):
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
 
     # Killed once a trial finished, then again, resumed, once the next trial finished.
-    _run_and_kill(command, after=" done after ")
+    searches.run_and_kill(command, after=" done after ")
     client = MlflowClient(uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
     assert any(r.info.status == "RUNNING" for r in client.search_runs([experiment.experiment_id]))
-    output = _run_and_kill(command, after=" done after ")
+    output = searches.run_and_kill(command, after=" done after ")
     assert "Resuming unfinished search 'tiny'" in output
     # A kill while Tune copies its state into the run directory leaves a file cut off; make sure
     # this run meets that case (the copy losstune keeps must put it back).
@@ -101,9 +145,8 @@ def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trial
     searcher_state.write_bytes(b"")
 
     # The same command again finds the unfinished search and resumes it.
-    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
-    output = second.stdout + second.stderr
-    assert second.returncode == 0, output
+    code, output = searches.run(command)
+    assert code == 0, output
     assert "it was put back from losstune's copy" in output
     assert "Resuming unfinished search 'tiny'" in output
     assert "trials: 6 finished" in output, output[-4000:]
@@ -126,43 +169,36 @@ def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trial
         assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
 
     # A finished search is not run again by accident.
-    again = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "already finished" in again.stderr
+    code, output = searches.run(command, timeout=120)
+    assert code == 2 and "already finished" in output
 
 
-def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Path):
+def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Path, searches):
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
 
-    first = subprocess.Popen(
-        command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
+    first = searches.start(command)
     lines = []
     interrupted = False
-    watchdog = threading.Timer(180, os.killpg, (first.pid, signal.SIGKILL))
-    watchdog.start()
-    try:
-        for line in first.stdout:
-            lines.append(line)
-            if " epoch 1/3 " in line and not interrupted:
-                # Ctrl-C in a terminal: SIGINT to the whole foreground process group, once.
-                os.killpg(first.pid, signal.SIGINT)
-                interrupted = True
-            if line.startswith("Resume it with:"):
-                break
-        first.wait(timeout=60)
-    finally:
-        watchdog.cancel()
-        with contextlib.suppress(ProcessLookupError):  # whatever Ray left behind
-            os.killpg(first.pid, signal.SIGKILL)
-        first.wait(timeout=30)
-        first.stdout.close()
+    for line in searches.lines(first):
+        lines.append(line)
+        if " epoch 1/3 " in line and not interrupted:
+            # Ctrl-C in a terminal: SIGINT to the whole foreground process group, once.
+            os.killpg(first.pid, signal.SIGINT)
+            interrupted = True
+        if line.startswith("Resume it with:"):
+            break
+    first.wait(timeout=60)
+    searches.kill(first)  # whatever Ray left behind
     output = "".join(lines)
     assert first.returncode == 130, output
     storage = tmp_path / "runs"
     assert f"Resume it with: python -m search run {SPACE} --resume --storage {storage}" in output, output
-    # At --verbose 0 Tune prints nothing of its own: no banner, no TensorBoard hint.
+    # At --verbose 0 Tune prints nothing of its own: no banner, no TensorBoard hint, no restore
+    # hint beside ours; nor Ray its token banner, nor a worker its exit traceback.
     assert "Configuration for experiment" not in output and "TensorBoard" not in output, output
+    for noise in ("Tuner.restore", "Token authentication", "Traceback", "SystemExit", "Creating initial MLflow"):
+        assert noise not in output, output
 
     client = MlflowClient(uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
@@ -176,11 +212,12 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
         assert run.info.status == "KILLED" and run.data.tags["losstune.state"] == "interrupted"
 
     # The same command again resumes the search and completes it, each trial in one run.
-    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=240)
-    output = second.stdout + second.stderr
-    assert second.returncode == 0, output
+    code, output = searches.run(command)
+    assert code == 0, output
     assert "Resuming unfinished search 'tiny'" in output and "trials: 6 finished" in output, output[-4000:]
     assert "Configuration for experiment" not in output, output
+    for noise in ("Failed to fetch metrics", "UserWarning", "Token authentication", "Traceback"):
+        assert noise not in output, output
     runs = client.search_runs([experiment.experiment_id])
     (parent,) = [r for r in runs if r.data.tags["losstune.role"] == "search"]
     assert parent.info.status == "FINISHED"
@@ -191,3 +228,59 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
         assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
+
+
+DIVERGING = """\
+name: diverging
+data: {kind: digits, val_fraction: 0.2, limit: 300, labels: measured}
+model: {kind: mlp, hidden: 16}
+train: {epochs: 2, batch_size: 64, lr: {grid: [0.02, 1.0e30]}}
+objective: {metric: val/acc_mean, mode: max}
+search: {sampler: grid, scheduler: none, max_concurrent: 2, max_failures: 2}
+resources: {cpu: 1}
+"""
+
+
+def test_a_diverging_trial_prints_one_line_is_not_retried_and_keeps_its_traceback(tmp_path: Path, searches):
+    space = tmp_path / "diverging.yaml"
+    space.write_text(DIVERGING)
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    code, output = searches.run(_cli(space, tmp_path, uri, "--num-cpus", "2"))
+    assert code == 0, output
+    failed = [line for line in output.splitlines() if "TrainingDiverged" in line]
+    # One line while it runs, one in the summary's list of failed trials; no traceback, no retry.
+    assert len(failed) == 2, output
+    assert "FAILED: TrainingDiverged: " in failed[0] and "(not retried: it would fail the same way)" in failed[0]
+    for noise in ("Traceback", "retry", "Trial task failed", "Token authentication", "Trials did not complete"):
+        assert noise not in output, output
+    traceback_file = Path(failed[0].split("full traceback: ")[1].split("  (")[0])
+    assert "Traceback (most recent call last)" in traceback_file.read_text()
+    assert traceback_file.is_relative_to(tmp_path / "runs" / "diverging")
+
+
+def test_the_dashboard_starts_on_loopback_and_answers_during_the_search(tmp_path: Path, searches):
+    space = tmp_path / "dash.yaml"
+    space.write_text(DIVERGING.replace("diverging", "dash").replace("1.0e30", "0.03").replace("epochs: 2", "epochs: 4"))
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    process = searches.start(_cli(space, tmp_path, uri, "--num-cpus", "2", "--dashboard"))
+    answered = None
+    lines = []
+    for line in searches.lines(process, timeout=240):
+        lines.append(line)
+        if line.startswith("Ray dashboard: ") and answered is None:
+            url = line.split(": ", 1)[1].strip()
+            assert url.startswith("http://127.0.0.1:"), line
+            with urllib.request.urlopen(url, timeout=30) as response:
+                answered = response.status
+    assert process.wait(timeout=60) == 0, "".join(lines)
+    assert answered == 200, "".join(lines)
+    assert "aiohttp_cors" not in "".join(lines)
+
+
+def test_dashboard_without_its_packages_exits_2_before_ray_starts(no_ray, monkeypatch, tmp_path: Path, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp_cors" else real(name, *a))
+    assert main(["run", str(SPACE), "--dashboard", "--storage", str(tmp_path / "runs")]) == 2
+    assert "--dashboard needs Ray's dashboard packages (pip install 'losstune[cluster]'" in capsys.readouterr().err

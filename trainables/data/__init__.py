@@ -6,7 +6,7 @@ generation live in ``trainables.data.vimh``.
 """
 
 from ._batching import iterate_batches
-from ._registry import DATASETS, DatasetKind, describe_dataset, load_dataset
+from ._registry import DATASETS, DatasetKind, describe_dataset, load_dataset, prepare_dataset
 from ._split import stratified_choice
 from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset, Split
 from ._vimh_synth import DEFAULT_VIMH_PATH
@@ -23,5 +23,6 @@ __all__ = [
     "describe_dataset",
     "iterate_batches",
     "load_dataset",
+    "prepare_dataset",
     "stratified_choice",
 ]

@@ -8,19 +8,24 @@ from dataclasses import dataclass
 from ._cifar import describe_cifar, load_cifar
 from ._digits_mnist import describe_digits, load_digits_dataset, load_mnist_dataset
 from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset
-from ._vimh_dataset import describe_vimh, load_vimh
+from ._vimh_dataset import describe_vimh, load_vimh, prepare_vimh
+
+
+Progress = Callable[[int, int], None]  # (done, total) of a long preparation
 
 
 @dataclass(frozen=True)
 class DatasetKind:
-    """How to load a kind and how to describe its heads cheaply (no generation, no full read)."""
+    """How to load a kind and how to describe its heads cheaply (no generation, no full read);
+    ``prepare``: a kind that builds its files on first use does it there, reporting progress."""
 
     load: Callable[[DataSpec], MultiheadDataset]
     describe: Callable[[DataSpec], dict[str, HeadInfo]]
+    prepare: Callable[[DataSpec, Progress | None], None] | None = None
 
 
 DATASETS: dict[str, DatasetKind] = {
-    "vimh": DatasetKind(load=load_vimh, describe=describe_vimh),
+    "vimh": DatasetKind(load=load_vimh, describe=describe_vimh, prepare=prepare_vimh),
     "digits": DatasetKind(load=load_digits_dataset, describe=describe_digits),
     "mnist": DatasetKind(load=load_mnist_dataset, describe=describe_digits),
     "cifar10": DatasetKind(load=load_cifar, describe=describe_cifar),
@@ -34,8 +39,18 @@ def _kind(spec: DataSpec) -> DatasetKind:
         raise DataError(f"data.kind must be one of {sorted(DATASETS)}, but got {spec.kind!r}") from None
 
 
-def load_dataset(spec: DataSpec) -> MultiheadDataset:
-    """Load ``spec`` into memory: train / val (carved from training data) / test splits plus heads."""
+def prepare_dataset(spec: DataSpec, *, progress: Progress | None = None) -> None:
+    """Build the files of a data set generated on first use, reporting ``progress(done, total)``;
+    nothing for other kinds or when the files are there."""
+    kind = _kind(spec)
+    if kind.prepare is not None:
+        kind.prepare(spec, progress)
+
+
+def load_dataset(spec: DataSpec, *, progress: Progress | None = None) -> MultiheadDataset:
+    """Load ``spec`` into memory: train / val (carved from training data) / test splits plus heads.
+    A data set generated on first use reports its progress to ``progress(done, total)``."""
+    prepare_dataset(spec, progress=progress)
     return _kind(spec).load(spec)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ._split import assemble, plan_splits
@@ -38,6 +39,13 @@ def describe_vimh(spec: DataSpec) -> dict[str, HeadInfo]:
         raise _missing(path)
     check_complete(path)
     return read_vimh_info(path).heads()
+
+
+def prepare_vimh(spec: DataSpec, progress: Callable[[int, int], None] | None) -> None:
+    """Generate the embedded default data set if it is not there yet, reporting (done, total) sounds."""
+    path, is_default = _directory(spec)
+    if is_default:
+        ensure_default_vimh(path, progress=progress)
 
 
 def load_vimh(spec: DataSpec) -> MultiheadDataset:

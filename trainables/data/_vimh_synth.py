@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,13 +184,23 @@ def render(values: dict[str, np.ndarray], *, size: tuple[int, int]) -> tuple[np.
 
 
 def progress_bar(stream: TextIO, *, label: str = "generating", width: int = 30) -> Callable[[int, int], None]:
-    """A minimal text progress bar on ``stream``: call it with (done, total)."""
+    """A minimal text progress display on ``stream``: call it with (done, total). A terminal gets
+    a bar redrawn in place; a pipe or a log file a line at every tenth done."""
+    interactive = stream.isatty()
+    shown = -1  # tenths already written (pipe or file)
+
     def update(done: int, total: int) -> None:
-        filled = width * done // total
-        stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done >= total:
-            stream.write("\n")
+        nonlocal shown
+        if interactive:
+            filled = width * done // total
+            stream.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done >= total:
+                stream.write("\n")
+        elif 10 * done // total > shown:
+            shown = 10 * done // total
+            stream.write(f"{label}: {done}/{total}\n")
         stream.flush()
+
     return update
 
 
@@ -285,8 +294,6 @@ def ensure_default_vimh(path: Path | str = DEFAULT_VIMH_PATH, *, samples: int = 
     if target.exists():
         check_complete(target)
         return target
-    if progress is None and sys.stderr.isatty():
-        progress = progress_bar(sys.stderr, label=f"generating {target}")
 
     def build(scratch: Path) -> None:
         generate_vimh(scratch, samples=samples, seed=DEFAULT_VIMH_SEED, params=DEFAULT_VIMH_PARAMS,

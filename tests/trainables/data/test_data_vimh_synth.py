@@ -1,4 +1,5 @@
 import functools
+import io
 import os
 
 import numpy as np
@@ -8,7 +9,7 @@ import trainables.data._vimh_dataset as vimh_dataset
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, describe_dataset, load_dataset
 from trainables.data._vimh_synth import materialise
 from trainables.data.vimh import (INFO_FILE, SPLIT_FILES, ensure_default_vimh, generate_vimh, main,
-                                  read_vimh_batch, read_vimh_info, render)
+                                  progress_bar, read_vimh_batch, read_vimh_info, render)
 
 FILES = (*SPLIT_FILES, INFO_FILE)
 
@@ -124,3 +125,32 @@ def test_losing_a_race_keeps_the_winners_data(tmp_path):
     materialise(target, build)
     assert _bytes(target) == _bytes(generate_vimh(tmp_path / "seed2", samples=4, seed=2))
     assert sorted(p.name for p in target.parent.iterdir()) == ["vimh-default"]  # our scratch dir is gone
+
+
+def test_generating_the_default_reports_progress_to_the_caller(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(vimh_dataset, "ensure_default_vimh", functools.partial(ensure_default_vimh, samples=30))
+    calls = []
+    load_dataset(DataSpec(), progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1] == (30, 30) and all(total == 30 for _, total in calls)
+    calls.clear()
+    load_dataset(DataSpec(), progress=lambda done, total: calls.append((done, total)))
+    assert calls == []  # there already: nothing generated, nothing reported
+
+
+def test_progress_in_a_pipe_is_a_line_per_tenth_and_on_a_terminal_a_bar():
+    class Pipe(io.StringIO):
+        def isatty(self) -> bool:
+            return False
+
+    class Terminal(Pipe):
+        def isatty(self) -> bool:
+            return True
+
+    pipe, terminal = Pipe(), Terminal()
+    for stream in (pipe, terminal):
+        update = progress_bar(stream, label="generating x", width=10)
+        for done in range(0, 101, 5):
+            update(done, 100)
+    assert pipe.getvalue().splitlines() == [f"generating x: {d}/100" for d in range(0, 101, 10)]
+    assert terminal.getvalue().count("\r") == 21 and terminal.getvalue().endswith("[##########] 100/100\n")
