@@ -51,7 +51,7 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 TRIALS: dict[str, dict[str, Any]] = {
     "short": {
         "data.kind": "digits", "data.val_fraction": 0.15,
-        "model.kind": "mlp", "model.hidden": 32, "model.dropout": 0.0,
+        "model.kind": "mlp", "model.mlp.hidden": 32, "model.mlp.dropout": 0.0,
         "train.epochs": 3, "train.batch_size": 64, "train.lr": 3e-3, "train.patience": 4,
         "heads.digit.loss": "ce", "heads.thickness.loss": "ce", "heads.smoothness.loss": "ce",
         "objective.metric": "val/acc_mean", "objective.mode": "max",
@@ -59,7 +59,7 @@ TRIALS: dict[str, dict[str, Any]] = {
     "long": {
         "data.kind": "vimh", "data.path": str(ROOT / "data" / "vimh-default"), "data.limit": 3000,
         "data.val_fraction": 0.1,
-        "model.kind": "simple_cnn", "model.hidden": 64, "model.dropout": 0.1,
+        "model.kind": "simple_cnn", "model.simple_cnn.hidden": 64, "model.simple_cnn.dropout": 0.1,
         "train.epochs": 1, "train.batch_size": 64, "train.lr": 1e-3, "train.grad_clip": 1.0, "train.patience": 3,
         "heads.note_number.loss": "ce", "heads.note_velocity.loss": "ce", "heads.filter_cutoff.loss": "ce",
         "objective.metric": "val/mae_norm_mean", "objective.mode": "min",

@@ -42,7 +42,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # for _common when loa
 from _common import ROOT, figure, machine, print_ratios, write  # noqa: E402
 import trainables.train as train_module  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
-from trainables.data import DataSpec, load_dataset  # noqa: E402
+from trainables.data import load_dataset  # noqa: E402
 from trainables.losses import MultiHeadLoss, build_loss  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 
@@ -56,7 +56,7 @@ TARGET = 0.95
 CASES: dict[str, dict[str, Any]] = {
     "digits_mlp": {
         "data.kind": "digits", "data.val_fraction": 0.15,
-        "model.kind": "mlp", "model.hidden": 64, "model.dropout": 0.1,
+        "model.kind": "mlp", "model.mlp.hidden": 64, "model.mlp.dropout": 0.1,
         "train.batch_size": 32, "train.lr": 3e-3, "train.weight_decay": 1e-4, "train.grad_clip": 0.0,
         "heads.digit.loss": "ce", "heads.thickness.loss": "ce", "heads.smoothness.loss": "ce",
         "heads.thickness.weight": 0.5, "heads.smoothness.weight": 0.5,
@@ -66,7 +66,7 @@ CASES: dict[str, dict[str, Any]] = {
         # the default VIMH set, generated on first use
         "data.kind": "vimh", "data.path": str(ROOT / "data" / "vimh-default"), "data.limit": 1000,
         "data.val_fraction": 0.1,
-        "model.kind": "simple_cnn", "model.hidden": 64, "model.dropout": 0.1,
+        "model.kind": "simple_cnn", "model.simple_cnn.hidden": 64, "model.simple_cnn.dropout": 0.1,
         "train.batch_size": 64, "train.lr": 1e-3, "train.grad_clip": 1.0,
         "heads.note_number.loss": "ce", "heads.note_velocity.loss": "ce", "heads.filter_cutoff.loss": "ce",
         "heads.note_number.weight": 1.5,
@@ -131,14 +131,12 @@ def baseline(config: dict[str, Any], *, losses: str = "ce") -> list[dict[str, fl
     tc = cfg.train
     torch.set_num_threads(THREADS)
     torch.manual_seed(tc.seed)
-    data = load_dataset(DataSpec(kind=cfg.data.kind, path=cfg.data.path, val_fraction=cfg.data.val_fraction,
-                                 limit=cfg.data.limit, labels=cfg.data.labels, seed=cfg.data.seed))
+    data = load_dataset(cfg.data)
     x_train = data.train.images.float().div_(255.0) if data.train.images.dtype == torch.uint8 else data.train.images
     x_val = data.val.images.float().div_(255.0) if data.val.images.dtype == torch.uint8 else data.val.images
     heads = {name: data.heads[name].num_classes for name in cfg.heads}
     weights = {name: head.weight for name, head in cfg.heads.items()}
-    model = build_model(cfg.model.kind, input_shape=data.input_shape, head_outputs=heads,
-                        hidden=cfg.model.hidden, dropout=cfg.model.dropout)
+    model = build_model(cfg.model.kind, input_shape=data.input_shape, head_outputs=heads, **cfg.model.params)
     criterion = MultiHeadLoss(losses={h: build_loss("ce", num_classes=c) for h, c in heads.items()}, weights=weights)
     for loss in criterion.losses.values():
         loss.check_targets = False  # as train() does after checking the labels once

@@ -10,17 +10,16 @@ import argparse
 import importlib
 import importlib.util
 import os
-import signal
 import sys
 from collections.abc import Sequence
+
+from search import exit_codes
 
 __all__ = ["main"]
 
 # Modules search/commands/<name>.py; each imports its heavy dependencies inside run(), so
 # `--help` and `validate` do not pay for importing Ray.
 COMMANDS = ("validate", "train", "run", "report")
-EXIT_INTERRUPTED = 130
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`validate ... | head`): stop quietly, as Unix tools do. Python
         # would otherwise complain again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        return exit_codes.BROKEN_PIPE
 
 
 if __name__ == "__main__":

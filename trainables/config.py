@@ -1,216 +1,284 @@
-"""Trial configuration: typed dataclasses <-> the flat, JSON-safe dict that Ray, Optuna and MLflow see.
+"""The trial schema: every section of a trial and its fields, stated once, and the flat form of it.
 
-Flat keys are ``<section>.<field>`` (``train.lr``), ``heads.<head>.loss``, ``heads.<head>.weight``,
-``heads.<head>.<loss>.<param>`` (loss parameters namespaced by the chosen loss, so one flat name never
-carries two distributions), and the top-level ``energy_weight``.
+A section is a frozen dataclass; each field's annotation gives its type and, in ``Annotated``, a
+``trainables.settings.Rule`` (bounds, members, searchable) or a ``trainables.switches.Switch``
+(a named choice whose options bring their own parameters, kept in the section's ``params``).
+``SECTIONS`` lists the sections by name and ``LAYOUT`` the order a trial's settings come in;
+a plugin adds a section with ``register_section``. The search-space validator walks the same
+classes, so a new setting, section or switch option needs no change there.
+
+``TrialConfig.from_flat`` / ``to_flat`` convert between the typed config and the flat, JSON-safe
+mapping of ``trainables.flat_keys``, generically over the sections.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from trainables.data import DATASETS, DataSpec
-from trainables.losses import LOSSES, loss_parameters
-from trainables.models import MODELS
+from trainables.data import DataSpec
+from trainables.flat_keys import HEADS, FlatKey, FlatKeyError
+from trainables.losses import LOSS
+from trainables.models import MODEL
+from trainables.settings import Rule, SettingError, check_fields
+from trainables.switches import switch_field
 
 __all__ = [
-    "DataConfig",
+    "LAYOUT",
+    "SECTIONS",
     "EnergyConfig",
     "HeadConfig",
     "ModelConfig",
     "ObjectiveConfig",
     "TrainConfig",
     "TrialConfig",
+    "check_section",
+    "is_switch_key",
+    "register_section",
+    "section_fields",
 ]
 
 
-def _require(ok: bool, rule: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"{rule}, but got {value!r}")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    kind: str = "vimh"
-    path: str | None = None
-    val_fraction: float = 0.1
-    limit: int | None = None
-    labels: str = "measured"
-    # Seeds the validation carve-out, the limit subset and the label cuts: apart from train.seed, so
-    # trials with different training seeds are scored on the same validation samples.
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _require(self.kind in DATASETS, f"data.kind must be one of {sorted(DATASETS)}", self.kind)
-        DataSpec(**dataclasses.asdict(self))  # the data package owns the rules (DataError is a ValueError)
+def check_section(instance: Any, section: str) -> None:
+    """Check (and convert) a section's fields and its switch's option and parameters; a section
+    class calls it from ``__post_init__``. Errors name ``<section>.<field>``."""
+    check_fields(instance, section)
+    found = switch_field(type(instance))
+    if found is not None:
+        name, switch = found
+        prefix = f"{section}." if section else ""
+        option = switch.check_option(f"{prefix}{name}", getattr(instance, name))
+        object.__setattr__(instance, "params", switch.check(option, instance.params, prefix=prefix))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "simple_cnn"
-    hidden: int = 128
-    dropout: float = 0.25
+    """The model: a kind (``simple_cnn``, ``mlp``, ...) and that kind's own parameters, read from
+    its constructor's signature (``hidden``, ``dropout``, ...)."""
+
+    # Fixed on purpose, like the data set: the model kind defines the problem being compared.
+    kind: Annotated[str, MODEL] = "simple_cnn"
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.kind in MODELS, f"model.kind must be one of {sorted(MODELS)}", self.kind)
-        _require(self.hidden >= 1, "model.hidden must be >= 1", self.hidden)
-        _require(0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)", self.dropout)
+        check_section(self, "model")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
-    patience: int = 5  # epochs without improvement of the objective before stopping
-    seed: int = 0
-    threads: int | None = None  # None leaves torch's default
+    # epochs and patience are the budget a scheduler divides; seed, threads, amp and device make a
+    # trial reproducible on given hardware: none of them is searched.
+    epochs: Annotated[int, Rule(minimum=1, maximum=100_000)] = 20
+    batch_size: Annotated[int, Rule(minimum=1, maximum=1 << 20, searchable=True)] = 128
+    lr: Annotated[float, Rule(minimum=0.0, min_open=True, searchable=True)] = 2e-3
+    weight_decay: Annotated[float, Rule(minimum=0.0, searchable=True)] = 0.0
+    grad_clip: Annotated[float, Rule(minimum=0.0, searchable=True)] = 0.0  # max gradient norm; 0: off
+    patience: Annotated[int, Rule(minimum=1, maximum=100_000)] = 5  # epochs without improvement
+    seed: Annotated[int, Rule(minimum=0)] = 0
+    threads: Annotated[int | None, Rule(minimum=1, maximum=1024)] = None  # None: torch's default
     amp: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs must be >= 1", self.epochs)
-        _require(self.batch_size >= 1, "train.batch_size must be >= 1", self.batch_size)
-        _require(math.isfinite(self.lr) and self.lr > 0, "train.lr must be finite and > 0", self.lr)
-        _require(self.weight_decay >= 0, "train.weight_decay must be >= 0", self.weight_decay)
-        _require(self.grad_clip >= 0, "train.grad_clip must be >= 0", self.grad_clip)
-        _require(self.patience >= 1, "train.patience must be >= 1", self.patience)
-        _require(self.threads is None or self.threads >= 1, "train.threads must be None or >= 1", self.threads)
-        _require(self.device in ("auto", "cpu", "cuda"), "train.device must be one of ['auto', 'cpu', 'cuda']", self.device)
+        check_section(self, "train")
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    loss: str = "ce"
-    weight: float = 1.0
-    params: Mapping[str, Any] = field(default_factory=dict)  # the chosen loss's tunable parameters
+    """One head: its weight in the total loss and its loss (a switch) with that loss's parameters."""
+
+    weight: Annotated[float, Rule(minimum=0.0, searchable=True)] = 1.0
+    loss: Annotated[str, LOSS] = "ce"
+    params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(self.loss in LOSSES, f"loss must be one of {sorted(LOSSES)}", self.loss)
-        _require(self.weight >= 0, "head weight must be >= 0", self.weight)
-        allowed = loss_parameters(self.loss)
-        for name in self.params:
-            _require(name in allowed, f"parameters of loss {self.loss!r} are {sorted(allowed)}", name)
-        # build_loss wants tuples where JSON gives lists (focal alpha).
-        object.__setattr__(
-            self, "params", {k: tuple(v) if isinstance(v, list) else v for k, v in self.params.items()}
-        )
+        check_section(self, "")  # keys relative to the head: weight, ordinal.alpha
 
 
 @dataclass(frozen=True)
 class EnergyConfig:
-    p: int = 1
+    p: Annotated[int, Rule(minimum=1, maximum=16, searchable=True)] = 1  # the activation norm
 
     def __post_init__(self) -> None:
-        _require(self.p >= 1, "energy.p must be >= 1", self.p)
+        check_section(self, "energy")
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
+    """The metric that picks a trial's best epoch and stops it early (the driver's first objective)."""
+
     metric: str = "val/acc_mean"
     mode: Literal["min", "max"] = "max"
 
     def __post_init__(self) -> None:
-        _require(self.mode in ("min", "max"), "objective.mode must be one of ['min', 'max']", self.mode)
+        check_section(self, "objective")
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrialConfig:
-    heads: Mapping[str, HeadConfig]
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    energy_weight: float = 0.0  # 0 disables the energy term
-    energy: EnergyConfig = field(default_factory=EnergyConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-
-    def __post_init__(self) -> None:
-        _require(bool(self.heads), "heads must name at least one head", dict(self.heads))
-        for name in self.heads:
-            _require(bool(name) and "." not in name, "head names must be non-empty and contain no '.'", name)
-        _require(self.energy_weight >= 0, "energy_weight must be >= 0", self.energy_weight)
-
-    @classmethod
-    def from_flat(cls, flat: Mapping[str, Any]) -> TrialConfig:
-        """Parse a flat trial config; missing keys take their defaults, unknown keys raise ValueError."""
-        sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-        heads: dict[str, dict[str, Any]] = {}
-        head_params: dict[str, dict[str, tuple[str, Any]]] = {}
-        top: dict[str, Any] = {}
-        for key, value in flat.items():
-            parts = key.split(".")
-            if parts[0] == "heads" and len(parts) == 3 and parts[2] in ("loss", "weight"):
-                heads.setdefault(parts[1], {})[parts[2]] = _coerce(key, value, _HEAD_TYPES[parts[2]])
-            elif parts[0] == "heads" and len(parts) == 4:
-                head_params.setdefault(parts[1], {})[parts[3]] = (parts[2], value)
-            elif len(parts) == 2 and parts[1] in _FIELD_TYPES.get(parts[0], {}):
-                sections[parts[0]][parts[1]] = _coerce(key, value, _FIELD_TYPES[parts[0]][parts[1]])
-            elif key == "energy_weight":
-                top[key] = _coerce(key, value, float)
-            else:
-                raise ValueError(f"trial config keys must be known settings, but got unknown key {key!r}")
-        for head in [*heads, *(h for h in head_params if h not in heads)]:
-            chosen = heads.setdefault(head, {}).get("loss", HeadConfig.loss)
-            _require(chosen in LOSSES, f"heads.{head}.loss must be one of {sorted(LOSSES)}", chosen)
-            params = head_params.get(head, {})
-            for param, (loss, _) in params.items():
-                key = f"heads.{head}.{loss}.{param}"
-                _require(loss == chosen, f"{key} must name the chosen loss heads.{head}.loss={chosen!r}", loss)
-                allowed = sorted(loss_parameters(chosen))
-                _require(param in allowed, f"loss parameter keys must be heads.{head}.{chosen}.<one of {allowed}>", key)
-            heads[head]["params"] = {param: value for param, (_, value) in params.items()}
-        return cls(
-            heads={name: HeadConfig(**head) for name, head in heads.items()},
-            **{name: kind(**sections[name]) for name, kind in _SECTIONS.items()},
-            **top,
-        )
-
-    def to_flat(self) -> dict[str, Any]:
-        """The complete flat dict (every setting, defaults included), JSON-safe."""
-        flat: dict[str, Any] = {}
-        for name in _SECTIONS:
-            for key, value in dataclasses.asdict(getattr(self, name)).items():
-                flat[f"{name}.{key}"] = value
-        for head, cfg in self.heads.items():
-            flat[f"heads.{head}.loss"] = cfg.loss
-            flat[f"heads.{head}.weight"] = cfg.weight
-            for param, value in cfg.params.items():
-                flat[f"heads.{head}.{cfg.loss}.{param}"] = list(value) if isinstance(value, tuple) else value
-        flat["energy_weight"] = self.energy_weight
-        return flat
-
-
-_SECTIONS: dict[str, type] = {
-    "data": DataConfig,
+SECTIONS: dict[str, type] = {
+    "data": DataSpec,
     "model": ModelConfig,
     "train": TrainConfig,
     "energy": EnergyConfig,
     "objective": ObjectiveConfig,
 }
-_FIELD_TYPES: dict[str, dict[str, Any]] = {name: typing.get_type_hints(kind) for name, kind in _SECTIONS.items()}
-_HEAD_TYPES: dict[str, Any] = {"loss": str, "weight": float}
+# The order of a trial's settings: sections, the heads and the top-level fields of TrialConfig.
+# It is the order a search suggests them in, so it is part of what a seed reproduces.
+LAYOUT: list[str] = ["data", "model", "train", HEADS, "energy_weight", "energy", "objective"]
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field annotation (int, float, bool, str, Literal, X | None);
-    ints are accepted for floats, bools never for numbers."""
-    args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is Literal:
-        _require(value in args, f"{key} must be one of {list(args)}", value)
-        return value
-    if type(None) in args:
-        if value is None:
-            return None
-        (annotation,) = (a for a in args if a is not type(None))
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    wrong_bool = isinstance(value, bool) and annotation is not bool
-    _require(isinstance(value, annotation) and not wrong_bool, f"{key} must be {annotation.__name__}", value)
-    return value
+def register_section(name: str, cls: type) -> None:
+    """Add a section (a frozen dataclass, with at most one switch field) to every trial."""
+    if name in SECTIONS and SECTIONS[name] is not cls or name in (HEADS, "energy_weight"):
+        raise ValueError(f"a new section name, but got {name!r}, which is taken")
+    SECTIONS[name] = cls
+    if name not in LAYOUT:
+        LAYOUT.append(name)
+
+
+def section_fields(cls: type) -> list[str]:
+    """The settings of a section class (its switch's ``params`` excluded)."""
+    return [f.name for f in dataclasses.fields(cls) if f.name != "params"]
+
+
+def is_switch_key(key: str) -> bool:
+    """Whether flat key ``key`` is a switch's choice (``heads.<head>.loss``, ``model.kind``);
+    False for other keys and for strings that are not flat keys."""
+    try:
+        parsed = FlatKey.parse(key)
+    except FlatKeyError:
+        return False
+    cls = HeadConfig if parsed.head is not None else SECTIONS.get(parsed.section[0]) if parsed.section else None
+    found = switch_field(cls) if cls is not None else None
+    return found is not None and parsed.option is None and parsed.name == found[0]
+
+
+def _section(name: str) -> property:
+    return property(lambda self: self.sections[name], doc=f"The trial's `{name}` section.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialConfig:
+    heads: Mapping[str, HeadConfig]
+    sections: Mapping[str, Any] = field(default_factory=dict)  # name -> section; missing: defaults
+    energy_weight: Annotated[float, Rule(minimum=0.0, searchable=True)] = 0.0  # 0 disables the energy term
+
+    def __post_init__(self) -> None:
+        if not self.heads:
+            raise SettingError(HEADS, "at least one head", dict(self.heads))
+        for name in self.heads:
+            if not name or "." in name:
+                raise SettingError(HEADS, "head names without '.'", name)
+        unknown = [name for name in self.sections if name not in SECTIONS]
+        if unknown:
+            raise SettingError(unknown[0], f"a section of a trial (one of: {', '.join(SECTIONS)})", unknown[0])
+        object.__setattr__(self, "sections", {name: self.sections.get(name) or cls() for name, cls in SECTIONS.items()})
+        check_fields(self, "")
+
+    # The sections every trial has.
+    data = _section("data")
+    model = _section("model")
+    train = _section("train")
+    energy = _section("energy")
+    objective = _section("objective")
+
+    def plugin_sections(self) -> Iterator[tuple[str, Any]]:
+        """(name, section) of the sections plugins registered."""
+        return ((name, self.sections[name]) for name in SECTIONS if name not in _CORE)
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> TrialConfig:
+        """Parse a flat trial config; missing keys take their defaults, unknown keys raise
+        SettingError. ``model.hidden`` and other parameters of a switch's chosen option given
+        without the option (configs written before model kinds had their own parameters) are
+        read as that option's."""
+        grouped: dict[tuple[str, ...], dict[str, Any]] = {}
+        by_option: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
+        first_key: dict[tuple[str, ...], str] = {}  # sections in the order the config names them
+        for key, value in flat.items():
+            parsed = FlatKey.parse(key)
+            first_key.setdefault(parsed.section, key)
+            if parsed.option is None:
+                grouped.setdefault(parsed.section, {})[parsed.name] = value
+            else:
+                by_option.setdefault(parsed.section, {}).setdefault(parsed.option, {})[parsed.name] = value
+        top = grouped.pop((), {})
+        for name in top:
+            if name not in section_fields(cls) or name in ("heads", "sections"):
+                raise SettingError(name, "a known setting of a trial config", name)
+        heads, sections = {}, {}
+        for section, key in first_key.items():
+            if not section:
+                continue
+            values, options = grouped.get(section, {}), by_option.get(section, {})
+            if section[0] == HEADS and len(section) == 2:
+                heads[section[1]] = _section(HeadConfig, ".".join(section), values, options)
+            elif len(section) == 1 and section[0] in SECTIONS:
+                sections[section[0]] = _section(SECTIONS[section[0]], section[0], values, options)
+            else:
+                raise SettingError(key, f"a key of a known section ({HEADS}, {', '.join(SECTIONS)})", key)
+        return cls(heads=heads, sections=sections, **top)
+
+    def to_flat(self) -> dict[str, Any]:
+        """The complete flat dict (every setting, defaults included), JSON-safe, in LAYOUT order."""
+        flat: dict[str, Any] = {}
+        for name in LAYOUT:
+            if name == HEADS:
+                for head, config in self.heads.items():
+                    flat.update(_flat_section(config, f"{HEADS}.{head}"))
+            elif name in SECTIONS:
+                flat.update(_flat_section(self.sections[name], name))
+            else:
+                flat[name] = getattr(self, name)
+        return flat
+
+
+_CORE = frozenset(SECTIONS)
+
+
+def _section(cls: type, prefix: str, values: dict[str, Any], options: dict[str, dict[str, Any]]) -> Any:
+    """A section from its flat values; a switch's parameters from ``options`` (option -> params)."""
+    found = switch_field(cls)
+    known = section_fields(cls)
+    kwargs = {name: value for name, value in values.items() if name in known}
+    extra = {name: value for name, value in values.items() if name not in known}
+    if found is not None:
+        switch_name, switch = found
+        chosen = switch.check_option(f"{prefix}.{switch_name}", kwargs.get(switch_name, _default(cls, switch_name)))
+        params = dict(options.pop(chosen, {}))
+        for name in list(extra):
+            if name in switch.parameters(chosen):  # written before the option namespaced it
+                params.setdefault(name, extra.pop(name))
+        for option, stale in options.items():
+            raise SettingError(f"{prefix}.{option}.{next(iter(stale))}", f"a parameter of the chosen "
+                               f"{prefix}.{switch_name} ({chosen})", option)
+        kwargs["params"] = params
+    elif options:
+        option, stale = next(iter(options.items()))
+        raise SettingError(f"{prefix}.{option}.{next(iter(stale))}", f"a setting of section {prefix}", option)
+    if extra:
+        name = next(iter(extra))
+        raise SettingError(f"{prefix}.{name}", f"a setting of section {prefix} (one of: {', '.join(known)})", name)
+    try:
+        return cls(**kwargs)
+    except SettingError as error:  # a head's keys are relative to it (it does not know its name)
+        key = error.key if error.key.startswith(f"{prefix}.") else f"{prefix}.{error.key}"
+        raise SettingError(key, error.rule, error.value) from None
+
+
+def _default(cls: type, name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _flat_section(section: Any, prefix: str) -> dict[str, Any]:
+    flat = {f"{prefix}.{name}": _json(getattr(section, name)) for name in section_fields(type(section))}
+    found = switch_field(type(section))
+    if found is not None:
+        option = getattr(section, found[0])
+        flat.update({f"{prefix}.{option}.{name}": _json(value) for name, value in section.params.items()})
+    return flat
+
+
+def _json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

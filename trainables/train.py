@@ -1,4 +1,4 @@
-"""Train one trial: data, model and losses from a flat trial config; report per epoch; resumable.
+"""Train one trial: data, model, losses and hooks from a trial config; report per epoch; resumable.
 
 The outside world is reached only through ``report`` and ``checkpoint_dir``, so the same function
 runs under Ray Tune, in ``search train``, in tests and in a notebook.
@@ -7,21 +7,21 @@ runs under Ray Tune, in ``search train``, in tests and in a notebook.
 from __future__ import annotations
 
 import os
-import random
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from trainables import hooks as train_hooks
+from trainables._checkpoint import Progress, load_checkpoint, save_checkpoint, seed_everything
 from trainables.config import TrialConfig
-from trainables.data import DataSpec, HeadInfo, MultiheadDataset, Split, iterate_batches, load_dataset
+from trainables.data import HeadInfo, MultiheadDataset, Split, iterate_batches, load_dataset
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
 from trainables.metrics import aggregate, head_metrics, metric_names
 from trainables.models import build_model
@@ -31,11 +31,6 @@ __all__ = ["CHECKPOINT_NAME", "TrainingDiverged", "repeats_on_retry", "train"]
 CHECKPOINT_NAME = "checkpoint.pt"
 # Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
 _EVAL_BATCH = 1024
-# Settings an interrupted run may be resumed with changed (say, on another machine). They do not
-# change what is trained, but they do change floating-point rounding (reduction order across
-# thread counts, CPU vs GPU kernels): the resumed run is bit-identical to an uninterrupted one
-# only when these are unchanged too; otherwise it drifts like any rerun on other hardware.
-_RESUMABLE_CHANGES = frozenset({"train.threads", "train.device"})
 # A GPU keeps the splits resident when they take at most this share of its free memory, so each
 # step gathers its batch on the device instead of copying it from host memory.
 _RESIDENT_SHARE = 0.25
@@ -53,20 +48,8 @@ def repeats_on_retry(error: BaseException) -> bool:
     return isinstance(error, (TrainingDiverged, ValueError, TypeError, LookupError))
 
 
-@dataclass
-class _Progress:
-    """Everything besides model/optimiser/RNG state that a resumed trial needs."""
-
-    epoch: int = 0  # completed epochs
-    best_value: float | None = None
-    best_epoch: int = 0
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    best_state: dict[str, Tensor] | None = None
-    bad_epochs: int = 0  # epochs since the objective last improved
-
-
 def train(
-    config: Mapping[str, Any],
+    config: TrialConfig | Mapping[str, Any],
     *,
     report: Callable[[dict[str, float]], None],
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -79,23 +62,14 @@ def train(
     ``train.threads``. ``train.threads`` and ``train.device`` may change on resumption, but then the
     run is no longer bit-identical to an uninterrupted one (floating-point rounding differs).
     """
-    cfg = TrialConfig.from_flat(config)
+    cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(config)
     tc = cfg.train
     device = _device(tc.device)
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
-    _seed_everything(tc.seed)
+    seed_everything(tc.seed)
 
-    data = load_dataset(
-        DataSpec(
-            kind=cfg.data.kind,
-            path=cfg.data.path,
-            val_fraction=cfg.data.val_fraction,
-            limit=cfg.data.limit,
-            labels=cfg.data.labels,
-            seed=cfg.data.seed,
-        )
-    )
+    data = load_dataset(cfg.data)
     heads = _trained_heads(cfg, data.heads)
     data = replace(data, train=_only(data.train, heads), val=_only(data.val, heads), test=_only(data.test, heads))
     _check_labels(data, heads)
@@ -118,8 +92,7 @@ def train(
         cfg.model.kind,
         input_shape=data.input_shape,
         head_outputs={name: type(loss).outputs(heads[name].num_classes) for name, loss in losses.items()},
-        hidden=cfg.model.hidden,
-        dropout=cfg.model.dropout,
+        **cfg.model.params,
     ).to(device)
     energy = EnergyLoss(p=cfg.energy.p) if cfg.energy_weight > 0 else None
     criterion = MultiHeadLoss(
@@ -137,10 +110,12 @@ def train(
 
     flat = cfg.to_flat()
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    progress = _Progress()
+    progress = Progress()
     if path is not None and path.exists():
-        progress = _load_checkpoint(path, flat, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
+        progress = load_checkpoint(path, flat, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
         progress.best_state = {k: v.to(device) for k, v in progress.best_state.items()}
+    hooks = train_hooks.build_hooks(cfg)
+    train_hooks.start(hooks, model=model, optimizer=optimizer, criterion=criterion)
 
     def evaluate(split: Split, name: str) -> dict[str, float]:
         return _evaluate(model, losses, split, heads, split_name=name, energy_p=cfg.energy.p, amp=amp, device=device)
@@ -157,6 +132,7 @@ def train(
             )  # fmt: skip
         train_time = perf_counter() - start
         val = evaluate(data.val, "val")
+        hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics=val)  # before the checkpoint: it keeps their effect
 
         value = val[objective]
         if progress.best_value is None or better(value, progress.best_value):
@@ -180,11 +156,12 @@ def train(
                 )
 
         if path is not None:
-            _save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
+            save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
         report(
             {
                 "epoch": epoch,
                 **val,
+                **hooked,
                 **{f"train/{key}": v for key, v in train_losses.items()},
                 "epoch_time_s": perf_counter() - start,
                 "samples_per_s": len(data.train) / train_time,
@@ -338,83 +315,3 @@ def _device(setting: str) -> torch.device:
     if setting == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # CUDA generators too
-
-
-def _rng_state(batch_rng: torch.Generator) -> dict[str, Any]:
-    # Plain containers and tensors only, so torch.load(weights_only=True) reads them back.
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "batches": batch_rng.get_state(),
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any], batch_rng: torch.Generator) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    batch_rng.set_state(state["batches"])
-
-
-def _save_checkpoint(
-    path: Path,
-    flat: Mapping[str, Any],
-    progress: _Progress,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    batch_rng: torch.Generator,
-) -> None:
-    """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint."""
-    payload = {
-        "config": dict(flat),
-        "progress": dict(vars(progress)),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": _rng_state(batch_rng),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(
-    path: Path,
-    flat: Mapping[str, Any],
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    batch_rng: torch.Generator,
-) -> _Progress:
-    # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    saved = payload["config"]
-    changed = sorted(k for k in set(saved) | set(flat) if k not in _RESUMABLE_CHANGES and saved.get(k) != flat.get(k))
-    if changed:
-        raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
-    _set_rng_state(payload["rng"], batch_rng)
-    return _Progress(**payload["progress"])

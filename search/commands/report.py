@@ -9,9 +9,19 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from search import exit_codes
+from search.commands._common import add_command
+
 __all__ = ["add_parser", "run"]
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+HELP = "compare the trials of a search (tables, loss types, figures) from MLflow"
+DESCRIPTION = (
+    "Read a search's runs back from MLflow and write a comparison: a table of the "
+    "trials (loss per head, varied parameters, objective and per-head metrics at the best epoch, "
+    "epochs, state), a per-head comparison of the loss types, and figures (objective per trial, "
+    "loss types, parameter importance by fANOVA, learning curves of the best trials, the Pareto "
+    "front of a multi-objective search)."
+)
 EXAMPLES = textwrap.dedent(
     """\
     examples:
@@ -32,17 +42,7 @@ EXAMPLES = textwrap.dedent(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "report",
-        help="compare the trials of a search (tables, loss types, figures) from MLflow",
-        description="Read a search's runs back from MLflow and write a comparison: a table of the "
-        "trials (loss per head, varied parameters, objective and per-head metrics at the best epoch, "
-        "epochs, state), a per-head comparison of the loss types, and figures (objective per trial, "
-        "loss types, parameter importance by fANOVA, learning curves of the best trials, the Pareto "
-        "front of a multi-objective search).",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "report", HELP, DESCRIPTION, EXAMPLES, space=False)
     parser.add_argument(
         "search",
         nargs="?",
@@ -57,11 +57,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _space_fields(path: Path) -> tuple[str | None, str | None]:
-    """(name, mlflow.tracking_uri) of a space file; read as YAML only, since a report needs no
-    validation (nor the data set the validator would describe)."""
-    from search.report import load_yaml
+    """(name, mlflow.tracking_uri) of a space file; read as YAML only (with the space reader's
+    limits), since a report needs no validation (nor the data set the validator would describe)."""
+    from search.space import SpaceError, read_space_file
 
-    doc = load_yaml(path.read_text(encoding="utf-8"))
+    try:
+        _, parsed = read_space_file(path)
+    except SpaceError as error:
+        raise ValueError(str(error)) from None
+    doc = parsed.value
     if not isinstance(doc, dict):
         raise ValueError(f"a space file (a YAML mapping), but got {type(doc).__name__} in {path}")
     mlflow = doc.get("mlflow") if isinstance(doc.get("mlflow"), dict) else {}
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             selector, space_uri = _space_fields(Path(selector))
         except (OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return EXIT_INVALID
+            return exit_codes.INVALID
     uri = resolve_tracking_uri(cli=args.tracking_uri, space=space_uri or _recorded_uri(args.storage, selector))
 
     from mlflow.exceptions import MlflowException
@@ -102,16 +106,16 @@ def run(args: argparse.Namespace) -> int:
         check_reachable(uri)
     except TrackingUriError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     try:
         client = open_store(uri)
         search, notes = load_search(client, tracking_uri=uri, selector=selector)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return exit_codes.INVALID
     except MlflowException as exc:
         print(f"error: reading the search from MLflow ({uri}) failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     for note in notes:
         print(f"note: {note}")
     out_dir = Path(args.out) if args.out else Path(args.storage) / search.name / "report"
@@ -119,11 +123,11 @@ def run(args: argparse.Namespace) -> int:
     print(report.text)
     print(f"\nwritten to {out_dir}: " + ", ".join(p.name for p in report.files))
     if args.no_upload:
-        return EXIT_OK
+        return exit_codes.OK
     try:
         where = log_report(client, report)
     except Exception as exc:  # noqa: BLE001 - any artifact-store failure; the files are written
         print(f"error: logging the report to run {search.parent_run_id} failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     print(f"logged as artifacts of the search's parent run: {where}")
-    return EXIT_OK
+    return exit_codes.OK

@@ -7,9 +7,16 @@ import sys
 import textwrap
 from typing import Any
 
+from search import exit_codes
+from search.commands._common import add_command, plugins_and_space
+
 __all__ = ["add_parser", "run"]
 
-EXIT_INVALID = 2
+HELP = "run a loss-design search (Ray Tune + Optuna + ASHA, tracked in MLflow)"
+DESCRIPTION = (
+    "Run the search a space file describes. Each trial result is printed as it "
+    "arrives; at the end a summary table, <run dir>/best_config.yaml and the MLflow UI command."
+)
 EXAMPLES = textwrap.dedent(
     """\
     examples:
@@ -34,15 +41,7 @@ EXAMPLES = textwrap.dedent(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "run",
-        help="run a loss-design search (Ray Tune + Optuna + ASHA, tracked in MLflow)",
-        description="Run the search a space file describes. Each trial result is printed as it "
-        "arrives; at the end a summary table, <run dir>/best_config.yaml and the MLflow UI command.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
+    parser = add_command(subparsers, "run", HELP, DESCRIPTION, EXAMPLES)
     parser.add_argument(
         "--resume",
         nargs="?",
@@ -70,19 +69,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from search._noise import filtered_noise
+    from search.console import shown_on
 
-    with filtered_noise(verbose=args.verbose):
+    with filtered_noise(verbose=args.verbose), shown_on():
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from search.space import SpaceError, load_space
-
-    try:
-        space = load_space(args.space)
-    except SpaceError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_INVALID
+    loaded = plugins_and_space(args.space)
+    if loaded is None:
+        return exit_codes.INVALID
+    _, space = loaded
 
     from search import _ray
 
@@ -110,7 +107,7 @@ def _run(args: argparse.Namespace) -> int:
             _ray.check_dashboard()
     except (SearchInputError, TrackingUriError, _ray.RayOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return exit_codes.INVALID
     # Trial workers' own output (a worker's exit at shutdown, say) reaches the terminal only when
     # Ray's output is asked for; what trials report goes through the driver's lines.
     handle = _ray.connect(
@@ -123,6 +120,6 @@ def _run(args: argparse.Namespace) -> int:
         return run_search(plan).exit_code
     except SearchInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return exit_codes.INVALID
     finally:
         handle.close()

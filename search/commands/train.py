@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 import textwrap
 from collections.abc import Mapping
 from typing import Any
 
+from search import exit_codes
+from search.commands._common import add_command, plugins_and_space
+
 __all__ = ["add_parser", "apply_overrides", "run"]
 
+HELP = "train one trial of a space without Ray"
+DESCRIPTION = (
+    "Train one trial config of a space in this process (no Ray) and print a table "
+    "per epoch and the final test metrics. Without --config the config is drawn from the space "
+    "with seed search.seed."
+)
 EXAMPLES = textwrap.dedent(
     """\
     examples:
@@ -28,20 +36,10 @@ EXAMPLES = textwrap.dedent(
     Exit status: 0 done, 1 training diverged, 2 invalid space/config/values, 130 interrupted.
     """
 )
-_LOSS_KEY = re.compile(r"^heads\.([^.]+)\.loss$")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "train",
-        help="train one trial of a space without Ray",
-        description="Train one trial config of a space in this process (no Ray) and print a table "
-        "per epoch and the final test metrics. Without --config the config is drawn from the space "
-        "with seed search.seed.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
+    parser = add_command(subparsers, "train", HELP, DESCRIPTION, EXAMPLES)
     parser.add_argument(
         "--config",
         metavar="TRIAL.yaml",
@@ -69,6 +67,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     the parameters of its previous loss, unless they are overridden too (then the config check
     reports them)."""
     from search.space import safe_load_value
+    from trainables.config import is_switch_key
+    from trainables.flat_keys import FlatKey
 
     result = dict(config)
     given: set[str] = set()
@@ -82,15 +82,13 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
         except Exception as error:  # yaml.YAMLError: report, whatever the construct
             raise _InvalidInput(f"--set {key}: the value must be YAML, but got {text!r} ({error})") from None
         given.add(key)
-    for key in given:
-        match = _LOSS_KEY.match(key)
-        if match is None:
-            continue
-        head, loss = match.group(1), result[key]
-        prefix = f"heads.{head}."
-        for stale in [k for k in result if k.startswith(prefix) and k.count(".") == 3]:
-            if stale.split(".")[2] != loss and stale not in given:
-                del result[stale]
+    # A switch set by an override (heads.<head>.loss, model.kind) drops the parameters of the
+    # option it replaced, unless they are overridden too (then the config check reports them).
+    chosen = {FlatKey.parse(k).section: result[k] for k in given if is_switch_key(k)}
+    for key in [k for k in result if k not in given]:
+        parsed = FlatKey.parse(key)
+        if parsed.option is not None and parsed.section in chosen and parsed.option != chosen[parsed.section]:
+            del result[key]
     return result
 
 
@@ -140,19 +138,15 @@ def _cell(value: Any, width: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.space import SpaceError, load_space
     from trainables.config import TrialConfig
     from trainables.data import prepare_dataset
     from trainables.data.vimh import progress_bar
     from trainables.train import TrainingDiverged, train
 
-    try:
-        space = load_space(args.space)
-    except SpaceError as error:
-        print(f"{args.space}: invalid", file=sys.stderr)
-        for line in error.listed():
-            print(line, file=sys.stderr)
-        return 2
+    loaded = plugins_and_space(args.space)
+    if loaded is None:
+        return exit_codes.INVALID
+    _, space = loaded
     try:
         config = _load_config(args.config) if args.config else space.sample(seed=space.search.seed)
         overrides = list(args.overrides)
@@ -162,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         TrialConfig.from_flat(config)
     except (_InvalidInput, ValueError) as error:
         print(f"invalid trial config: {error}", file=sys.stderr)
-        return 2
+        return exit_codes.INVALID
 
     source = args.config or f"{args.space} (drawn with seed {space.search.seed})"
     print(f"trial config from {source}:")
@@ -174,13 +168,13 @@ def run(args: argparse.Namespace) -> int:
         final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)
     except TrainingDiverged as error:
         print(f"training diverged: {error}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except ValueError as error:  # includes trainables.data.DataError: the config names bad data or values
         print(f"invalid trial config: {error}", file=sys.stderr)
-        return 2
+        return exit_codes.INVALID
     print("final metrics (test: the best epoch on validation):")
     for key in sorted(k for k in final if k.startswith("test/") or k.startswith("best") or k == "epoch"):
         value = final[key]
         shown = f"{value:.6g}" if isinstance(value, float) and not math.isnan(value) else str(value)
         print(f"  {key} = {shown}")
-    return 0
+    return exit_codes.OK

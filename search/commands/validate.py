@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 from typing import Any
 
-__all__ = ["add_parser", "run", "summary_lines"]
+from search import exit_codes
+from search.commands._common import add_command, plugins_and_space
 
+__all__ = ["add_parser", "plugin_lines", "run", "summary_lines"]
+
+HELP = "check a space file and print its dimensions"
+DESCRIPTION = (
+    "Check a search-space file completely (types, ranges, loss names and parameters, "
+    "heads of the data set, objective metrics) and print its dimensions, conditional ones "
+    "under the loss they belong to."
+)
 EXAMPLES = textwrap.dedent(
     """\
     examples:
@@ -22,16 +30,7 @@ EXAMPLES = textwrap.dedent(
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "validate",
-        help="check a space file and print its dimensions",
-        description="Check a search-space file completely (types, ranges, loss names and parameters, "
-        "heads of the data set, objective metrics) and print its dimensions, conditional ones "
-        "under the loss they belong to.",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
+    parser = add_command(subparsers, "validate", HELP, DESCRIPTION, EXAMPLES)
     return parser
 
 
@@ -58,18 +57,20 @@ def summary_lines(space: Any) -> list[str]:
     ]
 
 
-def run(args: argparse.Namespace) -> int:
-    from search.space import SpaceError, load_space
+def plugin_lines(plugins: list[Any]) -> list[str]:
+    """Where each plugin came from and what it added."""
+    return [
+        f"plugin {p.name}: {p.distribution} ({p.target}, {p.location}): adds {', '.join(p.added) or 'nothing'}"
+        for p in plugins
+    ]
 
-    try:
-        space = load_space(args.space)
-    except SpaceError as error:
-        count = len(error.errors)
-        print(f"{args.space}: invalid ({count} problem{'s' if count != 1 else ''})", file=sys.stderr)
-        for line in error.listed():
-            print(line, file=sys.stderr)
-        return 2
+
+def run(args: argparse.Namespace) -> int:
+    loaded = plugins_and_space(args.space)
+    if loaded is None:
+        return exit_codes.INVALID
+    plugins, space = loaded
     print(f"{args.space}: valid")
-    for line in [*summary_lines(space), *space.dimensions()]:
+    for line in [*plugin_lines(plugins), *summary_lines(space), *space.dimensions()]:
         print(line)
-    return 0
+    return exit_codes.OK

@@ -5,16 +5,15 @@
 and the MLflow parent/child runs closed.
 """
 
-from search.driver._run import (
+from search.driver._plan import (
     SearchInputError,
     SearchOptions,
-    SearchOutcome,
     SearchPlan,
     check_resources,
     plan_search,
     prepare_data,
-    run_search,
 )
+from search.driver._run import SearchOutcome, run_search
 from search.driver._summary import TrialSummary
 from search.driver._trainable import FINAL_KEY, make_trainable
 

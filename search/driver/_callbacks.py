@@ -15,33 +15,23 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from search.driver._trainable import ERROR_FILE, ERROR_KEY, FAILED_KEY, FINAL_KEY, TRACEBACK_KEY, WARNINGS_KEY
+from search.console import say
 from search.tracking import SearchTracker
+from trainables.flat_keys import head_losses
 
-__all__ = ["MlflowCallback", "ProgressPrinter", "error_file", "loss_types", "trial_error"]
+__all__ = ["MlflowCallback", "ProgressPrinter", "error_file", "trial_error"]
 
 # Keys Tune adds to every result; everything else in a result was reported by the trial.
 _TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", "experiment_tag", FINAL_KEY}
 
 
-def loss_types(config: Mapping[str, Any]) -> dict[str, str]:
-    """head -> loss name, from a flat trial config."""
-    return {
-        key.split(".")[1]: str(value)
-        for key, value in config.items()
-        if key.startswith("heads.") and key.endswith(".loss") and key.count(".") == 2
-    }
-
-
-def _describe_error(text: str) -> str | None:
-    """``Type: message`` of the trial's own exception: the last unindented line of the error text
-    (Ray prints the trial's traceback inside its wrapper's, so the innermost comes last), with the
-    type's module path dropped."""
-    lines = [line for line in text.strip().splitlines() if line.strip() and not line[0].isspace()]
-    if not lines:
-        return None
-    kind, sep, message = lines[-1].partition(": ")
-    kind = kind.rsplit(".", 1)[-1] if " " not in kind else kind
-    return f"{kind}{sep}{message}"
+def _last_line(text: str) -> str | None:
+    """The line a person reads first in Tune's error text: its last one (Ray prints the trial's
+    traceback inside its wrapper's, so the innermost exception comes last). Only for display:
+    Tune keeps a crash's error as text (and a pickle the driver never loads); a failure the
+    trainable could see comes as data instead (``FAILED_KEY``)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
 
 
 def trial_error(trial: Any) -> tuple[str | None, str | None]:
@@ -62,7 +52,7 @@ def trial_error(trial: Any) -> tuple[str | None, str | None]:
         full = trial.get_error()
     if not full:
         return None, None
-    return _describe_error(full), full
+    return _last_line(full), full
 
 
 def error_file(trial: Any) -> str:
@@ -111,23 +101,23 @@ class ProgressPrinter(Callback):
             counts[trial.status] = counts.get(trial.status, 0) + 1
         states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
         minutes, seconds = divmod(int(now - self._started), 60)
-        print(f"status after {minutes}m{seconds:02d}s: {len(trials)}/{self.num_samples} trials ({states})", flush=True)
+        say(f"status after {minutes}m{seconds:02d}s: {len(trials)}/{self.num_samples} trials ({states})")
 
-    def _print(self, trial: Any, text: str) -> None:
-        losses = " ".join(f"{head}={loss}" for head, loss in loss_types(trial.config).items())
-        print(f"[{trial.trial_id}] {text}  ({losses})", flush=True)
+    def _say(self, trial: Any, text: str) -> None:
+        losses = " ".join(f"{head}={loss}" for head, loss in head_losses(trial.config).items())
+        say(f"[{trial.trial_id}] {text}  ({losses})")
 
     def _print_failure(self, trial: Any, short: str | None, *, retried: bool = False) -> None:
         where = f"full traceback: {error_file(trial)}"
         if retried:
-            self._print(trial, f"failed ({short}); retry {trial.num_failures} from its last checkpoint; {where}")
+            self._say(trial, f"failed ({short}); retry {trial.num_failures} from its last checkpoint; {where}")
         else:
-            self._print(trial, f"FAILED: {short}; {where}")
+            self._say(trial, f"FAILED: {short}; {where}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         value = result.get(self.metric)
         for warning in result.get(WARNINGS_KEY, ()):
-            self._print(trial, f"warning: {warning}")
+            self._say(trial, f"warning: {warning}")
         if result.get(FAILED_KEY):
             self._finished.add(trial.trial_id)
             os.makedirs(trial.path, exist_ok=True)
@@ -138,14 +128,14 @@ class ProgressPrinter(Callback):
         if result.get(FINAL_KEY):
             self._finished.add(trial.trial_id)
             tests = ", ".join(f"{k}={_fmt(v)}" for k, v in result.items() if k in ("test/acc_mean", "test/mae_norm_mean"))
-            self._print(
+            self._say(
                 trial,
                 f"done after {result.get('epoch')} epochs: best epoch {result.get('best_epoch')}, "
                 f"{self.metric}={_fmt(value)}" + (f", {tests}" if tests else ""),
             )
             return
         best = result.get(f"best/{self.metric}")
-        self._print(
+        self._say(
             trial,
             f"epoch {result.get('epoch')}/{self.epochs}  {self.metric}={_fmt(value)}  best={_fmt(best)}",
         )
@@ -153,7 +143,7 @@ class ProgressPrinter(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id not in self._finished:
             epoch = trial.last_result.get("epoch")
-            self._print(trial, f"stopped early by the scheduler after epoch {epoch}")
+            self._say(trial, f"stopped early by the scheduler after epoch {epoch}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._print_failure(trial, trial_error(trial)[0])

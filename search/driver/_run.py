@@ -1,28 +1,24 @@
-"""Run (or resume) one search: Tuner set-up, the MLflow parent run, the end-of-search summary.
-
-A search lives in ``<storage>/<name>``: Tune's experiment state, the trials' checkpoints, and
-``losstune.json`` (the search id, the MLflow store and experiment, and whether it finished).
-The same command after a crash finds that directory unfinished and resumes it; a resume keeps
-the MLflow store and experiment the search started with, so its runs continue.
-"""
+"""Run (or resume) one planned search: Tuner set-up, the MLflow parent run, the end-of-search
+summary, ``best_config.yaml`` and the run directory's ``losstune.json``."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
+from search import exit_codes
+from search.console import say
 from search.driver._callbacks import MlflowCallback, ProgressPrinter
-from search.driver._state import StateSnapshot, clear_state, usable_state
+from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
+from search.driver._state import StateSnapshot, clear_state
 from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, trial_threads
 from search.driver._summary import (
     TrialSummary,
@@ -32,63 +28,20 @@ from search.driver._summary import (
     pareto_set,
     summarize,
 )
-from search.driver._trainable import TrainFn, make_trainable
-from search.space import SEARCH_NAME_RULE, Space, is_search_name
+from search.driver._trainable import make_trainable
+from search.space import Space
 from search.tracking import (
+    DIMENSIONS_FILE,
     SearchTracker,
     TrackingSettings,
     default_tracking_uri,
-    make_search_id,
-    resolve_tracking_uri,
+    dimensions_json,
+    use_buffered_requests,
 )
 
-__all__ = [
-    "SearchInputError",
-    "SearchOptions",
-    "SearchOutcome",
-    "SearchPlan",
-    "check_resources",
-    "plan_search",
-    "prepare_data",
-    "run_search",
-]
+__all__ = ["SearchOutcome", "run_search"]
 
-EXIT_OK, EXIT_ALL_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-META_FILE = "losstune.json"
-BEST_CONFIG = "best_config.yaml"
-SUMMARY_FILE = "summary.txt"
 _UNFINISHED_STATES = ("PENDING", "RUNNING", "PAUSED")
-
-
-class SearchInputError(ValueError):
-    """A search that cannot start as asked (exit 2): e.g. nothing to resume, already finished."""
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    storage: str = "runs"  # results go to <storage>/<name>
-    name: str | None = None  # default: the space's name
-    resume: bool = False  # require an unfinished search to resume
-    resume_id: str | None = None  # --resume SEARCH_ID: and require it to be this search
-    tracking_uri: str | None = None  # --tracking-uri (beats MLFLOW_TRACKING_URI and the space)
-    verbose: int = 0  # Ray Tune's own output (0-3); the driver prints a line per trial result
-    # Runs each trial; default trainables.train.train. Tests wrap it to inject faults.
-    train_fn: TrainFn | None = None
-
-
-@dataclass(frozen=True)
-class SearchPlan:
-    """Everything decided before Ray starts."""
-
-    space: Space
-    options: SearchOptions
-    name: str
-    run_dir: Path
-    resume: bool
-    search_id: str
-    tracking_uri: str
-    experiment: str
-    notes: tuple[str, ...] = ()
 
 
 @dataclass
@@ -99,114 +52,6 @@ class SearchOutcome:
     best: TrialSummary | None = None
     pareto: list[TrialSummary] = field(default_factory=list)
     interrupted: bool = False
-
-
-def _space_digest(space: Space) -> str:
-    return hashlib.sha256(space.text.encode()).hexdigest()
-
-
-def _read_meta(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / META_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, run_dir / META_FILE)
-
-
-def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
-    """Decide between a new search and a resume, and where it is tracked. Raises SearchInputError.
-
-    A search is found again only through its own run directory (``losstune.json`` there holds its
-    search id); a new search always gets a new id, so it never touches an earlier search's runs.
-    Before a resume, Tune's saved state is checked and, when the crash cut it off, put back
-    from the copy ``StateSnapshot`` keeps (the only change made to the run directory here)."""
-    name = options.name or space.name
-    if not is_search_name(name):
-        raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
-    run_dir = (Path(options.storage).expanduser() / name).resolve()
-    started = Tuner.can_restore(str(run_dir))  # Tune wrote tuner.pkl: a search began here
-    meta = _read_meta(run_dir)
-    if options.resume and not started:
-        raise SearchInputError(f"--resume needs an unfinished search in {run_dir}, but got no Tune experiment there")
-    if options.resume_id is not None and (meta or {}).get("search_id") != options.resume_id:
-        there = f"search {meta['search_id']}" if meta else "no losstune search"
-        raise SearchInputError(f"--resume {options.resume_id} must name the search in {run_dir}, but got {there} there")
-    if started and meta is None:
-        raise SearchInputError(
-            f"a run directory of a losstune search (with {META_FILE}), but got another Tune experiment in {run_dir}"
-        )
-    if started and meta.get("status") == "finished" and not options.resume:
-        raise SearchInputError(
-            f"a new search name or storage, but got search {name!r} already finished in {run_dir} "
-            f"(its best config: {run_dir / BEST_CONFIG}); pass --name NEW or --storage DIR to run again, "
-            f"or --resume to print its summary again"
-        )
-    notes: list[str] = []
-    resume = False
-    if started:
-        resume, repaired = usable_state(run_dir)
-        if resume and repaired:
-            notes.append(f"the crash cut off Tune's saved state in {run_dir}; it was put back from losstune's copy")
-        if not resume:
-            notes.append(
-                "the previous attempt left no state Tune can resume from; the search starts again in the "
-                "same MLflow parent run (runs of its lost trials end KILLED, tagged losstune.state=discarded)"
-            )
-    wanted = resolve_tracking_uri(cli=options.tracking_uri, space=space.mlflow.tracking_uri)
-    if meta is not None:
-        # Same store, experiment and search id as before: the search's runs continue.
-        tracking_uri, experiment, search_id = meta["tracking_uri"], meta["experiment"], meta["search_id"]
-        if wanted != tracking_uri:
-            notes.append(f"the search continues in the MLflow store it started with: {tracking_uri} (not {wanted})")
-        if resume and meta.get("space_sha256") != _space_digest(space):
-            notes.append("the space file changed since the search started; the search resumes with its original space")
-    else:
-        tracking_uri = wanted
-        experiment = space.mlflow.experiment or space.name
-        search_id = make_search_id(name)
-    return SearchPlan(
-        space=space,
-        options=options,
-        name=name,
-        run_dir=run_dir,
-        resume=resume,
-        search_id=search_id,
-        tracking_uri=tracking_uri,
-        experiment=experiment,
-        notes=tuple(notes),
-    )
-
-
-def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> None:
-    """Load the data set once in the driver: a missing or broken data set is invalid input found
-    before any trial starts, and a data set generated on first use is generated once, not by
-    several trials at the same time (reporting ``progress(done, total)`` while it is)."""
-    from trainables.data import DataError, load_dataset
-
-    try:
-        load_dataset(space.data, progress=progress)
-    except DataError as exc:
-        raise SearchInputError(str(exc)) from None
-
-
-def check_resources(space: Space) -> None:
-    """A trial must fit on the cluster, else Tune waits for resources forever."""
-    import ray
-
-    available = ray.cluster_resources()
-    for key, name in (("CPU", "cpu"), ("GPU", "gpu")):
-        wanted = getattr(space.resources, name)
-        have = available.get(key, 0.0)
-        if wanted > have:
-            raise SearchInputError(
-                f"resources.{name} of a trial must fit on the Ray cluster ({have:g} {key}), but got {wanted:g}"
-            )
 
 
 def _settings_params(space: Space, *, num_samples: int, threads: int, epochs: int) -> dict[str, Any]:
@@ -283,8 +128,8 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     """Run the planned search on the Ray instance this process is connected to."""
     space, options = plan.space, plan.options
     for note in plan.notes:
-        print(f"note: {note}", flush=True)
-    epochs = int(space.sample(seed=space.search.seed)["train.epochs"])
+        say(f"note: {note}")
+    epochs = int(space.constants["train.epochs"])
     threads = trial_threads(space)
     settings = TrackingSettings(
         tracking_uri=plan.tracking_uri,
@@ -294,6 +139,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         objective_metric=space.objectives[0].metric,
         objective_mode=space.objectives[0].mode,
     )
+    use_buffered_requests()
     tracker = SearchTracker(settings)
     # Tune saves its experiment state with every trial checkpoint (num_to_keep=1, see
     # _build_tuner) and warns about that when epochs are short; that is intended here.
@@ -302,7 +148,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         make_trainable(options.train_fn, workdir=os.getcwd(), metrics=[o.metric for o in space.objectives]),
         {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
     )
-    meta = _read_meta(plan.run_dir) or {}
+    meta = read_meta(plan.run_dir) or {}
     if not plan.resume and plan.run_dir.is_dir():
         clear_state(plan.run_dir)  # an earlier attempt that left nothing Tune can resume from
     if plan.resume:
@@ -319,31 +165,33 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
         tracking_uri=plan.tracking_uri,
         experiment=plan.experiment,
         space=str(space.path),
-        space_sha256=meta["space_sha256"] if plan.resume else _space_digest(space),
+        space_sha256=meta["space_sha256"] if plan.resume else space_digest(space),
         num_samples=num_samples,
         verbose=verbose,
         status="running",
     )
-    _write_meta(plan.run_dir, meta)
+    write_meta(plan.run_dir, meta)
     params = _settings_params(space, num_samples=num_samples, threads=threads, epochs=epochs)
     tracker.start_search(
         params=params,
-        artifacts={"space.yaml": space.text, "search_settings.json": json.dumps(params, indent=2) + "\n"},
+        artifacts={
+            "space.yaml": space.text,
+            "search_settings.json": json.dumps(params, indent=2) + "\n",
+            DIMENSIONS_FILE: dimensions_json(space.searched()),
+        },
     )
     tuner = _build_tuner(plan, tracker, trainable=trainable, searcher=searcher, num_samples=num_samples, epochs=epochs)
     verb = "Resuming unfinished" if plan.resume else "Starting"
     earlier = 0 if plan.resume else tracker.other_searches()
     if earlier:
-        print(
+        say(
             f"note: experiment {plan.experiment!r} already holds {earlier} other search(es) named {plan.name!r}; "
-            f"they are left as they are, this one gets its own parent run",
-            flush=True,
+            f"they are left as they are, this one gets its own parent run"
         )
-    print(
+    say(
         f"{verb} search {plan.name!r} ({num_samples} trials, sampler {space.search.sampler}, "
         f"scheduler {space.search.scheduler}) in {plan.run_dir}\n"
-        f"MLflow: {plan.tracking_uri}, experiment {plan.experiment!r}, search id {plan.search_id}",
-        flush=True,
+        f"MLflow: {plan.tracking_uri}, experiment {plan.experiment!r}, search id {plan.search_id}"
     )
 
     started = time.monotonic()
@@ -377,14 +225,13 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
         if trial.status in _UNFINISHED_STATES:
             tracker.trial_ended(trial.trial_id, state="interrupted", reason="the search was interrupted")
     tracker.end_search(end="interrupted")
-    print(
+    say(
         f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.run_dir}.\n"
         f"Resume it with: python -m search run {plan.space.path} --resume"
         + (f" --storage {plan.options.storage}" if plan.options.storage != "runs" else "")
-        + (f" --name {plan.name}" if plan.name != plan.space.name else ""),
-        flush=True,
+        + (f" --name {plan.name}" if plan.name != plan.space.name else "")
     )
-    return SearchOutcome(exit_code=EXIT_INTERRUPTED, plan=plan, interrupted=True)
+    return SearchOutcome(exit_code=exit_codes.INTERRUPTED, plan=plan, interrupted=True)
 
 
 def _finish(
@@ -450,15 +297,15 @@ def _finish(
         tags["losstune.best_trial"] = best.trial_id
     tracker.end_search(end=end, artifacts=artifacts, tags=tags)
     meta.update(status="finished", num_samples=num_samples)
-    _write_meta(plan.run_dir, meta)
+    write_meta(plan.run_dir, meta)
 
-    print("\n" + table, flush=True)
+    say("\n" + table)
     if best is not None:
-        print(f"\nbest config: {plan.run_dir / BEST_CONFIG}  (python -m search train {space.path} --config ...)")
+        say(f"\nbest config: {plan.run_dir / BEST_CONFIG}  (python -m search train {space.path} --config ...)")
     ui = f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri}"
     if plan.tracking_uri == default_tracking_uri():
         ui += "   (or: make ui)"
-    print(ui, flush=True)
+    say(ui)
     return SearchOutcome(
-        exit_code=EXIT_ALL_FAILED if all_failed else EXIT_OK, plan=plan, trials=summaries, best=best, pareto=pareto
+        exit_code=exit_codes.FAILED if all_failed else exit_codes.OK, plan=plan, trials=summaries, best=best, pareto=pareto
     )

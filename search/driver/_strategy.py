@@ -24,7 +24,7 @@ __all__ = ["DefineByRun", "build_scheduler", "build_searcher", "grid_points", "t
 
 def trial_threads(space: Space) -> int:
     """torch threads of a trial: the space's train.threads, else its whole-CPU share (at least 1)."""
-    fixed = space.sample(seed=space.search.seed).get("train.threads")
+    fixed = space.constants["train.threads"]
     return int(fixed) if fixed else max(1, math.floor(space.resources.cpu))
 
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import yaml
 
-from search.driver._callbacks import loss_types, trial_error
+from search import ranking
+from search.driver._callbacks import trial_error
 from search.driver._trainable import FAILED_KEY, FINAL_KEY
 from search.space import Objective
+from trainables.flat_keys import FlatKey, head_losses, varied_keys
 
 __all__ = ["TrialSummary", "best_config_yaml", "best_trial", "format_summary", "pareto_set", "summarize"]
 
@@ -25,14 +27,14 @@ class TrialSummary:
     trial_id: str
     state: str  # FINISHED | STOPPED (early, by the scheduler or the time budget) | FAILED | UNFINISHED
     config: dict[str, Any]
-    values: tuple[float | None, ...]  # one per objective
+    values: tuple[float | None, ...]  # one per objective (the primary: its best so far)
     epochs: int
     error: str | None = None
     test: dict[str, float] = field(default_factory=dict)
 
     @property
     def losses(self) -> dict[str, str]:
-        return loss_types(self.config)
+        return head_losses(self.config)
 
 
 def summarize(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[TrialSummary]:
@@ -45,7 +47,10 @@ def summarize(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[Tr
             state = "FAILED"
         elif state == "STOPPED" and last.get(FINAL_KEY):
             state = "FINISHED"
-        values = tuple(_number(last.get(o.metric)) for o in objectives)
+        # The primary objective at the trial's best epoch, as the report reads it from MLflow; a
+        # finished trial's final result holds that epoch's values of the others too.
+        primary = _number(last.get(f"best/{objectives[0].metric}", last.get(objectives[0].metric)))
+        values = (primary, *(_number(last.get(o.metric)) for o in objectives[1:]))
         error = trial_error(trial)[0] if state == "FAILED" else None
         test = {k: v for k, v in last.items() if k.startswith("test/") and _number(v) is not None}
         out.append(
@@ -68,31 +73,14 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _ranked(summaries: Sequence[TrialSummary], objective: Objective) -> list[TrialSummary]:
-    scored = [s for s in summaries if s.state in ("FINISHED", "STOPPED") and s.values[0] is not None]
-    sign = -1.0 if objective.mode == "max" else 1.0
-    # Trials that ran to the end first: an early-stopped trial's value is from fewer epochs.
-    return sorted(scored, key=lambda s: (s.state != "FINISHED", sign * s.values[0]))
-
-
 def best_trial(summaries: Sequence[TrialSummary], objectives: Sequence[Objective]) -> TrialSummary | None:
-    ranked = _ranked(summaries, objectives[0])
-    return ranked[0] if ranked else None
+    return ranking.best_trial(summaries, [o.mode for o in objectives])
 
 
 def pareto_set(summaries: Sequence[TrialSummary], objectives: Sequence[Objective]) -> list[TrialSummary]:
     """The finished trials no other finished trial is at least as good as in every objective and
     better in one."""
-    signs = [1.0 if o.mode == "max" else -1.0 for o in objectives]
-    candidates = [s for s in summaries if s.state == "FINISHED" and all(v is not None for v in s.values)]
-
-    def score(s: TrialSummary) -> list[float]:
-        return [sign * v for sign, v in zip(signs, s.values)]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    return [s for s in candidates if not any(dominates(score(o), score(s)) for o in candidates if o is not s)]
+    return ranking.pareto_set(summaries, [o.mode for o in objectives])
 
 
 def best_config_yaml(summary: TrialSummary, *, search_id: str, objectives: Sequence[Objective]) -> str:
@@ -106,28 +94,6 @@ def best_config_yaml(summary: TrialSummary, *, search_id: str, objectives: Seque
 
 def _show(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
-
-
-def _varied_keys(summaries: Sequence[TrialSummary]) -> list[str]:
-    """Config keys whose value differs between trials (loss switches are shown separately)."""
-    keys = sorted({k for s in summaries for k in s.config})
-    varied = []
-    for key in keys:
-        if key.endswith(".loss") or key == "train.threads":
-            continue
-        values = {repr(s.config.get(key)) for s in summaries}
-        if len(values) > 1:
-            varied.append(key)
-    return varied
-
-
-def _short(key: str) -> str:
-    # heads.<head>.<loss>.<param> -> <head>.<param>; heads.<head>.weight -> <head>.weight;
-    # section.field -> field
-    parts = key.split(".")
-    if parts[0] == "heads":
-        return f"{parts[1]}.{parts[-1]}"
-    return parts[-1]
 
 
 def _table(rows: list[list[str]]) -> list[str]:
@@ -152,15 +118,17 @@ def format_summary(
     for s in summaries:
         counts[s.state] = counts.get(s.state, 0) + 1
     lines = [title, "trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())), *notes]
-    varied = _varied_keys(summaries)
+    varied = varied_keys([s.config for s in summaries], hidden=("train.threads",))
 
     def row(s: TrialSummary) -> list[str]:
-        params = " ".join(f"{_short(k)}={_param(s.config.get(k))}" for k in varied if k in s.config)
+        params = " ".join(f"{FlatKey.parse(k).short()}={_param(s.config.get(k))}" for k in varied if k in s.config)
         losses = " ".join(f"{h}={loss}" for h, loss in s.losses.items())
         return [s.trial_id, s.state, str(s.epochs), *(_show(v) for v in s.values), losses, params]
 
     header = ["trial", "state", "epochs", *(f"{o.metric} ({o.mode})" for o in objectives), "losses", "parameters"]
-    ranked = _ranked(summaries, objectives[0])
+    modes = [o.mode for o in objectives]
+    lines.append(ranking.best_line(ranking.best_trial(summaries, modes), objectives[0].metric))
+    ranked = [s for s in ranking.ranked(summaries, modes) if s.state in ("FINISHED", "STOPPED") and s.values[0] is not None]
     if ranked:
         lines += ["", f"best trials by {objectives[0].metric}:", *_table([header, *map(row, ranked[:_SHOWN_BEST])])]
         if len(ranked) > _SHOWN_BEST:

@@ -44,7 +44,8 @@ TrainFn = Callable[..., Mapping[str, float]]
 def make_trainable(
     train_fn: TrainFn | None = None, *, workdir: str | None = None, metrics: Sequence[str] = ()
 ) -> Callable[[dict[str, Any]], dict]:
-    """A function trainable running ``train_fn`` (default ``trainables.train.train``).
+    """A function trainable running ``train_fn`` (default ``trainables.train.train``) on the
+    trial's typed config (``TrialConfig``), after loading the plugins in the trial's worker.
 
     ``workdir``: the directory trials run in (Tune switches each trial into its own result
     directory; relative data paths and downloads are meant relative to where the search started).
@@ -55,7 +56,11 @@ def make_trainable(
     def losstune_trial(config: dict[str, Any]) -> dict[str, Any]:
         from ray import tune
 
+        from trainables.config import TrialConfig
+        from trainables.plugins import load_plugins
         from trainables.train import repeats_on_retry
+
+        load_plugins()  # this worker knows the options the driver's plugins added
 
         if workdir is not None and os.path.isdir(workdir):
             os.chdir(workdir)
@@ -84,7 +89,7 @@ def make_trainable(
                     tune.report(result, checkpoint=tune.Checkpoint.from_directory(work))
 
                 try:
-                    final = fn(config, report=report, checkpoint_dir=work)
+                    final = fn(TrialConfig.from_flat(config), report=report, checkpoint_dir=work)
                 except Exception as error:
                     if not repeats_on_retry(error):
                         raise

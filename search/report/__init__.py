@@ -14,7 +14,6 @@ from search.report._load import (
     TrialRecord,
     find_search,
     load_search,
-    load_yaml,
     open_store,
 )
 from search.report._plots import pareto_set
@@ -33,7 +32,6 @@ __all__ = [
     "TrialRecord",
     "find_search",
     "load_search",
-    "load_yaml",
     "log_report",
     "loss_type_table",
     "open_store",

@@ -1,7 +1,7 @@
 """Parameter importance: an in-memory Optuna study rebuilt from the trial runs, scored with fANOVA.
 
-The study's distributions come from the space file the search logged (so a log-uniform
-parameter is analysed on its log scale) and, where that does not say, from the logged values.
+The study's distributions come from the dimensions the search logged (so a log-uniform
+parameter is analysed on its log scale) and, where those do not say, from the logged values.
 Optuna's evaluators use the parameters every trial has; a loss's own parameters exist only in
 the trials that chose that loss, so they drop out and the loss switch itself is what is scored.
 """
@@ -9,11 +9,12 @@ the trials that chose that loss, so they drop out and the loss switch itself is 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from search.report._load import SearchRecord, TrialRecord, load_yaml
 from search._optuna import quiet_optuna
+from search.report._load import SearchRecord, TrialRecord
+from search.space._distributions import Choice, Distribution, IntRange, LogUniform
 
 __all__ = ["parameter_importance"]
 
@@ -21,40 +22,20 @@ _HIDDEN = ("train.threads", "objective.metric", "objective.mode")
 _CATEGORICAL_TYPES = (str, bool, type(None))
 
 
-def _space_node(doc: Any, key: str) -> Any:
-    """The space file's value for flat config key ``key`` (None if the file does not say)."""
-    parts = key.split(".")
-    try:
-        if parts[0] == "heads" and len(parts) == 4:  # heads.<head>.<loss>.<param>
-            loss = doc["heads"][parts[1]]["loss"]
-            if isinstance(loss, dict) and len(loss) == 1 and next(iter(loss)) in ("choice", "grid"):
-                loss = next(iter(loss.values()))
-            return loss[parts[2]][parts[3]]
-        node = doc
-        for part in parts:
-            node = node[part]
-        return node
-    except (KeyError, TypeError, IndexError):
-        return None
-
-
-def _distribution(values: Sequence[Any], node: Any) -> Any:
+def _distribution(values: Sequence[Any], searched: Distribution | None) -> Any:
     """An Optuna distribution holding every logged value, or None for a value type it cannot hold."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if any(isinstance(v, (tuple, list, dict)) for v in values):
         return None
-    spec = node if isinstance(node, dict) and len(node) == 1 else {}
-    kind, bounds = next(iter(spec.items())) if spec else (None, None)
-    if kind in ("choice", "grid") or any(isinstance(v, _CATEGORICAL_TYPES) for v in values):
+    if isinstance(searched, Choice) or any(isinstance(v, _CATEGORICAL_TYPES) for v in values):
         return CategoricalDistribution(sorted(set(values), key=repr))
     low, high = min(values), max(values)
-    if isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds):
-        low, high = min(low, bounds[0]), max(high, bounds[1])
-    if kind == "int" or all(isinstance(v, int) for v in values):
+    if searched is not None:
+        low, high = min(low, searched.low), max(high, searched.high)
+    if isinstance(searched, IntRange) or all(isinstance(v, int) for v in values):
         return IntDistribution(int(low), int(high))
-    log = kind == "loguniform" and low > 0
-    return FloatDistribution(float(low), float(high), log=log)
+    return FloatDistribution(float(low), float(high), log=isinstance(searched, LogUniform) and low > 0)
 
 
 def _searched_keys(trials: Sequence[TrialRecord]) -> list[str]:
@@ -73,10 +54,9 @@ def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int 
         return f"needs at least 2 trials with a value of {search.objectives[objective].metric}, but got {len(trials)}"
     if len({t.values[objective] for t in trials}) < 2:
         return f"every trial has the same {search.objectives[objective].metric}: nothing to explain"
-    doc = _space_doc(search.space_text)
     distributions: dict[str, Any] = {}
     for key in _searched_keys(trials):
-        dist = _distribution([t.params[key] for t in trials], _space_node(doc, key))
+        dist = _distribution([t.params[key] for t in trials], (search.dimensions or {}).get(key))
         if dist is not None:
             distributions[key] = dist
     if not distributions:
@@ -100,13 +80,3 @@ def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int 
         )
         importances = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed))
     return {k: float(v) for k, v in importances.items()}
-
-
-def _space_doc(text: str | None) -> Mapping[str, Any] | None:
-    if not text:
-        return None
-    try:
-        doc = load_yaml(text)
-    except Exception:  # noqa: BLE001 - the distributions then come from the logged values
-        return None
-    return doc if isinstance(doc, dict) else None

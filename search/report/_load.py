@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,9 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-import yaml
 
+from search.space import from_json
+from search.space._distributions import Distribution
 from search.tracking import (
+    DIMENSIONS_FILE,
     ROLE_SEARCH,
     ROLE_TRIAL,
     TAG_END_REASON,
@@ -41,7 +42,6 @@ __all__ = [
     "TrialRecord",
     "find_search",
     "load_search",
-    "load_yaml",
     "open_store",
 ]
 
@@ -101,7 +101,7 @@ class SearchRecord:
     objectives: tuple[Objective, ...]
     heads: tuple[str, ...]
     trials: list[TrialRecord] = field(default_factory=list)  # in start order
-    space_text: str | None = None  # the space file the search ran (parent artifact)
+    dimensions: dict[str, Distribution] | None = None  # searched key -> distribution (parent artifact)
 
 
 def open_store(tracking_uri: str) -> Any:
@@ -286,32 +286,17 @@ def _no_progress_bar() -> Iterator[None]:
             os.environ[name] = previous
 
 
-def _space_text(client: Any, run_id: str) -> str | None:
-    """The space file the search logged; None when the artifact store cannot be read from here."""
+def _dimensions(client: Any, run_id: str) -> dict[str, Distribution] | None:
+    """The searched keys and their distributions the search logged; None when it logged none
+    (searches of earlier versions) or the artifact store cannot be read from here."""
     import tempfile
 
     try:
         with tempfile.TemporaryDirectory(prefix="losstune-report-") as tmp, _no_progress_bar():
-            return Path(client.download_artifacts(run_id, "space.yaml", tmp)).read_text()
+            text = Path(client.download_artifacts(run_id, DIMENSIONS_FILE, tmp)).read_text()
+        return {key: from_json(form) for key, form in json.loads(text).items()}
     except Exception:  # noqa: BLE001 - optional (parameter scales): the report works without it
         return None
-
-
-class _SpaceLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 exponent floats (``1e-4``), as the space parser reads them;
-    importing ``search.space`` would import torch for a report that needs a few values."""
-
-
-_SpaceLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def load_yaml(text: str) -> Any:
-    """A space file's content as plain values (no validation)."""
-    return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506 - _SpaceLoader is a SafeLoader
 
 
 def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) -> tuple[SearchRecord, list[str]]:
@@ -345,6 +330,6 @@ def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) 
         objectives=objectives,
         heads=tuple(heads),
         trials=trials,
-        space_text=_space_text(client, parent.info.run_id),
+        dimensions=_dimensions(client, parent.info.run_id),
     )
     return record, notes

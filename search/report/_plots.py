@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from search.report._load import Objective, SearchRecord, TrialRecord
+from search import ranking
 from search.report._tables import ranked
 
 __all__ = ["learning_curves", "loss_type_boxes", "objective_by_trial", "importance_bars", "pareto_front", "pareto_set"]
@@ -170,18 +171,9 @@ def learning_curves(search: SearchRecord, path: Path) -> Path:
 
 def pareto_set(search: SearchRecord) -> list[TrialRecord]:
     """The finished trials no other finished trial is at least as good as in every objective and
-    better in one. Trials stopped early are left out: fewer epochs look cheap in a cost objective
-    such as energy."""
-    signs = [1.0 if o.mode == "max" else -1.0 for o in search.objectives]
-    scored = [t for t in search.trials if t.state == "FINISHED" and all(v is not None for v in t.values)]
-
-    def score(t: TrialRecord) -> list[float]:
-        return [s * v for s, v in zip(signs, t.values)]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    return [t for t in scored if not any(dominates(score(o), score(t)) for o in scored if o is not t)]
+    better in one (``search.ranking``). Trials stopped early are left out: fewer epochs look cheap
+    in a cost objective such as energy."""
+    return ranking.pareto_set(search.trials, [o.mode for o in search.objectives])
 
 
 def pareto_front(search: SearchRecord, path: Path) -> Path:

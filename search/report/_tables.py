@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from search import ranking
 from search.report._load import HEAD_METRICS, Objective, SearchRecord, TrialRecord
+from trainables.flat_keys import FlatKey, varied_keys
 
 __all__ = ["Table", "loss_type_table", "ranked", "trial_table", "varied_params"]
 
@@ -66,34 +68,15 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _short(key: str) -> str:
-    """heads.<head>.<loss>.<param> -> <head>.<loss>.<param>; heads.<head>.weight -> <head>.weight;
-    <section>.<field> -> <field>."""
-    parts = key.split(".")
-    if parts[0] == "heads":
-        return ".".join(parts[1:])
-    return parts[-1]
-
-
 def ranked(search: SearchRecord) -> list[TrialRecord]:
-    """Trials with a primary objective value, best first, then the others in start order."""
-    objective = search.objectives[0]
-    sign = -1.0 if objective.mode == "max" else 1.0
-    scored = [t for t in search.trials if t.values[0] is not None]
-    scored.sort(key=lambda t: (sign * t.values[0], t.start_time))
-    return scored + [t for t in search.trials if t.values[0] is None]
+    """The search's trials in the one ranking of ``search.ranking`` (the summary's too)."""
+    return ranking.ranked(search.trials, [o.mode for o in search.objectives])
 
 
 def varied_params(trials: Sequence[TrialRecord]) -> list[str]:
-    """Config keys whose value differs between trials (a conditional key counts as varied)."""
-    keys = sorted({k for t in trials for k in t.params})
-    varied = []
-    for key in keys:
-        if key in _HIDDEN or (key.startswith("heads.") and key.endswith(".loss")):
-            continue
-        if len({repr(t.params.get(key)) for t in trials}) > 1:
-            varied.append(key)
-    return varied
+    """Config keys whose value differs between trials (a conditional key counts as varied); the
+    heads' losses have columns of their own."""
+    return varied_keys([t.params for t in trials], hidden=_HIDDEN)
 
 
 def _head_metric_names(search: SearchRecord) -> list[tuple[str, str]]:
@@ -124,7 +107,7 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
         labels.append("parameters")
     else:
         columns += params
-        labels += [_short(k) for k in params]
+        labels += [FlatKey.parse(k).short() for k in params]
     rows = []
     for rank, trial in enumerate(ranked(search), start=1):
         row: list[Any] = [
@@ -138,7 +121,7 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
             *(trial.heads.get(h, {}).get(m) for h, m in head_metrics),
         ]
         if compact:
-            row.append(" ".join(f"{_short(k)}={_show(trial.params[k])}" for k in params if k in trial.params))
+            row.append(" ".join(f"{FlatKey.parse(k).short()}={_show(trial.params[k])}" for k in params if k in trial.params))
         else:
             row += [trial.params.get(k) for k in params]
         rows.append(tuple(row))

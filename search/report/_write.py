@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search import ranking
 from search.report import _plots
 from search.report._importance import parameter_importance
 from search.report._load import SearchRecord, TrialRecord
@@ -41,11 +42,13 @@ def _counts(search: SearchRecord) -> str:
 
 def _header(search: SearchRecord) -> list[str]:
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
+    modes = [o.mode for o in search.objectives]
     return [
         f"search: {search.name} ({search.search_id}), run {search.parent_run_id}, status {search.status.lower()}",
         f"MLflow: {search.tracking_uri}, experiment {search.experiment!r} (id {search.experiment_id})",
         f"objective: {objectives}",
         f"trials: {len(search.trials)} ({_counts(search)})",
+        ranking.best_line(ranking.best_trial(search.trials, modes), search.objectives[0].metric),
     ]
 
 

@@ -1,9 +1,9 @@
 """A validated space as a tree of entries, compiled to an Optuna define-by-run function.
 
-Entries are flat trial-config keys: a constant, a searched parameter, or a head's loss switch
-whose alternatives hold the entries of their own parameters. Walking the tree with a trial
-suggests only what the trial's choices reach, so a loss parameter exists only in the trials
-that chose that loss.
+Entries are flat trial-config keys: a constant, a searched parameter, or a branch (a switch: a
+head's loss, a model kind, a plugin's dimension) whose options hold the entries of their own
+parameters. Walking the tree with a trial suggests only what the trial's choices reach, so an
+option's parameter exists only in the trials that chose that option.
 """
 
 from __future__ import annotations
@@ -11,12 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import optuna
+from search.space._distributions import Choice, Distribution, SuggestTrial
+from trainables.settings import show_literal
 
-from search.space._distributions import Choice, Distribution, SuggestTrial, show_value
-from search._optuna import quiet_optuna
-
-__all__ = ["Const", "Entry", "LossSwitch", "Param", "define_by_run", "dimension_lines", "grid_space", "sample"]
+__all__ = [
+    "Branch",
+    "Const",
+    "Entry",
+    "Param",
+    "define_by_run",
+    "dimension_lines",
+    "grid_space",
+    "sample",
+    "searched",
+]
 
 
 @dataclass(frozen=True)
@@ -36,19 +44,17 @@ class Param:
 
 
 @dataclass(frozen=True)
-class LossSwitch:
-    """``heads.<head>.loss``: one loss (``distribution`` None) or a choice/grid over several.
-
-    ``options`` maps each loss name to the entries of its parameters
-    (``heads.<head>.<loss>.<param>``).
-    """
+class Branch:
+    """A switch (``heads.<head>.loss``, ``model.kind``): one option (``distribution`` None) or a
+    choice/grid over several. ``options`` maps each option to the entries of its parameters
+    (``heads.<head>.<loss>.<param>``, ``model.<kind>.<param>``)."""
 
     key: str
     options: dict[str, tuple[Entry, ...]]
     distribution: Choice | None = None
 
 
-Entry = Const | Param | LossSwitch
+Entry = Const | Param | Branch
 
 
 def _walk(entries: tuple[Entry, ...], trial: SuggestTrial, constants: dict[str, Any], resolved: dict[str, Any]) -> None:
@@ -59,11 +65,11 @@ def _walk(entries: tuple[Entry, ...], trial: SuggestTrial, constants: dict[str, 
             resolved[entry.key] = entry.distribution.suggest(trial, entry.key)
         else:
             if entry.distribution is None:
-                (loss,) = entry.options
-                constants[entry.key] = resolved[entry.key] = loss
+                (option,) = entry.options
+                constants[entry.key] = resolved[entry.key] = option
             else:
-                loss = resolved[entry.key] = entry.distribution.suggest(trial, entry.key)
-            _walk(entry.options[loss], trial, constants, resolved)
+                option = resolved[entry.key] = entry.distribution.suggest(trial, entry.key)
+            _walk(entry.options[option], trial, constants, resolved)
 
 
 def define_by_run(entries: tuple[Entry, ...], trial: SuggestTrial) -> dict[str, Any]:
@@ -75,6 +81,10 @@ def define_by_run(entries: tuple[Entry, ...], trial: SuggestTrial) -> dict[str, 
 
 def sample(entries: tuple[Entry, ...], *, seed: int) -> dict[str, Any]:
     """One complete flat trial config drawn with a seeded RandomSampler, in file order."""
+    import optuna  # here: validating a space needs no sampler
+
+    from search._optuna import quiet_optuna
+
     with quiet_optuna():
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         trial = study.ask()
@@ -84,7 +94,7 @@ def sample(entries: tuple[Entry, ...], *, seed: int) -> dict[str, Any]:
 
 
 def grid_space(entries: tuple[Entry, ...]) -> dict[str, list[Any]] | None:
-    """Every searched key with its values (all loss alternatives included), or None when some
+    """Every searched key with its values (all options included), or None when some
     dimension is continuous or an integer range."""
     grid: dict[str, list[Any]] = {}
     for entry in entries:
@@ -92,7 +102,7 @@ def grid_space(entries: tuple[Entry, ...]) -> dict[str, list[Any]] | None:
             if not isinstance(entry.distribution, Choice):
                 return None
             grid[entry.key] = list(entry.distribution.values)
-        elif isinstance(entry, LossSwitch):
+        elif isinstance(entry, Branch):
             if entry.distribution is not None:
                 grid[entry.key] = list(entry.options)
             for option in entry.options.values():
@@ -101,6 +111,21 @@ def grid_space(entries: tuple[Entry, ...]) -> dict[str, list[Any]] | None:
                     return None
                 grid.update(inner)
     return grid
+
+
+def searched(entries: tuple[Entry, ...]) -> dict[str, Distribution]:
+    """Every searched key with its distribution, every option's included (a switch's choice as a
+    choice over its options)."""
+    found: dict[str, Distribution] = {}
+    for entry in entries:
+        if isinstance(entry, Param):
+            found[entry.key] = entry.distribution
+        elif isinstance(entry, Branch):
+            if entry.distribution is not None:
+                found[entry.key] = entry.distribution
+            for option in entry.options.values():
+                found.update(searched(option))
+    return found
 
 
 def dimension_lines(entries: tuple[Entry, ...]) -> tuple[list[str], list[str]]:
@@ -123,17 +148,17 @@ def _align(line: str, width: int) -> str:
 def _describe(entries: tuple[Entry, ...], searched: list[str], fixed: list[str], *, indent: str) -> None:
     for entry in entries:
         if isinstance(entry, Const):
-            # Constants of one loss alternative only hold when that loss is chosen.
-            (searched if indent else fixed).append(f"{indent}{entry.key} = {show_value(entry.value)}")
+            # Constants of one option only hold when that option is chosen.
+            (searched if indent else fixed).append(f"{indent}{entry.key} = {show_literal(entry.value)}")
         elif isinstance(entry, Param):
             searched.append(f"{indent}{entry.key}  ~ {entry.distribution}")
         elif entry.distribution is None:
-            (loss,) = entry.options
-            (searched if indent else fixed).append(f"{indent}{entry.key} = {loss}")
-            _describe(entry.options[loss], searched, fixed, indent=indent)
+            (option,) = entry.options
+            (searched if indent else fixed).append(f"{indent}{entry.key} = {option}")
+            _describe(entry.options[option], searched, fixed, indent=indent)
         else:
             searched.append(f"{indent}{entry.key}  ~ {entry.distribution}")
-            for loss, option in entry.options.items():
-                if option:
-                    searched.append(f"{indent}  if {entry.key} == {loss}:")
-                    _describe(option, searched, fixed, indent=indent + "    ")
+            for option, inner in entry.options.items():
+                if inner:
+                    searched.append(f"{indent}  if {entry.key} == {option}:")
+                    _describe(inner, searched, fixed, indent=indent + "    ")

@@ -1,20 +1,9 @@
-"""The parsed, validated space: settings dataclasses and the Space the driver and the CLI use.
+"""The validated space and the driver's own settings (search, resources, mlflow).
 
-A space file (YAML) has these sections; ``~`` marks the values that may be a distribution
-(``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{int: [lo, hi]}``, ``{choice: [...]}``,
-``{grid: [...]}``), every other value is a literal::
+A space file (YAML) has the sections of a trial (``trainables.config``: data, model, train,
+heads, energy_weight, energy, objective, and any a plugin adds) and these of the driver::
 
-    name: vimh-loss-search           # MLflow experiment name; default: the file name
-    data: {kind, path, val_fraction, limit, labels, seed}      # fixed: one data set per search
-    model: {kind, hidden ~, dropout ~}
-    train: {epochs, batch_size ~, lr ~, weight_decay ~, grad_clip ~, patience, seed, threads,
-            amp, device}
-    heads:                           # the heads to train (names from the data set); without this
-                                     # section every head trains with {weight: 1.0, loss: ce}
-      <head>: {weight ~, loss}       # loss: a name, {name: {param: value ~}}, or
-                                     # {choice: {name: {param: value ~}, ...}} / {grid: ...}
-    energy_weight: ~                 # >= 0; 0 disables the energy term
-    energy: {p ~}
+    name: vimh-loss-search           # run directory and MLflow experiment name; default: the file name
     objective: {metric, mode}        # a val/ task metric the trainer reports, never a loss value
                                      # (losses of different types are not comparable); a list is
                                      # multi-objective, the first one drives early stopping
@@ -23,11 +12,8 @@ A space file (YAML) has these sections; ``~`` marks the values that may be a dis
     resources: {cpu, gpu}            # per trial; fractions allowed
     mlflow: {tracking_uri, experiment}
 
-Why these may be searched and the others not: epochs and patience set the budget the scheduler
-divides (ASHA's ``max_t``), the seed makes a trial reproducible, and the data set, the model kind
-and the devices define what is compared; searching them would compare different problems.
-``data.path`` is resolved against the current working directory when the space is loaded (trials
-run in their own directories); the default for ``kind: vimh`` is ``data/vimh-default``.
+Which trial settings may be a distribution, their types and bounds are stated with the trial
+schema (``Rule(searchable=True)``), the driver's here, once each.
 """
 
 from __future__ import annotations
@@ -35,12 +21,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from search.space import _compile
-from search.space._compile import Entry
-from search.space._distributions import SuggestTrial
-from trainables.data import DataSpec, HeadInfo
+from trainables.settings import Rule
+
+if TYPE_CHECKING:
+    from search.space._compile import Entry
+    from search.space._distributions import SuggestTrial
+    from trainables.data import DataSpec, HeadInfo
 
 __all__ = ["SEARCH_NAME_RULE", "MlflowSettings", "Objective", "Resources", "SearchSettings", "Space", "is_search_name"]
 
@@ -62,25 +50,28 @@ class Objective:
     mode: Literal["min", "max"]
 
 
+# Upper bounds refuse what no machine can run (a billion trials, a year of budget) before the
+# driver builds anything for it.
 @dataclass(frozen=True)
 class SearchSettings:
-    num_samples: int = 16
+    num_samples: Annotated[int, Rule(minimum=1, maximum=100_000)] = 16
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: Literal["asha", "median", "none"] = "asha"
-    grace_period: int = 1  # epochs a trial runs before a scheduler may stop it
-    reduction_factor: float = 3.0
-    max_concurrent: int = 2
-    seed: int = 0
-    time_budget_s: float | None = None  # None: no wall-clock limit for the whole search
-    max_failures: int = 0  # retries of a crashed trial (from its last checkpoint)
+    grace_period: Annotated[int, Rule(minimum=1)] = 1  # epochs a trial runs before a scheduler may stop it
+    reduction_factor: Annotated[float, Rule(minimum=1.0, min_open=True, maximum=100.0)] = 3.0
+    max_concurrent: Annotated[int, Rule(minimum=1, maximum=1_000)] = 2
+    seed: Annotated[int, Rule(minimum=0)] = 0
+    # None: no wall-clock limit for the whole search
+    time_budget_s: Annotated[float | None, Rule(minimum=0.0, min_open=True, maximum=366 * 24 * 3600.0)] = None
+    max_failures: Annotated[int, Rule(minimum=0, maximum=100)] = 0  # retries of a crashed trial
 
 
 @dataclass(frozen=True)
 class Resources:
     """Resources of one trial; fractions share a device between trials."""
 
-    cpu: float = 1.0
-    gpu: float = 0.0
+    cpu: Annotated[float, Rule(minimum=0.0, min_open=True, maximum=1024.0)] = 1.0
+    gpu: Annotated[float, Rule(minimum=0.0, maximum=64.0)] = 0.0
 
 
 @dataclass(frozen=True)
@@ -103,30 +94,46 @@ class Space:
     resources: Resources
     mlflow: MlflowSettings
     entries: tuple[Entry, ...] = field(repr=False, default=())
+    # Settings no trial varies (train.epochs, train.threads, ...): flat key -> value.
+    constants: dict[str, Any] = field(repr=False, default_factory=dict)
 
     def define_by_run(self, trial: SuggestTrial) -> dict[str, Any]:
         """Suggest every searched dimension under its flat trial-config key (loss parameters only
         for the loss the trial chose) and return the constants, so that suggested + returned is
         a complete flat trial config: what ``ray.tune.search.optuna.OptunaSearch(space=...)``
         expects from a define-by-run function."""
-        return _compile.define_by_run(self.entries, trial)
+        from search.space._compile import define_by_run
+
+        return define_by_run(self.entries, trial)
 
     def sample(self, *, seed: int) -> dict[str, Any]:
         """One complete flat trial config drawn with a seeded Optuna RandomSampler."""
-        return _compile.sample(self.entries, seed=seed)
+        from search.space._compile import sample
+
+        return sample(self.entries, seed=seed)
+
+    def searched(self) -> dict[str, Any]:
+        """Every searched flat key with its distribution (``search.space.to_json`` writes them)."""
+        from search.space._compile import searched
+
+        return searched(self.entries)
 
     def grid_search_space(self) -> dict[str, list[Any]] | None:
         """Every searched key with all its values (for ``optuna.samplers.GridSampler``), or None
         when a dimension is continuous (uniform, loguniform, int)."""
-        return _compile.grid_space(self.entries)
+        from search.space._compile import grid_space
+
+        return grid_space(self.entries)
 
     def dimensions(self) -> list[str]:
         """Human-readable lines: the searched dimensions (conditional ones indented under the
         loss they belong to), then the fixed values."""
-        searched, fixed = _compile.dimension_lines(self.entries)
+        from search.space._compile import dimension_lines
+
+        searched, fixed = dimension_lines(self.entries)
         count = sum(1 for line in searched if "  ~ " in line)
         conditional = sum(1 for line in searched if "  ~ " in line and line.startswith(" "))
-        lines = [f"searched ({count} dimension{'s' if count != 1 else ''}, {conditional} conditional on a loss):"]
+        lines = [f"searched ({count} dimension{'s' if count != 1 else ''}, {conditional} conditional on a choice):"]
         lines += [f"  {line}" for line in searched] or ["  (none)"]
         lines += ["fixed:", *(f"  {line}" for line in fixed)]
         return lines

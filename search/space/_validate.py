@@ -1,37 +1,26 @@
-"""Typed, complete validation of a parsed space file, producing a Space.
+"""Validation of a parsed space file: a walk over the trial schema, plus a few cross-field rules.
 
-Every problem becomes a SpaceIssue with the file, the YAML path, the rule and the value; all of
-them are raised together. What the validator checks against is read from the code that uses it:
-loss names and parameters from ``trainables.losses`` (signatures), heads from the data set's
-description, objectives from the trainer's metric names, setting names, types and defaults from
-``trainables.config``.
+What a section holds, each setting's type, bounds and whether it may be searched, and which
+options a switch has with which parameters, all come from ``trainables.config`` (sections, in
+``LAYOUT`` order) and the registries behind its switches; a section, setting or option added
+there (or by a plugin) is validated without a change here. The rules that need more than one
+field stay here: heads against the data set's description, losses against their head (output
+units, the loss's own checks at the values a search may reach), objectives against the
+trainer's metrics, and the search settings against each other.
+
+Every problem becomes a SpaceIssue with the file, the line, the YAML path, the rule and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import math
 import os
-import re
 import typing
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.space._compile import Const, Entry, LossSwitch, Param, grid_space
-from search.space._distributions import (
-    DISTRIBUTIONS,
-    Choice,
-    Distribution,
-    Grid,
-    IntRange,
-    LogUniform,
-    Uniform,
-    ValueType,
-    value_type_from_annotation,
-)
+from search.space._compile import Branch, Const, Entry, Param, grid_space
+from search.space._distributions import Choice, Distribution, Grid
 from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
 from search.space._parse import read_space_file
 from search.space._schema import (
@@ -43,542 +32,272 @@ from search.space._schema import (
     Space,
     is_search_name,
 )
-from trainables.config import DataConfig, EnergyConfig, ModelConfig, TrainConfig
-from trainables.data import DATASETS, DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
-from trainables.losses import LOSSES, build_loss, loss_parameters
+from search.space._values import NOTHING, Fixed, ValueChecker
+from trainables.config import LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
+from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
+from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
+from trainables.losses import LOSS, build_loss
 from trainables.metrics import metric_names
-from trainables.models import MODELS
+from trainables.settings import SettingError, ValueType, value_type
+from trainables.switches import Switch, switch_field
 
 __all__ = ["load_space"]
 
-_NOTHING = Plain("nothing")
-_SCALAR_TYPES = (str, int, float, bool, type(None))
-
-
-@dataclass(frozen=True)
-class _Rule:
-    """Bounds of a setting and whether it may be searched; its type comes from the config class."""
-
-    searchable: bool = False
-    minimum: float | None = None
-    maximum: float | None = None
-    min_open: bool = False
-    max_open: bool = False
-    members: tuple[Any, ...] | None = None  # replaces the annotation's type (registry names)
-
-
-# Per trial-config section: which settings may be searched, and their bounds. Settings a config
-# class gains later are accepted as fixed values of their annotated type.
-# Fixed on purpose: the data set and the model kind define the problem being compared; epochs and
-# patience are the budget a scheduler divides; seed, threads, amp and device make a trial
-# reproducible on given hardware. data.* bounds follow trainables.data.DataSpec (the stricter of
-# DataSpec and DataConfig).
-_RULES: dict[str, dict[str, _Rule]] = {
-    "data": {
-        "kind": _Rule(members=tuple(sorted(DATASETS))),
-        "val_fraction": _Rule(minimum=0.0, maximum=1.0, min_open=True, max_open=True),
-        "limit": _Rule(minimum=2),
-        "seed": _Rule(minimum=0),
-    },
-    "model": {
-        "kind": _Rule(members=tuple(sorted(MODELS))),
-        "hidden": _Rule(searchable=True, minimum=1, maximum=65_536),
-        "dropout": _Rule(searchable=True, minimum=0.0, maximum=1.0, max_open=True),
-    },
-    "train": {
-        "epochs": _Rule(minimum=1, maximum=100_000),
-        "batch_size": _Rule(searchable=True, minimum=1, maximum=1 << 20),
-        "lr": _Rule(searchable=True, minimum=0.0, min_open=True),
-        "weight_decay": _Rule(searchable=True, minimum=0.0),
-        "grad_clip": _Rule(searchable=True, minimum=0.0),
-        "patience": _Rule(minimum=1, maximum=100_000),
-        "seed": _Rule(minimum=0),
-        "threads": _Rule(minimum=1, maximum=1024),
-    },
-    "energy": {"p": _Rule(searchable=True, minimum=1)},
-}
-_CONFIG_CLASSES: dict[str, type] = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "energy": EnergyConfig,
-}
-# Upper bounds refuse what no machine can run (a billion trials, a year of budget), before the
-# driver builds anything for them.
-_SEARCH_RULES: dict[str, _Rule] = {
-    "num_samples": _Rule(minimum=1, maximum=100_000),
-    "grace_period": _Rule(minimum=1),
-    "reduction_factor": _Rule(minimum=1.0, min_open=True, maximum=100.0),
-    "max_concurrent": _Rule(minimum=1, maximum=1_000),
-    "seed": _Rule(minimum=0),
-    "time_budget_s": _Rule(minimum=0.0, min_open=True, maximum=366 * 24 * 3600.0),
-    "max_failures": _Rule(minimum=0, maximum=100),
-}
-_RESOURCE_RULES: dict[str, _Rule] = {
-    "cpu": _Rule(minimum=0.0, min_open=True, maximum=1024.0),
-    "gpu": _Rule(minimum=0.0, maximum=64.0),
-}
-_WEIGHT = ValueType("float", minimum=0.0)
-_TOP_KEYS = ("name", "data", "model", "train", "heads", "energy_weight", "energy", "objective", "search",
-             "resources", "mlflow")
+_DRIVER_SECTIONS = ("name", "objective", "search", "resources", "mlflow")
 _MODES = ValueType("literal", members=("min", "max"))
-_DEFAULT_HEAD = {"weight": 1.0, "loss": "ce"}
-_DISTRIBUTIONS_FOR = {"int": "`int`, `choice` or `grid`", "float": "`uniform`, `loguniform`, `choice` or `grid`"}
+_SWITCH_FORM = "an option name, {name: {param: value}} or {choice: {name: {param: value}, ...}}"
 
 
 def load_space(path: str | Path) -> Space:
     """Parse and validate a space file; raises SpaceError listing every problem."""
     text, parsed = read_space_file(path)
-    checker = _Checker(file=str(path), lines=parsed.lines, issues=list(parsed.issues))
-    return checker.space(parsed.value, path=Path(path), text=text)
+    walk = _Walk(file=str(path), lines=parsed.lines, issues=list(parsed.issues))
+    return walk.space(parsed.value, path=Path(path), text=text)
 
 
-@dataclass(frozen=True)
-class _Fixed:
-    value: Any
-
-
-def _type_of(annotation: Any, rule: _Rule) -> ValueType | None:
-    if rule.members is not None:
-        return ValueType("literal", members=rule.members)
-    base = value_type_from_annotation(annotation)
-    if base is None:
-        return None
-    return dataclasses.replace(
-        base, minimum=rule.minimum, maximum=rule.maximum, min_open=rule.min_open, max_open=rule.max_open
-    )
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _probe_values(distribution: Distribution) -> tuple[Any, ...]:
-    """The values that show whether a distribution stays within what a loss accepts."""
+    """The values that show whether a distribution stays within what an option accepts."""
     if isinstance(distribution, Choice):
         return distribution.values
     return (distribution.low, distribution.high)
 
 
-class _Checker:
-    """Collects issues while walking the document; one instance per file."""
-
-    def __init__(self, *, file: str, lines: dict[str, int], issues: list[SpaceIssue]) -> None:
-        self.file = file
-        self.lines = lines
-        self.issues = issues
-
-    # ----------------------------------------------------------------- reporting helpers
-
-    def add(self, path: str, rule: str, value: Any) -> None:
-        self.issues.append(SpaceIssue(self.file, path, rule, value, line=self._line(path)))
-
-    def _line(self, path: str) -> int | None:
-        """The line of `path`, or of its nearest parent in the file (a missing key: its section)."""
-        while path not in self.lines:
-            if not path:
-                return None
-            parent = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path)
-            path = "" if parent == path else parent
-        return self.lines[path]
-
-    def mapping(self, value: Any, path: str, *, what: str) -> dict[str, Any] | None:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.add(path, f"a mapping ({what})", value)
-            return None
-        for key in value:
-            if not isinstance(key, str):
-                self.add(path, "string keys", key)
-        return {k: v for k, v in value.items() if isinstance(k, str)}
-
-    def known_keys(self, value: dict[str, Any], path: str, allowed: typing.Iterable[str]) -> None:
-        allowed = list(allowed)
-        section = f"`{path}`" if path else "the top level"
-        for key in value:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"; did you mean `{close[0]}`?" if close else ""
-                self.add(join_path(path, key), f"a key of {section} (one of: {', '.join(allowed)}{hint})",
-                         Plain(f"`{key}`"))
-
-    # ----------------------------------------------------------------- values
-
-    def fixed(self, value: Any, path: str, vtype: ValueType | None) -> tuple[bool, Any]:
-        """Check a literal; (ok, converted value)."""
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in DISTRIBUTIONS:
-            self.add(path, f"a fixed value ({vtype.describe() if vtype else 'a literal'}): this setting is not searched", value)
-            return False, value
-        if vtype is None:
-            ok = _json_safe(value)
-            if not ok:
-                self.add(path, "a JSON-safe literal (null, true/false, number, string, or lists of them)", value)
-            return ok, value
-        ok, converted = vtype.check(value)
-        if not ok:
-            self.add(path, vtype.describe(), value)
-        return ok, converted
-
-    def tunable(self, value: Any, path: str, vtype: ValueType | None) -> _Fixed | Distribution | None:
-        """A literal or one distribution; None after reporting a problem."""
-        if not isinstance(value, dict):
-            ok, converted = self.fixed(value, path, vtype)
-            return _Fixed(converted) if ok else None
-        names = ", ".join(DISTRIBUTIONS)
-        if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
-            expected = vtype.describe() if vtype else "a literal"
-            self.add(path, f"{expected}, or one distribution as a one-key mapping ({names})", value)
-            return None
-        kind, args = next(iter(value.items()))
-        dpath = join_path(path, kind)
-        if vtype is None or vtype.kind == "floats":
-            self.add(path, "a literal: only scalar settings can be searched (Optuna choices are scalars)", value)
-            return None
-        if kind in ("choice", "grid"):
-            return self._categorical(kind, args, dpath, vtype)
-        return self._range(kind, args, dpath, vtype)
-
-    def _categorical(self, kind: str, args: Any, path: str, vtype: ValueType) -> Distribution | None:
-        if not isinstance(args, list) or not args:
-            self.add(path, f"a non-empty list of values for `{kind}`", args)
-            return None
-        values = []
-        ok = True
-        for index, item in enumerate(args):
-            item_ok, converted = vtype.check(item)
-            if not item_ok:
-                self.add(join_path(path, index), vtype.describe(), item)
-                ok = False
-            elif converted in values:
-                self.add(join_path(path, index), f"distinct values in `{kind}`", item)
-                ok = False
-            values.append(converted)
-        cls = Grid if kind == "grid" else Choice
-        return cls(tuple(values)) if ok else None
-
-    def _range(self, kind: str, args: Any, path: str, vtype: ValueType) -> Distribution | None:
-        wanted = "int" if kind == "int" else "float"
-        if vtype.kind != wanted:
-            hint = _DISTRIBUTIONS_FOR.get(vtype.kind, "`choice` or `grid`")
-            self.add(path, f"{hint} for a setting that takes {vtype.describe()}", Plain(f"`{kind}`"))
-            return None
-        number = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind == "int" else _is_number
-        if not isinstance(args, list) or len(args) != 2 or not all(number(v) for v in args):
-            what = "integers" if kind == "int" else "numbers"
-            self.add(path, f"[lo, hi] with two {what} for `{kind}`", args)
-            return None
-        low, high = args
-        ok = True
-        if not low < high:
-            self.add(path, "lo < hi", args)
-            ok = False
-        if kind == "loguniform" and low <= 0:
-            self.add(path, "lo > 0 for `loguniform`", args)
-            ok = False
-        for bound in args if ok else ():
-            if not vtype.check(bound)[0]:
-                self.add(path, f"bounds that are {vtype.describe()}", args)
-                ok = False
-                break
-        if not ok:
-            return None
-        if kind == "int":
-            return IntRange(low, high)
-        return (LogUniform if kind == "loguniform" else Uniform)(float(low), float(high))
-
-    @staticmethod
-    def entry(key: str, parsed: _Fixed | Distribution) -> Entry:
-        return Const(key, parsed.value) if isinstance(parsed, _Fixed) else Param(key, parsed)
-
-    # ----------------------------------------------------------------- sections
-
+class _Walk(ValueChecker):
     def space(self, doc: Any, *, path: Path, text: str) -> Space:
         if not isinstance(doc, dict):
+            shown = doc if doc is not None else Plain("an empty document")
             issue = SpaceIssue(self.file, "", "a mapping of sections at the top level (data, model, train, heads, ...)",
-                               doc if doc is not None else Plain("an empty document"), line=self._line(""))
+                               shown, line=self._line(""))
             raise SpaceError([*self.issues, issue])
         doc = self.mapping(doc, "", what="sections") or {}
-        self.known_keys(doc, "", _TOP_KEYS)
+        self.known_keys(doc, "", dict.fromkeys([*_DRIVER_SECTIONS[:1], *LAYOUT, *_DRIVER_SECTIONS[1:]]))
         if "objective" not in doc:
-            self.add("objective", "an `objective` section ({metric, mode} or a list of them)", _NOTHING)
-
+            self.add("objective", "an `objective` section ({metric, mode} or a list of them)", NOTHING)
         name = self.name(doc.get("name"), default=path.stem)
-        data_values, data_entries = self.config_section(doc.get("data"), "data", required=("kind",))
-        data, describable = self.data_spec(data_values)
-        if describable is not None:
-            data_entries = [Const("data.path", describable.path) if e.key == "data.path" else e for e in data_entries]
-        available = self.describe(describable)
-        _, model_entries = self.config_section(doc.get("model"), "model")
-        train_values, train_entries = self.config_section(doc.get("train"), "train")
-        heads, head_entries = self.heads(doc.get("heads"), available)
-        energy_weight = self.tunable(doc.get("energy_weight", 0.0), "energy_weight", _WEIGHT)
-        _, energy_entries = self.config_section(doc.get("energy"), "energy")
-        objectives = self.objectives(doc.get("objective"), heads)
-        search = self.settings(doc.get("search"), "search", SearchSettings, _SEARCH_RULES)
-        resources = self.settings(doc.get("resources"), "resources", Resources, _RESOURCE_RULES)
-        mlflow = self.settings(doc.get("mlflow"), "mlflow", MlflowSettings, {})
-
-        entries: list[Entry] = [*data_entries, *model_entries, *train_entries, *head_entries]
-        if energy_weight is not None:
-            entries.append(self.entry("energy_weight", energy_weight))
-        entries += energy_entries
-        if objectives:
-            # The trainer tracks one objective (best/<metric>, patience): the first one.
-            entries += [Const("objective.metric", objectives[0].metric), Const("objective.mode", objectives[0].mode)]
+        data, available, entries = self.data(doc.get("data"))
+        heads: dict[str, HeadInfo] | None = None
+        objectives: list[Objective] = []
+        for key in LAYOUT:
+            if key == "data":
+                continue
+            if key == HEADS:
+                heads, head_entries = self.heads(doc.get(HEADS), available)
+                entries += head_entries
+            elif key == "objective":
+                objectives = self.objectives(doc.get("objective"), heads)
+                if objectives:  # the trainer tracks one objective (best/<metric>, patience): the first
+                    entries += [Const("objective.metric", objectives[0].metric),
+                                Const("objective.mode", objectives[0].mode)]
+            elif key in SECTIONS:
+                entries += self.section(doc.get(key), key, SECTIONS[key])
+            else:  # a top-level setting of a trial (energy_weight)
+                parsed = self.value(doc.get(key, _default(TrialConfig, key)), key, value_type(_hints(TrialConfig)[key]))
+                if parsed is not None:
+                    entries.append(self.entry(key, parsed, key))
+        search = self.settings(doc.get("search"), "search", SearchSettings)
+        resources = self.settings(doc.get("resources"), "resources", Resources)
+        mlflow = self.settings(doc.get("mlflow"), "mlflow", MlflowSettings)
         if search is not None:
-            self.cross_check(search, tuple(entries), objectives, train_values, doc.get("search"))
-
+            self.cross_check(search, tuple(entries), objectives, doc.get("search"))
         if self.issues:
             raise SpaceError(sorted(self.issues, key=lambda issue: issue.line or 0))
-        assert data is not None and heads is not None and search is not None  # guaranteed without issues
-        assert resources is not None and mlflow is not None and name is not None
-        return Space(
-            name=name,
-            path=path,
-            text=text,
-            data=data,
-            heads=heads,
-            objectives=objectives,
-            search=search,
-            resources=resources,
-            mlflow=mlflow,
-            entries=tuple(entries),
-        )
+        assert all(v is not None for v in (data, heads, search, resources, mlflow, name))  # no issues: all set
+        return Space(name=name, path=path, text=text, data=data, heads=heads, objectives=objectives, search=search,
+                     resources=resources, mlflow=mlflow, entries=tuple(entries),
+                     constants={e.key: e.value for e in entries if isinstance(e, Const)})
 
     def name(self, value: Any, *, default: str) -> str | None:
+        if value is None and is_search_name(default):
+            return default
         if value is None:
-            if is_search_name(default):
-                return default
             self.add("name", f"{SEARCH_NAME_RULE} (without `name`, the file's name is used)", default)
-            return None
-        if not is_search_name(value):
+        elif not is_search_name(value):
             self.add("name", SEARCH_NAME_RULE, value)
-            return None
-        return value
+        return value if is_search_name(value) else None
 
-    def config_section(
-        self, value: Any, section: str, *, required: tuple[str, ...] = ()
-    ) -> tuple[dict[str, Any], list[Entry]]:
-        """A trial-config section: every field of its config class, from the file or the default."""
-        cls = _CONFIG_CLASSES[section]
-        mapping = self.mapping(value, section, what=f"the `{section}` settings")
+    # ------------------------------------------------------------------ sections
+
+    def section(self, value: Any, name: str, cls: type, *, required: tuple[str, ...] = ()) -> list[Entry]:
+        """A section's entries, every field from the file or its default, in field order."""
+        mapping = self.mapping(value, name, what=f"the `{name}` settings")
         if mapping is None:
-            return {}, []
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        self.known_keys(mapping, section, fields)
-        values: dict[str, Any] = {}
+            return []
+        hints, found = _hints(cls), switch_field(cls)
+        fields = section_fields(cls)
+        extra = {k: v for k, v in mapping.items() if k not in fields}
+        # A switch given as one option's name may have that option's parameters beside it
+        # (model: {kind: mlp, hidden: 16}).
+        option = mapping.get(found[0], _default(cls, found[0])) if found is not None else None
+        named = found is not None and isinstance(option, str) and option in found[1].options
+        beside = found[1].parameters(option) if named else {}
+        if found is None or named or not isinstance(option, str):  # an unknown option: its own issue
+            self.known_keys({k: v for k, v in extra.items() if k not in beside}, name, [*fields, *beside])
+        extra = {k: v for k, v in extra.items() if k in beside}
         entries: list[Entry] = []
-        for key, field in fields.items():
-            path = f"{section}.{key}"
-            rule = _RULES.get(section, {}).get(key, _Rule())
-            vtype = _type_of(hints[key], rule)
-            if key not in mapping:
-                if key in required:
-                    self.add(path, f"a value ({vtype.describe() if vtype else 'required'})", _NOTHING)
-                    continue
-                values[key] = field.default
-                entries.append(Const(path, field.default))
-                continue
-            if rule.searchable:
-                parsed = self.tunable(mapping[key], path, vtype)
+        for field in fields:
+            path = join_path(name, field)
+            if found is not None and field == found[0]:
+                branch = self.switch(mapping.get(field, _default(cls, field)), path, found[1], extra, prefix=name)
+                entries += [branch] if branch is not None else []
+            elif field in mapping:
+                parsed = self.value(mapping[field], path, value_type(hints[field]))
+                entries += [self.entry(path, parsed, path)] if parsed is not None else []
+            elif field in required:
+                vtype = value_type(hints[field])
+                self.add(path, f"a value ({vtype.describe() if vtype else 'required'})", NOTHING)
             else:
-                ok, converted = self.fixed(mapping[key], path, vtype)
-                parsed = _Fixed(converted) if ok else None
-            if parsed is None:
-                continue
-            if isinstance(parsed, _Fixed):
-                values[key] = parsed.value
-            entries.append(self.entry(path, parsed))
-        return values, entries
+                entries.append(self.entry(path, Fixed(_default(cls, field)), path))
+        return entries
 
-    def data_spec(self, values: dict[str, Any]) -> tuple[DataSpec | None, DataSpec | None]:
-        """(the data spec, the spec to describe the heads with). A setting that failed its check
-        takes its default in the second, so the heads can still be checked; a bad kind or path
-        leaves nothing to describe."""
-        failed = {issue.path for issue in self.issues}
-        if "kind" not in values or failed & {"data.kind", "data.path"}:
-            return None, None
-        path = values.get("path")
-        if path is None and values["kind"] == "vimh":
-            path = DEFAULT_VIMH_PATH
-        # Trials run in their own working directories: pin relative paths to the current one.
+    def switch(self, value: Any, path: str, switch: Switch, beside: dict[str, Any], *, prefix: str) -> Branch | None:
+        """A switch: an option name (with ``beside``: its parameters written next to the switch),
+        ``{name: {params}}``, or ``{choice|grid: {name: {params}, ...} | [name, ...]}``."""
+        options: list[tuple[Any, Any, str]] = []  # (option, its params, YAML path of the params)
+        distribution: type[Choice] | None = None
+        if isinstance(value, str):
+            options.append((value, beside, path.rsplit(".", 1)[0] if beside else path))
+        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("choice", "grid"):
+            kind, alternatives = next(iter(value.items()))
+            distribution, cpath = (Grid if kind == "grid" else Choice), join_path(path, kind)
+            if isinstance(alternatives, dict) and alternatives:
+                options += [(o, params, join_path(cpath, o)) for o, params in alternatives.items()]
+            elif isinstance(alternatives, list) and alternatives:
+                for index, item in enumerate(alternatives):
+                    ipath = join_path(cpath, index)
+                    if isinstance(item, dict) and len(item) == 1:
+                        (option, params), = item.items()
+                        options.append((option, params, join_path(ipath, option)))
+                    else:
+                        options.append((item, {}, ipath))
+            else:
+                self.add(cpath, f"a non-empty mapping option -> parameters for `{kind}`", alternatives)
+                return None
+        elif isinstance(value, dict) and len(value) == 1:
+            (option, params), = value.items()
+            options.append((option, params, join_path(path, option)))
+        else:
+            self.add(path, _SWITCH_FORM, value)
+            return None
+        compiled: dict[str, tuple[Entry, ...]] = {}
+        for option, params, ppath in options:
+            if not isinstance(option, str) or option not in switch.options:
+                self.add(ppath, f"one of: {', '.join(switch.options)}",
+                         Plain(f"`{option}`") if isinstance(option, str) else option)
+            elif option in compiled:
+                self.add(ppath, "each option once per choice", Plain(f"`{option}` again"))
+            else:
+                self.option_paths[path, option] = ppath
+                compiled[option] = self.parameters(switch, option, params, ppath, prefix=prefix)
+        if len(compiled) != len(options):
+            return None
+        self.paths[path] = path
+        return Branch(path, compiled, distribution(tuple(compiled)) if distribution else None)
+
+    def parameters(self, switch: Switch, option: str, value: Any, path: str, *, prefix: str) -> tuple[Entry, ...]:
+        """An option's parameters: those the file sets (file order), then, for a ``complete``
+        switch, the defaults of the others (signature order: complete options list every one)."""
+        mapping = self.mapping(value, path, what=f"parameters of `{option}`") or {}
+        allowed = switch.parameters(option)
+        entries: dict[str, Entry] = {}
+        for param, raw in mapping.items():
+            ppath, key = join_path(path, param), f"{prefix}.{option}.{param}"
+            if param not in allowed:
+                self.add(ppath, f"a parameter of `{option}` (one of: {', '.join(allowed) or 'none'})", Plain(f"`{param}`"))
+                continue
+            vtype = value_type(allowed[param].annotation)
+            if vtype is not None and switch.searchable(option, param):
+                vtype = dataclasses.replace(vtype, searchable=True)
+            parsed = self.value(raw, ppath, vtype)
+            if parsed is not None:
+                entries[param] = self.entry(key, parsed, ppath)
+        if not switch.complete:
+            return tuple(entries.values())
+        defaults = switch.check(option, {})  # what a complete option lists when the file does not say
+        return tuple(entries.get(p) or self.entry(f"{prefix}.{option}.{p}", Fixed(_json(defaults[p])), path)
+                     for p in allowed if p in entries or p in defaults)
+
+    def data(self, value: Any) -> tuple[DataSpec | None, dict[str, HeadInfo] | None, list[Entry]]:
+        """(the data spec, the data set's heads, the entries): a relative path is pinned to the
+        current directory (trials run in their own directories)."""
+        entries = self.section(value, "data", DataSpec, required=("kind",))
+        values = {FlatKey.parse(e.key).name: e.value for e in entries if isinstance(e, Const)}
+        if "kind" not in values or self.failed("data.kind", "data.path"):
+            return None, None, entries
+        path = values.get("path") or (DEFAULT_VIMH_PATH if values["kind"] == "vimh" else None)
         values["path"] = os.path.abspath(os.path.expanduser(path)) if path is not None else None
+        entries = [Const("data.path", values["path"]) if e.key == "data.path" else e for e in entries]
         describable = DataSpec(kind=values["kind"], path=values["path"])
         try:
-            return DataSpec(**values), describable
+            heads = dict(describe_dataset(describable))
         except DataError as error:
-            self.add(*_split_data_message(str(error)))
-            return None, describable
+            self.add("data.path" if values["path"] is not None else "data", "a data set that can be read",
+                     Plain(str(error)))
+            heads = None
+        return (None if self.failed(*(f"data.{k}" for k in values)) else DataSpec(**values)), heads, entries
 
-    def describe(self, data: DataSpec | None) -> dict[str, HeadInfo] | None:
-        if data is None:
-            return None
-        try:
-            return dict(describe_dataset(data))
-        except DataError as error:
-            rule, sep, got = str(error).partition(", but got ")
-            self.add("data.path" if data.path is not None else "data", rule,
-                     Plain(got if sep else "a data set that cannot be described"))
-            return None
-
-    def heads(
-        self, value: Any, available: dict[str, HeadInfo] | None
-    ) -> tuple[dict[str, HeadInfo] | None, list[Entry]]:
+    def heads(self, value: Any, available: dict[str, HeadInfo] | None) -> tuple[dict[str, HeadInfo] | None, list[Entry]]:
         """(the trained heads, their entries). Listed heads are trained (a subset of the data set's);
-        without a `heads` section every head of the data set trains with {weight: 1.0, loss: ce}."""
+        without a `heads` section every head of the data set trains with the HeadConfig defaults."""
         if value is None:
             if available is None:
                 return None, []
-            entries = [e for name, info in available.items() for e in self.head(_DEFAULT_HEAD, name, info)]
-            return dict(available), entries
-        mapping = self.mapping(value, "heads", what="head name -> {weight, loss}")
+            return dict(available), [e for name in available for e in self.head({}, name, available[name])]
+        mapping = self.mapping(value, HEADS, what="head name -> {weight, loss}")
         if mapping is None:
             return None, []
-        if not value:
-            self.add("heads", "at least one head of the data set (or no `heads` section: all heads, ce)", value)
+        if not mapping:
+            self.add(HEADS, "at least one head of the data set (or no `heads` section: all heads, ce)", value)
         trained: dict[str, HeadInfo] = {}
         entries: list[Entry] = []
         for name, spec in mapping.items():
             info = available.get(name) if available is not None else None
             if available is not None and info is None:
                 known = ", ".join(available)
-                self.add(join_path("heads", name), f"a head of the data set (one of: {known})", Plain(f"`{name}`"))
+                self.add(join_path(HEADS, name), f"a head of the data set (one of: {known})", Plain(f"`{name}`"))
             elif info is not None:
                 trained[name] = info
-            # A head the data set lacks still gets its own problems reported.
-            entries += self.head(spec, name, info)
+            entries += self.head(spec, name, info)  # a head the data set lacks still gets its problems
         return (trained if available is not None else None), entries
 
     def head(self, value: Any, name: str, info: HeadInfo | None) -> list[Entry]:
-        path = join_path("heads", name)
-        mapping = self.mapping(value, path, what="{weight, loss}")
-        if mapping is None:
-            return []
-        self.known_keys(mapping, path, ("weight", "loss"))
-        entries: list[Entry] = []
-        weight = self.tunable(mapping.get("weight", 1.0), join_path(path, "weight"), _WEIGHT)
-        loss = self.loss(mapping.get("loss", "ce"), join_path(path, "loss"), name, info)
-        if weight is not None:
-            entries.append(self.entry(f"heads.{name}.weight", weight))
-        if loss is not None:
-            entries.append(loss)
+        path = join_path(HEADS, name)
+        entries = self.section(value, path, HeadConfig)
+        for entry in entries:
+            if isinstance(entry, Branch) and entry.key.endswith(f".{HEAD_LOSS}") and info is not None:
+                bad = [o for o, params in entry.options.items() if not self.loss_fits(o, params, info, name)]
+                if bad:
+                    return [e for e in entries if e is not entry]
         return entries
 
-    def loss(self, value: Any, path: str, head: str, info: HeadInfo | None) -> LossSwitch | None:
-        """A loss name, {name: {params}}, or {choice|grid: {name: {params}, ...} | [name, ...]}."""
-        form = "a loss name, {name: {param: value}} or {choice: {name: {param: value}, ...}}"
-        # (name, its params, YAML path of the name, YAML path of the params)
-        options: list[tuple[Any, Any, str, str]] = []
-        distribution: type[Choice] | None = None
-        if isinstance(value, str):
-            options.append((value, {}, path, path))
-        elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("choice", "grid"):
-            kind, alternatives = next(iter(value.items()))
-            distribution = Grid if kind == "grid" else Choice
-            cpath = join_path(path, kind)
-            if isinstance(alternatives, list) and alternatives:
-                for index, item in enumerate(alternatives):
-                    if isinstance(item, dict) and len(item) == 1:
-                        (loss_name, params), ipath = next(iter(item.items())), join_path(cpath, index)
-                        options.append((loss_name, params, ipath, join_path(ipath, loss_name)))
-                    else:
-                        options.append((item, {}, join_path(cpath, index), join_path(cpath, index)))
-            elif isinstance(alternatives, dict) and alternatives:
-                for loss_name, params in alternatives.items():
-                    lpath = join_path(cpath, loss_name)
-                    options.append((loss_name, params, lpath, lpath))
-            else:
-                self.add(cpath, f"a non-empty mapping loss name -> parameters for `{kind}`", alternatives)
-                return None
-        elif isinstance(value, dict) and len(value) == 1:
-            loss_name, params = next(iter(value.items()))
-            lpath = join_path(path, loss_name)
-            options.append((loss_name, params, lpath, lpath))
-        else:
-            self.add(path, form, value)
-            return None
-
-        compiled: dict[str, tuple[Entry, ...]] = {}
-        ok = True
-        for loss_name, params, name_path, params_path in options:
-            entries = self.loss_option(loss_name, params, name_path, params_path, head, info)
-            if entries is None:
-                ok = False
-            elif loss_name in compiled:
-                self.add(name_path, "each loss once per choice", Plain(f"`{loss_name}` again"))
-                ok = False
-            else:
-                compiled[loss_name] = entries
-        if not ok:
-            return None
-        key = f"heads.{head}.loss"
-        return LossSwitch(key, compiled, distribution(tuple(compiled)) if distribution else None)
-
-    def loss_option(
-        self, name: Any, params: Any, name_path: str, params_path: str, head: str, info: HeadInfo | None
-    ) -> tuple[Entry, ...] | None:
-        if not isinstance(name, str) or name not in LOSSES:
-            self.add(name_path, f"a loss name (one of: {', '.join(LOSSES)})",
-                     Plain(f"`{name}`") if isinstance(name, str) else name)
-            return None
-        ok = True
-        if info is not None and not info.ordinal and LOSSES[name].outputs(info.num_classes) < info.num_classes:
-            units = LOSSES[name].outputs(info.num_classes)
-            self.add(name_path, f"a loss with one output per class on a categorical head (`{name}` regresses the "
-                     f"class index with {units} output unit(s), which needs an ordinal head; `{head}` is not)",
-                     Plain(f"`{name}`"))
-            ok = False
-        mapping = self.mapping(params, params_path, what=f"parameters of the `{name}` loss")
-        if mapping is None:
-            return None
-        allowed = loss_parameters(name)
-        entries: list[Entry] = []
-        fixed: dict[str, Any] = {}
-        searched: dict[str, tuple[Distribution, str]] = {}
-        for param, raw in mapping.items():
-            ppath = join_path(params_path, param)
-            if param not in allowed:
-                listed = ", ".join(allowed) or "none"
-                self.add(ppath, f"a parameter of the `{name}` loss (one of: {listed})", Plain(f"`{param}`"))
-                ok = False
-                continue
-            parsed = self.tunable(raw, ppath, value_type_from_annotation(allowed[param].annotation))
-            if parsed is None:
-                ok = False
-                continue
-            if isinstance(parsed, _Fixed):
-                fixed[param] = parsed.value
-            else:
-                searched[param] = (parsed, ppath)
-            entries.append(self.entry(f"heads.{head}.{name}.{param}", parsed))
-        if ok and info is not None:
-            ok = self.probe_loss(name, fixed, searched, params_path, info)
-        return tuple(entries) if ok else None
-
-    def probe_loss(
-        self, name: str, fixed: dict[str, Any], searched: dict[str, tuple[Distribution, str]], path: str, info: HeadInfo
-    ) -> bool:
-        """Build the loss at the fixed values and at each end of every searched range, so the
-        loss's own checks (sigma > 0, len(alpha) == C, ...) fail here, not in a trial."""
-
-        def build(params: dict[str, Any]) -> str | None:
-            try:
-                build_loss(name, num_classes=info.num_classes, **params)
-            except ValueError as error:
-                return str(error).removeprefix(f"loss {name!r}: ")
-            return None
-
-        message = build(fixed)
-        if message is not None:
-            param = message.split(" ", 1)[0]
-            where = join_path(path, param) if param in fixed else path
-            self.add(where, *_rule_and_value(message, fixed.get(param, Plain(f"`{name}`"))))
+    def loss_fits(self, loss: str, params: tuple[Entry, ...], info: HeadInfo, head: str) -> bool:
+        """Cross-field rules of a head's loss: output units against the head's kind, and the loss's
+        own checks (sigma > 0, len(alpha) == C, ...) at the fixed values and each end of every
+        searched range, so they fail here, not in a trial."""
+        where = self.option_paths[f"{HEADS}.{head}.{HEAD_LOSS}", loss]
+        units = LOSS.options[loss].outputs(info.num_classes)
+        if not info.ordinal and units < info.num_classes:
+            self.add(where, f"a loss with one output per class on a categorical head (`{loss}` regresses the class "
+                     f"index with {units} output unit(s), which needs an ordinal head; `{head}` is not)",
+                     Plain(f"`{loss}`"))
             return False
-        for param, (distribution, ppath) in searched.items():
-            for value in _probe_values(distribution):
-                message = build({**fixed, param: value})
-                if message is not None:
-                    self.add(ppath, *_rule_and_value(message, value))
-                    return False
+        name_of = {e.key: FlatKey.parse(e.key).name for e in params}
+        fixed = {name_of[e.key]: e.value for e in params if isinstance(e, Const)}
+        trials = [fixed] + [{**fixed, name_of[e.key]: v} for e in params if isinstance(e, Param)
+                            for v in _probe_values(e.distribution)]
+        for values in trials:
+            try:
+                build_loss(loss, num_classes=info.num_classes, **values)
+            except SettingError as error:  # error.key: the parameter the loss refused
+                path = self.paths.get(f"{HEADS}.{head}.{loss}.{error.key}", where)
+                self.add(path, error.rule, values.get(error.key, Plain(f"`{loss}`")))
+                return False
         return True
+
+    # ------------------------------------------------------------------ the driver's sections
 
     def objectives(self, value: Any, heads: dict[str, HeadInfo] | None) -> list[Objective]:
         if value is None:
@@ -596,53 +315,37 @@ class _Checker:
             self.known_keys(mapping, path, ("metric", "mode"))
             metric, mode = mapping.get("metric"), mapping.get("mode")
             mpath = join_path(path, "metric")
-            ok = True
+            before = len(self.issues)
             if not isinstance(metric, str):
-                self.add(mpath, "a metric name such as val/mae_norm_mean", metric if "metric" in mapping else _NOTHING)
-                ok = False
+                self.add(mpath, "a metric name such as val/mae_norm_mean", metric if "metric" in mapping else NOTHING)
             elif "loss" in metric.lower():
                 self.add(mpath, "a task metric such as val/mae_norm_mean or val/acc_mean, never a loss value "
                          "(loss values of different loss types are not comparable)", metric)
-                ok = False
             elif names is not None and metric not in names:
                 self.add(mpath, f"a metric the trainer reports (one of: {', '.join(names)})", metric)
-                ok = False
-            if "mode" not in mapping:
-                self.add(join_path(path, "mode"), _MODES.describe(), _NOTHING)
-                ok = False
-            elif not _MODES.check(mode)[0]:
-                self.add(join_path(path, "mode"), _MODES.describe(), mode)
-                ok = False
-            if ok and any(o.metric == metric for o in objectives):
+            if not _MODES.check(mode)[0]:
+                self.add(join_path(path, "mode"), _MODES.describe(), mode if "mode" in mapping else NOTHING)
+            if len(self.issues) == before and any(o.metric == metric for o in objectives):
                 self.add(mpath, "each metric once", metric)
-            elif ok:
+            elif len(self.issues) == before:
                 objectives.append(Objective(metric=metric, mode=mode))
         return objectives
 
-    def settings(self, value: Any, section: str, cls: type, rules: dict[str, _Rule]) -> Any:
+    def settings(self, value: Any, section: str, cls: type) -> Any:
         """A driver settings section (search, resources, mlflow) into its dataclass."""
         mapping = self.mapping(value, section, what=f"the `{section}` settings")
         if mapping is None:
             return None
-        fields = [f.name for f in dataclasses.fields(cls)]
-        hints = typing.get_type_hints(cls)
+        hints, fields = _hints(cls), section_fields(cls)
         self.known_keys(mapping, section, fields)
-        values: dict[str, Any] = {}
-        ok = True
-        for key in fields:
-            if key in mapping:
-                good, converted = self.fixed(mapping[key], f"{section}.{key}", _type_of(hints[key], rules.get(key, _Rule())))
-                values[key] = converted
-                ok = ok and good
+        values, ok = {}, True
+        for key in (k for k in fields if k in mapping):
+            good, values[key] = self.fixed(mapping[key], f"{section}.{key}", value_type(hints[key]))
+            ok = ok and good
         return cls(**values) if ok else None
 
     def cross_check(
-        self,
-        search: SearchSettings,
-        entries: tuple[Entry, ...],
-        objectives: list[Objective],
-        train: Mapping[str, Any],
-        raw: Any,
+        self, search: SearchSettings, entries: tuple[Entry, ...], objectives: list[Objective], raw: Any
     ) -> None:
         if search.sampler == "grid" and grid_space(entries) is None:
             self.add("search.sampler", "`choice` or `grid` for every searched value with the grid sampler "
@@ -651,33 +354,16 @@ class _Checker:
         if scheduled and len(objectives) > 1:
             self.add("search.scheduler", "`none` with several objectives (a scheduler stops trials on one metric)",
                      search.scheduler)
-        epochs = train.get("epochs")
+        epochs = next((e.value for e in entries if isinstance(e, Const) and e.key == "train.epochs"), None)
         if scheduled and isinstance(epochs, int) and search.grace_period > epochs:
             path = "search.grace_period" if isinstance(raw, dict) and "grace_period" in raw else "search"
             self.add(path, f"a grace period of at most train.epochs ({epochs}) epochs", search.grace_period)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
-def _json_safe(value: Any) -> bool:
-    if isinstance(value, list):
-        return all(_json_safe(v) for v in value)
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, _SCALAR_TYPES)
-
-
-def _rule_and_value(message: str, value: Any) -> tuple[str, Any]:
-    """Split a trainables message "`rule`, but got `value`" into the rule; keep our own value."""
-    return message.split(", but got ", 1)[0], value
-
-
-def _split_data_message(message: str) -> tuple[str, str, Any]:
-    """"data.limit must be ..., but got 1" -> ("data.limit", "must be ...", 1 as written)."""
-    match = re.match(r"^(data\.\w+) (.*?), but got (.*)$", message)
-    if match:
-        return match.group(1), match.group(2).removeprefix("must be "), Plain(match.group(3))
-    return "data", "settings the data set accepts", Plain(message)
-
+def _default(cls: type, name: str) -> Any:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default

@@ -4,6 +4,7 @@ through ``search.tracking.SearchTracker`` (the API the driver uses) without Ray,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,9 +13,49 @@ from typing import Any
 
 import pytest
 
-from search.tracking import SearchTracker, TrackingSettings
+from search.console import shown_on
+from search.space import Choice, LogUniform, Uniform
+from search.tracking import DIMENSIONS_FILE, SearchTracker, TrackingSettings, dimensions_json
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def driver_lines():
+    """The driver's lines on stdout, as `search run` shows them (tests read them with capsys)."""
+    with shown_on():
+        yield
+
+
+def _best_line(text: str) -> str:
+    return next(line for line in text.splitlines() if line.lstrip("- ").startswith("best trial:")).lstrip("- ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """After every passing test (before its fixtures stop a server it used), each search it ran to
+    the end (a run directory with summary.txt in its tmp_path) names the same best trial in
+    summary.txt as in the report read back from MLflow."""
+    result = yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if tmp_path is not None:
+        _summary_and_report_agree(tmp_path)
+    return result
+
+
+def _summary_and_report_agree(tmp_path: Path) -> None:
+    from search.report import load_search, open_store, write_report
+
+    for meta_file in tmp_path.glob("**/losstune.json"):  # a run directory
+        summary = meta_file.parent / "summary.txt"
+        if not summary.is_file():
+            continue
+        meta = json.loads(meta_file.read_text())
+        uri = meta["tracking_uri"]
+        search, _ = load_search(open_store(uri), tracking_uri=uri, selector=meta["search_id"])
+        report = write_report(search, tmp_path / "agreement" / meta["search_id"])
+        markdown = (report.out_dir / "report.md").read_text()
+        assert _best_line(summary.read_text()) == _best_line(markdown), summary
 TOY_SPACE = """\
 name: toy
 data: {kind: digits, limit: 300}
@@ -25,6 +66,17 @@ heads:
   thickness: {loss: {choice: {ce: {}, ordinal: {alpha: {loguniform: [0.01, 1.0]}}}}}
 objective: {metric: val/acc_mean, mode: max}
 """
+
+
+# What TOY_SPACE searches, as the driver logs it.
+TOY_DIMENSIONS = {
+    "train.lr": LogUniform(0.001, 0.03),
+    "heads.digit.loss": Choice(("ce", "focal")),
+    "heads.digit.ce.label_smoothing": Uniform(0.0, 0.1),
+    "heads.digit.focal.gamma": Uniform(1.0, 2.0),
+    "heads.thickness.loss": Choice(("ce", "ordinal")),
+    "heads.thickness.ordinal.alpha": LogUniform(0.01, 1.0),
+}
 
 
 @dataclass(frozen=True)
@@ -101,7 +153,8 @@ def start_toy_search(
 ) -> SearchTracker:
     tracker = SearchTracker(toy_settings(uri, name=name, objectives=objectives, search_id=search_id))
     params = {f"objective.{i}": f"{metric} ({mode})" for i, (metric, mode) in enumerate(objectives)}
-    tracker.start_search(params={"search.num_samples": 5, **params}, artifacts={"space.yaml": TOY_SPACE})
+    artifacts = {"space.yaml": TOY_SPACE, DIMENSIONS_FILE: dimensions_json(TOY_DIMENSIONS)}
+    tracker.start_search(params={"search.num_samples": 5, **params}, artifacts=artifacts)
     return tracker
 
 

@@ -76,15 +76,22 @@ def test_changing_a_loss_drops_the_old_losss_parameters():
     }
     kept = apply_overrides(config, ["heads.a.loss=focal", "heads.a.focal.gamma=1"])
     assert kept == {"heads.a.loss": "focal", "heads.a.focal.gamma": 1, "heads.a.weight": 1.0, "train.lr": 0.1}
+    # A weight override is no switch: the loss keeps its parameters.
+    assert apply_overrides(config, ["heads.a.weight=2"])["heads.a.ordinal.alpha"] == 0.1
+
+
+def test_changing_the_model_kind_drops_the_old_kinds_parameters():
+    config = {"model.kind": "simple_cnn", "model.simple_cnn.hidden": 64, "model.simple_cnn.dropout": 0.1}
+    assert apply_overrides(config, ["model.kind=mlp", "model.mlp.hidden=8"]) == {"model.kind": "mlp", "model.mlp.hidden": 8}
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["--set", "train.lr"], "--set takes KEY=VALUE"),
-        (["--set", "train.lr=fast"], "train.lr must be float"),
-        (["--set", "train.optimizer=adam"], "unknown key 'train.optimizer'"),
-        (["--set", "heads.digit.ordinal.alpha=0.1"], "must name the chosen loss"),
+        (["--set", "train.lr=fast"], "train.lr must be a number > 0, but got 'fast'"),
+        (["--set", "train.optimizer=adam"], "train.optimizer must be a setting of section train"),
+        (["--set", "heads.digit.ordinal.alpha=0.1"], "must be a parameter of the chosen heads.digit.loss"),
         (["--set", "heads.digit.loss=focal", "--set", "heads.digit.focal.gamma=-1"], "gamma must be"),
         (["--set", "train.lr=[1"], "the value must be YAML"),
         (["--config", "missing.yaml"], "an existing space file"),

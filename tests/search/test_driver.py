@@ -28,6 +28,7 @@ from search.driver import SearchInputError, SearchOptions, plan_search, run_sear
 from search.driver._state import SNAPSHOT_FILE, StateSnapshot, usable_state
 from search.driver._strategy import build_scheduler, grid_points
 from search.space import load_space
+from trainables.config import TrialConfig
 from trainables.train import CHECKPOINT_NAME, train
 
 # Trials run in Ray workers, which cannot import this test module: ship its functions by value.
@@ -247,13 +248,15 @@ class ScriptedCurves:
         self.curves = curves
 
     def __call__(self, config, *, report, checkpoint_dir=None):
-        curve = self.curves[config["train.lr"]]
+        curve = self.curves[config.train.lr]
 
         def scripted(metrics):
-            report({**metrics, "val/acc_mean": curve[metrics["epoch"] - 1]})
+            epoch = metrics["epoch"]
+            report({**metrics, "val/acc_mean": curve[epoch - 1], "best/val/acc_mean": max(curve[:epoch])})
 
         final = train(config, report=scripted, checkpoint_dir=checkpoint_dir)
-        return {**final, "val/acc_mean": max(curve)}
+        best_epoch = curve.index(max(curve)) + 1
+        return {**final, "val/acc_mean": max(curve), "best/val/acc_mean": max(curve), "best_epoch": best_epoch}
 
 
 def test_median_stopping_stops_a_trial_below_the_median_and_lets_the_last_epoch_finish(ray_session, tmp_path: Path):
@@ -302,18 +305,19 @@ class SlowTrain:
 
 
 def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session, tmp_path: Path, capsys):
-    # Each trial takes at least 3 s, one at a time: 4 trials cannot fit in 5 s.
+    # Each trial takes at least 9 s, one at a time: the first starts well within the 8 s budget
+    # (even on a loaded machine) and is still running when the budget runs out.
     space_file = write_space(
         tmp_path,
         name="budget",
         heads=FIXED_HEADS,
-        search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 5}",
+        search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 8}",
     )
-    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(1.0))
+    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(3.0))
     out = capsys.readouterr().out
 
     assert outcome.exit_code == 0 and not outcome.interrupted
-    assert "ended by its time budget (search.time_budget_s: 5 s)" in out
+    assert "ended by its time budget (search.time_budget_s: 8 s)" in out
     assert (outcome.plan.run_dir / "summary.txt").read_text().count("ended by its time budget") == 1
     assert len(outcome.trials) < 4 or any(t.state == "STOPPED" for t in outcome.trials)
     (parent,) = runs_of(client, outcome, "search")
@@ -347,11 +351,12 @@ class FaultyTrain:
         self.marks = marks
 
     def __call__(self, config, *, report, checkpoint_dir=None):
-        hidden = config["model.hidden"]
+        hidden = config.model.params["hidden"]
         with open(self.marks / "calls", "a") as f:
             f.write(f"{hidden}\n")
         if hidden == 17:
-            return train({**config, "train.lr": 1e30}, report=report, checkpoint_dir=checkpoint_dir)
+            diverging = TrialConfig.from_flat({**config.to_flat(), "train.lr": 1e30})
+            return train(diverging, report=report, checkpoint_dir=checkpoint_dir)
         if hidden == 18:
             raise RuntimeError("injected fault")
         if hidden == 21:
@@ -391,7 +396,7 @@ def test_a_failure_that_would_repeat_is_not_retried_and_crashes_are_retried_from
     out = capsys.readouterr().out
 
     assert outcome.exit_code == 0  # the search finished; its failed trials are listed
-    by_hidden = {t.config["model.hidden"]: t for t in outcome.trials}
+    by_hidden = {t.config["model.mlp.hidden"]: t for t in outcome.trials}
     states = {hidden: t.state for hidden, t in by_hidden.items()}
     assert states == {16: "FINISHED", 17: "FAILED", 18: "FAILED", 19: "FINISHED", 20: "FINISHED", 21: "FAILED"}
     assert by_hidden[17].error.startswith("TrainingDiverged: ") and "finite" in by_hidden[17].error

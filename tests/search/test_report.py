@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 
 from search.__main__ import main
 from search.report import FIGURES, PARETO_FIGURE, load_search, open_store, write_report
+from search.space import Choice, LogUniform
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -102,6 +103,12 @@ def test_figures_are_valid_pngs_and_importance_sums_to_one(toy_report):
     assert set(importance) == {"train.lr", "heads.digit.loss", "heads.thickness.loss"}
     assert math.fsum(importance.values()) == pytest.approx(1.0)
     assert all(v >= 0 for v in importance.values())
+
+
+def test_the_logged_dimensions_give_importance_its_scales(toy_store: Path):
+    search = _load(toy_store, "toy")
+    assert search.dimensions["train.lr"] == LogUniform(0.001, 0.03)
+    assert search.dimensions["heads.digit.loss"] == Choice(("ce", "focal"))
 
 
 def test_cli_writes_the_report_and_logs_it_to_the_parent_run(toy_store: Path, tmp_path: Path, capsys):
@@ -258,3 +265,18 @@ def test_an_unreachable_server_fails_at_once(tmp_path: Path, capsys):
     assert main(["report", "--tracking-uri", f"http://127.0.0.1:{port}", "--out", str(tmp_path)]) == 1
     assert time.monotonic() - started < 10
     assert f"an MLflow tracking server answering at http://127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_the_report_imports_neither_torch_nor_ray(toy_store: Path, tmp_path: Path):
+    import subprocess
+    import sys
+
+    child = (
+        "import sys\nfrom search.__main__ import main\n"
+        f"code = main(['report', 'toy', '--tracking-uri', {_uri(toy_store)!r}, '--out', {str(tmp_path)!r}, "
+        "'--no-upload'])\n"
+        "print('heavy:', sorted(m for m in ('torch', 'ray') if m in sys.modules))\nsys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []"

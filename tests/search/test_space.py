@@ -36,7 +36,7 @@ energy_weight: {choice: [0.0, 0.001]}
 objective: {metric: val/acc_mean, mode: max}
 search: {num_samples: 4, seed: 3}
 """
-ALWAYS = {"model.dropout", "train.lr", "heads.thickness.weight", "heads.thickness.loss", "energy_weight"}
+ALWAYS = {"model.mlp.dropout", "train.lr", "heads.thickness.weight", "heads.thickness.loss", "energy_weight"}
 LOSS_PARAMS = {
     "ce": set(),
     "ordinal": {"heads.thickness.ordinal.alpha", "heads.thickness.ordinal.distance"},
@@ -94,7 +94,7 @@ def test_relative_data_paths_resolve_against_the_working_directory(tmp_path, mon
 )
 def test_define_by_run_suggests_only_the_chosen_losss_parameters(space, loss, params):
     # A FixedTrial raises for any suggestion it was not given: another loss's parameter would fail.
-    fixed = {"model.dropout": 0.1, "train.lr": 1e-3, "heads.thickness.weight": 1.0,
+    fixed = {"model.mlp.dropout": 0.1, "train.lr": 1e-3, "heads.thickness.weight": 1.0,
              "heads.thickness.loss": loss, "energy_weight": 0.0, **params}
     trial = FixedTrial(fixed)
     constants = space.define_by_run(trial)
@@ -137,7 +137,7 @@ def test_sample_is_reproducible_json_safe_and_in_file_order(space):
     assert first != other
     assert json.loads(json.dumps(first)) == first
     keys = list(first)
-    assert keys.index("data.kind") < keys.index("model.dropout") < keys.index("train.lr")
+    assert keys.index("data.kind") < keys.index("model.mlp.dropout") < keys.index("train.lr")
     assert keys.index("train.lr") < keys.index("heads.digit.loss") < keys.index("energy_weight")
     assert keys[-2:] == ["objective.metric", "objective.mode"]
 
@@ -145,7 +145,7 @@ def test_sample_is_reproducible_json_safe_and_in_file_order(space):
 def test_constants_and_settings_are_typed(space):
     config = space.sample(seed=0)
     assert config["heads.digit.weight"] == 1.0 and isinstance(config["heads.digit.weight"], float)
-    assert config["train.epochs"] == 2 and config["model.hidden"] == 16
+    assert config["train.epochs"] == 2 and config["model.mlp.hidden"] == 16
     assert 1e-4 <= config["train.lr"] <= 1e-2
     assert space.search.num_samples == 4 and space.search.seed == 3
     assert [(o.metric, o.mode) for o in space.objectives] == [("val/acc_mean", "max")]
@@ -179,7 +179,7 @@ def test_grid_search_space_lists_every_value_or_none(tmp_path, space):
     """
     grid_space = load_space(write(tmp_path, text, "grid.yaml"))
     assert grid_space.grid_search_space() == {
-        "model.hidden": [16, 32],
+        "model.simple_cnn.hidden": [16, 32],
         "heads.thickness.loss": ["ce", "ordinal"],
         "heads.thickness.ordinal.distance": ["l1", "l2"],
     }
@@ -216,7 +216,6 @@ def test_all_problems_are_reported_together_in_file_order(tmp_path):
     paths = [issue.path for issue in caught.value.errors]
     assert paths == [
         "model.kind",
-        "model.dropout.uniform",
         "train.batch",
         "train.lr.loguniform",
         "heads.digit.weight",

@@ -55,7 +55,7 @@ def test_tracking_uri_precedence_is_cli_env_space_default():
     default = tracking.resolve_tracking_uri(cli=None, space=None, environ={})
     assert default == tracking.default_tracking_uri()
     # The repository has an mlflow/ folder, so the default store lives there.
-    repo = Path(tracking.__file__).resolve().parent.parent
+    repo = Path(tracking.__file__).resolve().parents[2]  # search/tracking/__init__.py
     assert default == f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}"
 
 
@@ -192,3 +192,28 @@ def test_tracker_pickles_without_its_client(settings):
     assert copy.settings == tracker.settings
     assert copy._client is None
     assert copy.trial_run_id("t1") == tracker.trial_run_id("t1")
+
+
+def _raised_while_handling(error: BaseException, wrapper: BaseException) -> BaseException:
+    try:
+        try:
+            raise error
+        except type(error):
+            raise wrapper  # noqa: B904 - MLflow's REST client raises its own exception this way
+    except type(wrapper) as caught:
+        return caught
+
+
+def test_transient_errors_are_told_by_their_cause_and_code_not_their_text():
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
+
+    refused = _raised_while_handling(ConnectionRefusedError(111, "refused"), MlflowException("any text at all"))
+    assert tracking.is_transient(refused)
+    assert tracking.is_transient(TimeoutError("socket timed out"))
+    assert tracking.is_transient(MlflowException("proxy page", error_code=TEMPORARILY_UNAVAILABLE))
+    assert tracking.is_transient(RestException({"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "slow down"}))
+    # Answers that would be the same on a retry.
+    assert not tracking.is_transient(MlflowException("API request to x failed", error_code=INVALID_PARAMETER_VALUE))
+    assert not tracking.is_transient(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"}))
+    assert not tracking.is_transient(ValueError("a bug"))

@@ -55,7 +55,7 @@ def gated_train(gate: str) -> Any:
     """trainables.train.train that, after reporting epoch 1, waits until the server is down, and
     leaves a mark when it is done."""
 
-    def train_fn(config: dict, *, report: Any, checkpoint_dir: str | None = None) -> dict:
+    def train_fn(config: Any, *, report: Any, checkpoint_dir: str | None = None) -> dict:
         from trainables.train import train
 
         token = uuid.uuid4().hex
@@ -141,7 +141,12 @@ class FlakyClient:
         def call(*args: Any, **kwargs: Any) -> Any:
             if self.down:
                 self.refused += 1
-                raise MlflowException("API request to http://127.0.0.1:9/api failed with exception Connection refused")
+                # As MLflow's REST client reports it: its own exception, raised while handling the
+                # transport's error.
+                try:
+                    raise ConnectionRefusedError(111, "Connection refused")
+                except ConnectionRefusedError:
+                    raise MlflowException("API request to http://127.0.0.1:9/api failed")  # noqa: B904
             return method(*args, **kwargs)
 
         return call

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from trainables.config import HeadConfig, TrainConfig, TrialConfig
+from trainables.settings import SettingError
 
 FULL = {
     "data.kind": "digits",
@@ -12,8 +13,8 @@ FULL = {
     "data.labels": "seed_map",
     "data.seed": 3,
     "model.kind": "mlp",
-    "model.hidden": 32,
-    "model.dropout": 0.1,
+    "model.mlp.hidden": 32,
+    "model.mlp.dropout": 0.1,
     "train.epochs": 3,
     "train.batch_size": 64,
     "train.lr": 0.01,
@@ -42,11 +43,29 @@ FULL = {
 def test_round_trip_is_exact_and_json_safe():
     cfg = TrialConfig.from_flat(FULL)
     assert cfg.train.lr == 0.01 and cfg.model.kind == "mlp" and cfg.energy.p == 2
+    assert cfg.model.params == {"hidden": 32, "dropout": 0.1}
     assert cfg.heads["digit"] == HeadConfig(loss="focal", weight=1.0, params={"gamma": 1.5, "alpha": (0.1,) * 10})
     flat = cfg.to_flat()
     assert flat == FULL
     assert json.loads(json.dumps(flat)) == FULL
     assert TrialConfig.from_flat(flat) == cfg
+
+
+def test_a_config_written_before_model_kinds_had_their_own_parameters_still_loads():
+    # best_config.yaml files of earlier versions say model.hidden, not model.<kind>.hidden.
+    old = {k: v for k, v in FULL.items() if not k.startswith("model.mlp.")}
+    old.update({"model.hidden": 32, "model.dropout": 0.1})
+    assert TrialConfig.from_flat(old) == TrialConfig.from_flat(FULL)
+    assert TrialConfig.from_flat(old).to_flat() == FULL
+
+
+def test_a_model_kind_lists_every_parameter_of_its_own_defaults_included():
+    flat = TrialConfig.from_flat({"heads.a.loss": "ce", "model.kind": "simple_cnn"}).to_flat()
+    assert {k: v for k, v in flat.items() if k.startswith("model.")} == {
+        "model.kind": "simple_cnn",
+        "model.simple_cnn.hidden": 128,
+        "model.simple_cnn.dropout": 0.25,
+    }
 
 
 def test_defaults_fill_everything_but_heads():
@@ -78,29 +97,33 @@ def test_unknown_key_is_named(key):
 
 
 def test_loss_params_must_belong_to_the_chosen_loss():
-    with pytest.raises(ValueError, match=r"heads\.digit\.ordinal\.alpha must name the chosen loss"):
+    with pytest.raises(SettingError) as error:
         TrialConfig.from_flat({"heads.digit.loss": "ce", "heads.digit.ordinal.alpha": 0.3})
+    assert error.value.key == "heads.digit.ordinal.alpha"
+    assert error.value.rule == "a parameter of the chosen heads.digit.loss (ce)"
 
 
 @pytest.mark.parametrize(
-    ("key", "value", "message"),
+    ("key", "value", "error_key", "rule"),
     [
-        ("train.epochs", 0, "train.epochs must be >= 1, but got 0"),
-        ("train.epochs", 2.5, "train.epochs must be int, but got 2.5"),
-        ("train.amp", 1, "train.amp must be bool, but got 1"),
-        ("train.lr", True, "train.lr must be float, but got True"),
-        ("train.device", "gpu", "train.device must be one of"),
-        ("objective.mode", "maximize", "objective.mode must be one of"),
-        ("heads.digit.loss", "hinge", "loss must be one of"),
-        ("heads.digit.weight", -1.0, "head weight must be >= 0"),
-        ("energy_weight", -0.1, "energy_weight must be >= 0"),
-        ("data.val_fraction", 1.5, "val_fraction"),
-        ("data.seed", -1, "data.seed must be an integer >= 0, but got -1"),
-        ("data.kind", "imagenet", "data.kind must be one of"),
-        ("model.kind", "resnet", "model.kind must be one of"),
-        ("model.dropout", 1.0, r"model.dropout must be in \[0, 1\)"),
+        ("train.epochs", 0, "train.epochs", "an integer in [1, 100000]"),
+        ("train.epochs", 2.5, "train.epochs", "an integer in [1, 100000]"),
+        ("train.amp", 1, "train.amp", "true or false"),
+        ("train.lr", True, "train.lr", "a number > 0"),
+        ("train.device", "gpu", "train.device", "one of [auto, cpu, cuda]"),
+        ("objective.mode", "maximize", "objective.mode", "one of [min, max]"),
+        ("heads.digit.loss", "hinge", "heads.digit.loss", "one of [ce, ordinal, quantized, weighted_ce, focal, soft_ordinal]"),
+        ("heads.digit.weight", -1.0, "heads.digit.weight", "a number >= 0"),
+        ("energy_weight", -0.1, "energy_weight", "a number >= 0"),
+        ("data.val_fraction", 1.5, "data.val_fraction", "a number in (0, 1)"),
+        ("data.seed", -1, "data.seed", "an integer >= 0"),
+        ("data.kind", "imagenet", "data.kind", "one of [vimh, digits, mnist, cifar10]"),
+        ("model.kind", "resnet", "model.kind", "one of [simple_cnn, mlp]"),
+        ("model.dropout", 1.0, "model.simple_cnn.dropout", "a number in [0, 1)"),
     ],
 )
-def test_invalid_values(key, value, message):
-    with pytest.raises(ValueError, match=message):
+def test_invalid_values_raise_the_setting_its_rule_and_the_value(key, value, error_key, rule):
+    with pytest.raises(SettingError) as error:
         TrialConfig.from_flat({"heads.digit.loss": "ce", key: value})
+    assert (error.value.key, error.value.rule, error.value.value) == (error_key, rule, value)
+    assert str(error.value) == f"{error_key} must be {rule}, but got {value!r}"

@@ -45,13 +45,13 @@ def test_dropout_active_only_in_training():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "resnet"}, "model kind must be one of"),
+        ({"kind": "resnet"}, "model.kind must be one of"),
         ({"head_outputs": {}}, "at least one head"),
         ({"head_outputs": {"a": 0}}, "positive int"),
         ({"head_outputs": {"a.b": 2}}, "no '.'"),
         ({"input_shape": (8, 8)}, "three positive ints"),
-        ({"dropout": 1.0}, "dropout must be in"),
-        ({"hidden": 0}, "hidden must be a positive int"),
+        ({"dropout": 1.0}, r"model.simple_cnn.dropout must be a number in \[0, 1\)"),
+        ({"hidden": 0}, r"model.simple_cnn.hidden must be an integer in \[1, 65536\]"),
     ],
 )
 def test_invalid_arguments(kwargs, message):

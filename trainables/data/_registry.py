@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ._cifar import describe_cifar, load_cifar
 from ._digits_mnist import describe_digits, load_digits_dataset, load_mnist_dataset
-from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset
+from ._types import DATASETS, DataSpec, HeadInfo, MultiheadDataset
 from ._vimh_dataset import describe_vimh, load_vimh, prepare_vimh
 
 
@@ -24,19 +24,16 @@ class DatasetKind:
     prepare: Callable[[DataSpec, Progress | None], None] | None = None
 
 
-DATASETS: dict[str, DatasetKind] = {
-    "vimh": DatasetKind(load=load_vimh, describe=describe_vimh, prepare=prepare_vimh),
-    "digits": DatasetKind(load=load_digits_dataset, describe=describe_digits),
-    "mnist": DatasetKind(load=load_mnist_dataset, describe=describe_digits),
-    "cifar10": DatasetKind(load=load_cifar, describe=describe_cifar),
-}
+DATASETS.update(
+    vimh=DatasetKind(load=load_vimh, describe=describe_vimh, prepare=prepare_vimh),
+    digits=DatasetKind(load=load_digits_dataset, describe=describe_digits),
+    mnist=DatasetKind(load=load_mnist_dataset, describe=describe_digits),
+    cifar10=DatasetKind(load=load_cifar, describe=describe_cifar),
+)
 
 
 def _kind(spec: DataSpec) -> DatasetKind:
-    try:
-        return DATASETS[spec.kind]
-    except KeyError:
-        raise DataError(f"data.kind must be one of {sorted(DATASETS)}, but got {spec.kind!r}") from None
+    return DATASETS[spec.kind]  # DataSpec checked the name
 
 
 def prepare_dataset(spec: DataSpec, *, progress: Progress | None = None) -> None:

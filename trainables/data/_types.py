@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from torch import Tensor
 
-LABEL_FLAVOURS = ("measured", "seed_map")
+from trainables.settings import Rule, SettingError, check_fields
 # Head names become parts of flat trial-config keys ("heads.<head>.loss"), so no dots or spaces.
 _HEAD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -39,37 +40,35 @@ class HeadInfo:
             raise DataError(f"head {self.name}: unit_range must have min < max, but got {self.unit_range}")
 
 
+# Data set kinds by name, filled by ``_registry`` (and by plugins): the members of ``data.kind``.
+DATASETS: dict[str, Any] = {}
+
+
+class DataSettingError(DataError, SettingError):
+    """A data setting a data set refuses (``key``, ``rule``, ``value`` as attributes)."""
+
+
 @dataclass(frozen=True)
 class DataSpec:
-    """Which data set to load and how to split it.
+    """Which data set to load and how to split it: the ``data`` section of a trial.
 
     ``val_fraction`` of the training pool becomes the validation split (seeded, stratified when
     possible); ``limit`` keeps a seeded subset of at most that many samples of the training pool
     and of the test split; ``labels`` picks the thickness/smoothness flavour of digits and mnist.
+    ``seed`` seeds the validation carve-out, the limit subset and the label cuts: apart from
+    train.seed, so trials with different training seeds are scored on the same validation samples.
+    Nothing here may be searched: one data set per search.
     """
 
-    kind: str = "vimh"
+    kind: Annotated[str, Rule(members=DATASETS)] = "vimh"
     path: str | None = None
-    val_fraction: float = 0.1
-    limit: int | None = None
-    labels: str = "measured"
-    seed: int = 0
+    val_fraction: Annotated[float, Rule(minimum=0.0, maximum=1.0, min_open=True, max_open=True)] = 0.1
+    limit: Annotated[int | None, Rule(minimum=2)] = None
+    labels: Literal["measured", "seed_map"] = "measured"
+    seed: Annotated[int, Rule(minimum=0)] = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or not self.kind:
-            raise DataError(f"data.kind must be a non-empty string, but got {self.kind!r}")
-        if self.path is not None and not isinstance(self.path, str):
-            raise DataError(f"data.path must be a string or null, but got {self.path!r}")
-        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
-                or not 0.0 < self.val_fraction < 1.0:
-            raise DataError(f"data.val_fraction must be a number in (0, 1), but got {self.val_fraction!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
-                                       or self.limit < 2):
-            raise DataError(f"data.limit must be null or an integer >= 2, but got {self.limit!r}")
-        if self.labels not in LABEL_FLAVOURS:
-            raise DataError(f"data.labels must be one of {list(LABEL_FLAVOURS)}, but got {self.labels!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise DataError(f"data.seed must be an integer >= 0, but got {self.seed!r}")
+        check_fields(self, "data", error=DataSettingError)
 
 
 @dataclass

@@ -24,10 +24,11 @@ from ._ordinal import (
     quantized_loss,
     soft_ordinal_loss,
 )
-from ._registry import LOSSES, build_loss, loss_parameters
+from ._registry import LOSS, LOSSES, build_loss, loss_parameters
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = [
+    "LOSS",
     "LOSSES",
     "CrossEntropyLoss",
     "EnergyLoss",

@@ -1,6 +1,7 @@
 """Argument and tensor checks shared by the head losses.
 
-Every message has the form "`rule`, but got `value`" so a failing search trial says what to fix.
+Every message has the form "`rule`, but got `value`" so a failing search trial says what to fix;
+a parameter check raises ``SettingError`` with the parameter, the rule and the value as data.
 """
 
 import math
@@ -9,6 +10,8 @@ from typing import Literal, get_args
 
 import torch
 from torch import Tensor
+
+from trainables.settings import SettingError
 
 Distance = Literal["l1", "l2", "huber"]
 DISTANCES: tuple[str, ...] = get_args(Distance)
@@ -32,33 +35,30 @@ def check_number(name: str, value: float, *, minimum: float = 0.0, strict: bool 
     ok = is_real and math.isfinite(value) and (value > minimum if strict else value >= minimum)
     if not ok:
         relation = ">" if strict else ">="
-        raise ValueError(
-            f"{name} must be a finite number {relation} {minimum:g}, but got {value!r}"
-        )
+        raise SettingError(name, f"a finite number {relation} {minimum:g}", value)
 
 
 def check_distance(distance: str, delta: float) -> None:
     if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {list(DISTANCES)}, but got {distance!r}")
+        raise SettingError("distance", f"one of {list(DISTANCES)}", distance)
     check_number("delta", delta, strict=True)
 
 
 def check_bool(name: str, value: bool) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, but got {value!r}")
+        raise SettingError(name, "a bool", value)
 
 
 def check_class_weights(name: str, weights: Sequence[float] | None, num_classes: int) -> None:
     if weights is None:
         return
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
-        raise ValueError(f"{name} must be None or a sequence of floats, but got {weights!r}")
+        raise SettingError(name, "None or a sequence of floats", weights)
     if len(weights) != num_classes:
-        raise ValueError(
-            f"{name} must have num_classes={num_classes} entries, but got {len(weights)}"
-        )
+        raise SettingError(name, f"a sequence of num_classes={num_classes} entries", weights)
     for value in weights:
-        check_number(f"every entry of {name}", value)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+            raise SettingError(name, "a sequence of finite numbers >= 0", weights)
 
 
 def check_logits(logits: Tensor, *, outputs: int) -> None:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from trainables.settings import SettingError
+
 from ._base import HeadLoss, prepare
 from ._checks import check_class_weights, check_number, masked_mean
 
@@ -21,7 +23,7 @@ from ._checks import check_class_weights, check_number, masked_mean
 def _check_ce_params(label_smoothing: float) -> None:
     check_number("label_smoothing", label_smoothing)
     if label_smoothing > 1:
-        raise ValueError(f"label_smoothing must be <= 1, but got {label_smoothing!r}")
+        raise SettingError("label_smoothing", "a number in [0, 1]", label_smoothing)
 
 
 def _check_weighted_ce_params(distance_power: float, weight: float, base: float) -> None:

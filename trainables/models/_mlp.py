@@ -7,7 +7,7 @@ from math import prod
 
 from torch import Tensor, nn
 
-from ._heads import Heads
+from ._heads import Dropout, Heads, Hidden
 from ._simple_cnn import _check_input_shape
 
 
@@ -19,8 +19,8 @@ class MLP(nn.Module):
         *,
         input_shape: tuple[int, int, int],
         head_outputs: Mapping[str, int],
-        hidden: int = 128,
-        dropout: float = 0.0,
+        hidden: Hidden = 128,
+        dropout: Dropout = 0.25,
     ) -> None:
         super().__init__()
         # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.

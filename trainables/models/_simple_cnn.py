@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from ._heads import Heads
+from ._heads import Dropout, Heads, Hidden
 
 # The seed pools to 7x7 (28x28 MNIST after two 2x pools); smaller images keep their own size
 # instead of being upsampled, so 8x8 digits do not pay for a 3136-wide layer of copies.
@@ -27,8 +27,8 @@ class SimpleCNN(nn.Module):
         *,
         input_shape: tuple[int, int, int],
         head_outputs: Mapping[str, int],
-        hidden: int = 128,
-        dropout: float = 0.0,
+        hidden: Hidden = 128,
+        dropout: Dropout = 0.25,
         channels: tuple[int, int] = (32, 64),
     ) -> None:
         super().__init__()

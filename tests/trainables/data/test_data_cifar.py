@@ -50,5 +50,5 @@ def test_cifar_missing_files_and_malicious_pickle(tmp_path):
 
 def test_unknown_kind_lists_the_kinds():
     assert sorted(DATASETS) == ["cifar10", "digits", "mnist", "vimh"]
-    with pytest.raises(DataError, match=r"data.kind must be one of \['cifar10', 'digits', 'mnist', 'vimh'\], but got 'svhn'"):
+    with pytest.raises(DataError, match=r"data.kind must be one of \[vimh, digits, mnist, cifar10\], but got 'svhn'"):
         load_dataset(DataSpec(kind="svhn"))

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trainables.settings import SettingError
 from trainables.losses import (
     LOSSES,
     FocalLoss,
@@ -51,7 +52,7 @@ CASE_IDS = [f"{name}-{i}" for name in LOSSES for i in range(len(VARIANTS[name]))
 
 # One invalid value per tunable parameter rule, with the expected message.
 BAD_PARAMS = [
-    ("ce", {"label_smoothing": 1.5}, "label_smoothing must be <= 1, but got 1.5"),
+    ("ce", {"label_smoothing": 1.5}, "label_smoothing must be a number in [0, 1], but got 1.5"),
     ("ce", {"label_smoothing": -0.1}, "label_smoothing must be a finite number >= 0"),
     ("ordinal", {"distance": "cos"}, "distance must be one of ['l1', 'l2', 'huber'], but got 'co"),
     ("ordinal", {"alpha": -1.0}, "alpha must be a finite number >= 0, but got -1.0"),
@@ -63,8 +64,8 @@ BAD_PARAMS = [
     ("weighted_ce", {"weight": float("nan")}, "weight must be a finite number >= 0, but got nan"),
     ("weighted_ce", {"base": -0.5}, "base must be a finite number >= 0"),
     ("focal", {"gamma": -1.0}, "gamma must be a finite number >= 0"),
-    ("focal", {"alpha": (1.0, 2.0)}, f"alpha must have num_classes={C} entries, but got 2"),
-    ("focal", {"alpha": (1.0, -1.0, 1.0, 1.0, 1.0)}, "every entry of alpha must be a finite"),
+    ("focal", {"alpha": (1.0, 2.0)}, f"alpha must be a sequence of num_classes={C} entries, but got (1.0, 2.0)"),
+    ("focal", {"alpha": (1.0, -1.0, 1.0, 1.0, 1.0)}, "alpha must be a sequence of finite numbers >= 0"),
     ("soft_ordinal", {"sigma": 0.0}, "sigma must be a finite number >= 0.001, but got 0.0"),
     ("soft_ordinal", {"sigma": 1e-4}, "sigma must be a finite number >= 0.001, but got 0.0001"),
 ]
@@ -145,8 +146,11 @@ def test_target_out_of_range(name, bad):
 
 @pytest.mark.parametrize(("name", "params", "message"), BAD_PARAMS)
 def test_wrong_parameter(name, params, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(SettingError, match=re.escape(message)) as error:
         LOSSES[name](num_classes=C, **params)
+    # The parameter, the rule and the value as data, for the space validator.
+    (param,) = params
+    assert error.value.key == param and error.value.value == params[param] or math.isnan(params[param])
     logits, target = make_inputs(name)
     with pytest.raises(ValueError, match=re.escape(message)):
         FUNCTIONS[name](logits, target, num_classes=C, **params)

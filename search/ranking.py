@@ -1,0 +1,76 @@
+"""The one ranking of a search's trials and its Pareto set, for the driver's summary and the report.
+
+Trials that ran to their end come first, then those stopped early (their value is from fewer
+epochs), then failed ones; within each, by the primary objective at the trial's best epoch; ties
+by trial id. Trials without a value of the primary objective come last, by trial id. The best
+trial is the first finished or stopped one with a value. ``summary.txt`` and ``report.md`` both
+name it from here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+__all__ = ["RANKED_STATES", "Ranked", "best_line", "best_trial", "pareto_set", "ranked"]
+
+# States in rank order; any other (running, interrupted, pending) ranks after them.
+RANKED_STATES = ("FINISHED", "STOPPED", "FAILED")
+_SCORED_STATES = RANKED_STATES[:2]
+
+
+class Ranked(Protocol):
+    """What a ranked trial has (the driver's TrialSummary and the report's TrialRecord)."""
+
+    trial_id: str
+    state: str
+    values: tuple[float | None, ...]  # one per objective, at the trial's best epoch
+
+
+_T = TypeVar("_T", bound=Ranked)
+
+
+def _value(trial: Ranked, index: int = 0) -> float | None:
+    value = trial.values[index]
+    return value if value is not None and math.isfinite(value) else None
+
+
+def ranked(trials: Sequence[_T], modes: Sequence[str]) -> list[_T]:
+    """``trials`` best first (see the module); ``modes``: "min" or "max" per objective."""
+    sign = -1.0 if modes[0] == "max" else 1.0
+    order = {state: i for i, state in enumerate(RANKED_STATES)}
+
+    def key(trial: _T) -> tuple:
+        value = _value(trial)
+        if value is None:
+            return (1, 0, 0.0, trial.trial_id)
+        return (0, order.get(trial.state, len(order)), sign * value, trial.trial_id)
+
+    return sorted(trials, key=key)
+
+
+def best_trial(trials: Sequence[_T], modes: Sequence[str]) -> _T | None:
+    """The first ranked trial that is finished or stopped and has a value; None if none is."""
+    return next((t for t in ranked(trials, modes) if t.state in _SCORED_STATES and _value(t) is not None), None)
+
+
+def best_line(trial: Ranked | None, metric: str) -> str:
+    """How the summary and the report name the best trial."""
+    if trial is None:
+        return f"best trial: none yet (no finished or stopped trial has a value of {metric})"
+    return f"best trial: {trial.trial_id} ({metric}={trial.values[0]:.6g}, {trial.state.lower()})"
+
+
+def pareto_set(trials: Sequence[_T], modes: Sequence[str], *, states: Sequence[str] = ("FINISHED",)) -> list[_T]:
+    """The trials in ``states`` with every objective that no other such trial is at least as good
+    as in every objective and better in one; in trial id order."""
+    signs = [1.0 if mode == "max" else -1.0 for mode in modes]
+    candidates = [t for t in trials if t.state in states and all(_value(t, i) is not None for i in range(len(modes)))]
+    score: Callable[[_T], list[float]] = lambda t: [s * _value(t, i) for i, s in enumerate(signs)]  # noqa: E731
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    front = [t for t in candidates if not any(dominates(score(o), score(t)) for o in candidates if o is not t)]
+    return sorted(front, key=lambda t: t.trial_id)

@@ -1,0 +1,183 @@
+"""MLflow writes that survive an unreachable store: an ordered buffer, retried every few seconds.
+
+Writes are buffered while the store is unreachable (a tracking server restarting, a network
+outage): they stay queued in order and are retried every ``retry_interval_s``, so the search
+neither dies nor stalls, and nothing is lost; ``flush`` (called at the end of a search) waits up to
+``flush_timeout_s`` for the rest. Reads happen only when a tracker first needs the store's state
+and wait for it the same way. Buffered writes live in the driver process: a driver killed during
+an outage loses the writes still queued (the resumed search logs the epochs it re-runs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from search.console import say
+from search.tracking._store import TrackingSettings, is_transient, sqlite_path
+
+__all__ = ["BufferedStore", "is_number"]
+
+_T = TypeVar("_T")
+
+
+class HasRunId(Protocol):
+    run_id: str | None  # None until its buffered creation reached the store
+
+
+@dataclass
+class _Write:
+    what: str  # for the messages
+    send: Callable[[], None]
+
+
+class BufferedStore:
+    """An MlflowClient behind an ordered write buffer. Safe to pickle (Ray Tune pickles its
+    callbacks): only the settings travel; the client and the caches are rebuilt on first use."""
+
+    def __init__(self, settings: TrackingSettings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._pending: deque[_Write] = deque()
+        self._retry_at = 0.0  # monotonic time of the next attempt while the store is unreachable
+        self._unreachable = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            db = sqlite_path(self.settings.tracking_uri)
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+        return self._client
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes buffered because the store was unreachable, not sent yet."""
+        return len(self._pending)
+
+    def flush(self) -> bool:
+        """Send the buffered writes, waiting for an unreachable store up to ``flush_timeout_s``.
+        Returns whether everything was sent (if not, says how much was not)."""
+        deadline = time.monotonic() + self.settings.flush_timeout_s
+        while not self._send_pending():
+            now = time.monotonic()
+            if now >= deadline:
+                say(
+                    f"error: MLflow at {self.settings.tracking_uri} still unreachable after waiting "
+                    f"{self.settings.flush_timeout_s:g} s; {len(self._pending)} writes were not sent"
+                )
+                return False
+            time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+        return True
+
+    def _submit(self, what: str, send: Callable[[], None]) -> None:
+        self._pending.append(_Write(what, send))
+        self._send_pending()
+
+    def _send_pending(self) -> bool:
+        """Send buffered writes in order until one fails because the store is unreachable; then
+        try again only after ``retry_interval_s`` (a down server costs one quick failure per
+        interval, not one per write). Returns whether the buffer is empty."""
+        if self._pending and time.monotonic() < self._retry_at:
+            return False
+        sent = 0
+        while self._pending:
+            write = self._pending[0]
+            try:
+                write.send()
+            except Exception as exc:
+                if not is_transient(exc):
+                    self._pending.popleft()  # it would fail again; the caller sees why
+                    raise
+                self._retry_at = time.monotonic() + self.settings.retry_interval_s
+                self._note_unreachable(exc, write.what)
+                return False
+            self._pending.popleft()
+            sent += 1
+        if sent:
+            self._note_reachable(sent)
+        return True
+
+    def _note_reachable(self, sent: int) -> None:
+        if self._unreachable:
+            self._unreachable = False
+            say(f"MLflow at {self.settings.tracking_uri} reachable again; {sent} buffered writes sent")
+
+    def _note_unreachable(self, exc: BaseException, what: str) -> None:
+        if not self._unreachable:
+            self._unreachable = True
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            say(
+                f"MLflow at {self.settings.tracking_uri} unreachable ({what}: {reason}); buffering "
+                f"its writes and retrying every {self.settings.retry_interval_s:g} s"
+            )
+
+    def _read(self, read: Callable[[], _T]) -> _T:
+        """A read the tracker cannot go on without: retried while the store is unreachable, up to
+        ``flush_timeout_s``. Buffered writes go first, so a read sees them."""
+        deadline = time.monotonic() + self.settings.flush_timeout_s
+        while True:
+            try:
+                if not self._send_pending():
+                    raise ConnectionError("buffered writes not sent yet")
+                value = read()
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+                self._note_unreachable(exc, "read the search's runs")
+                time.sleep(self.settings.retry_interval_s)
+                continue
+            self._note_reachable(0)
+            return value
+
+    def _log_text(self, target: str | HasRunId, text: str, name: str) -> None:
+        self._submit(f"log {name}", lambda: self.client.log_text(_run_id(target), text, name))
+
+    def _log(
+        self,
+        target: str | HasRunId,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        step: int = 0,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)  # when the values were produced, not when they reach the store
+        metric_items = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if is_number(v)]
+        param_items = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
+        tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
+        while metric_items or param_items or tag_items:
+            batch = {"metrics": metric_items[:1000], "params": param_items[:100], "tags": tag_items[:100]}
+            self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(_run_id(target), **b))
+            metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
+
+
+def _run_id(target: str | HasRunId) -> str:
+    # A trial's run id is known only once its buffered creation was sent, which precedes this.
+    return target if isinstance(target, str) else target.run_id
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

@@ -1,0 +1,167 @@
+"""Where a search is tracked and how its runs are named: store URIs, tags, states, search ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+__all__ = [
+    "DIMENSIONS_FILE",
+    "ROLE_SEARCH",
+    "ROLE_TRIAL",
+    "SEARCH_ENDS",
+    "TAG_END_REASON",
+    "TAG_ERROR",
+    "TAG_RETRIES",
+    "TAG_ROLE",
+    "TAG_SEARCH_ID",
+    "TAG_STATE",
+    "TAG_TRIAL_ID",
+    "TRIAL_STATES",
+    "TrackingSettings",
+    "artifact_location",
+    "default_tracking_uri",
+    "dimensions_json",
+    "is_transient",
+    "make_search_id",
+    "resolve_tracking_uri",
+    "search_all_runs",
+    "sqlite_path",
+    "use_buffered_requests",
+]
+
+TAG_SEARCH_ID = "losstune.search_id"
+TAG_TRIAL_ID = "losstune.trial_id"
+TAG_ROLE = "losstune.role"
+TAG_ERROR = "losstune.error"
+TAG_END_REASON = "losstune.end_reason"
+TAG_STATE = "losstune.state"
+TAG_RETRIES = "losstune.retries"
+DIMENSIONS_FILE = "dimensions.json"  # parent artifact: the searched keys and their distributions
+ROLE_SEARCH = "search"
+ROLE_TRIAL = "trial"
+# How a trial's run ended (its ``losstune.state`` tag) and the MLflow status it ends with. Stopping
+# early is a normal end of a trial in a search, so the UI shows it finished (KILLED draws the same
+# red cross as a crash); KILLED is kept for runs a search did not end on purpose.
+TRIAL_STATES = {
+    "finished": "FINISHED",
+    "stopped_early": "FINISHED",  # by the scheduler (ASHA, median)
+    "stopped_by_budget": "FINISHED",  # the search's time budget ran out
+    "failed": "FAILED",
+    "interrupted": "KILLED",  # the search was interrupted; resuming it continues the run
+    "discarded": "KILLED",  # Tune never saved the trial before a crash; a resume ran its slot again
+}
+# How a search ended (the parent run's ``losstune.end_reason``) and the parent's MLflow status.
+SEARCH_ENDS = {"finished": "FINISHED", "time_budget": "FINISHED", "all_failed": "FAILED", "interrupted": "KILLED"}
+# Errors a server answers with that say "try again later"; any other answer is final.
+_RETRY_LATER_CODES = ("TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED")
+_PAGE = 1000  # runs per search_runs page (MLflow's maximum for most stores)
+
+
+def _project_root() -> Path:
+    """The repository holding the ``search`` package, where ``mlflow/`` (store + server script) lives."""
+    return Path(__file__).resolve().parents[2]
+
+
+def default_tracking_uri() -> str:
+    """``sqlite:///<repo>/mlflow/mlflow.db`` when the package sits in the repository (it has an
+    ``mlflow/`` folder), else ``sqlite:///<cwd>/mlflow/mlflow.db``."""
+    root = _project_root()
+    base = root if (root / "mlflow").is_dir() else Path.cwd()
+    return f"sqlite:///{(base / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def resolve_tracking_uri(*, cli: str | None, space: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """Precedence: ``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > the space's ``mlflow.tracking_uri`` > default."""
+    return cli or environ.get("MLFLOW_TRACKING_URI") or space or default_tracking_uri()
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
+    return Path(unquote(urlparse(tracking_uri).path)[1:])
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """The artifact root for a new experiment: ``artifacts/`` next to a SQLite store (so the store and
+    its artifacts move together and ``mlflow/serve`` finds them); None lets a server decide."""
+    db = sqlite_path(tracking_uri)
+    return None if db is None else (db.parent / "artifacts").resolve().as_uri()
+
+
+def use_buffered_requests() -> None:
+    """Make MLflow's REST client fail fast, for a process whose writes go through a
+    ``SearchTracker`` buffer: by itself the client retries a failed request for minutes (7 retries
+    with exponential backoff) and waits 120 s for a hung server, blocking Tune's driver loop; the
+    buffer retries instead. MLflow reads these from the environment only; a value the environment
+    already sets is kept."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+def dimensions_json(searched: Mapping[str, Any]) -> str:
+    """The parent run's record of what a search varies: flat key -> distribution in the space
+    file's own form, so the report knows a log scale or a choice without the space validator."""
+    from search.space import to_json
+
+    return json.dumps({key: to_json(d) for key, d in searched.items()}, indent=2) + "\n"
+
+
+def make_search_id(name: str) -> str:
+    """A new id for every search (its start time and random digits), never derived from its name or
+    directory: a second search of the same name, after its run directory was removed, must not
+    find and change the first one's runs. A resume reads the id from the run directory."""
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def search_all_runs(client: Any, experiment_ids: list[str], *, query: str, order_by: list[str] | None = None) -> list[Any]:
+    """Every run matching ``query``, through all of MLflow's result pages."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            experiment_ids, filter_string=query, order_by=order_by, max_results=_PAGE, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """What identifies a search in MLflow; plain values, so the Tune callback holding it pickles."""
+
+    tracking_uri: str
+    experiment: str
+    search_id: str
+    search_name: str
+    objective_metric: str  # the primary objective: the parent logs its best value
+    objective_mode: str  # "min" | "max"
+    retry_interval_s: float = 5.0  # while the store is unreachable: seconds between attempts
+    flush_timeout_s: float = 600.0  # how long flush() (the end of a search) waits for the store
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed MLflow call may succeed later: the store was not reached (refused, reset,
+    timed out: an OSError, which MLflow's REST client raises its own exception from) or answered
+    "not now" (503, 504, 429, also from a proxy in front of a restarting server). An error the
+    server answered with otherwise (an invalid value, a missing run) is final."""
+    from mlflow.exceptions import MlflowException
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError):  # requests' and urllib3's errors, sockets
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES
+
+

@@ -1,0 +1,120 @@
+"""A trial's checkpoint: model, optimiser, scaler, RNG states and progress, written atomically.
+
+Read back with ``torch.load(weights_only=True)``: plain containers and tensors only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from trainables.config import TrialConfig
+
+__all__ = ["Progress", "load_checkpoint", "save_checkpoint", "seed_everything"]
+
+# Settings an interrupted run may be resumed with changed (say, on another machine). They do not
+# change what is trained, but they do change floating-point rounding (reduction order across
+# thread counts, CPU vs GPU kernels): the resumed run is bit-identical to an uninterrupted one
+# only when these are unchanged too; otherwise it drifts like any rerun on other hardware.
+_RESUMABLE_CHANGES = frozenset({"train.threads", "train.device"})
+
+
+@dataclass
+class Progress:
+    """Everything besides model/optimiser/RNG state that a resumed trial needs."""
+
+    epoch: int = 0  # completed epochs
+    best_value: float | None = None
+    best_epoch: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, Tensor] | None = None
+    bad_epochs: int = 0  # epochs since the objective last improved
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # CUDA generators too
+
+
+def _rng_state(batch_rng: torch.Generator) -> dict[str, Any]:
+    # Plain containers and tensors only, so torch.load(weights_only=True) reads them back.
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batches": batch_rng.get_state(),
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any], batch_rng: torch.Generator) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    batch_rng.set_state(state["batches"])
+
+
+def save_checkpoint(
+    path: Path,
+    flat: Mapping[str, Any],
+    progress: Progress,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch_rng: torch.Generator,
+) -> None:
+    """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint."""
+    payload = {
+        "config": dict(flat),
+        "progress": dict(vars(progress)),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": _rng_state(batch_rng),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(
+    path: Path,
+    flat: Mapping[str, Any],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    batch_rng: torch.Generator,
+) -> Progress:
+    # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    # Through the schema, so a checkpoint written under older flat key names compares equal.
+    saved = TrialConfig.from_flat(payload["config"]).to_flat()
+    changed = sorted(k for k in set(saved) | set(flat) if k not in _RESUMABLE_CHANGES and saved.get(k) != flat.get(k))
+    if changed:
+        raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
+    model.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    _set_rng_state(payload["rng"], batch_rng)
+    return Progress(**payload["progress"])

@@ -1,0 +1,47 @@
+"""Hooks of the train loop: how a section a plugin adds (a new search dimension) acts on training.
+
+A plugin section's switch chooses an option; ``train`` builds it with its parameters
+(``option(**params)``) and calls whichever of these methods it has::
+
+    on_start(*, model, optimizer, criterion)       once, after the model and optimiser exist
+    on_epoch_end(*, epoch, metrics) -> dict | None  after each epoch's validation; a returned
+                                                    mapping of numbers is reported with the epoch
+
+The loop has no case of its own for any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from trainables.config import TrialConfig
+from trainables.switches import switch_field
+
+__all__ = ["build_hooks", "epoch_end", "start"]
+
+
+def build_hooks(cfg: TrialConfig) -> list[Any]:
+    """The chosen option of every plugin section with a switch, built with its parameters."""
+    hooks = []
+    for _, section in cfg.plugin_sections():
+        found = switch_field(type(section))
+        if found is not None:
+            name, switch = found
+            hooks.append(switch.options[getattr(section, name)](**section.params))
+    return hooks
+
+
+def start(hooks: list[Any], **context: Any) -> None:
+    for hook in hooks:
+        if hasattr(hook, "on_start"):
+            hook.on_start(**context)
+
+
+def epoch_end(hooks: list[Any], *, epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics the hooks add for this epoch."""
+    added: dict[str, float] = {}
+    for hook in hooks:
+        if hasattr(hook, "on_epoch_end"):
+            added.update(hook.on_epoch_end(epoch=epoch, metrics=dict(metrics)) or {})
+    return added

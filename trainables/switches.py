@@ -1,0 +1,91 @@
+"""Switches: a named choice whose options bring their own parameters (a head's loss, a model kind).
+
+A section field annotated ``Annotated[str, Switch(REGISTRY, ...)]`` names one option of a registry
+(name -> class or factory); the option's parameters are the keyword-only parameters of its
+signature, minus those the trainer sets itself (``fixed``), each with its default and its
+annotation (a ``trainables.settings.Rule`` in ``Annotated`` gives bounds and searchability).
+A registry is a plain dict: a plugin adds an option by adding an entry, and the space validator,
+the trial config and the report know it from then on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from trainables.settings import SettingError, check_value, value_type
+
+__all__ = ["Switch", "switch_field"]
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Metadata of a section's switch field. ``complete``: the flat config lists every parameter
+    of the chosen option, defaults included (a model's size belongs to a trial's record), not
+    only those the space set (loss parameters)."""
+
+    options: Mapping[str, Callable[..., Any]]
+    fixed: tuple[str, ...] = ()
+    complete: bool = False
+
+    def names(self) -> list[str]:
+        return list(self.options)
+
+    def parameters(self, option: str) -> dict[str, inspect.Parameter]:
+        """The option's parameters with their annotations resolved (``Annotated`` kept)."""
+        target = self.options[option]
+        function = target.__init__ if inspect.isclass(target) else target
+        hints = typing.get_type_hints(function, include_extras=True)
+        return {
+            p.name: p.replace(annotation=hints.get(p.name, Any))
+            for p in inspect.signature(function).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in self.fixed
+        }
+
+    def searchable(self, option: str, name: str) -> bool:
+        """Whether a space may search parameter ``name``: any scalar one (options' own checks run
+        on the values a search may reach), unless its Rule says otherwise."""
+        vtype = value_type(self.parameters(option)[name].annotation)
+        return vtype is not None and vtype.kind != "floats"
+
+    def check_option(self, key: str, option: Any) -> str:
+        """``option`` if it names an option, else a SettingError for ``key`` (``model.kind``)."""
+        if not isinstance(option, str) or option not in self.options:
+            raise SettingError(key, f"one of [{', '.join(self.options)}]", option)
+        return option
+
+    def check(self, option: str, params: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+        """``params`` of a known ``option`` checked against its signature and converted (lists
+        become tuples, as constructors take them); with ``complete``, defaults filled in, in
+        signature order. Errors name ``<prefix><option>.<param>`` (``heads.pitch.ordinal.alpha``)."""
+        allowed = self.parameters(option)
+        unknown = [name for name in params if name not in allowed]
+        if unknown:
+            rule = f"among the parameters of `{option}` [{', '.join(allowed)}]"
+            raise SettingError(f"{prefix}{option}.{unknown[0]}", rule, unknown[0])
+        checked: dict[str, Any] = {}
+        for name, parameter in allowed.items():
+            if name in params:
+                value = check_value(f"{prefix}{option}.{name}", parameter.annotation, params[name])
+            elif self.complete and parameter.default is not inspect.Parameter.empty and value_type(parameter.annotation):
+                value = parameter.default
+            else:
+                continue
+            checked[name] = tuple(value) if isinstance(value, list) else value
+        return checked
+
+
+def switch_field(cls: type) -> tuple[str, Switch] | None:
+    """(name, Switch) of the dataclass field of ``cls`` that is a switch, if any (at most one)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for field in dataclasses.fields(cls):
+        annotation = hints.get(field.name)
+        if typing.get_origin(annotation) is typing.Annotated:
+            for extra in typing.get_args(annotation)[1:]:
+                if isinstance(extra, Switch):
+                    return field.name, extra
+    return None
