@@ -9,13 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-__all__ = ["LOGGER", "say", "shown_on"]
+__all__ = ["LOGGER", "say", "shown_on", "warn"]
 
 LOGGER = logging.getLogger("losstune")
 
 
 def say(text: str) -> None:
     LOGGER.info(text)
+
+
+def warn(text: str) -> None:
+    """A line that must reach a person even where nobody set up ``shown_on`` (Python's last-resort
+    handler shows warnings)."""
+    LOGGER.warning(text)
 
 
 class _CurrentStdout:

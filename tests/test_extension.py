@@ -94,12 +94,13 @@ class StepDecay:
 
 
 class WarmRestart(StepDecay):
-    """Sets the learning rate back to ``peak`` times its start every ``period`` epochs, decaying between."""
+    """Sets the learning rate back to ``peak`` times its start every ``period`` epochs, decaying
+    between; counts its restarts (state a checkpoint keeps)."""
 
     def __init__(self, *, period: Annotated[int, Rule(minimum=1, searchable=True)] = 2,
                  peak: Annotated[float, Rule(minimum=0.0, min_open=True, searchable=True)] = 1.0) -> None:
         super().__init__(every=1, gamma=0.5)
-        self.period, self.peak = period, peak
+        self.period, self.peak, self.restarts = period, peak, 0
 
     def on_start(self, *, optimizer: torch.optim.Optimizer, **context: Any) -> None:
         super().on_start(optimizer=optimizer)
@@ -107,10 +108,17 @@ class WarmRestart(StepDecay):
 
     def on_epoch_end(self, *, epoch: int, metrics: Mapping[str, float]) -> dict[str, float]:
         if epoch % self.period == 0:
+            self.restarts += 1
             for group in self.optimizer.param_groups:
                 group["lr"] = self.start * self.peak
-            return {"lr": self.optimizer.param_groups[0]["lr"]}
-        return super().on_epoch_end(epoch=epoch, metrics=metrics)
+            return {"lr": self.optimizer.param_groups[0]["lr"], "restarts": self.restarts}
+        return {**super().on_epoch_end(epoch=epoch, metrics=metrics), "restarts": self.restarts}
+
+    def state_dict(self) -> dict[str, int]:
+        return {"restarts": self.restarts}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.restarts = state["restarts"]
 
 
 SCHEDULES = {"step": StepDecay, "restart": WarmRestart}
@@ -175,6 +183,30 @@ def test_a_space_over_the_new_dimensions_validates_and_its_errors_name_yaml_path
     }
 
 
+class PickyLoss(MarginLoss):
+    """A loss that refuses a value with a plain ValueError (as third-party code may)."""
+
+    def __init__(self, *, num_classes: int, ignore_index: int = -1, margin: float = 1.0, shift: int) -> None:
+        if margin == 3.0:
+            raise ValueError("a margin of 3 is unlucky")
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, margin=margin)
+        self.shift = shift
+
+
+def test_a_plugin_loss_that_refuses_in_text_or_needs_a_value_gives_space_issues(extended, tmp_path: Path):
+    extended.add_loss("picky", PickyLoss)
+    text = SPACE.replace("{margin: {margin: {uniform: [0.5, 2.0]}}, ce: {}}", "{picky: {margin: {choice: [1.0, 3.0]}}}")
+    with pytest.raises(SpaceError) as caught:
+        load_space(_write(tmp_path, text))
+    problems = {issue.path: (issue.rule, str(issue.value)) for issue in caught.value.errors}
+    assert problems == {"heads.digit.loss.choice.picky.shift": ("a value for `shift` (`picky` has no default)", "nothing")}
+    with pytest.raises(SpaceError) as caught:
+        load_space(_write(tmp_path, text.replace("{choice: [1.0, 3.0]}", "{choice: [1.0, 3.0]}, shift: 1")))
+    (issue,) = caught.value.errors
+    assert issue.path == "heads.digit.loss.choice.picky"
+    assert (issue.rule, str(issue.value)) == ("parameters `picky` accepts", "ValueError: a margin of 3 is unlucky")
+
+
 def test_a_trial_of_the_new_dimensions_trains_and_its_hook_acts(extended, tmp_path: Path):
     space = load_space(_write(tmp_path, SPACE))
     flat = next(c for c in (space.sample(seed=s) for s in range(50))
@@ -187,6 +219,31 @@ def test_a_trial_of_the_new_dimensions_trains_and_its_hook_acts(extended, tmp_pa
     assert [r["lr"] for r in reported] == pytest.approx([0.05 * gamma ** e for e in (1, 2, 3)])
     assert 0.0 <= final["test/acc_mean"] <= 1.0
     assert TrialConfig.from_flat(cfg.to_flat()) == cfg
+
+
+def test_a_resumed_trial_continues_its_hooks_as_if_never_stopped(extended, tmp_path: Path):
+    space = load_space(_write(tmp_path, SPACE.replace("epochs: 3", "epochs: 5")))
+    flat = next(c for c in (space.sample(seed=s) for s in range(50)) if c["lr_schedule.kind"] == "restart")
+    whole: list[dict[str, float]] = []
+    train(TrialConfig.from_flat(flat), report=whole.append)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_3(metrics: dict[str, float]) -> None:
+        first.append(metrics)
+        if metrics["epoch"] == 3:
+            raise Stop
+
+    first: list[dict[str, float]] = []
+    with pytest.raises(Stop):
+        train(TrialConfig.from_flat(flat), report=stop_after_epoch_3, checkpoint_dir=tmp_path / "ckpt")
+    rest: list[dict[str, float]] = []
+    train(TrialConfig.from_flat(flat), report=rest.append, checkpoint_dir=tmp_path / "ckpt")
+    resumed = first + rest
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5]
+    assert [(r["lr"], r["restarts"]) for r in resumed] == [(r["lr"], r["restarts"]) for r in whole]
+    assert [r["val/acc_mean"] for r in resumed] == [r["val/acc_mean"] for r in whole]
 
 
 def test_the_new_flat_values_reach_mlflow_params_and_report_columns(extended, tmp_path: Path):

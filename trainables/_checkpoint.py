@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from trainables.config import TrialConfig
+from trainables.hooks import load_states
 
 __all__ = ["Progress", "load_checkpoint", "save_checkpoint", "seed_everything"]
 
@@ -78,9 +79,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     batch_rng: torch.Generator,
+    hooks: list[Any] = (),
 ) -> None:
-    """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint."""
+    """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint.
+    ``hooks``: the states of the train loop's hooks (``trainables.hooks.states``)."""
     payload = {
+        "hooks": list(hooks),
         "config": dict(flat),
         "progress": dict(vars(progress)),
         "model": model.state_dict(),
@@ -105,7 +109,9 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     batch_rng: torch.Generator,
+    hooks: list[Any] = (),
 ) -> Progress:
+    """Restore a checkpoint into the model, optimiser, scaler, RNGs and ``hooks``; the progress."""
     # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
     payload = torch.load(path, map_location="cpu", weights_only=True)
     # Through the schema, so a checkpoint written under older flat key names compares equal.
@@ -117,4 +123,5 @@ def load_checkpoint(
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])
     _set_rng_state(payload["rng"], batch_rng)
+    load_states(hooks, payload.get("hooks", []))
     return Progress(**payload["progress"])

@@ -26,6 +26,7 @@ from trainables.settings import Rule, SettingError, check_fields
 from trainables.switches import switch_field
 
 __all__ = [
+    "DRIVER_SECTIONS",
     "LAYOUT",
     "SECTIONS",
     "EnergyConfig",
@@ -58,7 +59,8 @@ class ModelConfig:
     """The model: a kind (``simple_cnn``, ``mlp``, ...) and that kind's own parameters, read from
     its constructor's signature (``hidden``, ``dropout``, ...)."""
 
-    # Fixed on purpose, like the data set: the model kind defines the problem being compared.
+    # A switch: a space may fix one kind (usual: it defines the problem being compared) or
+    # choose between kinds, each with its own parameters.
     kind: Annotated[str, MODEL] = "simple_cnn"
     params: Mapping[str, Any] = field(default_factory=dict)
 
@@ -99,7 +101,7 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class EnergyConfig:
-    p: Annotated[int, Rule(minimum=1, maximum=16, searchable=True)] = 1  # the activation norm
+    p: Annotated[int, Rule(minimum=1, searchable=True)] = 1  # the activation norm
 
     def __post_init__(self) -> None:
         check_section(self, "energy")
@@ -123,6 +125,8 @@ SECTIONS: dict[str, type] = {
     "energy": EnergyConfig,
     "objective": ObjectiveConfig,
 }
+# Sections of a space file that are the search driver's, not a trial's.
+DRIVER_SECTIONS = ("name", "objective", "search", "resources", "mlflow")
 # The order of a trial's settings: sections, the heads and the top-level fields of TrialConfig.
 # It is the order a search suggests them in, so it is part of what a seed reproduces.
 LAYOUT: list[str] = ["data", "model", "train", HEADS, "energy_weight", "energy", "objective"]
@@ -130,8 +134,10 @@ LAYOUT: list[str] = ["data", "model", "train", HEADS, "energy_weight", "energy",
 
 def register_section(name: str, cls: type) -> None:
     """Add a section (a frozen dataclass, with at most one switch field) to every trial."""
-    if name in SECTIONS and SECTIONS[name] is not cls or name in (HEADS, "energy_weight"):
-        raise ValueError(f"a new section name, but got {name!r}, which is taken")
+    taken = name in SECTIONS and SECTIONS[name] is not cls
+    reserved = name in (HEADS, "energy_weight", *DRIVER_SECTIONS) or not name.isidentifier()
+    if taken or reserved:
+        raise ValueError(f"a new section name (an identifier, not {HEADS} or one of the driver's), but got {name!r}")
     SECTIONS[name] = cls
     if name not in LAYOUT:
         LAYOUT.append(name)
@@ -154,7 +160,7 @@ def is_switch_key(key: str) -> bool:
     return found is not None and parsed.option is None and parsed.name == found[0]
 
 
-def _section(name: str) -> property:
+def _section_property(name: str) -> property:
     return property(lambda self: self.sections[name], doc=f"The trial's `{name}` section.")
 
 
@@ -177,11 +183,11 @@ class TrialConfig:
         check_fields(self, "")
 
     # The sections every trial has.
-    data = _section("data")
-    model = _section("model")
-    train = _section("train")
-    energy = _section("energy")
-    objective = _section("objective")
+    data = _section_property("data")
+    model = _section_property("model")
+    train = _section_property("train")
+    energy = _section_property("energy")
+    objective = _section_property("objective")
 
     def plugin_sections(self) -> Iterator[tuple[str, Any]]:
         """(name, section) of the sections plugins registered."""
@@ -190,9 +196,10 @@ class TrialConfig:
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> TrialConfig:
         """Parse a flat trial config; missing keys take their defaults, unknown keys raise
-        SettingError. ``model.hidden`` and other parameters of a switch's chosen option given
-        without the option (configs written before model kinds had their own parameters) are
-        read as that option's."""
+        SettingError (a key that is no flat key: FlatKeyError; both are ValueErrors).
+        ``model.hidden`` and other parameters of a switch's chosen option given without the option
+        (configs written before model kinds had their own parameters) are read as that option's;
+        where both forms are given, the namespaced one wins."""
         grouped: dict[tuple[str, ...], dict[str, Any]] = {}
         by_option: dict[tuple[str, ...], dict[str, dict[str, Any]]] = {}
         first_key: dict[tuple[str, ...], str] = {}  # sections in the order the config names them

@@ -3,9 +3,12 @@
 A plugin section's switch chooses an option; ``train`` builds it with its parameters
 (``option(**params)``) and calls whichever of these methods it has::
 
-    on_start(*, model, optimizer, criterion)       once, after the model and optimiser exist
-    on_epoch_end(*, epoch, metrics) -> dict | None  after each epoch's validation; a returned
-                                                    mapping of numbers is reported with the epoch
+    on_start(*, model, optimizer, criterion)       once, before a checkpoint is restored
+    on_epoch_end(*, epoch, metrics) -> dict | None  after each epoch's validation, before the
+                                                    checkpoint; a returned mapping of numbers is
+                                                    reported with the epoch
+    state_dict() / load_state_dict(state)           what the hook keeps between epochs, saved in
+                                                    the trial's checkpoint (plain values, tensors)
 
 The loop has no case of its own for any of them.
 """
@@ -18,7 +21,7 @@ from typing import Any
 from trainables.config import TrialConfig
 from trainables.switches import switch_field
 
-__all__ = ["build_hooks", "epoch_end", "start"]
+__all__ = ["build_hooks", "epoch_end", "load_states", "start", "states"]
 
 
 def build_hooks(cfg: TrialConfig) -> list[Any]:
@@ -45,3 +48,14 @@ def epoch_end(hooks: list[Any], *, epoch: int, metrics: Mapping[str, float]) -> 
         if hasattr(hook, "on_epoch_end"):
             added.update(hook.on_epoch_end(epoch=epoch, metrics=dict(metrics)) or {})
     return added
+
+
+def states(hooks: list[Any]) -> list[Any]:
+    """Each hook's state for a checkpoint (None for a hook without one)."""
+    return [hook.state_dict() if hasattr(hook, "state_dict") else None for hook in hooks]
+
+
+def load_states(hooks: list[Any], saved: list[Any]) -> None:
+    for hook, state in zip(hooks, saved):
+        if state is not None and hasattr(hook, "load_state_dict"):
+            hook.load_state_dict(state)

@@ -32,9 +32,6 @@ class Switch:
     fixed: tuple[str, ...] = ()
     complete: bool = False
 
-    def names(self) -> list[str]:
-        return list(self.options)
-
     def parameters(self, option: str) -> dict[str, inspect.Parameter]:
         """The option's parameters with their annotations resolved (``Annotated`` kept)."""
         target = self.options[option]
@@ -47,8 +44,10 @@ class Switch:
         }
 
     def searchable(self, option: str, name: str) -> bool:
-        """Whether a space may search parameter ``name``: any scalar one (options' own checks run
-        on the values a search may reach), unless its Rule says otherwise."""
+        """Whether a space may search parameter ``name``: every one with a scalar type (lists,
+        such as focal's per-class alpha, are fixed: Optuna choices are scalars). Option
+        parameters need no ``searchable=True``: an option's own checks, and the validator's
+        probes of a searched range, keep a search within what the option accepts."""
         vtype = value_type(self.parameters(option)[name].annotation)
         return vtype is not None and vtype.kind != "floats"
 

@@ -110,12 +110,14 @@ def train(
 
     flat = cfg.to_flat()
     path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    progress = Progress()
-    if path is not None and path.exists():
-        progress = load_checkpoint(path, flat, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
-        progress.best_state = {k: v.to(device) for k, v in progress.best_state.items()}
+    # Hooks start from the trial's beginning; a checkpoint then restores what they keep.
     hooks = train_hooks.build_hooks(cfg)
     train_hooks.start(hooks, model=model, optimizer=optimizer, criterion=criterion)
+    progress = Progress()
+    if path is not None and path.exists():
+        progress = load_checkpoint(path, flat, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng,
+                                   hooks=hooks)
+        progress.best_state = {k: v.to(device) for k, v in progress.best_state.items()}
 
     def evaluate(split: Split, name: str) -> dict[str, float]:
         return _evaluate(model, losses, split, heads, split_name=name, energy_p=cfg.energy.p, amp=amp, device=device)
@@ -156,7 +158,8 @@ def train(
                 )
 
         if path is not None:
-            save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng)
+            save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng,
+                            hooks=train_hooks.states(hooks))
         report(
             {
                 "epoch": epoch,

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-
 from search.space import from_json
 from search.space._distributions import Distribution
 from search.tracking import (
@@ -31,6 +30,7 @@ from search.tracking import (
     TAG_SEARCH_ID,
     TAG_STATE,
     TAG_TRIAL_ID,
+    all_pages,
     search_all_runs,
 )
 
@@ -119,13 +119,7 @@ def open_store(tracking_uri: str) -> Any:
 
 def _searches(client: Any) -> tuple[list[Any], dict[str, str]]:
     """Every parent run in the store (newest first) and experiment id -> name."""
-    experiments, token = [], None
-    while True:
-        page = client.search_experiments(page_token=token)
-        experiments.extend(page)
-        token = page.token
-        if not token:
-            break
+    experiments = all_pages(lambda token: client.search_experiments(page_token=token))
     names = {e.experiment_id: e.name for e in experiments}
     if not names:
         return [], names

@@ -55,6 +55,8 @@ class Branch:
 
 
 Entry = Const | Param | Branch
+# The name searches started before switches were general pickled (Tune's saved searcher state).
+LossSwitch = Branch
 
 
 def _walk(entries: tuple[Entry, ...], trial: SuggestTrial, constants: dict[str, Any], resolved: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ Every problem becomes a SpaceIssue with the file, the line, the YAML path, the r
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import typing
 from pathlib import Path
@@ -33,7 +34,7 @@ from search.space._schema import (
     is_search_name,
 )
 from search.space._values import NOTHING, Fixed, ValueChecker
-from trainables.config import LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
+from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
 from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
 from trainables.losses import LOSS, build_loss
@@ -43,7 +44,6 @@ from trainables.switches import Switch, switch_field
 
 __all__ = ["load_space"]
 
-_DRIVER_SECTIONS = ("name", "objective", "search", "resources", "mlflow")
 _MODES = ValueType("literal", members=("min", "max"))
 _SWITCH_FORM = "an option name, {name: {param: value}} or {choice: {name: {param: value}, ...}}"
 
@@ -74,7 +74,7 @@ class _Walk(ValueChecker):
                                shown, line=self._line(""))
             raise SpaceError([*self.issues, issue])
         doc = self.mapping(doc, "", what="sections") or {}
-        self.known_keys(doc, "", dict.fromkeys([*_DRIVER_SECTIONS[:1], *LAYOUT, *_DRIVER_SECTIONS[1:]]))
+        self.known_keys(doc, "", dict.fromkeys([*DRIVER_SECTIONS[:1], *LAYOUT, *DRIVER_SECTIONS[1:]]))
         if "objective" not in doc:
             self.add("objective", "an `objective` section ({metric, mode} or a list of them)", NOTHING)
         name = self.name(doc.get("name"), default=path.stem)
@@ -136,6 +136,7 @@ class _Walk(ValueChecker):
         beside = found[1].parameters(option) if named else {}
         if found is None or named or not isinstance(option, str):  # an unknown option: its own issue
             self.known_keys({k: v for k, v in extra.items() if k not in beside}, name, [*fields, *beside])
+        # A name that is a setting of the section too (weighted_ce's `weight`) is the section's.
         extra = {k: v for k, v in extra.items() if k in beside}
         entries: list[Entry] = []
         for field in fields:
@@ -156,42 +157,43 @@ class _Walk(ValueChecker):
     def switch(self, value: Any, path: str, switch: Switch, beside: dict[str, Any], *, prefix: str) -> Branch | None:
         """A switch: an option name (with ``beside``: its parameters written next to the switch),
         ``{name: {params}}``, or ``{choice|grid: {name: {params}, ...} | [name, ...]}``."""
-        options: list[tuple[Any, Any, str]] = []  # (option, its params, YAML path of the params)
+        # (option, its params, YAML path of the option's name, YAML path of its params)
+        options: list[tuple[Any, Any, str, str]] = []
         distribution: type[Choice] | None = None
         if isinstance(value, str):
-            options.append((value, beside, path.rsplit(".", 1)[0] if beside else path))
+            options.append((value, beside, path, path.rsplit(".", 1)[0] if beside else path))
         elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("choice", "grid"):
             kind, alternatives = next(iter(value.items()))
             distribution, cpath = (Grid if kind == "grid" else Choice), join_path(path, kind)
             if isinstance(alternatives, dict) and alternatives:
-                options += [(o, params, join_path(cpath, o)) for o, params in alternatives.items()]
+                options += [(o, params, join_path(cpath, o), join_path(cpath, o)) for o, params in alternatives.items()]
             elif isinstance(alternatives, list) and alternatives:
                 for index, item in enumerate(alternatives):
                     ipath = join_path(cpath, index)
                     if isinstance(item, dict) and len(item) == 1:
                         (option, params), = item.items()
-                        options.append((option, params, join_path(ipath, option)))
+                        options.append((option, params, ipath, join_path(ipath, option)))
                     else:
-                        options.append((item, {}, ipath))
+                        options.append((item, {}, ipath, ipath))
             else:
                 self.add(cpath, f"a non-empty mapping option -> parameters for `{kind}`", alternatives)
                 return None
         elif isinstance(value, dict) and len(value) == 1:
             (option, params), = value.items()
-            options.append((option, params, join_path(path, option)))
+            options.append((option, params, join_path(path, option), join_path(path, option)))
         else:
             self.add(path, _SWITCH_FORM, value)
             return None
         compiled: dict[str, tuple[Entry, ...]] = {}
-        for option, params, ppath in options:
+        for option, params, name_path, params_path in options:
             if not isinstance(option, str) or option not in switch.options:
-                self.add(ppath, f"one of: {', '.join(switch.options)}",
+                self.add(name_path, f"one of: {', '.join(switch.options)}",
                          Plain(f"`{option}`") if isinstance(option, str) else option)
             elif option in compiled:
-                self.add(ppath, "each option once per choice", Plain(f"`{option}` again"))
+                self.add(name_path, "each option once per choice", Plain(f"`{option}` again"))
             else:
-                self.option_paths[path, option] = ppath
-                compiled[option] = self.parameters(switch, option, params, ppath, prefix=prefix)
+                self.option_paths[path, option] = name_path
+                compiled[option] = self.parameters(switch, option, params, params_path, prefix=prefix)
         if len(compiled) != len(options):
             return None
         self.paths[path] = path
@@ -202,18 +204,24 @@ class _Walk(ValueChecker):
         switch, the defaults of the others (signature order: complete options list every one)."""
         mapping = self.mapping(value, path, what=f"parameters of `{option}`") or {}
         allowed = switch.parameters(option)
+        # Only what a space can check may be set: a parameter without a checkable type (a tuple of
+        # fixed length, Any) keeps its default.
+        settable = {p: a for p, a in allowed.items() if value_type(a.annotation) is not None}
         entries: dict[str, Entry] = {}
         for param, raw in mapping.items():
             ppath, key = join_path(path, param), f"{prefix}.{option}.{param}"
-            if param not in allowed:
-                self.add(ppath, f"a parameter of `{option}` (one of: {', '.join(allowed) or 'none'})", Plain(f"`{param}`"))
+            if param not in settable:
+                self.add(ppath, f"a parameter of `{option}` (one of: {', '.join(settable) or 'none'})", Plain(f"`{param}`"))
                 continue
-            vtype = value_type(allowed[param].annotation)
-            if vtype is not None and switch.searchable(option, param):
+            vtype = value_type(settable[param].annotation)
+            if switch.searchable(option, param):
                 vtype = dataclasses.replace(vtype, searchable=True)
             parsed = self.value(raw, ppath, vtype)
             if parsed is not None:
                 entries[param] = self.entry(key, parsed, ppath)
+        for param, parameter in allowed.items():
+            if parameter.default is inspect.Parameter.empty and param not in mapping:
+                self.add(join_path(path, param), f"a value for `{param}` (`{option}` has no default)", NOTHING)
         if not switch.complete:
             return tuple(entries.values())
         defaults = switch.check(option, {})  # what a complete option lists when the file does not say
@@ -278,6 +286,8 @@ class _Walk(ValueChecker):
         own checks (sigma > 0, len(alpha) == C, ...) at the fixed values and each end of every
         searched range, so they fail here, not in a trial."""
         where = self.option_paths[f"{HEADS}.{head}.{HEAD_LOSS}", loss]
+        if any(issue.path.startswith(where) for issue in self.issues):
+            return False  # its parameters have problems of their own already
         units = LOSS.options[loss].outputs(info.num_classes)
         if not info.ordinal and units < info.num_classes:
             self.add(where, f"a loss with one output per class on a categorical head (`{loss}` regresses the class "
@@ -294,6 +304,9 @@ class _Walk(ValueChecker):
             except SettingError as error:  # error.key: the parameter the loss refused
                 path = self.paths.get(f"{HEADS}.{head}.{loss}.{error.key}", where)
                 self.add(path, error.rule, values.get(error.key, Plain(f"`{loss}`")))
+                return False
+            except (ValueError, TypeError) as error:  # a loss (a plugin's) that says why only in text
+                self.add(where, f"parameters `{loss}` accepts", Plain(f"{type(error).__name__}: {error}"))
                 return False
         return True
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from search.console import say
+from search.console import warn
 from search.tracking._store import TrackingSettings, is_transient, sqlite_path
 
 __all__ = ["BufferedStore", "is_number"]
@@ -75,7 +75,7 @@ class BufferedStore:
         while not self._send_pending():
             now = time.monotonic()
             if now >= deadline:
-                say(
+                warn(
                     f"error: MLflow at {self.settings.tracking_uri} still unreachable after waiting "
                     f"{self.settings.flush_timeout_s:g} s; {len(self._pending)} writes were not sent"
                 )
@@ -114,13 +114,13 @@ class BufferedStore:
     def _note_reachable(self, sent: int) -> None:
         if self._unreachable:
             self._unreachable = False
-            say(f"MLflow at {self.settings.tracking_uri} reachable again; {sent} buffered writes sent")
+            warn(f"MLflow at {self.settings.tracking_uri} reachable again; {sent} buffered writes sent")
 
     def _note_unreachable(self, exc: BaseException, what: str) -> None:
         if not self._unreachable:
             self._unreachable = True
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            say(
+            warn(
                 f"MLflow at {self.settings.tracking_uri} unreachable ({what}: {reason}); buffering "
                 f"its writes and retrying every {self.settings.retry_interval_s:g} s"
             )

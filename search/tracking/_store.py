@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ __all__ = [
     "TAG_TRIAL_ID",
     "TRIAL_STATES",
     "TrackingSettings",
+    "all_pages",
     "artifact_location",
     "default_tracking_uri",
     "dimensions_json",
@@ -122,18 +123,25 @@ def make_search_id(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
 
-def search_all_runs(client: Any, experiment_ids: list[str], *, query: str, order_by: list[str] | None = None) -> list[Any]:
-    """Every run matching ``query``, through all of MLflow's result pages."""
-    runs: list[Any] = []
+def all_pages(fetch: Callable[[str | None], Any]) -> list[Any]:
+    """Every item of a paged MLflow search: ``fetch(page_token)`` returns one page (with ``.token``)."""
+    items: list[Any] = []
     token = None
     while True:
-        page = client.search_runs(
-            experiment_ids, filter_string=query, order_by=order_by, max_results=_PAGE, page_token=token
-        )
-        runs.extend(page)
+        page = fetch(token)
+        items.extend(page)
         token = page.token
         if not token:
-            return runs
+            return items
+
+
+def search_all_runs(client: Any, experiment_ids: list[str], *, query: str, order_by: list[str] | None = None) -> list[Any]:
+    """Every run matching ``query``, through all of MLflow's result pages."""
+    return all_pages(
+        lambda token: client.search_runs(
+            experiment_ids, filter_string=query, order_by=order_by, max_results=_PAGE, page_token=token
+        )
+    )
 
 
 @dataclass(frozen=True)

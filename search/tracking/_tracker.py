@@ -40,7 +40,9 @@ class _TrialRun:
 
 
 class SearchTracker(BufferedStore):
-    """MLflow runs of one search, written through the buffer of ``BufferedStore``."""
+    """MLflow runs of one search, written through the buffer of ``BufferedStore``. A process whose
+    tracker talks to a tracking server calls ``use_buffered_requests()`` first (``run_search`` does),
+    so that MLflow's own retries do not block it for minutes."""
 
     def __init__(self, settings: store.TrackingSettings) -> None:
         super().__init__(settings)

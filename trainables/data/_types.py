@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from torch import Tensor
 
 from trainables.settings import Rule, SettingError, check_fields
+
 # Head names become parts of flat trial-config keys ("heads.<head>.loss"), so no dots or spaces.
 _HEAD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -5,9 +5,6 @@ Every loss is mean_{i in valid} loss_i; with no valid target it is a zero connec
 `check_targets=False` skips the per-call range check of the targets (see `HeadLoss`).
 """
 
-# No `from __future__ import annotations`: `loss_parameters` reads the __init__ annotations as
-# runtime objects (Literal[...], tuple[float, ...] | None).
-
 from collections.abc import Sequence
 
 import torch
