@@ -31,24 +31,26 @@ from trainables.switches import Switch
 from trainables.train import train
 
 
-class MarginLoss(HeadLoss):
-    """Multi-class hinge: mean over valid samples of sum_{j != y} max(0, margin - z_y + z_j)."""
+class ExpectedCostLoss(HeadLoss):
+    """Expected distance of the prediction: mean over valid samples of sum_j p_j |j - y|^power,
+    p = softmax(logits)."""
 
     def __init__(
         self,
         *,
         num_classes: int,
         ignore_index: int = -1,
-        margin: Annotated[float, Rule(minimum=0.0, min_open=True, maximum=10.0, searchable=True)] = 1.0,
+        power: Annotated[float, Rule(minimum=0.5, maximum=4.0, searchable=True)] = 1.0,
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        self.margin = margin
+        self.power = power
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         valid = target != self.ignore_index
-        safe = torch.where(valid, target, torch.zeros_like(target))
-        hinge = torch.clamp(self.margin - logits.gather(1, safe[:, None]) + logits, min=0.0)
-        return ((hinge.sum(dim=1) - self.margin) * valid).sum() / valid.sum().clamp(min=1)
+        classes = torch.arange(logits.shape[1], device=logits.device)
+        cost = (classes[None, :] - target[:, None]).abs().to(logits.dtype) ** self.power
+        per_sample = (torch.softmax(logits, dim=1) * cost).sum(dim=1)
+        return (per_sample * valid).sum() / valid.sum().clamp(min=1)
 
 
 class DeepMLP(nn.Module):
@@ -140,7 +142,7 @@ def extended() -> Iterator[Registry]:
     """The loss, the model kind and the section registered as a plugin would, removed afterwards."""
     saved = (dict(LOSSES), dict(MODELS), dict(DATASETS), dict(trial_schema.SECTIONS), list(trial_schema.LAYOUT))
     registry = Registry()
-    registry.add_loss("margin", MarginLoss)
+    registry.add_loss("cost", ExpectedCostLoss)
     registry.add_model("deep_mlp", DeepMLP)
     registry.add_section("lr_schedule", LrScheduleConfig)
     yield registry
@@ -156,7 +158,7 @@ data: {kind: digits, limit: 300, val_fraction: 0.2}
 model: {kind: deep_mlp, hidden: 16, depth: {choice: [1, 2]}}
 train: {epochs: 3, batch_size: 64, lr: 0.05}
 heads:
-  digit: {loss: {choice: {margin: {margin: {uniform: [0.5, 2.0]}}, ce: {}}}}
+  digit: {loss: {choice: {cost: {power: {uniform: [0.5, 2.0]}}, ce: {}}}}
   thickness: {loss: ce}
   smoothness: {loss: ce}
 lr_schedule: {kind: {choice: {step: {gamma: {uniform: [0.3, 0.9]}}, restart: {period: 2, peak: {uniform: [0.5, 1.0]}}}}}
@@ -167,9 +169,9 @@ search: {num_samples: 4, sampler: random, scheduler: none}
 
 def test_a_space_over_the_new_dimensions_validates_and_its_errors_name_yaml_paths(extended, tmp_path: Path):
     space = load_space(_write(tmp_path, SPACE))
-    assert extended.added == ["loss margin", "model deep_mlp", "section lr_schedule"]
+    assert extended.added == ["loss cost", "model deep_mlp", "section lr_schedule"]
     searched = space.searched()
-    assert {"model.deep_mlp.depth", "heads.digit.margin.margin", "lr_schedule.kind", "lr_schedule.step.gamma",
+    assert {"model.deep_mlp.depth", "heads.digit.cost.power", "lr_schedule.kind", "lr_schedule.step.gamma",
             "lr_schedule.restart.peak"} <= set(searched)
     bad = (SPACE.replace("[0.5, 2.0]", "[-1.0, 2.0]").replace("[1, 2]", "[1, 9]")
            .replace("restart: {period: 2", "restart: {period: 2, warmup: 3"))
@@ -178,24 +180,24 @@ def test_a_space_over_the_new_dimensions_validates_and_its_errors_name_yaml_path
     problems = {issue.path: issue.rule for issue in caught.value.errors}
     assert problems == {
         "model.depth.choice[1]": "an integer in [1, 4]",
-        "heads.digit.loss.choice.margin.margin.uniform": "bounds that are a number in (0, 10]",
+        "heads.digit.loss.choice.cost.power.uniform": "bounds that are a number in [0.5, 4]",
         "lr_schedule.kind.choice.restart.warmup": "a parameter of `restart` (one of: period, peak)",
     }
 
 
-class PickyLoss(MarginLoss):
+class PickyLoss(ExpectedCostLoss):
     """A loss that refuses a value with a plain ValueError (as third-party code may)."""
 
-    def __init__(self, *, num_classes: int, ignore_index: int = -1, margin: float = 1.0, shift: int) -> None:
-        if margin == 3.0:
-            raise ValueError("a margin of 3 is unlucky")
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index, margin=margin)
+    def __init__(self, *, num_classes: int, ignore_index: int = -1, power: float = 1.0, shift: int) -> None:
+        if power == 3.0:
+            raise ValueError("a power of 3 is unlucky")
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, power=power)
         self.shift = shift
 
 
 def test_a_plugin_loss_that_refuses_in_text_or_needs_a_value_gives_space_issues(extended, tmp_path: Path):
     extended.add_loss("picky", PickyLoss)
-    text = SPACE.replace("{margin: {margin: {uniform: [0.5, 2.0]}}, ce: {}}", "{picky: {margin: {choice: [1.0, 3.0]}}}")
+    text = SPACE.replace("{cost: {power: {uniform: [0.5, 2.0]}}, ce: {}}", "{picky: {power: {choice: [1.0, 3.0]}}}")
     with pytest.raises(SpaceError) as caught:
         load_space(_write(tmp_path, text))
     problems = {issue.path: (issue.rule, str(issue.value)) for issue in caught.value.errors}
@@ -204,13 +206,13 @@ def test_a_plugin_loss_that_refuses_in_text_or_needs_a_value_gives_space_issues(
         load_space(_write(tmp_path, text.replace("{choice: [1.0, 3.0]}", "{choice: [1.0, 3.0]}, shift: 1")))
     (issue,) = caught.value.errors
     assert issue.path == "heads.digit.loss.choice.picky"
-    assert (issue.rule, str(issue.value)) == ("parameters `picky` accepts", "ValueError: a margin of 3 is unlucky")
+    assert (issue.rule, str(issue.value)) == ("parameters `picky` accepts", "ValueError: a power of 3 is unlucky")
 
 
 def test_a_trial_of_the_new_dimensions_trains_and_its_hook_acts(extended, tmp_path: Path):
     space = load_space(_write(tmp_path, SPACE))
     flat = next(c for c in (space.sample(seed=s) for s in range(50))
-                if c["heads.digit.loss"] == "margin" and c["lr_schedule.kind"] == "step")
+                if c["heads.digit.loss"] == "cost" and c["lr_schedule.kind"] == "step")
     cfg = TrialConfig.from_flat(flat)
     assert cfg.sections["lr_schedule"].params == {"every": 1, "gamma": flat["lr_schedule.step.gamma"]}
     reported: list[dict[str, float]] = []
