@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
 SPACE ?= spaces/vimh.yaml
 
-.PHONY: setup browser run test bench ui clean clean-mlflow
+.PHONY: setup browser postgres slurm run test bench ui clean clean-mlflow
 
 setup: $(STAMP)
 
@@ -31,7 +31,30 @@ browser:
 	  echo "make: the UI test needs chromium and chromedriver: apt-get install chromium chromium-driver" >&2; \
 	fi
 
-test: setup browser
+# tests/deploy runs a PostgreSQL server (Debian package postgresql; initdb lives off PATH in
+# /usr/lib/postgresql/N/bin) and a two-node SLURM cluster on this machine (slurmd, slurmctld,
+# slurm-client, munge); installed the same way. On a machine with systemd, installing them also
+# starts their system services (the tests use none of them: they start their own, on free ports).
+PG_INITDB ?= /usr/lib/postgresql/*/bin/initdb
+SBIN ?= /usr/sbin:/sbin
+postgres:
+	@command -v psql >/dev/null && { command -v initdb >/dev/null || ls $(PG_INITDB) >/dev/null 2>&1; } || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	else \
+	  echo "make: the PostgreSQL test needs initdb, postgres and psql: apt-get install postgresql" >&2; \
+	fi
+
+slurm:
+	@PATH="$$PATH:$(SBIN)"; for b in sbatch scontrol slurmctld slurmd munged mungekey; do \
+	  command -v $$b >/dev/null || missing=1; done; [ -z "$$missing" ] || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurmd slurmctld slurm-client munge; \
+	else \
+	  echo "make: the SLURM test needs slurmd, slurmctld, sbatch and munge: apt-get install slurmd slurmctld slurm-client munge" >&2; \
+	fi
+
+test: setup browser postgres slurm
 	$(BIN)/python -m pytest -q
 
 # Every bench/*.py script in turn (bench/ is not a package; _*.py are shared helpers): each prints

@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 # Modules search/commands/<name>.py; each imports its heavy dependencies inside run(), so
 # `--help` and `validate` do not pay for importing Ray.
-COMMANDS = ("validate", "train", "run", "report")
+COMMANDS = ("validate", "train", "run", "report", "submit", "jobs", "logs", "stop")
 
 
 def build_parser() -> argparse.ArgumentParser:

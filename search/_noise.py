@@ -28,8 +28,9 @@ _DROPPED = (
     ("mlflow.store.db.utils", ""),
 )
 # Tune logs the whole traceback of every failed attempt; the driver prints one line per failure
-# naming the file that holds the traceback (Tune's documented switch).
-_ENVIRONMENT = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0"}
+# naming the file that holds the traceback (Tune's documented switch). With a tracking server,
+# MLflow prints two links each time a run ends; the driver names the store and experiment once.
+_ENVIRONMENT = {"TUNE_PRINT_ALL_TRIAL_ERRORS": "0", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 # A resumed trial reports again the epochs it re-runs from its checkpoint; Optuna warns for each.
 _OPTUNA_REPEATED_STEP = "The reported value is ignored because this `step="
 

@@ -55,3 +55,58 @@ def test_clean_mlflow_removes_the_store_when_forced_or_confirmed(checkout: Path,
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (checkout / "mlflow" / "mlflow.db").exists() and not (checkout / "mlflow" / "artifacts").exists()
     assert (checkout / "mlflow").is_dir() and (checkout / ".venv").is_dir()  # nothing else goes
+
+
+# `make postgres` and `make slurm` (prerequisites of `make test`): nothing when the programs are
+# there; apt-get when missing and root; a message naming the packages otherwise. Run on a PATH of
+# stubs, so nothing is installed and the machine's own programs do not count.
+PROGRAMS = {
+    "postgres": ("psql", "initdb"),
+    "slurm": ("sbatch", "scontrol", "slurmctld", "slurmd", "munged", "mungekey"),
+}
+PACKAGES = {"postgres": "postgresql", "slurm": "slurmd slurmctld slurm-client munge"}
+
+
+def _stub(path: Path, script: str) -> None:
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def _make_with_stubs(checkout: Path, target: str, *, uid: int, present: bool) -> tuple[subprocess.CompletedProcess, str]:
+    stubs = checkout / "stubs"
+    stubs.mkdir(exist_ok=True)
+    calls = checkout / "apt-get.calls"
+    _stub(stubs / "apt-get", f'echo "$*" >> {calls}\n')
+    _stub(stubs / "id", f"echo {uid}\n")
+    for name in ("ls", "sh"):
+        (stubs / name).unlink(missing_ok=True)
+        (stubs / name).symlink_to(shutil.which(name))
+    for name in PROGRAMS[target]:
+        (stubs / name).unlink(missing_ok=True)
+        if present:
+            _stub(stubs / name, "exit 0\n")
+    result = subprocess.run(
+        [shutil.which("make"), "--no-print-directory", target, "PG_INITDB=/nonexistent/initdb", "SBIN=/nonexistent"],
+        cwd=checkout, env={"PATH": str(stubs)}, capture_output=True, text=True, timeout=60,
+    )
+    return result, calls.read_text() if calls.exists() else ""
+
+
+@pytest.mark.parametrize("target", ["postgres", "slurm"])
+def test_install_targets_do_nothing_when_the_programs_are_there(checkout: Path, target: str):
+    result, apt = _make_with_stubs(checkout, target, uid=0, present=True)
+    assert result.returncode == 0 and not result.stdout and not result.stderr and not apt, result
+
+
+@pytest.mark.parametrize("target", ["postgres", "slurm"])
+def test_install_targets_install_the_packages_as_root(checkout: Path, target: str):
+    result, apt = _make_with_stubs(checkout, target, uid=0, present=False)
+    assert result.returncode == 0, result.stderr
+    assert apt.splitlines() == ["update -q", f"install -y -q {PACKAGES[target]}"]
+
+
+@pytest.mark.parametrize("target", ["postgres", "slurm"])
+def test_install_targets_say_what_to_install_otherwise(checkout: Path, target: str):
+    result, apt = _make_with_stubs(checkout, target, uid=1000, present=False)
+    assert result.returncode == 0 and not apt
+    assert f"apt-get install {PACKAGES[target]}" in result.stderr

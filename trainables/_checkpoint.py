@@ -121,7 +121,10 @@ def load_checkpoint(
         raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
     model.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
+    # A run without fp16 (the CPU, bf16) saves no scaler state; resumed under fp16 on another
+    # device (train.device may change), its scaler starts from its initial scale.
+    if payload["scaler"]:
+        scaler.load_state_dict(payload["scaler"])
     _set_rng_state(payload["rng"], batch_rng)
     load_states(hooks, payload.get("hooks", []))
     return Progress(**payload["progress"])

@@ -80,7 +80,10 @@ class TrainConfig:
     patience: Annotated[int, Rule(minimum=1, maximum=100_000)] = 5  # epochs without improvement
     seed: Annotated[int, Rule(minimum=0)] = 0
     threads: Annotated[int | None, Rule(minimum=1, maximum=1024)] = None  # None: torch's default
-    amp: bool = False
+    # Mixed precision on CUDA (trainables.device.amp_dtype): auto is bf16 where the GPU has it
+    # natively, else fp16 with a gradient scaler, and float32 on the CPU. Earlier versions had a
+    # bool; their files still load (true: auto, false: off).
+    amp: Annotated[Literal["off", "fp16", "bf16", "auto"], Rule(aliases=((True, "auto"), (False, "off")))] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:

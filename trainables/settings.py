@@ -35,6 +35,9 @@ class Rule:
     max_open: bool = False  # True: value < maximum (instead of <=)
     members: tuple[Any, ...] | Mapping[str, Any] | None = None
     searchable: bool = False
+    # (old value, what it means now): values an earlier version accepted, still read (compared by
+    # value and type, so 1 is no alias of true). ``train.amp: true`` of old files is ``auto``.
+    aliases: tuple[tuple[Any, Any], ...] = ()
 
 
 class SettingError(ValueError):
@@ -80,6 +83,7 @@ class ValueType:
     max_open: bool = False
     nullable: bool = False
     searchable: bool = False
+    aliases: tuple[tuple[Any, Any], ...] = ()  # (old value, its value now), see Rule
 
     def describe(self) -> str:
         """`a number >= 0`, `an integer >= 1 or null`, `one of [l1, l2, huber]` ..."""
@@ -108,7 +112,10 @@ class ValueType:
 
     def check(self, value: Any) -> tuple[bool, Any]:
         """(ok, value converted to the setting's type: ints become floats for float settings,
-        lists of numbers become lists of floats)."""
+        lists of numbers become lists of floats, an alias its value)."""
+        for alias, meant in self.aliases:
+            if value == alias and type(value) is type(alias):
+                return True, meant
         if value is None:
             return self.nullable, None
         if self.kind == "literal":
@@ -148,7 +155,7 @@ def value_type(annotation: Any) -> ValueType | None:
         return None
     if rule.members is not None:
         base = replace(base, kind="literal", members=tuple(rule.members))
-    bounds = ("minimum", "maximum", "min_open", "max_open", "searchable")
+    bounds = ("minimum", "maximum", "min_open", "max_open", "searchable", "aliases")
     return replace(base, **{name: getattr(rule, name) for name in bounds})
 
 

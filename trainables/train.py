@@ -18,22 +18,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from trainables import device as placement_module
 from trainables import hooks as train_hooks
 from trainables._checkpoint import Progress, load_checkpoint, save_checkpoint, seed_everything
 from trainables.config import TrialConfig
 from trainables.data import HeadInfo, MultiheadDataset, Split, iterate_batches, load_dataset
+from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_failure
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
 from trainables.metrics import aggregate, head_metrics, metric_names
 from trainables.models import build_model
 
-__all__ = ["CHECKPOINT_NAME", "TrainingDiverged", "repeats_on_retry", "train"]
+__all__ = ["CHECKPOINT_NAME", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
 _EVAL_BATCH = 1024
-# A GPU keeps the splits resident when they take at most this share of its free memory, so each
-# step gathers its batch on the device instead of copying it from host memory.
-_RESIDENT_SHARE = 0.25
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,17 +41,20 @@ class TrainingDiverged(RuntimeError):
 
 def repeats_on_retry(error: BaseException) -> bool:
     """Whether running the same trial again would fail the same way: ``train`` is deterministic for
-    a config and seed, so a diverged loss diverges again, and a config the data set, the model or
-    a loss refuses (ValueError, TypeError, LookupError) is refused again. Other errors (out of
-    memory, a file system gone for a moment) may pass on a retry."""
+    a config and seed, so a diverged loss diverges again, a config the data set, the model or a
+    loss refuses (ValueError, TypeError, LookupError) is refused again, and so is one that runs out
+    of its GPU memory cap (DeviceOutOfMemory, a ValueError). Other errors (the host out of memory,
+    a file system gone for a moment) may pass on a retry."""
     return isinstance(error, (TrainingDiverged, ValueError, TypeError, LookupError))
 
 
 def train(
     config: TrialConfig | Mapping[str, Any],
     *,
-    report: Callable[[dict[str, float]], None],
+    report: Callable[[dict[str, float | str]], None],
     checkpoint_dir: str | os.PathLike[str] | None = None,
+    data: MultiheadDataset | None = None,
+    gpu_fraction: float | None = None,
 ) -> dict[str, float]:
     """Train a trial and return the final metrics: test/... of the best-on-validation weights,
     the validation metrics of that epoch, ``best/<objective>``, ``best_epoch`` and ``epoch``.
@@ -61,19 +63,27 @@ def train(
     a checkpoint found there at the start is resumed, bit for bit on CPU with the same
     ``train.threads``. ``train.threads`` and ``train.device`` may change on resumption, but then the
     run is no longer bit-identical to an uninterrupted one (floating-point rounding differs).
+    The first report of a call also says, in strings, what the trial trains on (``device/type``,
+    ``device/name``, ``device/gpu_id``, ``device/amp``); on CUDA every report has ``gpu/...`` figures.
+
+    ``data``: the data set of ``cfg.data``, already loaded (a search hands it to its trials through
+    Ray's object store); None: loaded here. ``gpu_fraction``: the share of a GPU Ray gave the trial
+    (None: none, or not run by Ray); see ``trainables.device.place``.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(config)
     tc = cfg.train
-    device = _device(tc.device)
+    placement = placement_module.place(tc.device, gpu_fraction=gpu_fraction)
+    device = placement.device
+    amp = placement_module.amp_dtype(tc.amp, device)
     if tc.threads is not None:
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
 
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data) if data is None else data
     heads = _trained_heads(cfg, data.heads)
     data = replace(data, train=_only(data.train, heads), val=_only(data.val, heads), test=_only(data.test, heads))
     _check_labels(data, heads)
-    if device.type == "cuda" and _fits_on_device(data, device):
+    if placement_module.keeps_resident(_tensors(data), placement):
         data = replace(data, train=_to_device(data.train, device), val=_to_device(data.val, device),
                        test=_to_device(data.test, device))
     objective = cfg.objective.metric
@@ -102,10 +112,8 @@ def train(
         energy_weight=cfg.energy_weight,
     ).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    amp = tc.amp and device.type == "cuda"
-    if tc.amp and not amp:
-        warnings.warn("train.amp needs CUDA; training in float32 on CPU", RuntimeWarning, stacklevel=2)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    # fp16 needs the loss scaled against gradient underflow; bf16 has float32's exponent range.
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     batch_rng = torch.Generator().manual_seed(tc.seed)
 
     flat = cfg.to_flat()
@@ -123,63 +131,71 @@ def train(
         return _evaluate(model, losses, split, heads, split_name=name, energy_p=cfg.energy.p, amp=amp, device=device)
 
     energy_warned = False
-    while progress.epoch < tc.epochs and progress.bad_epochs < tc.patience:
-        epoch = progress.epoch + 1
-        start = perf_counter()
-        with energy.register(model) if energy is not None else nullcontext():
-            train_losses = _train_epoch(
-                model, criterion, optimizer, scaler, data.train,
-                batch_size=tc.batch_size, batch_rng=batch_rng, grad_clip=tc.grad_clip, amp=amp, epoch=epoch,
-                device=device,
-            )  # fmt: skip
-        train_time = perf_counter() - start
-        val = evaluate(data.val, "val")
-        hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics=val)  # before the checkpoint: it keeps their effect
+    first = placement_module.device_report(placement, amp)  # once per call: a resumed trial may have moved
+    monitor = GpuMonitor(device)
+    with out_of_memory_as_failure(placement):
+        while progress.epoch < tc.epochs and progress.bad_epochs < tc.patience:
+            epoch = progress.epoch + 1
+            start = perf_counter()
+            monitor.start_epoch()
+            with energy.register(model) if energy is not None else nullcontext():
+                train_losses = _train_epoch(
+                    model, criterion, optimizer, scaler, data.train,
+                    batch_size=tc.batch_size, batch_rng=batch_rng, grad_clip=tc.grad_clip, amp=amp, epoch=epoch,
+                    device=device, on_step=monitor.tick if monitor.sampling else None,
+                )  # fmt: skip
+            train_time = perf_counter() - start
+            val = evaluate(data.val, "val")
+            # before the checkpoint: it keeps their effect
+            hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics=val)
 
-        value = val[objective]
-        if progress.best_value is None or better(value, progress.best_value):
-            progress.best_value, progress.best_epoch, progress.best_metrics = value, epoch, val
-            progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            progress.bad_epochs = 0
-        else:
-            progress.bad_epochs += 1
-        progress.epoch = epoch
+            value = val[objective]
+            if progress.best_value is None or better(value, progress.best_value):
+                progress.best_value, progress.best_epoch, progress.best_metrics = value, epoch, val
+                progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                progress.bad_epochs = 0
+            else:
+                progress.bad_epochs += 1
+            progress.epoch = epoch
 
-        if energy is not None and not energy_warned:
-            weighted = train_losses["loss/energy_weighted"]
-            task = train_losses["loss/total"] - weighted
-            if weighted > task:
-                energy_warned = True
-                warnings.warn(
-                    f"weighted energy {weighted:.4g} exceeds the task loss {task:.4g} at epoch {epoch}; "
-                    f"energy_weight={cfg.energy_weight} is likely too large",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+            if energy is not None and not energy_warned:
+                weighted = train_losses["loss/energy_weighted"]
+                task = train_losses["loss/total"] - weighted
+                if weighted > task:
+                    energy_warned = True
+                    warnings.warn(
+                        f"weighted energy {weighted:.4g} exceeds the task loss {task:.4g} at epoch {epoch}; "
+                        f"energy_weight={cfg.energy_weight} is likely too large",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
 
-        if path is not None:
-            save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng,
-                            hooks=train_hooks.states(hooks))
-        report(
-            {
-                "epoch": epoch,
-                **val,
-                **hooked,
-                **{f"train/{key}": v for key, v in train_losses.items()},
-                "epoch_time_s": perf_counter() - start,
-                "samples_per_s": len(data.train) / train_time,
-                f"best/{objective}": progress.best_value,
-            }
-        )
+            if path is not None:
+                save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler,
+                                batch_rng=batch_rng, hooks=train_hooks.states(hooks))
+            report(
+                {
+                    "epoch": epoch,
+                    **val,
+                    **hooked,
+                    **{f"train/{key}": v for key, v in train_losses.items()},
+                    "epoch_time_s": perf_counter() - start,
+                    "samples_per_s": len(data.train) / train_time,
+                    f"best/{objective}": progress.best_value,
+                    **monitor.epoch_metrics(),
+                    **first,
+                }
+            )
+            first = {}
 
-    model.load_state_dict(progress.best_state)
-    return {
-        "epoch": progress.epoch,
-        "best_epoch": progress.best_epoch,
-        f"best/{objective}": progress.best_value,
-        **progress.best_metrics,
-        **evaluate(data.test, "test"),
-    }
+        model.load_state_dict(progress.best_state)
+        return {
+            "epoch": progress.epoch,
+            "best_epoch": progress.best_epoch,
+            f"best/{objective}": progress.best_value,
+            **progress.best_metrics,
+            **evaluate(data.test, "test"),
+        }
 
 
 def _train_epoch(
@@ -192,11 +208,13 @@ def _train_epoch(
     batch_size: int,
     batch_rng: torch.Generator,
     grad_clip: float,
-    amp: bool,
+    amp: torch.dtype | None,
     epoch: int,
     device: torch.device,
+    on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``split``; returns the epoch means of the loss breakdown.
+    """One pass over ``split``; returns the epoch means of the loss breakdown. ``amp``: the
+    autocast dtype (None: float32); ``on_step``: called after every step.
 
     The breakdown stays on the device (its 0-dim tensors, kept per step and stacked into a table
     after the epoch), so the loop never waits for the device; NaN/inf is found from that table. A split already on the device
@@ -207,7 +225,7 @@ def _train_epoch(
     keys: list[str] = []
     # Per-step overhead matters for small models: no autocast context without AMP, no host-to-device
     # copies of batches already on the device, and the breakdown stacked once per epoch, not per step.
-    cast = torch.autocast(device.type, dtype=torch.float16) if amp else nullcontext()
+    cast = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
     for x, y in iterate_batches(split, batch_size=batch_size, shuffle=True, generator=batch_rng):
         if x.device != device:
             x = x.to(device, non_blocking=True)
@@ -223,6 +241,8 @@ def _train_epoch(
         scaler.update()
         keys = list(breakdown)
         rows.append(tuple(breakdown.values()))
+        if on_step is not None:
+            on_step()
     table = torch.stack([torch.stack(column) for column in zip(*rows)], dim=1)
     totals = table[:, keys.index("loss/total")]
     bad = (~torch.isfinite(totals)).nonzero()
@@ -243,7 +263,7 @@ def _evaluate(
     *,
     split_name: str,
     energy_p: int,
-    amp: bool,
+    amp: torch.dtype | None,
     device: torch.device,
 ) -> dict[str, float]:
     """Task metrics of every head on ``split`` (predictions from each head loss's ``predict``), their
@@ -254,7 +274,7 @@ def _evaluate(
     with EnergyLoss(p=energy_p).register(model) as probe:
         for x, _ in iterate_batches(split, batch_size=_EVAL_BATCH, shuffle=False, generator=None):
             probe.reset()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
                 outputs = model(x.to(device, non_blocking=True))
             for name in heads:
                 preds[name].append(losses[name].predict(outputs[name].float()))
@@ -301,20 +321,10 @@ def _check_labels(data: MultiheadDataset, heads: Mapping[str, HeadInfo]) -> None
                                  f"but got {labels[bad][:5].tolist()}")
 
 
-def _fits_on_device(data: MultiheadDataset, device: torch.device) -> bool:
-    size = sum(t.nelement() * t.element_size()
-               for split in (data.train, data.val, data.test) for t in (split.images, *split.labels.values()))
-    free, _ = torch.cuda.mem_get_info(device)
-    return size <= _RESIDENT_SHARE * free
+def _tensors(data: MultiheadDataset) -> list[Tensor]:
+    return [t for split in (data.train, data.val, data.test) for t in (split.images, *split.labels.values())]
 
 
 def _to_device(split: Split, device: torch.device) -> Split:
     return Split(images=split.images.to(device), labels={name: t.to(device) for name, t in split.labels.items()})
 
-
-def _device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device must be 'cpu' or 'auto' when CUDA is unavailable, but got {setting!r}")
-    if setting == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")

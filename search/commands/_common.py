@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-__all__ = ["add_command", "plugins_and_space"]
+__all__ = ["add_address", "add_command", "cluster_or_none", "plugins_and_space"]
 
 
 def add_command(
@@ -39,4 +40,29 @@ def plugins_and_space(path: str) -> tuple[list[Any], Any] | None:
         print(f"{path}: invalid ({count} problem{'s' if count != 1 else ''})", file=sys.stderr)
         for line in error.listed():
             print(line, file=sys.stderr)
+        return None
+
+
+def add_address(parser: argparse.ArgumentParser) -> None:
+    """The cluster's Jobs API, as Ray's own `ray job` commands take it."""
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_API_SERVER_ADDRESS") or None,
+        metavar="URL",
+        help="the Ray cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS); "
+        "the token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token",
+    )
+
+
+def cluster_or_none(args: argparse.Namespace) -> Any:
+    """The cluster at ``--address`` (``search.cluster.Cluster``); None after printing why not."""
+    from search.cluster import ClusterError, connect
+
+    if not args.address:
+        print("error: --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS), but got none", file=sys.stderr)
+        return None
+    try:
+        return connect(args.address)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
         return None

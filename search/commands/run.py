@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 import textwrap
 from typing import Any
@@ -71,8 +73,19 @@ def run(args: argparse.Namespace) -> int:
     from search._noise import filtered_noise
     from search.console import shown_on
 
-    with filtered_noise(verbose=args.verbose), shown_on():
-        return _run(args)
+    # `search stop` (Ray's job stop) and a cluster manager end a search with SIGTERM: stop it as
+    # Ctrl-C does, so Tune saves its state and the MLflow runs end interrupted, resumable.
+    # A background job of a non-interactive shell (sbatch, nohup, `&`) starts with SIGINT ignored.
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        with filtered_noise(verbose=args.verbose), shown_on():
+            return _run(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -82,6 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     _, space = loaded
 
     from search import _ray
+    from search.cluster import JOB_ENV, ClusterError, check_paths_on_every_node, check_shared_storage
 
     address = _ray.resolve_address(args.address)  # before Ray is imported
     from search.driver import SearchInputError, SearchOptions, check_resources, plan_search, prepare_data, run_search
@@ -93,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         resume_id=args.resume if isinstance(args.resume, str) else None,
         tracking_uri=args.tracking_uri,
         verbose=args.verbose,
+        ray_job=os.environ.get(JOB_ENV) or None,
     )
     from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
     from trainables.data.vimh import progress_bar
@@ -102,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         # Where the search logs, checked before the data set is loaded and before Ray starts.
         check_tracking_uri(plan.tracking_uri, cluster=address is not None)
         check_reachable(plan.tracking_uri)
-        prepare_data(space, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
+        data = prepare_data(space, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
         if args.dashboard:
             _ray.check_dashboard()
     except (SearchInputError, TrackingUriError, _ray.RayOptionError) as exc:
@@ -117,8 +132,12 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:
         check_resources(space)
-        return run_search(plan).exit_code
-    except SearchInputError as exc:
+        if address is not None:
+            check_shared_storage(plan.run_dir.parent)
+            if data is None and space.data.path is not None:
+                check_paths_on_every_node([str(space.data.path)], what="data.path (search.data_loading: per_node)")
+        return run_search(plan, data=data).exit_code
+    except (SearchInputError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
     finally:

@@ -141,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.data import prepare_dataset
     from trainables.data.vimh import progress_bar
+    from trainables.device import DeviceOutOfMemory
     from trainables.train import TrainingDiverged, train
 
     loaded = plugins_and_space(args.space)
@@ -168,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
         final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)
     except TrainingDiverged as error:
         print(f"training diverged: {error}", file=sys.stderr)
+        return exit_codes.FAILED
+    except DeviceOutOfMemory as error:  # a ValueError, but the config is valid: the device is too small
+        print(f"out of GPU memory: {error}", file=sys.stderr)
         return exit_codes.FAILED
     except ValueError as error:  # includes trainables.data.DataError: the config names bad data or values
         print(f"invalid trial config: {error}", file=sys.stderr)

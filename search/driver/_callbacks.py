@@ -14,15 +14,39 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from search.driver._trainable import ERROR_FILE, ERROR_KEY, FAILED_KEY, FINAL_KEY, TRACEBACK_KEY, WARNINGS_KEY
+from search.driver._trainable import (
+    ERROR_FILE,
+    ERROR_KEY,
+    FAILED_KEY,
+    FINAL_KEY,
+    NODE_GPUS_KEY,
+    NODE_ID_KEY,
+    NODE_IP_KEY,
+    TRACEBACK_KEY,
+    WARNINGS_KEY,
+)
 from search.console import say
-from search.tracking import SearchTracker
+from search.tracking import (
+    TAG_AMP,
+    TAG_DEVICE,
+    TAG_DEVICE_NAME,
+    TAG_GPU_ID,
+    TAG_NODE,
+    TAG_NODE_IP,
+    TAG_RAY_GPUS,
+    SearchTracker,
+)
+from search.tracking._buffer import is_number
 from trainables.flat_keys import head_losses
 
 __all__ = ["MlflowCallback", "ProgressPrinter", "error_file", "trial_error"]
 
 # Keys Tune adds to every result; everything else in a result was reported by the trial.
 _TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", "experiment_tag", FINAL_KEY}
+# A trial's first result says what it trains on in string values ``device/...``: tags of its run.
+_DEVICE_PREFIX = "device/"
+_DEVICE_TAGS = {"device/type": TAG_DEVICE, "device/name": TAG_DEVICE_NAME, "device/gpu_id": TAG_GPU_ID,
+                "device/amp": TAG_AMP, NODE_ID_KEY: TAG_NODE, NODE_IP_KEY: TAG_NODE_IP, NODE_GPUS_KEY: TAG_RAY_GPUS}
 
 
 def _last_line(text: str) -> str | None:
@@ -62,7 +86,18 @@ def error_file(trial: Any) -> str:
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in result.items() if k not in _TUNE_KEYS and not isinstance(v, (dict, list))}
+    """The trial's numeric results: MLflow metrics are numbers (strings are tags, see _device_tags)."""
+    return {k: v for k, v in result.items() if k not in _TUNE_KEYS and is_number(v)}
+
+
+def _device_tags(result: Mapping[str, Any]) -> dict[str, str]:
+    """``device/type`` -> ``losstune.device`` and so on (_DEVICE_TAGS); another ``device/<x>``
+    string -> ``losstune.device_<x>``."""
+    tags = {_DEVICE_TAGS.get(k, f"losstune.device_{k.removeprefix(_DEVICE_PREFIX)}"): v
+            for k, v in result.items() if k.startswith(_DEVICE_PREFIX) and isinstance(v, str)}
+    # Where the trial runs (search.driver._trainable adds it to the first result of each attempt).
+    tags.update({_DEVICE_TAGS[k]: result[k] for k in (NODE_ID_KEY, NODE_IP_KEY, NODE_GPUS_KEY) if k in result})
+    return tags
 
 
 def _final_metrics(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,6 +201,7 @@ class MlflowCallback(Callback):
         tracker.trial_started(trial.trial_id, trial.config)  # no-op unless the start was missed
         if result.get(FAILED_KEY):
             return  # ended in on_trial_complete
+        tracker.tag_trial(trial.trial_id, _device_tags(result))
         epoch = int(result.get("epoch", 0))
         if result.get(FINAL_KEY):
             tracker.log_final(trial.trial_id, _final_metrics(result), epoch=epoch)

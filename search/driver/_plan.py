@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Tuner
 
@@ -23,6 +23,9 @@ from search.driver._state import usable_state
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
 from search.tracking import make_search_id, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from trainables.data import MultiheadDataset
 
 __all__ = [
     "BEST_CONFIG",
@@ -56,6 +59,7 @@ class SearchOptions:
     resume_id: str | None = None  # --resume SEARCH_ID: and require it to be this search
     tracking_uri: str | None = None  # --tracking-uri (beats MLFLOW_TRACKING_URI and the space)
     verbose: int = 0  # Ray Tune's own output (0-3); the driver prints a line per trial result
+    ray_job: str | None = None  # the Ray Job running this search (search submit), tagged on its parent run
     # Runs each trial; default trainables.train.train. Tests wrap it to inject faults.
     train_fn: TrainFn | None = None
 
@@ -148,29 +152,38 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     return SearchPlan(space, options, name, run_dir, resume, search_id, tracking_uri, experiment, tuple(notes))
 
 
-def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> None:
+def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:
     """Load the data set once in the driver: a missing or broken data set is invalid input found
     before any trial starts, and a data set generated on first use is generated once, not by
-    several trials at the same time (reporting ``progress(done, total)`` while it is)."""
+    several trials at the same time (reporting ``progress(done, total)`` while it is).
+
+    Returns the data set the trials get through Ray's object store, or None when each trial loads
+    it itself (``search.data_loading: per_node``; the space made ``data.path`` absolute)."""
     from trainables.data import DataError, load_dataset
 
     try:
-        load_dataset(space.data, progress=progress)
+        data = load_dataset(space.data, progress=progress)
     except DataError as exc:
         raise SearchInputError(str(exc)) from None
+    return None if space.search.data_loading == "per_node" else data
 
 
 def check_resources(space: Space) -> None:
-    """A trial must fit on the cluster, else Tune waits for resources forever."""
+    """A trial must fit on one node of the cluster (Ray places a trial on one node), else Tune
+    waits for resources forever."""
     import ray
 
-    available = ray.cluster_resources()
-    for key, name in (("CPU", "cpu"), ("GPU", "gpu")):
-        wanted = getattr(space.resources, name)
-        have = available.get(key, 0.0)
-        if wanted > have:
-            raise SearchInputError(
-                f"resources.{name} of a trial must fit on the Ray cluster ({have:g} {key}), but got {wanted:g}"
-            )
+    from search.cluster import NodeInfo, fits_on_a_node
 
-
+    nodes = [
+        NodeInfo(node_id=n["NodeID"], ip=n.get("NodeManagerAddress", ""), alive=True, is_head=False,
+                 cpu=float(n["Resources"].get("CPU", 0.0)), gpu=float(n["Resources"].get("GPU", 0.0)))
+        for n in ray.nodes() if n.get("Alive")
+    ]  # fmt: skip
+    cpu, gpu = space.resources.cpu, space.resources.gpu
+    if not fits_on_a_node(nodes, cpu=cpu, gpu=gpu):
+        have = ", ".join(f"{n.cpu:g} CPU + {n.gpu:g} GPU" for n in nodes) or "no alive node"
+        raise SearchInputError(
+            f"resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of the "
+            f"Ray cluster, but got nodes with {have}"
+        )

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
@@ -32,12 +32,16 @@ from search.driver._trainable import make_trainable
 from search.space import Space
 from search.tracking import (
     DIMENSIONS_FILE,
+    TAG_RAY_JOB_PREFIX,
     SearchTracker,
     TrackingSettings,
     default_tracking_uri,
     dimensions_json,
     use_buffered_requests,
 )
+
+if TYPE_CHECKING:
+    from trainables.data import MultiheadDataset
 
 __all__ = ["SearchOutcome", "run_search"]
 
@@ -124,8 +128,10 @@ def _tune_output(verbose: int) -> Iterator[None]:
         os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
 
 
-def run_search(plan: SearchPlan) -> SearchOutcome:
-    """Run the planned search on the Ray instance this process is connected to."""
+def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> SearchOutcome:
+    """Run the planned search on the Ray instance this process is connected to. ``data``: the
+    data set ``prepare_data`` loaded (loaded here when None and the driver loads it), handed to
+    every trial through Ray's object store."""
     space, options = plan.space, plan.options
     for note in plan.notes:
         say(f"note: {note}")
@@ -144,10 +150,15 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
     # Tune saves its experiment state with every trial checkpoint (num_to_keep=1, see
     # _build_tuner) and warns about that when epochs are short; that is intended here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    trainable = tune.with_resources(
-        make_trainable(options.train_fn, workdir=os.getcwd(), metrics=[o.metric for o in space.objectives]),
-        {"cpu": space.resources.cpu, "gpu": space.resources.gpu},
-    )
+    trainable = make_trainable(options.train_fn, metrics=[o.metric for o in space.objectives])
+    if space.search.data_loading == "driver":
+        if data is None:
+            from trainables.data import load_dataset
+
+            data = load_dataset(space.data)
+        # One copy in the object store of each node that runs trials; a trial reads it from there.
+        trainable = tune.with_parameters(trainable, data=data)
+    trainable = tune.with_resources(trainable, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
     meta = read_meta(plan.run_dir) or {}
     if not plan.resume and plan.run_dir.is_dir():
         clear_state(plan.run_dir)  # an earlier attempt that left nothing Tune can resume from
@@ -179,6 +190,7 @@ def run_search(plan: SearchPlan) -> SearchOutcome:
             "search_settings.json": json.dumps(params, indent=2) + "\n",
             DIMENSIONS_FILE: dimensions_json(space.searched()),
         },
+        tags={f"{TAG_RAY_JOB_PREFIX}{options.ray_job}": "1"} if options.ray_job else None,
     )
     tuner = _build_tuner(plan, tracker, trainable=trainable, searcher=searcher, num_samples=num_samples, epochs=epochs)
     verb = "Resuming unfinished" if plan.resume else "Starting"

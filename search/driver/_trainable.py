@@ -28,7 +28,18 @@ from typing import Any
 
 from trainables.train import CHECKPOINT_NAME
 
-__all__ = ["ERROR_KEY", "FAILED_KEY", "FINAL_KEY", "TRACEBACK_KEY", "WARNINGS_KEY", "TrainFn", "make_trainable"]
+__all__ = [
+    "ERROR_KEY",
+    "FAILED_KEY",
+    "FINAL_KEY",
+    "NODE_GPUS_KEY",
+    "NODE_ID_KEY",
+    "NODE_IP_KEY",
+    "TRACEBACK_KEY",
+    "WARNINGS_KEY",
+    "TrainFn",
+    "make_trainable",
+]
 
 FINAL_KEY = "final"
 FAILED_KEY = "failed"  # in a final result: the trial failed in a way a retry would repeat
@@ -37,23 +48,27 @@ TRACEBACK_KEY = "traceback"
 # Python warnings a trial raised since its previous result (the workers' own output is not echoed
 # on the driver's terminal at the default verbosity, so warnings travel as data).
 WARNINGS_KEY = "warnings"
+NODE_ID_KEY = "node/id"  # in a trial's first result: the Ray node it runs on
+NODE_IP_KEY = "node/ip"
+NODE_GPUS_KEY = "node/gpu_ids"  # the GPUs Ray gave the trial (several trials may share one)
 ERROR_FILE = "error.txt"  # a failed trial's traceback, in its directory (Tune's name for its own errors)
 TrainFn = Callable[..., Mapping[str, float]]
 
 
-def make_trainable(
-    train_fn: TrainFn | None = None, *, workdir: str | None = None, metrics: Sequence[str] = ()
-) -> Callable[[dict[str, Any]], dict]:
+def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = ()) -> Callable[..., dict]:
     """A function trainable running ``train_fn`` (default ``trainables.train.train``) on the
     trial's typed config (``TrialConfig``), after loading the plugins in the trial's worker.
 
-    ``workdir``: the directory trials run in (Tune switches each trial into its own result
-    directory; relative data paths and downloads are meant relative to where the search started).
+    ``train_fn(config, report=, checkpoint_dir=, data=, gpu_fraction=)`` gets the data set the
+    driver loaded (``data``, through Ray's object store with ``tune.with_parameters``; None when
+    each trial loads it) and the share of a GPU Ray gave the trial (None: none). A trial never
+    changes directory: the one the search started in may exist only on the submitting machine.
     ``metrics``: the objectives; a failed trial's final result holds them as NaN, since Tune
     requires every result to name the searcher's and the scheduler's metrics.
     """
 
-    def losstune_trial(config: dict[str, Any]) -> dict[str, Any]:
+    def losstune_trial(config: dict[str, Any], data: Any = None) -> dict[str, Any]:
+        import ray
         from ray import tune
 
         from trainables.config import TrialConfig
@@ -62,8 +77,14 @@ def make_trainable(
 
         load_plugins()  # this worker knows the options the driver's plugins added
 
-        if workdir is not None and os.path.isdir(workdir):
-            os.chdir(workdir)
+        context = ray.get_runtime_context()
+        gpu_fraction = context.get_assigned_resources().get("GPU") or None
+        # Where the trial ran, in its first result (the driver tags the trial's run with it).
+        placed = {
+            NODE_ID_KEY: context.get_node_id(),
+            NODE_IP_KEY: ray.util.get_node_ip_address(),
+            NODE_GPUS_KEY: ",".join(str(i) for i in ray.get_gpu_ids()),
+        }
         fn = train_fn
         if fn is None:
             from trainables.train import train as fn
@@ -85,11 +106,14 @@ def make_trainable(
                     return {WARNINGS_KEY: [f"{w.category.__name__}: {w.message}" for w in fresh]} if fresh else {}
 
                 def report(metrics: Mapping[str, float]) -> None:
-                    result = {**metrics, **new_warnings()}
+                    nonlocal placed
+                    result = {**metrics, **placed, **new_warnings()}
+                    placed = {}
                     tune.report(result, checkpoint=tune.Checkpoint.from_directory(work))
 
                 try:
-                    final = fn(TrialConfig.from_flat(config), report=report, checkpoint_dir=work)
+                    final = fn(TrialConfig.from_flat(config), report=report, checkpoint_dir=work, data=data,
+                               gpu_fraction=gpu_fraction)
                 except Exception as error:
                     if not repeats_on_retry(error):
                         raise

@@ -8,7 +8,7 @@ heads, energy_weight, energy, objective, and any a plugin adds) and these of the
                                      # (losses of different types are not comparable); a list is
                                      # multi-objective, the first one drives early stopping
     search: {num_samples, sampler, scheduler, grace_period, reduction_factor, max_concurrent,
-             seed, time_budget_s, max_failures}
+             seed, time_budget_s, max_failures, data_loading}
     resources: {cpu, gpu}            # per trial; fractions allowed
     mlflow: {tracking_uri, experiment}
 
@@ -64,6 +64,10 @@ class SearchSettings:
     # None: no wall-clock limit for the whole search
     time_budget_s: Annotated[float | None, Rule(minimum=0.0, min_open=True, maximum=366 * 24 * 3600.0)] = None
     max_failures: Annotated[int, Rule(minimum=0, maximum=100)] = 0  # retries of a crashed trial
+    # driver: the driver loads the data set once and hands it to the trials through Ray's object
+    # store (one copy per node, no shared file system needed); per_node: each trial loads
+    # data.path itself, which must then be an absolute path that exists on every node.
+    data_loading: Literal["driver", "per_node"] = "driver"
 
 
 @dataclass(frozen=True)

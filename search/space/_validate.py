@@ -103,6 +103,8 @@ class _Walk(ValueChecker):
         mlflow = self.settings(doc.get("mlflow"), "mlflow", MlflowSettings)
         if search is not None:
             self.cross_check(search, tuple(entries), objectives, doc.get("search"))
+        if resources is not None:
+            self.device_check(resources, tuple(entries))
         if self.issues:
             raise SpaceError(sorted(self.issues, key=lambda issue: issue.line or 0))
         assert all(v is not None for v in (data, heads, search, resources, mlflow, name))  # no issues: all set
@@ -371,6 +373,16 @@ class _Walk(ValueChecker):
         if scheduled and isinstance(epochs, int) and search.grace_period > epochs:
             path = "search.grace_period" if isinstance(raw, dict) and "grace_period" in raw else "search"
             self.add(path, f"a grace period of at most train.epochs ({epochs}) epochs", search.grace_period)
+
+    def device_check(self, resources: Resources, entries: tuple[Entry, ...]) -> None:
+        """train.device against the GPU share Ray reserves per trial (resources.gpu)."""
+        device = next((e.value for e in entries if isinstance(e, Const) and e.key == "train.device"), None)
+        if device == "cpu" and resources.gpu > 0:
+            self.add("resources.gpu", "0 with train.device cpu (each trial would hold a GPU share it never "
+                     "uses; train.device auto or cuda trains on it)", resources.gpu)
+        elif device == "cuda" and resources.gpu == 0:
+            self.add("train.device", "auto or cpu with resources.gpu 0 (Ray reserves no GPU for such a "
+                     "trial, so cuda would train on GPUs nothing accounts for, or find none)", device)
 
 
 def _json(value: Any) -> Any:

@@ -17,8 +17,16 @@ __all__ = [
     "ROLE_SEARCH",
     "ROLE_TRIAL",
     "SEARCH_ENDS",
+    "TAG_AMP",
+    "TAG_DEVICE",
+    "TAG_DEVICE_NAME",
     "TAG_END_REASON",
     "TAG_ERROR",
+    "TAG_GPU_ID",
+    "TAG_NODE",
+    "TAG_NODE_IP",
+    "TAG_RAY_GPUS",
+    "TAG_RAY_JOB_PREFIX",
     "TAG_RETRIES",
     "TAG_ROLE",
     "TAG_SEARCH_ID",
@@ -41,10 +49,21 @@ __all__ = [
 TAG_SEARCH_ID = "losstune.search_id"
 TAG_TRIAL_ID = "losstune.trial_id"
 TAG_ROLE = "losstune.role"
+# On a submitted search's parent run, one tag per Ray Job that ran it: losstune.ray_job.<id> = "1".
+TAG_RAY_JOB_PREFIX = "losstune.ray_job."
+# Where a trial ran (the Ray node; a retry on another node updates them).
+TAG_NODE = "losstune.node"
+TAG_NODE_IP = "losstune.node_ip"
+TAG_RAY_GPUS = "losstune.ray_gpu_ids"
 TAG_ERROR = "losstune.error"
 TAG_END_REASON = "losstune.end_reason"
 TAG_STATE = "losstune.state"
 TAG_RETRIES = "losstune.retries"
+# What a trial trained on, as its first result says (trainables.device.device_report).
+TAG_DEVICE = "losstune.device"  # cpu or cuda
+TAG_DEVICE_NAME = "losstune.device_name"
+TAG_GPU_ID = "losstune.gpu_id"  # the GPU's index on its machine; empty on the CPU
+TAG_AMP = "losstune.amp"  # the mixed precision train.amp resolved to there: off, fp16 or bf16
 DIMENSIONS_FILE = "dimensions.json"  # parent artifact: the searched keys and their distributions
 ROLE_SEARCH = "search"
 ROLE_TRIAL = "trial"

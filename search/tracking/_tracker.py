@@ -134,14 +134,19 @@ class SearchTracker(BufferedStore):
             status=run.info.status,
         )
 
-    def start_search(self, *, params: Mapping[str, Any], artifacts: Mapping[str, str]) -> str:
-        """Open (or reopen, after a resume) the parent run; log the resolved settings once."""
+    def start_search(
+        self, *, params: Mapping[str, Any], artifacts: Mapping[str, str], tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Open (or reopen, after a resume) the parent run; log the resolved settings once, and
+        ``tags`` on every start (a resubmitted search adds the id of its new Ray Job)."""
         parent = self.parent_id
         run = self._read(lambda: self.client.get_run(parent))
         if not run.data.params:
             self._log(parent, params=params)
             for name, text in artifacts.items():
                 self._log_text(parent, text, name)
+        if tags:
+            self._log(parent, tags=tags)
         if run.info.status != "RUNNING":
             self._submit("reopen the search's run", lambda: self.client.update_run(parent, status="RUNNING"))
         return parent
@@ -214,6 +219,13 @@ class SearchTracker(BufferedStore):
         self._log(run, metrics=metrics, step=epoch)
         run.final_logged = True
         return True
+
+    def tag_trial(self, trial_id: str, tags: Mapping[str, str]) -> None:
+        """Set tags on the trial's run (what it trained on: ``losstune.device``, ...); a retry on
+        other hardware overwrites them."""
+        run = self._trial_runs().get(trial_id)
+        if run is not None and tags:
+            self._log(run, tags=tags)
 
     def final_logged(self, trial_id: str) -> bool:
         run = self._trial_runs().get(trial_id)

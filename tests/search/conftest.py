@@ -5,7 +5,6 @@ through ``search.tracking.SearchTracker`` (the API the driver uses) without Ray,
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,105 +228,9 @@ def toy_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class MlflowServer:
-    """``mlflow/serve`` running in its own process group (so nothing it starts outlives the test)."""
-
-    process: Any
-    url: str
-    port: int
-    started_s: float  # seconds until /health answered
-    groups: Any  # the run's ProcessGroups (see tests/conftest.py)
-
-    def tree(self) -> list[int]:
-        """The server's process and all its descendants (from /proc)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        pids, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo += children.get(pid, [])
-        return pids
-
-    def stop(self, timeout: float = 30.0) -> int:
-        import signal
-        import subprocess
-
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self.groups.remove(self.process.pid)
-        return self.process.returncode
-
-
-def start_server(store: Path, *, groups: Any, port: int | None = None, timeout: float = 90.0) -> MlflowServer:
-    import subprocess
-    import time
-    import urllib.request
-
-    port = port or free_port()
-    log = open(store.parent / f"serve-{port}.log", "ab")  # noqa: SIM115 - closed with the process
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [str(REPO / "mlflow" / "serve"), "--port", str(port), "--store", str(store)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    groups.add(process.pid, f"mlflow/serve on port {port}")
-    server = MlflowServer(process, f"http://127.0.0.1:{port}", port, 0.0, groups)
-    while time.monotonic() - started < timeout:
-        if process.poll() is not None:
-            text = (store.parent / f"serve-{port}.log").read_text(errors="replace")
-            raise AssertionError(f"mlflow/serve exited with {process.returncode}:\n{text[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
-                if response.status == 200:
-                    server.started_s = time.monotonic() - started
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    server.stop()
-    raise AssertionError(f"mlflow/serve did not answer /health within {timeout:g} s")
-
-
-@pytest.fixture
-def serve(process_groups):
-    """serve(store_dir, port=None) -> a started MlflowServer; stopped at the end of the test."""
-    servers: list[MlflowServer] = []
-
-    def start(store: Path, *, port: int | None = None) -> MlflowServer:
-        server = start_server(store, port=port, groups=process_groups)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
-def toy_server(toy_store: Path, process_groups):
+def toy_server(toy_store: Path, start_mlflow_server):
     """``mlflow/serve`` on the toy store, shared by a module's tests (a start takes seconds)."""
-    server = start_server(toy_store, groups=process_groups)
+    server = start_mlflow_server(toy_store)
     yield server
     server.stop()

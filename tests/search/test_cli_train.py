@@ -132,3 +132,16 @@ def test_divergence_exits_1_and_ctrl_c_exits_130(space, monkeypatch, capsys):
 
     monkeypatch.setattr(trainer, "train", interrupt)
     assert main(["train", str(space)]) == 130
+
+
+def test_out_of_gpu_memory_exits_1_with_the_cap_and_what_to_change(space, monkeypatch, capsys):
+    import trainables.train as trainer
+    from trainables.device import DeviceOutOfMemory
+
+    def out_of_memory(config, *, report, checkpoint_dir=None):
+        raise DeviceOutOfMemory(device="cuda:0", fraction=0.25, cap_mb=2048.0, peak_mb=1900.0)
+
+    monkeypatch.setattr(trainer, "train", out_of_memory)
+    assert main(["train", str(space)]) == 1  # not 2: the config is valid, the device too small
+    err = capsys.readouterr()[1]
+    assert "out of GPU memory" in err and "2048 MiB" in err and "resources.gpu" in err and "invalid" not in err

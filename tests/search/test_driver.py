@@ -247,14 +247,14 @@ class ScriptedCurves:
     def __init__(self, curves: dict[float, list[float]]) -> None:
         self.curves = curves
 
-    def __call__(self, config, *, report, checkpoint_dir=None):
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
         curve = self.curves[config.train.lr]
 
         def scripted(metrics):
             epoch = metrics["epoch"]
             report({**metrics, "val/acc_mean": curve[epoch - 1], "best/val/acc_mean": max(curve[:epoch])})
 
-        final = train(config, report=scripted, checkpoint_dir=checkpoint_dir)
+        final = train(config, report=scripted, checkpoint_dir=checkpoint_dir, **given)
         best_epoch = curve.index(max(curve)) + 1
         return {**final, "val/acc_mean": max(curve), "best/val/acc_mean": max(curve), "best_epoch": best_epoch}
 
@@ -296,12 +296,12 @@ class SlowTrain:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def __call__(self, config, *, report, checkpoint_dir=None):
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
         def slow_report(metrics):
             report(metrics)
             time.sleep(self.seconds)
 
-        return train(config, report=slow_report, checkpoint_dir=checkpoint_dir)
+        return train(config, report=slow_report, checkpoint_dir=checkpoint_dir, **given)
 
 
 def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session, tmp_path: Path, capsys):
@@ -350,13 +350,13 @@ class FaultyTrain:
     def __init__(self, marks: Path) -> None:
         self.marks = marks
 
-    def __call__(self, config, *, report, checkpoint_dir=None):
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
         hidden = config.model.params["hidden"]
         with open(self.marks / "calls", "a") as f:
             f.write(f"{hidden}\n")
         if hidden == 17:
             diverging = TrialConfig.from_flat({**config.to_flat(), "train.lr": 1e30})
-            return train(diverging, report=report, checkpoint_dir=checkpoint_dir)
+            return train(diverging, report=report, checkpoint_dir=checkpoint_dir, **given)
         if hidden == 18:
             raise RuntimeError("injected fault")
         if hidden == 21:
@@ -364,7 +364,7 @@ class FaultyTrain:
         if hidden == 16:
             warnings.warn("injected warning", RuntimeWarning, stacklevel=1)
         if hidden not in (19, 20):
-            return train(config, report=report, checkpoint_dir=checkpoint_dir)
+            return train(config, report=report, checkpoint_dir=checkpoint_dir, **given)
         failed = self.marks / f"failed-{hidden}"
         if failed.exists() and os.path.exists(os.path.join(checkpoint_dir, CHECKPOINT_NAME)):
             (self.marks / f"restarted-{hidden}").touch()
@@ -377,7 +377,7 @@ class FaultyTrain:
                     raise RuntimeError("injected flaky fault")
                 os.kill(os.getpid(), signal.SIGKILL)
 
-        return train(config, report=flaky_report, checkpoint_dir=checkpoint_dir)
+        return train(config, report=flaky_report, checkpoint_dir=checkpoint_dir, **given)
 
 
 def test_a_failure_that_would_repeat_is_not_retried_and_crashes_are_retried_from_their_checkpoint(

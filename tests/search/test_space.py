@@ -303,3 +303,47 @@ def test_data_seed_is_a_fixed_setting_kept_apart_from_the_training_seed(tmp_path
     assert space.data.seed == 5 and config["data.seed"] == 5 and config["train.seed"] == 0
     assert TrialConfig.from_flat(config).data.seed == 5
     assert load_space(write(tmp_path, CONDITIONAL, "default.yaml")).sample(seed=0)["data.seed"] == 0
+
+
+def _device_space(train: str, resources: str) -> str:
+    objective = "{metric: val/acc_mean, mode: max}"
+    return f"data: {{kind: digits}}\ntrain: {train}\nobjective: {objective}\nresources: {resources}\n"
+
+
+@pytest.mark.parametrize(("train", "resources", "path", "rule", "value"), [
+    ("{device: cpu}", "{gpu: 0.5}", "resources.gpu", "0 with train.device cpu (each trial would hold a GPU", 0.5),
+    ("{device: cuda}", "{gpu: 0}", "train.device", "auto or cpu with resources.gpu 0", "cuda"),
+    ("{device: cuda}", "{cpu: 1}", "train.device", "auto or cpu with resources.gpu 0", "cuda"),  # gpu's default: 0
+])
+def test_train_device_must_agree_with_the_gpu_share_of_a_trial(tmp_path, train, resources, path, rule, value):
+    file = write(tmp_path, _device_space(train, resources))
+    with pytest.raises(SpaceError) as caught:
+        load_space(file)
+    (issue,) = caught.value.errors
+    assert (issue.file, issue.path, issue.value) == (str(file), path, value)
+    assert issue.rule.startswith(rule) and issue.line == (4 if path == "resources.gpu" else 2)
+    assert f": {path}: {rule}" in str(issue) and ", but got " in str(issue)
+
+
+@pytest.mark.parametrize(("train", "resources"), [
+    ("{device: cpu}", "{gpu: 0}"), ("{device: cuda}", "{gpu: 0.25}"), ("{device: auto}", "{gpu: 2}"),
+    ("{}", "{gpu: 0}"),
+])
+def test_train_device_and_gpu_share_that_agree_validate(tmp_path, train, resources):
+    assert load_space(write(tmp_path, _device_space(train, resources))).resources.gpu >= 0
+
+
+@pytest.mark.parametrize(("amp", "now"), [("true", "auto"), ("false", "off"), ("bf16", "bf16"), (None, "auto")])
+def test_train_amp_is_a_precision_and_old_booleans_still_load(tmp_path, amp, now):
+    train = "{epochs: 2}" if amp is None else f"{{epochs: 2, amp: {amp}}}"
+    text = f"data: {{kind: digits}}\ntrain: {train}\nobjective: {{metric: val/acc_mean, mode: max}}\n"
+    assert load_space(write(tmp_path, text)).sample(seed=0)["train.amp"] == now
+
+
+def test_train_amp_that_is_no_precision_is_named_at_its_path(tmp_path):
+    text = "data: {kind: digits}\ntrain: {amp: fp32}\nobjective: {metric: val/acc_mean, mode: max}\n"
+    with pytest.raises(SpaceError) as caught:
+        load_space(write(tmp_path, text))
+    (issue,) = caught.value.errors
+    assert (issue.path, issue.line, issue.value) == ("train.amp", 2, "fp32")
+    assert issue.rule == "one of [off, fp16, bf16, auto]"

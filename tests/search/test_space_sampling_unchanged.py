@@ -4,7 +4,10 @@
 TPE sampler (seeded; 4 random start-up trials, then multivariate TPE) and 12 by the random sampler,
 written by the code before the schema redesign. The same draw now must give the same flat configs,
 but for the one documented rename: a model kind's parameters are namespaced by the kind
-(``model.hidden`` is now ``model.<kind>.hidden``).
+(``model.hidden`` is now ``model.<kind>.hidden``), and one changed default: ``train.amp`` was a
+bool with default false and is now ``off | fp16 | bf16 | auto`` with default ``auto`` (issue 14).
+The shipped spaces leave it at its default, so their constant changed from false to auto; it is
+no searched dimension and the score below ignores strings and bools, so the draws are unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from search.space import load_space
 
@@ -27,12 +31,16 @@ def _score(config: dict) -> float:
     return sum(float(v) for v in numbers if math.isfinite(v)) % 7.0
 
 
-def _renamed(config: dict) -> dict:
-    """An old flat config under today's key names, data paths relative to the repository."""
+def _renamed(config: dict, *, amp_default: bool) -> dict:
+    """An old flat config under today's key names, data paths relative to the repository;
+    ``amp_default``: the space leaves train.amp at its default (false then, auto now)."""
     out = {}
     for key, value in config.items():
         if key.startswith("model.") and key != "model.kind" and key.count(".") == 1:
             key = f"model.{config['model.kind']}.{key.split('.')[1]}"
+        if key == "train.amp" and amp_default:
+            assert value is False, "the old default of train.amp was false"
+            value = "auto"
         out[key] = value
     return out
 
@@ -59,4 +67,5 @@ def test_seeded_sampling_gives_the_same_trials_as_before(case: str, monkeypatch:
         if isinstance(config.get("data.path"), str):
             config["data.path"] = str(Path(config["data.path"]).relative_to(REPO))
         now.append(config)
-    assert now == [_renamed(c) for c in BEFORE[case]]
+    amp_default = "amp" not in (yaml.safe_load((REPO / path).read_text()).get("train") or {})
+    assert now == [_renamed(c, amp_default=amp_default) for c in BEFORE[case]]

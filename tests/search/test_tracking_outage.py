@@ -55,7 +55,7 @@ def gated_train(gate: str) -> Any:
     """trainables.train.train that, after reporting epoch 1, waits until the server is down, and
     leaves a mark when it is done."""
 
-    def train_fn(config: Any, *, report: Any, checkpoint_dir: str | None = None) -> dict:
+    def train_fn(config: Any, *, report: Any, checkpoint_dir: str | None = None, **given: Any) -> dict:
         from trainables.train import train
 
         token = uuid.uuid4().hex
@@ -66,7 +66,7 @@ def gated_train(gate: str) -> Any:
                 Path(gate, f"epoch1-{token}").touch()
                 _wait_for("the server to go down", Path(gate, "down").exists)
 
-        final = train(config, report=gated_report, checkpoint_dir=checkpoint_dir)
+        final = train(config, report=gated_report, checkpoint_dir=checkpoint_dir, **given)
         Path(gate, f"done-{token}").touch()
         return final
 

@@ -23,7 +23,7 @@ FULL = {
     "train.patience": 2,
     "train.seed": 7,
     "train.threads": 1,
-    "train.amp": False,
+    "train.amp": "bf16",
     "train.device": "cpu",
     "energy.p": 2,
     "objective.metric": "val/digit/acc",
@@ -59,6 +59,15 @@ def test_a_config_written_before_model_kinds_had_their_own_parameters_still_load
     assert TrialConfig.from_flat(old).to_flat() == FULL
 
 
+@pytest.mark.parametrize(("old", "now"), [(True, "auto"), (False, "off")])
+def test_train_amp_of_earlier_versions_a_bool_still_loads(old, now):
+    # best_config.yaml files and checkpoints written when train.amp was a bool.
+    cfg = TrialConfig.from_flat({**FULL, "train.amp": old})
+    assert cfg.train.amp == now
+    assert cfg.to_flat() == {**FULL, "train.amp": now}
+    assert TrainConfig(amp=old) == TrainConfig(amp=now)
+
+
 def test_a_model_kind_lists_every_parameter_of_its_own_defaults_included():
     flat = TrialConfig.from_flat({"heads.a.loss": "ce", "model.kind": "simple_cnn"}).to_flat()
     assert {k: v for k, v in flat.items() if k.startswith("model.")} == {
@@ -71,7 +80,7 @@ def test_a_model_kind_lists_every_parameter_of_its_own_defaults_included():
 def test_defaults_fill_everything_but_heads():
     cfg = TrialConfig.from_flat({"heads.digit.loss": "ce"})
     assert cfg.train == TrainConfig()
-    assert cfg.train.threads is None and cfg.train.device == "auto" and cfg.train.amp is False
+    assert cfg.train.threads is None and cfg.train.device == "auto" and cfg.train.amp == "auto"
     assert cfg.energy_weight == 0.0
     assert cfg.objective.metric == "val/acc_mean" and cfg.objective.mode == "max"
     flat = cfg.to_flat()
@@ -108,7 +117,8 @@ def test_loss_params_must_belong_to_the_chosen_loss():
     [
         ("train.epochs", 0, "train.epochs", "an integer in [1, 100000]"),
         ("train.epochs", 2.5, "train.epochs", "an integer in [1, 100000]"),
-        ("train.amp", 1, "train.amp", "true or false"),
+        ("train.amp", 1, "train.amp", "one of [off, fp16, bf16, auto]"),  # 1 == True, but no bool
+        ("train.amp", "fp32", "train.amp", "one of [off, fp16, bf16, auto]"),
         ("train.lr", True, "train.lr", "a number > 0"),
         ("train.device", "gpu", "train.device", "one of [auto, cpu, cuda]"),
         ("objective.mode", "maximize", "objective.mode", "one of [min, max]"),

@@ -58,7 +58,10 @@ def _run(config, checkpoint_dir=None, *, stop_after=None):
 
 
 def _without_timings(metrics):
-    return {k: v for k, v in metrics.items() if k not in ("epoch_time_s", "samples_per_s")}
+    """What a seed determines: no timings, and no device/... facts (the first report of every call
+    says what it trains on, so a resumed run says it again)."""
+    timings = ("epoch_time_s", "samples_per_s")
+    return {k: v for k, v in metrics.items() if k not in timings and not k.startswith("device/")}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +100,12 @@ def test_train_improves_the_objective_and_reports_every_metric(uninterrupted):
         assert set(metric_names({h: heads[h] for h in ("digit", "thickness", "smoothness")})) <= set(r)
         assert {"train/loss/total", "train/loss/digit", "train/loss/energy_share", "epoch_time_s", "samples_per_s",
                 "best/val/acc_mean"} <= set(r)
-        assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in r.values())
+        # what the trial trains on comes once, as strings (MLflow tags); every other value is a number
+        numbers = {k: v for k, v in r.items() if not k.startswith("device/")}
+        assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers.values())
+    assert {k: v for k, v in reports[0].items() if k.startswith("device/")} == {
+        "device/type": "cpu", "device/name": "cpu", "device/gpu_id": "", "device/amp": "off"}
+    assert not any(k.startswith(("device/", "gpu/")) for r in reports[1:] for k in r)
     accs = [r["val/acc_mean"] for r in reports]
     assert accs[-1] > accs[0] + 0.05
     assert reports[-1]["train/loss/total"] < reports[0]["train/loss/total"]
@@ -125,6 +133,7 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(uninterrupted, tmp_pa
     torch.manual_seed(12345)
     reports, final = _run(BASE, tmp_path)
     assert [r["epoch"] for r in reports] == [3, 4]
+    assert reports[0]["device/type"] == "cpu" and "device/type" not in reports[1]  # said again after a resume
     assert [_without_timings(r) for r in reports] == [_without_timings(r) for r in uninterrupted[0][2:]]
     assert final == uninterrupted[1]
 

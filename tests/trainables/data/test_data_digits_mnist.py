@@ -1,6 +1,3 @@
-import gzip
-import struct
-
 import numpy as np
 import pytest
 import torch
@@ -61,29 +58,9 @@ def test_stroke_width_and_curvature_measure_what_they_claim():
     assert curvature[3] > 1.5 * curvature[2]
 
 
-def _idx(array: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-
-
-def _write_mnist(directory, *, compress: bool, rng):
-    parts = {}
-    for prefix, count in (("train", 40), ("t10k", 12)):
-        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
-        labels = (np.arange(count) % 10).astype(np.uint8)
-        parts[prefix] = images, labels
-        for kind, array in (("images-idx3-ubyte", images), ("labels-idx1-ubyte", labels)):
-            data = _idx(array)
-            name = f"{prefix}-{kind}"
-            if compress:
-                (directory / f"{name}.gz").write_bytes(gzip.compress(data))
-            else:
-                (directory / name).write_bytes(data)
-    return parts
-
-
 @pytest.mark.parametrize("compress", [False, True])
-def test_mnist_idx_files_read_correctly(tmp_path, compress):
-    parts = _write_mnist(tmp_path, compress=compress, rng=np.random.default_rng(0))
+def test_mnist_idx_files_read_correctly(tmp_path, compress, write_mnist):
+    parts = write_mnist(tmp_path, compress=compress, rng=np.random.default_rng(0))
     dataset = load_dataset(DataSpec(kind="mnist", path=str(tmp_path), val_fraction=0.25))
     test_images, test_labels = parts["t10k"]
     assert torch.equal(dataset.test.images[:, 0], torch.from_numpy(test_images))
@@ -99,10 +76,10 @@ def test_mnist_idx_files_read_correctly(tmp_path, compress):
     assert len(seen) == 40 and len(dataset.val) == 10
 
 
-def test_mnist_corrupt_and_missing_files(tmp_path):
+def test_mnist_corrupt_and_missing_files(tmp_path, write_mnist):
     with pytest.raises(DataError, match="train-images-idx3-ubyte.*t10k-labels-idx1-ubyte.*download"):
         load_dataset(DataSpec(kind="mnist", path=str(tmp_path)))
-    _write_mnist(tmp_path, compress=False, rng=np.random.default_rng(0))
+    write_mnist(tmp_path, compress=False, rng=np.random.default_rng(0))
     labels = tmp_path / "train-labels-idx1-ubyte"
     labels.write_bytes(labels.read_bytes()[:-3])
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte: byte offset 8: IDX body must hold 40 bytes.*but got 37"):

@@ -1,0 +1,53 @@
+"""A search on a Ray cluster: reaching it through its Jobs API (with the token Ray asks for),
+what a submitted search ships, and the checks that its storage and data reach every node.
+
+Imported by ``search submit``, ``jobs``, ``logs``, ``stop`` and by ``search run`` on a cluster;
+Ray's Jobs SDK is imported only when a cluster is contacted.
+"""
+
+from search.cluster._auth import TOKEN_SOURCES, Token, TokenError, find_token
+from search.cluster._checks import alive_nodes, check_paths_on_every_node, check_shared_storage
+from search.cluster._client import Cluster, NodeInfo, connect, dashboard_address, fits_on_a_node
+from search.cluster._errors import ClusterError
+from search.cluster._jobs import (
+    META_NAME,
+    META_SPACE,
+    META_STORAGE,
+    META_TRACKING_URI,
+    exit_code,
+    find_job,
+    follow,
+    our_jobs,
+)
+from search.cluster._package import SHIPPED_PACKAGES, stage
+
+__all__ = [
+    "JOB_ENV",
+    "META_NAME",
+    "META_SPACE",
+    "META_STORAGE",
+    "META_TRACKING_URI",
+    "SHIPPED_PACKAGES",
+    "TOKEN_SOURCES",
+    "Cluster",
+    "ClusterError",
+    "NodeInfo",
+    "Token",
+    "TokenError",
+    "alive_nodes",
+    "check_paths_on_every_node",
+    "check_shared_storage",
+    "connect",
+    "dashboard_address",
+    "exit_code",
+    "find_job",
+    "find_token",
+    "fits_on_a_node",
+    "follow",
+    "our_jobs",
+    "stage",
+]
+
+# In a submitted search's environment: its Ray Job's submission id, which `search run` tags its
+# MLflow parent run with (so `search jobs` can name the search a job runs).
+JOB_ENV = "LOSSTUNE_RAY_JOB"

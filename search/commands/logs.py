@@ -1,0 +1,50 @@
+"""``search logs JOB``: the output of a submitted search (its driver's lines), optionally followed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Any
+
+from search import exit_codes
+from search.commands._common import add_address, add_command, cluster_or_none
+
+__all__ = ["add_parser", "run"]
+
+HELP = "print (or follow) the output of a submitted search"
+DESCRIPTION = "Print the output of a search submitted with `search submit`; with --follow, until it ends."
+EXAMPLES = textwrap.dedent(
+    """\
+    examples:
+      python -m search logs losstune-vimh-loss-search-1a2b3c --address http://10.0.0.5:8265 --follow
+
+    With --follow the exit status is the search's own (0, 1, 2, 130), as `search submit --wait` gives.
+    """
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "logs", HELP, DESCRIPTION, EXAMPLES, space=False)
+    parser.add_argument("job", metavar="JOB", help="the job id `search submit` printed (see `search jobs`)")
+    add_address(parser)
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    cluster = cluster_or_none(args)
+    if cluster is None:
+        return exit_codes.INVALID
+    from search.cluster import ClusterError, exit_code, find_job, follow
+
+    try:
+        find_job(cluster, args.job)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.INVALID
+    if not args.follow:
+        sys.stdout.write(cluster.client.get_job_logs(args.job))
+        return exit_codes.OK
+    follow(cluster, args.job, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    return exit_code(find_job(cluster, args.job))

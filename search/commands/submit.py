@@ -1,0 +1,169 @@
+"""``search submit SPACE``: run a search on a Ray cluster as a Ray Job (``search run`` on the head)."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shlex
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from search import exit_codes
+from search.commands._common import add_address, add_command, cluster_or_none, plugins_and_space
+
+__all__ = ["DEFAULT_STORAGE", "add_parser", "run"]
+
+HELP = "submit a search to a Ray cluster (a Ray Job running `search run` there)"
+DESCRIPTION = (
+    "Check the space, the MLflow store and the cluster here, then submit `python -m search run SPACE` as a "
+    "Ray Job. The job ships losstune's packages and the space file (not .venv, runs/, data/, mlflow/ or "
+    "caches); on the cluster the search checks that its storage is shared by every node and hands the data "
+    "set to the trials through Ray's object store."
+)
+EXAMPLES = textwrap.dedent(
+    """\
+    examples:
+      python -m search submit spaces/vimh.yaml --address http://10.0.0.5:8265 \\
+          --tracking-uri http://10.0.0.5:5000 --storage /shared/losstune/runs --wait
+      python -m search jobs --address http://10.0.0.5:8265
+      python -m search logs JOB --address http://10.0.0.5:8265 --follow
+      python -m search stop JOB --address http://10.0.0.5:8265
+      # after a stop: the same submit resumes the search (same trials, same MLflow runs)
+
+    Token: Ray clusters started with `ray start` ask for a token; it is read from RAY_AUTH_TOKEN,
+    the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token (`ray get-auth-token` on the head).
+    Exit status: 0 submitted (with --wait: the search's own, 0, 1, 2 or 130), 2 invalid space,
+    options, store or cluster.
+    """
+)
+# Expanded on the head; a relative path would land in the job's own temporary working directory.
+DEFAULT_STORAGE = "~/losstune/runs"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "submit", HELP, DESCRIPTION, EXAMPLES)
+    add_address(parser)
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow server or database every node reaches (default: MLFLOW_TRACKING_URI, then the space's)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
+                        help=f"results directory shared by every node (default: {DEFAULT_STORAGE} on the head)")
+    parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_ID",
+                        help="require an unfinished search to resume (as `search run --resume`)")
+    parser.add_argument("--verbose", type=int, default=0, choices=range(4), metavar="{0..3}",
+                        help="Ray Tune's own progress output in the job's log (default: 0)")
+    parser.add_argument("--wait", action="store_true",
+                        help="print the job's output until it ends and exit with the search's exit status")
+    return parser  # fmt: skip
+
+
+def _check_storage(storage: str) -> str | None:
+    """Why ``storage`` cannot hold a submitted search, or None."""
+    if "://" in storage:
+        return None  # a pyarrow file system URI (s3://, gs://, ...): Tune's to use
+    if not Path(storage).expanduser().is_absolute() and not storage.startswith("~"):
+        return (f"--storage of a submitted search: an absolute directory on the cluster's nodes (or an s3:// "
+                f"or gs:// URI), not one relative to the job's temporary working directory, but got {storage!r}")
+    return None
+
+
+def _entrypoint(args: argparse.Namespace, space: str, tracking_uri: str) -> str:
+    command = ["python", "-m", "search", "run", space, "--storage", args.storage, "--tracking-uri", tracking_uri]
+    if args.name:
+        command += ["--name", args.name]
+    if args.resume:
+        command += ["--resume"] + ([args.resume] if isinstance(args.resume, str) else [])
+    if args.verbose:
+        command += ["--verbose", str(args.verbose)]
+    return shlex.join(command)
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = plugins_and_space(args.space)
+    if loaded is None:
+        return exit_codes.INVALID
+    _, space = loaded
+    from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
+    from search.tracking import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(cli=args.tracking_uri, space=space.mlflow.tracking_uri)
+    problem = _check_storage(args.storage)
+    if problem is None:
+        try:
+            check_tracking_uri(tracking_uri, cluster=True)
+            check_reachable(tracking_uri)
+        except TrackingUriError as error:
+            problem = str(error)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return exit_codes.INVALID
+    cluster = cluster_or_none(args)
+    if cluster is None:
+        return exit_codes.INVALID
+    from search.cluster import fits_on_a_node
+
+    nodes = cluster.nodes()
+    cpu, gpu = space.resources.cpu, space.resources.gpu
+    if not fits_on_a_node(nodes, cpu=cpu, gpu=gpu):
+        have = ", ".join(f"{n.cpu:g} CPU + {n.gpu:g} GPU" for n in nodes if n.alive) or "no alive node"
+        print(f"error: resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of "
+              f"the cluster at {cluster.address}, but got nodes with {have}", file=sys.stderr)
+        return exit_codes.INVALID
+    return _submit(args, cluster, space, tracking_uri)
+
+
+def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: str) -> int:
+    from search.cluster import JOB_ENV, META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, stage
+
+    name = args.name or space.name
+    job_id = f"losstune-{name}-{secrets.token_hex(3)}"
+    with tempfile.TemporaryDirectory(prefix="losstune-submit-") as staged:
+        space_path = stage(Path(args.space), into=Path(staged))
+        cluster.client.submit_job(
+            entrypoint=_entrypoint(args, space_path, tracking_uri),
+            submission_id=job_id,
+            runtime_env={
+                "working_dir": staged,
+                # RAY_JOB_STOP_WAIT_TIME_S: how long a stop lets the search save its state before a kill.
+                "env_vars": {JOB_ENV: job_id, "RAY_JOB_STOP_WAIT_TIME_S": "60"},
+            },
+            metadata={META_SPACE: space_path, META_NAME: name, META_STORAGE: args.storage,
+                      META_TRACKING_URI: tracking_uri},
+        )  # fmt: skip
+    at = f"--address {cluster.address}"
+    print(
+        f"Submitted search {name!r} as Ray Job {job_id}\n"
+        f"  dashboard: {cluster.address}/#/jobs/{job_id}\n"
+        f"  follow:    python -m search logs {job_id} {at} --follow\n"
+        f"  stop:      python -m search stop {job_id} {at}\n"
+        f"  list:      python -m search jobs {at}\n"
+        f"  MLflow:    {tracking_uri}",
+        flush=True,
+    )
+    return _wait(cluster, job_id) if args.wait else exit_codes.OK
+
+
+def _wait(cluster: Any, job_id: str) -> int:
+    from search.cluster import exit_code, find_job, follow
+
+    try:
+        follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    except KeyboardInterrupt:
+        stop = False
+        if sys.stdin.isatty():
+            answer = input(f"\nStop job {job_id} (the search stays resumable) or detach? [s/D] ").strip().lower()
+            stop = answer in ("s", "stop")
+        if stop:
+            cluster.client.stop_job(job_id)
+            print(f"stopping job {job_id}; resume it by submitting the same space again", file=sys.stderr)
+        else:
+            print(f"detached; job {job_id} goes on (python -m search logs {job_id} --address {cluster.address} "
+                  f"--follow)", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    job = find_job(cluster, job_id)
+    code = exit_code(job)
+    print(f"job {job_id}: {job.status.value} (exit status {code})", file=sys.stderr)
+    return code

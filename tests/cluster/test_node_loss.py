@@ -1,0 +1,68 @@
+"""A node lost in the middle of a submitted search: its trials go on from their last checkpoints on
+the node that is left (Tune's FailureConfig), and the search still ends with each trial once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from _cluster import SPACES, search_cli
+from _mlflow import recorded
+
+from search import exit_codes
+from search.tracking import TAG_NODE, TAG_RETRIES, TAG_TRIAL_ID
+
+
+def _worker_node_id(cluster) -> str:
+    code = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); " \
+           "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get('GPU')][0])"
+    done = subprocess.run([sys.executable, "-c", code, cluster.gcs_address], env=cluster.env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_trials_of_a_lost_node_resume_on_the_other_from_their_checkpoints(cluster, cluster_mlflow, tmp_path,
+                                                                          process_groups):
+    worker_id = _worker_node_id(cluster)
+    space = tmp_path / "lost.yaml"
+    space.write_text((SPACES / "slow.yaml").read_text().replace("name: slow", "name: lost"))
+    submitted = search_cli(
+        cluster, "submit", str(space), "--address", cluster.dashboard_url, "--tracking-uri", cluster_mlflow.url,
+        "--storage", str(tmp_path / "runs"),
+    )  # fmt: skip
+    assert submitted.returncode == exit_codes.OK, submitted.stderr
+    job_id = submitted.stdout.split("as Ray Job ", 1)[1].split()[0]
+
+    deadline = time.monotonic() + 300
+    on_worker = []
+    while time.monotonic() < deadline and not on_worker:  # a trial on the worker with an epoch done
+        runs = recorded(cluster_mlflow.url, "lost")
+        on_worker = [r for r in runs.trials if r.data.tags.get(TAG_NODE) == worker_id and "epoch" in r.data.metrics]
+        time.sleep(1)
+    assert on_worker, "no trial ran on the worker node"
+    worker = next(node for node in cluster.nodes if node.log.name == "worker.log")
+    try:
+        worker.stop()  # SIGKILL to its process group: the raylet and its workers
+        process_groups.remove(worker.pid)
+        followed = search_cli(cluster, "logs", job_id, "--address", cluster.dashboard_url, "--follow")
+        assert followed.returncode == exit_codes.OK, followed.stdout[-4000:] + followed.stderr[-2000:]
+    finally:
+        cluster.nodes.remove(worker)
+        cluster.start_worker(num_cpus=2, num_gpus=2, registry=process_groups)
+        cluster.wait_for(2)
+
+    runs = recorded(cluster_mlflow.url, "lost")
+    assert len(runs.parents) == 1 and len(runs.trials) == 4 and len(set(runs.trial_ids)) == 4
+    assert all(run.info.status == "FINISHED" for run in runs.parents + runs.trials)
+    moved = [r for r in runs.trials if r.data.tags.get(TAG_RETRIES)]
+    assert moved, "the trials of the lost node were retried"
+    assert all(r.data.tags[TAG_NODE] != worker_id for r in moved)  # the retry ran on the head
+    for run in moved:
+        # From its checkpoint: Tune's record of every result the trial reported, over both attempts,
+        # has epoch 1 once (a restart from scratch would report it again); at most the epoch the
+        # node was lost in is reported twice (its checkpoint may not have reached the storage).
+        results = tmp_path / "runs" / "lost" / f"trial_{run.data.tags[TAG_TRIAL_ID]}" / "result.json"
+        epochs = [json.loads(line)["epoch"] for line in results.read_text().splitlines() if line.strip()]
+        assert epochs.count(1) == 1 and set(epochs) == set(range(1, 13)) and len(epochs) <= 13, epochs

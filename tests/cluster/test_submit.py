@@ -1,0 +1,94 @@
+"""``search submit`` on a real two-node cluster: trials on both nodes, GPU trials packed two to a
+(logical) GPU, a stopped job resumed by a second submit, and the MLflow server holding one parent
+run and one run per trial, all ended."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from _cluster import SPACES, search_cli
+from _mlflow import recorded
+from search import exit_codes
+from search.tracking import TAG_NODE, TAG_RAY_GPUS, TAG_RAY_JOB_PREFIX, TAG_SEARCH_ID
+
+
+def _submit(cluster, server, tmp_path, space: str, *more: str, name: str | None = None):
+    return search_cli(
+        cluster, "submit", str(SPACES / space), "--address", cluster.dashboard_url, "--tracking-uri", server.url,
+        "--storage", str(tmp_path / "runs"), *(["--name", name] if name else []), *more,
+    )  # fmt: skip
+
+
+def _all_ended(runs) -> bool:
+    return all(run.info.status != "RUNNING" for run in runs)
+
+
+def test_submit_wait_runs_trials_on_both_nodes_and_lists_the_job(cluster, cluster_mlflow, tmp_path):
+    done = _submit(cluster, cluster_mlflow, tmp_path, "spread.yaml", "--wait")
+    assert done.returncode == exit_codes.OK, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Submitted search 'spread' as Ray Job losstune-spread-" in done.stdout
+    assert "trials: 4 finished" in done.stdout  # the job's own output, streamed
+
+    runs = recorded(cluster_mlflow.url, "spread")
+    assert len(runs.parents) == 1 and len(runs.trials) == 4
+    assert len(set(runs.trial_ids)) == 4
+    assert _all_ended(runs.parents + runs.trials)
+    assert all(run.info.status == "FINISHED" for run in runs.trials)
+    nodes = {run.data.tags[TAG_NODE] for run in runs.trials}
+    assert len(nodes) == 2, f"four 1-CPU trials at once need both 2-CPU nodes, but ran on {nodes}"
+
+    parent = runs.parents[0]
+    (job_tag,) = [key for key in parent.data.tags if key.startswith(TAG_RAY_JOB_PREFIX)]
+    job_id = job_tag[len(TAG_RAY_JOB_PREFIX):]
+    listed = search_cli(cluster, "jobs", "--address", cluster.dashboard_url)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = [line for line in listed.stdout.splitlines() if line.startswith(job_id)]
+    assert "SUCCEEDED" in line and parent.data.tags[TAG_SEARCH_ID] in line
+
+
+def test_gpu_trials_are_packed_two_to_a_gpu_on_the_gpu_node(cluster, cluster_mlflow, tmp_path):
+    done = _submit(cluster, cluster_mlflow, tmp_path, "packed.yaml", "--wait")
+    assert done.returncode == exit_codes.OK, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = recorded(cluster_mlflow.url, "packed")
+    assert len(runs.trials) == 4 and _all_ended(runs.parents + runs.trials)
+    # The head has no GPU: every trial ran on the worker node, two to each of its two GPUs.
+    assert len({run.data.tags[TAG_NODE] for run in runs.trials}) == 1
+    per_gpu = Counter(run.data.tags[TAG_RAY_GPUS] for run in runs.trials)
+    assert sorted(per_gpu.values()) == [2, 2], per_gpu
+    # Trials sharing a GPU ran at the same time (packed), not one after the other.
+    for gpu in per_gpu:
+        first, second = (r.info for r in runs.trials if r.data.tags[TAG_RAY_GPUS] == gpu)
+        assert first.start_time < second.end_time and second.start_time < first.end_time
+    # No CUDA here (a CPU build of torch, logical GPUs): each trial said so and trained on the CPU.
+    assert all(run.data.tags["losstune.device"] == "cpu" for run in runs.trials)
+    assert "CUDA is unusable" in done.stdout
+
+
+def test_a_stopped_job_is_resumed_by_submitting_again(cluster, cluster_mlflow, tmp_path):
+    first = _submit(cluster, cluster_mlflow, tmp_path, "slow.yaml", name="slow-stopped")
+    assert first.returncode == exit_codes.OK, first.stderr
+    job_id = first.stdout.split("as Ray Job ", 1)[1].split()[0]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # until trials have results (and checkpoints) to keep
+        runs = recorded(cluster_mlflow.url, "slow")
+        if len(runs.trials) >= 2 and any("epoch" in run.data.metrics for run in runs.trials):
+            break
+        time.sleep(2)
+    stopped = search_cli(cluster, "stop", job_id, "--address", cluster.dashboard_url)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"job {job_id}: STOPPED" in stopped.stdout and "resume it with: python -m search submit" in stopped.stdout
+    before = recorded(cluster_mlflow.url, "slow")
+    assert len(before.parents) == 1 and not any(run.info.status == "FINISHED" for run in before.parents)
+
+    again = _submit(cluster, cluster_mlflow, tmp_path, "slow.yaml", "--wait", name="slow-stopped")
+    assert again.returncode == exit_codes.OK, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "Resuming unfinished search" in again.stdout
+    after = recorded(cluster_mlflow.url, "slow")
+    assert len(after.parents) == 1 and after.parents[0].info.run_id == before.parents[0].info.run_id
+    assert sorted(after.trial_ids) == sorted(set(after.trial_ids)) and len(after.trial_ids) == 4
+    assert set(before.trial_ids) <= set(after.trial_ids)
+    assert _all_ended(after.parents + after.trials)
+    # Both jobs are recorded on the one search.
+    jobs = [key for key in after.parents[0].data.tags if key.startswith(TAG_RAY_JOB_PREFIX)]
+    assert len(jobs) == 2

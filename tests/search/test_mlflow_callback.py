@@ -1,0 +1,60 @@
+"""The driver's MlflowCallback against a real MLflow store (SQLite in tmp_path), fed the results a
+trial reports, without Ray running: what a trial trained on becomes tags of its run, never metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from mlflow import MlflowClient
+
+from search.driver._callbacks import MlflowCallback
+from search.driver._trainable import FINAL_KEY
+from search.tracking import SearchTracker, TrackingSettings
+
+CONFIG = {"heads.pitch.loss": "ce", "train.lr": 0.01}
+
+
+def _callback(tmp_path: Path) -> MlflowCallback:
+    settings = TrackingSettings(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="exp",
+                                search_id="search-1", search_name="s", objective_metric="val/acc_mean",
+                                objective_mode="max")
+    return MlflowCallback(SearchTracker(settings))
+
+
+def test_string_device_results_become_run_tags_and_numbers_stay_metrics(tmp_path: Path):
+    callback = _callback(tmp_path)
+    trial = SimpleNamespace(trial_id="t1", config=CONFIG)
+    callback.on_trial_start(0, [], trial)
+    first = {
+        "epoch": 1, "val/acc_mean": 0.5, "training_iteration": 1, "warnings": ["RuntimeWarning: x"],
+        "device/type": "cuda", "device/name": "NVIDIA H200", "device/gpu_id": "3", "device/amp": "bf16",
+        "device/driver": "570.1", "gpu/peak_allocated_mb": 812.5, "gpu/utilization_pct": 93.0,
+    }
+    callback.on_trial_result(1, [], trial, first)
+    callback.on_trial_result(2, [], trial, {"epoch": 2, "val/acc_mean": 0.6, "gpu/peak_allocated_mb": 815.0})
+    callback.on_trial_result(3, [], trial, {"epoch": 2, "test/acc_mean": 0.55, "best_epoch": 2, FINAL_KEY: 1})
+    callback.tracker.flush()
+
+    client = MlflowClient(callback.tracker.settings.tracking_uri)
+    run = client.get_run(callback.tracker.trial_run_id("t1"))
+    tags = run.data.tags
+    assert (tags["losstune.device"], tags["losstune.device_name"], tags["losstune.gpu_id"], tags["losstune.amp"]) == (
+        "cuda", "NVIDIA H200", "3", "bf16")
+    assert tags["losstune.device_driver"] == "570.1"  # another device/ string: a tag too
+    assert not any(key.startswith("device/") for key in run.data.metrics)
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "gpu/peak_allocated_mb")] == [812.5, 815.0]
+    assert run.data.metrics["gpu/utilization_pct"] == 93.0
+    assert run.data.metrics["test/acc_mean"] == 0.55
+
+
+def test_a_trial_on_the_cpu_gets_an_empty_gpu_id_tag(tmp_path: Path):
+    callback = _callback(tmp_path)
+    trial = SimpleNamespace(trial_id="t2", config=CONFIG)
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(1, [], trial, {"epoch": 1, "val/acc_mean": 0.4, "device/type": "cpu",
+                                            "device/name": "cpu", "device/gpu_id": "", "device/amp": "off"})
+    callback.tracker.flush()
+    run = MlflowClient(callback.tracker.settings.tracking_uri).get_run(callback.tracker.trial_run_id("t2"))
+    assert run.data.tags["losstune.device"] == "cpu" and run.data.tags["losstune.gpu_id"] == ""
+    assert set(run.data.metrics) == {"epoch", "val/acc_mean"}
