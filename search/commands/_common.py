@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["add_address", "add_command", "cluster_or_none", "plugins_and_space"]
+__all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space"]
 
 
 def add_command(
@@ -43,8 +43,10 @@ def plugins_and_space(path: str) -> tuple[list[Any], Any] | None:
         return None
 
 
-def add_address(parser: argparse.ArgumentParser) -> None:
-    """The cluster's Jobs API, as Ray's own `ray job` commands take it."""
+def add_address(parser: argparse.ArgumentParser, *, job: bool = False) -> None:
+    """The cluster's Jobs API, as Ray's own `ray job` commands take it; ``job``: and a job id first."""
+    if job:
+        parser.add_argument("job", metavar="JOB", help="the job id `search submit` printed (see `search jobs`)")
     parser.add_argument(
         "--address",
         default=os.environ.get("RAY_API_SERVER_ADDRESS") or None,
@@ -63,6 +65,20 @@ def cluster_or_none(args: argparse.Namespace) -> Any:
         return None
     try:
         return connect(args.address)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+
+
+def cluster_and_job(args: argparse.Namespace) -> tuple[Any, Any] | None:
+    """The cluster at ``--address`` and its job ``args.job``; None after printing why not."""
+    from search.cluster import ClusterError, find_job
+
+    cluster = cluster_or_none(args)
+    if cluster is None:
+        return None
+    try:
+        return cluster, find_job(cluster, args.job)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return None

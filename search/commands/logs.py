@@ -8,7 +8,7 @@ import textwrap
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_address, add_command, cluster_or_none
+from search.commands._common import add_address, add_command, cluster_and_job
 
 __all__ = ["add_parser", "run"]
 
@@ -26,23 +26,18 @@ EXAMPLES = textwrap.dedent(
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "logs", HELP, DESCRIPTION, EXAMPLES, space=False)
-    parser.add_argument("job", metavar="JOB", help="the job id `search submit` printed (see `search jobs`)")
-    add_address(parser)
+    add_address(parser, job=True)
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = cluster_or_none(args)
-    if cluster is None:
+    found = cluster_and_job(args)
+    if found is None:
         return exit_codes.INVALID
-    from search.cluster import ClusterError, exit_code, find_job, follow
+    cluster, _ = found
+    from search.cluster import exit_code, find_job, follow
 
-    try:
-        find_job(cluster, args.job)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return exit_codes.INVALID
     if not args.follow:
         sys.stdout.write(cluster.client.get_job_logs(args.job))
         return exit_codes.OK

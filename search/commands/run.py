@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from search import exit_codes
@@ -73,19 +75,28 @@ def run(args: argparse.Namespace) -> int:
     from search._noise import filtered_noise
     from search.console import shown_on
 
-    # `search stop` (Ray's job stop) and a cluster manager end a search with SIGTERM: stop it as
-    # Ctrl-C does, so Tune saves its state and the MLflow runs end interrupted, resumable.
-    # A background job of a non-interactive shell (sbatch, nohup, `&`) starts with SIGINT ignored.
+    # A background job of a non-interactive shell (sbatch, nohup, `&`) starts with SIGINT ignored;
+    # Ctrl-C and SIGTERM (below) must still stop the search.
     interrupt = signal.getsignal(signal.SIGINT)
     if interrupt is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         with filtered_noise(verbose=args.verbose), shown_on():
             return _run(args)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, interrupt)
+
+
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """`search stop` (Ray's job stop) and cluster managers end a search with SIGTERM: stop it as
+    Ctrl-C does, so Tune saves its state and the MLflow runs end interrupted, resumable. Set after
+    Ray started: ``ray.init`` installs a handler of its own that ends the process at once."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -131,12 +142,14 @@ def _run(args: argparse.Namespace) -> int:
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:
-        check_resources(space)
-        if address is not None:
-            check_shared_storage(plan.run_dir.parent)
-            if data is None and space.data.path is not None:
-                check_paths_on_every_node([str(space.data.path)], what="data.path (search.data_loading: per_node)")
-        return run_search(plan, data=data).exit_code
+        with _sigterm_as_ctrl_c():
+            check_resources(space)
+            if address is not None:
+                if plan.run_dir is not None:  # a URI (s3://, gs://) is every node's by nature
+                    check_shared_storage(plan.run_dir.parent)
+                if data is None and space.data.path is not None:
+                    check_paths_on_every_node([str(space.data.path)], what="data.path (search.data_loading: per_node)")
+            return run_search(plan, data=data).exit_code
     except (SearchInputError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 import textwrap
 import time
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_address, add_command, cluster_or_none
+from search.commands._common import add_address, add_command, cluster_and_job
 
 __all__ = ["add_parser", "run"]
 
@@ -30,22 +29,17 @@ _WAIT_S = 120.0
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "stop", HELP, DESCRIPTION, EXAMPLES, space=False)
-    parser.add_argument("job", metavar="JOB", help="the job id `search submit` printed (see `search jobs`)")
-    add_address(parser)
+    add_address(parser, job=True)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    cluster = cluster_or_none(args)
-    if cluster is None:
+    found = cluster_and_job(args)
+    if found is None:
         return exit_codes.INVALID
-    from search.cluster import META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, ClusterError, find_job
+    cluster, job = found
+    from search.cluster import META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, find_job
 
-    try:
-        job = find_job(cluster, args.job)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return exit_codes.INVALID
     cluster.client.stop_job(args.job)
     deadline = time.monotonic() + _WAIT_S
     while not job.status.is_terminal() and time.monotonic() < deadline:

@@ -79,10 +79,33 @@ def trial_error(trial: Any) -> tuple[str | None, str | None]:
     return _last_line(full), full
 
 
+def _storage_fs(trial: Any) -> Any:
+    """The trial's storage file system (pyarrow), or None for a local directory."""
+    import pyarrow.fs
+
+    fs = trial.storage.storage_filesystem
+    return None if isinstance(fs, pyarrow.fs.LocalFileSystem) else fs
+
+
 def error_file(trial: Any) -> str:
     """Where the trial's full traceback is: ``error.txt`` in its directory of the run directory
-    (Tune copies its own error file there; the driver writes a failed final result's)."""
-    return os.path.join(trial.path, ERROR_FILE)
+    (Tune copies its own error file there; the driver writes a failed final result's); behind a
+    URI storage, its ``scheme://`` address."""
+    path = os.path.join(trial.path, ERROR_FILE)
+    fs = _storage_fs(trial)
+    return path if fs is None else f"{fs.type_name}://{path}"
+
+
+def _write_error_file(trial: Any, text: str) -> None:
+    fs = _storage_fs(trial)
+    if fs is None:
+        os.makedirs(trial.path, exist_ok=True)
+        with open(error_file(trial), "a") as f:
+            f.write(text)
+        return
+    # An object store has no append; a failed final result is the trial's only error text there.
+    with fs.open_output_stream(os.path.join(trial.path, ERROR_FILE)) as stream:
+        stream.write(text.encode())
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,9 +178,7 @@ class ProgressPrinter(Callback):
             self._say(trial, f"warning: {warning}")
         if result.get(FAILED_KEY):
             self._finished.add(trial.trial_id)
-            os.makedirs(trial.path, exist_ok=True)
-            with open(error_file(trial), "a") as f:
-                f.write(result.get(TRACEBACK_KEY) or "")
+            _write_error_file(trial, result.get(TRACEBACK_KEY) or "")
             self._print_failure(trial, f"{result.get(ERROR_KEY)} (not retried: it would fail the same way)")
             return
         if result.get(FINAL_KEY):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ray.tune import Tuner
 
 from search.driver._state import usable_state
+from search.driver._storage import RunLocation
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
 from search.tracking import make_search_id, resolve_tracking_uri
@@ -71,12 +71,17 @@ class SearchPlan:
     space: Space
     options: SearchOptions
     name: str
-    run_dir: Path
+    location: RunLocation  # <storage>/<name>: a local directory or a file system URI
     resume: bool
     search_id: str
     tracking_uri: str
     experiment: str
     notes: tuple[str, ...] = ()
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run directory on this machine; None when the storage is a URI (s3://, gs://, ...)."""
+        return self.location.local_dir
 
 
 
@@ -84,18 +89,16 @@ def space_digest(space: Space) -> str:
     return hashlib.sha256(space.text.encode()).hexdigest()
 
 
-def read_meta(run_dir: Path) -> dict[str, Any] | None:
+def read_meta(location: RunLocation) -> dict[str, Any] | None:
+    text = location.read_text(META_FILE)
     try:
-        return json.loads((run_dir / META_FILE).read_text())
-    except (OSError, ValueError):
+        return json.loads(text) if text is not None else None
+    except ValueError:
         return None
 
 
-def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, run_dir / META_FILE)
+def write_meta(location: RunLocation, meta: dict[str, Any]) -> None:
+    location.write_text(META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
@@ -108,30 +111,32 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     name = options.name or space.name
     if not is_search_name(name):
         raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
-    run_dir = (Path(options.storage).expanduser() / name).resolve()
-    started = Tuner.can_restore(str(run_dir))  # Tune wrote tuner.pkl: a search began here
-    meta = read_meta(run_dir)
+    location = RunLocation(options.storage, name)
+    started = Tuner.can_restore(location.uri)  # Tune wrote tuner.pkl: a search began here
+    meta = read_meta(location)
     if options.resume and not started:
-        raise SearchInputError(f"--resume needs an unfinished search in {run_dir}, but got no Tune experiment there")
+        raise SearchInputError(f"--resume needs an unfinished search in {location}, but got no Tune experiment there")
     if options.resume_id is not None and (meta or {}).get("search_id") != options.resume_id:
         there = f"search {meta['search_id']}" if meta else "no losstune search"
-        raise SearchInputError(f"--resume {options.resume_id} must name the search in {run_dir}, but got {there} there")
+        raise SearchInputError(f"--resume {options.resume_id} must name the search in {location}, but got {there} there")
     if started and meta is None:
         raise SearchInputError(
-            f"a run directory of a losstune search (with {META_FILE}), but got another Tune experiment in {run_dir}"
+            f"a run directory of a losstune search (with {META_FILE}), but got another Tune experiment in {location}"
         )
     if started and meta.get("status") == "finished" and not options.resume:
         raise SearchInputError(
-            f"a new search name or storage, but got search {name!r} already finished in {run_dir} "
-            f"(its best config: {run_dir / BEST_CONFIG}); pass --name NEW or --storage DIR to run again, "
+            f"a new search name or storage, but got search {name!r} already finished in {location} "
+            f"(its best config: {location}/{BEST_CONFIG}); pass --name NEW or --storage DIR to run again, "
             f"or --resume to print its summary again"
         )
     notes: list[str] = []
     resume = False
-    if started:
-        resume, repaired = usable_state(run_dir)
+    if started and location.local_dir is None:
+        resume = True  # an object store replaces a file whole: no state cut off by a crash to repair
+    elif started:
+        resume, repaired = usable_state(location.local_dir)
         if resume and repaired:
-            notes.append(f"the crash cut off Tune's saved state in {run_dir}; it was put back from losstune's copy")
+            notes.append(f"the crash cut off Tune's saved state in {location}; it was put back from losstune's copy")
         if not resume:
             notes.append(
                 "the previous attempt left no state Tune can resume from; the search starts again in the "
@@ -149,7 +154,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
         search_id = make_search_id(name)
-    return SearchPlan(space, options, name, run_dir, resume, search_id, tracking_uri, experiment, tuple(notes))
+    return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes))
 
 
 def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:

@@ -83,7 +83,7 @@ def _build_tuner(
     if plan.resume:
         # The searcher, the scheduler and the callbacks come back from the experiment directory.
         return Tuner.restore(
-            str(plan.run_dir), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+            plan.location.uri, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
     return Tuner(
         trainable,
@@ -96,12 +96,14 @@ def _build_tuner(
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=RunConfig(
-            name=plan.run_dir.name,
-            storage_path=str(plan.run_dir.parent),
+            name=plan.name,
+            storage_path=plan.location.parent,  # a URI goes to Tune as it is
             callbacks=[
                 ProgressPrinter(metric=space.objectives[0].metric, epochs=epochs, num_samples=num_samples),
                 MlflowCallback(tracker),
-                StateSnapshot(str(plan.run_dir)),
+                # A local copy of Tune's state that survives a crash in mid-write (not needed where an
+                # object store replaces files whole).
+                *([StateSnapshot(str(plan.run_dir))] if plan.run_dir is not None else []),
             ],
             failure_config=FailureConfig(max_failures=space.search.max_failures),
             # One checkpoint per trial; Tune then saves its experiment state with every new
@@ -159,8 +161,8 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         # One copy in the object store of each node that runs trials; a trial reads it from there.
         trainable = tune.with_parameters(trainable, data=data)
     trainable = tune.with_resources(trainable, {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
-    meta = read_meta(plan.run_dir) or {}
-    if not plan.resume and plan.run_dir.is_dir():
+    meta = read_meta(plan.location) or {}
+    if not plan.resume and plan.run_dir is not None and plan.run_dir.is_dir():
         clear_state(plan.run_dir)  # an earlier attempt that left nothing Tune can resume from
     if plan.resume:
         # The searcher (with its Optuna study) comes back from the experiment directory.
@@ -181,7 +183,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         verbose=verbose,
         status="running",
     )
-    write_meta(plan.run_dir, meta)
+    write_meta(plan.location, meta)
     params = _settings_params(space, num_samples=num_samples, threads=threads, epochs=epochs)
     tracker.start_search(
         params=params,
@@ -202,7 +204,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         )
     say(
         f"{verb} search {plan.name!r} ({num_samples} trials, sampler {space.search.sampler}, "
-        f"scheduler {space.search.scheduler}) in {plan.run_dir}\n"
+        f"scheduler {space.search.scheduler}) in {plan.location}\n"
         f"MLflow: {plan.tracking_uri}, experiment {plan.experiment!r}, search id {plan.search_id}"
     )
 
@@ -216,7 +218,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     elapsed = time.monotonic() - started
 
     try:
-        trials = tune.ExperimentAnalysis(str(plan.run_dir)).trials
+        trials = tune.ExperimentAnalysis(plan.location.uri).trials
     except (ValueError, FileNotFoundError):  # interrupted before Tune saved any state
         trials = []
     budget = space.search.time_budget_s
@@ -237,11 +239,14 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
         if trial.status in _UNFINISHED_STATES:
             tracker.trial_ended(trial.trial_id, state="interrupted", reason="the search was interrupted")
     tracker.end_search(end="interrupted")
+    # A submitted search (a Ray Job) is resumed by submitting it again, from where it was submitted.
+    command = "submit" if plan.options.ray_job else "run"
     say(
-        f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.run_dir}.\n"
-        f"Resume it with: python -m search run {plan.space.path} --resume"
+        f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.location}.\n"
+        f"Resume it with: python -m search {command} {plan.space.path} --resume"
         + (f" --storage {plan.options.storage}" if plan.options.storage != "runs" else "")
         + (f" --name {plan.name}" if plan.name != plan.space.name else "")
+        + (" --address ... --tracking-uri ..." if plan.options.ray_job else "")
     )
     return SearchOutcome(exit_code=exit_codes.INTERRUPTED, plan=plan, interrupted=True)
 
@@ -294,13 +299,13 @@ def _finish(
     artifacts = {SUMMARY_FILE: table + "\n"}
     if best is not None:
         text = best_config_yaml(best, search_id=plan.search_id, objectives=objectives)
-        (plan.run_dir / BEST_CONFIG).write_text(text)
+        plan.location.write_text(BEST_CONFIG, text)
         artifacts[BEST_CONFIG] = text
     if pareto:
         artifacts["pareto.json"] = json.dumps(
             [{"trial_id": s.trial_id, "values": s.values, "config": s.config} for s in pareto], indent=2
         )
-    (plan.run_dir / SUMMARY_FILE).write_text(table + "\n")
+    plan.location.write_text(SUMMARY_FILE, table + "\n")
 
     all_failed = bool(summaries) and all(s.state == "FAILED" for s in summaries)
     end = "all_failed" if all_failed else "time_budget" if budget_ended else "finished"
@@ -309,11 +314,11 @@ def _finish(
         tags["losstune.best_trial"] = best.trial_id
     tracker.end_search(end=end, artifacts=artifacts, tags=tags)
     meta.update(status="finished", num_samples=num_samples)
-    write_meta(plan.run_dir, meta)
+    write_meta(plan.location, meta)
 
     say("\n" + table)
     if best is not None:
-        say(f"\nbest config: {plan.run_dir / BEST_CONFIG}  (python -m search train {space.path} --config ...)")
+        say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {space.path} --config ...)")
     ui = f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri}"
     if plan.tracking_uri == default_tracking_uri():
         ui += "   (or: make ui)"

@@ -22,6 +22,27 @@ def _submit_args(cluster, server, tmp_path, space=SPACES / "spread.yaml", **over
     return ["submit", str(space), *(item for pair in options.items() for item in pair)]
 
 
+@pytest.fixture
+def submit_here(cluster, monkeypatch, capsys):
+    """``submit_here(args, **env)``: ``python -m search`` ARGS in this process (no interpreter to
+    start), in the cluster's environment changed by ``env`` (None: removed)."""
+
+    def run(args: list[str], **env: str | None) -> subprocess.CompletedProcess:
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", cluster.env["RAY_AUTH_TOKEN_PATH"])
+        # Unset, so Ray's own client code adds no token of its own: only the one `submit` found.
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+        for key, value in env.items():
+            if value is None:
+                monkeypatch.delenv(key, raising=False)
+            else:
+                monkeypatch.setenv(key, value)
+        code = main(args)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
+
+
 def _refused(done: subprocess.CompletedProcess, *texts: str) -> None:
     assert done.returncode == exit_codes.INVALID, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and "Submitted" not in done.stdout
@@ -30,27 +51,27 @@ def _refused(done: subprocess.CompletedProcess, *texts: str) -> None:
 
 
 def _jobs_submitted(cluster) -> int:
-    listed = search_cli(cluster, "jobs", "--address", cluster.dashboard_url)
-    return sum(1 for line in listed.stdout.splitlines() if line.startswith("losstune-"))
+    from search.cluster import connect, our_jobs
+
+    return len(our_jobs(connect(cluster.dashboard_url, environ=cluster.env)))
 
 
-def test_submit_without_the_cluster_token_names_where_it_is_read_from(cluster, cluster_mlflow, tmp_path):
-    env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_TOKEN_PATH"}
-    env["HOME"] = str(tmp_path)  # no ~/.ray/auth_token either
-    done = search_cli(cluster, *_submit_args(cluster, cluster_mlflow, tmp_path), env=env)
+def test_submit_without_the_cluster_token_names_where_it_is_read_from(cluster, cluster_mlflow, tmp_path, submit_here):
+    # no ~/.ray/auth_token either
+    done = submit_here(_submit_args(cluster, cluster_mlflow, tmp_path), RAY_AUTH_TOKEN_PATH=None, HOME=str(tmp_path))
     _refused(done, "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token", "no token")
 
 
-def test_submit_with_a_wrong_token_says_it_was_refused_and_where_it_came_from(cluster, cluster_mlflow, tmp_path):
-    env = {**cluster.env, "RAY_AUTH_TOKEN": "0" * 32}
-    done = search_cli(cluster, *_submit_args(cluster, cluster_mlflow, tmp_path), env=env)
+def test_submit_with_a_wrong_token_says_it_was_refused_and_where_it_came_from(cluster, cluster_mlflow, tmp_path,
+                                                                             submit_here):
+    done = submit_here(_submit_args(cluster, cluster_mlflow, tmp_path), RAY_AUTH_TOKEN="0" * 32)
     _refused(done, "refuses", "from RAY_AUTH_TOKEN")
 
 
-def test_submit_to_an_address_where_nothing_answers(cluster, cluster_mlflow, tmp_path):
+def test_submit_to_an_address_where_nothing_answers(cluster, cluster_mlflow, tmp_path, submit_here):
     (port,) = free_ports(1)
     args = _submit_args(cluster, cluster_mlflow, tmp_path, **{"--address": f"127.0.0.1:{port}"})
-    _refused(search_cli(cluster, *args), "a Ray cluster whose dashboard answers", f"http://127.0.0.1:{port}")
+    _refused(submit_here(args), "a Ray cluster whose dashboard answers", f"http://127.0.0.1:{port}")
 
 
 @pytest.mark.parametrize(
@@ -61,16 +82,17 @@ def test_submit_to_an_address_where_nothing_answers(cluster, cluster_mlflow, tmp
         ("--storage", "runs", "an absolute directory on the cluster's nodes"),
     ],
 )
-def test_submit_refuses_a_store_or_storage_only_this_machine_has(cluster, cluster_mlflow, tmp_path, option, value, text):
+def test_submit_refuses_a_store_or_storage_only_this_machine_has(cluster, cluster_mlflow, tmp_path, submit_here,
+                                                                 option, value, text):
     args = _submit_args(cluster, cluster_mlflow, tmp_path, **{option: value})
-    _refused(search_cli(cluster, *args), text, value)
+    _refused(submit_here(args), text, value)
 
 
-def test_submit_refuses_trials_no_node_can_hold(cluster, cluster_mlflow, tmp_path):
+def test_submit_refuses_trials_no_node_can_hold(cluster, cluster_mlflow, tmp_path, submit_here):
     space = tmp_path / "greedy.yaml"
     space.write_text((SPACES / "packed.yaml").read_text().replace("gpu: 0.5", "gpu: 3"))
     before = _jobs_submitted(cluster)
-    done = search_cli(cluster, *_submit_args(cluster, cluster_mlflow, tmp_path, space=space))
+    done = submit_here(_submit_args(cluster, cluster_mlflow, tmp_path, space=space))
     _refused(done, "must fit on one node", "resources.gpu: 3", "2 CPU + 2 GPU")
     assert _jobs_submitted(cluster) == before
 
@@ -127,3 +149,16 @@ def test_run_with_per_node_loading_refuses_data_the_nodes_do_not_have(cluster, c
     assert done.returncode == exit_codes.INVALID, done.stdout[-2000:] + done.stderr[-3000:]
     assert "data.path (search.data_loading: per_node) on every node of the cluster" in done.stderr
     assert "missing on" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["logs", "stop"])
+def test_a_job_id_the_cluster_does_not_know_is_refused(cluster, command):
+    done = search_cli(cluster, command, "losstune-nope-000000", "--address", cluster.dashboard_url)
+    assert done.returncode == exit_codes.INVALID and "Traceback" not in done.stderr
+    assert "the id of a job on the cluster" in done.stderr and "'losstune-nope-000000'" in done.stderr
+
+
+def test_jobs_without_an_address_says_where_to_give_one(cluster):
+    env = {k: v for k, v in cluster.env.items() if k != "RAY_API_SERVER_ADDRESS"}
+    done = search_cli(cluster, "jobs", env=env)
+    assert done.returncode == exit_codes.INVALID and "--address http://HEAD:8265" in done.stderr

@@ -4,10 +4,13 @@ run and one run per trial, all ended."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 
-from _cluster import SPACES, search_cli
+from _cluster import REPO, SPACES, search_cli
 from _mlflow import recorded
 from search import exit_codes
 from search.tracking import TAG_NODE, TAG_RAY_GPUS, TAG_RAY_JOB_PREFIX, TAG_SEARCH_ID
@@ -66,27 +69,37 @@ def test_gpu_trials_are_packed_two_to_a_gpu_on_the_gpu_node(cluster, cluster_mlf
 
 
 def test_a_stopped_job_is_resumed_by_submitting_again(cluster, cluster_mlflow, tmp_path):
-    first = _submit(cluster, cluster_mlflow, tmp_path, "slow.yaml", name="slow-stopped")
-    assert first.returncode == exit_codes.OK, first.stderr
-    job_id = first.stdout.split("as Ray Job ", 1)[1].split()[0]
+    args = [sys.executable, "-m", "search", "submit", str(SPACES / "slow.yaml"), "--address", cluster.dashboard_url,
+            "--tracking-uri", cluster_mlflow.url, "--storage", str(tmp_path / "runs"), "--name", "slow-stopped", "--wait"]
+    first = subprocess.Popen(args, cwd=REPO, env=cluster.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # until trials have results (and checkpoints) to keep
         runs = recorded(cluster_mlflow.url, "slow")
         if len(runs.trials) >= 2 and any("epoch" in run.data.metrics for run in runs.trials):
             break
         time.sleep(2)
+    # Ctrl-C while following, with no terminal to ask on: it detaches and the job goes on.
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == exit_codes.INTERRUPTED, out[-2000:] + err[-2000:]
+    job_id = out.split("as Ray Job ", 1)[1].split()[0]
+    assert f"detached; job {job_id} goes on" in err
     stopped = search_cli(cluster, "stop", job_id, "--address", cluster.dashboard_url)
     assert stopped.returncode == 0, stopped.stderr
     assert f"job {job_id}: STOPPED" in stopped.stdout and "resume it with: python -m search submit" in stopped.stdout
     before = recorded(cluster_mlflow.url, "slow")
     assert len(before.parents) == 1 and not any(run.info.status == "FINISHED" for run in before.parents)
+    # Stopped as Ctrl-C stops a search: Tune saved its state and the runs ended interrupted.
+    assert before.parents[0].data.tags.get("losstune.end_reason") == "interrupted"
+    assert _all_ended(before.parents + before.trials)
 
     again = _submit(cluster, cluster_mlflow, tmp_path, "slow.yaml", "--wait", name="slow-stopped")
     assert again.returncode == exit_codes.OK, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Resuming unfinished search" in again.stdout
     after = recorded(cluster_mlflow.url, "slow")
     assert len(after.parents) == 1 and after.parents[0].info.run_id == before.parents[0].info.run_id
-    assert sorted(after.trial_ids) == sorted(set(after.trial_ids)) and len(after.trial_ids) == 4
+    assert sorted(after.trial_ids) == sorted(set(after.trial_ids)) and len(after.trial_ids) == 3
     assert set(before.trial_ids) <= set(after.trial_ids)
     assert _all_ended(after.parents + after.trials)
     # Both jobs are recorded on the one search.

@@ -1,0 +1,92 @@
+"""Where a search keeps its run directory: a local directory, or a directory behind a pyarrow file
+system URI (``s3://bucket/runs``, ``gs://...``, ``hdfs://...``) that is handed to Tune as it is.
+
+Tune keeps its experiment state and the trials' checkpoints there; losstune keeps its own few
+files next to them (``losstune.json``, ``summary.txt``, ``best_config.yaml``), read and written
+through the same file system, so a search resubmitted to a new head finds everything again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlsplit, urlunsplit
+
+__all__ = ["RunLocation", "is_uri"]
+
+
+def is_uri(storage: str) -> bool:
+    """A file system URI (``scheme://...``) rather than a local path; ``file://`` included."""
+    return bool(urlparse(storage).scheme) and "://" in storage
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    """``<storage>/<name>``: the run directory of one search."""
+
+    storage: str
+    name: str
+
+    @property
+    def remote(self) -> bool:
+        return is_uri(self.storage)
+
+    @property
+    def parent(self) -> str:
+        """What Tune gets as ``storage_path``: an absolute local path, or the URI as given."""
+        if self.remote:
+            return self.storage.rstrip("/")
+        return str(Path(self.storage).expanduser().resolve())
+
+    @property
+    def uri(self) -> str:
+        """``<storage>/<name>``; a URI's query (``?endpoint_override=...``) stays at its end."""
+        if not self.remote:
+            return f"{self.parent}/{self.name}"
+        parts = urlsplit(self.parent)
+        return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{self.name}"))
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The run directory on this machine's file system; None behind a URI."""
+        return None if self.remote else Path(self.uri)
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def _fs(self) -> tuple[Any, str]:
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(self.uri)
+
+    def read_text(self, file: str) -> str | None:
+        """The file's text, or None when it does not exist (or cannot be read)."""
+        local = self.local_dir
+        if local is not None:
+            try:
+                return (local / file).read_text()
+            except OSError:
+                return None
+        fs, path = self._fs()
+        try:
+            with fs.open_input_stream(f"{path}/{file}") as stream:
+                return stream.read().decode()
+        except (OSError, FileNotFoundError):
+            return None
+
+    def write_text(self, file: str, text: str) -> None:
+        """Write ``file`` whole: locally through a temporary file and a rename, so a crash leaves the
+        old file or the new one; remote object stores replace an object whole by themselves."""
+        local = self.local_dir
+        if local is not None:
+            local.mkdir(parents=True, exist_ok=True)
+            tmp = local / f".{file}.tmp"
+            tmp.write_text(text)
+            os.replace(tmp, local / file)
+            return
+        fs, path = self._fs()
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(f"{path}/{file}") as stream:
+            stream.write(text.encode())

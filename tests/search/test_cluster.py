@@ -1,0 +1,111 @@
+"""The pieces of cluster submission that need no cluster: the token lookup, what a job ships,
+the job's command, the exit status a finished job maps to, and where a trial fits."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from search import exit_codes
+from search.cluster import NodeInfo, TokenError, find_token, fits_on_a_node, stage
+from search.cluster._jobs import exit_code
+from search.commands.submit import DEFAULT_STORAGE, _check_storage, _entrypoint
+from search.driver._storage import RunLocation, is_uri
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_token_comes_from_the_first_of_ray_s_three_places(tmp_path: Path):
+    home_token = tmp_path / "home" / ".ray" / "auth_token"
+    home_token.parent.mkdir(parents=True)
+    home_token.write_text("from-home\n")
+    named = tmp_path / "named"
+    named.write_text("from-path")
+    env = {"HOME": str(tmp_path / "home")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", env["HOME"])
+        assert find_token({}).value == "from-home"
+        assert find_token({"RAY_AUTH_TOKEN_PATH": str(named)}).value == "from-path"
+        assert find_token({"RAY_AUTH_TOKEN": " direct ", "RAY_AUTH_TOKEN_PATH": str(named)}).value == "direct"
+        assert find_token({"RAY_AUTH_TOKEN": "x"}).headers() == {"Authorization": "Bearer x"}
+        home_token.unlink()
+        assert find_token({}) is None
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_a_token_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path, content):
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(TokenError) as caught:
+        find_token({"RAY_AUTH_TOKEN_PATH": str(path)})
+    assert caught.value.path == str(path) and "a readable file holding the cluster's token" in str(caught.value)
+
+
+def test_a_job_ships_the_two_packages_and_the_space_and_nothing_else(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    assert stage(REPO / "spaces" / "digits.yaml", into=staged) == "spaces/digits.yaml"
+    assert sorted(p.name for p in staged.iterdir()) == ["search", "spaces", "trainables"]
+    assert (staged / "search" / "__main__.py").is_file() and (staged / "trainables" / "train.py").is_file()
+    assert not list(staged.rglob("__pycache__")) and not list(staged.rglob("*.pyc"))
+    outside = tmp_path / "mine.yaml"
+    outside.write_text((REPO / "spaces" / "digits.yaml").read_text())
+    again = tmp_path / "again"
+    again.mkdir()
+    assert stage(outside, into=again) == "spaces/mine.yaml"  # a space from elsewhere
+    assert (again / "spaces" / "mine.yaml").read_text() == outside.read_text()
+
+
+def test_the_job_runs_search_run_with_the_options_given():
+    args = argparse.Namespace(storage="/shared/runs", name="n1", resume="n1-20261204-1", verbose=1)
+    assert _entrypoint(args, "spaces/a b.yaml", "http://mlflow:5000") == (
+        "python -m search run 'spaces/a b.yaml' --storage /shared/runs --tracking-uri http://mlflow:5000 "
+        "--name n1 --resume n1-20261204-1 --verbose 1"
+    )
+
+
+def test_storage_a_submitted_search_can_use():
+    assert _check_storage(DEFAULT_STORAGE) is None and _check_storage("/shared/runs") is None
+    assert _check_storage("s3://bucket/runs") is None
+    assert "'runs'" in _check_storage("runs")
+
+
+@pytest.mark.parametrize(
+    ("status", "driver_exit", "expected"),
+    [
+        ("SUCCEEDED", 0, exit_codes.OK),
+        ("FAILED", 1, exit_codes.FAILED),
+        ("FAILED", 2, exit_codes.INVALID),
+        ("FAILED", 130, exit_codes.INTERRUPTED),
+        ("STOPPED", None, exit_codes.INTERRUPTED),
+        ("FAILED", None, exit_codes.FAILED),  # the runtime env failed: the driver never ran
+        ("FAILED", -9, exit_codes.FAILED),
+    ],
+)
+def test_a_finished_job_exits_with_the_search_s_own_status(status, driver_exit, expected):
+    job = SimpleNamespace(status=SimpleNamespace(value=status), driver_exit_code=driver_exit)
+    assert exit_code(job) == expected
+
+
+def test_a_trial_fits_where_one_alive_node_has_all_it_asks():
+    nodes = [NodeInfo("a", "", True, True, 8, 0), NodeInfo("b", "", True, False, 2, 1), NodeInfo("c", "", False, False, 64, 8)]
+    assert fits_on_a_node(nodes, cpu=2, gpu=0.5)
+    assert not fits_on_a_node(nodes, cpu=4, gpu=0.5)  # CPUs on one node, the GPU on another
+    assert not fits_on_a_node(nodes, cpu=1, gpu=2)  # only the dead node has them
+
+
+def test_run_locations_keep_a_uri_s_query_at_its_end(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    local = RunLocation("runs", "s")
+    assert not local.remote and local.local_dir == tmp_path / "runs" / "s" and local.parent == str(tmp_path / "runs")
+    remote = RunLocation("s3://b/runs/?endpoint_override=127.0.0.1:9000&scheme=http", "s")
+    assert remote.local_dir is None and remote.uri == "s3://b/runs/s?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert is_uri("gs://b/x") and is_uri("file:///tmp/x") and not is_uri("/tmp/x") and not is_uri("~/runs")
+    local.write_text("f.txt", "one")
+    local.write_text("f.txt", "two")
+    assert local.read_text("f.txt") == "two" and local.read_text("missing") is None
