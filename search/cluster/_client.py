@@ -61,14 +61,18 @@ class Cluster:
         """Every node the cluster knows, from Ray's state API."""
         import requests
 
-        response = requests.get(
-            f"{self.address}/api/v0/nodes",
-            params={"limit": 10_000},
-            headers=self.token.headers() if self.token else None,
-            timeout=_TIMEOUT_S,
-        )
-        response.raise_for_status()
-        rows = response.json()["data"]["result"]["result"]
+        try:
+            response = requests.get(
+                f"{self.address}/api/v0/nodes",
+                params={"limit": 10_000},
+                headers=self.token.headers() if self.token else None,
+                timeout=_TIMEOUT_S,
+            )
+            response.raise_for_status()
+            rows = response.json()["data"]["result"]["result"]
+        except (requests.RequestException, ValueError, KeyError, TypeError) as error:
+            raise ClusterError(f"the node list of the cluster at {self.address} (Ray's state API)",
+                               f"{type(error).__name__}: {error}") from None
         return [
             NodeInfo(
                 node_id=row["node_id"],

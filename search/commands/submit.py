@@ -64,7 +64,7 @@ def _check_storage(storage: str) -> str | None:
     """Why ``storage`` cannot hold a submitted search, or None."""
     if "://" in storage:
         return None  # a pyarrow file system URI (s3://, gs://, ...): Tune's to use
-    if not Path(storage).expanduser().is_absolute() and not storage.startswith("~"):
+    if not Path(storage).expanduser().is_absolute():
         return (f"--storage of a submitted search: an absolute directory on the cluster's nodes (or an s3:// "
                 f"or gs:// URI), not one relative to the job's temporary working directory, but got {storage!r}")
     return None
@@ -103,36 +103,53 @@ def run(args: argparse.Namespace) -> int:
     cluster = cluster_or_none(args)
     if cluster is None:
         return exit_codes.INVALID
-    from search.cluster import fits_on_a_node
+    from search.cluster import ClusterError
+
+    try:
+        _check_resources(cluster, space)
+        job_id = _submit(args, cluster, space, tracking_uri)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.INVALID
+    return _wait(cluster, job_id) if args.wait else exit_codes.OK
+
+
+def _check_resources(cluster: Any, space: Any) -> None:
+    from search.cluster import ClusterError, fits_on_a_node
 
     nodes = cluster.nodes()
     cpu, gpu = space.resources.cpu, space.resources.gpu
     if not fits_on_a_node(nodes, cpu=cpu, gpu=gpu):
         have = ", ".join(f"{n.cpu:g} CPU + {n.gpu:g} GPU" for n in nodes if n.alive) or "no alive node"
-        print(f"error: resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of "
-              f"the cluster at {cluster.address}, but got nodes with {have}", file=sys.stderr)
-        return exit_codes.INVALID
-    return _submit(args, cluster, space, tracking_uri)
+        raise ClusterError(
+            f"resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of the "
+            f"cluster at {cluster.address}",
+            f"nodes with {have}",
+        )
 
 
-def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: str) -> int:
-    from search.cluster import JOB_ENV, META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, stage
+def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: str) -> str:
+    """Submit the job; print its id and how to follow it; return the id."""
+    from search.cluster import JOB_ENV, META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, ClusterError, stage
 
     name = args.name or space.name
     job_id = f"losstune-{name}-{secrets.token_hex(3)}"
     with tempfile.TemporaryDirectory(prefix="losstune-submit-") as staged:
         space_path = stage(Path(args.space), into=Path(staged))
-        cluster.client.submit_job(
-            entrypoint=_entrypoint(args, space_path, tracking_uri),
-            submission_id=job_id,
-            runtime_env={
-                "working_dir": staged,
-                # RAY_JOB_STOP_WAIT_TIME_S: how long a stop lets the search save its state before a kill.
-                "env_vars": {JOB_ENV: job_id, "RAY_JOB_STOP_WAIT_TIME_S": "60"},
-            },
-            metadata={META_SPACE: space_path, META_NAME: name, META_STORAGE: args.storage,
-                      META_TRACKING_URI: tracking_uri},
-        )  # fmt: skip
+        try:
+            cluster.client.submit_job(
+                entrypoint=_entrypoint(args, space_path, tracking_uri),
+                submission_id=job_id,
+                runtime_env={
+                    "working_dir": staged,
+                    # How long a stop lets the search save its state before Ray kills it.
+                    "env_vars": {JOB_ENV: job_id, "RAY_JOB_STOP_WAIT_TIME_S": "60"},
+                },
+                metadata={META_SPACE: space_path, META_NAME: name, META_STORAGE: args.storage,
+                          META_TRACKING_URI: tracking_uri},
+            )  # fmt: skip
+        except RuntimeError as error:  # the Jobs API refused it (e.g. a working directory over Ray's limit)
+            raise ClusterError("the cluster to accept the job", str(error)) from None
     at = f"--address {cluster.address}"
     print(
         f"Submitted search {name!r} as Ray Job {job_id}\n"
@@ -143,7 +160,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
         f"  MLflow:    {tracking_uri}",
         flush=True,
     )
-    return _wait(cluster, job_id) if args.wait else exit_codes.OK
+    return job_id
 
 
 def _wait(cluster: Any, job_id: str) -> int:

@@ -105,3 +105,16 @@ def test_a_stopped_job_is_resumed_by_submitting_again(cluster, cluster_mlflow, t
     # Both jobs are recorded on the one search.
     jobs = [key for key in after.parents[0].data.tags if key.startswith(TAG_RAY_JOB_PREFIX)]
     assert len(jobs) == 2
+
+
+def test_submit_wait_exits_with_the_search_s_own_failure_status(cluster, cluster_mlflow, tmp_path):
+    space = tmp_path / "diverging.yaml"
+    space.write_text((SPACES / "packed.yaml").read_text().replace("name: packed", "name: diverging")
+                     .replace("lr: {loguniform: [1.0e-3, 3.0e-2]}", "lr: 1.0e+30")
+                     .replace("num_samples: 4", "num_samples: 2"))  # fmt: skip
+    done = search_cli(
+        cluster, "submit", str(space), "--address", cluster.dashboard_url, "--tracking-uri", cluster_mlflow.url,
+        "--storage", str(tmp_path / "runs"), "--wait",
+    )  # fmt: skip
+    assert done.returncode == exit_codes.FAILED, done.stdout[-3000:] + done.stderr[-3000:]  # every trial failed
+    assert "(exit status 1)" in done.stderr and "FAILED: TrainingDiverged" in done.stdout
