@@ -94,6 +94,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+@pytest.fixture(scope="session")
+def process_tree() -> Any:
+    """process_tree(pid) -> the process and its descendants' ids."""
+    return _process_tree
+
+
 @dataclass
 class MlflowServer:
     """``mlflow/serve`` running in its own process group (so nothing it starts outlives the test)."""
@@ -106,19 +128,7 @@ class MlflowServer:
 
     def tree(self) -> list[int]:
         """The server's process and all its descendants (from /proc)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-        pids, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            pids.append(pid)
-            todo += children.get(pid, [])
-        return pids
+        return _process_tree(self.process.pid)
 
     def stop(self, timeout: float = 30.0) -> int:
         import signal

@@ -135,7 +135,8 @@ def _server_env(postgres: Postgres, tmp_path: Path) -> dict[str, str]:
     return {**os.environ, **postgres.env, "MLFLOW_DB_PASSWORD_FILE": str(tmp_path / "mlflow-db-password")}
 
 
-def test_two_searches_log_to_mlflow_on_postgres_at_the_same_time(postgres: Postgres, spawn, kit, tmp_path: Path):
+def test_two_searches_log_to_mlflow_on_postgres_at_the_same_time(postgres: Postgres, spawn, kit, tmp_path: Path,
+                                                                 process_tree):
     import psycopg2
 
     from mlflow import MlflowClient
@@ -159,7 +160,7 @@ def test_two_searches_log_to_mlflow_on_postgres_at_the_same_time(postgres: Postg
     assert kit.listening_addresses(port) == {"0100007F"}, "the server listens on 127.0.0.1 only unless asked"
     password = (tmp_path / "mlflow-db-password").read_text()
     assert len(password) >= 32 and (tmp_path / "mlflow-db-password").stat().st_mode & 0o077 == 0
-    for pid in _tree(server.pid):  # the password reaches the server through its environment only
+    for pid in process_tree(server.pid):  # the password reaches the server through its environment only
         assert password not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
 
     space = kit.tiny_space(tmp_path / "space.yaml", num_samples=TRIALS)
@@ -249,19 +250,3 @@ def test_a_second_start_reuses_the_database_and_its_password(postgres: Postgres,
         timeout=60,
     )
     assert wrong.returncode == 2 and "set MLFLOW_DB_PASSWORD to its password" in wrong.stderr
-
-
-def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found

@@ -34,15 +34,7 @@ BASE = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # train.threads sets torch's process-wide thread count; restore it for other test modules.
-    # One thread also keeps these tests fast on a busy 2-core box, where more threads than free
-    # cores make small ops many times slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _run(config, checkpoint_dir=None, *, stop_after=None):
