@@ -38,6 +38,8 @@ class Progress:
     best_metrics: dict[str, float] = field(default_factory=dict)
     best_state: dict[str, Tensor] | None = None
     bad_epochs: int = 0  # epochs since the objective last improved
+    energies: list[float] = field(default_factory=list)  # val/energy per epoch, for trainables.energy_alarm
+    alarms: list[str] = field(default_factory=list)  # the alarms raised so far: each is raised once
 
 
 def seed_everything(seed: int) -> None:

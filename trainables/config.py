@@ -24,6 +24,7 @@ from trainables.losses import LOSS
 from trainables.models import MODEL
 from trainables.settings import Rule, SettingError, check_fields
 from trainables.switches import switch_field
+from trainables.temporal import check_pattern, label_mask, masked_chunks, stretch
 
 __all__ = [
     "DRIVER_SECTIONS",
@@ -33,6 +34,7 @@ __all__ = [
     "HeadConfig",
     "ModelConfig",
     "ObjectiveConfig",
+    "TemporalConfig",
     "TrainConfig",
     "TrialConfig",
     "check_section",
@@ -111,6 +113,47 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
+class TemporalConfig:
+    """How each image is presented over ``n_timesteps`` steps (a recurrent model kind only): the
+    pattern (``1``: the image, ``0``: a null input), stretched to ``n_timesteps`` when shorter, and
+    which steps are supervised (``trainables.temporal.label_mask`` with ``dt`` and
+    ``reaction_time``, in the same time unit). The default, one step showing the image, is the
+    static presentation every model can take."""
+
+    n_timesteps: Annotated[int, Rule(minimum=1, maximum=1024, searchable=True)] = 1
+    pattern: Annotated[str, Rule(searchable=True)] = "1"
+    dt: Annotated[float, Rule(minimum=0.0, min_open=True, searchable=True)] = 1.0
+    reaction_time: Annotated[float, Rule(minimum=0.0, searchable=True)] = 0.0
+
+    def __post_init__(self) -> None:
+        check_section(self, "temporal")
+        try:
+            check_pattern(self.pattern)
+        except ValueError:
+            raise SettingError("temporal.pattern", "a string of 0 and 1 with at least one 1", self.pattern) from None
+        if self.n_timesteps % len(self.pattern):
+            raise SettingError("temporal.pattern", f"a pattern whose length divides temporal.n_timesteps "
+                               f"({self.n_timesteps}), so each character is held equally long", self.pattern)
+        if not any(masked_chunks(self.steps, dt=self.dt, reaction_time=self.reaction_time)[0]):
+            raise SettingError("temporal.reaction_time", f"a reaction time that leaves a step to learn from (with "
+                               f"dt={self.dt} it masks every chunk of {self.steps!r})", self.reaction_time)
+
+    @property
+    def steps(self) -> str:
+        """The pattern stretched to one character per step."""
+        return stretch(self.pattern, self.n_timesteps)
+
+    @property
+    def is_static(self) -> bool:
+        """One step showing the image: what a model without a time axis sees."""
+        return self.n_timesteps == 1
+
+    def supervised(self) -> list[bool]:
+        """One bool per step, True where the label is kept; warns for every wholly masked chunk."""
+        return label_mask(self.steps, dt=self.dt, reaction_time=self.reaction_time)
+
+
+@dataclass(frozen=True)
 class ObjectiveConfig:
     """The metric that picks a trial's best epoch and stops it early (the driver's first objective)."""
 
@@ -124,6 +167,7 @@ class ObjectiveConfig:
 SECTIONS: dict[str, type] = {
     "data": DataSpec,
     "model": ModelConfig,
+    "temporal": TemporalConfig,
     "train": TrainConfig,
     "energy": EnergyConfig,
     "objective": ObjectiveConfig,
@@ -132,7 +176,7 @@ SECTIONS: dict[str, type] = {
 DRIVER_SECTIONS = ("name", "objective", "search", "resources", "mlflow")
 # The order of a trial's settings: sections, the heads and the top-level fields of TrialConfig.
 # It is the order a search suggests them in, so it is part of what a seed reproduces.
-LAYOUT: list[str] = ["data", "model", "train", HEADS, "energy_weight", "energy", "objective"]
+LAYOUT: list[str] = ["data", "model", "temporal", "train", HEADS, "energy_weight", "energy", "objective"]
 
 
 def register_section(name: str, cls: type) -> None:
@@ -188,6 +232,7 @@ class TrialConfig:
     # The sections every trial has.
     data = _section_property("data")
     model = _section_property("model")
+    temporal = _section_property("temporal")
     train = _section_property("train")
     energy = _section_property("energy")
     objective = _section_property("objective")

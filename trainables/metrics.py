@@ -8,7 +8,7 @@ is never compared with an integer target for exact equality.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,9 +17,11 @@ from torch import Tensor
 if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
-__all__ = ["aggregate", "head_metrics", "metric_names"]
+__all__ = ["STEP_METRICS", "aggregate", "head_metrics", "metric_names", "step_metrics"]
 
 DEFAULT_K = 5
+# What a temporal trial adds per head (step_metrics), each also averaged over heads as <name>_mean.
+STEP_METRICS = ("acc_steps", "mae_norm_steps", "reaction")
 
 
 def head_metrics(
@@ -60,24 +62,59 @@ def head_metrics(
     return dict(zip(names, torch.stack(values).tolist()))
 
 
+def step_metrics(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    supervised: Sequence[bool],
+    num_classes: int,
+    unit_range: tuple[float, float] | None,
+) -> dict[str, float]:
+    """Metrics of one head of a temporal model: ``pred`` [N, T] (class-index units), ``target`` [N],
+    ``supervised``: one bool per step (``trainables.temporal.label_mask``).
+
+    The ``head_metrics`` at the last supervised step (the answer the model settles on), and over
+    all supervised steps: acc_steps, mae_norm_steps (their mean over steps and samples); reaction:
+    the first supervised step from which the rounded prediction is right at every later supervised
+    step, averaged over samples, counting T for a sample that is wrong at the last one.
+    """
+    steps = [t for t, kept in enumerate(supervised) if kept]
+    if pred.dim() != 2 or pred.shape != (target.shape[0], len(supervised)) or not steps:
+        raise ValueError(f"pred must be [N, T] for {target.shape[0]} targets and T={len(supervised)} steps with "
+                         f"one supervised, but got {tuple(pred.shape)} and {list(supervised)}")
+    kept = pred[:, steps]
+    metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, unit_range=unit_range)
+    over = head_metrics(kept.reshape(-1), target.repeat_interleave(len(steps)), num_classes=num_classes,
+                        unit_range=unit_range)
+    right = kept.detach().clamp(0, num_classes - 1).round() == target[:, None]
+    # settled[:, k]: right at supervised step k and at every later one
+    settled = right.flip(1).cumprod(dim=1).flip(1).bool()
+    first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(steps))
+    at_step = torch.tensor([*steps, len(supervised)], dtype=torch.float64)[first]
+    reaction = at_step.mean().item() if len(target) else math.nan
+    return {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over["mae_norm"], "reaction": reaction}
+
+
 def aggregate(per_head: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Unweighted means over heads: acc_mean and mae_norm_mean (mae_norm makes heads with different C comparable)."""
+    """Unweighted means over heads: acc_mean and mae_norm_mean (mae_norm makes heads with different C
+    comparable), and <name>_mean of every STEP_METRICS name the heads have."""
     if not per_head:
         raise ValueError(f"per_head must hold at least one head, but got {dict(per_head)!r}")
-    return {
-        "acc_mean": math.fsum(m["acc"] for m in per_head.values()) / len(per_head),
-        "mae_norm_mean": math.fsum(m["mae_norm"] for m in per_head.values()) / len(per_head),
-    }
+    names = ["acc", "mae_norm", *(m for m in STEP_METRICS if all(m in v for v in per_head.values()))]
+    return {f"{name}_mean": math.fsum(m[name] for m in per_head.values()) / len(per_head) for name in names}
 
 
-def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val") -> list[str]:
-    """Every metric the trainer reports for ``split``: the valid objectives of a search."""
+def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal: bool = False) -> list[str]:
+    """Every metric the trainer reports for ``split``: the valid objectives of a search. A temporal
+    trial (a recurrent model) adds STEP_METRICS."""
+    extra = STEP_METRICS if temporal else ()
     names = [
         f"{split}/{head}/{metric}"
         for head, info in heads.items()
-        for metric in _head_metric_names(info.unit_range is not None, DEFAULT_K)
+        for metric in (*_head_metric_names(info.unit_range is not None, DEFAULT_K), *extra)
     ]
-    return names + [f"{split}/acc_mean", f"{split}/mae_norm_mean", f"{split}/energy"]
+    means = [f"{split}/{name}_mean" for name in ("acc", "mae_norm", *extra)]
+    return names + means + [f"{split}/energy"]
 
 
 def _head_metric_names(has_units: bool, k: int) -> list[str]:

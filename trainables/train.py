@@ -21,18 +21,19 @@ from torch import Tensor, nn
 from trainables import device as placement_module
 from trainables import hooks as train_hooks
 from trainables._checkpoint import Progress, load_checkpoint, save_checkpoint, seed_everything
+from trainables._evaluate import evaluate as _evaluate
 from trainables.config import TrialConfig
 from trainables.data import HeadInfo, MultiheadDataset, Split, iterate_batches, load_dataset
 from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_failure
+from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
-from trainables.metrics import aggregate, head_metrics, metric_names
-from trainables.models import build_model
+from trainables.metrics import metric_names
+from trainables.models import build_model, is_temporal
+from trainables.temporal import Presenter
 
 __all__ = ["CHECKPOINT_NAME", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-# Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
-_EVAL_BATCH = 1024
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,8 +87,9 @@ def train(
     if placement_module.keeps_resident(_tensors(data), placement):
         data = replace(data, train=_to_device(data.train, device), val=_to_device(data.val, device),
                        test=_to_device(data.test, device))
+    presenter = _presenter(cfg)
     objective = cfg.objective.metric
-    valid_objectives = metric_names(heads, split="val")
+    valid_objectives = metric_names(heads, split="val", temporal=presenter.steps is not None)
     if objective not in valid_objectives:
         raise ValueError(f"objective.metric must be one of {valid_objectives}, but got {objective!r}")
     better = (lambda new, old: new > old) if cfg.objective.mode == "max" else (lambda new, old: new < old)
@@ -128,9 +130,9 @@ def train(
         progress.best_state = {k: v.to(device) for k, v in progress.best_state.items()}
 
     def evaluate(split: Split, name: str) -> dict[str, float]:
-        return _evaluate(model, losses, split, heads, split_name=name, energy_p=cfg.energy.p, amp=amp, device=device)
+        return _evaluate(model, losses, split, heads, split_name=name, presenter=presenter, energy_p=cfg.energy.p,
+                         amp=amp, device=device)
 
-    energy_warned = False
     first = placement_module.device_report(placement, amp)  # once per call: a resumed trial may have moved
     monitor = GpuMonitor(device)
     with out_of_memory_as_failure(placement):
@@ -140,7 +142,7 @@ def train(
             monitor.start_epoch()
             with energy.register(model) if energy is not None else nullcontext():
                 train_losses = _train_epoch(
-                    model, criterion, optimizer, scaler, data.train,
+                    model, criterion, optimizer, scaler, data.train, presenter,
                     batch_size=tc.batch_size, batch_rng=batch_rng, grad_clip=tc.grad_clip, amp=amp, epoch=epoch,
                     device=device, on_step=monitor.tick if monitor.sampling else None,
                 )  # fmt: skip
@@ -158,17 +160,7 @@ def train(
                 progress.bad_epochs += 1
             progress.epoch = epoch
 
-            if energy is not None and not energy_warned:
-                weighted = train_losses["loss/energy_weighted"]
-                task = train_losses["loss/total"] - weighted
-                if weighted > task:
-                    energy_warned = True
-                    warnings.warn(
-                        f"weighted energy {weighted:.4g} exceeds the task loss {task:.4g} at epoch {epoch}; "
-                        f"energy_weight={cfg.energy_weight} is likely too large",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
+            alarms = _new_alarms(progress, val["val/energy"], train_losses) if energy is not None else {}
 
             if path is not None:
                 save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler,
@@ -184,6 +176,7 @@ def train(
                     f"best/{objective}": progress.best_value,
                     **monitor.epoch_metrics(),
                     **first,
+                    **{f"{ALARM_PREFIX}{name}": text for name, text in alarms.items()},
                 }
             )
             first = {}
@@ -198,12 +191,36 @@ def train(
         }
 
 
+def _presenter(cfg: TrialConfig) -> Presenter:
+    """How the trial's model sees a batch: a recurrent kind over the ``temporal`` section's steps
+    (warning for every stimulus chunk its reaction time masks wholly); a static one in one step."""
+    if not is_temporal(cfg.model.kind):
+        if not cfg.temporal.is_static:
+            raise ValueError(f"temporal.n_timesteps must be 1 with model.kind {cfg.model.kind} (a static model sees "
+                             f"one step; a recurrent kind runs over timesteps), but got {cfg.temporal.n_timesteps}")
+        return Presenter()
+    return Presenter(presented=tuple(c == "1" for c in cfg.temporal.steps), supervised=tuple(cfg.temporal.supervised()))
+
+
+def _new_alarms(progress: Progress, energy: float, train_losses: Mapping[str, float]) -> dict[str, str]:
+    """The energy alarms this epoch raises for the first time (kept in ``progress``), each also a warning."""
+    progress.energies.append(energy)
+    weighted = train_losses["loss/energy_weighted"]
+    raised = energy_alarms(energies=progress.energies, weighted=weighted, task=train_losses["loss/total"] - weighted)
+    new = {name: text for name, text in raised.items() if name not in progress.alarms}
+    for name, text in new.items():
+        progress.alarms.append(name)
+        warnings.warn(f"{text} (epoch {progress.epoch})", RuntimeWarning, stacklevel=3)
+    return new
+
+
 def _train_epoch(
     model: nn.Module,
     criterion: MultiHeadLoss,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     split: Split,
+    presenter: Presenter,
     *,
     batch_size: int,
     batch_rng: torch.Generator,
@@ -231,7 +248,7 @@ def _train_epoch(
             x = x.to(device, non_blocking=True)
             y = {name: t.to(device, non_blocking=True) for name, t in y.items()}
         with cast:
-            total, breakdown = criterion(model(x), y)
+            total, breakdown = criterion(*presenter.for_loss(model, x, y))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         if grad_clip > 0:
@@ -252,46 +269,6 @@ def _train_epoch(
             f"training loss must stay finite, but got {totals[step].item()} at epoch {epoch}, step {step + 1}"
         )
     return dict(zip(keys, table.mean(dim=0).tolist()))
-
-
-@torch.no_grad()
-def _evaluate(
-    model: nn.Module,
-    losses: Mapping[str, nn.Module],
-    split: Split,
-    heads: Mapping[str, HeadInfo],
-    *,
-    split_name: str,
-    energy_p: int,
-    amp: torch.dtype | None,
-    device: torch.device,
-) -> dict[str, float]:
-    """Task metrics of every head on ``split`` (predictions from each head loss's ``predict``), their
-    aggregates, and the raw activation energy (sample-weighted mean over batches)."""
-    model.eval()
-    preds: dict[str, list[Tensor]] = {name: [] for name in heads}
-    energy_sum: Tensor | float = 0.0
-    with EnergyLoss(p=energy_p).register(model) as probe:
-        for x, _ in iterate_batches(split, batch_size=_EVAL_BATCH, shuffle=False, generator=None):
-            probe.reset()
-            with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
-                outputs = model(x.to(device, non_blocking=True))
-            for name in heads:
-                preds[name].append(losses[name].predict(outputs[name].float()))
-            energy_sum = energy_sum + probe().float() * len(x)
-    per_head = {
-        name: head_metrics(
-            torch.cat(preds[name]).cpu(),
-            split.labels[name].cpu(),
-            num_classes=info.num_classes,
-            unit_range=info.unit_range,
-        )
-        for name, info in heads.items()
-    }
-    metrics = {f"{split_name}/{name}/{key}": v for name, values in per_head.items() for key, v in values.items()}
-    metrics.update({f"{split_name}/{key}": v for key, v in aggregate(per_head).items()})
-    metrics[f"{split_name}/energy"] = float(energy_sum) / len(split)
-    return metrics
 
 
 def _trained_heads(cfg: TrialConfig, available: Mapping[str, HeadInfo]) -> dict[str, HeadInfo]:

@@ -27,6 +27,7 @@ from search.driver._trainable import (
 )
 from search.console import say
 from search.tracking import (
+    TAG_ALARM_PREFIX,
     TAG_AMP,
     TAG_DEVICE,
     TAG_DEVICE_NAME,
@@ -37,6 +38,7 @@ from search.tracking import (
     SearchTracker,
 )
 from search.tracking._buffer import is_number
+from trainables.energy_alarm import ALARM_PREFIX
 from trainables.flat_keys import head_losses
 
 __all__ = ["MlflowCallback", "ProgressPrinter", "error_file", "trial_error"]
@@ -109,17 +111,19 @@ def _write_error_file(trial: Any, text: str) -> None:
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The trial's numeric results: MLflow metrics are numbers (strings are tags, see _device_tags)."""
+    """The trial's numeric results: MLflow metrics are numbers (strings are tags, see _result_tags)."""
     return {k: v for k, v in result.items() if k not in _TUNE_KEYS and is_number(v)}
 
 
-def _device_tags(result: Mapping[str, Any]) -> dict[str, str]:
+def _result_tags(result: Mapping[str, Any]) -> dict[str, str]:
     """``device/type`` -> ``losstune.device`` and so on (_DEVICE_TAGS); another ``device/<x>``
-    string -> ``losstune.device_<x>``."""
+    string -> ``losstune.device_<x>``; an alarm ``alarm/<name>`` -> ``losstune.alarm.<name>``."""
     tags = {_DEVICE_TAGS.get(k, f"losstune.device_{k.removeprefix(_DEVICE_PREFIX)}"): v
             for k, v in result.items() if k.startswith(_DEVICE_PREFIX) and isinstance(v, str)}
     # Where the trial runs (search.driver._trainable adds it to the first result of each attempt).
     tags.update({_DEVICE_TAGS[k]: result[k] for k in (NODE_ID_KEY, NODE_IP_KEY, NODE_GPUS_KEY) if k in result})
+    tags.update({f"{TAG_ALARM_PREFIX}{k.removeprefix(ALARM_PREFIX)}": v
+                 for k, v in result.items() if k.startswith(ALARM_PREFIX) and isinstance(v, str)})
     return tags
 
 
@@ -222,7 +226,7 @@ class MlflowCallback(Callback):
         tracker.trial_started(trial.trial_id, trial.config)  # no-op unless the start was missed
         if result.get(FAILED_KEY):
             return  # ended in on_trial_complete
-        tracker.tag_trial(trial.trial_id, _device_tags(result))
+        tracker.tag_trial(trial.trial_id, _result_tags(result))
         epoch = int(result.get("epoch", 0))
         if result.get(FINAL_KEY):
             tracker.log_final(trial.trial_id, _final_metrics(result), epoch=epoch)

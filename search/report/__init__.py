@@ -16,14 +16,23 @@ from search.report._load import (
     load_search,
     open_store,
 )
-from search.report._plots import pareto_set
-from search.report._tables import Table, loss_type_table, ranked, trial_table
-from search.report._write import ARTIFACT_PATH, FIGURES, PARETO_FIGURE, Report, log_report, write_report
+from search.report._plots import front_label, pareto_set
+from search.report._tables import Table, loss_type_table, pareto_table, ranked, trial_table
+from search.report._write import (
+    ARTIFACT_PATH,
+    FIGURES,
+    PARETO_FIGURE,
+    PARETO_TABLE,
+    Report,
+    log_report,
+    write_report,
+)
 
 __all__ = [
     "ARTIFACT_PATH",
     "FIGURES",
     "PARETO_FIGURE",
+    "PARETO_TABLE",
     "Objective",
     "Report",
     "ReportError",
@@ -31,12 +40,14 @@ __all__ = [
     "Table",
     "TrialRecord",
     "find_search",
+    "front_label",
     "load_search",
     "log_report",
     "loss_type_table",
     "open_store",
     "parameter_importance",
     "pareto_set",
+    "pareto_table",
     "ranked",
     "trial_table",
     "write_report",

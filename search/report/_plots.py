@@ -13,9 +13,17 @@ from typing import Any
 
 from search.report._load import Objective, SearchRecord, TrialRecord
 from search import ranking
-from search.report._tables import ranked
+from search.report._tables import ENERGY_WEIGHT, ranked
 
-__all__ = ["learning_curves", "loss_type_boxes", "objective_by_trial", "importance_bars", "pareto_front", "pareto_set"]
+__all__ = [
+    "front_label",
+    "learning_curves",
+    "loss_type_boxes",
+    "objective_by_trial",
+    "importance_bars",
+    "pareto_front",
+    "pareto_set",
+]
 
 _DPI = 100
 _STATE_COLORS = {
@@ -27,6 +35,8 @@ _STATE_COLORS = {
     "PENDING": "tab:gray",
 }
 _TOP_CURVES = 5
+# The states ranking.best_trial scores: a trial that ran to its end or was stopped early.
+_PARETO_DRAWN = ranking.RANKED_STATES[:2]
 
 
 def _integer_ticks() -> Any:
@@ -176,22 +186,44 @@ def pareto_set(search: SearchRecord) -> list[TrialRecord]:
     return ranking.pareto_set(search.trials, [o.mode for o in search.objectives])
 
 
+def _weight(value: float) -> str:
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+
+
+def front_label(trial: TrialRecord) -> str:
+    """A front point's label: the trial id, and its energy weight where the trial has one
+    (``t0003 ew=1e-03``): along an accuracy/energy front the weight is what moved the trial."""
+    if ENERGY_WEIGHT not in trial.params:
+        return trial.trial_id
+    return f"{trial.trial_id} ew={_weight(trial.params[ENERGY_WEIGHT])}"
+
+
 def pareto_front(search: SearchRecord, path: Path) -> Path:
-    """The first two objectives of a multi-objective search, with the Pareto set highlighted."""
+    """The first two objectives of a multi-objective search: the finished and stopped trials, with
+    the Pareto set (finished trials only) joined and labelled by ``front_label``."""
     first, second = search.objectives[0], search.objectives[1]
     figure = _figure(6.5, 5)
     ax = figure.subplots()
-    scored = [t for t in search.trials if t.values[0] is not None and t.values[1] is not None]
+    scored = [
+        t for t in search.trials if t.state in _PARETO_DRAWN and t.values[0] is not None and t.values[1] is not None
+    ]
     front = pareto_set(search)
     if not scored:
-        _empty(ax, "no trial has a value of both objectives yet")
+        _empty(ax, "no finished or stopped trial has a value of both objectives yet")
     else:
-        ax.scatter([t.values[0] for t in scored], [t.values[1] for t in scored], s=24, color="0.6", label="all trials")
+        for state in _PARETO_DRAWN:
+            drawn = [t for t in scored if t.state == state]
+            if drawn:
+                ax.scatter([t.values[0] for t in drawn], [t.values[1] for t in drawn], s=24,
+                           color=_STATE_COLORS[state], alpha=0.6, label=state.lower())
         ordered = sorted(front, key=lambda t: t.values[0])
         ax.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], marker="o", color="tab:red",
                 label="Pareto set (finished trials)")
         for t in ordered:
-            ax.annotate(t.trial_id, (t.values[0], t.values[1]), xytext=(4, 4), textcoords="offset points",
+            ax.annotate(front_label(t), (t.values[0], t.values[1]), xytext=(4, 4), textcoords="offset points",
                         fontsize="x-small")
         ax.set_xlabel(_label(first))
         ax.set_ylabel(_label(second))

@@ -18,7 +18,9 @@ from search import ranking
 from search.report._load import HEAD_METRICS, Objective, SearchRecord, TrialRecord
 from trainables.flat_keys import FlatKey, varied_keys
 
-__all__ = ["Table", "loss_type_table", "ranked", "trial_table", "varied_params"]
+__all__ = ["ENERGY_WEIGHT", "Table", "loss_type_table", "pareto_table", "ranked", "trial_table", "varied_params"]
+
+ENERGY_WEIGHT = "energy_weight"  # the flat key of the trainer's energy term weight
 
 # Config keys never shown as parameters: the loss switches have their own columns, the rest is
 # bookkeeping that does not describe the loss design.
@@ -127,6 +129,37 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
         rows.append(tuple(row))
     title = f"Trials of search {search.name!r} ({search.search_id}), best first"
     return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))
+
+
+def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table:
+    """One row per trial with a value of every objective: the ``front`` (``ranking.pareto_set``)
+    first, best first by the primary objective, then the others by trial id. Columns: trial, state,
+    the objectives at the best epoch, the energy weight, the parameters that vary, and ``pareto``."""
+    members = {t.trial_id for t in front}
+    sign = -1.0 if search.objectives[0].mode == "max" else 1.0
+    scored = [t for t in search.trials if all(v is not None for v in t.values)]
+    # The energy weight gets its own column even where it is constant: it is what traces the front.
+    energy = [ENERGY_WEIGHT] if any(ENERGY_WEIGHT in t.params for t in search.trials) else []
+    params = [k for k in varied_params(search.trials) if k != ENERGY_WEIGHT]
+    columns = ["trial_id", "state", *(o.metric for o in search.objectives), *energy, *params, "pareto"]
+    labels = ["trial", "state", *(_objective_label(o) for o in search.objectives), *energy]
+    labels += [FlatKey.parse(k).short() for k in params] + ["pareto"]
+    ordered = sorted(
+        scored,
+        key=lambda t: (0, sign * t.values[0], t.trial_id) if t.trial_id in members else (1, 0.0, t.trial_id),
+    )
+    rows = tuple(
+        (
+            t.trial_id,
+            t.state,
+            *t.values,
+            *(t.params.get(k) for k in energy + params),
+            t.trial_id in members,
+        )
+        for t in ordered
+    )
+    title = f"Trials of search {search.name!r} with every objective, Pareto set first"
+    return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=rows)
 
 
 def _best(values: list[float], mode: str) -> float | None:

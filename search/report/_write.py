@@ -12,13 +12,14 @@ from search import ranking
 from search.report import _plots
 from search.report._importance import parameter_importance
 from search.report._load import SearchRecord, TrialRecord
-from search.report._tables import Table, loss_type_table, trial_table
+from search.report._tables import Table, loss_type_table, pareto_table, trial_table
 
-__all__ = ["ARTIFACT_PATH", "FIGURES", "PARETO_FIGURE", "Report", "log_report", "write_report"]
+__all__ = ["ARTIFACT_PATH", "FIGURES", "PARETO_FIGURE", "PARETO_TABLE", "Report", "log_report", "write_report"]
 
 ARTIFACT_PATH = "report"  # the folder of the parent run's artifacts the report goes to
 FIGURES = ("objective.png", "loss_types.png", "importance.png", "learning_curves.png")
 PARETO_FIGURE = "pareto.png"
+PARETO_TABLE = "pareto.csv"  # multi-objective searches only, like the figure
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ def _markdown(
     lines += ["## Parameter importance", "", *(f"- {line}" for line in importance), ""]
     if pareto:
         lines += ["## Pareto set", "", "```", *pareto, "```", ""]
+        lines += [
+            f"[{PARETO_TABLE}]({PARETO_TABLE}): every trial with a value of each objective, the Pareto set "
+            "first (column `pareto`), with the energy weight where trials have one and the parameters that vary.",
+            "",
+        ]
     lines += ["## Figures", "", *(f"![{name}]({name})" for name in figures)]
     return "\n".join(lines) + "\n"
 
@@ -145,6 +151,8 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
             figures=[f.name for f in figures],
         ),
     }
+    if len(search.objectives) > 1:
+        files[PARETO_TABLE] = pareto_table(search, front=pareto).to_csv()
     written = []
     for name, content in files.items():
         (out_dir / name).write_text(content, encoding="utf-8")

@@ -33,6 +33,8 @@ from search.space._schema import (
     Space,
     is_search_name,
 )
+from search.space._temporal import SECTION as TEMPORAL
+from search.space._temporal import runs_over_time, temporal_issues
 from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
@@ -88,7 +90,7 @@ class _Walk(ValueChecker):
                 heads, head_entries = self.heads(doc.get(HEADS), available)
                 entries += head_entries
             elif key == "objective":
-                objectives = self.objectives(doc.get("objective"), heads)
+                objectives = self.objectives(doc.get("objective"), heads, temporal=runs_over_time(entries))
                 if objectives:  # the trainer tracks one objective (best/<metric>, patience): the first
                     entries += [Const("objective.metric", objectives[0].metric),
                                 Const("objective.mode", objectives[0].mode)]
@@ -105,6 +107,9 @@ class _Walk(ValueChecker):
             self.cross_check(search, tuple(entries), objectives, doc.get("search"))
         if resources is not None:
             self.device_check(resources, tuple(entries))
+        if not any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues):
+            for key, rule, value in temporal_issues(entries, given=TEMPORAL in doc):
+                self.add(self.paths.get(key, key), rule, value)
         if self.issues:
             raise SpaceError(sorted(self.issues, key=lambda issue: issue.line or 0))
         assert all(v is not None for v in (data, heads, search, resources, mlflow, name))  # no issues: all set
@@ -314,13 +319,13 @@ class _Walk(ValueChecker):
 
     # ------------------------------------------------------------------ the driver's sections
 
-    def objectives(self, value: Any, heads: dict[str, HeadInfo] | None) -> list[Objective]:
+    def objectives(self, value: Any, heads: dict[str, HeadInfo] | None, *, temporal: bool) -> list[Objective]:
         if value is None:
             return []
         items = value if isinstance(value, list) else [value]
         if isinstance(value, list) and not value:
             self.add("objective", "at least one {metric, mode}", value)
-        names = metric_names(heads, split="val") if heads is not None else None
+        names = metric_names(heads, split="val", temporal=temporal) if heads is not None else None
         objectives: list[Objective] = []
         for index, item in enumerate(items):
             path = join_path("objective", index) if isinstance(value, list) else "objective"

@@ -17,6 +17,7 @@ __all__ = [
     "ROLE_SEARCH",
     "ROLE_TRIAL",
     "SEARCH_ENDS",
+    "TAG_ALARM_PREFIX",
     "TAG_AMP",
     "TAG_DEVICE",
     "TAG_DEVICE_NAME",
@@ -51,6 +52,8 @@ TAG_TRIAL_ID = "losstune.trial_id"
 TAG_ROLE = "losstune.role"
 # On a submitted search's parent run, one tag per Ray Job that ran it: losstune.ray_job.<id> = "1".
 TAG_RAY_JOB_PREFIX = "losstune.ray_job."
+# + the alarm's name (trainables.energy_alarm): the trial raised it; the value says why.
+TAG_ALARM_PREFIX = "losstune.alarm."
 # Where a trial ran (the Ray node; a retry on another node updates them).
 TAG_NODE = "losstune.node"
 TAG_NODE_IP = "losstune.node_ip"

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from search.__main__ import main
-from search.report import FIGURES, PARETO_FIGURE, load_search, open_store, write_report
+from search.report import FIGURES, PARETO_FIGURE, PARETO_TABLE, load_search, open_store, write_report
 from search.space import Choice, LogUniform
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -134,6 +134,15 @@ def test_multi_objective_report_has_the_pareto_front(toy_store: Path, tmp_path: 
     assert sorted(t.trial_id for t in report.pareto) == ["t0", "t1", "t4"]
     assert report.trials.column("val/energy")[:3] == [pytest.approx(0.8), pytest.approx(0.6), pytest.approx(0.15)]
     _assert_png(tmp_path / PARETO_FIGURE)
+    # Every trial with both values (the failed t3 logged one epoch), the front first by accuracy;
+    # the toy trials have no energy weight, so there is no column of it.
+    with (tmp_path / PARETO_TABLE).open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["trial_id"], r["state"], r["pareto"]) for r in rows] == [
+        ("t4", "FINISHED", "True"), ("t0", "FINISHED", "True"), ("t1", "FINISHED", "True"),
+        ("t2", "STOPPED", "False"), ("t3", "FAILED", "False"),
+    ]
+    assert "energy_weight" not in rows[0] and float(rows[2]["val/energy"]) == pytest.approx(0.15)
     assert len(report.importances) == 2
     assert "Pareto set" in report.text
 

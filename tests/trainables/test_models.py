@@ -1,21 +1,31 @@
 import pytest
 import torch
 
-from trainables.models import MLP, MODELS, SimpleCNN, build_model
+from trainables.models import MLP, MODELS, RecurrentCNN, SimpleCNN, build_model, is_temporal
 
 HEADS = {"digit": 10, "thickness": 5, "level": 1}
+SHAPES = [(1, 8, 8), (3, 8, 8), (1, 32, 32), (3, 32, 32), (2, 5, 7)]
 
 
-@pytest.mark.parametrize("kind", sorted(MODELS))
-@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 8, 8), (1, 32, 32), (3, 32, 32), (2, 5, 7)])
+@pytest.mark.parametrize("kind", sorted(k for k in MODELS if not is_temporal(k)))
+@pytest.mark.parametrize("shape", SHAPES)
 def test_output_shapes(kind, shape):
     model = build_model(kind, input_shape=shape, head_outputs=HEADS, hidden=16)
     out = model(torch.rand(4, *shape))
     assert {name: tuple(t.shape) for name, t in out.items()} == {name: (4, n) for name, n in HEADS.items()}
 
 
+@pytest.mark.parametrize("kind", sorted(k for k in MODELS if is_temporal(k)))
+@pytest.mark.parametrize("shape", SHAPES)
+def test_temporal_output_shapes_have_a_step_axis(kind, shape):
+    model = build_model(kind, input_shape=shape, head_outputs=HEADS, hidden=16)
+    out = model(torch.rand(4, *shape), (True, False, True))
+    assert {name: tuple(t.shape) for name, t in out.items()} == {name: (4, 3, n) for name, n in HEADS.items()}
+
+
 def test_registry_and_seed_architecture():
-    assert MODELS == {"simple_cnn": SimpleCNN, "mlp": MLP}
+    assert MODELS == {"simple_cnn": SimpleCNN, "mlp": MLP, "recurrent_cnn": RecurrentCNN}
+    assert [k for k in MODELS if is_temporal(k)] == ["recurrent_cnn"]
     model = build_model("simple_cnn", input_shape=(1, 28, 28), head_outputs={"digit": 10, "thickness": 5, "smoothness": 3})
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64]

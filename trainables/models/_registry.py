@@ -10,17 +10,25 @@ from torch import nn
 from trainables.switches import Switch
 
 from ._mlp import MLP
+from ._recurrent_cnn import RecurrentCNN
 from ._simple_cnn import SimpleCNN
 
-MODELS: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN, "mlp": MLP}
+MODELS: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN, "mlp": MLP, "recurrent_cnn": RecurrentCNN}
 # The ``kind`` switch of the model section; the trainer sets the shapes.
 MODEL = Switch(MODELS, fixed=("input_shape", "head_outputs"), complete=True)
+
+
+def is_temporal(kind: str) -> bool:
+    """Whether model ``kind`` runs over timesteps: ``forward(x, presented)`` -> ``{head: [N, T, K]}``
+    (a class attribute ``temporal = True``); the others take ``forward(x)`` -> ``{head: [N, K]}``."""
+    return bool(getattr(MODELS[kind], "temporal", False))
 
 
 def build_model(
     kind: str, *, input_shape: tuple[int, int, int], head_outputs: Mapping[str, int], **params: Any
 ) -> nn.Module:
-    """Build a multihead model whose ``forward(x)`` returns ``{head: Tensor[N, head_outputs[head]]}``;
-    ``params`` are the kind's own (``hidden``, ``dropout``, ...), checked against its signature."""
+    """Build a multihead model whose ``forward(x)`` returns ``{head: Tensor[N, head_outputs[head]]}``
+    (a temporal kind: see ``is_temporal``); ``params`` are the kind's own (``hidden``, ``dropout``, ...),
+    checked against its signature."""
     values = MODEL.check(MODEL.check_option("model.kind", kind), params, prefix="model.")
     return MODELS[kind](input_shape=tuple(input_shape), head_outputs=head_outputs, **values)

@@ -1,0 +1,85 @@
+"""Cross-field rules of a space's ``temporal`` section: its settings together (the checks of
+``trainables.config.TemporalConfig``, at every value a search may reach) and the model kinds it
+goes with (a recurrent kind needs the section, a static kind refuses it)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from search.space._compile import Branch, Const, Entry, Param
+from search.space._distributions import Choice, Distribution, IntRange
+from trainables.config import TemporalConfig
+from trainables.flat_keys import FlatKey
+from trainables.models import MODELS, is_temporal
+from trainables.settings import SettingError
+
+__all__ = ["SECTION", "TemporalIssue", "runs_over_time", "temporal_issues"]
+
+SECTION = "temporal"
+# An int range up to this long is probed at every value (n_timesteps against the pattern's length).
+_ENUMERATED = 256
+
+TemporalIssue = tuple[str, str, Any]  # (flat key or YAML path, rule, value)
+
+
+def temporal_issues(entries: Sequence[Entry], *, given: bool) -> list[TemporalIssue]:
+    """The problems of the temporal settings in ``entries``; ``given``: the file has the section."""
+    kinds = _model_kinds(entries)
+    recurrent = [k for k in MODELS if is_temporal(k)]
+    static = [k for k in kinds if k in MODELS and not is_temporal(k)]
+    if given and static:
+        return [(SECTION, f"a recurrent model.kind ({', '.join(recurrent)}) with a `{SECTION}` section (a static "
+                 f"model sees one step)", static[0])]
+    if not given and len(static) < len(kinds):
+        kind = next(k for k in kinds if k not in static)
+        return [("model.kind", f"a `{SECTION}` section {{n_timesteps, pattern, dt, reaction_time}} with a recurrent "
+                 f"kind (it runs over those timesteps)", kind)]
+    settings = {FlatKey.parse(e.key).name: e for e in entries if e.key.startswith(f"{SECTION}.")}
+    for values in _probes(settings):
+        try:
+            TemporalConfig(**values)
+        except SettingError as error:  # error.key: temporal.pattern, temporal.reaction_time, ...
+            return [(error.key, _where(error.rule, values, settings), values[FlatKey.parse(error.key).name])]
+    return []
+
+
+def runs_over_time(entries: Sequence[Entry]) -> bool:
+    """Whether every model kind the space may choose is recurrent: then its trials report the
+    temporal metrics (``trainables.metrics.STEP_METRICS``) an objective may name."""
+    kinds = _model_kinds(entries)
+    return bool(kinds) and all(k in MODELS and is_temporal(k) for k in kinds)
+
+
+def _model_kinds(entries: Sequence[Entry]) -> list[str]:
+    entry = next((e for e in entries if e.key == "model.kind"), None)
+    if isinstance(entry, Branch):
+        return list(entry.options)
+    return [entry.value] if isinstance(entry, Const) else []
+
+
+def _probe(distribution: Distribution) -> tuple[Any, ...]:
+    if isinstance(distribution, Choice):
+        return distribution.values
+    if isinstance(distribution, IntRange) and distribution.high - distribution.low < _ENUMERATED:
+        return tuple(range(distribution.low, distribution.high + 1))
+    return (distribution.low, distribution.high)
+
+
+def _probes(settings: dict[str, Entry]) -> Iterator[dict[str, Any]]:
+    """Every combination of the fixed values and each searched setting's probe values."""
+    names = list(settings)
+    choices = [(e.value,) if isinstance(e, Const) else _probe(e.distribution) if isinstance(e, Param) else ()
+               for e in settings.values()]
+    for combination in itertools.product(*choices):
+        yield dict(zip(names, combination))
+
+
+def _where(rule: str, values: dict[str, Any], settings: dict[str, Entry]) -> str:
+    """The rule, and with which values of the other searched settings it fails."""
+    searched = [n for n, e in settings.items() if isinstance(e, Param)]
+    if not searched:
+        return rule
+    at = ", ".join(f"{SECTION}.{n}={values[n]!r}" for n in searched)
+    return f"{rule}, for every value the search may draw (fails at {at})"

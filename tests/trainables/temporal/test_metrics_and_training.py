@@ -1,0 +1,109 @@
+"""Temporal metrics against hand-computed values, energy alarms, and short real training runs."""
+
+import math
+
+import pytest
+import torch
+
+from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
+from trainables.metrics import metric_names, step_metrics
+from trainables.train import train
+
+
+def test_step_metrics_at_the_last_supervised_step_over_the_steps_and_reaction():
+    # 3 samples, 5 steps, supervised steps 1, 2, 4 (step 3 masked, step 0 in the reaction window).
+    supervised = [False, True, True, False, True]
+    target = torch.tensor([2, 0, 1])
+    pred = torch.tensor([
+        [0.0, 2.0, 2.0, 9.0, 2.0],   # right at every supervised step: reaction 1 (step 3 is not judged)
+        [0.0, 3.0, 0.0, 0.0, 0.2],   # wrong at 1, then right: reaction 2
+        [1.0, 1.0, 1.0, 1.0, 2.0],   # wrong at the last supervised step: never settles, T = 5
+    ])
+    metrics = step_metrics(pred, target, supervised=supervised, num_classes=4, unit_range=None)
+    assert metrics["acc"] == pytest.approx(2 / 3)                       # step 4: right, right, wrong
+    assert metrics["mae"] == pytest.approx((0 + 0.2 + 1) / 3)
+    assert metrics["acc_steps"] == pytest.approx(7 / 9)                  # over steps 1, 2, 4
+    assert metrics["mae_norm_steps"] == pytest.approx((0 + 0 + 0 + 3 + 0 + 0.2 + 0 + 0 + 1) / 9 / 3)
+    assert metrics["reaction"] == pytest.approx((1 + 2 + 5) / 3)
+
+
+def test_step_metrics_refuse_a_mask_of_another_length():
+    with pytest.raises(ValueError, match="pred must be"):
+        step_metrics(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), supervised=[True, True],
+                     num_classes=3, unit_range=None)
+
+
+def test_temporal_trials_add_the_step_metrics_to_the_objectives():
+    from trainables.data import HeadInfo
+
+    heads = {"digit": HeadInfo(name="digit", num_classes=10, ordinal=False, param_name="digit")}
+    static, temporal = metric_names(heads), metric_names(heads, temporal=True)
+    assert set(temporal) - set(static) == {
+        "val/digit/acc_steps", "val/digit/mae_norm_steps", "val/digit/reaction",
+        "val/acc_steps_mean", "val/mae_norm_steps_mean", "val/reaction_mean",
+    }
+
+
+@pytest.mark.parametrize(
+    ("energies", "weighted", "task", "expected"),
+    [
+        ([1.0, 2.0, 2.1, 2.1, 2.1], 0.1, 1.0, set()),                       # rises, then plateaus
+        ([1.0, 2.0, 2.1, 2.3, 2.5], 0.1, 1.0, {"energy_growing"}),          # keeps growing after epoch 2
+        ([1.0, 2.0, 2.1, 2.3], 0.1, 1.0, set()),                            # too early to tell
+        ([1.0, 2.0, 2.1, 2.2, 2.201], 0.1, 1.0, set()),                     # last rise below 1 %
+        ([1.0], 1.5, 1.0, {"energy_exceeds_task"}),
+    ],
+)
+def test_energy_alarms(energies, weighted, task, expected):
+    assert set(energy_alarms(energies=energies, weighted=weighted, task=task)) == expected
+
+
+def _flat(**overrides):
+    return {
+        "data.kind": "digits", "data.limit": 600, "model.kind": "recurrent_cnn",
+        "model.recurrent_cnn.hidden": 16, "model.recurrent_cnn.dropout": 0.0,
+        "temporal.n_timesteps": 2, "heads.digit.loss": "ce", "train.epochs": 3, "train.batch_size": 32,
+        "train.lr": 5e-3, "train.threads": 1, "train.device": "cpu", "objective.metric": "val/acc_mean",
+    } | overrides
+
+
+def test_a_larger_energy_weight_lowers_the_measured_energy(one_thread):
+    free = train(_flat(energy_weight=0.0), report=lambda m: None)
+    penalised = train(_flat(energy_weight=1.0), report=lambda m: None)
+    assert penalised["val/energy"] < 0.6 * free["val/energy"]
+    assert penalised["test/energy"] < 0.6 * free["test/energy"]
+
+
+def test_a_temporal_trial_reports_step_metrics_and_raises_an_alarm_once(one_thread):
+    reports = []
+    with pytest.warns(RuntimeWarning, match="exceeds the task loss"):
+        final = train(_flat(**{"energy_weight": 50.0, "temporal.n_timesteps": 4, "temporal.pattern": "1011",
+                               "temporal.reaction_time": 1.0}), report=reports.append)
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    alarms = [[k for k in r if k.startswith(ALARM_PREFIX)] for r in reports]
+    assert alarms == [[f"{ALARM_PREFIX}energy_exceeds_task"], [], []]
+    # supervised steps of 1011 with one reaction step: 3 only
+    assert 0 <= final["val/reaction_mean"] <= 4 and math.isfinite(final["test/acc_steps_mean"])
+    assert final["val/digit/acc_steps"] == final["val/digit/acc"]  # one supervised step: the same
+
+
+def test_a_static_model_refuses_more_than_one_step(one_thread):
+    flat = {k: v for k, v in _flat(**{"model.kind": "mlp"}).items() if not k.startswith("model.recurrent_cnn")}
+    with pytest.raises(ValueError, match="temporal.n_timesteps must be 1 with model.kind mlp"):
+        train(flat, report=lambda m: None)
+
+
+def test_a_temporal_trial_resumes_bit_identically(one_thread, tmp_path):
+    flat = _flat(**{"energy_weight": 0.1, "temporal.pattern": "10", "temporal.n_timesteps": 4})
+    whole = train(flat, report=lambda m: None)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(metrics):
+        if metrics["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(flat, report=stop_after_two, checkpoint_dir=tmp_path)
+    assert train(flat, report=lambda m: None, checkpoint_dir=tmp_path) == whole

@@ -1,0 +1,64 @@
+"""Evaluation of a trained model on a split: task metrics per head and over heads, and energy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor, nn
+
+from trainables.data import HeadInfo, Split, iterate_batches
+from trainables.losses import EnergyLoss
+from trainables.metrics import aggregate, head_metrics, step_metrics
+from trainables.temporal import Presenter
+
+__all__ = ["evaluate"]
+
+# Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
+_EVAL_BATCH = 1024
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    losses: Mapping[str, nn.Module],
+    split: Split,
+    heads: Mapping[str, HeadInfo],
+    *,
+    split_name: str,
+    presenter: Presenter,
+    energy_p: int,
+    amp: torch.dtype | None,
+    device: torch.device,
+) -> dict[str, float]:
+    """Task metrics of every head on ``split`` (predictions from each head loss's ``predict``; for a
+    temporal model ``trainables.metrics.step_metrics`` over its steps), their aggregates, and the raw
+    activation energy per step (sample-weighted mean over batches)."""
+    model.eval()
+    preds: dict[str, list[Tensor]] = {name: [] for name in heads}
+    energy_sum: Tensor | float = 0.0
+    with EnergyLoss(p=energy_p).register(model) as probe:
+        for x, _ in iterate_batches(split, batch_size=_EVAL_BATCH, shuffle=False, generator=None):
+            probe.reset()
+            with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
+                outputs = presenter.outputs(model, x.to(device, non_blocking=True))
+            for name in heads:
+                out = outputs[name].float()
+                # [N, T, K] -> one prediction per (sample, step), back to [N, T]
+                pred = losses[name].predict(out.reshape(-1, out.shape[-1])).reshape(out.shape[:-1])
+                preds[name].append(pred)
+            energy_sum = energy_sum + probe().float() * len(x)
+    per_head = {name: _metrics(torch.cat(preds[name]).cpu(), split.labels[name].cpu(), info, presenter)
+                for name, info in heads.items()}
+    metrics = {f"{split_name}/{name}/{key}": v for name, values in per_head.items() for key, v in values.items()}
+    metrics.update({f"{split_name}/{key}": v for key, v in aggregate(per_head).items()})
+    metrics[f"{split_name}/energy"] = float(energy_sum) / len(split)
+    return metrics
+
+
+def _metrics(pred: Tensor, target: Tensor, info: HeadInfo, presenter: Presenter) -> dict[str, float]:
+    if presenter.supervised is None:
+        return head_metrics(pred, target, num_classes=info.num_classes, unit_range=info.unit_range)
+    return step_metrics(pred, target, supervised=presenter.supervised, num_classes=info.num_classes,
+                        unit_range=info.unit_range)

@@ -1,0 +1,90 @@
+"""A recurrent multihead CNN (seed 001): a small conv encoder, a recurrent state over timesteps,
+and the heads read out at every step."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from trainables.settings import Rule
+
+from ._heads import Dropout, Heads, Hidden
+from ._simple_cnn import _after_two_pools, _check_input_shape
+
+# The recurrent update's share of the new input (leaky cell): 1 forgets the state at every step.
+Leak = Annotated[float, Rule(minimum=0.0, maximum=1.0, min_open=True, searchable=True)]
+_POOLED_SIZE = 4
+
+
+class RecurrentCNN(nn.Module):
+    """Per step t, with x_t the image (or a zero image at a null step of the presentation):
+
+        f_t = Linear(ConvEncoder(x_t))                    (conv-ReLU-pool twice, to ``hidden``)
+        leaky: h_t = (1 - leak) * h_{t-1} + leak * ReLU(f_t + U h_{t-1})
+        gru:   h_t = GRUCell(ReLU(f_t), h_{t-1})
+        y_t   = Heads(Dropout(h_t))
+
+    with h_{-1} = 0. ``forward(x, presented)`` takes images [N, C, H, W] and one bool per step
+    (True: the image, False: a null input) and returns ``{head: Tensor[N, T, outputs]}``. Every
+    module runs once per step, so energy hooks count forward calls as timesteps. No batch norm:
+    its statistics would mix the image steps with the null ones.
+    """
+
+    temporal: ClassVar[bool] = True  # the trainer presents a pattern of steps (trainables.temporal)
+
+    def __init__(
+        self,
+        *,
+        input_shape: tuple[int, int, int],
+        head_outputs: Mapping[str, int],
+        hidden: Hidden = 64,
+        dropout: Dropout = 0.1,
+        channels: tuple[int, int] = (16, 32),
+        cell: Literal["leaky", "gru"] = "leaky",
+        leak: Leak = 0.5,
+    ) -> None:
+        super().__init__()
+        in_channels, height, width = _check_input_shape(input_shape)
+        c1, c2 = channels
+        pooled = (min(_POOLED_SIZE, _after_two_pools(height)), min(_POOLED_SIZE, _after_two_pools(width)))
+        # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.
+        self.encoder = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(c1, c2, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d(pooled),
+            nn.Flatten(),
+            nn.Linear(c2 * pooled[0] * pooled[1], hidden),
+        )
+        self.cell = cell
+        self.leak = leak
+        if cell == "leaky":
+            self.recurrent: nn.Module = nn.Linear(hidden, hidden, bias=False)
+        else:
+            self.recurrent = nn.GRUCell(hidden, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.heads_features = hidden
+        self.heads = Heads(features=hidden, head_outputs=head_outputs)
+
+    def forward(self, x: Tensor, presented: Sequence[bool]) -> dict[str, Tensor]:
+        if len(presented) == 0:
+            raise ValueError(f"presented must have one bool per timestep, but got {list(presented)}")
+        blank = torch.zeros_like(x)
+        state = x.new_zeros(x.shape[0], self.heads_features)
+        outputs: list[dict[str, Tensor]] = []
+        for shown in presented:
+            features = self.encoder(x if shown else blank)
+            state = self._step(features, state)
+            outputs.append(self.heads(self.dropout(state)))
+        return {name: torch.stack([out[name] for out in outputs], dim=1) for name in outputs[0]}
+
+    def _step(self, features: Tensor, state: Tensor) -> Tensor:
+        if self.cell == "gru":
+            return self.recurrent(torch.relu(features), state)
+        return (1 - self.leak) * state + self.leak * torch.relu(features + self.recurrent(state))

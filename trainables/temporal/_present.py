@@ -1,0 +1,60 @@
+"""How a batch reaches a model and its labels reach the losses, for static and temporal models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Presenter"]
+
+
+@dataclass(frozen=True)
+class Presenter:
+    """``presented``: one bool per step (True: the image, False: a null input) for a temporal model,
+    None for a static one. ``supervised``: one bool per step, True where the label is kept.
+
+    A temporal model's outputs [N, T, K] become [N*T, K] rows for the head losses, and each label
+    is repeated over the steps, with ``ignore_index`` at the unsupervised ones: every head loss
+    then averages over the supervised (sample, step) pairs only.
+    """
+
+    presented: tuple[bool, ...] | None = None
+    supervised: tuple[bool, ...] | None = None
+    ignore_index: int = -1
+
+    def __post_init__(self) -> None:
+        if (self.presented is None) != (self.supervised is None) or (
+            self.presented is not None and len(self.presented) != len(self.supervised)
+        ):
+            raise ValueError(f"presented and supervised must both be None or one bool per step each, but got "
+                             f"{self.presented} and {self.supervised}")
+
+    @property
+    def steps(self) -> int | None:
+        return None if self.presented is None else len(self.presented)
+
+    def outputs(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+        """The model's outputs: {head: [N, K]}, or [N, T, K] for a temporal model."""
+        return model(x) if self.presented is None else model(x, self.presented)
+
+    def for_loss(
+        self, model: nn.Module, x: Tensor, targets: Mapping[str, Tensor]
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """(outputs, targets) in the head losses' form: one row per sample, or per (sample, step)."""
+        outputs = self.outputs(model, x)
+        if self.presented is None:
+            return outputs, dict(targets)
+        mask = _mask(self.supervised, x.device)
+        rows = {name: out.reshape(-1, out.shape[-1]) for name, out in outputs.items()}
+        labels = {
+            name: torch.where(mask, y[:, None], self.ignore_index).reshape(-1) for name, y in targets.items()
+        }
+        return rows, labels
+
+
+def _mask(supervised: Sequence[bool], device: torch.device) -> Tensor:
+    # A few bools per step: building them costs less than caching a tensor per device.
+    return torch.tensor(supervised, dtype=torch.bool, device=device)
