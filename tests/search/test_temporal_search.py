@@ -8,7 +8,6 @@ import csv
 import sys
 from pathlib import Path
 
-import pytest
 import ray
 from mlflow import MlflowClient
 
