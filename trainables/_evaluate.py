@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 
 import torch
 from torch import Tensor, nn
@@ -34,13 +34,18 @@ def evaluate(
 ) -> dict[str, float]:
     """Task metrics of every head on ``split`` (predictions from each head loss's ``predict``; for a
     temporal model ``trainables.metrics.step_metrics`` over its steps), their aggregates, and the raw
-    activation energy per step (sample-weighted mean over batches)."""
+    activation energy per step (sample-weighted mean over batches): ``energy`` with the trial's norm
+    ``energy_p`` (what its energy term sees), ``energy_l1`` with the L1 norm (comparable across
+    trials that search the norm)."""
     model.eval()
     preds: dict[str, list[Tensor]] = {name: [] for name in heads}
-    energy_sum: Tensor | float = 0.0
-    with EnergyLoss(p=energy_p).register(model) as probe:
+    norms = {"energy": energy_p, **({"energy_l1": 1} if energy_p != 1 else {})}
+    sums: dict[str, Tensor | float] = dict.fromkeys(norms, 0.0)
+    with ExitStack() as stack:
+        probes = {name: stack.enter_context(EnergyLoss(p=p).register(model)) for name, p in norms.items()}
         for x, _ in iterate_batches(split, batch_size=_EVAL_BATCH, shuffle=False, generator=None):
-            probe.reset()
+            for probe in probes.values():
+                probe.reset()
             with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
                 outputs = presenter.outputs(model, x.to(device, non_blocking=True))
             for name in heads:
@@ -48,12 +53,14 @@ def evaluate(
                 # [N, T, K] -> one prediction per (sample, step), back to [N, T]
                 pred = losses[name].predict(out.reshape(-1, out.shape[-1])).reshape(out.shape[:-1])
                 preds[name].append(pred)
-            energy_sum = energy_sum + probe().float() * len(x)
+            for name, probe in probes.items():
+                sums[name] = sums[name] + probe().float() * len(x)
     per_head = {name: _metrics(torch.cat(preds[name]).cpu(), split.labels[name].cpu(), info, presenter)
                 for name, info in heads.items()}
     metrics = {f"{split_name}/{name}/{key}": v for name, values in per_head.items() for key, v in values.items()}
     metrics.update({f"{split_name}/{key}": v for key, v in aggregate(per_head).items()})
-    metrics[f"{split_name}/energy"] = float(energy_sum) / len(split)
+    metrics[f"{split_name}/energy"] = float(sums["energy"]) / len(split)
+    metrics[f"{split_name}/energy_l1"] = float(sums.get("energy_l1", sums["energy"])) / len(split)
     return metrics
 
 

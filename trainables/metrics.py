@@ -114,7 +114,7 @@ def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal:
         for metric in (*_head_metric_names(info.unit_range is not None, DEFAULT_K), *extra)
     ]
     means = [f"{split}/{name}_mean" for name in ("acc", "mae_norm", *extra)]
-    return names + means + [f"{split}/energy"]
+    return names + means + [f"{split}/energy", f"{split}/energy_l1"]
 
 
 def _head_metric_names(has_units: bool, k: int) -> list[str]:

@@ -222,9 +222,9 @@ def pareto_front(search: SearchRecord, path: Path) -> Path:
         ordered = sorted(front, key=lambda t: t.values[0])
         ax.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], marker="o", color="tab:red",
                 label="Pareto set (finished trials)")
-        for t in ordered:
-            ax.annotate(front_label(t), (t.values[0], t.values[1]), xytext=(4, 4), textcoords="offset points",
-                        fontsize="x-small")
+        for i, t in enumerate(ordered):  # neighbours on the front alternate above and below it
+            ax.annotate(front_label(t), (t.values[0], t.values[1]), xytext=(4, 4 if i % 2 else -10),
+                        textcoords="offset points", fontsize="x-small")
         ax.set_xlabel(_label(first))
         ax.set_ylabel(_label(second))
         ax.grid(alpha=0.3)

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster (head: 2 CPUs; worker: 2 CPUs and 2 logical GPUs) and an MLflow
-server, shared by the cluster tests; every process they start is stopped by its PID."""
+server, shared by the cluster tests (and stopped after them, not at the end of the session);
+every process they start is stopped by its PID."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _cluster import LocalCluster, make_cluster  # noqa: E402
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(process_groups) -> LocalCluster:
     made = make_cluster()
     try:
@@ -25,7 +26,7 @@ def cluster(process_groups) -> LocalCluster:
         made.stop(process_groups)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster_mlflow(tmp_path_factory: pytest.TempPathFactory, start_mlflow_server) -> Any:
     server = start_mlflow_server(tmp_path_factory.mktemp("cluster-mlflow") / "store")
     yield server

@@ -60,6 +60,6 @@ def test_metric_names_match_head_metrics_keys():
     assert names == (
         [f"test/pitch/{k}" for k in pitch]
         + [f"test/digit/{k}" for k in digit]
-        + ["test/acc_mean", "test/mae_norm_mean", "test/energy"]
+        + ["test/acc_mean", "test/mae_norm_mean", "test/energy", "test/energy_l1"]
     )
     assert metric_names(heads)[0] == "val/pitch/acc"

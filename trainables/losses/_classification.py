@@ -14,7 +14,7 @@ from torch import Tensor
 from trainables.settings import SettingError
 
 from ._base import HeadLoss, prepare
-from ._checks import check_class_weights, check_number, masked_mean
+from ._checks import check_class_weights, check_inputs, check_number, compute_dtype, masked_mean
 
 
 def _check_ce_params(label_smoothing: float) -> None:
@@ -55,7 +55,7 @@ def cross_entropy_loss(
         loss_i = -(1 - eps) * log p_{i, y_i} - (eps / C) * sum_j log p_{i, j}
     """
     _check_ce_params(label_smoothing)
-    z, y, valid = prepare(
+    valid = check_inputs(
         logits,
         target,
         num_classes=num_classes,
@@ -63,8 +63,12 @@ def cross_entropy_loss(
         outputs=num_classes,
         check_targets=check_targets,
     )
-    per_sample = F.cross_entropy(z, y, reduction="none", label_smoothing=label_smoothing)
-    return masked_mean(per_sample, valid)
+    # One fused kernel that skips ignored rows, instead of a per-sample loss and a masked mean: on
+    # a small model those extra ops (and their backward) cost a tenth of a training step. Divided
+    # by the count clamped to 1, so an all-ignored batch is still a zero connected to the graph.
+    total = F.cross_entropy(compute_dtype(logits), target, ignore_index=ignore_index, reduction="sum",
+                            label_smoothing=label_smoothing)
+    return total / valid.sum().clamp(min=1).to(total.dtype)
 
 
 def weighted_ce_loss(

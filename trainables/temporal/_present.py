@@ -47,8 +47,11 @@ class Presenter:
         outputs = self.outputs(model, x)
         if self.presented is None:
             return outputs, dict(targets)
-        mask = _mask(self.supervised, x.device)
         rows = {name: out.reshape(-1, out.shape[-1]) for name, out in outputs.items()}
+        steps = len(self.supervised)
+        if all(self.supervised):  # nothing to mask: no per-step select
+            return rows, {name: y[:, None].expand(-1, steps).reshape(-1) for name, y in targets.items()}
+        mask = _mask(self.supervised, x.device)
         labels = {
             name: torch.where(mask, y[:, None], self.ignore_index).reshape(-1) for name, y in targets.items()
         }

@@ -107,3 +107,13 @@ def test_a_temporal_trial_resumes_bit_identically(one_thread, tmp_path):
     with pytest.raises(Stop):
         train(flat, report=stop_after_two, checkpoint_dir=tmp_path)
     assert train(flat, report=lambda m: None, checkpoint_dir=tmp_path) == whole
+
+
+def test_the_l1_energy_is_reported_beside_the_trials_own_norm(one_thread):
+    # energy.p may be searched: energy_l1 compares trials whatever norm their energy term uses.
+    l2 = train(_flat(**{"energy.p": 2, "energy_weight": 0.1, "train.epochs": 1}), report=lambda m: None)
+    l1 = train(_flat(**{"energy.p": 1, "energy_weight": 0.1, "train.epochs": 1}), report=lambda m: None)
+    assert l1["val/energy_l1"] == l1["val/energy"]
+    assert l2["val/energy_l1"] != l2["val/energy"] and l2["val/energy_l1"] > 0
+    # the L1 norm of a per-sample activation is at least its L2 norm
+    assert l2["val/energy_l1"] >= l2["val/energy"]

@@ -98,3 +98,12 @@ def test_null_steps_feed_a_zero_image_and_the_state_carries_over():
 def test_the_presenter_refuses_masks_of_another_length():
     with pytest.raises(ValueError, match="one bool per step"):
         Presenter(presented=(True, True), supervised=(True,))
+
+
+def test_with_every_step_supervised_each_label_is_repeated_over_the_steps():
+    model = _model()
+    x, y = torch.rand(5, *SHAPE), {"digit": torch.randint(0, 10, (5,)), "level": torch.randint(0, 5, (5,))}
+    rows, labels = Presenter(presented=(True, False, True), supervised=(True, True, True)).for_loss(model, x, y)
+    assert rows["digit"].shape == (15, 10) and rows["level"].shape == (15, 5)
+    for name in y:
+        assert torch.equal(labels[name].view(5, 3), y[name][:, None].expand(5, 3))
