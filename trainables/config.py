@@ -23,11 +23,13 @@ from trainables.flat_keys import HEADS, FlatKey, FlatKeyError
 from trainables.losses import LOSS
 from trainables.models import MODEL
 from trainables.settings import Rule, SettingError, check_fields
-from trainables.switches import switch_field
+from trainables.switches import Switch, switch_field
 from trainables.temporal import check_pattern, label_mask, masked_chunks, stretch
+from trainables.weighting import STRATEGIES
 
 __all__ = [
     "DRIVER_SECTIONS",
+    "HOOK_SECTIONS",
     "LAYOUT",
     "SECTIONS",
     "EnergyConfig",
@@ -35,6 +37,7 @@ __all__ = [
     "ModelConfig",
     "ObjectiveConfig",
     "TemporalConfig",
+    "WeightingConfig",
     "TrainConfig",
     "TrialConfig",
     "check_section",
@@ -154,6 +157,18 @@ class TemporalConfig:
 
 
 @dataclass(frozen=True)
+class WeightingConfig:
+    """How the heads' losses are balanced (``trainables.weighting``): a strategy and its own
+    parameters; the heads' weights are its starting point or fixed factor."""
+
+    strategy: Annotated[str, Switch(STRATEGIES)] = "fixed"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_section(self, "weighting")
+
+
+@dataclass(frozen=True)
 class ObjectiveConfig:
     """The metric that picks a trial's best epoch and stops it early (the driver's first objective)."""
 
@@ -170,13 +185,16 @@ SECTIONS: dict[str, type] = {
     "temporal": TemporalConfig,
     "train": TrainConfig,
     "energy": EnergyConfig,
+    "weighting": WeightingConfig,
     "objective": ObjectiveConfig,
 }
+# Core sections whose switch chooses a hook of the train loop (trainables.hooks), as a plugin's does.
+HOOK_SECTIONS = ("weighting",)
 # Sections of a space file that are the search driver's, not a trial's.
 DRIVER_SECTIONS = ("name", "objective", "search", "resources", "mlflow")
 # The order of a trial's settings: sections, the heads and the top-level fields of TrialConfig.
 # It is the order a search suggests them in, so it is part of what a seed reproduces.
-LAYOUT: list[str] = ["data", "model", "temporal", "train", HEADS, "energy_weight", "energy", "objective"]
+LAYOUT: list[str] = ["data", "model", "temporal", "train", HEADS, "energy_weight", "energy", "weighting", "objective"]
 
 
 def register_section(name: str, cls: type) -> None:
@@ -235,11 +253,15 @@ class TrialConfig:
     temporal = _section_property("temporal")
     train = _section_property("train")
     energy = _section_property("energy")
+    weighting = _section_property("weighting")
     objective = _section_property("objective")
 
-    def plugin_sections(self) -> Iterator[tuple[str, Any]]:
-        """(name, section) of the sections plugins registered."""
-        return ((name, self.sections[name]) for name in SECTIONS if name not in _CORE)
+    def hook_sections(self) -> Iterator[tuple[str, Any]]:
+        """(name, section) of the sections whose switch chooses a hook of the train loop: those
+        plugins registered, then the HOOK_SECTIONS (after them, so the hook states of a checkpoint
+        written before HOOK_SECTIONS had hooks still go to the hooks they came from)."""
+        plugins = [name for name in SECTIONS if name not in _CORE]
+        return ((name, self.sections[name]) for name in [*plugins, *HOOK_SECTIONS])
 
     @classmethod
     def from_flat(cls, flat: Mapping[str, Any]) -> TrialConfig:

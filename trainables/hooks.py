@@ -1,6 +1,6 @@
 """Hooks of the train loop: how a section a plugin adds (a new search dimension) acts on training.
 
-A plugin section's switch chooses an option; ``train`` builds it with its parameters
+A hook section's switch (``weighting``, or a section a plugin adds) chooses an option; ``train`` builds it with its parameters
 (``option(**params)``) and calls whichever of these methods it has::
 
     on_start(*, model, optimizer, criterion)       once, before a checkpoint is restored
@@ -25,9 +25,9 @@ __all__ = ["build_hooks", "epoch_end", "load_states", "start", "states"]
 
 
 def build_hooks(cfg: TrialConfig) -> list[Any]:
-    """The chosen option of every plugin section with a switch, built with its parameters."""
+    """The chosen option of every hook section with a switch, built with its parameters."""
     hooks = []
-    for _, section in cfg.plugin_sections():
+    for _, section in cfg.hook_sections():
         found = switch_field(type(section))
         if found is not None:
             name, switch = found

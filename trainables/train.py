@@ -149,7 +149,8 @@ def train(
             train_time = perf_counter() - start
             val = evaluate(data.val, "val")
             # before the checkpoint: it keeps their effect
-            hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics=val)
+            hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics={
+                **val, **{f"train/{key}": v for key, v in train_losses.items()}})
 
             value = val[objective]
             if progress.best_value is None or better(value, progress.best_value):
@@ -250,7 +251,7 @@ def _train_epoch(
         with cast:
             total, breakdown = criterion(*presenter.for_loss(model, x, y))
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
+        criterion.backward(total, scale=scaler.scale)
         if grad_clip > 0:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

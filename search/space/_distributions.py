@@ -13,7 +13,13 @@ from typing import Any, Protocol
 
 from trainables.settings import show_literal
 
-__all__ = ["DISTRIBUTIONS", "Choice", "Distribution", "Grid", "IntRange", "LogUniform", "Uniform", "from_json", "to_json"]
+__all__ = [
+    "DISTRIBUTIONS", "Choice", "Distribution", "Grid", "IntRange", "LogUniform", "Uniform", "from_json", "probe_values",
+    "to_json",
+]
+
+# An int range up to this long is probed at every value (n_timesteps against a pattern's length).
+_ENUMERATED = 256
 
 
 class SuggestTrial(Protocol):
@@ -102,3 +108,13 @@ def from_json(form: dict[str, Any]) -> Distribution:
     (kind, args), = form.items()
     cls = DISTRIBUTIONS[kind]
     return cls(tuple(args)) if issubclass(cls, Choice) else cls(*args)
+
+
+def probe_values(distribution: Distribution) -> tuple[Any, ...]:
+    """The values that show whether a distribution stays within what a setting accepts with the
+    others: every choice, every value of a short int range, else the two ends of the range."""
+    if isinstance(distribution, Choice):
+        return distribution.values
+    if isinstance(distribution, IntRange) and distribution.high - distribution.low < _ENUMERATED:
+        return tuple(range(distribution.low, distribution.high + 1))
+    return (distribution.low, distribution.high)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from search.space._compile import Branch, Const, Entry, Param
-from search.space._distributions import Choice, Distribution, IntRange
+from search.space._distributions import probe_values
 from trainables.config import TemporalConfig
 from trainables.flat_keys import FlatKey
 from trainables.models import MODELS, is_temporal
@@ -18,9 +18,6 @@ from trainables.settings import SettingError
 __all__ = ["SECTION", "TemporalIssue", "runs_over_time", "temporal_issues"]
 
 SECTION = "temporal"
-# An int range up to this long is probed at every value (n_timesteps against the pattern's length).
-_ENUMERATED = 256
-
 TemporalIssue = tuple[str, str, Any]  # (flat key or YAML path, rule, value)
 
 
@@ -59,18 +56,10 @@ def _model_kinds(entries: Sequence[Entry]) -> list[str]:
     return [entry.value] if isinstance(entry, Const) else []
 
 
-def _probe(distribution: Distribution) -> tuple[Any, ...]:
-    if isinstance(distribution, Choice):
-        return distribution.values
-    if isinstance(distribution, IntRange) and distribution.high - distribution.low < _ENUMERATED:
-        return tuple(range(distribution.low, distribution.high + 1))
-    return (distribution.low, distribution.high)
-
-
 def _probes(settings: dict[str, Entry]) -> Iterator[dict[str, Any]]:
     """Every combination of the fixed values and each searched setting's probe values."""
     names = list(settings)
-    choices = [(e.value,) if isinstance(e, Const) else _probe(e.distribution) if isinstance(e, Param) else ()
+    choices = [(e.value,) if isinstance(e, Const) else probe_values(e.distribution) if isinstance(e, Param) else ()
                for e in settings.values()]
     for combination in itertools.product(*choices):
         yield dict(zip(names, combination))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search.space._compile import Branch, Const, Entry, Param, grid_space
-from search.space._distributions import Choice, Distribution, Grid
+from search.space._distributions import Choice, Grid, probe_values
 from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
 from search.space._parse import read_space_file
 from search.space._schema import (
@@ -35,6 +35,7 @@ from search.space._schema import (
 )
 from search.space._temporal import SECTION as TEMPORAL
 from search.space._temporal import runs_over_time, temporal_issues
+from search.space._weighting import weighting_issues
 from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
@@ -59,13 +60,6 @@ def load_space(path: str | Path) -> Space:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
-
-
-def _probe_values(distribution: Distribution) -> tuple[Any, ...]:
-    """The values that show whether a distribution stays within what an option accepts."""
-    if isinstance(distribution, Choice):
-        return distribution.values
-    return (distribution.low, distribution.high)
 
 
 class _Walk(ValueChecker):
@@ -107,9 +101,11 @@ class _Walk(ValueChecker):
             self.cross_check(search, tuple(entries), objectives, doc.get("search"))
         if resources is not None:
             self.device_check(resources, tuple(entries))
-        if not any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues):
-            for key, rule, value in temporal_issues(entries, given=TEMPORAL in doc):
-                self.add(self.paths.get(key, key), rule, value)
+        crossed = [] if any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues) else \
+            temporal_issues(entries, given=TEMPORAL in doc)
+        crossed += weighting_issues(entries, heads=len(heads)) if heads is not None else []
+        for key, rule, value in crossed:
+            self.add(self.option_paths.get((key, value), self.paths.get(key, key)), rule, value)
         if self.issues:
             raise SpaceError(sorted(self.issues, key=lambda issue: issue.line or 0))
         assert all(v is not None for v in (data, heads, search, resources, mlflow, name))  # no issues: all set
@@ -129,12 +125,15 @@ class _Walk(ValueChecker):
     # ------------------------------------------------------------------ sections
 
     def section(self, value: Any, name: str, cls: type, *, required: tuple[str, ...] = ()) -> list[Entry]:
-        """A section's entries, every field from the file or its default, in field order."""
+        """A section's entries, every field from the file or its default, in field order. A section
+        that is only a switch may be written as the switch (``weighting: dwa``)."""
+        hints, found, fields = _hints(cls), switch_field(cls), section_fields(cls)
+        if found is not None and fields == [found[0]] and (isinstance(value, str) or isinstance(value, dict) and len(
+                value) == 1 and next(iter(value)) in (*found[1].options, "choice", "grid")):
+            value = {found[0]: value}
         mapping = self.mapping(value, name, what=f"the `{name}` settings")
         if mapping is None:
             return []
-        hints, found = _hints(cls), switch_field(cls)
-        fields = section_fields(cls)
         extra = {k: v for k, v in mapping.items() if k not in fields}
         # A switch given as one option's name may have that option's parameters beside it
         # (model: {kind: mlp, hidden: 16}).
@@ -304,7 +303,7 @@ class _Walk(ValueChecker):
         name_of = {e.key: FlatKey.parse(e.key).name for e in params}
         fixed = {name_of[e.key]: e.value for e in params if isinstance(e, Const)}
         trials = [fixed] + [{**fixed, name_of[e.key]: v} for e in params if isinstance(e, Param)
-                            for v in _probe_values(e.distribution)]
+                            for v in probe_values(e.distribution)]
         for values in trials:
             try:
                 build_loss(loss, num_classes=info.num_classes, **values)

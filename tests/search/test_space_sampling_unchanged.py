@@ -8,8 +8,9 @@ but for the one documented rename: a model kind's parameters are namespaced by t
 bool with default false and is now ``off | fp16 | bf16 | auto`` with default ``auto`` (issue 14).
 The shipped spaces leave it at its default, so their constant changed from false to auto; it is
 no searched dimension and the score below ignores strings and bools, so the draws are unchanged.
-Issue 15 added the ``temporal`` section: a static space has its defaults as constants (one step
-showing the image), which the score leaves out, so the draws are unchanged; and
+Issue 15 added the ``temporal`` section and issue 16 the ``weighting`` one: a space without them
+has their defaults as constants (one step showing the image; fixed weights), which the score
+leaves out, so the draws are unchanged; and
 ``spaces/temporal_energy.yaml`` became a temporal space with other dimensions, so its draws from
 before are dropped from the fixture.
 """
@@ -30,14 +31,14 @@ REPO = Path(__file__).resolve().parents[2]
 BEFORE = json.loads((Path(__file__).parent / "fixtures" / "sampled_before_schema.json").read_text())
 
 
-# The defaults of the temporal section, constants of every static space since issue 15.
-STATIC_PRESENTATION = {"temporal.n_timesteps": 1, "temporal.pattern": "1", "temporal.dt": 1.0,
-                       "temporal.reaction_time": 0.0}
+# The defaults of the sections added since: constants of every space that does not set them.
+NEW_DEFAULTS = {"temporal.n_timesteps": 1, "temporal.pattern": "1", "temporal.dt": 1.0,
+                "temporal.reaction_time": 0.0, "weighting.strategy": "fixed"}
 
 
 def _score(config: dict) -> float:
     numbers = [v for k, v in config.items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in STATIC_PRESENTATION]
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NEW_DEFAULTS]
     return sum(float(v) for v in numbers if math.isfinite(v)) % 7.0
 
 
@@ -52,7 +53,7 @@ def _renamed(config: dict, *, amp_default: bool) -> dict:
             assert value is False, "the old default of train.amp was false"
             value = "auto"
         out[key] = value
-    return {**out, **STATIC_PRESENTATION}
+    return {**out, **NEW_DEFAULTS}
 
 
 def _sampler(name: str) -> optuna.samplers.BaseSampler:

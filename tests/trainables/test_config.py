@@ -30,6 +30,7 @@ FULL = {
     "train.amp": "bf16",
     "train.device": "cpu",
     "energy.p": 2,
+    "weighting.strategy": "fixed",
     "objective.metric": "val/digit/acc",
     "objective.mode": "max",
     "heads.digit.loss": "focal",

@@ -1,6 +1,6 @@
 """Combination of per-head losses and the energy regulariser, with a loggable breakdown."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +25,10 @@ class MultiHeadLoss(nn.Module):
 
     The EnergyLoss is reset right after it is read, so each call sees the activity of the forward
     passes since the previous call and no graph is kept across steps.
+
+    A weighting strategy (``trainables.weighting``) may attach itself as ``weighting``: it then
+    combines the head losses (instead of the fixed weighted sum) and backpropagates the step
+    (``backward``), e.g. one backward per head for PCGrad.
     """
 
     def __init__(
@@ -55,6 +59,9 @@ class MultiHeadLoss(nn.Module):
         self.weights = {head: float(weights[head]) for head in losses}
         self.energy = energy
         self.energy_weight = float(energy_weight)
+        self.weighting: nn.Module | None = None
+        # this step's head losses and energy term, for a weighting strategy's backward
+        self._parts: tuple[list[Tensor], Tensor | None] | None = None
 
     def forward(
         self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]
@@ -65,12 +72,16 @@ class MultiHeadLoss(nn.Module):
                 raise ValueError(f"{name} must have the heads {heads}, but got {sorted(given)}")
 
         breakdown: dict[str, Tensor] = {}
-        terms = []
+        values = []
         for head, loss_fn in self.losses.items():
             value = loss_fn(outputs[head], targets[head])
             breakdown[f"loss/{head}"] = value.detach()
-            terms.append(self.weights[head] * value)
-        total = sum(terms[1:], terms[0])
+            values.append(value)
+        if self.weighting is None:
+            terms = [self.weights[head] * value for head, value in zip(self.losses, values)]
+            total = sum(terms[1:], terms[0])
+        else:
+            total = self.weighting.combine(values)
 
         if self.energy is None:
             energy = total.new_zeros(())
@@ -80,6 +91,8 @@ class MultiHeadLoss(nn.Module):
         weighted_energy = self.energy_weight * energy
         if self.energy_weight > 0:
             total = total + weighted_energy
+        if self.weighting is not None:
+            self._parts = (values, weighted_energy if self.energy_weight > 0 else None)
 
         total_value = total.detach()
         weighted_value = weighted_energy.detach()
@@ -90,6 +103,17 @@ class MultiHeadLoss(nn.Module):
         )
         breakdown["loss/total"] = total_value
         return total, breakdown
+
+    def backward(self, total: Tensor, *, scale: Callable[[Tensor], Tensor] = lambda t: t) -> None:
+        """Backpropagate ``total``, this step's forward result (``scale``: a GradScaler's): plainly,
+        or the way the attached weighting strategy does."""
+        if self.weighting is None:
+            scale(total).backward()
+            return
+        if self._parts is None:
+            raise RuntimeError("backward needs the forward result of this step, but got none (or a second call)")
+        (losses, extra), self._parts = self._parts, None
+        self.weighting.backward(total, losses=losses, extra=extra, scale=scale)
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}, energy_weight={self.energy_weight}"

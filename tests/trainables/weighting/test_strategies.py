@@ -1,0 +1,138 @@
+"""The weighting strategies in training: what the papers claim, on toy problems and on digits."""
+
+import pytest
+import torch
+from torch import nn
+
+from trainables.losses import CrossEntropyLoss, MultiHeadLoss
+from trainables.train import train
+from trainables.weighting import STRATEGIES, GradNorm, Uncertainty
+
+
+class _TwoRegressions(nn.Module):
+    """A shared linear layer and two scalar heads (``heads``, as the strategies expect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shared = nn.Linear(4, 8)
+        self.heads = nn.ModuleDict({"a": nn.Linear(8, 1), "b": nn.Linear(8, 1)})
+
+    def forward(self, x):
+        h = torch.relu(self.shared(x))
+        return {name: layer(h)[:, 0] for name, layer in self.heads.items()}
+
+
+class _Squared(nn.Module):
+    def forward(self, pred, target):
+        return ((pred - target) ** 2).mean()
+
+
+def _attach(strategy, model):
+    criterion = MultiHeadLoss(losses={"a": _Squared(), "b": _Squared()}, weights={"a": 1.0, "b": 1.0})
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    strategy.on_start(model=model, optimizer=optimizer, criterion=criterion)
+    return criterion, optimizer
+
+
+def test_uncertainty_weighting_recovers_the_inverse_noise_ratio():
+    # Two regression tasks with noise sigma 0.5 and 2: at the optimum s_i = log E[L_i], so the
+    # weights 0.5 exp(-s_i) stand in the ratio sigma_b^2 / sigma_a^2 = 16.
+    torch.manual_seed(0)
+    x = torch.randn(4096, 4)
+    clean = x @ torch.tensor([1.0, -2.0, 0.5, 1.0])
+    targets = {"a": clean + 0.5 * torch.randn(4096), "b": -clean + 2.0 * torch.randn(4096)}
+    model, strategy = _TwoRegressions(), Uncertainty()
+    criterion, optimizer = _attach(strategy, model)
+    for step in range(1500):
+        index = torch.randint(0, 4096, (256,))
+        total, _ = criterion(model(x[index]), {k: v[index] for k, v in targets.items()})
+        optimizer.zero_grad()
+        criterion.backward(total)
+        optimizer.step()
+    weights = strategy.weights()
+    assert (weights[0] / weights[1]).item() == pytest.approx(16.0, rel=0.25)
+
+
+def test_gradnorm_moves_the_heads_gradient_norms_toward_equality():
+    # Head b's loss is 10x head a's: its gradient on the shared layer starts far larger; with
+    # alpha = 0 GradNorm's target is equal norms.
+    torch.manual_seed(0)
+    x = torch.randn(512, 4)
+    y = x.sum(dim=1)
+    model, strategy = _TwoRegressions(), GradNorm(alpha=0.0)
+    criterion, optimizer = _attach(strategy, model)
+    criterion.losses["b"] = _ScaledSquared(10.0)
+
+    def norm_ratio() -> float:
+        out = model(x)
+        norms = [torch.cat([g.flatten() for g in torch.autograd.grad(
+            w * criterion.losses[h](out[h], y), strategy.layer, retain_graph=True)]).norm()
+            for h, w in zip(strategy.heads, strategy.weights())]
+        return (norms[1] / norms[0]).item()
+
+    before = norm_ratio()
+    for _ in range(300):
+        total, _ = criterion(model(x), {"a": y, "b": y})
+        optimizer.zero_grad()
+        criterion.backward(total)
+        optimizer.step()
+    after = norm_ratio()
+    assert before > 3.0 and abs(after - 1.0) < 0.5 * abs(before - 1.0)
+    assert strategy.weights().sum().item() == pytest.approx(2.0, rel=1e-5)  # renormalised to K
+    assert strategy.weights()[0] > strategy.weights()[1]
+
+
+class _ScaledSquared(_Squared):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, pred, target):
+        return self.factor * super().forward(pred, target)
+
+
+@pytest.mark.parametrize("name", ["dwa", "gradnorm", "pcgrad"])
+def test_strategies_that_balance_heads_refuse_one_head(name):
+    model = _TwoRegressions()
+    criterion = MultiHeadLoss(losses={"a": CrossEntropyLoss(num_classes=2)}, weights={"a": 1.0})
+    with pytest.raises(ValueError, match=f"weighting {name} needs at least 2 heads"):
+        STRATEGIES[name]().on_start(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                    criterion=criterion)
+
+
+def _flat(strategy: str, **params):
+    return {
+        "data.kind": "digits", "data.limit": 500, "model.kind": "mlp", "model.mlp.hidden": 16,
+        "heads.digit.loss": "ce", "heads.thickness.loss": "ordinal", "heads.smoothness.loss": "ce",
+        "heads.thickness.weight": 0.5, "energy_weight": 0.01, "train.epochs": 4, "train.batch_size": 64, "train.lr": 0.01,
+        "train.threads": 1, "train.device": "cpu", "weighting.strategy": strategy,
+        **{f"weighting.{strategy}.{k}": v for k, v in params.items()},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_trains_reports_its_weights_and_resumes_with_the_same_weights(name, one_thread, tmp_path):
+    reports = []
+    whole = train(_flat(name), report=reports.append)
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
+    weights = [[r[f"weights/{h}"] for h in ("digit", "thickness", "smoothness")] for r in reports]
+    if name == "fixed" or name == "pcgrad":
+        assert weights == [[1.0, 0.5, 1.0]] * 4
+    elif name == "dwa":
+        assert weights[0] == weights[1] == [1.0, 0.5, 1.0] and weights[2] != weights[1]
+    else:  # learned: they move
+        assert weights[-1] != weights[0]
+    assert whole["val/acc_mean"] > max(0.3, reports[0]["val/acc_mean"])  # it learns (chance: about 0.2)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(metrics):
+        if metrics["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(_flat(name), report=stop_after_two, checkpoint_dir=tmp_path)
+    resumed = []
+    assert train(_flat(name), report=resumed.append, checkpoint_dir=tmp_path) == whole
+    assert [[r[f"weights/{h}"] for h in ("digit", "thickness", "smoothness")] for r in resumed] == weights[2:]

@@ -1,0 +1,225 @@
+"""Weighting strategies: how the head losses of a trial are combined and backpropagated.
+
+Each strategy is a hook of the train loop (``trainables.hooks``): ``on_start`` attaches it to the
+trial's ``MultiHeadLoss`` (and adds its parameters to the optimiser), which then calls
+``combine`` for the task loss of every step and ``backward`` for its backward pass; ``on_epoch_end``
+reports the effective per-head weights (``weights/<head>``); ``state_dict`` keeps what it learned
+for a resumed trial. The head weights w_i of the space are the starting point or a fixed factor:
+
+    fixed        sum_i w_i L_i
+    uncertainty  sum_i 0.5 exp(-s_i) w_i L_i + 0.5 s_i      (s_i = log sigma_i^2, learned; Kendall et al. 2018)
+    dwa          sum_i lambda_i w_i L_i                     (lambda from the last two epochs; Liu et al. 2019)
+    gradnorm     sum_i g_i L_i, g learned from w scaled to sum to K, kept summing to K (Chen et al. 2018)
+    pcgrad       sum_i w_i L_i, the task gradients on the shared layers projected (Yu et al. 2020)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from trainables.settings import Rule
+
+from ._methods import dwa_weights, gradnorm_targets, pcgrad
+
+__all__ = ["STRATEGIES", "DWA", "Fixed", "GradNorm", "PCGrad", "Strategy", "Uncertainty"]
+
+Scale = Callable[[Tensor], Tensor]
+
+
+class Strategy(nn.Module):
+    """The ``fixed`` strategy and the base of the others."""
+
+    # The fewest heads the strategy balances (checked by the space validator and on_start).
+    min_heads: ClassVar[int] = 1
+    # Whether it combines and backpropagates the losses itself (else MultiHeadLoss's weighted sum).
+    attaches: ClassVar[bool] = True
+
+    def on_start(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module) -> None:
+        self.heads = list(criterion.losses)
+        if len(self.heads) < self.min_heads:
+            raise ValueError(f"weighting {self.name()} needs at least {self.min_heads} heads, but got {self.heads}")
+        device = next(model.parameters()).device
+        self.register_buffer("base", torch.tensor([criterion.weights[h] for h in self.heads], device=device))
+        self.setup(model)
+        self.to(device)
+        own = list(self.parameters())
+        if own:  # learned weights: optimised with the model, without weight decay
+            optimizer.add_param_group({"params": own, "weight_decay": 0.0})
+        if self.attaches:
+            criterion.weighting = self
+
+    @classmethod
+    def name(cls) -> str:
+        return next(name for name, option in STRATEGIES.items() if option is cls)
+
+    def setup(self, model: nn.Module) -> None:
+        """What the strategy needs of the model (its shared layers), before it moves to the device."""
+
+    def weights(self) -> Tensor:
+        """The effective weight of each head's loss this step (no gradient)."""
+        return self.base
+
+    def combine(self, losses: Sequence[Tensor]) -> Tensor:
+        """The task loss from the heads' losses (in ``heads`` order)."""
+        return (self.weights() * torch.stack(list(losses))).sum()
+
+    def backward(self, total: Tensor, *, losses: Sequence[Tensor], extra: Tensor | None, scale: Scale) -> None:
+        """Gradients of ``total`` (the task loss plus ``extra``, the energy term) for the step."""
+        scale(total).backward()
+
+    def on_epoch_end(self, *, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        return {f"weights/{head}": w for head, w in zip(self.heads, self.weights().tolist())}
+
+
+class Fixed(Strategy):
+    # MultiHeadLoss's own weighted sum: the same numbers and cost as a trial before strategies.
+    attaches = False
+
+
+class Uncertainty(Strategy):
+    """Kendall, Gal & Cipolla (2018): learned s_i = log sigma_i^2 per head, starting at 0."""
+
+    def setup(self, model: nn.Module) -> None:
+        self.log_vars = nn.Parameter(torch.zeros(len(self.heads)))
+
+    def weights(self) -> Tensor:
+        return (0.5 * torch.exp(-self.log_vars) * self.base).detach()
+
+    def combine(self, losses: Sequence[Tensor]) -> Tensor:
+        s = self.log_vars
+        return (0.5 * torch.exp(-s) * self.base * torch.stack(list(losses)) + 0.5 * s).sum()
+
+
+class DWA(Strategy):
+    """Liu, Johns & Davison (2019): lambda from the ratio of the last two epochs' training losses
+    (``dwa_weights``); equal weights for the first two epochs."""
+
+    min_heads = 2
+
+    def __init__(self, *, temperature: Annotated[float, Rule(minimum=0.0, min_open=True)] = 2.0) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.history: list[list[float]] = []
+
+    def setup(self, model: nn.Module) -> None:
+        self.register_buffer("lambdas", torch.ones(len(self.heads)))
+
+    def weights(self) -> Tensor:
+        return self.lambdas * self.base
+
+    def on_epoch_end(self, *, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        used = super().on_epoch_end(epoch=epoch, metrics=metrics)  # the weights of the epoch that ended
+        self.history.append([metrics[f"train/loss/{head}"] for head in self.heads])
+        lambdas = dwa_weights(self.history, temperature=self.temperature)
+        self.lambdas.copy_(torch.tensor(lambdas, dtype=self.lambdas.dtype))
+        return used
+
+    def get_extra_state(self) -> Any:
+        return {"history": self.history}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.history = [list(epoch) for epoch in state["history"]]
+
+
+def _shared_and_head_parameters(model: nn.Module, strategy: str) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    heads = getattr(model, "heads", None)
+    if not isinstance(heads, nn.Module):
+        raise ValueError(f"weighting {strategy} needs a model with its heads in a `heads` module (the rest is "
+                         f"shared), but got {type(model).__name__}")
+    own = {id(p) for p in heads.parameters()}
+    shared = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    return shared, [p for p in heads.parameters() if p.requires_grad]
+
+
+class GradNorm(Strategy):
+    """Chen et al. (2018): weights g_i learned so that the heads' gradient norms on the last shared
+    layer, G_i = ||grad_W g_i L_i||, move to mean(G) * r_i ** alpha, r_i the head's inverse training
+    rate (L_i(t) / L_i(0) relative to the mean); g renormalised to sum to the number of heads."""
+
+    min_heads = 2
+
+    def __init__(self, *, alpha: Annotated[float, Rule(minimum=0.0, maximum=10.0)] = 1.5) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def setup(self, model: nn.Module) -> None:
+        shared, _ = _shared_and_head_parameters(model, "gradnorm")
+        last = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))
+                and any(p is q for p in m.parameters(recurse=False) for q in shared)][-1]
+        self.layer = [p for p in last.parameters(recurse=False) if p.requires_grad]
+        k = len(self.heads)
+        self.gains = nn.Parameter(self.base * k / self.base.sum())
+        self.register_buffer("initial", torch.zeros(k))  # L_i(0): the first step's losses
+
+    def weights(self) -> Tensor:
+        g = self.gains.detach().clamp(min=1e-6)
+        return g * len(self.heads) / g.sum()
+
+    def combine(self, losses: Sequence[Tensor]) -> Tensor:
+        with torch.no_grad():  # the optimiser step moved the sum: back to K (and every weight > 0)
+            self.gains.copy_(self.weights())
+        return super().combine(losses)
+
+    def backward(self, total: Tensor, *, losses: Sequence[Tensor], extra: Tensor | None, scale: Scale) -> None:
+        # One backward per head, through the head and the last shared layer only.
+        norms = torch.stack([
+            torch.cat([g.flatten() for g in torch.autograd.grad(loss, self.layer, retain_graph=True)]).norm()
+            for loss in losses
+        ])
+        values = torch.stack([loss.detach() for loss in losses])
+        if not bool(self.initial.any()):
+            self.initial.copy_(values)
+        g = self.weights()
+        targets = gradnorm_targets(g * norms, values / self.initial, alpha=self.alpha)
+        scale(total).backward()
+        # d/dg_i of sum_j |g_j n_j - target_j| (n and the targets constant)
+        self.gains.grad = scale(torch.sign(g * norms - targets) * norms)
+
+
+class PCGrad(Strategy):
+    """Yu et al. (2020): each head's gradient on the shared parameters projected off the others it
+    conflicts with (``pcgrad``), in a random order per step drawn from a generator seeded from the
+    trial's seed; the heads' own parameters and the energy term get their plain gradients."""
+
+    min_heads = 2
+
+    def setup(self, model: nn.Module) -> None:
+        self.shared, self.own = _shared_and_head_parameters(model, "pcgrad")
+        # seeded by the trial's seed (the global generator train() seeded), kept in the checkpoint
+        self.generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+
+    def backward(self, total: Tensor, *, losses: Sequence[Tensor], extra: Tensor | None, scale: Scale) -> None:
+        weighted = self.weights() * torch.stack(list(losses))
+        grads = [_flat_grad(scale(weighted[i]), self.shared) for i in range(len(losses))]
+        update = torch.stack(pcgrad(grads, generator=self.generator)).sum(dim=0)
+        if extra is not None and extra.requires_grad:
+            update = update + _flat_grad(scale(extra), self.shared)
+        scale(total).backward(inputs=self.own)
+        offset = 0
+        for p in self.shared:
+            p.grad = update[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+
+    def get_extra_state(self) -> Any:
+        return {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.generator.set_state(state["generator"])
+
+
+def _flat_grad(loss: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "fixed": Fixed,
+    "uncertainty": Uncertainty,
+    "dwa": DWA,
+    "gradnorm": GradNorm,
+    "pcgrad": PCGrad,
+}
