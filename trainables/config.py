@@ -25,6 +25,7 @@ from trainables.models import MODEL
 from trainables.settings import Rule, SettingError, check_fields
 from trainables.switches import Switch, switch_field
 from trainables.temporal import check_pattern, label_mask, masked_chunks, stretch
+from trainables.auxiliary import AUXILIARIES
 from trainables.weighting import STRATEGIES
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ObjectiveConfig",
     "TemporalConfig",
     "WeightingConfig",
+    "AuxiliaryConfig",
     "TrainConfig",
     "TrialConfig",
     "check_section",
@@ -169,6 +171,17 @@ class WeightingConfig:
 
 
 @dataclass(frozen=True)
+class AuxiliaryConfig:
+    """An auxiliary loss (``trainables.auxiliary``) with its own weight, or none."""
+
+    kind: Annotated[str, Switch(AUXILIARIES)] = "none"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_section(self, "auxiliary")
+
+
+@dataclass(frozen=True)
 class ObjectiveConfig:
     """The metric that picks a trial's best epoch and stops it early (the driver's first objective)."""
 
@@ -186,15 +199,17 @@ SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "energy": EnergyConfig,
     "weighting": WeightingConfig,
+    "auxiliary": AuxiliaryConfig,
     "objective": ObjectiveConfig,
 }
 # Core sections whose switch chooses a hook of the train loop (trainables.hooks), as a plugin's does.
-HOOK_SECTIONS = ("weighting",)
+HOOK_SECTIONS = ("weighting", "auxiliary")
 # Sections of a space file that are the search driver's, not a trial's.
 DRIVER_SECTIONS = ("name", "objective", "search", "resources", "mlflow")
 # The order of a trial's settings: sections, the heads and the top-level fields of TrialConfig.
 # It is the order a search suggests them in, so it is part of what a seed reproduces.
-LAYOUT: list[str] = ["data", "model", "temporal", "train", HEADS, "energy_weight", "energy", "weighting", "objective"]
+LAYOUT: list[str] = ["data", "model", "temporal", "train", HEADS, "energy_weight", "energy", "weighting", "auxiliary",
+                     "objective"]
 
 
 def register_section(name: str, cls: type) -> None:
@@ -254,6 +269,7 @@ class TrialConfig:
     train = _section_property("train")
     energy = _section_property("energy")
     weighting = _section_property("weighting")
+    auxiliary = _section_property("auxiliary")
     objective = _section_property("objective")
 
     def hook_sections(self) -> Iterator[tuple[str, Any]]:

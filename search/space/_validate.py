@@ -35,7 +35,7 @@ from search.space._schema import (
 )
 from search.space._temporal import SECTION as TEMPORAL
 from search.space._temporal import runs_over_time, temporal_issues
-from search.space._weighting import weighting_issues
+from search.space._hook_rules import hook_issues
 from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
@@ -103,7 +103,7 @@ class _Walk(ValueChecker):
             self.device_check(resources, tuple(entries))
         crossed = [] if any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues) else \
             temporal_issues(entries, given=TEMPORAL in doc)
-        crossed += weighting_issues(entries, heads=len(heads)) if heads is not None else []
+        crossed += hook_issues(entries, heads=list(heads)) if heads is not None else []
         for key, rule, value in crossed:
             self.add(self.option_paths.get((key, value), self.paths.get(key, key)), rule, value)
         if self.issues:

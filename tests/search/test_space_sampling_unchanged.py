@@ -8,8 +8,9 @@ but for the one documented rename: a model kind's parameters are namespaced by t
 bool with default false and is now ``off | fp16 | bf16 | auto`` with default ``auto`` (issue 14).
 The shipped spaces leave it at its default, so their constant changed from false to auto; it is
 no searched dimension and the score below ignores strings and bools, so the draws are unchanged.
-Issue 15 added the ``temporal`` section and issue 16 the ``weighting`` one: a space without them
-has their defaults as constants (one step showing the image; fixed weights), which the score
+Issue 15 added the ``temporal`` section and issue 16 the ``weighting`` and ``auxiliary`` ones: a
+space without them has their defaults as constants (one step showing the image; fixed weights; no
+auxiliary loss), which the score
 leaves out, so the draws are unchanged; and
 ``spaces/temporal_energy.yaml`` became a temporal space with other dimensions, so its draws from
 before are dropped from the fixture.
@@ -33,7 +34,7 @@ BEFORE = json.loads((Path(__file__).parent / "fixtures" / "sampled_before_schema
 
 # The defaults of the sections added since: constants of every space that does not set them.
 NEW_DEFAULTS = {"temporal.n_timesteps": 1, "temporal.pattern": "1", "temporal.dt": 1.0,
-                "temporal.reaction_time": 0.0, "weighting.strategy": "fixed"}
+                "temporal.reaction_time": 0.0, "weighting.strategy": "fixed", "auxiliary.kind": "none"}
 
 
 def _score(config: dict) -> float:

@@ -25,6 +25,7 @@ from ._ordinal import (
     soft_ordinal_loss,
 )
 from ._registry import LOSS, LOSSES, build_loss, loss_parameters
+from ._robust import SymmetricCrossEntropyLoss, supcon_loss, symmetric_ce_loss
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "OrdinalLoss",
     "QuantizedLoss",
     "SoftOrdinalLoss",
+    "SymmetricCrossEntropyLoss",
     "UncertaintyWeighting",
     "WeightedCrossEntropyLoss",
     "build_loss",
@@ -47,5 +49,7 @@ __all__ = [
     "ordinal_loss",
     "quantized_loss",
     "soft_ordinal_loss",
+    "supcon_loss",
+    "symmetric_ce_loss",
     "weighted_ce_loss",
 ]

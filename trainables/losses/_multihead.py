@@ -60,6 +60,8 @@ class MultiHeadLoss(nn.Module):
         self.energy = energy
         self.energy_weight = float(energy_weight)
         self.weighting: nn.Module | None = None
+        # An auxiliary loss (trainables.auxiliary) attaches itself here: + auxiliary(outputs, targets).
+        self.auxiliary: nn.Module | None = None
         # this step's head losses and energy term, for a weighting strategy's backward
         self._parts: tuple[list[Tensor], Tensor | None] | None = None
 
@@ -89,10 +91,15 @@ class MultiHeadLoss(nn.Module):
             energy = self.energy().to(total.device)
             self.energy.reset()
         weighted_energy = self.energy_weight * energy
-        if self.energy_weight > 0:
-            total = total + weighted_energy
+        extra = weighted_energy if self.energy_weight > 0 else None  # terms beside the heads' losses
+        if self.auxiliary is not None:
+            auxiliary = self.auxiliary(outputs, targets)
+            breakdown["loss/auxiliary"] = auxiliary.detach()
+            extra = auxiliary if extra is None else extra + auxiliary
+        if extra is not None:
+            total = total + extra
         if self.weighting is not None:
-            self._parts = (values, weighted_energy if self.energy_weight > 0 else None)
+            self._parts = (values, extra)
 
         total_value = total.detach()
         weighted_value = weighted_energy.detach()

@@ -9,6 +9,7 @@ from trainables.switches import Switch
 from ._base import HeadLoss
 from ._classification import CrossEntropyLoss, FocalLoss, WeightedCrossEntropyLoss
 from ._ordinal import OrdinalLoss, QuantizedLoss, SoftOrdinalLoss
+from ._robust import SymmetricCrossEntropyLoss
 
 LOSSES: dict[str, type[HeadLoss]] = {
     "ce": CrossEntropyLoss,
@@ -17,6 +18,7 @@ LOSSES: dict[str, type[HeadLoss]] = {
     "weighted_ce": WeightedCrossEntropyLoss,
     "focal": FocalLoss,
     "soft_ordinal": SoftOrdinalLoss,
+    "symmetric_ce": SymmetricCrossEntropyLoss,
 }
 
 # Set by the head (data set and trainer), never searched.

@@ -20,6 +20,7 @@ from trainables.losses import (
     ordinal_loss,
     quantized_loss,
     soft_ordinal_loss,
+    symmetric_ce_loss,
     weighted_ce_loss,
 )
 
@@ -32,6 +33,7 @@ FUNCTIONS = {
     "weighted_ce": weighted_ce_loss,
     "focal": focal_loss,
     "soft_ordinal": soft_ordinal_loss,
+    "symmetric_ce": symmetric_ce_loss,
 }
 
 # Non-default parameter sets, so the templates exercise more than the defaults.
@@ -46,6 +48,7 @@ VARIANTS = {
     "weighted_ce": [{}, {"distance_power": 1.5, "weight": 0.7, "base": 0.3}],
     "focal": [{}, {"gamma": 0.5, "alpha": (0.1, 0.2, 0.3, 0.2, 0.2)}],
     "soft_ordinal": [{}, {"sigma": 0.6}],
+    "symmetric_ce": [{}, {"alpha": 1.0, "beta": 0.5, "log_zero": -2.0}],
 }
 CASES = [(name, params) for name in LOSSES for params in VARIANTS[name]]
 CASE_IDS = [f"{name}-{i}" for name in LOSSES for i in range(len(VARIANTS[name]))]
@@ -68,6 +71,8 @@ BAD_PARAMS = [
     ("focal", {"alpha": (1.0, -1.0, 1.0, 1.0, 1.0)}, "alpha must be a sequence of finite numbers >= 0"),
     ("soft_ordinal", {"sigma": 0.0}, "sigma must be a finite number >= 0.001, but got 0.0"),
     ("soft_ordinal", {"sigma": 1e-4}, "sigma must be a finite number >= 0.001, but got 0.0001"),
+    ("symmetric_ce", {"beta": -1.0}, "beta must be a finite number >= 0, but got -1.0"),
+    ("symmetric_ce", {"log_zero": 0.0}, "log_zero must be a finite number < 0, but got 0.0"),
 ]
 
 
@@ -501,3 +506,22 @@ def test_focal_alpha_buffer_follows_dtype_and_matches_function():
         module.double()(logits, target),
         focal_loss(logits, target, num_classes=C, alpha=alpha),
     )
+
+
+def test_symmetric_ce_with_beta_zero_is_scaled_ce_and_matches_the_loop_formula():
+    logits, target = make_inputs("symmetric_ce", n=12, ignore=[2])
+    torch.testing.assert_close(symmetric_ce_loss(logits, target, num_classes=C, alpha=1.0, beta=0.0),
+                               cross_entropy_loss(logits, target, num_classes=C), rtol=1e-6, atol=0)
+    p = softmax(logits.double().numpy())
+    terms = [0.3 * -math.log(p[i, y]) + 0.7 * 4.0 * (1 - p[i, y]) for i, y in enumerate(target.tolist()) if y != -1]
+    value = symmetric_ce_loss(logits.double(), target, num_classes=C, alpha=0.3, beta=0.7)
+    assert value.item() == pytest.approx(sum(terms) / len(terms), rel=1e-12)
+
+
+def test_symmetric_ce_bounds_the_cost_of_a_confident_wrong_label():
+    # RCE is at most -A: a mislabelled, confidently predicted sample cannot dominate as in CE.
+    logits = torch.tensor([[20.0, 0, 0, 0, 0]])
+    wrong = torch.tensor([3])
+    rce = symmetric_ce_loss(logits, wrong, num_classes=C, alpha=0.0, beta=1.0)
+    assert rce.item() == pytest.approx(4.0, rel=1e-6)
+    assert cross_entropy_loss(logits, wrong, num_classes=C).item() > 19.0

@@ -29,11 +29,12 @@ DOCUMENTED = {
     },
     "focal": {"gamma": (float, 2.0), "alpha": (tuple[float, ...] | None, None)},
     "soft_ordinal": {"sigma": (float, 1.0)},
+    "symmetric_ce": {"alpha": (float, 0.1), "beta": (float, 1.0), "log_zero": (float, -4.0)},
 }
 
 
 def test_registry_names():
-    assert list(LOSSES) == ["ce", "ordinal", "quantized", "weighted_ce", "focal", "soft_ordinal"]
+    assert list(LOSSES) == ["ce", "ordinal", "quantized", "weighted_ce", "focal", "soft_ordinal", "symmetric_ce"]
 
 
 @pytest.mark.parametrize("name", DOCUMENTED)
@@ -110,6 +111,7 @@ def test_public_api():
         "OrdinalLoss",
         "QuantizedLoss",
         "SoftOrdinalLoss",
+        "SymmetricCrossEntropyLoss",
         "UncertaintyWeighting",
         "WeightedCrossEntropyLoss",
         "build_loss",
@@ -119,6 +121,8 @@ def test_public_api():
         "ordinal_loss",
         "quantized_loss",
         "soft_ordinal_loss",
+        "supcon_loss",
+        "symmetric_ce_loss",
         "weighted_ce_loss",
     }
     assert all(hasattr(losses_package, name) for name in losses_package.__all__)
