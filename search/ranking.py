@@ -13,11 +13,12 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["RANKED_STATES", "Ranked", "best_line", "best_trial", "pareto_set", "ranked"]
+__all__ = ["RANKED_STATES", "SCORED_STATES", "Ranked", "best_line", "best_trial", "pareto_set", "ranked"]
 
 # States in rank order; any other (running, interrupted, pending) ranks after them.
 RANKED_STATES = ("FINISHED", "STOPPED", "FAILED")
-_SCORED_STATES = RANKED_STATES[:2]
+# States whose value counts: a trial that ran to its end or was stopped early.
+SCORED_STATES = RANKED_STATES[:2]
 
 
 class Ranked(Protocol):
@@ -52,7 +53,7 @@ def ranked(trials: Sequence[_T], modes: Sequence[str]) -> list[_T]:
 
 def best_trial(trials: Sequence[_T], modes: Sequence[str]) -> _T | None:
     """The first ranked trial that is finished or stopped and has a value; None if none is."""
-    return next((t for t in ranked(trials, modes) if t.state in _SCORED_STATES and _value(t) is not None), None)
+    return next((t for t in ranked(trials, modes) if t.state in SCORED_STATES and _value(t) is not None), None)
 
 
 def best_line(trial: Ranked | None, metric: str) -> str:

@@ -67,5 +67,5 @@ def evaluate(
 def _metrics(pred: Tensor, target: Tensor, info: HeadInfo, presenter: Presenter) -> dict[str, float]:
     if presenter.supervised is None:
         return head_metrics(pred, target, num_classes=info.num_classes, unit_range=info.unit_range)
-    return step_metrics(pred, target, supervised=presenter.supervised, num_classes=info.num_classes,
-                        unit_range=info.unit_range)
+    return step_metrics(pred, target, supervised=presenter.supervised, dt=presenter.dt,
+                        num_classes=info.num_classes, unit_range=info.unit_range)

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from trainables.losses import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
@@ -31,7 +33,7 @@ def head_metrics(
     num_classes: int,
     unit_range: tuple[float, float] | None,
     k: int = DEFAULT_K,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, float]:
     """Metrics of one head over the targets that are not ``ignore_index``.
 
@@ -67,6 +69,7 @@ def step_metrics(
     target: Tensor,
     *,
     supervised: Sequence[bool],
+    dt: float,
     num_classes: int,
     unit_range: tuple[float, float] | None,
 ) -> dict[str, float]:
@@ -75,8 +78,10 @@ def step_metrics(
 
     The ``head_metrics`` at the last supervised step (the answer the model settles on), and over
     all supervised steps: acc_steps, mae_norm_steps (their mean over steps and samples); reaction:
-    the first supervised step from which the rounded prediction is right at every later supervised
-    step, averaged over samples, counting T for a sample that is wrong at the last one.
+    the time (step index x ``dt``) from which the rounded prediction is right at every later step,
+    supervised or not, averaged over samples, counting T x dt for a sample wrong at the last step.
+    Judged on every step, it does not depend on the mask, and in time units it compares trials with
+    other step counts or patterns.
     """
     steps = [t for t, kept in enumerate(supervised) if kept]
     if pred.dim() != 2 or pred.shape != (target.shape[0], len(supervised)) or not steps:
@@ -86,12 +91,11 @@ def step_metrics(
     metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, unit_range=unit_range)
     over = head_metrics(kept.reshape(-1), target.repeat_interleave(len(steps)), num_classes=num_classes,
                         unit_range=unit_range)
-    right = kept.detach().clamp(0, num_classes - 1).round() == target[:, None]
-    # settled[:, k]: right at supervised step k and at every later one
+    right = pred.detach().clamp(0, num_classes - 1).round() == target[:, None]
+    # settled[:, t]: right at step t and at every later one
     settled = right.flip(1).cumprod(dim=1).flip(1).bool()
-    first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(steps))
-    at_step = torch.tensor([*steps, len(supervised)], dtype=torch.float64)[first]
-    reaction = at_step.mean().item() if len(target) else math.nan
+    first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(supervised))
+    reaction = first.double().mean().item() * dt if len(target) else math.nan
     return {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over["mae_norm"], "reaction": reaction}
 
 

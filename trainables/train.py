@@ -87,7 +87,7 @@ def train(
     if placement_module.keeps_resident(_tensors(data), placement):
         data = replace(data, train=_to_device(data.train, device), val=_to_device(data.val, device),
                        test=_to_device(data.test, device))
-    presenter = _presenter(cfg)
+    presenter = _presenter(cfg).on(device)
     objective = cfg.objective.metric
     valid_objectives = metric_names(heads, split="val", temporal=presenter.steps is not None)
     if objective not in valid_objectives:
@@ -200,7 +200,8 @@ def _presenter(cfg: TrialConfig) -> Presenter:
             raise ValueError(f"temporal.n_timesteps must be 1 with model.kind {cfg.model.kind} (a static model sees "
                              f"one step; a recurrent kind runs over timesteps), but got {cfg.temporal.n_timesteps}")
         return Presenter()
-    return Presenter(presented=tuple(c == "1" for c in cfg.temporal.steps), supervised=tuple(cfg.temporal.supervised()))
+    return Presenter(presented=tuple(c == "1" for c in cfg.temporal.steps), supervised=tuple(cfg.temporal.supervised()),
+                     dt=cfg.temporal.dt)
 
 
 def _new_alarms(progress: Progress, energy: float, train_losses: Mapping[str, float]) -> dict[str, str]:

@@ -6,6 +6,7 @@ tunable parameters read from the constructor signatures (the single source of tr
 """
 
 from ._base import HeadLoss
+from ._checks import IGNORE_INDEX
 from ._classification import (
     CrossEntropyLoss,
     FocalLoss,
@@ -29,6 +30,7 @@ from ._robust import SymmetricCrossEntropyLoss, supcon_loss, symmetric_ce_loss
 from ._uncertainty import UncertaintyWeighting
 
 __all__ = [
+    "IGNORE_INDEX",
     "LOSS",
     "LOSSES",
     "CrossEntropyLoss",

@@ -5,7 +5,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_inputs, check_logits, check_num_classes, compute_dtype
+from ._checks import IGNORE_INDEX, check_inputs, check_logits, check_num_classes, compute_dtype
 
 
 def prepare(
@@ -55,7 +55,7 @@ class HeadLoss(nn.Module):
     # True when `predict` returns a continuous class-index value rather than an argmax.
     ordinal_prediction: ClassVar[bool] = False
 
-    def __init__(self, *, num_classes: int, ignore_index: int = -1) -> None:
+    def __init__(self, *, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
         check_num_classes(num_classes, ignore_index=ignore_index)
         self.num_classes = num_classes

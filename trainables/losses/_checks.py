@@ -13,6 +13,10 @@ from torch import Tensor
 
 from trainables.settings import SettingError
 
+# The target value a head loss skips (masked steps of a temporal trial, unlabelled rows): the
+# default of every loss, the trainer's masks and the metrics.
+IGNORE_INDEX = -1
+
 Distance = Literal["l1", "l2", "huber"]
 DISTANCES: tuple[str, ...] = get_args(Distance)
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from trainables.settings import SettingError
 
 from ._base import HeadLoss, prepare
-from ._checks import check_class_weights, check_inputs, check_number, compute_dtype, masked_mean
+from ._checks import IGNORE_INDEX, check_class_weights, check_inputs, check_number, compute_dtype, masked_mean
 
 
 def _check_ce_params(label_smoothing: float) -> None:
@@ -46,7 +46,7 @@ def cross_entropy_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     label_smoothing: float = 0.0,
 ) -> Tensor:
@@ -76,7 +76,7 @@ def weighted_ce_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     distance_power: float = 2.0,
     weight: float = 1.0,
@@ -114,7 +114,7 @@ def focal_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     gamma: float = 2.0,
     alpha: Sequence[float] | Tensor | None = None,
@@ -174,7 +174,7 @@ class CrossEntropyLoss(HeadLoss):
     """Module form of `cross_entropy_loss` (see its docstring for the formula)."""
 
     def __init__(
-        self, *, num_classes: int, ignore_index: int = -1, label_smoothing: float = 0.0
+        self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
         _check_ce_params(label_smoothing)
@@ -198,7 +198,7 @@ class WeightedCrossEntropyLoss(HeadLoss):
         self,
         *,
         num_classes: int,
-        ignore_index: int = -1,
+        ignore_index: int = IGNORE_INDEX,
         distance_power: float = 2.0,
         weight: float = 1.0,
         base: float = 0.0,
@@ -229,7 +229,7 @@ class FocalLoss(HeadLoss):
         self,
         *,
         num_classes: int,
-        ignore_index: int = -1,
+        ignore_index: int = IGNORE_INDEX,
         gamma: float = 2.0,
         alpha: tuple[float, ...] | None = None,
     ) -> None:

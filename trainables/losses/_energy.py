@@ -9,7 +9,8 @@ from torch.utils.hooks import RemovableHandle
 
 from ._checks import compute_dtype
 
-DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)
+# Recurrent cells too: their output is the state, the activity of a recurrent layer.
+DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d, nn.RNNCellBase)
 
 
 class EnergyLoss(nn.Module):

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ._base import HeadLoss, OrdinalHeadLoss, expected_class, prepare
 from ._checks import (
+    IGNORE_INDEX,
     Distance,
     check_bool,
     check_distance,
@@ -46,7 +47,7 @@ def ordinal_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     distance: Distance = "l1",
     alpha: float = 0.1,
@@ -84,7 +85,7 @@ def quantized_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     distance: Distance = "l1",
     delta: float = 1.0,
@@ -116,7 +117,7 @@ def soft_ordinal_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     sigma: float = 1.0,
 ) -> Tensor:
@@ -151,7 +152,7 @@ class OrdinalLoss(OrdinalHeadLoss):
         self,
         *,
         num_classes: int,
-        ignore_index: int = -1,
+        ignore_index: int = IGNORE_INDEX,
         distance: Distance = "l1",
         alpha: float = 0.1,
         normalize: bool = True,
@@ -187,7 +188,7 @@ class QuantizedLoss(HeadLoss):
         self,
         *,
         num_classes: int,
-        ignore_index: int = -1,
+        ignore_index: int = IGNORE_INDEX,
         distance: Distance = "l1",
         delta: float = 1.0,
     ) -> None:
@@ -220,7 +221,7 @@ class QuantizedLoss(HeadLoss):
 class SoftOrdinalLoss(OrdinalHeadLoss):
     """Module form of `soft_ordinal_loss` (see its docstring for the formula)."""
 
-    def __init__(self, *, num_classes: int, ignore_index: int = -1, sigma: float = 1.0) -> None:
+    def __init__(self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, sigma: float = 1.0) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
         check_number("sigma", sigma, minimum=SIGMA_MIN)
         self.sigma = sigma

@@ -7,6 +7,7 @@ from typing import Any
 from trainables.switches import Switch
 
 from ._base import HeadLoss
+from ._checks import IGNORE_INDEX
 from ._classification import CrossEntropyLoss, FocalLoss, WeightedCrossEntropyLoss
 from ._ordinal import OrdinalLoss, QuantizedLoss, SoftOrdinalLoss
 from ._robust import SymmetricCrossEntropyLoss
@@ -32,7 +33,7 @@ def loss_parameters(name: str) -> dict[str, inspect.Parameter]:
     return LOSS.parameters(LOSS.check_option("loss", name))
 
 
-def build_loss(name: str, *, num_classes: int, ignore_index: int = -1, **params: Any) -> HeadLoss:
+def build_loss(name: str, *, num_classes: int, ignore_index: int = IGNORE_INDEX, **params: Any) -> HeadLoss:
     """Instantiate loss ``name`` for a head with ``num_classes`` classes.
 
     Raises ``SettingError`` (a ValueError with the key, rule and value as attributes) for an

@@ -15,7 +15,7 @@ from torch import Tensor
 from trainables.settings import SettingError
 
 from ._base import HeadLoss, prepare
-from ._checks import check_number, compute_dtype, masked_mean
+from ._checks import IGNORE_INDEX, check_number, compute_dtype, masked_mean
 
 
 def _check_symmetric_params(alpha: float, beta: float, log_zero: float) -> None:
@@ -31,7 +31,7 @@ def symmetric_ce_loss(
     target: Tensor,
     *,
     num_classes: int,
-    ignore_index: int = -1,
+    ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     alpha: float = 0.1,
     beta: float = 1.0,
@@ -55,7 +55,7 @@ class SymmetricCrossEntropyLoss(HeadLoss):
     """Module form of `symmetric_ce_loss` (see its docstring for the formula)."""
 
     def __init__(
-        self, *, num_classes: int, ignore_index: int = -1, alpha: float = 0.1, beta: float = 1.0,
+        self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, alpha: float = 0.1, beta: float = 1.0,
         log_zero: float = -4.0,
     ) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index)
@@ -68,7 +68,7 @@ class SymmetricCrossEntropyLoss(HeadLoss):
                                  log_zero=self.log_zero)
 
 
-def supcon_loss(features: Tensor, labels: Tensor, *, temperature: float = 0.1, ignore_index: int = -1) -> Tensor:
+def supcon_loss(features: Tensor, labels: Tensor, *, temperature: float = 0.1, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Supervised contrastive loss (Khosla et al., 2020) on an embedding, InfoNCE with the rows of
     the same label as positives. With u = features / ||features||, s_ij = u_i . u_j / temperature:
 

@@ -16,6 +16,7 @@ from ._simple_cnn import _after_two_pools, _check_input_shape
 
 # The recurrent update's share of the new input (leaky cell): 1 forgets the state at every step.
 Leak = Annotated[float, Rule(minimum=0.0, maximum=1.0, min_open=True, searchable=True)]
+# Smaller than SimpleCNN's 7x7: the encoder runs once per timestep, so its last layer is kept small.
 _POOLED_SIZE = 4
 
 

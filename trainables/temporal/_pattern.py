@@ -16,6 +16,7 @@ __all__ = ["MaskedChunkWarning", "check_pattern", "chunks", "label_mask", "maske
 
 # ceil(6 / 2) must be 3 even where the division rounds up (0.9 / 0.3 = 3.0000000000000004).
 _RATIO_DIGITS = 9
+_LONGEST = 2**31  # steps: more than any pattern has
 
 
 class MaskedChunkWarning(UserWarning):
@@ -48,7 +49,9 @@ def reaction_steps(*, dt: float, reaction_time: float) -> int:
         raise ValueError(f"dt must be a finite number > 0, but got {dt!r}")
     if not reaction_time >= 0 or not math.isfinite(reaction_time):
         raise ValueError(f"reaction_time must be a finite number >= 0, but got {reaction_time!r}")
-    return math.ceil(round(reaction_time / dt, _RATIO_DIGITS))
+    ratio = reaction_time / dt
+    # a reaction window longer than any pattern (a tiny dt): every step of every chunk masked
+    return math.ceil(round(ratio, _RATIO_DIGITS)) if ratio < _LONGEST else _LONGEST
 
 
 def chunks(pattern: str) -> list[tuple[int, int]]:

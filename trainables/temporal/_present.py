@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
+
+from trainables.losses import IGNORE_INDEX
 
 __all__ = ["Presenter"]
 
@@ -23,7 +25,11 @@ class Presenter:
 
     presented: tuple[bool, ...] | None = None
     supervised: tuple[bool, ...] | None = None
-    ignore_index: int = -1
+    ignore_index: int = IGNORE_INDEX
+    dt: float = 1.0  # the time of a step, for reaction times
+    # ``supervised`` as a [T] bool tensor on the trial's device (``on``): built per step, its copy
+    # from host memory would make every CUDA step wait for the device.
+    mask: Tensor | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.presented is None) != (self.supervised is None) or (
@@ -31,6 +37,12 @@ class Presenter:
         ):
             raise ValueError(f"presented and supervised must both be None or one bool per step each, but got "
                              f"{self.presented} and {self.supervised}")
+
+    def on(self, device: torch.device) -> Presenter:
+        """The same presenter with its mask on ``device``, built once."""
+        if self.supervised is None:
+            return self
+        return replace(self, mask=torch.tensor(self.supervised, dtype=torch.bool, device=device))
 
     @property
     def steps(self) -> int | None:
@@ -51,13 +63,8 @@ class Presenter:
         steps = len(self.supervised)
         if all(self.supervised):  # nothing to mask: no per-step select
             return rows, {name: y[:, None].expand(-1, steps).reshape(-1) for name, y in targets.items()}
-        mask = _mask(self.supervised, x.device)
+        mask = self.mask if self.mask is not None else torch.tensor(self.supervised, device=x.device)
         labels = {
             name: torch.where(mask, y[:, None], self.ignore_index).reshape(-1) for name, y in targets.items()
         }
         return rows, labels
-
-
-def _mask(supervised: Sequence[bool], device: torch.device) -> Tensor:
-    # A few bools per step: building them costs less than caching a tensor per device.
-    return torch.tensor(supervised, dtype=torch.bool, device=device)

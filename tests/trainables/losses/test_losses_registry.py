@@ -101,6 +101,7 @@ def test_build_loss_coerces_search_values():
 
 def test_public_api():
     assert set(losses_package.__all__) == {
+        "IGNORE_INDEX",
         "LOSS",
         "LOSSES",
         "CrossEntropyLoss",

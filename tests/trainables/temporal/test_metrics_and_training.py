@@ -15,21 +15,21 @@ def test_step_metrics_at_the_last_supervised_step_over_the_steps_and_reaction():
     supervised = [False, True, True, False, True]
     target = torch.tensor([2, 0, 1])
     pred = torch.tensor([
-        [0.0, 2.0, 2.0, 9.0, 2.0],   # right at every supervised step: reaction 1 (step 3 is not judged)
-        [0.0, 3.0, 0.0, 0.0, 0.2],   # wrong at 1, then right: reaction 2
-        [1.0, 1.0, 1.0, 1.0, 2.0],   # wrong at the last supervised step: never settles, T = 5
+        [0.0, 2.0, 2.0, 9.0, 2.0],   # right at every supervised step, wrong at step 3: settles at 4
+        [0.0, 3.0, 0.0, 0.0, 0.2],   # wrong at 1, then right: settles at 2
+        [1.0, 1.0, 1.0, 1.0, 2.0],   # wrong at the last step: never settles, T = 5
     ])
-    metrics = step_metrics(pred, target, supervised=supervised, num_classes=4, unit_range=None)
+    metrics = step_metrics(pred, target, supervised=supervised, dt=2.0, num_classes=4, unit_range=None)
     assert metrics["acc"] == pytest.approx(2 / 3)                       # step 4: right, right, wrong
     assert metrics["mae"] == pytest.approx((0 + 0.2 + 1) / 3)
     assert metrics["acc_steps"] == pytest.approx(7 / 9)                  # over steps 1, 2, 4
     assert metrics["mae_norm_steps"] == pytest.approx((0 + 0 + 0 + 3 + 0 + 0.2 + 0 + 0 + 1) / 9 / 3)
-    assert metrics["reaction"] == pytest.approx((1 + 2 + 5) / 3)
+    assert metrics["reaction"] == pytest.approx(2.0 * (4 + 2 + 5) / 3)  # in time units: steps x dt
 
 
 def test_step_metrics_refuse_a_mask_of_another_length():
     with pytest.raises(ValueError, match="pred must be"):
-        step_metrics(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), supervised=[True, True],
+        step_metrics(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), supervised=[True, True], dt=1.0,
                      num_classes=3, unit_range=None)
 
 

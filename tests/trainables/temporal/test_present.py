@@ -48,22 +48,24 @@ def test_an_all_masked_batch_gives_a_zero_connected_to_the_graph():
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
 
 
-def _energy_by_hand(model: nn.Module, x: torch.Tensor, presented, p: int) -> float:
-    """sum over hooked modules m and calls t of mean_b ||a_b||_p / n_units, / (M * T)."""
+def _energy_by_hand(model: nn.Module, run, steps: int, p: int):
+    """(sum over hooked modules m and calls t of mean_b ||a_b||_p / n_units, / (M * T), what
+    ``run()`` returned), recorded by hooks of our own during ``run()``."""
     records: dict[int, list[float]] = {}
     handles = []
-    for index, module in enumerate(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+    hooked = (nn.Conv2d, nn.Linear, nn.RNNCellBase)  # a recurrent cell's output is its state
+    for index, module in enumerate(m for m in model.modules() if isinstance(m, hooked)):
         def hook(module, args, out, index=index):
             flat = out.detach().double().reshape(out.shape[0], -1)
             value = (flat.abs() ** p).sum(dim=1) ** (1 / p) / flat.shape[1]
             records.setdefault(index, []).append(value.mean().item())
         handles.append(module.register_forward_hook(hook))
-    model(x, presented)
+    result = run()
     for handle in handles:
         handle.remove()
     calls = {len(v) for v in records.values()}
-    assert calls == {len(presented)}  # every hooked module ran once per step
-    return math.fsum(v for values in records.values() for v in values) / (len(records) * len(presented))
+    assert calls == {steps}  # every hooked module ran once per step
+    return math.fsum(v for values in records.values() for v in values) / (len(records) * steps), result
 
 
 @pytest.mark.parametrize(("cell", "p"), [("leaky", 1), ("gru", 2)])
@@ -73,14 +75,14 @@ def test_energy_over_the_steps_equals_the_hand_formula_and_resets_between_steps(
     criterion = MultiHeadLoss(losses={"digit": CrossEntropyLoss(num_classes=10), "level": CrossEntropyLoss(num_classes=5)},
                               weights={"digit": 1.0, "level": 1.0}, energy=EnergyLoss(p=p), energy_weight=0.5)
     presenter = Presenter(presented=presented, supervised=(True, False, True))
-    for seed in (1, 2):  # two optimiser steps: the second sees its own batch only
-        x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(seed))
-        y = {"digit": torch.zeros(4, dtype=torch.long), "level": torch.ones(4, dtype=torch.long)}
-        expected = _energy_by_hand(model, x, presented, p)
-        with criterion.energy.register(model):
-            total, breakdown = criterion(*presenter.for_loss(model, x, y))
-        assert breakdown["loss/energy"].item() == pytest.approx(expected, rel=1e-5)
-        total.backward()
+    with criterion.energy.register(model):  # once, as for a training epoch
+        for seed in (1, 2):  # two optimiser steps: the second sees its own batch only
+            x = torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(seed))
+            y = {"digit": torch.zeros(4, dtype=torch.long), "level": torch.ones(4, dtype=torch.long)}
+            expected, (total, breakdown) = _energy_by_hand(
+                model, lambda: criterion(*presenter.for_loss(model, x, y)), len(presented), p)
+            assert breakdown["loss/energy"].item() == pytest.approx(expected, rel=1e-5)
+            total.backward()
 
 
 def test_null_steps_feed_a_zero_image_and_the_state_carries_over():
