@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from trainables.losses import UncertaintyWeighting
 from trainables.settings import Rule
 
 from ._methods import dwa_weights, gradnorm_targets, pcgrad
@@ -81,17 +82,17 @@ class Fixed(Strategy):
 
 
 class Uncertainty(Strategy):
-    """Kendall, Gal & Cipolla (2018): learned s_i = log sigma_i^2 per head, starting at 0."""
+    """Kendall, Gal & Cipolla (2018): ``UncertaintyWeighting`` of the weighted head losses w_i L_i,
+    learned s_i = log sigma_i^2 per head, starting at 0."""
 
     def setup(self, model: nn.Module) -> None:
-        self.log_vars = nn.Parameter(torch.zeros(len(self.heads)))
+        self.uncertainty = UncertaintyWeighting(num_tasks=len(self.heads))
 
     def weights(self) -> Tensor:
-        return (0.5 * torch.exp(-self.log_vars) * self.base).detach()
+        return (0.5 * torch.exp(-self.uncertainty.log_vars) * self.base).detach()
 
     def combine(self, losses: Sequence[Tensor]) -> Tensor:
-        s = self.log_vars
-        return (0.5 * torch.exp(-s) * self.base * torch.stack(list(losses)) + 0.5 * s).sum()
+        return self.uncertainty(list(self.base * torch.stack(list(losses))))
 
 
 class DWA(Strategy):
