@@ -12,17 +12,28 @@ from search.report._load import (
     ReportError,
     SearchRecord,
     TrialRecord,
+    WEIGHTS_PREFIX,
     find_search,
     load_search,
     open_store,
 )
 from search.report._plots import front_label, pareto_set
-from search.report._tables import Table, loss_type_table, pareto_table, ranked, trial_table
+from search.report._tables import (
+    WEIGHTING_STRATEGY,
+    Table,
+    loss_type_table,
+    pareto_table,
+    ranked,
+    trial_table,
+    weighting_table,
+)
 from search.report._write import (
     ARTIFACT_PATH,
     FIGURES,
     PARETO_FIGURE,
     PARETO_TABLE,
+    WEIGHTING_FIGURE,
+    WEIGHTING_TABLE,
     Report,
     log_report,
     write_report,
@@ -33,6 +44,10 @@ __all__ = [
     "FIGURES",
     "PARETO_FIGURE",
     "PARETO_TABLE",
+    "WEIGHTING_FIGURE",
+    "WEIGHTING_STRATEGY",
+    "WEIGHTING_TABLE",
+    "WEIGHTS_PREFIX",
     "Objective",
     "Report",
     "ReportError",
@@ -50,5 +65,6 @@ __all__ = [
     "pareto_table",
     "ranked",
     "trial_table",
+    "weighting_table",
     "write_report",
 ]

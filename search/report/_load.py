@@ -36,6 +36,7 @@ from search.tracking import (
 
 __all__ = [
     "HEAD_METRICS",
+    "WEIGHTS_PREFIX",
     "Objective",
     "ReportError",
     "SearchRecord",
@@ -57,6 +58,9 @@ _STATES = {
 # Per-head metrics the report compares (validation split, class units; mae_units when the data
 # set gives the parameter's range).
 HEAD_METRICS = ("acc", "mae", "mae_units")
+# Metrics of a head's effective loss weight per epoch (weights/<head>, logged by every strategy of
+# trainables.weighting); named here because that package imports torch and the report must not.
+WEIGHTS_PREFIX = "weights/"
 _LISTED_OTHERS = 5  # other searches of the same name a note lists by id
 
 
@@ -87,6 +91,7 @@ class TrialRecord:
     curve: tuple[tuple[int, float], ...]  # (epoch, primary objective) for every logged epoch
     start_time: int
     error: str | None = None
+    weights: dict[str, float] = field(default_factory=dict)  # head -> effective loss weight, last epoch
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,13 @@ def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequ
                     metrics[name] = value
         per_head[head] = metrics
     steps = [int(latest["epoch"])] if "epoch" in latest else []
+    # The run's latest metrics hold each weight's last value: no history request per head. A
+    # non-finite weight (a diverged trial) is left out, as _history leaves out such epochs.
+    weights = {
+        key[len(WEIGHTS_PREFIX) :]: value
+        for key, value in latest.items()
+        if key.startswith(WEIGHTS_PREFIX) and math.isfinite(value)
+    }
     return TrialRecord(
         trial_id=run.data.tags.get(TAG_TRIAL_ID, run.info.run_name),
         run_id=run_id,
@@ -262,6 +274,7 @@ def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequ
         curve=tuple(sorted(curve.items())),
         start_time=run.info.start_time or 0,
         error=run.data.tags.get(TAG_ERROR),
+        weights=weights,
     )
 
 

@@ -7,13 +7,13 @@ trials have not reported): the figure then says why it is empty.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from search.report._load import Objective, SearchRecord, TrialRecord
 from search import ranking
-from search.report._tables import ENERGY_WEIGHT, ranked
+from search.report._tables import ENERGY_WEIGHT, WEIGHTING_STRATEGY, group_trials, ranked, weighting_strategy
 
 __all__ = [
     "front_label",
@@ -23,6 +23,7 @@ __all__ = [
     "importance_bars",
     "pareto_front",
     "pareto_set",
+    "weighting_boxes",
 ]
 
 _DPI = 100
@@ -35,8 +36,6 @@ _STATE_COLORS = {
     "PENDING": "tab:gray",
 }
 _TOP_CURVES = 5
-# The states ranking.best_trial scores: a trial that ran to its end or was stopped early.
-_PARETO_DRAWN = ranking.RANKED_STATES[:2]
 
 
 def _integer_ticks() -> Any:
@@ -103,6 +102,35 @@ def objective_by_trial(search: SearchRecord, path: Path) -> Path:
     return _save(figure, path)
 
 
+def _primary_values(
+    trials: Sequence[TrialRecord], *, key: Callable[[TrialRecord], str | None]
+) -> dict[str, list[float]]:
+    """The primary objective of ``trials`` by ``key``; groups without a value are left out."""
+    groups = group_trials(trials, key=key).items()
+    values = {name: [t.values[0] for t in group if t.values[0] is not None] for name, group in groups}
+    return {name: scored for name, scored in values.items() if scored}
+
+
+def _boxes(ax: Any, groups: dict[str, list[float]], *, objective: Objective, title: str) -> None:
+    """One box per group, best group first, with its trials drawn on top and counted."""
+    ax.set_title(title)
+    if not groups:
+        _empty(ax, "no trial has a value yet")
+        return
+    sign = -1.0 if objective.mode == "max" else 1.0
+    names = sorted(groups, key=lambda name: sign * (max(groups[name]) if sign < 0 else min(groups[name])))
+    ax.boxplot([groups[n] for n in names], tick_labels=names, widths=0.5, showfliers=False)
+    for x, name in enumerate(names, start=1):
+        values = groups[name]
+        # Deterministic spread so overlapping trials stay visible.
+        offsets = [((k % 5) - 2) * 0.04 for k in range(len(values))]
+        ax.scatter([x + o for o in offsets], values, s=18, color="tab:blue", alpha=0.7, zorder=3)
+        ax.annotate(f"n={len(values)}", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                    textcoords="offset points", ha="center", fontsize="x-small", color="0.3")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.grid(axis="y", alpha=0.3)
+
+
 def loss_type_boxes(search: SearchRecord, path: Path) -> Path:
     """The primary objective per loss type, one panel per head (box plot plus the trials)."""
     objective = search.objectives[0]
@@ -110,29 +138,22 @@ def loss_type_boxes(search: SearchRecord, path: Path) -> Path:
     figure = _figure(max(5.0, 3.2 * len(heads)), 4.2)
     axes = figure.subplots(1, len(heads), squeeze=False)[0]
     for ax, head in zip(axes, heads):
-        groups: dict[str, list[float]] = {}
-        for trial in search.trials:
-            if head in trial.losses and trial.values[0] is not None:
-                groups.setdefault(trial.losses[head], []).append(trial.values[0])
-        if not groups:
-            _empty(ax, "no trial has a value yet")
-            ax.set_title(head)
-            continue
-        sign = -1.0 if objective.mode == "max" else 1.0
-        names = sorted(groups, key=lambda name: sign * (max(groups[name]) if sign < 0 else min(groups[name])))
-        ax.boxplot([groups[n] for n in names], tick_labels=names, widths=0.5, showfliers=False)
-        for x, name in enumerate(names, start=1):
-            values = groups[name]
-            # Deterministic spread so overlapping trials stay visible.
-            offsets = [((k % 5) - 2) * 0.04 for k in range(len(values))]
-            ax.scatter([x + o for o in offsets], values, s=18, color="tab:blue", alpha=0.7, zorder=3)
-            ax.annotate(f"n={len(values)}", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                        textcoords="offset points", ha="center", fontsize="x-small", color="0.3")
-        ax.set_title(head)
-        ax.tick_params(axis="x", labelrotation=30)
-        ax.grid(axis="y", alpha=0.3)
+        groups = _primary_values(search.trials, key=lambda t: t.losses.get(head))
+        _boxes(ax, groups, objective=objective, title=head)
     axes[0].set_ylabel(_label(objective))
     figure.suptitle(f"{search.name}: {objective.metric} by loss type")
+    return _save(figure, path)
+
+
+def weighting_boxes(search: SearchRecord, path: Path) -> Path:
+    """The primary objective per weighting strategy (box plot plus the trials)."""
+    objective = search.objectives[0]
+    groups = _primary_values(search.trials, key=weighting_strategy)
+    figure = _figure(max(5.0, 1.2 * len(groups) + 2.0), 4.2)
+    ax = figure.subplots()
+    _boxes(ax, groups, objective=objective, title=WEIGHTING_STRATEGY)
+    ax.set_ylabel(_label(objective))
+    figure.suptitle(f"{search.name}: {objective.metric} by weighting strategy")
     return _save(figure, path)
 
 
@@ -208,13 +229,13 @@ def pareto_front(search: SearchRecord, path: Path) -> Path:
     figure = _figure(6.5, 5)
     ax = figure.subplots()
     scored = [
-        t for t in search.trials if t.state in _PARETO_DRAWN and t.values[0] is not None and t.values[1] is not None
+        t for t in search.trials if t.state in ranking.SCORED_STATES and t.values[0] is not None and t.values[1] is not None
     ]
     front = pareto_set(search)
     if not scored:
         _empty(ax, "no finished or stopped trial has a value of both objectives yet")
     else:
-        for state in _PARETO_DRAWN:
+        for state in ranking.SCORED_STATES:
             drawn = [t for t in scored if t.state == state]
             if drawn:
                 ax.scatter([t.values[0] for t in drawn], [t.values[1] for t in drawn], s=24,

@@ -1,4 +1,5 @@
-"""The report's tables: one row per trial, and the loss-type comparison per head.
+"""The report's tables: one row per trial, the loss-type comparison per head and the weighting
+strategies' comparison.
 
 A table holds raw values (numbers stay numbers for the CSV); the text and Markdown renderings
 round them. Trials are compared on their objective at their best epoch (the weights their test
@@ -10,17 +11,39 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from search import ranking
-from search.report._load import HEAD_METRICS, Objective, SearchRecord, TrialRecord
+from search.report._load import (
+    HEAD_METRICS,
+    WEIGHTS_PREFIX,
+    Objective,
+    SearchRecord,
+    TrialRecord,
+)
 from trainables.flat_keys import FlatKey, varied_keys
 
-__all__ = ["ENERGY_WEIGHT", "Table", "loss_type_table", "pareto_table", "ranked", "trial_table", "varied_params"]
+__all__ = [
+    "ENERGY_WEIGHT",
+    "WEIGHTING_STRATEGY",
+    "Table",
+    "compares_weighting",
+    "group_trials",
+    "loss_type_table",
+    "pareto_table",
+    "ranked",
+    "trial_table",
+    "varied_params",
+    "weighting_strategy",
+    "weighting_table",
+]
 
 ENERGY_WEIGHT = "energy_weight"  # the flat key of the trainer's energy term weight
+# The flat key of the weighting switch, built by FlatKey: trainables.config, which names the
+# section, imports torch (through trainables.weighting) and the report must not.
+WEIGHTING_STRATEGY = str(FlatKey(section=("weighting",), name="strategy"))
 
 # Config keys never shown as parameters: the loss switches have their own columns, the rest is
 # bookkeeping that does not describe the loss design.
@@ -132,12 +155,13 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
 
 
 def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table:
-    """One row per trial with a value of every objective: the ``front`` (``ranking.pareto_set``)
-    first, best first by the primary objective, then the others by trial id. Columns: trial, state,
+    """One row per finished or stopped trial with a value of every objective (the trials the plot
+    draws): the ``front`` (``ranking.pareto_set``) first, best first by the primary objective,
+    then the others by trial id. Columns: trial, state,
     the objectives at the best epoch, the energy weight, the parameters that vary, and ``pareto``."""
     members = {t.trial_id for t in front}
     sign = -1.0 if search.objectives[0].mode == "max" else 1.0
-    scored = [t for t in search.trials if all(v is not None for v in t.values)]
+    scored = [t for t in search.trials if t.state in ranking.SCORED_STATES and all(v is not None for v in t.values)]
     # The energy weight gets its own column even where it is constant: it is what traces the front.
     energy = [ENERGY_WEIGHT] if any(ENERGY_WEIGHT in t.params for t in search.trials) else []
     params = [k for k in varied_params(search.trials) if k != ENERGY_WEIGHT]
@@ -172,39 +196,98 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def group_trials(
+    trials: Sequence[TrialRecord], *, key: Callable[[TrialRecord], str | None]
+) -> dict[str, list[TrialRecord]]:
+    """``trials`` by ``key`` (a loss type, a strategy), groups in first-seen order; a trial whose
+    key is None is in no group."""
+    groups: dict[str, list[TrialRecord]] = {}
+    for trial in trials:
+        name = key(trial)
+        if name is not None:
+            groups.setdefault(name, []).append(trial)
+    return groups
+
+
+def _objective_headers(objectives: Sequence[Objective]) -> tuple[list[str], list[str]]:
+    """Columns and labels of ``_objective_stats``."""
+    columns, labels = ["trials", "scored"], ["trials", "scored"]
+    for o in objectives:
+        columns += [f"best {o.metric}", f"median {o.metric}"]
+        labels += [f"best {o.metric} ({o.mode})", f"median {o.metric}"]
+    return columns, labels
+
+
+def _objective_stats(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[Any]:
+    """Trial count, how many have a value, and best and median of each of ``objectives`` (the
+    search's first ones, in its order) at each trial's best epoch."""
+    row: list[Any] = [len(trials), sum(t.values[0] is not None for t in trials)]
+    for i, o in enumerate(objectives):
+        values = [t.values[i] for t in trials if t.values[i] is not None]
+        row += [_best(values, o.mode), _median(values)]
+    return row
+
+
+def _best_first(rows: list[tuple[Any, ...]], *, objective: Objective, value: int, name: int) -> list[tuple[Any, ...]]:
+    """``rows`` by their ``value`` column, best first; rows without a value last, ties by ``name``."""
+    sign = -1.0 if objective.mode == "max" else 1.0
+    return sorted(rows, key=lambda r: (r[value] is None, sign * r[value] if r[value] is not None else 0.0, r[name]))
+
+
 def loss_type_table(search: SearchRecord) -> Table:
     """Per head and loss type: trial count, how many have a value, best and median of every
     objective and of the head's own metrics (at each trial's best epoch)."""
     head_metrics = _head_metric_names(search)
-    columns = ["head", "loss", "trials", "scored"]
-    labels = ["head", "loss", "trials", "scored"]
-    for o in search.objectives:
-        columns += [f"best {o.metric}", f"median {o.metric}"]
-        labels += [f"best {o.metric} ({o.mode})", f"median {o.metric}"]
+    stat_columns, stat_labels = _objective_headers(search.objectives)
+    columns, labels = ["head", "loss", *stat_columns], ["head", "loss", *stat_labels]
     metric_names = list(dict.fromkeys(m for _, m in head_metrics))
     for m in metric_names:
         columns += [f"best {m}", f"median {m}"]
         labels += [f"best {m}", f"median {m}"]
+    best = columns.index(stat_columns[2])  # best of the primary objective
     rows = []
-    primary = search.objectives[0]
     for head in search.heads:
-        groups: dict[str, list[TrialRecord]] = {}
-        for trial in search.trials:
-            if head in trial.losses:
-                groups.setdefault(trial.losses[head], []).append(trial)
         head_rows = []
-        for loss, trials in groups.items():
-            row: list[Any] = [head, loss, len(trials), sum(t.values[0] is not None for t in trials)]
-            for i, o in enumerate(search.objectives):
-                values = [t.values[i] for t in trials if t.values[i] is not None]
-                row += [_best(values, o.mode), _median(values)]
+        for loss, trials in group_trials(search.trials, key=lambda t: t.losses.get(head)).items():
+            row = [head, loss, *_objective_stats(trials, search.objectives)]
             for m in metric_names:
                 values = [t.heads[head][m] for t in trials if m in t.heads.get(head, {})]
                 row += [_best(values, _METRIC_MODES[m]), _median(values)]
             head_rows.append(tuple(row))
-        sign = -1.0 if primary.mode == "max" else 1.0
-        # Best loss type first; types without any value last.
-        head_rows.sort(key=lambda r: (r[4] is None, sign * r[4] if r[4] is not None else 0.0, r[1]))
-        rows += head_rows
+        rows += _best_first(head_rows, objective=search.objectives[0], value=best, name=1)
     title = "Loss types per head (objective and head metrics at each trial's best epoch)"
+    return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))
+
+
+def weighting_strategy(trial: TrialRecord) -> str | None:
+    """The trial's weighting strategy; None for a trial whose config has none (written before
+    strategies existed)."""
+    value = trial.params.get(WEIGHTING_STRATEGY)
+    return None if value is None else str(value)
+
+
+def compares_weighting(search: SearchRecord) -> bool:
+    """Whether the search's trials ran more than one weighting strategy (the report then compares them)."""
+    return len(group_trials(search.trials, key=weighting_strategy)) > 1
+
+
+def weighting_table(search: SearchRecord) -> Table:
+    """Per weighting strategy, best first: trial count, how many have a value, best and median of
+    the primary objective (at each trial's best epoch) and the mean of each head's last effective
+    loss weight over the trials that logged it (heads no trial logged a weight of: no column)."""
+    primary = search.objectives[:1]
+    logged = {h for t in search.trials for h in t.weights}
+    heads = [h for h in search.heads if h in logged] + sorted(logged - set(search.heads))
+    stat_columns, stat_labels = _objective_headers(primary)
+    columns = ["strategy", *stat_columns, *(f"mean {WEIGHTS_PREFIX}{h}" for h in heads)]
+    labels = ["strategy", *stat_labels, *(f"{h} weight (mean)" for h in heads)]
+    rows = []
+    for strategy, trials in group_trials(search.trials, key=weighting_strategy).items():
+        row = [strategy, *_objective_stats(trials, primary)]
+        for head in heads:
+            weights = [t.weights[head] for t in trials if head in t.weights]
+            row.append(statistics.fmean(weights) if weights else None)
+        rows.append(tuple(row))
+    rows = _best_first(rows, objective=primary[0], value=columns.index(stat_columns[2]), name=0)
+    title = f"Weighting strategies ({primary[0].metric} at each trial's best epoch; mean last weight per head)"
     return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))

@@ -12,14 +12,33 @@ from search import ranking
 from search.report import _plots
 from search.report._importance import parameter_importance
 from search.report._load import SearchRecord, TrialRecord
-from search.report._tables import Table, loss_type_table, pareto_table, trial_table
+from search.report._tables import (
+    Table,
+    compares_weighting,
+    loss_type_table,
+    pareto_table,
+    trial_table,
+    weighting_table,
+)
 
-__all__ = ["ARTIFACT_PATH", "FIGURES", "PARETO_FIGURE", "PARETO_TABLE", "Report", "log_report", "write_report"]
+__all__ = [
+    "ARTIFACT_PATH",
+    "FIGURES",
+    "PARETO_FIGURE",
+    "PARETO_TABLE",
+    "WEIGHTING_FIGURE",
+    "WEIGHTING_TABLE",
+    "Report",
+    "log_report",
+    "write_report",
+]
 
 ARTIFACT_PATH = "report"  # the folder of the parent run's artifacts the report goes to
 FIGURES = ("objective.png", "loss_types.png", "importance.png", "learning_curves.png")
 PARETO_FIGURE = "pareto.png"
 PARETO_TABLE = "pareto.csv"  # multi-objective searches only, like the figure
+WEIGHTING_FIGURE = "weighting.png"
+WEIGHTING_TABLE = "weighting.csv"  # searches whose trials ran more than one weighting strategy, like the figure
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,7 @@ class Report:
     search: SearchRecord
     trials: Table
     loss_types: Table
+    weighting: Table | None  # searches that compare weighting strategies only
     importances: tuple[dict[str, float] | str, ...]  # per objective: importances or why none
     pareto: tuple[TrialRecord, ...]  # multi-objective searches only
     out_dir: Path
@@ -90,6 +110,7 @@ def _markdown(
     *,
     trials: Table,
     loss_types: Table,
+    weighting: Table | None,
     importance: list[str],
     pareto: list[str],
     figures: list[str],
@@ -98,6 +119,8 @@ def _markdown(
     lines += ["## Trials", "", "Objective and head metrics at each trial's best epoch; best first.", ""]
     lines += [trials.to_markdown(), ""]
     lines += ["## Loss types per head", "", loss_types.to_markdown(), ""]
+    if weighting is not None:
+        lines += ["## Weighting strategies", "", weighting.to_markdown(), ""]
     lines += ["## Parameter importance", "", *(f"- {line}" for line in importance), ""]
     if pareto:
         lines += ["## Pareto set", "", "```", *pareto, "```", ""]
@@ -115,6 +138,7 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = trial_table(search)
     losses = loss_type_table(search)
+    weighting = weighting_table(search) if compares_weighting(search) else None
     importances = tuple(parameter_importance(search, objective=i) for i in range(len(search.objectives)))
     pareto = tuple(_plots.pareto_set(search)) if len(search.objectives) > 1 else ()
 
@@ -126,6 +150,8 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
     ]
     if len(search.objectives) > 1:
         figures.append(_plots.pareto_front(search, out_dir / PARETO_FIGURE))
+    if weighting is not None:
+        figures.append(_plots.weighting_boxes(search, out_dir / WEIGHTING_FIGURE))
 
     importance_lines = _importance_lines(search, importances)
     pareto_lines = _pareto_lines(search, pareto)
@@ -134,6 +160,7 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
             "\n".join(_header(search)),
             trial_table(search, compact=True).to_text(),
             losses.to_text(),
+            *([weighting.to_text()] if weighting is not None else []),
             "\n".join(importance_lines + ([""] if pareto_lines else []) + pareto_lines),
         ]
     )
@@ -146,6 +173,7 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
             search,
             trials=trials,
             loss_types=losses,
+            weighting=weighting,
             importance=importance_lines,
             pareto=pareto_lines,
             figures=[f.name for f in figures],
@@ -153,6 +181,8 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
     }
     if len(search.objectives) > 1:
         files[PARETO_TABLE] = pareto_table(search, front=pareto).to_csv()
+    if weighting is not None:
+        files[WEIGHTING_TABLE] = weighting.to_csv()
     written = []
     for name, content in files.items():
         (out_dir / name).write_text(content, encoding="utf-8")
@@ -161,6 +191,7 @@ def write_report(search: SearchRecord, out_dir: Path) -> Report:
         search=search,
         trials=trials,
         loss_types=losses,
+        weighting=weighting,
         importances=importances,
         pareto=pareto,
         out_dir=out_dir,
