@@ -93,20 +93,11 @@ def test_a_static_model_refuses_more_than_one_step(one_thread):
         train(flat, report=lambda m: None)
 
 
-def test_a_temporal_trial_resumes_bit_identically(one_thread, tmp_path):
+def test_a_temporal_trial_resumes_bit_identically(one_thread, tmp_path, resume_after):
     flat = _flat(**{"energy_weight": 0.1, "temporal.pattern": "10", "temporal.n_timesteps": 4})
     whole = train(flat, report=lambda m: None)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(metrics):
-        if metrics["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(flat, report=stop_after_two, checkpoint_dir=tmp_path)
-    assert train(flat, report=lambda m: None, checkpoint_dir=tmp_path) == whole
+    _, final = resume_after(flat, tmp_path, 2)
+    assert final == whole
 
 
 def test_the_l1_energy_is_reported_beside_the_trials_own_norm(one_thread):

@@ -111,7 +111,8 @@ def _flat(strategy: str, **params):
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_every_strategy_trains_reports_its_weights_and_resumes_with_the_same_weights(name, one_thread, tmp_path):
+def test_every_strategy_trains_reports_its_weights_and_resumes_with_the_same_weights(name, one_thread, tmp_path,
+                                                                                     resume_after):
     reports = []
     whole = train(_flat(name), report=reports.append)
     assert [r["epoch"] for r in reports] == [1, 2, 3, 4]
@@ -124,15 +125,6 @@ def test_every_strategy_trains_reports_its_weights_and_resumes_with_the_same_wei
         assert weights[-1] != weights[0]
     assert whole["val/acc_mean"] > max(0.3, reports[0]["val/acc_mean"])  # it learns (chance: about 0.2)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(metrics):
-        if metrics["epoch"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(_flat(name), report=stop_after_two, checkpoint_dir=tmp_path)
-    resumed = []
-    assert train(_flat(name), report=resumed.append, checkpoint_dir=tmp_path) == whole
+    resumed, final = resume_after(_flat(name), tmp_path, 2)
+    assert final == whole
     assert [[r[f"weights/{h}"] for h in ("digit", "thickness", "smoothness")] for r in resumed] == weights[2:]
