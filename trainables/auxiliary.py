@@ -15,7 +15,7 @@ rows, as its outputs do.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ Weight = Annotated[float, Rule(minimum=0.0)]
 
 class Auxiliary(nn.Module):
     """Base of the auxiliary losses: ``heads`` names the heads whose labels or outputs it reads."""
+
+    # The parameters that name a head of the trial (checked by the space validator too).
+    head_parameters: ClassVar[tuple[str, ...]] = ("head",)
 
     def __init__(self, *, weight: float, heads: tuple[str, ...]) -> None:
         super().__init__()
@@ -67,6 +70,8 @@ class SupCon(Auxiliary):
             raise ValueError(f"auxiliary supcon needs a model with its heads in a `heads` module (it reads their "
                              f"input), but got {type(model).__name__}")
         super().on_start(model=model, optimizer=optimizer, criterion=criterion)
+        # each forward of the model starts afresh: a forward no loss read leaves nothing behind
+        model.register_forward_pre_hook(lambda module, args: self._taken.clear())
         heads.register_forward_pre_hook(self._take)
 
     def _take(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
@@ -76,12 +81,17 @@ class SupCon(Auxiliary):
     def forward(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         taken = list(self._taken)
         self._taken.clear()
+        if not taken:
+            raise RuntimeError("auxiliary supcon needs the embedding of this step's forward in training mode, "
+                               "but got none")
         embedding = torch.stack(taken, dim=1).reshape(-1, taken[0].shape[-1])  # rows as the outputs'
         return self.weight * supcon_loss(embedding, targets[self.head], temperature=self.temperature)
 
 
 class TaskCorrelation(Auxiliary):
     """Pulls the batch correlation of two heads' predictions toward ``target``."""
+
+    head_parameters = ("head", "other")
 
     def __init__(self, *, head: str, other: str, weight: Weight = 0.1,
                  target: Annotated[float, Rule(minimum=-1.0, maximum=1.0)] = 0.0) -> None:

@@ -20,7 +20,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HEADS", "HEAD_LOSS", "FlatKey", "FlatKeyError", "head_losses", "varied_keys"]
+__all__ = ["HEADS", "HEAD_LOSS", "WEIGHTS_PREFIX", "FlatKey", "FlatKeyError", "head_losses", "varied_keys"]
+
+# + a head's name: the metric of the effective weight of its loss, reported every epoch by the
+# weighting strategy (trainables.weighting) and read back by the report.
+WEIGHTS_PREFIX = "weights/"
 
 HEADS = "heads"  # the section that holds one sub-section per head
 HEAD_LOSS = "loss"  # the head's loss switch

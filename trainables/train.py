@@ -207,8 +207,8 @@ def _presenter(cfg: TrialConfig) -> Presenter:
 def _new_alarms(progress: Progress, energy: float, train_losses: Mapping[str, float]) -> dict[str, str]:
     """The energy alarms this epoch raises for the first time (kept in ``progress``), each also a warning."""
     progress.energies.append(energy)
-    weighted = train_losses["loss/energy_weighted"]
-    raised = energy_alarms(energies=progress.energies, weighted=weighted, task=train_losses["loss/total"] - weighted)
+    raised = energy_alarms(energies=progress.energies, weighted=train_losses["loss/energy_weighted"],
+                           task=train_losses["loss/task"])
     new = {name: text for name, text in raised.items() if name not in progress.alarms}
     for name, text in new.items():
         progress.alarms.append(name)

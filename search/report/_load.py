@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from search.space import from_json
+from trainables.flat_keys import WEIGHTS_PREFIX
 from search.space._distributions import Distribution
 from search.tracking import (
     DIMENSIONS_FILE,
@@ -58,9 +59,6 @@ _STATES = {
 # Per-head metrics the report compares (validation split, class units; mae_units when the data
 # set gives the parameter's range).
 HEAD_METRICS = ("acc", "mae", "mae_units")
-# Metrics of a head's effective loss weight per epoch (weights/<head>, logged by every strategy of
-# trainables.weighting); named here because that package imports torch and the report must not.
-WEIGHTS_PREFIX = "weights/"
 _LISTED_OTHERS = 5  # other searches of the same name a note lists by id
 
 

@@ -1,34 +1,51 @@
 """Cross-field rules of the sections whose options act on the train loop, against the space's
 heads: a weighting strategy that balances heads against each other (``min_heads`` of
-``trainables.weighting``) needs that many, and an auxiliary loss names heads the space trains."""
+``trainables.weighting``) needs that many, and an auxiliary loss names distinct heads the space
+trains (its ``head_parameters``), at every value a search may draw."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from search.space._compile import Branch, Const, Entry
+from search.space._compile import Branch, Const, Entry, Param
+from search.space._distributions import Choice
+from trainables.auxiliary import AUXILIARIES
+from trainables.config import AuxiliaryConfig, WeightingConfig
+from trainables.flat_keys import FlatKey
+from trainables.switches import switch_field
 from trainables.weighting import STRATEGIES
 
 __all__ = ["hook_issues"]
 
-_STRATEGY = "weighting.strategy"
-_AUXILIARY = "auxiliary.kind"
-_HEAD_PARAMETERS = ("head", "other")  # the auxiliary losses' parameters that name a head
+_STRATEGY = f"weighting.{switch_field(WeightingConfig)[0]}"
+_AUXILIARY = f"auxiliary.{switch_field(AuxiliaryConfig)[0]}"
 
 
 def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple[str, str, Any]]:
     """The problems of the weighting and auxiliary sections in ``entries`` for ``heads``."""
+    any_number = ", ".join(name for name, cls in STRATEGIES.items() if cls.min_heads == 1)
     issues = [(_STRATEGY, f"a strategy for {len(heads)} head(s): `{name}` balances at least "
-               f"{STRATEGIES[name].min_heads} (fixed or uncertainty take any number)", name)
+               f"{STRATEGIES[name].min_heads} ({any_number} take any number)", name)
               for name, _ in _options(entries, _STRATEGY)
               if name in STRATEGIES and len(heads) < STRATEGIES[name].min_heads]
     for option, params in _options(entries, _AUXILIARY):
-        for entry in params:
-            name = entry.key.rsplit(".", 1)[-1]
-            if name in _HEAD_PARAMETERS and isinstance(entry, Const) and entry.value not in heads:
-                issues.append((entry.key, f"a head the space trains (one of: {', '.join(heads)})", entry.value))
+        named = getattr(AUXILIARIES.get(option), "head_parameters", ())
+        values = {FlatKey.parse(e.key).name: (e.key, _values(e)) for e in params}
+        for name in named:
+            key, drawn = values.get(name, (None, ()))
+            issues += [(key, f"a head the space trains (one of: {', '.join(heads)})", v) for v in drawn if v not in heads]
+        if len(named) == 2 and all(n in values for n in named):
+            (key, first), (_, second) = values[named[0]], values[named[1]]
+            issues += [(key, f"another head than {named[1]}", v) for v in first if (v,) == second]
     return issues
+
+
+def _values(entry: Entry) -> tuple[Any, ...]:
+    """The values an entry may take: a constant, or every choice (other ranges name no head)."""
+    if isinstance(entry, Const):
+        return (entry.value,)
+    return entry.distribution.values if isinstance(entry, Param) and isinstance(entry.distribution, Choice) else ()
 
 
 def _options(entries: Sequence[Entry], key: str) -> list[tuple[str, tuple[Entry, ...]]]:

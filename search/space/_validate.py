@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from search.space._compile import Branch, Const, Entry, Param, grid_space
+from search.space._compile import Branch, Const, Entry, Param
 from search.space._distributions import Choice, Grid, probe_values
 from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
 from search.space._parse import read_space_file
@@ -36,6 +36,7 @@ from search.space._schema import (
 from search.space._temporal import SECTION as TEMPORAL
 from search.space._temporal import runs_over_time, temporal_issues
 from search.space._hook_rules import hook_issues
+from search.space._settings_rules import device_issues, search_issues
 from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
@@ -97,12 +98,10 @@ class _Walk(ValueChecker):
         search = self.settings(doc.get("search"), "search", SearchSettings)
         resources = self.settings(doc.get("resources"), "resources", Resources)
         mlflow = self.settings(doc.get("mlflow"), "mlflow", MlflowSettings)
-        if search is not None:
-            self.cross_check(search, tuple(entries), objectives, doc.get("search"))
-        if resources is not None:
-            self.device_check(resources, tuple(entries))
-        crossed = [] if any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues) else \
-            temporal_issues(entries, given=TEMPORAL in doc)
+        crossed = search_issues(search, entries, objectives, doc.get("search")) if search is not None else []
+        crossed += device_issues(resources, entries) if resources is not None else []
+        if not any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues):
+            crossed += temporal_issues(entries, given=TEMPORAL in doc)
         crossed += hook_issues(entries, heads=list(heads)) if heads is not None else []
         for key, rule, value in crossed:
             self.add(self.option_paths.get((key, value), self.paths.get(key, key)), rule, value)
@@ -128,9 +127,9 @@ class _Walk(ValueChecker):
         """A section's entries, every field from the file or its default, in field order. A section
         that is only a switch may be written as the switch (``weighting: dwa``)."""
         hints, found, fields = _hints(cls), switch_field(cls), section_fields(cls)
-        if found is not None and fields == [found[0]] and (isinstance(value, str) or isinstance(value, dict) and len(
-                value) == 1 and next(iter(value)) in (*found[1].options, "choice", "grid")):
-            value = {found[0]: value}
+        bare = found is not None and fields == [found[0]] and (isinstance(value, str) or isinstance(value, dict) and len(
+            value) == 1 and next(iter(value)) in (*found[1].options, "choice", "grid"))
+        value = {found[0]: value} if bare else value
         mapping = self.mapping(value, name, what=f"the `{name}` settings")
         if mapping is None:
             return []
@@ -148,7 +147,8 @@ class _Walk(ValueChecker):
         for field in fields:
             path = join_path(name, field)
             if found is not None and field == found[0]:
-                branch = self.switch(mapping.get(field, _default(cls, field)), path, found[1], extra, prefix=name)
+                branch = self.switch(mapping.get(field, _default(cls, field)), path, found[1], extra, prefix=name,
+                                     at=name if bare else path)
                 entries += [branch] if branch is not None else []
             elif field in mapping:
                 parsed = self.value(mapping[field], path, value_type(hints[field]))
@@ -160,9 +160,12 @@ class _Walk(ValueChecker):
                 entries.append(self.entry(path, Fixed(_default(cls, field)), path))
         return entries
 
-    def switch(self, value: Any, path: str, switch: Switch, beside: dict[str, Any], *, prefix: str) -> Branch | None:
-        """A switch: an option name (with ``beside``: its parameters written next to the switch),
-        ``{name: {params}}``, or ``{choice|grid: {name: {params}, ...} | [name, ...]}``."""
+    def switch(self, value: Any, key: str, switch: Switch, beside: dict[str, Any], *, prefix: str,
+               at: str) -> Branch | None:
+        """A switch (flat key ``key``, at YAML path ``at``): an option name (with ``beside``: its
+        parameters written next to the switch), ``{name: {params}}``, or
+        ``{choice|grid: {name: {params}, ...} | [name, ...]}``."""
+        path = at
         # (option, its params, YAML path of the option's name, YAML path of its params)
         options: list[tuple[Any, Any, str, str]] = []
         distribution: type[Choice] | None = None
@@ -198,12 +201,12 @@ class _Walk(ValueChecker):
             elif option in compiled:
                 self.add(name_path, "each option once per choice", Plain(f"`{option}` again"))
             else:
-                self.option_paths[path, option] = name_path
+                self.option_paths[key, option] = name_path
                 compiled[option] = self.parameters(switch, option, params, params_path, prefix=prefix)
         if len(compiled) != len(options):
             return None
-        self.paths[path] = path
-        return Branch(path, compiled, distribution(tuple(compiled)) if distribution else None)
+        self.paths[key] = path
+        return Branch(key, compiled, distribution(tuple(compiled)) if distribution else None)
 
     def parameters(self, switch: Switch, option: str, value: Any, path: str, *, prefix: str) -> tuple[Entry, ...]:
         """An option's parameters: those the file sets (file order), then, for a ``complete``
@@ -362,31 +365,6 @@ class _Walk(ValueChecker):
             good, values[key] = self.fixed(mapping[key], f"{section}.{key}", value_type(hints[key]))
             ok = ok and good
         return cls(**values) if ok else None
-
-    def cross_check(
-        self, search: SearchSettings, entries: tuple[Entry, ...], objectives: list[Objective], raw: Any
-    ) -> None:
-        if search.sampler == "grid" and grid_space(entries) is None:
-            self.add("search.sampler", "`choice` or `grid` for every searched value with the grid sampler "
-                     "(uniform, loguniform and int ranges cannot be enumerated)", search.sampler)
-        scheduled = search.scheduler != "none"
-        if scheduled and len(objectives) > 1:
-            self.add("search.scheduler", "`none` with several objectives (a scheduler stops trials on one metric)",
-                     search.scheduler)
-        epochs = next((e.value for e in entries if isinstance(e, Const) and e.key == "train.epochs"), None)
-        if scheduled and isinstance(epochs, int) and search.grace_period > epochs:
-            path = "search.grace_period" if isinstance(raw, dict) and "grace_period" in raw else "search"
-            self.add(path, f"a grace period of at most train.epochs ({epochs}) epochs", search.grace_period)
-
-    def device_check(self, resources: Resources, entries: tuple[Entry, ...]) -> None:
-        """train.device against the GPU share Ray reserves per trial (resources.gpu)."""
-        device = next((e.value for e in entries if isinstance(e, Const) and e.key == "train.device"), None)
-        if device == "cpu" and resources.gpu > 0:
-            self.add("resources.gpu", "0 with train.device cpu (each trial would hold a GPU share it never "
-                     "uses; train.device auto or cuda trains on it)", resources.gpu)
-        elif device == "cuda" and resources.gpu == 0:
-            self.add("train.device", "auto or cpu with resources.gpu 0 (Ray reserves no GPU for such a "
-                     "trial, so cuda would train on GPUs nothing accounts for, or find none)", device)
 
 
 def _json(value: Any) -> Any:

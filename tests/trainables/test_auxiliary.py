@@ -49,7 +49,7 @@ def test_without_an_auxiliary_loss_nothing_is_added(one_thread):
     assert "train/loss/auxiliary" not in reports[0]
 
 
-def test_supcon_reads_the_embedding_of_training_steps_only():
+def test_supcon_reads_the_embedding_of_this_training_step_only():
     torch.manual_seed(0)
     model = build_model("mlp", input_shape=(1, 8, 8), head_outputs={"digit": 10}, hidden=8)
     criterion = MultiHeadLoss(losses={"digit": CrossEntropyLoss(num_classes=10)}, weights={"digit": 1.0})
@@ -58,10 +58,13 @@ def test_supcon_reads_the_embedding_of_training_steps_only():
     x, y = torch.rand(6, 1, 8, 8), {"digit": torch.tensor([0, 0, 1, 1, 2, 2])}
     model.eval()
     model(x)
+    assert supcon._taken == []  # an evaluation pass takes nothing
     model.train()
+    model(x)  # a training forward no loss reads: the next forward starts afresh
     _, breakdown = criterion(model(x), y)
-    assert breakdown["loss/auxiliary"].item() > 0
-    assert supcon._taken == []  # consumed by the step, none kept from the evaluation pass
+    assert breakdown["loss/auxiliary"].item() > 0 and supcon._taken == []
+    with pytest.raises(RuntimeError, match="needs the embedding of this step's forward"):
+        supcon({}, y)  # nothing taken since the last step
 
 
 @pytest.mark.parametrize(("cls", "kwargs", "message"), [

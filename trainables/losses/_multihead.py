@@ -10,14 +10,17 @@ from ._energy import EnergyLoss
 
 
 class MultiHeadLoss(nn.Module):
-    """Weighted sum of the head losses plus an optional energy term:
+    """Weighted sum of the head losses plus an optional energy term (and an auxiliary one):
 
-        total = sum_h w_h * L_h(outputs[h], targets[h]) + energy_weight * E
+        total = sum_h w_h * L_h(outputs[h], targets[h]) + energy_weight * E [+ auxiliary]
+
+    or, with a weighting strategy attached, its combination of the L_h instead of the sum.
 
     `forward` returns (total, breakdown). The breakdown holds DETACHED 0-dim tensors, so logging
     it costs no GPU sync inside the training loop (call `.item()` once per epoch, not per step):
 
         "loss/<head>"           L_h, unweighted
+        "loss/task"             sum_h w_h L_h at the effective weights (the strategy's, no terms of its own)
         "loss/energy"           E, raw (0 without an EnergyLoss)
         "loss/energy_weighted"  energy_weight * E
         "loss/energy_share"     energy_weight * E / total (0 when total is 0)
@@ -82,8 +85,12 @@ class MultiHeadLoss(nn.Module):
         if self.weighting is None:
             terms = [self.weights[head] * value for head, value in zip(self.losses, values)]
             total = sum(terms[1:], terms[0])
+            task = total.detach()
         else:
             total = self.weighting.combine(values)
+            # without the strategy's own terms (uncertainty's 0.5 s_i can make its total negative)
+            task = (self.weighting.weights() * torch.stack(values).detach()).sum()
+        breakdown["loss/task"] = task
 
         if self.energy is None:
             energy = total.new_zeros(())

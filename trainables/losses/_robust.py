@@ -21,6 +21,8 @@ from ._checks import IGNORE_INDEX, check_number, compute_dtype, masked_mean
 def _check_symmetric_params(alpha: float, beta: float, log_zero: float) -> None:
     check_number("alpha", alpha)
     check_number("beta", beta)
+    if alpha + beta == 0:
+        raise SettingError("beta", "a number > 0 where alpha is 0 (else the loss is constant)", beta)
     if isinstance(log_zero, bool) or not isinstance(log_zero, (int, float)) or not (
             math.isfinite(log_zero) and log_zero < 0):
         raise SettingError("log_zero", "a finite number < 0", log_zero)

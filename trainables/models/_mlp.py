@@ -32,5 +32,10 @@ class MLP(nn.Module):
         )
         self.heads = Heads(features=hidden, head_outputs=head_outputs)
 
+    @property
+    def last_shared(self) -> nn.Module:
+        """The last layer before the heads (GradNorm balances the heads' gradients there)."""
+        return self.backbone[1]
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.heads(self.backbone(x))

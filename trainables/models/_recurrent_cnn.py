@@ -73,6 +73,12 @@ class RecurrentCNN(nn.Module):
         self.heads_features = hidden
         self.heads = Heads(features=hidden, head_outputs=head_outputs)
 
+    @property
+    def last_shared(self) -> nn.Module:
+        """The input projection f_t, for GradNorm: it reaches the heads at every step, while the
+        recurrent weights U act on a state that starts at zero (no gradient with one step)."""
+        return self.encoder[-1]
+
     def forward(self, x: Tensor, presented: Sequence[bool]) -> dict[str, Tensor]:
         if len(presented) == 0:
             raise ValueError(f"presented must have one bool per timestep, but got {list(presented)}")

@@ -53,6 +53,11 @@ class SimpleCNN(nn.Module):
         )
         self.heads = Heads(features=hidden, head_outputs=head_outputs)
 
+    @property
+    def last_shared(self) -> nn.Module:
+        """The last layer before the heads (GradNorm balances the heads' gradients there)."""
+        return self.backbone[-3]
+
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.heads(self.backbone(x))
 

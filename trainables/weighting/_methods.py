@@ -27,8 +27,7 @@ def dwa_weights(history: Sequence[Sequence[float]], *, temperature: float) -> li
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number > 0, but got {temperature!r}")
     if not history:
-        raise ValueError("history must hold the heads' losses of at least one epoch, or be one empty list "
-                         f"per head, but got {list(history)!r}")
+        raise ValueError(f"history must hold the heads' losses of at least one epoch, but got {list(history)!r}")
     heads = len(history[-1])
     if any(len(epoch) != heads for epoch in history) or heads == 0:
         raise ValueError(f"every epoch of history must have the same number of heads (> 0), but got "
@@ -67,8 +66,9 @@ def pcgrad(grads: Sequence[Tensor], *, generator: torch.Generator) -> list[Tenso
             other = grads[j]
             dot = torch.dot(g, other)
             norm = torch.dot(other, other)
-            if dot < 0 and norm > 0:
-                g = g - dot / norm * other
+            # where, not if: a comparison read on the host would wait for a GPU at every pair
+            coefficient = torch.where((dot < 0) & (norm > 0), dot / norm.clamp(min=torch.finfo(norm.dtype).tiny), 0.0)
+            g = g - coefficient * other
         projected.append(g)
     return projected
 

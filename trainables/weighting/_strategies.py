@@ -21,6 +21,7 @@ from typing import Annotated, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from trainables.flat_keys import WEIGHTS_PREFIX
 from trainables.losses import UncertaintyWeighting
 from trainables.settings import Rule
 
@@ -73,7 +74,7 @@ class Strategy(nn.Module):
         scale(total).backward()
 
     def on_epoch_end(self, *, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
-        return {f"weights/{head}": w for head, w in zip(self.heads, self.weights().tolist())}
+        return {f"{WEIGHTS_PREFIX}{head}": w for head, w in zip(self.heads, self.weights().tolist())}
 
 
 class Fixed(Strategy):
@@ -148,13 +149,18 @@ class GradNorm(Strategy):
         self.alpha = alpha
 
     def setup(self, model: nn.Module) -> None:
-        shared, _ = _shared_and_head_parameters(model, "gradnorm")
-        last = [m for m in model.modules() if any(p.requires_grad for p in m.parameters(recurse=False))
-                and any(p is q for p in m.parameters(recurse=False) for q in shared)][-1]
+        _shared_and_head_parameters(model, "gradnorm")
+        last = getattr(model, "last_shared", None)
+        if not isinstance(last, nn.Module) or not any(p.requires_grad for p in last.parameters(recurse=False)):
+            raise ValueError(f"weighting gradnorm needs a model that names its last shared layer (a `last_shared` "
+                             f"module with parameters, before the heads), but got {type(model).__name__}")
         self.layer = [p for p in last.parameters(recurse=False) if p.requires_grad]
         k = len(self.heads)
+        if not float(self.base.sum()) > 0:
+            raise ValueError(f"weighting gradnorm needs head weights with a sum > 0, but got {self.base.tolist()}")
         self.gains = nn.Parameter(self.base * k / self.base.sum())
         self.register_buffer("initial", torch.zeros(k))  # L_i(0): the first step's losses
+        self.started = False  # whether `initial` holds them (a flag: reading the buffer would wait for a GPU)
 
     def weights(self) -> Tensor:
         g = self.gains.detach().clamp(min=1e-6)
@@ -166,19 +172,28 @@ class GradNorm(Strategy):
         return super().combine(losses)
 
     def backward(self, total: Tensor, *, losses: Sequence[Tensor], extra: Tensor | None, scale: Scale) -> None:
-        # One backward per head, through the head and the last shared layer only.
+        # One backward per head, through the head and the last shared layer only; scaled like the
+        # step's backward (fp16 gradients underflow unscaled), then unscaled.
+        unit = scale(torch.ones((), device=self.gains.device))
         norms = torch.stack([
-            torch.cat([g.flatten() for g in torch.autograd.grad(loss, self.layer, retain_graph=True)]).norm()
+            torch.cat([g.flatten() for g in torch.autograd.grad(scale(loss), self.layer, retain_graph=True)]).norm()
             for loss in losses
-        ])
+        ]) / unit
         values = torch.stack([loss.detach() for loss in losses])
-        if not bool(self.initial.any()):
+        if not self.started:
             self.initial.copy_(values)
+            self.started = True
         g = self.weights()
         targets = gradnorm_targets(g * norms, values / self.initial, alpha=self.alpha)
         scale(total).backward()
         # d/dg_i of sum_j |g_j n_j - target_j| (n and the targets constant)
         self.gains.grad = scale(torch.sign(g * norms - targets) * norms)
+
+    def get_extra_state(self) -> Any:
+        return {"started": self.started}
+
+    def set_extra_state(self, state: Any) -> None:
+        self.started = bool(state["started"])
 
 
 class PCGrad(Strategy):

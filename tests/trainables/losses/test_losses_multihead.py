@@ -15,6 +15,7 @@ from trainables.losses import (
 BREAKDOWN_KEYS = {
     "loss/pitch",
     "loss/velocity",
+    "loss/task",
     "loss/energy",
     "loss/energy_weighted",
     "loss/energy_share",
@@ -81,6 +82,7 @@ def test_total_is_weighted_sum_with_energy_and_breakdown_is_right():
     torch.testing.assert_close(breakdown["loss/energy_weighted"], 0.1 * raw_energy)
     torch.testing.assert_close(breakdown["loss/energy_share"], 0.1 * raw_energy / expected.detach())
     torch.testing.assert_close(breakdown["loss/total"], expected.detach())
+    torch.testing.assert_close(breakdown["loss/task"], (2.0 * pitch + 0.5 * velocity).detach())
     assert 0 < breakdown["loss/energy_share"] < 1
 
     total.backward()

@@ -16,6 +16,7 @@ class _TwoRegressions(nn.Module):
         super().__init__()
         self.shared = nn.Linear(4, 8)
         self.heads = nn.ModuleDict({"a": nn.Linear(8, 1), "b": nn.Linear(8, 1)})
+        self.last_shared = self.shared  # GradNorm's layer
 
     def forward(self, x):
         h = torch.relu(self.shared(x))
@@ -128,3 +129,27 @@ def test_every_strategy_trains_reports_its_weights_and_resumes_with_the_same_wei
     resumed, final = resume_after(_flat(name), tmp_path, 2)
     assert final == whole
     assert [[r[f"weights/{h}"] for h in ("digit", "thickness", "smoothness")] for r in resumed] == weights[2:]
+
+
+def test_gradnorm_learns_on_the_recurrent_model_with_one_step(one_thread):
+    # its layer is the input projection: the recurrent weights see a zero state at one step
+    flat = {k: v for k, v in _flat("gradnorm").items() if not k.startswith("model.mlp.")} | {
+        "model.kind": "recurrent_cnn", "train.epochs": 2}
+    reports = []
+    train(flat, report=reports.append)
+    assert [reports[-1][f"weights/{h}"] for h in ("digit", "thickness", "smoothness")] != [
+        pytest.approx(w) for w in (1.2, 0.6, 1.2)]  # moved from w scaled to sum to K
+
+
+def test_the_task_loss_leaves_out_the_uncertainty_terms():
+    # 0.5 s_i makes the uncertainty total negative once the losses are small: the task loss stays
+    # the heads' losses at their effective weights, for the energy alarm and the logs
+    model, strategy = _TwoRegressions(), Uncertainty()
+    criterion, _ = _attach(strategy, model)
+    with torch.no_grad():
+        strategy.uncertainty.log_vars.fill_(-3.0)
+    x, y = torch.zeros(4, 4), torch.zeros(4)
+    total, breakdown = criterion(model(x), {"a": y, "b": y})
+    values = torch.stack([breakdown["loss/a"], breakdown["loss/b"]])
+    assert breakdown["loss/task"].item() == pytest.approx((strategy.weights() * values).sum().item())
+    assert total.item() == pytest.approx((strategy.weights() * values).sum().item() - 3.0)

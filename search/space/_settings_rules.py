@@ -1,0 +1,48 @@
+"""Cross-field rules of the driver's settings: the search settings against each other and the
+space's entries, and the GPU share per trial against ``train.device``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from search.space._compile import Const, Entry, grid_space
+from search.space._schema import Objective, Resources, SearchSettings
+
+__all__ = ["device_issues", "search_issues"]
+
+Issue = tuple[str, str, Any]  # (YAML path, rule, value)
+
+
+def _constant(entries: Sequence[Entry], key: str) -> Any:
+    return next((e.value for e in entries if isinstance(e, Const) and e.key == key), None)
+
+
+def search_issues(search: SearchSettings, entries: Sequence[Entry], objectives: Sequence[Objective],
+                  raw: Any) -> list[Issue]:
+    """The sampler against the searched values, the scheduler against the objectives and epochs."""
+    issues: list[Issue] = []
+    if search.sampler == "grid" and grid_space(tuple(entries)) is None:
+        issues.append(("search.sampler", "`choice` or `grid` for every searched value with the grid sampler "
+                       "(uniform, loguniform and int ranges cannot be enumerated)", search.sampler))
+    scheduled = search.scheduler != "none"
+    if scheduled and len(objectives) > 1:
+        issues.append(("search.scheduler", "`none` with several objectives (a scheduler stops trials on one "
+                       "metric)", search.scheduler))
+    epochs = _constant(entries, "train.epochs")
+    if scheduled and isinstance(epochs, int) and search.grace_period > epochs:
+        path = "search.grace_period" if isinstance(raw, dict) and "grace_period" in raw else "search"
+        issues.append((path, f"a grace period of at most train.epochs ({epochs}) epochs", search.grace_period))
+    return issues
+
+
+def device_issues(resources: Resources, entries: Sequence[Entry]) -> list[Issue]:
+    """train.device against the GPU share Ray reserves per trial (resources.gpu)."""
+    device = _constant(entries, "train.device")
+    if device == "cpu" and resources.gpu > 0:
+        return [("resources.gpu", "0 with train.device cpu (each trial would hold a GPU share it never uses; "
+                 "train.device auto or cuda trains on it)", resources.gpu)]
+    if device == "cuda" and resources.gpu == 0:
+        return [("train.device", "auto or cpu with resources.gpu 0 (Ray reserves no GPU for such a trial, so "
+                 "cuda would train on GPUs nothing accounts for, or find none)", device)]
+    return []
