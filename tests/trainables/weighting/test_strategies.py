@@ -6,7 +6,7 @@ from torch import nn
 
 from trainables.losses import CrossEntropyLoss, MultiHeadLoss
 from trainables.train import train
-from trainables.weighting import STRATEGIES, GradNorm, Uncertainty
+from trainables.weighting import STRATEGIES, GradNorm, Uncertainty, pcgrad
 
 
 class _TwoRegressions(nn.Module):
@@ -153,3 +153,34 @@ def test_the_task_loss_leaves_out_the_uncertainty_terms():
     values = torch.stack([breakdown["loss/a"], breakdown["loss/b"]])
     assert breakdown["loss/task"].item() == pytest.approx((strategy.weights() * values).sum().item())
     assert total.item() == pytest.approx((strategy.weights() * values).sum().item() - 3.0)
+
+
+def test_pcgrad_in_training_projects_the_shared_gradients_and_leaves_the_rest_plain():
+    torch.manual_seed(0)
+    model, strategy = _TwoRegressions(), STRATEGIES["pcgrad"]()
+    criterion, optimizer = _attach(strategy, model)
+    x = torch.randn(64, 4)
+    with torch.no_grad():  # head b reads the features negated, for the same target: they conflict
+        model.heads["b"].weight.copy_(-model.heads["a"].weight)
+        model.heads["b"].bias.copy_(model.heads["a"].bias)
+    targets = {"a": 3 * x.sum(dim=1), "b": 3 * x.sum(dim=1)}
+    shared = [model.shared.weight, model.shared.bias]
+    own = list(model.heads.parameters())
+
+    out = model(x)
+    losses = [criterion.losses[h](out[h], targets[h]) for h in ("a", "b")]
+    per_head = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, shared, retain_graph=True)])
+                for loss in losses]
+    plain_own = torch.autograd.grad(sum(losses), own, retain_graph=True)
+    replay = torch.Generator()
+    replay.set_state(strategy.generator.get_state())
+    expected = torch.stack(pcgrad(per_head, generator=replay)).sum(0)
+    assert torch.dot(per_head[0], per_head[1]) < 0  # they do conflict
+
+    total, _ = criterion(out, targets)
+    optimizer.zero_grad()
+    criterion.backward(total)
+    got = torch.cat([p.grad.flatten() for p in shared])
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, sum(per_head), atol=1e-3)  # projected, not the plain sum
+    assert all(torch.allclose(p.grad, g) for p, g in zip(own, plain_own))
