@@ -210,14 +210,17 @@ class PCGrad(Strategy):
 
     def backward(self, total: Tensor, *, losses: Sequence[Tensor], extra: Tensor | None, scale: Scale) -> None:
         weighted = self.weights() * torch.stack(list(losses))
-        grads = [_flat_grad(scale(weighted[i]), self.shared) for i in range(len(losses))]
-        update = torch.stack(pcgrad(grads, generator=self.generator)).sum(dim=0)
+        parts = [_flat_grad(scale(weighted[i]), self.shared) for i in range(len(losses))]
+        update = torch.stack(pcgrad([g for g, _ in parts], generator=self.generator)).sum(dim=0)
         if extra is not None and extra.requires_grad:
-            update = update + _flat_grad(scale(extra), self.shared)
+            parts.append(_flat_grad(scale(extra), self.shared))
+            update = update + parts[-1][0]
+        used = [any(reached) for reached in zip(*(r for _, r in parts))]
         scale(total).backward(inputs=self.own)
         offset = 0
-        for p in self.shared:
-            p.grad = update[offset:offset + p.numel()].view_as(p).clone()
+        for p, reached in zip(self.shared, used):
+            # none, as plain backward leaves it, where no term reaches p: the optimiser skips it
+            p.grad = update[offset:offset + p.numel()].view_as(p).clone() if reached else None
             offset += p.numel()
 
     def get_extra_state(self) -> Any:
@@ -227,9 +230,11 @@ class PCGrad(Strategy):
         self.generator.set_state(state["generator"])
 
 
-def _flat_grad(loss: Tensor, params: Sequence[nn.Parameter]) -> Tensor:
+def _flat_grad(loss: Tensor, params: Sequence[nn.Parameter]) -> tuple[Tensor, list[bool]]:
+    """(the gradient of ``loss`` on ``params``, flat, zeros where it does not reach; where it does)."""
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
+    flat = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
+    return flat, [g is not None for g in grads]
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

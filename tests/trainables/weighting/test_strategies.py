@@ -184,3 +184,14 @@ def test_pcgrad_in_training_projects_the_shared_gradients_and_leaves_the_rest_pl
     assert torch.allclose(got, expected, atol=1e-6)
     assert not torch.allclose(got, sum(per_head), atol=1e-3)  # projected, not the plain sum
     assert all(torch.allclose(p.grad, g) for p, g in zip(own, plain_own))
+
+
+def test_pcgrad_leaves_a_shared_parameter_no_loss_reaches_without_a_gradient():
+    model = _TwoRegressions()
+    model.spare = nn.Linear(2, 2)  # shared (outside the heads) but unused by forward
+    strategy = STRATEGIES["pcgrad"]()
+    criterion, optimizer = _attach(strategy, model)
+    x = torch.randn(8, 4)
+    total, _ = criterion(model(x), {"a": x.sum(dim=1), "b": x.sum(dim=1)})
+    criterion.backward(total)
+    assert model.spare.weight.grad is None and model.shared.weight.grad is not None
