@@ -191,34 +191,30 @@ def breakdown(config: dict[str, Any], *, passes: int = PASSES) -> dict[str, Any]
         weighted = base * torch.stack([losses[h](out[h], y[h]) for h in losses])
         return weighted, weighted.sum()
 
-    def pcgrad_pass() -> _Timer:  # PCGrad's backward passes, without its projection
+    def per_head_pass(params: list[Any], lap: str, final: str, final_inputs: list[Any] | None) -> _Timer:
+        """One backward per head on ``params`` (timed as ``lap``), then the step's backward (timed
+        as ``final``, into ``final_inputs`` or every parameter): PCGrad's passes without its
+        projection (the shared part, then the heads' own parameters), GradNorm's without its norms
+        and gains (the last shared layer, then the whole model)."""
         timer = _Timer()
         model.train()
         for x, y in iterate_batches(train, batch_size=tc.batch_size, shuffle=True, generator=generator):
             weighted, total = forward(x, y)
             optimizer.zero_grad(set_to_none=True)
             timer.start()
-            for i in range(len(weighted)):  # one backward per head through the shared part
-                torch.autograd.grad(weighted[i], shared, retain_graph=True, allow_unused=True)
-            timer.lap("per_head_backward_shared")
-            total.backward(inputs=own)  # the heads' own parameters
-            timer.lap("heads_backward")
+            for value in weighted:
+                torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            timer.lap(lap)
+            total.backward(inputs=final_inputs)
+            timer.lap(final)
             finish(timer)
         return timer
 
-    def gradnorm_pass() -> _Timer:  # GradNorm's backward passes, without its norms and gains
-        timer = _Timer()
-        model.train()
-        for x, y in iterate_batches(train, batch_size=tc.batch_size, shuffle=True, generator=generator):
-            weighted, total = forward(x, y)
-            optimizer.zero_grad(set_to_none=True)
-            timer.start()
-            for value in weighted:  # one backward per head to the last shared layer
-                torch.autograd.grad(value, layer, retain_graph=True)
-            timer.lap("per_head_backward_last_layer")
-            total.backward()
-            finish(timer)
-        return timer
+    def pcgrad_pass() -> _Timer:
+        return per_head_pass(shared, "per_head_backward_shared", "heads_backward", own)
+
+    def gradnorm_pass() -> _Timer:
+        return per_head_pass(layer, "per_head_backward_last_layer", "backward_after_heads", None)
 
     modes = {"fixed": (fixed_pass, ("batch", "forward", "backward", "rest")),
              "pcgrad": (pcgrad_pass, ("per_head_backward_shared", "heads_backward")),
