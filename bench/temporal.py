@@ -158,6 +158,7 @@ def baseline(config: dict[str, Any], *, losses: str = "ce") -> list[dict[str, fl
         head_losses = {h: build_loss("ce", num_classes=c) for h, c in heads.items()}
         for loss in head_losses.values():
             loss.check_targets = False  # as train() does after checking the labels once
+            loss.empty_batches = not presenter.keeps_a_target  # as train() does
         library_energy = EnergyLoss(p=cfg.energy.p).register(model)
         criterion = MultiHeadLoss(losses=head_losses, weights=weights, energy=library_energy,
                                   energy_weight=cfg.energy_weight)

@@ -140,6 +140,7 @@ def baseline(config: dict[str, Any], *, losses: str = "ce") -> list[dict[str, fl
     criterion = MultiHeadLoss(losses={h: build_loss("ce", num_classes=c) for h, c in heads.items()}, weights=weights)
     for loss in criterion.losses.values():
         loss.check_targets = False  # as train() does after checking the labels once
+        loss.empty_batches = False  # as train() does for static labels
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     generator = torch.Generator().manual_seed(tc.seed)
     n = len(x_train)

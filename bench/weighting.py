@@ -149,6 +149,7 @@ def breakdown(config: dict[str, Any], *, passes: int = PASSES) -> dict[str, Any]
     losses = {h: build_loss(cfg.heads[h].loss, num_classes=c) for h, c in heads.items()}
     for loss in losses.values():
         loss.check_targets = False  # as train() does after checking the labels once
+        loss.empty_batches = False  # as train() does
     model = build_model(cfg.model.kind, input_shape=data.input_shape, head_outputs=heads, **cfg.model.params)
     weights = {h: cfg.heads[h].weight for h in heads}
     criterion = MultiHeadLoss(losses=losses, weights=weights)

@@ -15,8 +15,11 @@ from trainables.temporal import Presenter
 
 __all__ = ["evaluate"]
 
-# Evaluation needs no gradients, so larger batches cost little memory and save per-batch overhead.
-_EVAL_BATCH = 1024
+# A forward pass without gradients keeps about one layer's activations alive at a time, a training
+# step every layer's for its backward pass: evaluating this many training batches at once saves
+# per-batch overhead and stays below the trial's training peak (a fixed 1024 put a CNN trial at
+# 1.4x the memory of a hand-written loop; bench/memory.py).
+TRAIN_BATCHES_PER_EVAL_BATCH = 4
 
 
 @torch.no_grad()
@@ -31,19 +34,21 @@ def evaluate(
     energy_p: int,
     amp: torch.dtype | None,
     device: torch.device,
+    train_batch_size: int,
 ) -> dict[str, float]:
     """Task metrics of every head on ``split`` (predictions from each head loss's ``predict``; for a
     temporal model ``trainables.metrics.step_metrics`` over its steps), their aggregates, and the raw
     activation energy per step (sample-weighted mean over batches): ``energy`` with the trial's norm
     ``energy_p`` (what its energy term sees), ``energy_l1`` with the L1 norm (comparable across
-    trials that search the norm)."""
+    trials that search the norm). Batches of ``TRAIN_BATCHES_PER_EVAL_BATCH`` x ``train_batch_size``."""
     model.eval()
     preds: dict[str, list[Tensor]] = {name: [] for name in heads}
     norms = {"energy": energy_p, **({"energy_l1": 1} if energy_p != 1 else {})}
     sums: dict[str, Tensor | float] = dict.fromkeys(norms, 0.0)
+    batch_size = TRAIN_BATCHES_PER_EVAL_BATCH * train_batch_size
     with ExitStack() as stack:
         probes = {name: stack.enter_context(EnergyLoss(p=p).register(model)) for name, p in norms.items()}
-        for x, _ in iterate_batches(split, batch_size=_EVAL_BATCH, shuffle=False, generator=None):
+        for x, _ in iterate_batches(split, batch_size=batch_size, shuffle=False, generator=None):
             for probe in probes.values():
                 probe.reset()
             with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():

@@ -100,6 +100,7 @@ def train(
     }
     for loss in losses.values():
         loss.check_targets = False  # _check_labels did it once; per step it would sync the GPU
+        loss.empty_batches = not presenter.keeps_a_target
     model = build_model(
         cfg.model.kind,
         input_shape=data.input_shape,
@@ -131,7 +132,7 @@ def train(
 
     def evaluate(split: Split, name: str) -> dict[str, float]:
         return _evaluate(model, losses, split, heads, split_name=name, presenter=presenter, energy_p=cfg.energy.p,
-                         amp=amp, device=device)
+                         amp=amp, device=device, train_batch_size=tc.batch_size)
 
     first = placement_module.device_report(placement, amp)  # once per call: a resumed trial may have moved
     monitor = GpuMonitor(device)

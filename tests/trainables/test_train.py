@@ -268,3 +268,26 @@ def test_key_order_of_the_config_does_not_change_the_metrics(uninterrupted):
     _, final = uninterrupted
     _, reordered = _run(dict(reversed(list(BASE.items()))))
     assert _without_timings(reordered) == _without_timings(final)
+
+
+def test_evaluation_batches_follow_the_training_batch_and_do_not_change_the_metrics(monkeypatch):
+    import trainables._evaluate as evaluate_module
+
+    sizes = []
+    batches = evaluate_module.iterate_batches
+
+    def recording(split, *, batch_size, **kwargs):
+        sizes.append(batch_size)
+        return batches(split, batch_size=batch_size, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "iterate_batches", recording)
+    config = {**BASE, "train.epochs": 1, "energy_weight": 0.0}
+    small = train({**config, "train.batch_size": 4}, report=lambda m: None)
+    assert set(sizes) == {4 * evaluate_module.TRAIN_BATCHES_PER_EVAL_BATCH}
+    # the same trained weights evaluated in other batch sizes: the same metrics
+    monkeypatch.setattr(evaluate_module, "TRAIN_BATCHES_PER_EVAL_BATCH", 100)
+    large = train({**config, "train.batch_size": 4}, report=lambda m: None)
+    assert 400 in sizes
+    for key, value in small.items():
+        if key.startswith(("test/", "val/")):
+            assert large[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -50,6 +50,12 @@ class HeadLoss(nn.Module):
     checks every call that the targets lie in [0, C-1] or equal ignore_index. That check reads a
     device tensor back to the host, a GPU sync per head and step, so a trainer that validated its
     labels once sets it to False.
+
+    `empty_batches` (an attribute, True by default): whether a batch may have every target ignored.
+    A loss then divides its sum by the clamped count of kept targets, so such a batch gives a zero
+    connected to the graph; a trainer that knows each batch keeps a target (static labels, or a
+    temporal presentation with a supervised step) sets it to False, and cross-entropy becomes the
+    one fused ``F.cross_entropy`` mean.
     """
 
     # True when `predict` returns a continuous class-index value rather than an argmax.
@@ -61,6 +67,19 @@ class HeadLoss(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.check_targets = True
+        self.empty_batches = True
+        # the (shape, dtype) signature of the inputs `check` last passed without a range check
+        self._checked: tuple | None = None
+
+    def check(self, logits: Tensor, target: Tensor) -> None:
+        """`check_inputs` of this head; once per input signature when `check_targets` is False
+        (the shape and dtype checks cost a step of a small model as much as its loss kernel)."""
+        tensors = isinstance(logits, Tensor) and isinstance(target, Tensor)
+        signature = (logits.shape, logits.dtype, target.shape, target.dtype) if tensors else None
+        if self.check_targets or signature is None or signature != self._checked:
+            check_inputs(logits, target, num_classes=self.num_classes, ignore_index=self.ignore_index,
+                         outputs=self.outputs(self.num_classes), check_targets=self.check_targets)
+            self._checked = None if self.check_targets else signature
 
     @classmethod
     def outputs(cls, num_classes: int) -> int:

@@ -49,13 +49,16 @@ def cross_entropy_loss(
     ignore_index: int = IGNORE_INDEX,
     check_targets: bool = True,
     label_smoothing: float = 0.0,
+    empty_batches: bool = True,
 ) -> Tensor:
     """Cross-entropy with optional label smoothing eps:
 
         loss_i = -(1 - eps) * log p_{i, y_i} - (eps / C) * sum_j log p_{i, j}
+
+    `empty_batches=False` promises that at least one target is not ignored (see `HeadLoss`).
     """
     _check_ce_params(label_smoothing)
-    valid = check_inputs(
+    check_inputs(
         logits,
         target,
         num_classes=num_classes,
@@ -63,12 +66,22 @@ def cross_entropy_loss(
         outputs=num_classes,
         check_targets=check_targets,
     )
+    return _fused_ce(logits, target, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                     empty_batches=empty_batches)
+
+
+def _fused_ce(logits: Tensor, target: Tensor, *, ignore_index: int, label_smoothing: float,
+              empty_batches: bool) -> Tensor:
     # One fused kernel that skips ignored rows, instead of a per-sample loss and a masked mean: on
-    # a small model those extra ops (and their backward) cost a tenth of a training step. Divided
-    # by the count clamped to 1, so an all-ignored batch is still a zero connected to the graph.
-    total = F.cross_entropy(compute_dtype(logits), target, ignore_index=ignore_index, reduction="sum",
+    # a small model those extra ops (and their backward) cost a tenth of a training step. Its mean
+    # over the kept rows is 0/0 = NaN when every row is ignored, so a batch that may be empty takes
+    # the sum over the count clamped to 1: a zero still connected to the graph.
+    logits = compute_dtype(logits)
+    if not empty_batches:
+        return F.cross_entropy(logits, target, ignore_index=ignore_index, label_smoothing=label_smoothing)
+    total = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="sum",
                             label_smoothing=label_smoothing)
-    return total / valid.sum().clamp(min=1).to(total.dtype)
+    return total / (target != ignore_index).sum().clamp(min=1).to(total.dtype)
 
 
 def weighted_ce_loss(
@@ -181,14 +194,9 @@ class CrossEntropyLoss(HeadLoss):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return cross_entropy_loss(
-            logits,
-            target,
-            num_classes=self.num_classes,
-            ignore_index=self.ignore_index,
-            check_targets=self.check_targets,
-            label_smoothing=self.label_smoothing,
-        )
+        self.check(logits, target)
+        return _fused_ce(logits, target, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+                         empty_batches=self.empty_batches)
 
 
 class WeightedCrossEntropyLoss(HeadLoss):

@@ -67,14 +67,14 @@ class MultiHeadLoss(nn.Module):
         self.auxiliary: nn.Module | None = None
         # this step's head losses and energy term, for a weighting strategy's backward
         self._parts: tuple[list[Tensor], Tensor | None] | None = None
+        self._zeros: Tensor | None = None  # the breakdown's zero energy terms without an EnergyLoss
 
     def forward(
         self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        heads = sorted(self.losses)
         for name, given in (("outputs", outputs), ("targets", targets)):
-            if sorted(given) != heads:
-                raise ValueError(f"{name} must have the heads {heads}, but got {sorted(given)}")
+            if given.keys() != self.losses.keys():
+                raise ValueError(f"{name} must have the heads {sorted(self.losses)}, but got {sorted(given)}")
 
         breakdown: dict[str, Tensor] = {}
         values = []
@@ -92,13 +92,13 @@ class MultiHeadLoss(nn.Module):
             task = (self.weighting.weights() * torch.stack(values).detach()).sum()
         breakdown["loss/task"] = task
 
-        if self.energy is None:
-            energy = total.new_zeros(())
-        else:
+        extra = None  # the terms beside the heads' losses
+        if self.energy is not None:
             energy = self.energy().to(total.device)
             self.energy.reset()
-        weighted_energy = self.energy_weight * energy
-        extra = weighted_energy if self.energy_weight > 0 else None  # terms beside the heads' losses
+            weighted_energy = self.energy_weight * energy
+            if self.energy_weight > 0:
+                extra = weighted_energy
         if self.auxiliary is not None:
             auxiliary = self.auxiliary(outputs, targets)
             breakdown["loss/auxiliary"] = auxiliary.detach()
@@ -109,14 +109,24 @@ class MultiHeadLoss(nn.Module):
             self._parts = (values, extra)
 
         total_value = total.detach()
-        weighted_value = weighted_energy.detach()
-        breakdown["loss/energy"] = energy.detach()
-        breakdown["loss/energy_weighted"] = weighted_value
-        breakdown["loss/energy_share"] = torch.where(
-            total_value != 0, weighted_value / total_value, torch.zeros_like(total_value)
-        )
+        if self.energy is None:
+            # one shared zero: no tensor op per step for a term the trial does not have
+            zero = self._zero(total_value)
+            breakdown.update({"loss/energy": zero, "loss/energy_weighted": zero, "loss/energy_share": zero})
+        else:
+            weighted_value = weighted_energy.detach()
+            breakdown["loss/energy"] = energy.detach()
+            breakdown["loss/energy_weighted"] = weighted_value
+            breakdown["loss/energy_share"] = torch.where(
+                total_value != 0, weighted_value / total_value, torch.zeros_like(total_value)
+            )
         breakdown["loss/total"] = total_value
         return total, breakdown
+
+    def _zero(self, like: Tensor) -> Tensor:
+        if self._zeros is None or (self._zeros.device, self._zeros.dtype) != (like.device, like.dtype):
+            self._zeros = like.new_zeros(())
+        return self._zeros
 
     def backward(self, total: Tensor, *, scale: Callable[[Tensor], Tensor] = lambda t: t) -> None:
         """Backpropagate ``total``, this step's forward result (``scale``: a GradScaler's): plainly,

@@ -48,6 +48,11 @@ class Presenter:
     def steps(self) -> int | None:
         return None if self.presented is None else len(self.presented)
 
+    @property
+    def keeps_a_target(self) -> bool:
+        """Whether every sample keeps a label at some step (every batch then has a target to learn)."""
+        return self.supervised is None or any(self.supervised)
+
     def outputs(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
         """The model's outputs: {head: [N, K]}, or [N, T, K] for a temporal model."""
         return model(x) if self.presented is None else model(x, self.presented)

@@ -254,6 +254,43 @@ def test_check_targets_false_skips_only_the_range_check(name, params):
         unchecked(logits, target.float())
 
 
+@pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
+def test_check_targets_false_still_checks_every_new_input_shape(name, params):
+    unchecked = LOSSES[name](num_classes=C, **params)
+    unchecked.check_targets = False
+    logits, target = make_inputs(name)
+    unchecked(logits, target)
+    wider = torch.cat([logits, logits[:, :1]], dim=1)
+    with pytest.raises(ValueError, match=r"logits must have shape \[N, \d+\], but got \[8, \d+\]"):
+        unchecked(wider, target)
+    with pytest.raises(ValueError, match=r"target must have shape \[8\]"):
+        unchecked(logits, target[:5])
+    unchecked(logits, target)  # the first signature still passes
+
+
+def test_ce_without_empty_batches_is_the_fused_mean_and_honours_ignore_index():
+    logits, target = make_inputs("ce", n=16, ignore=[2, 5, 11])
+    logits.requires_grad_(True)
+    fused = LOSSES["ce"](num_classes=C, label_smoothing=0.1)
+    fused.empty_batches = False
+    loss = fused(logits, target)
+    kept = target != -1
+    independent = F.cross_entropy(logits[kept], target[kept], label_smoothing=0.1)
+    torch.testing.assert_close(loss, independent)
+    torch.testing.assert_close(loss, LOSSES["ce"](num_classes=C, label_smoothing=0.1)(logits, target))
+    loss.backward()
+    assert torch.all(logits.grad[~kept] == 0) and torch.all(logits.grad[kept].abs().sum(1) > 0)
+
+
+def test_ce_promised_a_target_is_nan_on_an_all_ignored_batch_and_zero_by_default():
+    logits, target = make_inputs("ce", ignore=range(8))
+    safe = LOSSES["ce"](num_classes=C)
+    promised = LOSSES["ce"](num_classes=C)
+    promised.empty_batches = False
+    assert safe(logits, target).item() == 0.0
+    assert math.isnan(promised(logits, target).item())
+
+
 def test_focal_tensor_alpha_is_checked_like_a_sequence():
     logits, target = make_inputs("focal")
     for alpha in ([1.0, -1.0, 1.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0, 1.0], [1.0, float("inf"), 1.0, 1.0, 1.0]):
