@@ -54,6 +54,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SEARCH_ID",
         help="continue the unfinished search in <storage>/<name> (with SEARCH_ID: only if it is that search)",
     )
+    parser.add_argument(
+        "--warm-start",
+        metavar="SEARCH",
+        help="start the sampler from the scored trials of an earlier search (id or name) in the same MLflow "
+        "store whose configs fit this space",
+    )
     parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory (default: runs)")
     parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
@@ -119,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         verbose=args.verbose,
         ray_job=os.environ.get(JOB_ENV) or None,
+        warm_start=args.warm_start,
     )
     from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
     from trainables.data.vimh import progress_bar

@@ -53,6 +53,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_ID",
                         help="require an unfinished search to resume (as `search run --resume`)")
+    parser.add_argument("--warm-start", metavar="SEARCH",
+                        help="start the sampler from an earlier search's scored trials (as `search run --warm-start`)")
     parser.add_argument("--verbose", type=int, default=0, choices=range(4), metavar="{0..3}",
                         help="Ray Tune's own progress output in the job's log (default: 0)")
     parser.add_argument("--wait", action="store_true",
@@ -76,6 +78,8 @@ def _entrypoint(args: argparse.Namespace, space: str, tracking_uri: str) -> str:
         command += ["--name", args.name]
     if args.resume:
         command += ["--resume"] + ([args.resume] if isinstance(args.resume, str) else [])
+    if args.warm_start:
+        command += ["--warm-start", args.warm_start]
     if args.verbose:
         command += ["--verbose", str(args.verbose)]
     return shlex.join(command)

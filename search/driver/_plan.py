@@ -25,6 +25,7 @@ from search.space import SEARCH_NAME_RULE, Space, is_search_name
 from search.tracking import make_search_id, resolve_tracking_uri
 
 if TYPE_CHECKING:
+    from search.driver._warm import WarmStart
     from trainables.data import MultiheadDataset
 
 __all__ = [
@@ -60,6 +61,7 @@ class SearchOptions:
     tracking_uri: str | None = None  # --tracking-uri (beats MLFLOW_TRACKING_URI and the space)
     verbose: int = 0  # Ray Tune's own output (0-3); the driver prints a line per trial result
     ray_job: str | None = None  # the Ray Job running this search (search submit), tagged on its parent run
+    warm_start: str | None = None  # --warm-start SEARCH: an earlier search (id or name) the sampler starts from
     # Runs each trial; default trainables.train.train. Tests wrap it to inject faults.
     train_fn: TrainFn | None = None
 
@@ -77,6 +79,7 @@ class SearchPlan:
     tracking_uri: str
     experiment: str
     notes: tuple[str, ...] = ()
+    warm: WarmStart | None = None  # the earlier trials a new search's sampler starts from
 
     @property
     def run_dir(self) -> Path | None:
@@ -154,7 +157,15 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
         search_id = make_search_id(name)
-    return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes))
+    warm = None
+    if options.warm_start is not None and resume:
+        notes.append("--warm-start is left out: the search resumes with the sampler state it saved")
+    elif options.warm_start is not None:
+        from search.driver._warm import read_warm_start
+
+        warm = read_warm_start(space, tracking_uri=tracking_uri, selector=options.warm_start)
+        notes.append(warm.note())
+    return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes), warm)
 
 
 def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:

@@ -19,7 +19,7 @@ from search.console import say
 from search.driver._callbacks import MlflowCallback, ProgressPrinter
 from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
 from search.driver._state import StateSnapshot, clear_state
-from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, trial_threads
+from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, grace_period, trial_threads
 from search.driver._summary import (
     TrialSummary,
     best_config_yaml,
@@ -61,6 +61,7 @@ class SearchOutcome:
 def _settings_params(space: Space, *, num_samples: int, threads: int, epochs: int) -> dict[str, Any]:
     params: dict[str, Any] = {f"search.{k}": v for k, v in asdict(space.search).items()}
     params["search.num_samples"] = num_samples
+    params["search.grace_period"] = grace_period(space, epochs=epochs)
     params["resources.cpu"] = space.resources.cpu
     params["resources.gpu"] = space.resources.gpu
     params["train.threads"] = threads
@@ -168,7 +169,8 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         # The searcher (with its Optuna study) comes back from the experiment directory.
         searcher, num_samples = None, int(meta["num_samples"])
     else:
-        searcher, num_samples = build_searcher(space, DefineByRun(space, threads=threads))
+        warm = plan.warm.trials if plan.warm is not None else ()
+        searcher, num_samples = build_searcher(space, DefineByRun(space, threads=threads), warm=warm)
     # A resumed Tuner keeps the run config (and so the verbosity) the search started with.
     verbose = int(meta.get("verbose", options.verbose)) if plan.resume else options.verbose
     # Written before Tune writes anything, so a directory Tune can restore always says whose it is.
@@ -185,6 +187,8 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     )
     write_meta(plan.location, meta)
     params = _settings_params(space, num_samples=num_samples, threads=threads, epochs=epochs)
+    if plan.warm is not None:
+        params["search.warm_start"] = plan.warm.search_id
     tracker.start_search(
         params=params,
         artifacts={

@@ -7,7 +7,7 @@ them (its TPE sampler handles multi-objective studies) and the driver reports th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -16,10 +16,11 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.driver._trainable import FAILED_KEY, FINAL_KEY
+from search.driver._warm import WarmTrial
 from search.space import Space
 from search._optuna import quiet_optuna
 
-__all__ = ["DefineByRun", "build_scheduler", "build_searcher", "grid_points", "trial_threads"]
+__all__ = ["DefineByRun", "asha_grace", "build_scheduler", "build_searcher", "grace_period", "grid_points", "startup_trials", "trial_threads"]
 
 
 def trial_threads(space: Space) -> int:
@@ -86,8 +87,15 @@ def grid_points(define: Callable[[Any], Any]) -> list[dict[str, Any]]:
         forced = [index for index, _ in taken[:-1]] + [taken[-1][0] + 1]
 
 
-def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
-    """(OptunaSearch behind a ConcurrencyLimiter, number of trials)."""
+def startup_trials(num_samples: int) -> int:
+    """Random trials TPE starts with: a fifth of the budget, from 3 to Optuna's default of 10. A
+    fixed 10 spends a third of a 30-trial search before the model learns anything."""
+    return max(3, min(10, num_samples // 5))
+
+
+def build_searcher(space: Space, define: DefineByRun, *, warm: Sequence[WarmTrial] = ()) -> tuple[Searcher, int]:
+    """(OptunaSearch behind a ConcurrencyLimiter, number of trials). ``warm``: trials of an earlier
+    search the sampler starts from (they count towards TPE's random start-up)."""
     settings = space.search
     metrics = [o.metric for o in space.objectives]
     modes = [o.mode for o in space.objectives]
@@ -105,7 +113,10 @@ def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
         # multivariate + group: TPE models the loss parameters jointly within each loss choice
         # (a conditional space); constant_liar keeps parallel trials from proposing the same point.
         with quiet_optuna():
-            sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True, constant_liar=True)
+            sampler = optuna.samplers.TPESampler(
+                seed=settings.seed, multivariate=True, group=True, constant_liar=True,
+                n_startup_trials=startup_trials(num_samples),
+            )
     with quiet_optuna():
         searcher = _Optuna(
             space=define,
@@ -113,13 +124,46 @@ def build_searcher(space: Space, define: DefineByRun) -> tuple[Searcher, int]:
             mode=modes if multi else modes[0],
             sampler=sampler,
             points_to_evaluate=points or None,
+            warm=warm,
         )
     return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent), num_samples
 
 
 class _Optuna(OptunaSearch):
     """OptunaSearch that tells Optuna a trial ended with a failed final result (see
-    ``search.driver._trainable``) as failed: its NaN objective is not a value to learn from."""
+    ``search.driver._trainable``) as failed: its NaN objective is not a value to learn from; that
+    adds the ``warm`` trials to its study; and that never trains a point twice.
+
+    A trial's seed and config fix its metrics, so a proposal equal to a completed trial (TPE
+    re-draws options without parameters, such as ``weighting: pcgrad``, again and again) is told
+    that trial's values and drawn anew, up to ``_REDRAWS`` times (then it runs: a small space may
+    be exhausted)."""
+
+    _REDRAWS = 20
+
+    def __init__(self, *, warm: Sequence[WarmTrial] = (), **kwargs: Any) -> None:
+        self._warm = tuple(warm)
+        super().__init__(**kwargs)
+
+    def _setup_study(self, mode: str | list) -> None:
+        super()._setup_study(mode)
+        for trial in self._warm:
+            values = {"values": list(trial.values)} if isinstance(mode, list) else {"value": trial.values[0]}
+            self._ot_study.add_trial(
+                optuna.trial.create_trial(params=trial.params, distributions=trial.distributions, **values)
+            )
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        for _ in range(self._REDRAWS):
+            ot_trial = self._ot_trials.get(trial_id)
+            known = _completed_with(self._ot_study, ot_trial.params) if ot_trial is not None else None
+            if known is None:
+                break
+            self._ot_study.tell(ot_trial, known.values)
+            del self._ot_trials[trial_id]
+            config = super().suggest(trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if not result.get(FAILED_KEY):
@@ -129,6 +173,11 @@ class _Optuna(OptunaSearch):
         if result is not None and result.get(FAILED_KEY):
             result, error = None, True
         super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _completed_with(study: optuna.Study, params: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    return next((t for t in study.get_trials(deepcopy=False, states=complete) if t.params == params), None)
 
 
 class _FinishLastEpoch:
@@ -167,11 +216,26 @@ class _Median(_FinishLastEpoch, MedianStoppingRule):
         self.epochs = epochs
 
 
+def asha_grace(epochs: int, reduction_factor: float) -> int:
+    """The grace period that puts ASHA's rungs (grace x rf^k epochs) as the space's epochs would in
+    Hyperband: the last one at about ``epochs``, the first at epochs / rf^k >= 1 (9 epochs, rf 3:
+    rungs at 1, 3, 9; 20 epochs: 2, 6, 18)."""
+    reductions = max(0, math.floor(math.log(epochs) / math.log(reduction_factor) + 1e-9))
+    return max(1, round(epochs / reduction_factor**reductions))
+
+
+def grace_period(space: Space, *, epochs: int) -> int:
+    """The grace period the space sets (at most its epochs), else ``asha_grace``."""
+    given = space.search.grace_period
+    return min(given, epochs) if given is not None else asha_grace(epochs, space.search.reduction_factor)
+
+
 def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:
-    """ASHA / median stopping on the primary objective, with epochs as the time axis."""
+    """ASHA / median stopping on the primary objective, with epochs as the time axis, after
+    ``grace_period``."""
     settings = space.search
     objective = space.objectives[0]
-    grace = min(settings.grace_period, epochs)
+    grace = grace_period(space, epochs=epochs)
     if settings.scheduler == "asha":
         return _Asha(
             epochs=epochs,

@@ -57,7 +57,8 @@ class SearchSettings:
     num_samples: Annotated[int, Rule(minimum=1, maximum=100_000)] = 16
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: Literal["asha", "median", "none"] = "asha"
-    grace_period: Annotated[int, Rule(minimum=1)] = 1  # epochs a trial runs before a scheduler may stop it
+    # epochs a trial runs before a scheduler may stop it; None: from train.epochs (see asha_grace)
+    grace_period: Annotated[int | None, Rule(minimum=1)] = None
     reduction_factor: Annotated[float, Rule(minimum=1.0, min_open=True, maximum=100.0)] = 3.0
     max_concurrent: Annotated[int, Rule(minimum=1, maximum=1_000)] = 2
     seed: Annotated[int, Rule(minimum=0)] = 0

@@ -30,7 +30,7 @@ def search_issues(search: SearchSettings, entries: Sequence[Entry], objectives: 
         issues.append(("search.scheduler", "`none` with several objectives (a scheduler stops trials on one "
                        "metric)", search.scheduler))
     epochs = _constant(entries, "train.epochs")
-    if scheduled and isinstance(epochs, int) and search.grace_period > epochs:
+    if scheduled and isinstance(epochs, int) and search.grace_period is not None and search.grace_period > epochs:
         path = "search.grace_period" if isinstance(raw, dict) and "grace_period" in raw else "search"
         issues.append((path, f"a grace period of at most train.epochs ({epochs}) epochs", search.grace_period))
     return issues

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from search.console import warn
 from search.tracking._store import TrackingSettings, is_transient, sqlite_path
 
-__all__ = ["BufferedStore", "is_number"]
+__all__ = ["BufferedStore", "is_number", "param_text"]
 
 _T = TypeVar("_T")
 
@@ -159,7 +159,7 @@ class BufferedStore:
 
         now = int(time.time() * 1000)  # when the values were produced, not when they reach the store
         metric_items = [Metric(k, float(v), now, step) for k, v in (metrics or {}).items() if is_number(v)]
-        param_items = [Param(k, _param_text(v)) for k, v in (params or {}).items()]
+        param_items = [Param(k, param_text(v)) for k, v in (params or {}).items()]
         tag_items = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
         # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
         while metric_items or param_items or tag_items:
@@ -177,7 +177,8 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """How a value is logged as an MLflow param: a string as it is, anything else as JSON."""
     if isinstance(value, str):
         return value
     return json.dumps(value)

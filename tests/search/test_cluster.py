@@ -62,10 +62,11 @@ def test_a_job_ships_the_two_packages_and_the_space_and_nothing_else(tmp_path: P
 
 
 def test_the_job_runs_search_run_with_the_options_given():
-    args = argparse.Namespace(storage="/shared/runs", name="n1", resume="n1-20261204-1", verbose=1)
+    args = argparse.Namespace(storage="/shared/runs", name="n1", resume="n1-20261204-1", verbose=1,
+                              warm_start="n0-20261203-1")
     assert _entrypoint(args, "spaces/a b.yaml", "http://mlflow:5000") == (
         "python -m search run 'spaces/a b.yaml' --storage /shared/runs --tracking-uri http://mlflow:5000 "
-        "--name n1 --resume n1-20261204-1 --verbose 1"
+        "--name n1 --resume n1-20261204-1 --warm-start n0-20261203-1 --verbose 1"
     )
 
 

@@ -1,0 +1,120 @@
+"""Sampling: TPE's start-up and ASHA's rungs from the budget, no point trained twice, and warm
+starts from an earlier search read back from MLflow."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search.driver import SearchInputError, SearchOptions, plan_search
+from search.driver._strategy import DefineByRun, asha_grace, build_searcher, startup_trials
+from search.driver._warm import WarmTrial, fitting_params
+from search.space import load_space
+
+from .test_driver import FIXED_HEADS, search, write_space
+
+TWO_POINTS = """\
+  digit: {loss: ce}
+  thickness: {loss: {choice: [ce, ordinal]}}
+  smoothness: {loss: ce}"""
+
+
+@pytest.mark.parametrize(("epochs", "factor", "rungs"), [(9, 3, [1, 3, 9]), (20, 3, [2, 6, 18]), (27, 3, [1, 3, 9, 27]),
+                                                        (8, 2, [1, 2, 4, 8]), (2, 3, [2]), (1, 3, [1])])
+def test_asha_rungs_follow_the_epochs(epochs, factor, rungs):
+    grace = asha_grace(epochs, factor)
+    assert [grace * factor**k for k in range(len(rungs))] == rungs
+    assert grace * factor ** len(rungs) > epochs
+
+
+def test_tpe_starts_with_a_fifth_of_the_budget_within_3_and_10():
+    assert [startup_trials(n) for n in (1, 15, 16, 30, 50, 1000)] == [3, 3, 3, 6, 10, 10]
+
+
+def _searcher(tmp_path: Path, heads: str, *, warm=(), seed: int = 0):
+    settings = f"{{num_samples: 4, sampler: tpe, scheduler: none, seed: {seed}}}"
+    space = load_space(write_space(tmp_path, heads=heads, search=settings))
+    limited, _ = build_searcher(space, DefineByRun(space, threads=1), warm=warm)
+    return space, limited.searcher
+
+
+def _warm_trial(space, config, value):
+    params, distributions = fitting_params(space, config)
+    return WarmTrial(params=params, distributions=distributions, values=(value,))
+
+
+def test_a_point_already_trained_is_told_its_value_and_drawn_anew(tmp_path: Path):
+    space, _ = _searcher(tmp_path, TWO_POINTS)
+    config = {**space.sample(seed=0), "heads.thickness.loss": "ce"}
+    repeats = []
+    for seed in range(6):  # seeded: in some of them the sampler draws ce first
+        _, searcher = _searcher(tmp_path, TWO_POINTS, warm=[_warm_trial(space, config, 0.7)], seed=seed)
+        proposal = searcher.suggest("a")
+        assert proposal["heads.thickness.loss"] == "ordinal"  # ce is known: never proposed to train
+        study = searcher._ot_study
+        repeats += [t for t in study.trials[1:] if t.state == optuna.trial.TrialState.COMPLETE]
+    assert repeats and all(t.params == {"heads.thickness.loss": "ce"} and t.value == 0.7 for t in repeats)
+
+    searcher.on_trial_complete("a", {"val/acc_mean": 0.5, "epoch": 3})
+    again = searcher.suggest("b")  # both points known: after the redraws the space is exhausted
+    assert again["heads.thickness.loss"] in ("ce", "ordinal")
+    assert len(study.trials) > 20
+
+
+def test_warm_trials_enter_the_study_before_any_proposal(tmp_path: Path):
+    space, _ = _searcher(tmp_path, TWO_POINTS)
+    configs = [{**space.sample(seed=0), "heads.thickness.loss": loss} for loss in ("ce", "ordinal")]
+    warm = [_warm_trial(space, c, v) for c, v in zip(configs, (0.4, 0.6))]
+    _, searcher = _searcher(tmp_path, TWO_POINTS, warm=warm)
+    trials = searcher._ot_study.trials
+    assert [(t.params["heads.thickness.loss"], t.value) for t in trials] == [("ce", 0.4), ("ordinal", 0.6)]
+
+
+def test_a_config_fits_a_space_only_with_values_it_may_draw_and_its_constants(tmp_path: Path):
+    space = load_space(write_space(tmp_path))  # digit: ce (smoothing 0-0.1) or focal (gamma 1-2); thickness: ce/ordinal
+    config = {**space.sample(seed=3), "heads.digit.loss": "focal", "heads.digit.focal.gamma": 1.5}
+    config.pop("heads.digit.ce.label_smoothing", None)
+    params, distributions = fitting_params(space, config)
+    assert params["heads.digit.focal.gamma"] == 1.5 and set(params) == set(distributions)
+    assert fitting_params(space, {**config, "train.threads": 7}) is not None  # where it ran
+    assert fitting_params(space, {**config, "heads.digit.focal.gamma": 2.5}) is None  # outside the range
+    assert fitting_params(space, {**config, "heads.digit.loss": "ordinal"}) is None  # an option not offered
+    assert fitting_params(space, {**config, "train.epochs": 30}) is None  # another budget
+    assert fitting_params(space, {**config, "heads.thickness.loss": True}) is None  # a choice of another type
+
+
+def test_warm_start_names_an_earlier_search_with_the_same_objectives(tmp_path: Path, toy_store: Path):
+    space = load_space(write_space(tmp_path))
+    uri = f"sqlite:///{toy_store / 'mlflow.db'}"
+    with pytest.raises(SearchInputError, match="--warm-start must name an earlier search.*'nope'"):
+        plan_search(space, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="nope"))
+    # the toy search's trial configs are not complete configs of this space: none fits
+    with pytest.raises(SearchInputError, match=r"scored trials that fit this space, but search toy-\S+ has none "
+                                               r"\(4 outside this space, 1 failed or unfinished\)"):
+        plan_search(space, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="toy"))
+    other = load_space(write_space(tmp_path, name="other", objective="{metric: val/mae_norm_mean, mode: min}"))
+    with pytest.raises(SearchInputError, match=r"objectives \[\('val/mae_norm_mean', 'min'\)\], but search toy"):
+        plan_search(other, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="toy"))
+
+
+def test_a_search_warm_started_from_an_earlier_one_learns_from_its_trials(ray_session, tmp_path: Path):
+    grid = "{sampler: grid, scheduler: none, max_concurrent: 2}"
+    first_file = write_space(tmp_path, name="first", heads=FIXED_HEADS, lr="{choice: [0.02, 0.05]}", search=grid)
+    first, client = search(tmp_path, first_file)
+    assert first.exit_code == 0
+
+    tpe = "{num_samples: 2, sampler: tpe, scheduler: none, max_concurrent: 1, seed: 0}"
+    second_file = write_space(tmp_path, name="second", heads=FIXED_HEADS, lr="{choice: [0.02, 0.05, 0.1]}", search=tpe)
+    second, _ = search(tmp_path, second_file, warm_start=first.plan.search_id)
+    assert second.exit_code == 0
+    assert any(f"2 scored trial(s) of search {first.plan.search_id}" in note for note in second.plan.notes)
+    experiment = client.get_experiment_by_name(second.plan.experiment)
+    (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.`losstune.role` = 'search'")
+    assert parent.data.params["search.warm_start"] == first.plan.search_id
+    # the two learning rates trained before are known: the new search trains the third first
+    lrs = [t.config["train.lr"] for t in second.trials]
+    assert lrs[0] == 0.1
+    assert all(math.isfinite(t.values[0]) for t in second.trials)
