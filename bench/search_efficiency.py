@@ -188,6 +188,7 @@ def _config(space: Any, trial: Any) -> dict[str, Any]:
 def _optuna(space: Any, task: Task, *, sampler: Any, pruner: Any) -> dict[str, Any]:
     import optuna
 
+    from search._optuna import quiet_optuna
     from trainables.train import train
 
     counter = _Counter(task)
@@ -208,7 +209,9 @@ def _optuna(space: Any, task: Task, *, sampler: Any, pruner: Any) -> dict[str, A
         train(_config(space, trial), report=report)
         return min(values) if task.mode == "min" else max(values)
 
-    with contextlib.suppress(_TargetReached):
+    # quiet: Optuna logs the _TargetReached that ends the study as a failed trial
+    with quiet_optuna(), contextlib.suppress(_TargetReached):
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         study.optimize(objective, n_trials=TRIALS)
     return {**counter.outcome(), "trials": len(study.trials)}
 

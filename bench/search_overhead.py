@@ -59,8 +59,10 @@ PYTHON = sys.executable
 SCRIPT = Path(__file__).resolve()
 NUM_CPUS = 2  # the Ray instance of every runner: the whole machine
 SHORT_ADDED_TARGET_S = 1.0
-LONG_RATIO_TARGET = 1.10
-SCALING_TARGET = 1.8  # trials per hour, concurrency 2 vs 1, on 2 cores
+LONG_PER_TRIAL_TARGET = 1.05
+LONG_WALL_TARGET = 1.10
+SCALING_TARGET = 1.9  # trials per hour, concurrency 2 vs 1, on 2 cores
+STARTUP_TARGET_S = 5.0  # seconds the search adds before its first trial ends
 
 SPACE = """\
 name: {name}
@@ -292,9 +294,14 @@ def run() -> dict[str, Any]:
         ratios[f"short_c{c}_tune_default_added_s_per_trial"] = figure(
             short["tune_default"]["added_s_per_trial"], SHORT_ADDED_TARGET_S, "lower")
         ratios[f"long_c{c}_search_per_trial_time_ratio"] = figure(
-            long["search"]["per_trial_ratio"], LONG_RATIO_TARGET, "lower")
+            long["search"]["per_trial_ratio"], LONG_PER_TRIAL_TARGET, "lower")
         ratios[f"long_c{c}_search_total_wall_ratio"] = figure(
-            long["search"]["total_wall_ratio"], LONG_RATIO_TARGET, "lower")
+            long["search"]["total_wall_ratio"], LONG_WALL_TARGET, "lower")
+    # what a user waits for before a search's first result, beyond what the loop needs (both start
+    # Python and load the data set; the search also starts Ray, the MLflow store and a worker)
+    short_c1 = raw["short_c1"]
+    ratios["short_c1_search_startup_added_s"] = figure(
+        short_c1["search"]["first_trial_done_s"] - short_c1["loop"]["first_trial_done_s"], STARTUP_TARGET_S, "lower")
     for runner in ("search", "loop"):
         ratios[f"long_trials_per_hour_c2_vs_c1_{runner}"] = figure(
             raw["long_c2"][runner]["trials_per_hour"] / raw["long_c1"][runner]["trials_per_hour"],
