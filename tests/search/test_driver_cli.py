@@ -49,6 +49,15 @@ def test_resume_without_a_search_exits_2(no_ray, tmp_path: Path, capsys):
     assert "--resume needs an unfinished search" in capsys.readouterr().err
 
 
+def test_a_warm_start_from_no_such_search_exits_2_before_starting_ray(no_ray, tmp_path: Path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()  # an empty store
+    code = main(["run", str(SPACE), "--warm-start", "nope", "--storage", str(tmp_path / "runs"), "--tracking-uri", uri])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--warm-start must name an earlier search" in err and "Traceback" not in err
+
+
 def _cli(space: Path, tmp_path: Path, uri: str, *extra: str) -> list[str]:
     storage = str(tmp_path / "runs")
     return [sys.executable, "-m", "search", "run", str(space), "--storage", storage, "--tracking-uri", uri, *extra]
