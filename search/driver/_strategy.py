@@ -135,9 +135,10 @@ class _Optuna(OptunaSearch):
     adds the ``warm`` trials to its study; and that never trains a point twice.
 
     A trial's seed and config fix its metrics, so a proposal equal to a completed trial (TPE
-    re-draws options without parameters, such as ``weighting: pcgrad``, again and again) is told
-    that trial's values and drawn anew, up to ``_REDRAWS`` times (then it runs: a small space may
-    be exhausted)."""
+    re-draws options without parameters, such as ``weighting: pcgrad``, again and again) is drawn
+    anew, up to ``_REDRAWS`` times (then it runs: a small space may be exhausted). The repeat is
+    told as failed: Optuna already has the point's value, and a second copy would weigh it twice
+    and count towards TPE's random start-up."""
 
     _REDRAWS = 20
 
@@ -157,10 +158,9 @@ class _Optuna(OptunaSearch):
         config = super().suggest(trial_id)
         for _ in range(self._REDRAWS):
             ot_trial = self._ot_trials.get(trial_id)
-            known = _completed_with(self._ot_study, ot_trial.params) if ot_trial is not None else None
-            if known is None:
+            if ot_trial is None or not _completed_with(self._ot_study, ot_trial.params):
                 break
-            self._ot_study.tell(ot_trial, known.values)
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
             del self._ot_trials[trial_id]
             config = super().suggest(trial_id)
         return config
@@ -175,9 +175,9 @@ class _Optuna(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def _completed_with(study: optuna.Study, params: dict[str, Any]) -> optuna.trial.FrozenTrial | None:
+def _completed_with(study: optuna.Study, params: dict[str, Any]) -> bool:
     complete = (optuna.trial.TrialState.COMPLETE,)
-    return next((t for t in study.get_trials(deepcopy=False, states=complete) if t.params == params), None)
+    return any(t.params == params for t in study.get_trials(deepcopy=False, states=complete))
 
 
 class _FinishLastEpoch:
@@ -225,9 +225,12 @@ def asha_grace(epochs: int, reduction_factor: float) -> int:
 
 
 def grace_period(space: Space, *, epochs: int) -> int:
-    """The grace period the space sets (at most its epochs), else ``asha_grace``."""
-    given = space.search.grace_period
-    return min(given, epochs) if given is not None else asha_grace(epochs, space.search.reduction_factor)
+    """The grace period the space sets (at most its epochs), else ASHA's from its epochs
+    (``asha_grace``) or 1 epoch for median stopping (which has no rungs)."""
+    settings = space.search
+    if settings.grace_period is not None:
+        return min(settings.grace_period, epochs)
+    return asha_grace(epochs, settings.reduction_factor) if settings.scheduler == "asha" else 1
 
 
 def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:

@@ -126,13 +126,26 @@ def _same(logged: Any, value: Any) -> bool:
 def read_warm_start(space: Space, *, tracking_uri: str, selector: str) -> WarmStart:
     """The scored trials of the search ``selector`` names (a search id or name, as ``search report``
     takes) in the MLflow store at ``tracking_uri`` that fit ``space``. SearchInputError when there
-    is no such search, its objectives differ, or none of its trials fits."""
+    is no such search, its objectives differ, or none of its trials fits, and when the space's
+    sampler is not TPE (random and grid samplers learn nothing from earlier trials); TrackingUriError
+    when the tracking server does not answer."""
+    from mlflow.exceptions import MlflowException
+
+    from search._preflight import check_reachable
     from search.report import ReportError, load_search, open_store
 
+    if space.search.sampler != "tpe":
+        raise SearchInputError(
+            f"--warm-start needs search.sampler: tpe (a sampler that learns from earlier trials), "
+            f"but got {space.search.sampler}"
+        )
+    check_reachable(tracking_uri)  # a server that is down fails here at once, not after MLflow's retries
     try:
         record, _ = load_search(open_store(tracking_uri), tracking_uri=tracking_uri, selector=selector)
     except ReportError as exc:
         raise SearchInputError(f"--warm-start must name an earlier search: {exc}") from None
+    except MlflowException as exc:
+        raise SearchInputError(f"--warm-start: reading search {selector!r} from {tracking_uri} failed: {exc}") from None
     wanted = [(o.metric, o.mode) for o in space.objectives]
     got = [(o.metric, o.mode) for o in record.objectives]
     if got != wanted:

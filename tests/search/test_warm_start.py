@@ -8,9 +8,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from search.driver import SearchInputError, SearchOptions, plan_search
-from search.driver._strategy import DefineByRun, asha_grace, build_searcher, startup_trials
+
+from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
 from search.driver._warm import WarmTrial, fitting_params
 from search.space import load_space
 
@@ -26,8 +28,17 @@ TWO_POINTS = """\
                                                         (8, 2, [1, 2, 4, 8]), (2, 3, [2]), (1, 3, [1])])
 def test_asha_rungs_follow_the_epochs(epochs, factor, rungs):
     grace = asha_grace(epochs, factor)
-    assert [grace * factor**k for k in range(len(rungs))] == rungs
-    assert grace * factor ** len(rungs) > epochs
+    scheduler = AsyncHyperBandScheduler(time_attr="epoch", metric="m", mode="max", max_t=epochs, grace_period=grace,
+                                        reduction_factor=factor)
+    # the rungs Ray itself builds from it: (milestone, recorded values) per rung
+    assert sorted(milestone for milestone, _ in scheduler._brackets[0]._rungs) == rungs
+
+
+def test_median_stopping_waits_one_epoch_unless_the_space_says(tmp_path: Path):
+    for settings, expected in (("{scheduler: median}", 1), ("{scheduler: median, grace_period: 4}", 4),
+                               ("{scheduler: asha}", 2), ("{scheduler: asha, grace_period: 4}", 4)):
+        space = load_space(write_space(tmp_path, epochs=20, search=settings))
+        assert grace_period(space, epochs=20) == expected, settings
 
 
 def test_tpe_starts_with_a_fifth_of_the_budget_within_3_and_10():
@@ -55,13 +66,17 @@ def test_a_point_already_trained_is_told_its_value_and_drawn_anew(tmp_path: Path
         proposal = searcher.suggest("a")
         assert proposal["heads.thickness.loss"] == "ordinal"  # ce is known: never proposed to train
         study = searcher._ot_study
-        repeats += [t for t in study.trials[1:] if t.state == optuna.trial.TrialState.COMPLETE]
-    assert repeats and all(t.params == {"heads.thickness.loss": "ce"} and t.value == 0.7 for t in repeats)
+        # told as failed draws: the point's one value stays the only one TPE learns from
+        assert [t.value for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))] == [0.7]
+        repeats += [t for t in study.trials[1:] if t.state == optuna.trial.TrialState.FAIL]
+    assert repeats and all(t.params == {"heads.thickness.loss": "ce"} for t in repeats)
 
     searcher.on_trial_complete("a", {"val/acc_mean": 0.5, "epoch": 3})
-    again = searcher.suggest("b")  # both points known: after the redraws the space is exhausted
-    assert again["heads.thickness.loss"] in ("ce", "ordinal")
-    assert len(study.trials) > 20
+    before = len(study.trials)
+    searcher.suggest("b")  # both points known: after the redraws the space is taken as exhausted
+    failed_draws = [t for t in study.trials[before:] if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed_draws) == searcher._REDRAWS
+    assert study.trials[-1].state == optuna.trial.TrialState.RUNNING  # the repeat that runs
 
 
 def test_warm_trials_enter_the_study_before_any_proposal(tmp_path: Path):
@@ -95,6 +110,10 @@ def test_warm_start_names_an_earlier_search_with_the_same_objectives(tmp_path: P
     with pytest.raises(SearchInputError, match=r"scored trials that fit this space, but search toy-\S+ has none "
                                                r"\(4 outside this space, 1 failed or unfinished\)"):
         plan_search(space, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="toy"))
+    grid = load_space(write_space(tmp_path, name="grid", heads=FIXED_HEADS, lr="{grid: [0.01, 0.02]}",
+                                  search="{sampler: grid}"))
+    with pytest.raises(SearchInputError, match="--warm-start needs search.sampler: tpe .*, but got grid"):
+        plan_search(grid, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="toy"))
     other = load_space(write_space(tmp_path, name="other", objective="{metric: val/mae_norm_mean, mode: min}"))
     with pytest.raises(SearchInputError, match=r"objectives \[\('val/mae_norm_mean', 'min'\)\], but search toy"):
         plan_search(other, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="toy"))
