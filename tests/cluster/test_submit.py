@@ -69,7 +69,10 @@ def test_gpu_trials_are_packed_two_to_a_gpu_on_the_gpu_node(cluster, cluster_mlf
 
 
 def test_a_stopped_job_is_resumed_by_submitting_again(cluster, cluster_mlflow, tmp_path):
-    args = [sys.executable, "-m", "search", "submit", str(SPACES / "slow.yaml"), "--address", cluster.dashboard_url,
+    # three times slow.yaml's epochs: the search must outlast the wait for its first results below
+    space = tmp_path / "slow.yaml"
+    space.write_text((SPACES / "slow.yaml").read_text().replace("epochs: 8", "epochs: 24").replace("patience: 8", "patience: 24"))
+    args = [sys.executable, "-m", "search", "submit", str(space), "--address", cluster.dashboard_url,
             "--tracking-uri", cluster_mlflow.url, "--storage", str(tmp_path / "runs"), "--name", "slow-stopped", "--wait"]
     first = subprocess.Popen(args, cwd=REPO, env=cluster.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -94,7 +97,7 @@ def test_a_stopped_job_is_resumed_by_submitting_again(cluster, cluster_mlflow, t
     assert before.parents[0].data.tags.get("losstune.end_reason") == "interrupted"
     assert _all_ended(before.parents + before.trials)
 
-    again = _submit(cluster, cluster_mlflow, tmp_path, "slow.yaml", "--wait", name="slow-stopped")
+    again = search_cli(cluster, *args[3:])  # the same submit again
     assert again.returncode == exit_codes.OK, again.stdout[-3000:] + again.stderr[-3000:]
     assert "Resuming unfinished search" in again.stdout
     after = recorded(cluster_mlflow.url, "slow")
