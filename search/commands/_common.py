@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space"]
@@ -82,3 +85,16 @@ def cluster_and_job(args: argparse.Namespace) -> tuple[Any, Any] | None:
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return None
+
+
+@contextmanager
+def ctrl_c_works() -> Iterator[None]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt for the block, also in a process that started with
+    it ignored: a background job of a non-interactive shell (sbatch, nohup, `&`) does."""
+    interrupt = signal.getsignal(signal.SIGINT)
+    if interrupt is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, interrupt)

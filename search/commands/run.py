@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command, plugins_and_space
+from search.commands._common import add_command, ctrl_c_works, plugins_and_space
 
 __all__ = ["add_parser", "run"]
 
@@ -81,16 +81,9 @@ def run(args: argparse.Namespace) -> int:
     from search._noise import filtered_noise
     from search.console import shown_on
 
-    # A background job of a non-interactive shell (sbatch, nohup, `&`) starts with SIGINT ignored;
-    # Ctrl-C and SIGTERM (below) must still stop the search.
-    interrupt = signal.getsignal(signal.SIGINT)
-    if interrupt is signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with filtered_noise(verbose=args.verbose), shown_on():
-            return _run(args)
-    finally:
-        signal.signal(signal.SIGINT, interrupt)
+    # Ctrl-C and SIGTERM (below) must stop the search, also when it runs as a background job.
+    with ctrl_c_works(), filtered_noise(verbose=args.verbose), shown_on():
+        return _run(args)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_address, add_command, cluster_or_none, plugins_and_space
+from search.commands._common import add_address, add_command, cluster_or_none, ctrl_c_works, plugins_and_space
 
 __all__ = ["DEFAULT_STORAGE", "add_parser", "run"]
 
@@ -86,6 +86,12 @@ def _entrypoint(args: argparse.Namespace, space: str, tracking_uri: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ctrl-C detaches from a followed job, also when submit runs as a background job.
+    with ctrl_c_works():
+        return _run_submit(args)
+
+
+def _run_submit(args: argparse.Namespace) -> int:
     loaded = plugins_and_space(args.space)
     if loaded is None:
         return exit_codes.INVALID
