@@ -61,8 +61,10 @@ def test_trials_of_a_lost_node_resume_on_the_other_from_their_checkpoints(cluste
     assert all(r.data.tags[TAG_NODE] != worker_id for r in moved)  # the retry ran on the head
     for run in moved:
         # From its checkpoint: Tune's record of every result the trial reported, over both attempts,
-        # has epoch 1 once (a restart from scratch would report it again); at most the epoch the
-        # node was lost in is reported twice (its checkpoint may not have reached the storage).
+        # has epoch 1 once (a restart from scratch would report it again). Each failure repeats at
+        # most the one epoch whose result Tune had taken but whose checkpoint it had not yet saved.
         results = tmp_path / "runs" / "lost" / f"trial_{run.data.tags[TAG_TRIAL_ID]}" / "result.json"
         epochs = [json.loads(line)["epoch"] for line in results.read_text().splitlines() if line.strip()]
-        assert epochs.count(1) == 1 and set(epochs) == set(range(1, 9)) and len(epochs) <= 9, epochs
+        failures = int(run.data.tags[TAG_RETRIES])
+        assert epochs.count(1) == 1 and set(epochs) == set(range(1, 9)), epochs
+        assert len(epochs) <= 8 + failures, (epochs, failures)
