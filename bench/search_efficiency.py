@@ -1,17 +1,21 @@
 """Search efficiency: epochs (and wall time) until a search first reaches a target objective.
 
-Two tasks (``TASKS``), each a conditional space over the head losses and their parameters, loss
+Three tasks (``TASKS``), each a conditional space over the head losses and their parameters, loss
 weights, learning rate and dropout, up to 9 epochs a trial; patience is above the epoch budget, so
 only a scheduler or pruner stops a trial. The target is about the top decile of random
-configurations (3 of 30 random configurations, each trained 9 epochs, reached it in a calibration
-run):
+configurations (3 or 4 of 30 random configurations, each trained 9 epochs, reached it in a
+calibration run):
 
 - ``vimh``: data/vimh-default (1500 samples, 20 % validation), MLP (64 hidden), objective
   ``val/mae_norm_mean`` (min), target 0.10; searched: the loss of ``note_number`` (6 losses and
   their parameters), the loss and weight of ``note_velocity``, learning rate and dropout;
 - ``digits``: scikit-learn's digits with measured labels, MLP (32 hidden), objective
   ``val/acc_mean`` (max), target 0.66; searched: every head's loss (with parameters) and the
-  weights of two of them, learning rate and dropout.
+  weights of two of them, learning rate and dropout;
+- ``temporal``: digits (1000 samples) shown over 4 timesteps to a recurrent CNN (16 hidden, leaky
+  cell), objective ``val/acc_mean`` (max, at the last supervised step), target 0.70; searched: the
+  presentation pattern and reaction time, the energy weight, both heads' losses (with parameters)
+  and one weight, learning rate and dropout.
 
 Every method gets TRIALS trials per seed, for SEEDS seeds (the sampler seed; data split and
 training seed stay 0), one trial at a time:
@@ -37,14 +41,18 @@ per-seed ratio of epochs (and of wall seconds) of a baseline to ``tpe_asha``; th
 against the Optuna baseline with the fewer median epochs. The spread (median, quartiles, range)
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
 Tune's result timestamps (1 s resolution); with epochs of 0.05 to 0.2 s here, a Tune trial's fixed
-cost (search_overhead.json) weighs on them far more than with real epochs. About 27 minutes on
+cost (search_overhead.json) weighs on them far more than with real epochs. About 60 minutes on
 2 cores.
 
     .venv/bin/python bench/search_efficiency.py   -> table on stdout, bench/results/search_efficiency.json
+    .venv/bin/python bench/search_efficiency.py --task temporal   -> measures that task again and
+        keeps the other tasks' figures from the results file (each task's figures compare methods
+        within one run of that task)
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import json
@@ -60,7 +68,7 @@ from typing import Any
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, figure, machine, print_ratios, write  # noqa: E402
+from _common import RESULTS_DIR, ROOT, figure, machine, print_ratios, write  # noqa: E402
 
 SEEDS = tuple(range(10))
 TRIALS = 30
@@ -132,11 +140,31 @@ def _digits() -> dict[str, Any]:
     }
 
 
+def _temporal() -> dict[str, Any]:
+    return {
+        "data": {"kind": "digits", "val_fraction": 0.2, "labels": "measured", "limit": 1000},
+        "model": {"kind": "recurrent_cnn", "hidden": 16, "dropout": {"uniform": [0.0, 0.3]}, "cell": "leaky",
+                  "leak": 0.5},
+        "temporal": {"n_timesteps": 4, "pattern": {"choice": ["1111", "10", "1011"]}, "dt": 2,
+                     "reaction_time": {"choice": [0, 2]}},
+        "train": {"epochs": EPOCHS, "batch_size": 64, "lr": {"loguniform": [1.0e-4, 3.0e-2]}, "grad_clip": 1.0,
+                  "patience": EPOCHS + 1, "seed": 0},
+        "heads": {
+            "digit": {"loss": {"choice": {"ce": {"label_smoothing": {"uniform": [0.0, 0.2]}},
+                                          "focal": {"gamma": {"uniform": [0.0, 3.0]}}}}},
+            "thickness": {"weight": {"uniform": [0.25, 2.0]}, "loss": {"choice": {
+                "ce": {}, "ordinal": {"alpha": {"loguniform": [0.01, 1.0]}}}}},
+        },
+        "energy_weight": {"choice": [0.0, 1.0e-3, 1.0e-2, 1.0e-1]},
+    }
+
+
 # Targets from calibration runs of 30 random configurations (each trained the full 9 epochs):
 # about the 90th percentile of their best values.
 TASKS: dict[str, Task] = {
     "vimh": Task(metric="val/mae_norm_mean", mode="min", target=0.10, space=_vimh),
     "digits": Task(metric="val/acc_mean", mode="max", target=0.66, space=_digits),
+    "temporal": Task(metric="val/acc_mean", mode="max", target=0.70, space=_temporal),
 }
 
 
@@ -350,8 +378,34 @@ def run(tasks: tuple[str, ...] = tuple(TASKS)) -> dict[str, Any]:
     return result
 
 
-def main() -> int:
-    result = run()
+def _merged(result: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``result`` of some tasks with the other tasks' figures of ``earlier`` (the results file)."""
+    fresh = set(result["settings"]["tasks"])
+    kept = [task for task in earlier["settings"]["tasks"] if task not in fresh]
+    per_seed = {name: values for name, values in earlier["raw"].get("per_seed_ratios", {}).items()
+                if name.split("_", 1)[0] in kept}
+    merged = {
+        **result,
+        "machine": {**result["machine"], "kept_tasks_measured_on": {task: earlier["machine"] for task in kept}},
+        "settings": {**result["settings"], "tasks": {**{t: earlier["settings"]["tasks"][t] for t in kept},
+                                                     **result["settings"]["tasks"]}},
+        "raw": {**{t: earlier["raw"][t] for t in kept}, **result["raw"],
+                "per_seed_ratios": {**per_seed, **result["raw"].get("per_seed_ratios", {})}},
+        "spread": {**{t: earlier["spread"][t] for t in kept}, **result["spread"]},
+        "ratios": {**{n: r for n, r in earlier["ratios"].items() if n.split("_", 1)[0] in kept},
+                   **result["ratios"]},
+    }
+    return merged
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--task", action="append", choices=tuple(TASKS),
+                        help="measure only this task (repeatable); the others' figures stay from the results file")
+    args = parser.parse_args(argv)
+    result = run(tuple(args.task or TASKS))
+    if args.task:
+        result = _merged(result, json.loads((RESULTS_DIR / "search_efficiency.json").read_text()))
     for task, spreads in result["spread"].items():
         print(f"{task}: epochs to target {TASKS[task].target} ({TASKS[task].metric}, {TASKS[task].mode}), "
               f"median [q1, q3] over {len(SEEDS)} seeds")
