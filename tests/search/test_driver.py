@@ -6,6 +6,8 @@ Trials train a 16-unit MLP on 300 digits for a few epochs. All tests share one R
 
 from __future__ import annotations
 
+import json
+
 import os
 import pickle
 import shutil
@@ -203,6 +205,13 @@ def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, 
         assert child.data.params["train.threads"] == "1"  # the trial's CPU share
         assert epochs_logged(client, child) == [1, 2, 3]
         assert "test/acc_mean" in child.data.metrics and "val/energy" in child.data.metrics
+
+    # Tune's own record of every result (its JSON and CSV loggers), without TensorBoard event files.
+    for trial_dir in outcome.plan.run_dir.glob("trial_*"):
+        epochs = [json.loads(line)["epoch"] for line in (trial_dir / "result.json").read_text().splitlines()]
+        assert epochs[:3] == [1, 2, 3] and (trial_dir / "progress.csv").is_file()
+        assert not list(trial_dir.glob("events.out.tfevents*"))
+    assert len(list(outcome.plan.run_dir.glob("trial_*"))) == 6
 
     # best_config.yaml is the best trial's flat config: training it again reproduces the trial.
     best_config = yaml.safe_load((outcome.plan.run_dir / "best_config.yaml").read_text())
