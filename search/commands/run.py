@@ -134,11 +134,15 @@ def _run(args: argparse.Namespace) -> int:
     except (SearchInputError, TrackingUriError, _ray.RayOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
+    from search.tracking import open_store_in_background
+
+    opening = open_store_in_background(plan.tracking_uri)
     # Trial workers' own output (a worker's exit at shutdown, say) reaches the terminal only when
     # Ray's output is asked for; what trials report goes through the driver's lines.
     handle = _ray.connect(
         address=address, num_cpus=args.num_cpus, dashboard=args.dashboard, log_to_driver=args.verbose > 0
     )
+    opening.join()
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:

@@ -11,16 +11,18 @@ an outage loses the writes still queued (the resumed search logs the epochs it r
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlparse
 
 from search.console import warn
 from search.tracking._store import TrackingSettings, is_transient, sqlite_path
 
-__all__ = ["BufferedStore", "is_number", "param_text"]
+__all__ = ["BufferedStore", "is_number", "mlflow_client", "open_store_in_background", "param_text"]
 
 _T = TypeVar("_T")
 
@@ -33,6 +35,37 @@ class HasRunId(Protocol):
 class _Write:
     what: str  # for the messages
     send: Callable[[], None]
+
+
+def mlflow_client(tracking_uri: str) -> Any:
+    """An MlflowClient of ``tracking_uri`` (the folder of a SQLite store is created first)."""
+    from mlflow import MlflowClient
+
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def open_store_in_background(tracking_uri: str) -> threading.Thread:
+    """Open the store of ``tracking_uri`` in a thread, so that it overlaps Ray's start: importing
+    MLflow and opening a database store (SQLAlchemy's engine, the schema check) take seconds of a
+    search's start-up, much of which Ray spends waiting for its own processes. MLflow keeps one
+    store per URI, which the search's client then finds open; join the thread before using it."""
+
+    def open_store() -> None:
+        try:
+            client = mlflow_client(tracking_uri)
+            # A server's client opens nothing ahead of its first request, and a request to a server
+            # that went away would retry for minutes here: only a database store is opened.
+            if urlparse(tracking_uri).scheme not in ("http", "https"):
+                client.search_experiments(max_results=1)
+        except Exception:  # noqa: BLE001 - the search's own client meets the error again and reports it
+            pass
+
+    thread = threading.Thread(target=open_store, name="losstune-open-mlflow-store", daemon=True)
+    thread.start()
+    return thread
 
 
 class BufferedStore:
@@ -55,12 +88,7 @@ class BufferedStore:
     @property
     def client(self) -> Any:
         if self._client is None:
-            from mlflow import MlflowClient
-
-            db = sqlite_path(self.settings.tracking_uri)
-            if db is not None:
-                db.parent.mkdir(parents=True, exist_ok=True)
-            self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+            self._client = mlflow_client(self.settings.tracking_uri)
         return self._client
 
     @property

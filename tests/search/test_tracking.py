@@ -217,3 +217,20 @@ def test_transient_errors_are_told_by_their_cause_and_code_not_their_text():
     assert not tracking.is_transient(MlflowException("API request to x failed", error_code=INVALID_PARAMETER_VALUE))
     assert not tracking.is_transient(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no run"}))
     assert not tracking.is_transient(ValueError("a bug"))
+
+
+def test_a_store_opened_in_the_background_is_ready_for_the_search_and_leaves_errors_to_it(tmp_path: Path):
+    db = tmp_path / "new" / "mlflow.db"  # neither the folder nor the store exists yet
+    opening = tracking.open_store_in_background(f"sqlite:///{db}")
+    opening.join(timeout=120)
+    assert not opening.is_alive() and db.is_file()
+    assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("Default") is not None  # schema created
+
+    # No request to a server (one that went away would be retried for minutes), no error raised.
+    unreachable = tracking.open_store_in_background("http://127.0.0.1:9")  # nothing listens on port 9
+    unreachable.join(timeout=5)
+    assert not unreachable.is_alive()
+    (tmp_path / "a-file").write_text("not a folder")
+    broken = tracking.open_store_in_background(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
+    broken.join(timeout=120)
+    assert not broken.is_alive()  # ended quietly: the search's own client meets the error and reports it
