@@ -100,12 +100,22 @@ class Task:
         return float("inf") if self.mode == "min" else float("-inf")
 
 
+def _train() -> dict[str, Any]:
+    # patience above the budget: only a scheduler or pruner stops a trial early
+    return {"epochs": EPOCHS, "batch_size": 64, "lr": {"loguniform": [1.0e-4, 3.0e-2]}, "grad_clip": 1.0,
+            "patience": EPOCHS + 1, "seed": 0}
+
+
+def _digit_head() -> dict[str, Any]:
+    return {"loss": {"choice": {"ce": {"label_smoothing": {"uniform": [0.0, 0.2]}},
+                                "focal": {"gamma": {"uniform": [0.0, 3.0]}}}}}
+
+
 def _vimh() -> dict[str, Any]:
     return {
         "data": {"kind": "vimh", "path": str(ROOT / "data" / "vimh-default"), "val_fraction": 0.2, "limit": 1500},
         "model": {"kind": "mlp", "hidden": 64, "dropout": {"uniform": [0.0, 0.3]}},
-        "train": {"epochs": EPOCHS, "batch_size": 64, "lr": {"loguniform": [1.0e-4, 3.0e-2]}, "grad_clip": 1.0,
-                  "patience": EPOCHS + 1, "seed": 0},
+        "train": _train(),
         "heads": {
             "note_number": {"loss": {"choice": {
                 "ce": {},
@@ -126,11 +136,9 @@ def _digits() -> dict[str, Any]:
     return {
         "data": {"kind": "digits", "val_fraction": 0.2, "labels": "measured"},
         "model": {"kind": "mlp", "hidden": 32, "dropout": {"uniform": [0.0, 0.3]}},
-        "train": {"epochs": EPOCHS, "batch_size": 64, "lr": {"loguniform": [1.0e-4, 3.0e-2]}, "grad_clip": 1.0,
-                  "patience": EPOCHS + 1, "seed": 0},
+        "train": _train(),
         "heads": {
-            "digit": {"loss": {"choice": {"ce": {"label_smoothing": {"uniform": [0.0, 0.2]}},
-                                          "focal": {"gamma": {"uniform": [0.0, 3.0]}}}}},
+            "digit": _digit_head(),
             "thickness": {"weight": {"uniform": [0.25, 2.0]}, "loss": {"choice": {
                 "ce": {}, "ordinal": {"alpha": {"loguniform": [0.01, 1.0]}}, "soft_ordinal": {"sigma": {"uniform": [0.25, 1.5]}},
             }}},
@@ -147,11 +155,9 @@ def _temporal() -> dict[str, Any]:
                   "leak": 0.5},
         "temporal": {"n_timesteps": 4, "pattern": {"choice": ["1111", "10", "1011"]}, "dt": 2,
                      "reaction_time": {"choice": [0, 2]}},
-        "train": {"epochs": EPOCHS, "batch_size": 64, "lr": {"loguniform": [1.0e-4, 3.0e-2]}, "grad_clip": 1.0,
-                  "patience": EPOCHS + 1, "seed": 0},
+        "train": _train(),
         "heads": {
-            "digit": {"loss": {"choice": {"ce": {"label_smoothing": {"uniform": [0.0, 0.2]}},
-                                          "focal": {"gamma": {"uniform": [0.0, 3.0]}}}}},
+            "digit": _digit_head(),
             "thickness": {"weight": {"uniform": [0.25, 2.0]}, "loss": {"choice": {
                 "ce": {}, "ordinal": {"alpha": {"loguniform": [0.01, 1.0]}}}}},
         },
