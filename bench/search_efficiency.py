@@ -40,7 +40,7 @@ epoch it trained (censored; its ``reached`` is false). Figures: the median over 
 per-seed ratio of epochs (and of wall seconds) of a baseline to ``tpe_asha``; the 1.3x target is
 against the Optuna baseline with the fewer median epochs. The spread (median, quartiles, range)
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
-Tune's result timestamps (1 s resolution); with epochs of 0.05 to 0.2 s here, a Tune trial's fixed
+Tune's result timestamps (1 s resolution); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
 cost (search_overhead.json) weighs on them far more than with real epochs. About 60 minutes on
 2 cores.
 
@@ -384,21 +384,28 @@ def run(tasks: tuple[str, ...] = tuple(TASKS)) -> dict[str, Any]:
     return result
 
 
+def _task_of(figure_name: str) -> str:
+    return next(task for task in TASKS if figure_name.startswith(f"{task}_"))
+
+
 def _merged(result: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """``result`` of some tasks with the other tasks' figures of ``earlier`` (the results file)."""
     fresh = set(result["settings"]["tasks"])
-    kept = [task for task in earlier["settings"]["tasks"] if task not in fresh]
+    kept = [task for task in earlier["settings"]["tasks"] if task not in fresh and task in TASKS]
     per_seed = {name: values for name, values in earlier["raw"].get("per_seed_ratios", {}).items()
-                if name.split("_", 1)[0] in kept}
+                if _task_of(name) in kept}
+    earlier_machine = {k: v for k, v in earlier["machine"].items() if k != "kept_tasks_measured_on"}
+    measured_on = {task: earlier["machine"].get("kept_tasks_measured_on", {}).get(task, earlier_machine)
+                   for task in kept}
     merged = {
         **result,
-        "machine": {**result["machine"], "kept_tasks_measured_on": {task: earlier["machine"] for task in kept}},
+        "machine": {**result["machine"], "kept_tasks_measured_on": measured_on},
         "settings": {**result["settings"], "tasks": {**{t: earlier["settings"]["tasks"][t] for t in kept},
                                                      **result["settings"]["tasks"]}},
         "raw": {**{t: earlier["raw"][t] for t in kept}, **result["raw"],
                 "per_seed_ratios": {**per_seed, **result["raw"].get("per_seed_ratios", {})}},
         "spread": {**{t: earlier["spread"][t] for t in kept}, **result["spread"]},
-        "ratios": {**{n: r for n, r in earlier["ratios"].items() if n.split("_", 1)[0] in kept},
+        "ratios": {**{n: r for n, r in earlier["ratios"].items() if _task_of(n) in kept},
                    **result["ratios"]},
     }
     return merged
@@ -409,9 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--task", action="append", choices=tuple(TASKS),
                         help="measure only this task (repeatable); the others' figures stay from the results file")
     args = parser.parse_args(argv)
-    result = run(tuple(args.task or TASKS))
-    if args.task:
-        result = _merged(result, json.loads((RESULTS_DIR / "search_efficiency.json").read_text()))
+    # read before the run, which takes a while: a missing or broken file stops it at once
+    earlier = json.loads((RESULTS_DIR / "search_efficiency.json").read_text()) if args.task else None
+    result = run(tuple(dict.fromkeys(args.task or TASKS)))
+    if earlier is not None:
+        result = _merged(result, earlier)
     for task, spreads in result["spread"].items():
         print(f"{task}: epochs to target {TASKS[task].target} ({TASKS[task].metric}, {TASKS[task].mode}), "
               f"median [q1, q3] over {len(SEEDS)} seeds")

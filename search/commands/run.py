@@ -139,10 +139,12 @@ def _run(args: argparse.Namespace) -> int:
     opening = open_store_in_background(plan.tracking_uri)
     # Trial workers' own output (a worker's exit at shutdown, say) reaches the terminal only when
     # Ray's output is asked for; what trials report goes through the driver's lines.
-    handle = _ray.connect(
-        address=address, num_cpus=args.num_cpus, dashboard=args.dashboard, log_to_driver=args.verbose > 0
-    )
-    opening.join()
+    try:
+        handle = _ray.connect(
+            address=address, num_cpus=args.num_cpus, dashboard=args.dashboard, log_to_driver=args.verbose > 0
+        )
+    finally:  # also on Ctrl-C: a new SQLite store is not left half created
+        opening.join()
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:

@@ -103,7 +103,7 @@ def _build_tuner(
             callbacks=[
                 # Tune's result.json and progress.csv (ExperimentAnalysis reads them), without its
                 # TensorBoard logger: metrics go to MLflow, and TensorBoard event files cost the
-                # driver about a tenth of its time per result (see _tune_environment).
+                # driver some of its time per result (see _tune_environment).
                 JsonLoggerCallback(),
                 CSVLoggerCallback(),
                 ProgressPrinter(metric=space.objectives[0].metric, epochs=epochs, num_samples=num_samples),
@@ -122,16 +122,19 @@ def _build_tuner(
 
 
 @contextmanager
-def _tune_environment(verbose: int) -> Iterator[None]:
+def _tune_environment(verbose: int, *, resume: bool) -> Iterator[None]:
     """Environment variables Tune reads in ``fit``, set for that call only (a value the environment
     already sets is left alone):
 
     - ``RAY_AIR_NEW_OUTPUT=0`` at verbose 0: Tune's default ("new") output engine prints an
       experiment banner and a TensorBoard hint even at verbose 0; its legacy engine prints nothing.
     - ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``: Tune adds no loggers of its own; the JSON and CSV
-      loggers are passed explicitly (``_build_tuner``), so only the TensorBoard one is left out.
+      loggers are passed explicitly (``_build_tuner``), so only the TensorBoard one is left out. Not
+      on a resume: the callbacks then come back from the search's first start, and one started by
+      an earlier losstune passed no loggers of its own.
     """
-    wanted = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", **({"RAY_AIR_NEW_OUTPUT": "0"} if verbose == 0 else {})}
+    wanted = {**({} if resume else {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}),
+              **({"RAY_AIR_NEW_OUTPUT": "0"} if verbose == 0 else {})}
     added = {name: value for name, value in wanted.items() if name not in os.environ}
     os.environ.update(added)
     try:
@@ -225,7 +228,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     started = time.monotonic()
     interrupted = False
     try:
-        with _tune_environment(verbose):
+        with _tune_environment(verbose, resume=plan.resume):
             tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its final save
         interrupted = True

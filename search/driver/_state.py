@@ -31,7 +31,8 @@ _STATE_PATTERNS = ("*-*.json", "*-*.pkl")
 def _atomic_write(path: Path, data: bytes) -> None:
     # Against a killed driver, a write then a rename is enough: the kernel keeps what a dead process
     # wrote. No fsync: it would only add safety against a power loss, which Tune's own state files
-    # lack too, and it cost the driver a tenth of its time per result (it runs after every result).
+    # lack too (usable_state treats a snapshot cut off that way as missing), and with the
+    # TensorBoard logger it cost the driver a tenth of its time per result.
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -102,7 +103,11 @@ def usable_state(run_dir: Path) -> tuple[bool, bool]:
     snapshot = run_dir / SNAPSHOT_FILE
     if not snapshot.exists():
         return False, False
-    with zipfile.ZipFile(snapshot) as archive:
-        for name in archive.namelist():
-            _atomic_write(run_dir / Path(name).name, archive.read(name))
+    try:
+        with zipfile.ZipFile(snapshot) as archive:
+            files = {Path(name).name: archive.read(name) for name in archive.namelist()}
+    except (zipfile.BadZipFile, OSError):  # cut off by a power loss (it is not fsynced)
+        return False, False
+    for name, data in files.items():
+        _atomic_write(run_dir / name, data)
     return _state_ok(run_dir), True

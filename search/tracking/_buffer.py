@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlparse
 
 from search.console import warn
 from search.tracking._store import TrackingSettings, is_transient, sqlite_path
@@ -49,16 +48,17 @@ def mlflow_client(tracking_uri: str) -> Any:
 
 def open_store_in_background(tracking_uri: str) -> threading.Thread:
     """Open the store of ``tracking_uri`` in a thread, so that it overlaps Ray's start: importing
-    MLflow and opening a database store (SQLAlchemy's engine, the schema check) take seconds of a
+    MLflow and opening a SQLite store (SQLAlchemy's engine, the schema check) take seconds of a
     search's start-up, much of which Ray spends waiting for its own processes. MLflow keeps one
-    store per URI, which the search's client then finds open; join the thread before using it."""
+    store per URI, which the search's client then finds open; join the thread before using it.
+
+    Any other store only gets MLflow imported: a server or a database server that went away would
+    be retried for minutes here, and then again by the search's own client."""
 
     def open_store() -> None:
         try:
             client = mlflow_client(tracking_uri)
-            # A server's client opens nothing ahead of its first request, and a request to a server
-            # that went away would retry for minutes here: only a database store is opened.
-            if urlparse(tracking_uri).scheme not in ("http", "https"):
+            if sqlite_path(tracking_uri) is not None:
                 client.search_experiments(max_results=1)
         except Exception:  # noqa: BLE001 - the search's own client meets the error again and reports it
             pass

@@ -145,8 +145,13 @@ def test_a_state_file_cut_off_by_a_crash_is_put_back_from_the_snapshot(tmp_path:
     assert usable_state(run_dir) == (True, True)
     assert (run_dir / "searcher-state-s1.pkl").read_bytes() == files["searcher-state-s1.pkl"]
 
-    (run_dir / SNAPSHOT_FILE).unlink()
+    # A snapshot cut off too (it is not fsynced: a power loss) counts as no snapshot.
+    snapshot = (run_dir / SNAPSHOT_FILE).read_bytes()
+    (run_dir / SNAPSHOT_FILE).write_bytes(snapshot[: len(snapshot) // 2])
     (run_dir / "experiment_state-s1.json").write_bytes(b'{"trial_da')
+    assert usable_state(run_dir) == (False, False)
+
+    (run_dir / SNAPSHOT_FILE).unlink()
     assert usable_state(run_dir) == (False, False)
 
 

@@ -226,7 +226,7 @@ def test_a_store_opened_in_the_background_is_ready_for_the_search_and_leaves_err
     assert not opening.is_alive() and db.is_file()
     assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("Default") is not None  # schema created
 
-    # No request to a server (one that went away would be retried for minutes), no error raised.
+    # A server gets no request (one that went away would be retried for minutes); nothing raised.
     unreachable = tracking.open_store_in_background("http://127.0.0.1:9")  # nothing listens on port 9
     unreachable.join(timeout=5)
     assert not unreachable.is_alive()
