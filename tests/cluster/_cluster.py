@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,24 +140,28 @@ class LocalCluster:
             registry,
         )
 
-    def alive_nodes(self) -> int:
-        """Alive nodes as the GCS sees them (asked from a fresh process: this one may run Ray)."""
+    def alive_nodes(self, *, excluding: Collection[str] = ()) -> int:
+        """Alive nodes as the GCS sees them (asked from a fresh process: this one may run Ray), not
+        counting the node ids ``excluding``."""
         code = (
             "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(sum(n['Alive'] for n in ray.nodes()))"
+            "print(sum(n['Alive'] and n['NodeID'] not in sys.argv[2:] for n in ray.nodes()))"
         )
         done = subprocess.run(
-            [sys.executable, "-c", code, self.gcs_address], env=self.env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-c", code, self.gcs_address, *excluding], env=self.env, capture_output=True, text=True,
+            timeout=120,
         )
         return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
 
-    def wait_for(self, count: int, *, timeout_s: float = 120.0) -> None:
+    def wait_for(self, count: int, *, excluding: Collection[str] = (), timeout_s: float = 120.0) -> None:
+        """Until ``count`` nodes are alive, not counting ``excluding`` (a node just killed: the GCS
+        takes a while to see it dead and counts it alive until then)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for node in self.nodes:
                 if node.process.poll() is not None:
                     raise RuntimeError(f"a Ray node exited: {node.log.read_text()[-3000:]}")
-            if self.alive_nodes() >= count:
+            if self.alive_nodes(excluding=excluding) >= count:
                 return
             time.sleep(1.0)
         raise TimeoutError(f"{count} Ray nodes alive within {timeout_s:g} s")
