@@ -7,7 +7,6 @@ Trials train a 16-unit MLP on 300 digits for a few epochs. All tests share one R
 from __future__ import annotations
 
 import json
-
 import os
 import pickle
 import shutil

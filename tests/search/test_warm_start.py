@@ -11,7 +11,6 @@ import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from search.driver import SearchInputError, SearchOptions, plan_search
-
 from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
 from search.driver._warm import WarmTrial, fitting_params
 from search.space import load_space
@@ -57,7 +56,7 @@ def _warm_trial(space, config, value):
     return WarmTrial(params=params, distributions=distributions, values=(value,))
 
 
-def test_a_point_already_trained_is_told_its_value_and_drawn_anew(tmp_path: Path):
+def test_a_point_already_trained_is_told_as_a_failed_draw_and_drawn_anew(tmp_path: Path):
     space, _ = _searcher(tmp_path, TWO_POINTS)
     config = {**space.sample(seed=0), "heads.thickness.loss": "ce"}
     repeats = []
