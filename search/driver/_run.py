@@ -114,7 +114,7 @@ def _build_tuner(
             ],
             failure_config=FailureConfig(max_failures=space.search.max_failures),
             # One checkpoint per trial; Tune then saves its experiment state with every new
-            # checkpoint, so a restored trial never points at a checkpoint already deleted.
+            # checkpoint (StateSnapshot keeps the one it deletes until that state is saved).
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             verbose=plan.options.verbose,
         ),
@@ -122,18 +122,18 @@ def _build_tuner(
 
 
 @contextmanager
-def _tune_environment(verbose: int, *, resume: bool) -> Iterator[None]:
+def _tune_environment(verbose: int, *, explicit_loggers: bool) -> Iterator[None]:
     """Environment variables Tune reads in ``fit``, set for that call only (a value the environment
     already sets is left alone):
 
     - ``RAY_AIR_NEW_OUTPUT=0`` at verbose 0: Tune's default ("new") output engine prints an
       experiment banner and a TensorBoard hint even at verbose 0; its legacy engine prints nothing.
-    - ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1``: Tune adds no loggers of its own; the JSON and CSV
-      loggers are passed explicitly (``_build_tuner``), so only the TensorBoard one is left out. Not
-      on a resume: the callbacks then come back from the search's first start, and one started by
-      an earlier losstune passed no loggers of its own.
+    - ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1`` when the search's JSON and CSV loggers were passed
+      explicitly (``_build_tuner``): Tune then adds no TensorBoard logger of its own. A resumed
+      search gets its callbacks back from its first start; one started by a losstune that passed
+      no loggers still needs Tune's.
     """
-    wanted = {**({} if resume else {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"}),
+    wanted = {**({"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1"} if explicit_loggers else {}),
               **({"RAY_AIR_NEW_OUTPUT": "0"} if verbose == 0 else {})}
     added = {name: value for name, value in wanted.items() if name not in os.environ}
     os.environ.update(added)
@@ -186,6 +186,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         searcher, num_samples = build_searcher(space, DefineByRun(space, threads=threads), warm=warm)
     # A resumed Tuner keeps the run config (and so the verbosity) the search started with.
     verbose = int(meta.get("verbose", options.verbose)) if plan.resume else options.verbose
+    explicit_loggers = meta.get("tune_loggers") == "explicit" if plan.resume else True
     # Written before Tune writes anything, so a directory Tune can restore always says whose it is.
     meta.update(
         name=plan.name,
@@ -197,6 +198,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         num_samples=num_samples,
         verbose=verbose,
         status="running",
+        **({"tune_loggers": "explicit"} if explicit_loggers else {}),
     )
     write_meta(plan.location, meta)
     params = _settings_params(space, num_samples=num_samples, threads=threads, epochs=epochs)
@@ -228,7 +230,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     started = time.monotonic()
     interrupted = False
     try:
-        with _tune_environment(verbose, resume=plan.resume):
+        with _tune_environment(verbose, explicit_loggers=explicit_loggers):
             tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its final save
         interrupted = True

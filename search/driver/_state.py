@@ -4,28 +4,39 @@ Tune writes its state (trial list, searcher, Optuna study) into a staging direct
 copies it into the run directory in the background. A driver killed during that copy leaves
 truncated files there, and Tune's restore then fails and silently starts a broken new run.
 ``StateSnapshot`` keeps an atomic copy of the staging files, taken right after Tune wrote them;
-``usable_state`` checks the run directory before a resume and puts the copy back if needed.
+``usable_state`` makes that copy the run directory's state before a resume (Tune's own copy there
+may lag it, or be cut off).
+
+Tune keeps one checkpoint per trial (``num_to_keep=1``): it deletes a trial's previous checkpoint
+as it registers the new one, and saves its state, which still names the previous one until then,
+later in the same step. A driver killed in between leaves a state whose trial Tune cannot restore
+("does not exist on storage anymore"). ``StateSnapshot`` therefore keeps hard links to the
+checkpoint Tune is about to delete, in the trial's ``.losstune-kept`` directory, until a snapshot
+names the new one; ``usable_state`` puts the kept checkpoints back before a resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import pickletools
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
 
-__all__ = ["SNAPSHOT_FILE", "StateSnapshot", "clear_state", "usable_state"]
+__all__ = ["KEPT_DIR", "SNAPSHOT_FILE", "StateSnapshot", "clear_state", "usable_state"]
 
 SNAPSHOT_FILE = ".losstune-tune-state.zip"
 _EXPERIMENT_STATE = "experiment_state-*.json"
 # Tune's driver-side state files (experiment_state-*.json, search_gen_state-*.json,
 # searcher-state-*.pkl, ...): "<kind>-<session>.<json|pkl>"; tuner.pkl is written once, up front.
 _STATE_PATTERNS = ("*-*.json", "*-*.pkl")
+KEPT_DIR = ".losstune-kept"  # in a trial's directory: checkpoints Tune deleted before a snapshot named the next
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -38,12 +49,38 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _link_tree(source: Path, target: Path) -> None:
+    # Hard links: keeping a checkpoint costs no copy; Tune writes each checkpoint once into a new
+    # directory, so the linked files never change under us.
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_dir():
+            _link_tree(path, target / path.name)
+        else:
+            try:
+                os.link(path, target / path.name)
+            except OSError:  # a file system without hard links
+                shutil.copy2(path, target / path.name)
+
+
 class StateSnapshot(Callback):
-    """After every Tune step that saved new state, copy the staging files into one atomic file."""
+    """After every Tune step that saved new state, copy the staging files into one atomic file;
+    keep each trial's previous checkpoint until that copy names its new one."""
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
         self._fingerprint: tuple | None = None
+        self._kept: list[Path] = []
+
+    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
+        # Called before Tune registers ``checkpoint`` and deletes the trial's previous one.
+        previous = trial.checkpoint
+        if previous is None or not Path(previous.path).is_dir():
+            return
+        source = Path(previous.path)
+        kept = source.parent / KEPT_DIR / source.name
+        _link_tree(source, kept)
+        self._kept.append(kept)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         # Tune saves its state earlier in the same step, so the staging files are complete here.
@@ -63,6 +100,12 @@ class StateSnapshot(Callback):
                 archive.writestr(p.name, p.read_bytes())
         _atomic_write(Path(self.run_dir) / SNAPSHOT_FILE, buffer.getvalue())
         self._fingerprint = fingerprint
+        # The state just saved was written after every checkpoint kept so far was replaced.
+        for kept in self._kept:
+            shutil.rmtree(kept, ignore_errors=True)
+            with contextlib.suppress(OSError):  # not empty: already removed, or a retried trial's
+                kept.parent.rmdir()
+        self._kept.clear()
 
 
 def _loads(path: Path) -> bool:
@@ -96,18 +139,43 @@ def clear_state(run_dir: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def usable_state(run_dir: Path) -> tuple[bool, bool]:
-    """(Tune can resume from ``run_dir``, the state had to be restored from the snapshot)."""
-    if _state_ok(run_dir):
-        return True, False
-    snapshot = run_dir / SNAPSHOT_FILE
-    if not snapshot.exists():
-        return False, False
+def _read_snapshot(path: Path) -> dict[str, bytes] | None:
     try:
-        with zipfile.ZipFile(snapshot) as archive:
-            files = {Path(name).name: archive.read(name) for name in archive.namelist()}
+        with zipfile.ZipFile(path) as archive:
+            return {Path(name).name: archive.read(name) for name in archive.namelist()}
+    except FileNotFoundError:
+        return None
     except (zipfile.BadZipFile, OSError):  # cut off by a power loss (it is not fsynced)
-        return False, False
-    for name, data in files.items():
-        _atomic_write(run_dir / name, data)
-    return _state_ok(run_dir), True
+        return None
+
+
+def _put_back_kept_checkpoints(run_dir: Path) -> None:
+    for kept in run_dir.glob(f"*/{KEPT_DIR}/*"):
+        original = kept.parent.parent / kept.name
+        if original.exists():
+            shutil.rmtree(kept)
+        else:
+            os.replace(kept, original)
+    for folder in run_dir.glob(f"*/{KEPT_DIR}"):
+        folder.rmdir()
+
+
+def usable_state(run_dir: Path) -> tuple[bool, bool]:
+    """(Tune can resume from ``run_dir``, the crash had cut off Tune's copy of its state there).
+
+    The snapshot, when there is one, replaces Tune's copy: Tune copies its state in the
+    background, so its copy may lag the snapshot and name a checkpoint deleted since."""
+    cut_off = not _state_ok(run_dir)
+    files = _read_snapshot(run_dir / SNAPSHOT_FILE)
+    if files is None:
+        usable = not cut_off
+    else:
+        for path in _state_files(run_dir):
+            if path.name not in files:  # a later session's state the snapshot never held
+                path.unlink()
+        for name, data in files.items():
+            _atomic_write(run_dir / name, data)
+        usable = _state_ok(run_dir)
+    if usable:
+        _put_back_kept_checkpoints(run_dir)
+    return usable, usable and cut_off and files is not None

@@ -26,7 +26,7 @@ from mlflow.entities import ViewType
 from ray.tune.schedulers import MedianStoppingRule
 
 from search.driver import SearchInputError, SearchOptions, plan_search, run_search
-from search.driver._state import SNAPSHOT_FILE, StateSnapshot, usable_state
+from search.driver._state import KEPT_DIR, SNAPSHOT_FILE, StateSnapshot, usable_state
 from search.driver._strategy import build_scheduler, grid_points
 from search.space import load_space
 from trainables.config import TrialConfig
@@ -154,17 +154,96 @@ def test_a_state_file_cut_off_by_a_crash_is_put_back_from_the_snapshot(tmp_path:
     assert usable_state(run_dir) == (False, False)
 
 
+
+def _state_dirs(tmp_path: Path) -> tuple[Path, Path, SimpleNamespace]:
+    staging, run_dir = tmp_path / "staging", tmp_path / "run"
+    staging.mkdir()
+    run_dir.mkdir()
+    for directory in (staging, run_dir):  # Tune saved its state and copied it into the run directory
+        (directory / "experiment_state-s1.json").write_text('{"trial_data": ["checkpoint_000001"]}')
+    checkpoint = run_dir / "trial_a" / "checkpoint_000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / CHECKPOINT_NAME).write_bytes(b"epoch 1")
+    trial = SimpleNamespace(
+        storage=SimpleNamespace(experiment_driver_staging_path=str(staging)),
+        checkpoint=SimpleNamespace(path=str(checkpoint)),
+    )
+    return staging, run_dir, trial
+
+
+def test_a_checkpoint_tune_deleted_before_it_saved_its_state_is_put_back_on_resume(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    snapshot = StateSnapshot(str(run_dir))
+    snapshot.on_step_end(iteration=1, trials=[trial])  # the saved state names checkpoint_000001
+
+    # Tune registers checkpoint_000002 and deletes checkpoint_000001; the driver dies before Tune
+    # saves the state that names checkpoint_000002.
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+    newer = run_dir / "trial_a" / "checkpoint_000002"
+    newer.mkdir()
+    (newer / CHECKPOINT_NAME).write_bytes(b"epoch 2")
+    shutil.rmtree(run_dir / "trial_a" / "checkpoint_000001")
+
+    assert usable_state(run_dir) == (True, False)
+    assert (run_dir / "trial_a" / "checkpoint_000001" / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
+    assert (newer / CHECKPOINT_NAME).read_bytes() == b"epoch 2"
+    assert not (run_dir / "trial_a" / KEPT_DIR).exists()
+
+
+def test_a_kept_checkpoint_is_dropped_once_a_saved_state_names_the_next(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    snapshot = StateSnapshot(str(run_dir))
+    snapshot.on_step_end(iteration=1, trials=[trial])
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+    kept = run_dir / "trial_a" / KEPT_DIR / "checkpoint_000001"
+    assert (kept / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
+
+    snapshot.on_step_end(iteration=2, trials=[trial])  # Tune saved nothing new: still kept
+    assert kept.exists()
+    (staging / "experiment_state-s1.json").write_text('{"trial_data": ["checkpoint_000002"]}')
+    snapshot.on_step_end(iteration=3, trials=[trial])
+    assert not (run_dir / "trial_a" / KEPT_DIR).exists()
+
+
+def test_the_snapshot_replaces_tune_copy_of_its_state_when_that_copy_lags(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    StateSnapshot(str(run_dir)).on_step_end(iteration=1, trials=[trial])
+    # Tune's background copy is a save behind, and a later session left a state of its own.
+    (run_dir / "experiment_state-s1.json").write_text('{"trial_data": []}')
+    (run_dir / "experiment_state-s2.json").write_text('{"trial_data": []}')
+
+    assert usable_state(run_dir) == (True, False)
+    assert (run_dir / "experiment_state-s1.json").read_bytes() == (staging / "experiment_state-s1.json").read_bytes()
+    assert not (run_dir / "experiment_state-s2.json").exists()
+
+
 # --- searches ---------------------------------------------------------------------------------
 
 
-def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, capsys):
+def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, capsys, monkeypatch):
     space_file = write_space(
         tmp_path,
         lr="{loguniform: [0.003, 0.03]}",
         objective="[{metric: val/acc_mean, mode: max}, {metric: val/energy, mode: min}]",
     )
+    kept: list[str] = []  # the checkpoints Tune was about to delete, kept until its state named the next
+    keep = StateSnapshot.on_checkpoint
+
+    def recording_keep(self, iteration, trials, trial, checkpoint, **info):
+        keep(self, iteration, trials, trial, checkpoint, **info)
+        if trial.checkpoint is not None:
+            assert trial.checkpoint.path != checkpoint.path  # called before Tune registers the new one
+            assert (Path(trial.checkpoint.path).parent / KEPT_DIR / Path(trial.checkpoint.path).name).is_dir()
+            kept.append(trial.trial_id)
+
+    monkeypatch.setattr(StateSnapshot, "on_checkpoint", recording_keep)
     outcome, client = search(tmp_path, space_file)
     out = capsys.readouterr().out
+    # Every epoch after the first replaced a checkpoint; none is left kept once the search ended.
+    assert sorted(kept) == sorted([t.trial_id for t in outcome.trials] * 2)
+    assert not list((tmp_path / "runs").glob(f"tiny/*/{KEPT_DIR}"))
+    trial_dirs = list((tmp_path / "runs" / "tiny").glob("trial_*"))
+    assert len(trial_dirs) == 6 and all(len(list(d.glob("checkpoint_*"))) == 1 for d in trial_dirs)
 
     assert outcome.exit_code == 0
     assert len(outcome.trials) == 6 and all(t.state == "FINISHED" for t in outcome.trials)

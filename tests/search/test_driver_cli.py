@@ -22,6 +22,7 @@ from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
+from search.driver._state import KEPT_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 SPACE = REPO / "tests" / "search" / "spaces" / "tiny.yaml"  # 6 trials of 3 epochs, 2 at a time
@@ -159,6 +160,9 @@ def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trial
     assert "it was put back from losstune's copy" in output
     assert "Resuming unfinished search 'tiny'" in output
     assert "trials: 6 finished" in output, output[-4000:]
+    # The resumed runs added no TensorBoard logger, and kept no checkpoint Tune replaced.
+    assert not list(run_dir.glob("trial_*/events.out.tfevents*"))
+    assert not list(run_dir.glob(f"trial_*/{KEPT_DIR}"))
 
     # Nothing was deleted; runs of trials Tune lost in a crash (if any) are set aside, not deleted.
     everything = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
