@@ -110,7 +110,7 @@ def _build_tuner(
                 MlflowCallback(tracker),
                 # A local copy of Tune's state that survives a crash in mid-write (not needed where an
                 # object store replaces files whole).
-                *([StateSnapshot(str(plan.run_dir))] if plan.run_dir is not None else []),
+                *([StateSnapshot()] if plan.run_dir is not None else []),
             ],
             failure_config=FailureConfig(max_failures=space.search.max_failures),
             # One checkpoint per trial; Tune then saves its experiment state with every new

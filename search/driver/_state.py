@@ -4,8 +4,8 @@ Tune writes its state (trial list, searcher, Optuna study) into a staging direct
 copies it into the run directory in the background. A driver killed during that copy leaves
 truncated files there, and Tune's restore then fails and silently starts a broken new run.
 ``StateSnapshot`` keeps an atomic copy of the staging files, taken right after Tune wrote them;
-``usable_state`` makes that copy the run directory's state before a resume (Tune's own copy there
-may lag it, or be cut off).
+``usable_state`` makes that copy the run directory's state before a resume, unless Tune's own copy
+there is whole and later (it may lag the snapshot, or be cut off).
 
 Tune keeps one checkpoint per trial (``num_to_keep=1``): it deletes a trial's previous checkpoint
 as it registers the new one, and saves its state, which still names the previous one until then,
@@ -20,10 +20,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import pickletools
 import shutil
 import zipfile
+from collections.abc import Mapping
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,8 @@ _EXPERIMENT_STATE = "experiment_state-*.json"
 # searcher-state-*.pkl, ...): "<kind>-<session>.<json|pkl>"; tuner.pkl is written once, up front.
 _STATE_PATTERNS = ("*-*.json", "*-*.pkl")
 KEPT_DIR = ".losstune-kept"  # in a trial's directory: checkpoints Tune deleted before a snapshot named the next
+
+logger = logging.getLogger(__name__)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -52,7 +57,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def _link_tree(source: Path, target: Path) -> None:
     # Hard links: keeping a checkpoint costs no copy; Tune writes each checkpoint once into a new
     # directory, so the linked files never change under us.
-    target.mkdir(parents=True, exist_ok=True)
+    target.mkdir(parents=True)
     for path in source.iterdir():
         if path.is_dir():
             _link_tree(path, target / path.name)
@@ -63,27 +68,60 @@ def _link_tree(source: Path, target: Path) -> None:
                 shutil.copy2(path, target / path.name)
 
 
-class StateSnapshot(Callback):
-    """After every Tune step that saved new state, copy the staging files into one atomic file;
-    keep each trial's previous checkpoint until that copy names its new one."""
+def _keep(checkpoint: Path) -> Path | None:
+    """Hard-link ``checkpoint`` into its trial's KEPT_DIR, whole or not at all; the kept path."""
+    kept = checkpoint.parent / KEPT_DIR / checkpoint.name
+    if kept.exists():
+        return kept
+    building = kept.with_name(f".{kept.name}.tmp")  # put back only once complete
+    shutil.rmtree(building, ignore_errors=True)
+    _link_tree(checkpoint, building)
+    os.replace(building, kept)
+    return kept
 
-    def __init__(self, run_dir: str) -> None:
-        self.run_dir = run_dir
+
+def _drop(kept: Path) -> None:
+    shutil.rmtree(kept, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: another checkpoint of the trial is still kept
+        kept.parent.rmdir()
+
+
+class StateSnapshot(Callback):
+    """After every Tune step that saved new state, copy the staging files into one atomic file
+    in the run directory; keep each trial's previous checkpoint until that copy names its new one."""
+
+    def __init__(self) -> None:
         self._fingerprint: tuple | None = None
-        self._kept: list[Path] = []
+        self._kept: list[tuple[int, Path]] = []  # (Tune iteration it was kept in, kept path)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A resumed search gets its callbacks back from the pickle of its first start, perhaps
+        # written by an earlier losstune: only the fields kept across versions are taken.
+        self.__init__()
 
     def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any) -> None:
-        # Called before Tune registers ``checkpoint`` and deletes the trial's previous one.
+        # Called before Tune registers ``checkpoint`` and deletes the trial's previous one. An
+        # error raised here would keep Tune from registering the new checkpoint: log it instead.
         previous = trial.checkpoint
         if previous is None or not Path(previous.path).is_dir():
             return
-        source = Path(previous.path)
-        kept = source.parent / KEPT_DIR / source.name
-        _link_tree(source, kept)
-        self._kept.append(kept)
+        try:
+            self._kept.append((iteration, _keep(Path(previous.path))))
+        except OSError as error:
+            logger.warning("could not keep checkpoint %s until Tune's state names the next one: %s",
+                           previous.path, error)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        # Tune saves its state earlier in the same step, so the staging files are complete here.
+        # Tune saves its state earlier in the same step (before it counts the step, so checkpoints
+        # kept at an earlier ``iteration`` are in it); a checkpoint kept while Tune stopped actors
+        # after that save carries this step's number and waits for the next save.
+        self._snapshot(trials, saved_before=iteration)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        # Tune's last save comes after the last step, once every trial has ended.
+        self._snapshot(trials, saved_before=None)
+
+    def _snapshot(self, trials: list, *, saved_before: int | None) -> None:
         if not trials:
             return
         staging = Path(trials[0].storage.experiment_driver_staging_path)
@@ -98,14 +136,13 @@ class StateSnapshot(Callback):
         with zipfile.ZipFile(buffer, "w") as archive:
             for p in files:
                 archive.writestr(p.name, p.read_bytes())
-        _atomic_write(Path(self.run_dir) / SNAPSHOT_FILE, buffer.getvalue())
+        # The run directory as Tune knows it now (a resumed search's may have moved).
+        _atomic_write(Path(trials[0].storage.experiment_fs_path) / SNAPSHOT_FILE, buffer.getvalue())
         self._fingerprint = fingerprint
-        # The state just saved was written after every checkpoint kept so far was replaced.
-        for kept in self._kept:
-            shutil.rmtree(kept, ignore_errors=True)
-            with contextlib.suppress(OSError):  # not empty: already removed, or a retried trial's
-                kept.parent.rmdir()
-        self._kept.clear()
+        covered = [k for k in self._kept if saved_before is None or k[0] < saved_before]
+        for entry in covered:
+            _drop(entry[1])
+            self._kept.remove(entry)
 
 
 def _loads(path: Path) -> bool:
@@ -137,45 +174,61 @@ def clear_state(run_dir: Path) -> None:
     """Remove the unusable state of an earlier attempt before a search starts again in ``run_dir``."""
     for path in [*_state_files(run_dir), run_dir / SNAPSHOT_FILE]:
         path.unlink(missing_ok=True)
+    for folder in run_dir.glob(f"*/{KEPT_DIR}"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_snapshot(path: Path) -> dict[str, bytes] | None:
     try:
         with zipfile.ZipFile(path) as archive:
             return {Path(name).name: archive.read(name) for name in archive.namelist()}
-    except FileNotFoundError:
+    except (zipfile.BadZipFile, OSError):  # none, or cut off by a power loss (it is not fsynced)
         return None
-    except (zipfile.BadZipFile, OSError):  # cut off by a power loss (it is not fsynced)
-        return None
+
+
+def _newness(states: Mapping[str, bytes]) -> tuple[str, int]:
+    """(the newest session's experiment state file, Tune's step count in it): the later of two
+    saved states compares greater."""
+    names = sorted(name for name in states if fnmatch(name, _EXPERIMENT_STATE))
+    if not names:
+        return "", -1
+    try:
+        return names[-1], int(json.loads(states[names[-1]])["runner_data"]["_iteration"])
+    except (ValueError, KeyError, TypeError):
+        return names[-1], -1
 
 
 def _put_back_kept_checkpoints(run_dir: Path) -> None:
     for kept in run_dir.glob(f"*/{KEPT_DIR}/*"):
+        if kept.name.startswith("."):  # cut off while it was being built
+            shutil.rmtree(kept, ignore_errors=True)
+            continue
+        # The same files as the original, which Tune may have been deleting when the driver died.
         original = kept.parent.parent / kept.name
-        if original.exists():
-            shutil.rmtree(kept)
-        else:
-            os.replace(kept, original)
+        shutil.rmtree(original, ignore_errors=True)
+        os.replace(kept, original)
     for folder in run_dir.glob(f"*/{KEPT_DIR}"):
-        folder.rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def usable_state(run_dir: Path) -> tuple[bool, bool]:
     """(Tune can resume from ``run_dir``, the crash had cut off Tune's copy of its state there).
 
-    The snapshot, when there is one, replaces Tune's copy: Tune copies its state in the
-    background, so its copy may lag the snapshot and name a checkpoint deleted since."""
+    The snapshot replaces Tune's copy unless that copy is whole and later: Tune copies its state
+    in the background, so its copy may lag the snapshot and name a checkpoint deleted since."""
     cut_off = not _state_ok(run_dir)
     files = _read_snapshot(run_dir / SNAPSHOT_FILE)
-    if files is None:
-        usable = not cut_off
-    else:
+    tunes = {path.name: path.read_bytes() for path in run_dir.glob(_EXPERIMENT_STATE)}
+    if files is not None and (cut_off or _newness(files) >= _newness(tunes)):
         for path in _state_files(run_dir):
             if path.name not in files:  # a later session's state the snapshot never held
                 path.unlink()
         for name, data in files.items():
             _atomic_write(run_dir / name, data)
-        usable = _state_ok(run_dir)
+        usable, restored = _state_ok(run_dir), cut_off
+    else:
+        usable, restored = not cut_off, False
     if usable:
         _put_back_kept_checkpoints(run_dir)
-    return usable, usable and cut_off and files is not None
+    return usable, usable and restored

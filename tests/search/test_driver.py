@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -128,16 +129,24 @@ def test_grid_points_refuse_continuous_dimensions(tmp_path: Path):
 # --- Tune's saved state (no Ray) ---------------------------------------------------------------
 
 
+def _state(iteration: int, *trials: str) -> str:
+    return json.dumps({"trial_data": list(trials), "runner_data": {"_iteration": iteration}})
+
+
+def _tune_trial(staging: Path, run_dir: Path, checkpoint: Path | None = None) -> SimpleNamespace:
+    storage = SimpleNamespace(experiment_driver_staging_path=str(staging), experiment_fs_path=str(run_dir))
+    return SimpleNamespace(storage=storage, checkpoint=SimpleNamespace(path=str(checkpoint)) if checkpoint else None)
+
+
 def test_a_state_file_cut_off_by_a_crash_is_put_back_from_the_snapshot(tmp_path: Path):
     staging, run_dir = tmp_path / "staging", tmp_path / "run"
     staging.mkdir()
     run_dir.mkdir()
-    files = {"experiment_state-s1.json": b'{"trial_data": []}', "searcher-state-s1.pkl": pickle.dumps({"study": 1})}
+    files = {"experiment_state-s1.json": _state(3).encode(), "searcher-state-s1.pkl": pickle.dumps({"study": 1})}
     for name, data in files.items():
         (staging / name).write_bytes(data)
         (run_dir / name).write_bytes(data)
-    trial = SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging)))
-    StateSnapshot(str(run_dir)).on_step_end(iteration=1, trials=[trial])
+    StateSnapshot().on_step_end(iteration=1, trials=[_tune_trial(staging, run_dir)])
     assert usable_state(run_dir) == (True, False)
 
     (run_dir / "searcher-state-s1.pkl").write_bytes(files["searcher-state-s1.pkl"][:5])
@@ -154,35 +163,36 @@ def test_a_state_file_cut_off_by_a_crash_is_put_back_from_the_snapshot(tmp_path:
     assert usable_state(run_dir) == (False, False)
 
 
-
 def _state_dirs(tmp_path: Path) -> tuple[Path, Path, SimpleNamespace]:
+    """Staging and run directory of a search whose saved state names trial_a's checkpoint_000001."""
     staging, run_dir = tmp_path / "staging", tmp_path / "run"
     staging.mkdir()
     run_dir.mkdir()
     for directory in (staging, run_dir):  # Tune saved its state and copied it into the run directory
-        (directory / "experiment_state-s1.json").write_text('{"trial_data": ["checkpoint_000001"]}')
+        (directory / "experiment_state-s1.json").write_text(_state(1, "checkpoint_000001"))
     checkpoint = run_dir / "trial_a" / "checkpoint_000001"
     checkpoint.mkdir(parents=True)
     (checkpoint / CHECKPOINT_NAME).write_bytes(b"epoch 1")
-    trial = SimpleNamespace(
-        storage=SimpleNamespace(experiment_driver_staging_path=str(staging)),
-        checkpoint=SimpleNamespace(path=str(checkpoint)),
-    )
-    return staging, run_dir, trial
+    return staging, run_dir, _tune_trial(staging, run_dir, checkpoint)
 
 
-def test_a_checkpoint_tune_deleted_before_it_saved_its_state_is_put_back_on_resume(tmp_path: Path):
-    staging, run_dir, trial = _state_dirs(tmp_path)
-    snapshot = StateSnapshot(str(run_dir))
-    snapshot.on_step_end(iteration=1, trials=[trial])  # the saved state names checkpoint_000001
-
-    # Tune registers checkpoint_000002 and deletes checkpoint_000001; the driver dies before Tune
-    # saves the state that names checkpoint_000002.
-    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+def _tune_replaces_the_checkpoint(run_dir: Path) -> Path:
     newer = run_dir / "trial_a" / "checkpoint_000002"
     newer.mkdir()
     (newer / CHECKPOINT_NAME).write_bytes(b"epoch 2")
     shutil.rmtree(run_dir / "trial_a" / "checkpoint_000001")
+    return newer
+
+
+def test_a_checkpoint_tune_deleted_before_it_saved_its_state_is_put_back_on_resume(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    snapshot = StateSnapshot()
+    snapshot.on_step_end(iteration=1, trials=[trial])  # the saved state names checkpoint_000001
+
+    # Tune registers checkpoint_000002 and deletes checkpoint_000001; the driver dies before Tune
+    # saves the state that names checkpoint_000002.
+    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    newer = _tune_replaces_the_checkpoint(run_dir)
 
     assert usable_state(run_dir) == (True, False)
     assert (run_dir / "trial_a" / "checkpoint_000001" / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
@@ -190,31 +200,85 @@ def test_a_checkpoint_tune_deleted_before_it_saved_its_state_is_put_back_on_resu
     assert not (run_dir / "trial_a" / KEPT_DIR).exists()
 
 
+def test_a_kept_checkpoint_replaces_one_tune_was_deleting_when_the_driver_died(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    original = run_dir / "trial_a" / "checkpoint_000001"
+    (original / "model.bin").write_bytes(b"weights")
+    snapshot = StateSnapshot()
+    snapshot.on_step_end(iteration=1, trials=[trial])
+    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    (original / "model.bin").unlink()  # Tune's delete got this far
+
+    assert usable_state(run_dir) == (True, False)
+    assert (original / "model.bin").read_bytes() == b"weights"
+    assert (original / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
+
+
 def test_a_kept_checkpoint_is_dropped_once_a_saved_state_names_the_next(tmp_path: Path):
     staging, run_dir, trial = _state_dirs(tmp_path)
-    snapshot = StateSnapshot(str(run_dir))
-    snapshot.on_step_end(iteration=1, trials=[trial])
-    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
-    kept = run_dir / "trial_a" / KEPT_DIR / "checkpoint_000001"
-    assert (kept / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
-
+    kept = run_dir / "trial_a" / KEPT_DIR
+    snapshot = StateSnapshot()
+    snapshot.on_step_end(iteration=1, trials=[trial])  # Tune counts a step once it saved in it
+    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    assert (kept / "checkpoint_000001" / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
     snapshot.on_step_end(iteration=2, trials=[trial])  # Tune saved nothing new: still kept
-    assert kept.exists()
-    (staging / "experiment_state-s1.json").write_text('{"trial_data": ["checkpoint_000002"]}')
+    assert (kept / "checkpoint_000001").exists()
+
+    # Step 2 saved a state naming checkpoint_000002 (states of other lengths: the fingerprint
+    # must not rest on mtimes alone); Tune then replaced that one too while stopping actors.
+    trial.checkpoint.path = str(_tune_replaces_the_checkpoint(run_dir))
+    (staging / "experiment_state-s1.json").write_text(_state(2, "checkpoint_000002", "x"))
+    snapshot.on_checkpoint(iteration=3, trials=[trial], trial=trial, checkpoint=None)
     snapshot.on_step_end(iteration=3, trials=[trial])
-    assert not (run_dir / "trial_a" / KEPT_DIR).exists()
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint_000002"]
+
+    # Tune's last save, after its last step.
+    (staging / "experiment_state-s1.json").write_text(_state(3, "checkpoint_000003", "x", "the end"))
+    snapshot.on_experiment_end(trials=[trial])
+    assert not kept.exists()
+    with zipfile.ZipFile(run_dir / SNAPSHOT_FILE) as archive:
+        assert json.loads(archive.read("experiment_state-s1.json"))["runner_data"] == {"_iteration": 3}
+
+
+def test_a_checkpoint_that_cannot_be_kept_is_logged_and_tune_goes_on(tmp_path: Path, caplog):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    (run_dir / "trial_a" / KEPT_DIR).write_text("in the way")  # a file where the folder goes
+    with caplog.at_level("WARNING"):
+        StateSnapshot().on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    assert "could not keep checkpoint" in caplog.text
+
+
+def test_a_snapshot_pickled_by_an_earlier_losstune_keeps_checkpoints_when_resumed(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    earlier = StateSnapshot()
+    earlier.__dict__ = {"run_dir": "/moved/away", "_fingerprint": None}  # its fields back then
+    snapshot = pickle.loads(pickle.dumps(earlier))
+    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    snapshot.on_step_end(iteration=1, trials=[trial])
+    assert (run_dir / SNAPSHOT_FILE).exists()  # where Tune keeps the run now
 
 
 def test_the_snapshot_replaces_tune_copy_of_its_state_when_that_copy_lags(tmp_path: Path):
     staging, run_dir, trial = _state_dirs(tmp_path)
-    StateSnapshot(str(run_dir)).on_step_end(iteration=1, trials=[trial])
-    # Tune's background copy is a save behind, and a later session left a state of its own.
-    (run_dir / "experiment_state-s1.json").write_text('{"trial_data": []}')
-    (run_dir / "experiment_state-s2.json").write_text('{"trial_data": []}')
+    StateSnapshot().on_step_end(iteration=1, trials=[trial])
+    # Tune's background copy is a save behind, and an older session left a state of its own.
+    (run_dir / "experiment_state-s1.json").write_text(_state(0))
+    (run_dir / "experiment_state-s0.json").write_text(_state(9))
 
     assert usable_state(run_dir) == (True, False)
     assert (run_dir / "experiment_state-s1.json").read_bytes() == (staging / "experiment_state-s1.json").read_bytes()
-    assert not (run_dir / "experiment_state-s2.json").exists()
+    assert not (run_dir / "experiment_state-s0.json").exists()
+
+
+def test_tune_copy_of_its_state_is_kept_when_it_is_later_than_the_snapshot(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    StateSnapshot().on_step_end(iteration=1, trials=[trial])
+    # Tune's last save (a finished search) or a new session's first one, with no snapshot after it.
+    for later in (_state(5, "all finished"), _state(0, "resumed")):
+        name = "experiment_state-s1.json" if "finished" in later else "experiment_state-s2.json"
+        (run_dir / name).write_text(later)
+        assert usable_state(run_dir) == (True, False)
+        assert (run_dir / name).read_text() == later
 
 
 # --- searches ---------------------------------------------------------------------------------
