@@ -106,47 +106,49 @@ class StateSnapshot(Callback):
         if previous is None or not Path(previous.path).is_dir():
             return
         try:
-            self._kept.append((iteration, _keep(Path(previous.path))))
+            kept = _keep(Path(previous.path))
         except OSError as error:
             logger.warning("could not keep checkpoint %s until Tune's state names the next one: %s",
                            previous.path, error)
+            return
+        self._kept = [entry for entry in self._kept if entry[1] != kept] + [(iteration, kept)]
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        # Tune saves its state earlier in the same step (before it counts the step, so checkpoints
-        # kept at an earlier ``iteration`` are in it); a checkpoint kept while Tune stopped actors
-        # after that save carries this step's number and waits for the next save.
-        self._snapshot(trials, saved_before=iteration)
+        self._snapshot(trials)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        # Tune's last save comes after the last step, once every trial has ended.
-        self._snapshot(trials, saved_before=None)
+        self._snapshot(trials)  # Tune's last save comes after its last step
 
-    def _snapshot(self, trials: list, *, saved_before: int | None) -> None:
+    def _snapshot(self, trials: list) -> None:
         if not trials:
             return
         staging = Path(trials[0].storage.experiment_driver_staging_path)
         if not staging.is_dir():
             return
-        files = sorted(p for p in staging.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = sorted(p for pattern in _STATE_PATTERNS for p in staging.glob(pattern) if not p.name.startswith("."))
         fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
         if fingerprint == self._fingerprint:
+            return
+        states = {p.name: p.read_bytes() for p in files}
+        if not all(_whole(data) for data in states.values()):  # a save that failed half way
             return
         # A zip, not a pickle: reading the snapshot back must never execute anything.
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w") as archive:
-            for p in files:
-                archive.writestr(p.name, p.read_bytes())
+            for name, data in states.items():
+                archive.writestr(name, data)
         # The run directory as Tune knows it now (a resumed search's may have moved).
         _atomic_write(Path(trials[0].storage.experiment_fs_path) / SNAPSHOT_FILE, buffer.getvalue())
         self._fingerprint = fingerprint
-        covered = [k for k in self._kept if saved_before is None or k[0] < saved_before]
-        for entry in covered:
+        # Tune saves its step count before it counts the step: a checkpoint kept in a step the
+        # saved state counts was replaced before that save, and the state names the new one.
+        saved = _newness(states)[1]
+        for entry in [entry for entry in self._kept if entry[0] <= saved]:
             _drop(entry[1])
             self._kept.remove(entry)
 
 
-def _loads(path: Path) -> bool:
-    data = path.read_bytes()
+def _whole(data: bytes) -> bool:
     try:
         json.loads(data)
         return True
@@ -167,7 +169,7 @@ def _state_files(run_dir: Path) -> list[Path]:
 
 
 def _state_ok(run_dir: Path) -> bool:
-    return any(run_dir.glob(_EXPERIMENT_STATE)) and all(_loads(p) for p in _state_files(run_dir))
+    return any(run_dir.glob(_EXPERIMENT_STATE)) and all(_whole(p.read_bytes()) for p in _state_files(run_dir))
 
 
 def clear_state(run_dir: Path) -> None:

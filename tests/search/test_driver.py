@@ -218,10 +218,10 @@ def test_a_kept_checkpoint_is_dropped_once_a_saved_state_names_the_next(tmp_path
     staging, run_dir, trial = _state_dirs(tmp_path)
     kept = run_dir / "trial_a" / KEPT_DIR
     snapshot = StateSnapshot()
-    snapshot.on_step_end(iteration=1, trials=[trial])  # Tune counts a step once it saved in it
-    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    snapshot.on_step_end(iteration=2, trials=[trial])  # the state step 1 saved
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
     assert (kept / "checkpoint_000001" / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
-    snapshot.on_step_end(iteration=2, trials=[trial])  # Tune saved nothing new: still kept
+    snapshot.on_step_end(iteration=3, trials=[trial])  # Tune saved nothing new: still kept
     assert (kept / "checkpoint_000001").exists()
 
     # Step 2 saved a state naming checkpoint_000002 (states of other lengths: the fingerprint
@@ -232,12 +232,29 @@ def test_a_kept_checkpoint_is_dropped_once_a_saved_state_names_the_next(tmp_path
     snapshot.on_step_end(iteration=3, trials=[trial])
     assert sorted(p.name for p in kept.iterdir()) == ["checkpoint_000002"]
 
+    # A save cut off half way (a full disk) is no state: nothing is dropped.
+    (staging / "experiment_state-s1.json").write_text(_state(3, "checkpoint_000003")[:20])
+    snapshot.on_experiment_end(trials=[trial])
+    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint_000002"]
+    with zipfile.ZipFile(run_dir / SNAPSHOT_FILE) as archive:
+        assert json.loads(archive.read("experiment_state-s1.json"))["runner_data"] == {"_iteration": 2}
+
     # Tune's last save, after its last step.
     (staging / "experiment_state-s1.json").write_text(_state(3, "checkpoint_000003", "x", "the end"))
     snapshot.on_experiment_end(trials=[trial])
     assert not kept.exists()
-    with zipfile.ZipFile(run_dir / SNAPSHOT_FILE) as archive:
-        assert json.loads(archive.read("experiment_state-s1.json"))["runner_data"] == {"_iteration": 3}
+
+
+def test_an_experiment_ended_by_an_error_before_tune_saved_again_keeps_the_checkpoint(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    snapshot = StateSnapshot()
+    snapshot.on_step_end(iteration=2, trials=[trial])
+    # Replaced after step 1's save, then an error ended the experiment: Tune made no last save, but
+    # wrote staging files the snapshot has not seen (another session's, say).
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+    (staging / "search_gen_state-s1.json").write_text("{}")
+    snapshot.on_experiment_end(trials=[trial])
+    assert (run_dir / "trial_a" / KEPT_DIR / "checkpoint_000001" / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
 
 
 def test_a_checkpoint_that_cannot_be_kept_is_logged_and_tune_goes_on(tmp_path: Path, caplog):
@@ -253,8 +270,9 @@ def test_a_snapshot_pickled_by_an_earlier_losstune_keeps_checkpoints_when_resume
     earlier = StateSnapshot()
     earlier.__dict__ = {"run_dir": "/moved/away", "_fingerprint": None}  # its fields back then
     snapshot = pickle.loads(pickle.dumps(earlier))
-    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
-    snapshot.on_step_end(iteration=1, trials=[trial])
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+    assert (run_dir / "trial_a" / KEPT_DIR / "checkpoint_000001").is_dir()
+    snapshot.on_step_end(iteration=2, trials=[trial])
     assert (run_dir / SNAPSHOT_FILE).exists()  # where Tune keeps the run now
 
 
