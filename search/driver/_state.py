@@ -125,12 +125,15 @@ class StateSnapshot(Callback):
         staging = Path(trials[0].storage.experiment_driver_staging_path)
         if not staging.is_dir():
             return
-        files = sorted(p for pattern in _STATE_PATTERNS for p in staging.glob(pattern) if not p.name.startswith("."))
+        files = sorted(_state_files(staging))
         fingerprint = tuple((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
         if fingerprint == self._fingerprint:
             return
         states = {p.name: p.read_bytes() for p in files}
-        if not all(_whole(data) for data in states.values()):  # a save that failed half way
+        # A save that failed half way is no state. Only the files Tune rewrote are checked: this
+        # runs with every result, and earlier sessions' files never change.
+        unchanged = set(self._fingerprint or ())
+        if not all(_whole(states[entry[0]]) for entry in fingerprint if entry not in unchanged):
             return
         # A zip, not a pickle: reading the snapshot back must never execute anything.
         buffer = io.BytesIO()
