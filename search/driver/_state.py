@@ -68,7 +68,7 @@ def _link_tree(source: Path, target: Path) -> None:
                 shutil.copy2(path, target / path.name)
 
 
-def _keep(checkpoint: Path) -> Path | None:
+def _keep(checkpoint: Path) -> Path:
     """Hard-link ``checkpoint`` into its trial's KEPT_DIR, whole or not at all; the kept path."""
     kept = checkpoint.parent / KEPT_DIR / checkpoint.name
     if kept.exists():
@@ -227,7 +227,7 @@ def usable_state(run_dir: Path) -> tuple[bool, bool]:
     tunes = {path.name: path.read_bytes() for path in run_dir.glob(_EXPERIMENT_STATE)}
     if files is not None and (cut_off or _newness(files) >= _newness(tunes)):
         for path in _state_files(run_dir):
-            if path.name not in files:  # a later session's state the snapshot never held
+            if path.name not in files:  # a session's state the snapshot does not hold
                 path.unlink()
         for name, data in files.items():
             _atomic_write(run_dir / name, data)
