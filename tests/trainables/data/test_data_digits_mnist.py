@@ -1,9 +1,12 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 from trainables.data import DataError, DataSpec, describe_dataset, load_dataset
-from trainables.data._digits_mnist import SMOOTHNESS_MAP, THICKNESS_MAP, stroke_measures
+from trainables.data._digits_mnist import SMOOTHNESS_MAP, THICKNESS_MAP, read_digits, stroke_measures
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +28,19 @@ def test_digits_shapes_heads_and_fixed_test_split(digits):
     assert not torch.equal(other_seed.val.images, digits.val.images)
     # validation is stratified by digit: every digit, in proportion
     assert (torch.bincount(digits.val.labels["digit"], minlength=10) >= 13).all()
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    images, digits = read_digits()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(digits, bunch.target)
+    assert images.dtype == np.float64 and digits.dtype == np.int64
+    code = ("import sys; from trainables.data import DataSpec, load_dataset; load_dataset(DataSpec(kind='digits')); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_measured_labels_are_not_a_function_of_the_digit(digits):
