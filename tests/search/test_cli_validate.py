@@ -101,3 +101,29 @@ def test_a_closed_pipe_ends_quietly(tmp_path: Path):
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141
     assert stderr == ""
+
+
+def test_the_process_ends_as_pythons_exit_does_without_the_teardown(tmp_path: Path):
+    # cli() skips the interpreter's teardown (seconds with torch, Ray and MLflow loaded), not
+    # what an exit must still do: a running thread finishes, atexit handlers run, the exit
+    # status and buffered output come through.
+    marker = tmp_path / "thread-finished"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {kind: digits}\ntrain: {lr: -1}\n")
+    code = (
+        "import atexit, sys, threading\n"
+        "from pathlib import Path\n"
+        "from search.__main__ import cli\n"
+        # A thread that ends only once the main thread is done: Python's exit waits for it.
+        "main = threading.main_thread()\n"
+        f"threading.Thread(target=lambda: (main.join(), Path({str(marker)!r}).write_text('ok'))).start()\n"
+        "atexit.register(lambda: print('atexit handler ran'))\n"
+        f"sys.argv = ['search', 'validate', {str(bad)!r}]\n"
+        "cli()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "train.lr" in done.stderr + done.stdout
+    assert done.stdout.rstrip().endswith("atexit handler ran")
+    assert marker.read_text() == "ok"
