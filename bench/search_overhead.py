@@ -8,7 +8,7 @@ budget and the loop can run exactly the configs the search runs (checked against
 
 - short: scikit-learn digits, MLP (32 hidden), 3 epochs, well under 1 s a trial: the driver's
   per-trial cost shows at full strength;
-- long: VIMH (data/vimh-default, limit 3000), SimpleCNN, 5 epochs, about 20 s a trial on an
+- long: VIMH (data/vimh-default, limit 3000), SimpleCNN, 5 epochs, 13 to 20 s a trial on an
   idle core.
 
 Trials per setting: short 10 (tune_default: 4 at c=1, 5 at c=2, as each costs a new worker
