@@ -140,18 +140,21 @@ class LocalCluster:
             registry,
         )
 
+    def ask(self, expression: str, *args: str) -> str | None:
+        """``expression`` (Python; ``ray`` and ``sys.argv[2:] == args`` in scope) evaluated in a
+        fresh process connected to the cluster (this one may run Ray); None if that failed."""
+        # Ray may print its own lines to stdout after ours (a node just killed has "lagging
+        # heartbeats"), so the answer goes on a line of its own, with a prefix.
+        code = f"import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print('answer:', {expression})"
+        done = subprocess.run([sys.executable, "-c", code, self.gcs_address, *args], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        answers = [line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("answer:")]
+        return answers[-1] if done.returncode == 0 and answers else None
+
     def alive_nodes(self, *, excluding: Collection[str] = ()) -> int:
-        """Alive nodes as the GCS sees them (asked from a fresh process: this one may run Ray), not
-        counting the node ids ``excluding``."""
-        code = (
-            "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(sum(n['Alive'] and n['NodeID'] not in sys.argv[2:] for n in ray.nodes()))"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", code, self.gcs_address, *excluding], env=self.env, capture_output=True, text=True,
-            timeout=120,
-        )
-        return int(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 and done.stdout.strip() else 0
+        """Alive nodes as the GCS sees them, not counting the node ids ``excluding``."""
+        count = self.ask("sum(n['Alive'] and n['NodeID'] not in sys.argv[2:] for n in ray.nodes())", *excluding)
+        return int(count) if count is not None else 0
 
     def wait_for(self, count: int, *, excluding: Collection[str] = (), timeout_s: float = 120.0) -> None:
         """Until ``count`` nodes are alive, not counting ``excluding`` (a node just killed: the GCS

@@ -4,8 +4,6 @@ the node that is left (Tune's FailureConfig), and the search still ends with eac
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 from _cluster import SPACES, search_cli
@@ -16,11 +14,9 @@ from search.tracking import TAG_NODE, TAG_RETRIES, TAG_TRIAL_ID
 
 
 def _worker_node_id(cluster) -> str:
-    code = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); " \
-           "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get('GPU')][0])"
-    done = subprocess.run([sys.executable, "-c", code, cluster.gcs_address], env=cluster.env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
-    return done.stdout.strip().splitlines()[-1]
+    node_id = cluster.ask("[n['NodeID'] for n in ray.nodes() if n['Alive'] and n['Resources'].get('GPU')][0]")
+    assert node_id is not None, "the cluster's worker node must be alive"
+    return node_id
 
 
 def test_trials_of_a_lost_node_resume_on_the_other_from_their_checkpoints(cluster, cluster_mlflow, tmp_path,
