@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from trainables.data import DataSpec, iterate_batches, load_dataset
+from trainables.data import DataSpec, as_tensors, iterate_batches, load_dataset
 from trainables.data.vimh import SPLIT_FILES, VimhBatch, VimhInfo, generate_vimh, write_vimh_batch, write_vimh_info
 
 REPEATS = 5
@@ -61,7 +61,7 @@ def run() -> dict:
         _write_dataset(directory)
         spec = DataSpec(kind="vimh", path=str(directory))
         load_s, load_all = _median_time(lambda: load_dataset(spec))
-        train = load_dataset(spec).train
+        train = as_tensors(load_dataset(spec)).train
 
         def ours() -> None:
             generator = torch.Generator().manual_seed(0)

@@ -60,7 +60,7 @@ from _common import figure, machine, print_ratios, write  # noqa: E402
 from trainable import ours  # noqa: E402
 
 from trainables.config import TrialConfig  # noqa: E402
-from trainables.data import load_dataset  # noqa: E402
+from trainables.data import as_tensors, load_dataset  # noqa: E402
 from trainables.losses import IGNORE_INDEX, EnergyLoss, MultiHeadLoss, build_loss  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.temporal import Presenter  # noqa: E402
@@ -140,7 +140,7 @@ def baseline(config: dict[str, Any], *, losses: str = "ce") -> list[dict[str, fl
     tc = cfg.train
     torch.set_num_threads(THREADS)
     torch.manual_seed(tc.seed)
-    data = load_dataset(cfg.data)
+    data = as_tensors(load_dataset(cfg.data))
     x_train = data.train.images.float().div_(255.0) if data.train.images.dtype == torch.uint8 else data.train.images
     heads = {name: data.heads[name].num_classes for name in data.heads if name in cfg.heads}
     labels = {h: data.train.labels[h] for h in heads}

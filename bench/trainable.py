@@ -42,7 +42,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # for _common when loa
 from _common import ROOT, figure, machine, print_ratios, write  # noqa: E402
 import trainables.train as train_module  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
-from trainables.data import load_dataset  # noqa: E402
+from trainables.data import as_tensors, load_dataset  # noqa: E402
 from trainables.losses import MultiHeadLoss, build_loss  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 
@@ -131,7 +131,7 @@ def baseline(config: dict[str, Any], *, losses: str = "ce") -> list[dict[str, fl
     tc = cfg.train
     torch.set_num_threads(THREADS)
     torch.manual_seed(tc.seed)
-    data = load_dataset(cfg.data)
+    data = as_tensors(load_dataset(cfg.data))
     x_train = data.train.images.float().div_(255.0) if data.train.images.dtype == torch.uint8 else data.train.images
     x_val = data.val.images.float().div_(255.0) if data.val.images.dtype == torch.uint8 else data.val.images
     heads = {name: data.heads[name].num_classes for name in cfg.heads}

@@ -90,7 +90,7 @@ from _common import figure, machine, print_ratios, write  # noqa: E402
 from trainable import CASES, ours  # noqa: E402
 
 from trainables.config import TrialConfig  # noqa: E402
-from trainables.data import iterate_batches, load_dataset  # noqa: E402
+from trainables.data import as_tensors, iterate_batches, load_dataset  # noqa: E402
 from trainables.losses import MultiHeadLoss, build_loss  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.weighting import GradNorm, PCGrad  # noqa: E402
@@ -144,7 +144,7 @@ def breakdown(config: dict[str, Any], *, passes: int = PASSES) -> dict[str, Any]
     tc = cfg.train
     torch.set_num_threads(THREADS)
     torch.manual_seed(tc.seed)
-    data = load_dataset(cfg.data)
+    data = as_tensors(load_dataset(cfg.data))
     heads = {name: data.heads[name].num_classes for name in data.heads if name in cfg.heads}
     losses = {h: build_loss(cfg.heads[h].loss, num_classes=c) for h, c in heads.items()}
     for loss in losses.values():

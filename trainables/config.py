@@ -23,10 +23,10 @@ from trainables.flat_keys import HEADS, FlatKey, FlatKeyError
 from trainables.losses import LOSS
 from trainables.models import MODEL
 from trainables.settings import Rule, SettingError, check_fields
-from trainables.switches import Switch, switch_field
+from trainables.switches import switch_field
 from trainables.temporal import check_pattern, label_mask, masked_chunks, stretch
-from trainables.auxiliary import AUXILIARIES
-from trainables.weighting import STRATEGIES
+from trainables.auxiliary import AUXILIARY
+from trainables.weighting import STRATEGY
 
 __all__ = [
     "DRIVER_SECTIONS",
@@ -64,7 +64,7 @@ def check_section(instance: Any, section: str) -> None:
 @dataclass(frozen=True)
 class ModelConfig:
     """The model: a kind (``simple_cnn``, ``mlp``, ...) and that kind's own parameters, read from
-    its constructor's signature (``hidden``, ``dropout``, ...)."""
+    its declaration (``trainables.models.MLPParams``, ...: ``hidden``, ``dropout``, ...)."""
 
     # A switch: a space may fix one kind (usual: it defines the problem being compared) or
     # choose between kinds, each with its own parameters.
@@ -163,7 +163,7 @@ class WeightingConfig:
     """How the heads' losses are balanced (``trainables.weighting``): a strategy and its own
     parameters; the heads' weights are its starting point or fixed factor."""
 
-    strategy: Annotated[str, Switch(STRATEGIES)] = "fixed"
+    strategy: Annotated[str, STRATEGY] = "fixed"
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -174,7 +174,7 @@ class WeightingConfig:
 class AuxiliaryConfig:
     """An auxiliary loss (``trainables.auxiliary``) with its own weight, or none."""
 
-    kind: Annotated[str, Switch(AUXILIARIES)] = "none"
+    kind: Annotated[str, AUXILIARY] = "none"
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

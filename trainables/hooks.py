@@ -1,7 +1,7 @@
 """Hooks of the train loop: how a section a plugin adds (a new search dimension) acts on training.
 
 A hook section's switch (``weighting``, or a section a plugin adds) chooses an option; ``train`` builds it with its parameters
-(``option(**params)``) and calls whichever of these methods it has::
+(``switch.build(option, **params)``) and calls whichever of these methods it has::
 
     on_start(*, model, optimizer, criterion)       once, before a checkpoint is restored
     on_epoch_end(*, epoch, metrics) -> dict | None  after each epoch's validation, before the
@@ -31,7 +31,7 @@ def build_hooks(cfg: TrialConfig) -> list[Any]:
         found = switch_field(type(section))
         if found is not None:
             name, switch = found
-            hooks.append(switch.options[getattr(section, name)](**section.params))
+            hooks.append(switch.build(getattr(section, name), **section.params))
     return hooks
 
 

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from trainables.losses import IGNORE_INDEX
-
-if TYPE_CHECKING:
-    from trainables.data import HeadInfo
+from trainables.metric_names import DEFAULT_K, STEP_METRICS, head_metric_names, metric_names
 
 __all__ = ["STEP_METRICS", "aggregate", "head_metrics", "metric_names", "step_metrics"]
 
-DEFAULT_K = 5
-# What a temporal trial adds per head (step_metrics), each also averaged over heads as <name>_mean.
-STEP_METRICS = ("acc_steps", "mae_norm_steps", "reaction")
 
 
 def head_metrics(
@@ -47,7 +41,7 @@ def head_metrics(
         raise ValueError(f"num_classes must be >= 2, but got {num_classes}")
     if pred.shape != target.shape or pred.dim() != 1:
         raise ValueError(f"pred and target must be 1-d of equal length, but got {tuple(pred.shape)} and {tuple(target.shape)}")
-    names = _head_metric_names(unit_range is not None, k)
+    names = head_metric_names(unit_range is not None, k)
     valid = target != ignore_index
     if not bool(valid.any()):
         return dict.fromkeys(names, math.nan)
@@ -106,20 +100,3 @@ def aggregate(per_head: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
         raise ValueError(f"per_head must hold at least one head, but got {dict(per_head)!r}")
     names = ["acc", "mae_norm", *(m for m in STEP_METRICS if all(m in v for v in per_head.values()))]
     return {f"{name}_mean": math.fsum(m[name] for m in per_head.values()) / len(per_head) for name in names}
-
-
-def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal: bool = False) -> list[str]:
-    """Every metric the trainer reports for ``split``: the valid objectives of a search. A temporal
-    trial (a recurrent model) adds STEP_METRICS."""
-    extra = STEP_METRICS if temporal else ()
-    names = [
-        f"{split}/{head}/{metric}"
-        for head, info in heads.items()
-        for metric in (*_head_metric_names(info.unit_range is not None, DEFAULT_K), *extra)
-    ]
-    means = [f"{split}/{name}_mean" for name in ("acc", "mae_norm", *extra)]
-    return names + means + [f"{split}/energy", f"{split}/energy_l1"]
-
-
-def _head_metric_names(has_units: bool, k: int) -> list[str]:
-    return ["acc", "mae", *(["mae_units"] if has_units else []), "within1", f"within{k}", "mae_norm"]

@@ -1,16 +1,19 @@
 """Switches: a named choice whose options bring their own parameters (a head's loss, a model kind).
 
 A section field annotated ``Annotated[str, Switch(REGISTRY, ...)]`` names one option of a registry
-(name -> class or factory); the option's parameters are the keyword-only parameters of its
-signature, minus those the trainer sets itself (``fixed``), each with its default and its
-annotation (a ``trainables.settings.Rule`` in ``Annotated`` gives bounds and searchability).
+(name -> class, factory or ``Declaration``); the option's parameters are the keyword-only
+parameters of its signature (a declaration's: its fields), minus those the trainer sets itself
+(``fixed``), each with its default and its annotation (a ``trainables.settings.Rule`` in ``Annotated`` gives bounds and searchability).
 A registry is a plain dict: a plugin adds an option by adding an entry, and the space validator,
-the trial config and the report know it from then on.
+the trial config and the report know it from then on. A built-in option whose code imports torch
+is entered as its ``Declaration``, so that the search driver, which only validates and samples,
+never imports torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -19,7 +22,29 @@ from typing import Any
 
 from trainables.settings import SettingError, check_value, value_type
 
-__all__ = ["Switch", "switch_field"]
+__all__ = ["Declaration", "Switch", "implemented_by", "switch_field"]
+
+
+class Declaration:
+    """An option declared apart from the code that runs it. A subclass is a frozen keyword-only
+    dataclass whose fields are the option's keywords (defaults, and ``Rule`` s in ``Annotated``),
+    whose ``__post_init__`` checks their values, and whose class attributes say what the space
+    validator needs (a loss's output units, a model's ``temporal``, ...); ``implementation()``
+    imports the class that runs the option, which takes the same keywords."""
+
+    @classmethod
+    def implementation(cls) -> Callable[..., Any]:
+        raise NotImplementedError(f"{cls.__name__} must name the class that runs it")
+
+
+def implemented_by(module: str, name: str) -> Any:
+    """A declaration's ``implementation``: class ``name`` of ``module`` (one of ours, named in code),
+    imported, with torch, only when a trial builds the option."""
+
+    def implementation(cls: type) -> Callable[..., Any]:
+        return getattr(importlib.import_module(module), name)
+
+    return classmethod(implementation)
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,14 @@ class Switch:
             for p in inspect.signature(function).parameters.values()
             if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in self.fixed
         }
+
+    def build(self, option: str, **keywords: Any) -> Any:
+        """The running object of ``option`` (a loss module, a model, ...): its class, imported
+        where the option is a ``Declaration``, called with ``keywords``."""
+        target = self.options[option]
+        if isinstance(target, type) and issubclass(target, Declaration):
+            target = target.implementation()
+        return target(**keywords)
 
     def searchable(self, option: str, name: str) -> bool:
         """Whether a space may search parameter ``name``: every one with a scalar type (lists,

@@ -23,11 +23,11 @@ from trainables import hooks as train_hooks
 from trainables._checkpoint import Progress, load_checkpoint, save_checkpoint, seed_everything
 from trainables._evaluate import evaluate as _evaluate
 from trainables.config import TrialConfig
-from trainables.data import HeadInfo, MultiheadDataset, Split, iterate_batches, load_dataset
+from trainables.data import HeadInfo, MultiheadDataset, Split, as_tensors, iterate_batches, load_dataset
 from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_failure
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
-from trainables.metrics import metric_names
+from trainables.metric_names import metric_names
 from trainables.models import build_model, is_temporal
 from trainables.temporal import Presenter
 
@@ -80,7 +80,7 @@ def train(
         torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
 
-    data = load_dataset(cfg.data) if data is None else data
+    data = as_tensors(load_dataset(cfg.data) if data is None else data)
     heads = _trained_heads(cfg, data.heads)
     data = replace(data, train=_only(data.train, heads), val=_only(data.val, heads), test=_only(data.test, heads))
     _check_labels(data, heads)

@@ -26,8 +26,6 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from trainables.train import CHECKPOINT_NAME
-
 __all__ = [
     "ERROR_KEY",
     "FAILED_KEY",
@@ -73,7 +71,7 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
 
         from trainables.config import TrialConfig
         from trainables.plugins import load_plugins
-        from trainables.train import repeats_on_retry
+        from trainables.train import CHECKPOINT_NAME, repeats_on_retry  # torch: in the trial's worker only
 
         load_plugins()  # this worker knows the options the driver's plugins added
 

@@ -24,7 +24,7 @@ _AUXILIARY = f"auxiliary.{switch_field(AuxiliaryConfig)[0]}"
 
 def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple[str, str, Any]]:
     """The problems of the weighting and auxiliary sections in ``entries`` for ``heads``."""
-    any_number = ", ".join(name for name, cls in STRATEGIES.items() if cls.min_heads == 1)
+    any_number = ", ".join(name for name, declared in STRATEGIES.items() if declared.min_heads == 1)
     issues = [(_STRATEGY, f"a strategy for {len(heads)} head(s): `{name}` balances at least "
                f"{STRATEGIES[name].min_heads} ({any_number} take any number)", name)
               for name, _ in _options(entries, _STRATEGY)

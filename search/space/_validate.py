@@ -41,8 +41,8 @@ from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
 from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
-from trainables.losses import LOSS, build_loss
-from trainables.metrics import metric_names
+from trainables.losses import LOSS, check_loss
+from trainables.metric_names import metric_names
 from trainables.settings import SettingError, ValueType, value_type
 from trainables.switches import Switch, switch_field
 
@@ -309,7 +309,7 @@ class _Walk(ValueChecker):
                             for v in probe_values(e.distribution)]
         for values in trials:
             try:
-                build_loss(loss, num_classes=info.num_classes, **values)
+                check_loss(loss, num_classes=info.num_classes, **values)
             except SettingError as error:  # error.key: the parameter the loss refused
                 path = self.paths.get(f"{HEADS}.{head}.{loss}.{error.key}", where)
                 self.add(path, error.rule, values.get(error.key, Plain(f"`{loss}`")))

@@ -31,13 +31,13 @@ def bench():
 @pytest.mark.parametrize("timesteps", [1, 8])
 def test_handwritten_loss_is_the_library_loss(bench, timesteps):
     from trainables.config import TrialConfig
-    from trainables.data import load_dataset
+    from trainables.data import as_tensors, load_dataset
     from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
     from trainables.models import build_model
     from trainables.temporal import Presenter
 
     cfg = TrialConfig.from_flat(bench._config(timesteps, 2))
-    data = load_dataset(cfg.data)
+    data = as_tensors(load_dataset(cfg.data))
     heads = {name: info.num_classes for name, info in data.heads.items()}
     torch.manual_seed(0)
     model = build_model(cfg.model.kind, input_shape=data.input_shape, head_outputs=heads, **cfg.model.params).eval()

@@ -13,13 +13,14 @@ import math
 import pickle
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
 import trainables.device as device_module
 import trainables.train as train_module
 from trainables._checkpoint import Progress, load_checkpoint, save_checkpoint
-from trainables.data import DataSpec, load_dataset
+from trainables.data import DataSpec, as_tensors, load_dataset
 from trainables.device import DeviceOutOfMemory, GpuMonitor, Placement, amp_dtype, device_report, place
 from trainables.device import resident_budget
 from trainables.losses import MultiHeadLoss
@@ -106,7 +107,7 @@ def test_device_report_names_the_gpu_by_its_index_on_the_machine(monkeypatch):
 def test_a_data_set_handed_in_trains_like_one_loaded_and_is_not_changed(monkeypatch):
     loaded_reports, loaded_final = _run(CONFIG)
     data = load_dataset(SPEC)
-    labels_before = {name: t.clone() for name, t in data.train.labels.items()}
+    labels_before = {name: t.copy() for name, t in data.train.labels.items()}
 
     def refuse(spec):
         raise AssertionError("train() must not load a data set it was handed")
@@ -117,7 +118,24 @@ def test_a_data_set_handed_in_trains_like_one_loaded_and_is_not_changed(monkeypa
     assert [_metrics(r) for r in reports] == [_metrics(r) for r in loaded_reports]
     # the trial trains 2 of the 3 heads; the caller's data set (shared by trials) keeps all of them
     assert set(data.train.labels) == set(labels_before) == {"digit", "thickness", "smoothness"}
-    assert all(torch.equal(data.train.labels[n], labels_before[n]) for n in labels_before)
+    assert all(np.array_equal(data.train.labels[n], labels_before[n]) for n in labels_before)
+
+
+def test_a_read_only_data_set_trains_without_a_copy_or_a_warning():
+    # What a trial gets from Ray's object store: read-only NumPy arrays, taken by the trainer as
+    # tensors over the same memory, without torch's warning about arrays it cannot write.
+    loaded_reports, loaded_final = _run(CONFIG)
+    data = load_dataset(SPEC)
+    for split in (data.train, data.val, data.test):
+        for array in (split.images, *split.labels.values()):
+            array.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reports, final = _run(CONFIG, data=data)
+    assert final == loaded_final
+    assert [_metrics(r) for r in reports] == [_metrics(r) for r in loaded_reports]
+    tensors = as_tensors(data)
+    assert tensors.train.images.data_ptr() == data.train.images.ctypes.data  # shared, not copied
 
 
 # ---------------------------------------------------------------- the memory cap

@@ -24,7 +24,8 @@ def test_temporal_output_shapes_have_a_step_axis(kind, shape):
 
 
 def test_registry_and_seed_architecture():
-    assert MODELS == {"simple_cnn": SimpleCNN, "mlp": MLP, "recurrent_cnn": RecurrentCNN}
+    assert {kind: declared.implementation() for kind, declared in MODELS.items()} == {
+        "simple_cnn": SimpleCNN, "mlp": MLP, "recurrent_cnn": RecurrentCNN}
     assert [k for k in MODELS if is_temporal(k)] == ["recurrent_cnn"]
     model = build_model("simple_cnn", input_shape=(1, 28, 28), head_outputs={"digit": 10, "thickness": 5, "smoothness": 3})
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -1,13 +1,35 @@
-"""Mini-batches by index permutation over in-memory tensors (no DataLoader, no worker processes)."""
+"""The trainer's side of a data set: its arrays as tensors, and mini-batches by index permutation
+over them (no DataLoader, no worker processes)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._types import Split
+from ._types import MultiheadDataset, Split
+
+
+def as_tensors(data: MultiheadDataset) -> MultiheadDataset:
+    """The data set's arrays as CPU tensors that share their memory (a split already of tensors
+    is kept). Arrays from Ray's object store are read-only, which torch would warn about; nothing
+    in training writes to a split (batches are new tensors, or views that only the model reads)."""
+
+    def tensor(values: Any) -> Tensor:
+        if isinstance(values, Tensor):
+            return values
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return torch.from_numpy(values)
+
+    def split(part: Split) -> Split:
+        return Split(images=tensor(part.images), labels={name: tensor(v) for name, v in part.labels.items()})
+
+    return replace(data, train=split(data.train), val=split(data.val), test=split(data.test))
 
 
 def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,

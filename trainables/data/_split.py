@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset, Split
 
@@ -84,15 +83,14 @@ def plan_splits(*, pool_strata: np.ndarray | None, test_strata: np.ndarray | Non
 def take(images: np.ndarray, labels: dict[str, np.ndarray], rows: np.ndarray) -> Split:
     """Copy the given rows into a contiguous in-memory Split (uint8 images, int64 labels)."""
     return Split(
-        images=torch.from_numpy(np.ascontiguousarray(images[rows])),
-        labels={name: torch.from_numpy(np.ascontiguousarray(values[rows], dtype=np.int64))
-                for name, values in labels.items()},
+        images=np.ascontiguousarray(images[rows]),
+        labels={name: np.ascontiguousarray(values[rows], dtype=np.int64) for name, values in labels.items()},
     )
 
 
 def assemble(*, pool: tuple[np.ndarray, dict[str, np.ndarray]], test: tuple[np.ndarray, dict[str, np.ndarray]],
              plan: SplitPlan, heads: dict[str, HeadInfo]) -> MultiheadDataset:
-    """Cut the planned rows out of the pool (train, val) and the test source into tensors."""
+    """Cut the planned rows out of the pool (train, val) and the test source into arrays."""
     train = take(*pool, plan.train)
     return MultiheadDataset(train=train, val=take(*pool, plan.val), test=take(*test, plan.test), heads=heads,
                             input_shape=tuple(int(d) for d in train.images.shape[1:]))

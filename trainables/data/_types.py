@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from torch import Tensor
+import numpy as np
 
 from trainables.settings import Rule, SettingError, check_fields
 
@@ -74,10 +74,11 @@ class DataSpec:
 
 @dataclass
 class Split:
-    """Images [N, C, H, W] (uint8, or float in [0, 1]) and labels head -> int64 [N]."""
+    """Images [N, C, H, W] (uint8, or float in [0, 1]) and labels head -> int64 [N]: NumPy arrays
+    as the data sets load them, torch tensors once the trainer took them (``trainables.train``)."""
 
-    images: Tensor
-    labels: dict[str, Tensor]
+    images: np.ndarray
+    labels: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

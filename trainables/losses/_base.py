@@ -1,11 +1,13 @@
 """Common base of the head losses: constructor checks, output count and prediction."""
 
-from typing import ClassVar
+import dataclasses
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import IGNORE_INDEX, check_inputs, check_logits, check_num_classes, compute_dtype
+from ._checks import check_inputs, check_logits, compute_dtype
+from ._params import HeadLossParams
 
 
 def prepare(
@@ -43,8 +45,10 @@ def expected_class(logits: Tensor) -> Tensor:
 class HeadLoss(nn.Module):
     """Base of every head loss: `forward(logits [N, K], target [N] int64) -> scalar`.
 
-    Subclasses add keyword-only tunable parameters (with defaults and type annotations) to
-    `__init__`; `loss_parameters` reads them from the signature.
+    A subclass names its declaration in `Params` (`trainables.losses._params`: the keywords it
+    takes, their defaults and checks, without torch); the constructor checks the keywords through
+    it and keeps each as an attribute of the same name. A plugin's loss may instead take its own
+    keyword-only parameters and pass `num_classes` and `ignore_index` on.
 
     `check_targets` (an attribute, True by default, not a tunable parameter): whether `forward`
     checks every call that the targets lie in [0, C-1] or equal ignore_index. That check reads a
@@ -60,12 +64,13 @@ class HeadLoss(nn.Module):
 
     # True when `predict` returns a continuous class-index value rather than an argmax.
     ordinal_prediction: ClassVar[bool] = False
+    Params: ClassVar[type[HeadLossParams]] = HeadLossParams
 
-    def __init__(self, *, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
-        check_num_classes(num_classes, ignore_index=ignore_index)
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
+        declared = self.Params(**params)
+        for field in dataclasses.fields(declared):
+            setattr(self, field.name, getattr(declared, field.name))
         self.check_targets = True
         self.empty_batches = True
         # the (shape, dtype) signature of the inputs `check` last passed without a range check
@@ -84,7 +89,7 @@ class HeadLoss(nn.Module):
     @classmethod
     def outputs(cls, num_classes: int) -> int:
         """Number of output units the head needs for `num_classes` classes."""
-        return num_classes
+        return cls.Params.outputs(num_classes)
 
     def predict(self, logits: Tensor) -> Tensor:
         """Prediction in class-index units, [N] float: the argmax class."""

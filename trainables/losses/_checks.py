@@ -1,68 +1,8 @@
-"""Argument and tensor checks shared by the head losses.
-
-Every message has the form "`rule`, but got `value`" so a failing search trial says what to fix;
-a parameter check raises ``SettingError`` with the parameter, the rule and the value as data.
-"""
-
-import math
-from collections.abc import Sequence
-from typing import Literal, get_args
+"""Tensor checks shared by the head losses (the parameter checks, without torch, are in
+``_params``). Every message has the form "`rule`, but got `value`"."""
 
 import torch
 from torch import Tensor
-
-from trainables.settings import SettingError
-
-# The target value a head loss skips (masked steps of a temporal trial, unlabelled rows): the
-# default of every loss, the trainer's masks and the metrics.
-IGNORE_INDEX = -1
-
-Distance = Literal["l1", "l2", "huber"]
-DISTANCES: tuple[str, ...] = get_args(Distance)
-
-
-def check_num_classes(num_classes: int, *, ignore_index: int) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, but got {num_classes!r}")
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f"ignore_index must be an int, but got {ignore_index!r}")
-    # An ignore_index inside the class range would silently drop a real class from training.
-    if 0 <= ignore_index < num_classes:
-        raise ValueError(
-            f"ignore_index must lie outside [0, {num_classes - 1}], but got {ignore_index}"
-        )
-
-
-def check_number(name: str, value: float, *, minimum: float = 0.0, strict: bool = False) -> None:
-    """`value` must be a finite real number >= minimum (> minimum when `strict`)."""
-    is_real = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = is_real and math.isfinite(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        relation = ">" if strict else ">="
-        raise SettingError(name, f"a finite number {relation} {minimum:g}", value)
-
-
-def check_distance(distance: str, delta: float) -> None:
-    if distance not in DISTANCES:
-        raise SettingError("distance", f"one of {list(DISTANCES)}", distance)
-    check_number("delta", delta, strict=True)
-
-
-def check_bool(name: str, value: bool) -> None:
-    if not isinstance(value, bool):
-        raise SettingError(name, "a bool", value)
-
-
-def check_class_weights(name: str, weights: Sequence[float] | None, num_classes: int) -> None:
-    if weights is None:
-        return
-    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
-        raise SettingError(name, "None or a sequence of floats", weights)
-    if len(weights) != num_classes:
-        raise SettingError(name, f"a sequence of num_classes={num_classes} entries", weights)
-    for value in weights:
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
-            raise SettingError(name, "a sequence of finite numbers >= 0", weights)
 
 
 def check_logits(logits: Tensor, *, outputs: int) -> None:

@@ -6,27 +6,24 @@ Every loss is mean_{i in valid} loss_i; with no valid target it is a zero connec
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainables.settings import SettingError
-
 from ._base import HeadLoss, prepare
-from ._checks import IGNORE_INDEX, check_class_weights, check_inputs, check_number, compute_dtype, masked_mean
-
-
-def _check_ce_params(label_smoothing: float) -> None:
-    check_number("label_smoothing", label_smoothing)
-    if label_smoothing > 1:
-        raise SettingError("label_smoothing", "a number in [0, 1]", label_smoothing)
-
-
-def _check_weighted_ce_params(distance_power: float, weight: float, base: float) -> None:
-    check_number("distance_power", distance_power)
-    check_number("weight", weight)
-    check_number("base", base)
+from ._checks import check_inputs, compute_dtype, masked_mean
+from ._params import (
+    IGNORE_INDEX,
+    CrossEntropyParams,
+    FocalParams,
+    WeightedCrossEntropyParams,
+    check_ce_params,
+    check_class_weights,
+    check_number,
+    check_weighted_ce_params,
+)
 
 
 def _check_focal_params(
@@ -57,7 +54,7 @@ def cross_entropy_loss(
 
     `empty_batches=False` promises that at least one target is not ignored (see `HeadLoss`).
     """
-    _check_ce_params(label_smoothing)
+    check_ce_params(label_smoothing)
     check_inputs(
         logits,
         target,
@@ -104,7 +101,7 @@ def weighted_ce_loss(
     Distances are normalised by C - 1 so heads with different class counts are comparable.
     weight = 0 gives plain cross-entropy.
     """
-    _check_weighted_ce_params(distance_power, weight, base)
+    check_weighted_ce_params(distance_power, weight, base)
     z, y, valid = prepare(
         logits,
         target,
@@ -184,14 +181,10 @@ def _focal(
 
 
 class CrossEntropyLoss(HeadLoss):
-    """Module form of `cross_entropy_loss` (see its docstring for the formula)."""
+    """Module form of `cross_entropy_loss` (see its docstring for the formula); keywords:
+    `CrossEntropyParams`."""
 
-    def __init__(
-        self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, label_smoothing: float = 0.0
-    ) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        _check_ce_params(label_smoothing)
-        self.label_smoothing = label_smoothing
+    Params = CrossEntropyParams
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         self.check(logits, target)
@@ -200,22 +193,10 @@ class CrossEntropyLoss(HeadLoss):
 
 
 class WeightedCrossEntropyLoss(HeadLoss):
-    """Module form of `weighted_ce_loss` (see its docstring for the formula)."""
+    """Module form of `weighted_ce_loss` (see its docstring for the formula); keywords:
+    `WeightedCrossEntropyParams`."""
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        ignore_index: int = IGNORE_INDEX,
-        distance_power: float = 2.0,
-        weight: float = 1.0,
-        base: float = 0.0,
-    ) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        _check_weighted_ce_params(distance_power, weight, base)
-        self.distance_power = distance_power
-        self.weight = weight
-        self.base = base
+    Params = WeightedCrossEntropyParams
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return weighted_ce_loss(
@@ -231,22 +212,14 @@ class WeightedCrossEntropyLoss(HeadLoss):
 
 
 class FocalLoss(HeadLoss):
-    """Module form of `focal_loss` (see its docstring for the formula)."""
+    """Module form of `focal_loss` (see its docstring for the formula); keywords: `FocalParams`."""
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        ignore_index: int = IGNORE_INDEX,
-        gamma: float = 2.0,
-        alpha: tuple[float, ...] | None = None,
-    ) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        _check_focal_params(gamma, alpha, num_classes)
-        self.gamma = gamma
-        self.alpha = None if alpha is None else tuple(float(a) for a in alpha)
+    Params = FocalParams
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         # A buffer follows the module to its device, so forward does no host-to-device copy.
-        weights = None if alpha is None else torch.tensor(self.alpha)
+        weights = None if self.alpha is None else torch.tensor(self.alpha)
         self.register_buffer("alpha_weights", weights, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -5,7 +5,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_number
+from ._params import check_number
 from ._energy import EnergyLoss
 
 

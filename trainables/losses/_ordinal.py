@@ -10,21 +10,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import HeadLoss, OrdinalHeadLoss, expected_class, prepare
-from ._checks import (
+from ._checks import check_logits, compute_dtype, masked_mean
+from ._params import (
     IGNORE_INDEX,
+    SIGMA_MIN,
     Distance,
-    check_bool,
+    OrdinalParams,
+    QuantizedParams,
+    SoftOrdinalParams,
     check_distance,
-    check_logits,
     check_number,
-    compute_dtype,
-    masked_mean,
+    check_ordinal_params,
 )
-
-
-# A Gaussian this narrow is already one-hot (the neighbour class gets q = exp(-5e5)); far
-# narrower ones overflow (j - y)^2 / (2 sigma^2) to inf, and q * log q becomes 0 * -inf = NaN.
-SIGMA_MIN = 1e-3
 
 
 def _distance(prediction: Tensor, target: Tensor, distance: Distance, delta: float) -> Tensor:
@@ -34,12 +31,6 @@ def _distance(prediction: Tensor, target: Tensor, distance: Distance, delta: flo
     if distance == "l2":
         return (prediction - target) ** 2
     return F.huber_loss(prediction, target, reduction="none", delta=delta)
-
-
-def _check_ordinal_params(distance: Distance, alpha: float, normalize: bool, delta: float) -> None:
-    check_distance(distance, delta)
-    check_number("alpha", alpha)
-    check_bool("normalize", normalize)
 
 
 def ordinal_loss(
@@ -63,7 +54,7 @@ def ordinal_loss(
     dist is l1, l2 or huber; huber's `delta` is in class units, so it becomes delta / s on the
     scaled values. With normalize=True the distance term lies in [0, 1] for every dist.
     """
-    _check_ordinal_params(distance, alpha, normalize, delta)
+    check_ordinal_params(distance, alpha, normalize, delta)
     z, y, valid = prepare(
         logits,
         target,
@@ -146,24 +137,9 @@ def soft_ordinal_loss(
 
 
 class OrdinalLoss(OrdinalHeadLoss):
-    """Module form of `ordinal_loss` (see its docstring for the formula)."""
+    """Module form of `ordinal_loss` (see its docstring for the formula); keywords: `OrdinalParams`."""
 
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        ignore_index: int = IGNORE_INDEX,
-        distance: Distance = "l1",
-        alpha: float = 0.1,
-        normalize: bool = True,
-        delta: float = 1.0,
-    ) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        _check_ordinal_params(distance, alpha, normalize, delta)
-        self.distance = distance
-        self.alpha = alpha
-        self.normalize = normalize
-        self.delta = delta
+    Params = OrdinalParams
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return ordinal_loss(
@@ -180,26 +156,11 @@ class OrdinalLoss(OrdinalHeadLoss):
 
 
 class QuantizedLoss(HeadLoss):
-    """Module form of `quantized_loss` (see its docstring for the formula); one output unit."""
+    """Module form of `quantized_loss` (see its docstring for the formula); one output unit;
+    keywords: `QuantizedParams`."""
 
     ordinal_prediction = True
-
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        ignore_index: int = IGNORE_INDEX,
-        distance: Distance = "l1",
-        delta: float = 1.0,
-    ) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        check_distance(distance, delta)
-        self.distance = distance
-        self.delta = delta
-
-    @classmethod
-    def outputs(cls, num_classes: int) -> int:
-        return 1
+    Params = QuantizedParams
 
     def predict(self, logits: Tensor) -> Tensor:
         """Prediction in class-index units, [N] float: clamp(z, 0, 1) * (C - 1)."""
@@ -219,12 +180,10 @@ class QuantizedLoss(HeadLoss):
 
 
 class SoftOrdinalLoss(OrdinalHeadLoss):
-    """Module form of `soft_ordinal_loss` (see its docstring for the formula)."""
+    """Module form of `soft_ordinal_loss` (see its docstring for the formula); keywords:
+    `SoftOrdinalParams`."""
 
-    def __init__(self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, sigma: float = 1.0) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        check_number("sigma", sigma, minimum=SIGMA_MIN)
-        self.sigma = sigma
+    Params = SoftOrdinalParams
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return soft_ordinal_loss(

@@ -6,26 +6,13 @@ valid = {i : y_i != ignore_index}; means are over valid rows, and with none the 
 connected to the graph.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainables.settings import SettingError
-
 from ._base import HeadLoss, prepare
-from ._checks import IGNORE_INDEX, check_number, compute_dtype, masked_mean
-
-
-def _check_symmetric_params(alpha: float, beta: float, log_zero: float) -> None:
-    check_number("alpha", alpha)
-    check_number("beta", beta)
-    if alpha + beta == 0:
-        raise SettingError("beta", "a number > 0 where alpha is 0 (else the loss is constant)", beta)
-    if isinstance(log_zero, bool) or not isinstance(log_zero, (int, float)) or not (
-            math.isfinite(log_zero) and log_zero < 0):
-        raise SettingError("log_zero", "a finite number < 0", log_zero)
+from ._checks import compute_dtype, masked_mean
+from ._params import IGNORE_INDEX, SymmetricCrossEntropyParams, check_number, check_symmetric_params
 
 
 def symmetric_ce_loss(
@@ -45,7 +32,7 @@ def symmetric_ce_loss(
 
     with q the one-hot label and log 0 clipped to A = log_zero. alpha = 1, beta = 0 is CE.
     """
-    _check_symmetric_params(alpha, beta, log_zero)
+    check_symmetric_params(alpha, beta, log_zero)
     z, y, valid = prepare(logits, target, num_classes=num_classes, ignore_index=ignore_index,
                           outputs=num_classes, check_targets=check_targets)
     log_p_t = F.log_softmax(z, dim=1).gather(1, y[:, None])[:, 0]
@@ -54,15 +41,10 @@ def symmetric_ce_loss(
 
 
 class SymmetricCrossEntropyLoss(HeadLoss):
-    """Module form of `symmetric_ce_loss` (see its docstring for the formula)."""
+    """Module form of `symmetric_ce_loss` (see its docstring for the formula); keywords:
+    `SymmetricCrossEntropyParams`."""
 
-    def __init__(
-        self, *, num_classes: int, ignore_index: int = IGNORE_INDEX, alpha: float = 0.1, beta: float = 1.0,
-        log_zero: float = -4.0,
-    ) -> None:
-        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
-        _check_symmetric_params(alpha, beta, log_zero)
-        self.alpha, self.beta, self.log_zero = alpha, beta, log_zero
+    Params = SymmetricCrossEntropyParams
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return symmetric_ce_loss(logits, target, num_classes=self.num_classes, ignore_index=self.ignore_index,

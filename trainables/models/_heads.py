@@ -1,17 +1,10 @@
-"""Per-task linear heads on a shared feature vector, and the parameters the model kinds share."""
+"""Per-task linear heads on a shared feature vector."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
 
 from torch import Tensor, nn
-
-from trainables.settings import Rule
-
-# The width of a model's last shared layer and the dropout before the heads: searchable, bounded.
-Hidden = Annotated[int, Rule(minimum=1, maximum=65_536, searchable=True)]
-Dropout = Annotated[float, Rule(minimum=0.0, maximum=1.0, max_open=True, searchable=True)]
 
 
 class Heads(nn.Module):

@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from math import prod
+from typing import Any
 
 from torch import Tensor, nn
 
-from ._heads import Dropout, Heads, Hidden
-from ._simple_cnn import _check_input_shape
+from ._heads import Heads
+from ._params import MLPParams
 
 
 class MLP(nn.Module):
-    """Flatten, Linear(C*H*W->hidden)+ReLU+Dropout, then one linear head per task."""
+    """Flatten, Linear(C*H*W->hidden)+ReLU+Dropout, then one linear head per task; keywords:
+    `MLPParams`."""
 
-    def __init__(
-        self,
-        *,
-        input_shape: tuple[int, int, int],
-        head_outputs: Mapping[str, int],
-        hidden: Hidden = 128,
-        dropout: Dropout = 0.25,
-    ) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
+        p = MLPParams(**params)
         # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.
         self.backbone = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(prod(_check_input_shape(input_shape)), hidden),
+            nn.Linear(prod(p.input_shape), p.hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            nn.Dropout(p.dropout),
         )
-        self.heads = Heads(features=hidden, head_outputs=head_outputs)
+        self.heads = Heads(features=p.hidden, head_outputs=p.head_outputs)
 
     @property
     def last_shared(self) -> nn.Module:

@@ -3,19 +3,15 @@ and the heads read out at every step."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from trainables.settings import Rule
-
-from ._heads import Dropout, Heads, Hidden
-from ._simple_cnn import _after_two_pools, _check_input_shape
-
-# The recurrent update's share of the new input (leaky cell): 1 forgets the state at every step.
-Leak = Annotated[float, Rule(minimum=0.0, maximum=1.0, min_open=True, searchable=True)]
+from ._heads import Heads
+from ._params import RecurrentCNNParams
+from ._simple_cnn import _after_two_pools
 # Smaller than SimpleCNN's 7x7: the encoder runs once per timestep, so its last layer is kept small.
 _POOLED_SIZE = 4
 
@@ -31,25 +27,15 @@ class RecurrentCNN(nn.Module):
     with h_{-1} = 0. ``forward(x, presented)`` takes images [N, C, H, W] and one bool per step
     (True: the image, False: a null input) and returns ``{head: Tensor[N, T, outputs]}``. Every
     module runs once per step, so energy hooks count forward calls as timesteps. No batch norm:
-    its statistics would mix the image steps with the null ones.
+    its statistics would mix the image steps with the null ones. Keywords: `RecurrentCNNParams`.
     """
 
-    temporal: ClassVar[bool] = True  # the trainer presents a pattern of steps (trainables.temporal)
-
-    def __init__(
-        self,
-        *,
-        input_shape: tuple[int, int, int],
-        head_outputs: Mapping[str, int],
-        hidden: Hidden = 64,
-        dropout: Dropout = 0.1,
-        channels: tuple[int, int] = (16, 32),
-        cell: Literal["leaky", "gru"] = "leaky",
-        leak: Leak = 0.5,
-    ) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
-        in_channels, height, width = _check_input_shape(input_shape)
-        c1, c2 = channels
+        p = RecurrentCNNParams(**params)
+        in_channels, height, width = p.input_shape
+        c1, c2 = p.channels
+        hidden = p.hidden
         pooled = (min(_POOLED_SIZE, _after_two_pools(height)), min(_POOLED_SIZE, _after_two_pools(width)))
         # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.
         self.encoder = nn.Sequential(
@@ -63,15 +49,15 @@ class RecurrentCNN(nn.Module):
             nn.Flatten(),
             nn.Linear(c2 * pooled[0] * pooled[1], hidden),
         )
-        self.cell = cell
-        self.leak = leak
-        if cell == "leaky":
+        self.cell = p.cell
+        self.leak = p.leak
+        if p.cell == "leaky":
             self.recurrent: nn.Module = nn.Linear(hidden, hidden, bias=False)
         else:
             self.recurrent = nn.GRUCell(hidden, hidden)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(p.dropout)
         self.heads_features = hidden
-        self.heads = Heads(features=hidden, head_outputs=head_outputs)
+        self.heads = Heads(features=hidden, head_outputs=p.head_outputs)
 
     @property
     def last_shared(self) -> nn.Module:

@@ -1,19 +1,17 @@
-"""Model registry: kind name -> class, and the one constructor the trainer calls."""
+"""Model registry: kind name -> declaration (``_params``: no torch), and the one constructor the
+trainer calls."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from torch import nn
-
 from trainables.switches import Switch
 
-from ._mlp import MLP
-from ._recurrent_cnn import RecurrentCNN
-from ._simple_cnn import SimpleCNN
+from ._params import MLPParams, RecurrentCNNParams, SimpleCNNParams
 
-MODELS: dict[str, type[nn.Module]] = {"simple_cnn": SimpleCNN, "mlp": MLP, "recurrent_cnn": RecurrentCNN}
+# Built-in kinds are entered by their declarations; a plugin may enter its nn.Module class.
+MODELS: dict[str, type] = {"simple_cnn": SimpleCNNParams, "mlp": MLPParams, "recurrent_cnn": RecurrentCNNParams}
 # The ``kind`` switch of the model section; the trainer sets the shapes.
 MODEL = Switch(MODELS, fixed=("input_shape", "head_outputs"), complete=True)
 
@@ -26,9 +24,9 @@ def is_temporal(kind: str) -> bool:
 
 def build_model(
     kind: str, *, input_shape: tuple[int, int, int], head_outputs: Mapping[str, int], **params: Any
-) -> nn.Module:
-    """Build a multihead model whose ``forward(x)`` returns ``{head: Tensor[N, head_outputs[head]]}``
-    (a temporal kind: see ``is_temporal``); ``params`` are the kind's own (``hidden``, ``dropout``, ...),
-    checked against its signature."""
+) -> Any:
+    """Build a multihead model (an ``nn.Module``) whose ``forward(x)`` returns
+    ``{head: Tensor[N, head_outputs[head]]}`` (a temporal kind: see ``is_temporal``); ``params``
+    are the kind's own (``hidden``, ``dropout``, ...), checked against its declaration."""
     values = MODEL.check(MODEL.check_option("model.kind", kind), params, prefix="model.")
-    return MODELS[kind](input_shape=tuple(input_shape), head_outputs=head_outputs, **values)
+    return MODEL.build(kind, input_shape=tuple(input_shape), head_outputs=head_outputs, **values)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor, nn
 
-from ._heads import Dropout, Heads, Hidden
+from ._heads import Heads
+from ._params import SimpleCNNParams
 
 # The seed pools to 7x7 (28x28 MNIST after two 2x pools); smaller images keep their own size
 # instead of being upsampled, so 8x8 digits do not pay for a 3136-wide layer of copies.
@@ -20,20 +21,13 @@ def _after_two_pools(size: int) -> int:
 
 class SimpleCNN(nn.Module):
     """Conv(C->32)+BN+ReLU+MaxPool, Conv(32->64)+BN+ReLU+MaxPool, AdaptiveAvgPool, Linear(->hidden)+ReLU+Dropout,
-    then one linear head per task."""
+    then one linear head per task; keywords: `SimpleCNNParams`."""
 
-    def __init__(
-        self,
-        *,
-        input_shape: tuple[int, int, int],
-        head_outputs: Mapping[str, int],
-        hidden: Hidden = 128,
-        dropout: Dropout = 0.25,
-        channels: tuple[int, int] = (32, 64),
-    ) -> None:
+    def __init__(self, **params: Any) -> None:
         super().__init__()
-        in_channels, height, width = _check_input_shape(input_shape)
-        c1, c2 = channels
+        p = SimpleCNNParams(**params)
+        in_channels, height, width = p.input_shape
+        c1, c2 = p.channels
         pooled = (min(_POOLED_SIZE, _after_two_pools(height)), min(_POOLED_SIZE, _after_two_pools(width)))
         # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.
         self.backbone = nn.Sequential(
@@ -47,11 +41,11 @@ class SimpleCNN(nn.Module):
             nn.MaxPool2d(2, ceil_mode=True),
             nn.AdaptiveAvgPool2d(pooled),
             nn.Flatten(),
-            nn.Linear(c2 * pooled[0] * pooled[1], hidden),
+            nn.Linear(c2 * pooled[0] * pooled[1], p.hidden),
             nn.ReLU(),
-            nn.Dropout(dropout),
+            nn.Dropout(p.dropout),
         )
-        self.heads = Heads(features=hidden, head_outputs=head_outputs)
+        self.heads = Heads(features=p.hidden, head_outputs=p.head_outputs)
 
     @property
     def last_shared(self) -> nn.Module:
@@ -61,8 +55,3 @@ class SimpleCNN(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return self.heads(self.backbone(x))
 
-
-def _check_input_shape(input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    if len(input_shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in input_shape):
-        raise ValueError(f"input_shape must be three positive ints (C, H, W), but got {input_shape!r}")
-    return tuple(input_shape)

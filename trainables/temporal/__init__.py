@@ -5,7 +5,10 @@ The pure pieces are public: ``label_mask(pattern, *, dt, reaction_time)`` (one b
 True where the label is supervised), ``stretch`` (a short pattern held over more steps),
 ``chunks`` and ``reaction_steps``. The ``temporal`` section of a trial is
 ``trainables.config.TemporalConfig``; the recurrent model is ``model.kind: recurrent_cnn``.
+``Presenter`` (torch) is imported when first used: the trial schema reads only the patterns.
 """
+
+from typing import Any
 
 from ._pattern import (
     MaskedChunkWarning,
@@ -16,7 +19,6 @@ from ._pattern import (
     reaction_steps,
     stretch,
 )
-from ._present import Presenter
 
 __all__ = [
     "MaskedChunkWarning",
@@ -28,3 +30,11 @@ __all__ = [
     "reaction_steps",
     "stretch",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "Presenter":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ._present import Presenter
+
+    return Presenter

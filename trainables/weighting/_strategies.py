@@ -15,35 +15,43 @@ for a resumed trial. The head weights w_i of the space are the starting point or
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from trainables.flat_keys import WEIGHTS_PREFIX
 from trainables.losses import UncertaintyWeighting
-from trainables.settings import Rule
 
 from ._methods import dwa_weights, gradnorm_targets, pcgrad
+from ._params import STRATEGY, DWAParams, FixedParams, GradNormParams, PCGradParams, StrategyParams, UncertaintyParams
 
-__all__ = ["STRATEGIES", "DWA", "Fixed", "GradNorm", "PCGrad", "Strategy", "Uncertainty"]
+__all__ = ["DWA", "Fixed", "GradNorm", "PCGrad", "Strategy", "Uncertainty"]
 
 Scale = Callable[[Tensor], Tensor]
 
 
 class Strategy(nn.Module):
-    """The ``fixed`` strategy and the base of the others."""
+    """The base of the strategies. A subclass names its declaration in ``Params`` (its keywords,
+    defaults and ``min_heads``, without torch); the constructor checks the keywords through it and
+    keeps each as an attribute of the same name."""
 
-    # The fewest heads the strategy balances (checked by the space validator and on_start).
-    min_heads: ClassVar[int] = 1
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
     # Whether it combines and backpropagates the losses itself (else MultiHeadLoss's weighted sum).
     attaches: ClassVar[bool] = True
 
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        declared = self.Params(**params)
+        for field in dataclasses.fields(declared):
+            setattr(self, field.name, getattr(declared, field.name))
     def on_start(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module) -> None:
         self.heads = list(criterion.losses)
-        if len(self.heads) < self.min_heads:
-            raise ValueError(f"weighting {self.name()} needs at least {self.min_heads} heads, but got {self.heads}")
+        if len(self.heads) < self.Params.min_heads:
+            raise ValueError(f"weighting {self.name()} needs at least {self.Params.min_heads} heads, but got "
+                             f"{self.heads}")
         device = next(model.parameters()).device
         self.register_buffer("base", torch.tensor([criterion.weights[h] for h in self.heads], device=device))
         self.setup(model)
@@ -56,7 +64,7 @@ class Strategy(nn.Module):
 
     @classmethod
     def name(cls) -> str:
-        return next(name for name, option in STRATEGIES.items() if option is cls)
+        return next(name for name, option in STRATEGY.options.items() if option is cls.Params)
 
     def setup(self, model: nn.Module) -> None:
         """What the strategy needs of the model (its shared layers), before it moves to the device."""
@@ -79,12 +87,15 @@ class Strategy(nn.Module):
 
 class Fixed(Strategy):
     # MultiHeadLoss's own weighted sum: the same numbers and cost as a trial before strategies.
+    Params = FixedParams
     attaches = False
 
 
 class Uncertainty(Strategy):
     """Kendall, Gal & Cipolla (2018): ``UncertaintyWeighting`` of the weighted head losses w_i L_i,
     learned s_i = log sigma_i^2 per head, starting at 0."""
+
+    Params = UncertaintyParams
 
     def setup(self, model: nn.Module) -> None:
         self.uncertainty = UncertaintyWeighting(num_tasks=len(self.heads))
@@ -100,11 +111,10 @@ class DWA(Strategy):
     """Liu, Johns & Davison (2019): lambda from the ratio of the last two epochs' training losses
     (``dwa_weights``); equal weights for the first two epochs."""
 
-    min_heads = 2
+    Params = DWAParams
 
-    def __init__(self, *, temperature: Annotated[float, Rule(minimum=0.0, min_open=True)] = 2.0) -> None:
-        super().__init__()
-        self.temperature = temperature
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         self.history: list[list[float]] = []
 
     def setup(self, model: nn.Module) -> None:
@@ -142,11 +152,7 @@ class GradNorm(Strategy):
     layer, G_i = ||grad_W g_i L_i||, move to mean(G) * r_i ** alpha, r_i the head's inverse training
     rate (L_i(t) / L_i(0) relative to the mean); g renormalised to sum to the number of heads."""
 
-    min_heads = 2
-
-    def __init__(self, *, alpha: Annotated[float, Rule(minimum=0.0, maximum=10.0)] = 1.5) -> None:
-        super().__init__()
-        self.alpha = alpha
+    Params = GradNormParams
 
     def setup(self, model: nn.Module) -> None:
         _shared_and_head_parameters(model, "gradnorm")
@@ -201,7 +207,7 @@ class PCGrad(Strategy):
     conflicts with (``pcgrad``), in a random order per step drawn from a generator seeded from the
     trial's seed; the heads' own parameters and the energy term get their plain gradients."""
 
-    min_heads = 2
+    Params = PCGradParams
 
     def setup(self, model: nn.Module) -> None:
         self.shared, self.own = _shared_and_head_parameters(model, "pcgrad")
@@ -236,11 +242,3 @@ def _flat_grad(loss: Tensor, params: Sequence[nn.Parameter]) -> tuple[Tensor, li
     flat = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params)])
     return flat, [g is not None for g in grads]
 
-
-STRATEGIES: dict[str, type[Strategy]] = {
-    "fixed": Fixed,
-    "uncertainty": Uncertainty,
-    "dwa": DWA,
-    "gradnorm": GradNorm,
-    "pcgrad": PCGrad,
-}

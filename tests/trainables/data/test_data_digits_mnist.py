@@ -3,7 +3,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from trainables.data import DataError, DataSpec, describe_dataset, load_dataset
 from trainables.data._digits_mnist import SMOOTHNESS_MAP, THICKNESS_MAP, read_digits, stroke_measures
@@ -17,17 +16,17 @@ def digits():
 def test_digits_shapes_heads_and_fixed_test_split(digits):
     assert digits.input_shape == (1, 8, 8)
     assert (len(digits.train), len(digits.val), len(digits.test)) == (1294, 144, 359)
-    assert digits.train.images.dtype == torch.uint8 and int(digits.train.images.max()) == 255
+    assert digits.train.images.dtype == np.uint8 and int(digits.train.images.max()) == 255
     heads = digits.heads
     assert heads == describe_dataset(DataSpec(kind="digits"))
     assert (heads["digit"].num_classes, heads["thickness"].num_classes, heads["smoothness"].num_classes) == (10, 5, 3)
     assert not heads["digit"].ordinal and heads["thickness"].ordinal and heads["smoothness"].ordinal
     assert heads["thickness"].unit_range is None
     other_seed = load_dataset(DataSpec(kind="digits", seed=1))
-    assert torch.equal(other_seed.test.images, digits.test.images)  # test never depends on the run's seed
-    assert not torch.equal(other_seed.val.images, digits.val.images)
+    assert np.array_equal(other_seed.test.images, digits.test.images)  # test never depends on the run's seed
+    assert not np.array_equal(other_seed.val.images, digits.val.images)
     # validation is stratified by digit: every digit, in proportion
-    assert (torch.bincount(digits.val.labels["digit"], minlength=10) >= 13).all()
+    assert (np.bincount(digits.val.labels["digit"], minlength=10) >= 13).all()
 
 
 def test_digits_are_scikit_learns_read_without_importing_it():
@@ -47,18 +46,18 @@ def test_measured_labels_are_not_a_function_of_the_digit(digits):
     digit = digits.train.labels["digit"]
     for head, levels in (("thickness", 5), ("smoothness", 3)):
         labels = digits.train.labels[head]
-        counts = torch.bincount(labels, minlength=levels)
+        counts = np.bincount(labels, minlength=levels)
         # quantile levels of the training split: roughly equal shares
         assert counts.min() >= 0.9 * len(labels) / levels
-        varied = [d for d in range(10) if len(torch.unique(labels[digit == d])) >= 2]
+        varied = [d for d in range(10) if len(np.unique(labels[digit == d])) >= 2]
         assert len(varied) >= 9, head
 
 
 def test_seed_map_labels_are_the_fixed_maps():
     dataset = load_dataset(DataSpec(kind="digits", labels="seed_map", limit=200))
     digit = dataset.train.labels["digit"]
-    assert torch.equal(dataset.train.labels["thickness"], torch.tensor([THICKNESS_MAP[int(d)] for d in digit]))
-    assert torch.equal(dataset.train.labels["smoothness"], torch.tensor([SMOOTHNESS_MAP[int(d)] for d in digit]))
+    assert np.array_equal(dataset.train.labels["thickness"], [THICKNESS_MAP[int(d)] for d in digit])
+    assert np.array_equal(dataset.train.labels["smoothness"], [SMOOTHNESS_MAP[int(d)] for d in digit])
     assert len(dataset.train) + len(dataset.val) == 200 and len(dataset.test) == 200
 
 
@@ -79,14 +78,14 @@ def test_mnist_idx_files_read_correctly(tmp_path, compress, write_mnist):
     parts = write_mnist(tmp_path, compress=compress, rng=np.random.default_rng(0))
     dataset = load_dataset(DataSpec(kind="mnist", path=str(tmp_path), val_fraction=0.25))
     test_images, test_labels = parts["t10k"]
-    assert torch.equal(dataset.test.images[:, 0], torch.from_numpy(test_images))
-    assert torch.equal(dataset.test.labels["digit"], torch.from_numpy(test_labels).long())
+    assert np.array_equal(dataset.test.images[:, 0], test_images)
+    assert np.array_equal(dataset.test.labels["digit"], test_labels) and dataset.test.labels["digit"].dtype == np.int64
     train_images, train_labels = parts["train"]
     source = {train_images[i].tobytes(): int(train_labels[i]) for i in range(40)}
     seen = set()
     for split in (dataset.train, dataset.val):
         for image, digit in zip(split.images, split.labels["digit"]):
-            key = image[0].numpy().tobytes()
+            key = image[0].tobytes()
             assert source[key] == int(digit) and key not in seen
             seen.add(key)
     assert len(seen) == 40 and len(dataset.val) == 10

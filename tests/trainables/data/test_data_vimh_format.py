@@ -5,7 +5,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from trainables.data import DataError, DataSpec, describe_dataset, load_dataset
 from trainables.data.vimh import (INFO_FILE, VimhBatch, VimhInfo, bin_centres, quantize, read_vimh_batch,
@@ -79,9 +78,9 @@ def test_load_dataset_describes_vimh_heads(make_vimh):
     assert heads == describe_dataset(spec)
     assert list(heads) == ["pitch", "level"]
     assert heads["pitch"].num_classes == 256 and heads["pitch"].ordinal and heads["pitch"].unit_range == (36.0, 84.0)
-    assert dataset.train.labels["pitch"].dtype == torch.int64
-    assert dataset.train.images.dtype == torch.uint8
-    assert np.array_equal(dataset.test.images.numpy(), test.images)  # test split untouched and in order
+    assert dataset.train.labels["pitch"].dtype == np.int64
+    assert dataset.train.images.dtype == np.uint8
+    assert np.array_equal(dataset.test.images, test.images)  # test split untouched and in order
 
 
 def test_corrupt_header_names_sample_and_offset(make_vimh):

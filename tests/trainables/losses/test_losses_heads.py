@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from trainables.settings import SettingError
 from trainables.losses import (
     LOSSES,
+    build_loss,
     FocalLoss,
     OrdinalLoss,
     QuantizedLoss,
@@ -95,7 +96,7 @@ def softmax(z):
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_smoke_random_input(name, params):
-    loss_fn = LOSSES[name](num_classes=C, **params)
+    loss_fn = build_loss(name, num_classes=C, **params)
     logits, target = make_inputs(name, n=16)
     logits.requires_grad_(True)
     loss = loss_fn(logits, target)
@@ -111,14 +112,15 @@ def test_smoke_random_input(name, params):
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_contract_class_attributes(name):
-    cls = LOSSES[name]
+    cls = LOSSES[name].implementation()
+    assert LOSSES[name].outputs(7) == cls.outputs(7)
     assert cls.outputs(7) == (1 if name == "quantized" else 7)
     assert cls.ordinal_prediction is (name in {"ordinal", "quantized", "soft_ordinal"})
 
 
 @pytest.mark.parametrize("name", LOSSES)
 def test_wrong_shapes_and_dtypes(name):
-    loss_fn = LOSSES[name](num_classes=C)
+    loss_fn = build_loss(name, num_classes=C)
     logits, target = make_inputs(name)
     k = logits.shape[1]
     rule = rf"logits must have shape \[N, {k}\], but got"
@@ -141,7 +143,7 @@ def test_wrong_shapes_and_dtypes(name):
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("bad", [C, 7, -2])
 def test_target_out_of_range(name, bad):
-    loss_fn = LOSSES[name](num_classes=C)
+    loss_fn = build_loss(name, num_classes=C)
     logits, target = make_inputs(name)
     target[3] = bad
     message = rf"targets must lie in \[0, {C - 1}\] or equal ignore_index=-1, but got \[{bad}\]"
@@ -152,7 +154,7 @@ def test_target_out_of_range(name, bad):
 @pytest.mark.parametrize(("name", "params", "message"), BAD_PARAMS)
 def test_wrong_parameter(name, params, message):
     with pytest.raises(SettingError, match=re.escape(message)) as error:
-        LOSSES[name](num_classes=C, **params)
+        LOSSES[name].implementation()(num_classes=C, **params)
     # The parameter, the rule and the value as data, for the space validator.
     (param,) = params
     assert error.value.key == param and error.value.value == params[param] or math.isnan(params[param])
@@ -164,9 +166,9 @@ def test_wrong_parameter(name, params, message):
 @pytest.mark.parametrize("name", LOSSES)
 def test_wrong_num_classes_or_ignore_index(name):
     with pytest.raises(ValueError, match="num_classes must be an int >= 2, but got 1"):
-        LOSSES[name](num_classes=1)
+        build_loss(name, num_classes=1)
     with pytest.raises(ValueError, match=r"ignore_index must lie outside \[0, 4\], but got 2"):
-        LOSSES[name](num_classes=C, ignore_index=2)
+        build_loss(name, num_classes=C, ignore_index=2)
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
@@ -183,7 +185,7 @@ def test_gradcheck_float64(name, params):
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_module_equals_function(name, params):
     logits, target = make_inputs(name, ignore=[0, 5])
-    module = LOSSES[name](num_classes=C, **params)
+    module = build_loss(name, num_classes=C, **params)
     expected = FUNCTIONS[name](logits, target, num_classes=C, **params)
     torch.testing.assert_close(module(logits, target), expected, rtol=0, atol=0)
 
@@ -191,7 +193,7 @@ def test_module_equals_function(name, params):
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("ignore_index", [-1, -100, C])
 def test_ignored_targets_contribute_nothing(name, params, ignore_index):
-    loss_fn = LOSSES[name](num_classes=C, ignore_index=ignore_index, **params)
+    loss_fn = build_loss(name, num_classes=C, ignore_index=ignore_index, **params)
     logits, target = make_inputs(name, n=10, seed=3)
     ignored = torch.tensor([1, 4, 5, 9])
     target[ignored] = ignore_index
@@ -211,7 +213,7 @@ def test_ignored_targets_contribute_nothing(name, params, ignore_index):
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_all_ignored_is_connected_zero(name, params):
-    loss_fn = LOSSES[name](num_classes=C, **params)
+    loss_fn = build_loss(name, num_classes=C, **params)
     logits, _ = make_inputs(name)
     logits.requires_grad_(True)
     loss = loss_fn(logits, torch.full((8,), -1))
@@ -228,7 +230,7 @@ def test_half_precision_logits_are_computed_in_float32(name, params, dtype):
     # more, quantized l2 overflows to inf in float16; in float32 all stay within 1.1e-7.
     logits, target = make_inputs(name, n=64, seed=4)
     half = (logits * 300).to(dtype)
-    loss_fn = LOSSES[name](num_classes=C, **params)
+    loss_fn = build_loss(name, num_classes=C, **params)
     loss = loss_fn(half, target)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss.double(), loss_fn(half.double(), target), rtol=2e-6, atol=0)
@@ -237,8 +239,8 @@ def test_half_precision_logits_are_computed_in_float32(name, params, dtype):
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_check_targets_false_skips_only_the_range_check(name, params):
     logits, target = make_inputs(name, ignore=[2])
-    checked = LOSSES[name](num_classes=C, **params)
-    unchecked = LOSSES[name](num_classes=C, **params)
+    checked = build_loss(name, num_classes=C, **params)
+    unchecked = build_loss(name, num_classes=C, **params)
     unchecked.check_targets = False
     expected = checked(logits, target)
     assert torch.equal(unchecked(logits, target), expected)
@@ -256,7 +258,7 @@ def test_check_targets_false_skips_only_the_range_check(name, params):
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_check_targets_false_still_checks_every_new_input_shape(name, params):
-    unchecked = LOSSES[name](num_classes=C, **params)
+    unchecked = build_loss(name, num_classes=C, **params)
     unchecked.check_targets = False
     logits, target = make_inputs(name)
     unchecked(logits, target)
@@ -271,21 +273,21 @@ def test_check_targets_false_still_checks_every_new_input_shape(name, params):
 def test_ce_without_empty_batches_is_the_fused_mean_and_honours_ignore_index():
     logits, target = make_inputs("ce", n=16, ignore=[2, 5, 11])
     logits.requires_grad_(True)
-    fused = LOSSES["ce"](num_classes=C, label_smoothing=0.1)
+    fused = build_loss("ce", num_classes=C, label_smoothing=0.1)
     fused.empty_batches = False
     loss = fused(logits, target)
     kept = target != -1
     independent = F.cross_entropy(logits[kept], target[kept], label_smoothing=0.1)
     torch.testing.assert_close(loss, independent)
-    torch.testing.assert_close(loss, LOSSES["ce"](num_classes=C, label_smoothing=0.1)(logits, target))
+    torch.testing.assert_close(loss, build_loss("ce", num_classes=C, label_smoothing=0.1)(logits, target))
     loss.backward()
     assert torch.all(logits.grad[~kept] == 0) and torch.all(logits.grad[kept].abs().sum(1) > 0)
 
 
 def test_ce_promised_a_target_is_nan_on_an_all_ignored_batch_and_zero_by_default():
     logits, target = make_inputs("ce", ignore=range(8))
-    safe = LOSSES["ce"](num_classes=C)
-    promised = LOSSES["ce"](num_classes=C)
+    safe = build_loss("ce", num_classes=C)
+    promised = build_loss("ce", num_classes=C)
     promised.empty_batches = False
     assert safe(logits, target).item() == 0.0
     assert math.isnan(promised(logits, target).item())
@@ -530,7 +532,7 @@ def test_quantized_against_formula_and_unclamped(distance):
 @pytest.mark.parametrize("name", ["ce", "weighted_ce", "focal"])
 def test_classification_predict_is_argmax(name):
     logits, _ = make_inputs(name)
-    prediction = LOSSES[name](num_classes=C).predict(logits)
+    prediction = build_loss(name, num_classes=C).predict(logits)
     assert torch.equal(prediction, logits.argmax(dim=1).float())
 
 

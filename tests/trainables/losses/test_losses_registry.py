@@ -1,6 +1,9 @@
 """LOSSES, build_loss and loss_parameters: the surface the search-space validator reads."""
 
+import dataclasses
 import inspect
+import subprocess
+import sys
 from typing import Literal
 
 import pytest
@@ -50,7 +53,7 @@ def test_loss_parameters_are_exactly_the_documented_ones(name):
 @pytest.mark.parametrize("name", LOSSES)
 def test_build_loss_defaults_and_params(name):
     loss = build_loss(name, num_classes=6)
-    assert isinstance(loss, LOSSES[name]) and loss.num_classes == 6 and loss.ignore_index == -1
+    assert isinstance(loss, LOSSES[name].implementation()) and loss.num_classes == 6 and loss.ignore_index == -1
     for key, parameter in loss_parameters(name).items():
         assert getattr(loss, key) == parameter.default
     assert build_loss(name, num_classes=6, ignore_index=-100).ignore_index == -100
@@ -99,6 +102,26 @@ def test_build_loss_coerces_search_values():
     assert focal.alpha == (1.0, 2.0, 0.5)
 
 
+def test_declarations_check_without_torch():
+    """The driver validates losses through the declarations: no torch imported."""
+    code = ("import sys\nfrom trainables.losses import LOSS, check_loss\n"
+            "check_loss('focal', num_classes=3, gamma=1.0, alpha=[1, 2, 3])\n"
+            "try:\n    check_loss('soft_ordinal', num_classes=3, sigma=0.0)\n"
+            "except ValueError as error:\n    print(error.key)\n"
+            "print(LOSS.options['quantized'].outputs(5), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["sigma", "1", "False"]
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_declaration_and_module_take_the_same_keywords(name):
+    module = build_loss(name, num_classes=4)
+    declared = LOSSES[name](num_classes=4)
+    for field in dataclasses.fields(declared):
+        assert getattr(module, field.name) == getattr(declared, field.name)
+    assert type(module).Params is LOSSES[name]
+
+
 def test_public_api():
     assert set(losses_package.__all__) == {
         "IGNORE_INDEX",
@@ -116,6 +139,15 @@ def test_public_api():
         "UncertaintyWeighting",
         "WeightedCrossEntropyLoss",
         "build_loss",
+        "check_loss",
+        "CrossEntropyParams",
+        "FocalParams",
+        "HeadLossParams",
+        "OrdinalParams",
+        "QuantizedParams",
+        "SoftOrdinalParams",
+        "SymmetricCrossEntropyParams",
+        "WeightedCrossEntropyParams",
         "cross_entropy_loss",
         "focal_loss",
         "loss_parameters",

@@ -6,7 +6,7 @@ from torch import nn
 
 from trainables.losses import CrossEntropyLoss, MultiHeadLoss
 from trainables.train import train
-from trainables.weighting import STRATEGIES, GradNorm, Uncertainty, pcgrad
+from trainables.weighting import STRATEGIES, STRATEGY, GradNorm, Uncertainty, pcgrad
 
 
 class _TwoRegressions(nn.Module):
@@ -97,7 +97,7 @@ def test_strategies_that_balance_heads_refuse_one_head(name):
     model = _TwoRegressions()
     criterion = MultiHeadLoss(losses={"a": CrossEntropyLoss(num_classes=2)}, weights={"a": 1.0})
     with pytest.raises(ValueError, match=f"weighting {name} needs at least 2 heads"):
-        STRATEGIES[name]().on_start(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        STRATEGY.build(name).on_start(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
                                     criterion=criterion)
 
 
@@ -157,7 +157,7 @@ def test_the_task_loss_leaves_out_the_uncertainty_terms():
 
 def test_pcgrad_in_training_projects_the_shared_gradients_and_leaves_the_rest_plain():
     torch.manual_seed(0)
-    model, strategy = _TwoRegressions(), STRATEGIES["pcgrad"]()
+    model, strategy = _TwoRegressions(), STRATEGY.build("pcgrad")
     criterion, optimizer = _attach(strategy, model)
     x = torch.randn(64, 4)
     with torch.no_grad():  # head b reads the features negated, for the same target: they conflict
@@ -189,7 +189,7 @@ def test_pcgrad_in_training_projects_the_shared_gradients_and_leaves_the_rest_pl
 def test_pcgrad_leaves_a_shared_parameter_no_loss_reaches_without_a_gradient():
     model = _TwoRegressions()
     model.spare = nn.Linear(2, 2)  # shared (outside the heads) but unused by forward
-    strategy = STRATEGIES["pcgrad"]()
+    strategy = STRATEGY.build("pcgrad")
     criterion, optimizer = _attach(strategy, model)
     x = torch.randn(8, 4)
     total, _ = criterion(model(x), {"a": x.sum(dim=1), "b": x.sum(dim=1)})

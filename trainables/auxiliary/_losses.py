@@ -15,30 +15,27 @@ rows, as its outputs do.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from trainables.losses import supcon_loss
 from trainables.losses._base import expected_class
-from trainables.settings import Rule
 
-__all__ = ["AUXILIARIES", "Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation"]
+from ._params import SupConParams, TaskCorrelationParams
 
-Weight = Annotated[float, Rule(minimum=0.0)]
+__all__ = ["Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation"]
 
 
 class Auxiliary(nn.Module):
-    """Base of the auxiliary losses: ``heads`` names the heads whose labels or outputs it reads."""
+    """Base of the auxiliary losses: ``needed`` names the heads whose labels or outputs it reads
+    (the declaration's ``head_parameters``), ``weight`` scales its term."""
 
-    # The parameters that name a head of the trial (checked by the space validator too).
-    head_parameters: ClassVar[tuple[str, ...]] = ("head",)
-
-    def __init__(self, *, weight: float, heads: tuple[str, ...]) -> None:
+    def __init__(self, declared: Any) -> None:
         super().__init__()
-        self.weight = weight
-        self.needed = heads
+        self.weight = declared.weight
+        self.needed = tuple(getattr(declared, name) for name in declared.head_parameters)
 
     def on_start(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module) -> None:
         missing = [h for h in self.needed if h not in criterion.losses]
@@ -55,13 +52,14 @@ class NoAuxiliary:
 
 
 class SupCon(Auxiliary):
-    """Supervised contrastive loss (InfoNCE with same-label positives) on the shared embedding."""
+    """Supervised contrastive loss (InfoNCE with same-label positives) on the shared embedding;
+    keywords: `SupConParams`."""
 
-    def __init__(self, *, head: str, weight: Weight = 0.1,
-                 temperature: Annotated[float, Rule(minimum=0.0, min_open=True)] = 0.1) -> None:
-        super().__init__(weight=weight, heads=(head,))
-        self.head = head
-        self.temperature = temperature
+    def __init__(self, **params: Any) -> None:
+        declared = SupConParams(**params)
+        super().__init__(declared)
+        self.head = declared.head
+        self.temperature = declared.temperature
         self._taken: list[Tensor] = []  # this step's embeddings, one per call of the heads
 
     def on_start(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module) -> None:
@@ -89,16 +87,13 @@ class SupCon(Auxiliary):
 
 
 class TaskCorrelation(Auxiliary):
-    """Pulls the batch correlation of two heads' predictions toward ``target``."""
+    """Pulls the batch correlation of two heads' predictions toward ``target``; keywords:
+    `TaskCorrelationParams`."""
 
-    head_parameters = ("head", "other")
-
-    def __init__(self, *, head: str, other: str, weight: Weight = 0.1,
-                 target: Annotated[float, Rule(minimum=-1.0, maximum=1.0)] = 0.0) -> None:
-        if head == other:
-            raise ValueError(f"other must be another head than head={head!r}, but got {other!r}")
-        super().__init__(weight=weight, heads=(head, other))
-        self.target = target
+    def __init__(self, **params: Any) -> None:
+        declared = TaskCorrelationParams(**params)
+        super().__init__(declared)
+        self.target = declared.target
 
     def forward(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         a, b = (_prediction(outputs[h].float()) for h in self.needed)
@@ -112,5 +107,3 @@ def _prediction(z: Tensor) -> Tensor:
     C - 1, or the one output of a regression head (quantized)."""
     return expected_class(z) / (z.shape[1] - 1) if z.shape[1] > 1 else z[:, 0]
 
-
-AUXILIARIES: dict[str, type] = {"none": NoAuxiliary, "supcon": SupCon, "correlation": TaskCorrelation}

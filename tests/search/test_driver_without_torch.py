@@ -1,0 +1,32 @@
+"""The search driver validates spaces, plans a search and loads its data set without importing
+torch (about 180 MB and a second of start-up): only the trial workers train."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+_DRIVER = """
+import sys
+from pathlib import Path
+from search.commands import run, validate  # the CLI modules a search goes through
+from search.driver import SearchOptions, plan_search, prepare_data
+from search.space import load_space
+from trainables.config import TrialConfig
+
+for path in sorted(Path("spaces").glob("*.yaml")):
+    space = load_space(path)
+    TrialConfig.from_flat(space.sample(seed=0))  # a trial's config, as the driver's resolver makes it
+space = load_space("spaces/digits.yaml")
+plan_search(space, SearchOptions(storage=sys.argv[1]))
+data = prepare_data(space)
+print(type(data.train.images).__module__, sorted(m for m in ("torch", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_the_driver_imports_neither_torch_nor_matplotlib(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _DRIVER, str(tmp_path / "runs")], cwd=ROOT, capture_output=True,
+                         text=True, check=False, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["numpy", "[]"]

@@ -1,0 +1,33 @@
+"""The names of the metrics the trainer reports, without torch: the search driver checks a
+space's objectives against them (``trainables.metrics`` computes the values)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from trainables.data import HeadInfo
+
+__all__ = ["DEFAULT_K", "STEP_METRICS", "head_metric_names", "metric_names"]
+
+DEFAULT_K = 5
+# What a temporal trial adds per head (step_metrics), each also averaged over heads as <name>_mean.
+STEP_METRICS = ("acc_steps", "mae_norm_steps", "reaction")
+
+
+def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal: bool = False) -> list[str]:
+    """Every metric the trainer reports for ``split``: the valid objectives of a search. A temporal
+    trial (a recurrent model) adds STEP_METRICS."""
+    extra = STEP_METRICS if temporal else ()
+    names = [
+        f"{split}/{head}/{metric}"
+        for head, info in heads.items()
+        for metric in (*head_metric_names(info.unit_range is not None, DEFAULT_K), *extra)
+    ]
+    means = [f"{split}/{name}_mean" for name in ("acc", "mae_norm", *extra)]
+    return names + means + [f"{split}/energy", f"{split}/energy_l1"]
+
+
+def head_metric_names(has_units: bool, k: int) -> list[str]:
+    return ["acc", "mae", *(["mae_units"] if has_units else []), "within1", f"within{k}", "mae_norm"]
