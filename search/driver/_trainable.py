@@ -46,7 +46,7 @@ TRACEBACK_KEY = "traceback"
 # Python warnings a trial raised since its previous result (the workers' own output is not echoed
 # on the driver's terminal at the default verbosity, so warnings travel as data).
 WARNINGS_KEY = "warnings"
-NODE_ID_KEY = "node/id"  # in a trial's first result: the Ray node it runs on
+NODE_ID_KEY = "node/id"  # in the first result of each attempt of a trial: the Ray node it runs on
 NODE_IP_KEY = "node/ip"
 NODE_GPUS_KEY = "node/gpu_ids"  # the GPUs Ray gave the trial (several trials may share one)
 ERROR_FILE = "error.txt"  # a failed trial's traceback, in its directory (Tune's name for its own errors)
@@ -121,6 +121,8 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
                         ERROR_KEY: f"{type(error).__name__}: {error}",
                         TRACEBACK_KEY: traceback.format_exc(),
                     }
-                return {**final, **new_warnings(), FINAL_KEY: 1}
+                # An attempt restored after its last epoch reports no epoch: its final result says
+                # where it ran, else the trial's run keeps the node of the attempt before.
+                return {**final, **placed, **new_warnings(), FINAL_KEY: 1}
 
     return losstune_trial
