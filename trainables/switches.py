@@ -57,9 +57,21 @@ class Switch:
     fixed: tuple[str, ...] = ()
     complete: bool = False
 
+    def declaration(self, option: str) -> Any:
+        """What states ``option``'s parameters and facts (``outputs``, ``temporal``, ...): the
+        entry itself, or, for a class entered whose constructor takes only ``**params`` (a
+        plugin's subclass of a built-in class), the ``Declaration`` it names in ``Params``."""
+        target = self.options[option]
+        declared = getattr(target, "Params", None)
+        if inspect.isclass(target) and isinstance(declared, type) and issubclass(declared, Declaration):
+            kinds = {p.kind for p in inspect.signature(target.__init__).parameters.values()}
+            if inspect.Parameter.KEYWORD_ONLY not in kinds and inspect.Parameter.VAR_KEYWORD in kinds:
+                return declared
+        return target
+
     def parameters(self, option: str) -> dict[str, inspect.Parameter]:
         """The option's parameters with their annotations resolved (``Annotated`` kept)."""
-        target = self.options[option]
+        target = self.declaration(option)
         function = target.__init__ if inspect.isclass(target) else target
         hints = typing.get_type_hints(function, include_extras=True)
         return {

@@ -10,11 +10,11 @@ from typing import Any
 
 from search.space._compile import Branch, Const, Entry, Param
 from search.space._distributions import Choice
-from trainables.auxiliary import AUXILIARIES
+from trainables.auxiliary import AUXILIARY
 from trainables.config import AuxiliaryConfig, WeightingConfig
 from trainables.flat_keys import FlatKey
 from trainables.switches import switch_field
-from trainables.weighting import STRATEGIES
+from trainables.weighting import STRATEGY
 
 __all__ = ["hook_issues"]
 
@@ -24,13 +24,13 @@ _AUXILIARY = f"auxiliary.{switch_field(AuxiliaryConfig)[0]}"
 
 def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple[str, str, Any]]:
     """The problems of the weighting and auxiliary sections in ``entries`` for ``heads``."""
-    any_number = ", ".join(name for name, declared in STRATEGIES.items() if declared.min_heads == 1)
+    any_number = ", ".join(name for name in STRATEGY.options if _min_heads(name) == 1)
     issues = [(_STRATEGY, f"a strategy for {len(heads)} head(s): `{name}` balances at least "
-               f"{STRATEGIES[name].min_heads} ({any_number} take any number)", name)
+               f"{_min_heads(name)} ({any_number} take any number)", name)
               for name, _ in _options(entries, _STRATEGY)
-              if name in STRATEGIES and len(heads) < STRATEGIES[name].min_heads]
+              if name in STRATEGY.options and len(heads) < _min_heads(name)]
     for option, params in _options(entries, _AUXILIARY):
-        named = getattr(AUXILIARIES.get(option), "head_parameters", ())
+        named = getattr(AUXILIARY.declaration(option), "head_parameters", ()) if option in AUXILIARY.options else ()
         values = {FlatKey.parse(e.key).name: (e.key, _values(e)) for e in params}
         for name in named:
             key, drawn = values.get(name, (None, ()))
@@ -39,6 +39,10 @@ def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple
             (key, first), (_, second) = values[named[0]], values[named[1]]
             issues += [(key, f"another head than {named[1]}", v) for v in first if (v,) == second]
     return issues
+
+
+def _min_heads(strategy: str) -> int:
+    return getattr(STRATEGY.declaration(strategy), "min_heads", 1)
 
 
 def _values(entry: Entry) -> tuple[Any, ...]:

@@ -297,7 +297,7 @@ class _Walk(ValueChecker):
         where = self.option_paths[f"{HEADS}.{head}.{HEAD_LOSS}", loss]
         if any(issue.path.startswith(where) for issue in self.issues):
             return False  # its parameters have problems of their own already
-        units = LOSS.options[loss].outputs(info.num_classes)
+        units = LOSS.declaration(loss).outputs(info.num_classes)
         if not info.ordinal and units < info.num_classes:
             self.add(where, f"a loss with one output per class on a categorical head (`{loss}` regresses the class "
                      f"index with {units} output unit(s), which needs an ordinal head; `{head}` is not)",

@@ -1,7 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 
-from trainables.models import MLP, MODELS, RecurrentCNN, SimpleCNN, build_model, is_temporal
+from trainables.models import MLP, MODEL, MODELS, ModelParams, RecurrentCNN, SimpleCNN, build_model, is_temporal
+from trainables.switches import Switch
 
 HEADS = {"digit": 10, "thickness": 5, "level": 1}
 SHAPES = [(1, 8, 8), (3, 8, 8), (1, 32, 32), (3, 32, 32), (2, 5, 7)]
@@ -69,3 +72,23 @@ def test_invalid_arguments(kwargs, message):
     args = {"kind": "simple_cnn", "input_shape": (1, 8, 8), "head_outputs": {"a": 2}} | kwargs
     with pytest.raises(ValueError, match=message):
         build_model(args.pop("kind"), **args)
+
+
+def test_a_plugin_subclass_of_a_builtin_kind_keeps_its_parameters_and_its_timesteps(monkeypatch):
+    class Wider(RecurrentCNN):
+        """A plugin's variant: the inherited constructor, so RecurrentCNNParams' parameters."""
+
+    monkeypatch.setitem(MODELS, "wider", Wider)
+    assert MODEL.parameters("wider").keys() == MODEL.parameters("recurrent_cnn").keys()
+    assert is_temporal("wider")
+    model = build_model("wider", input_shape=(1, 8, 8), head_outputs={"a": 3}, hidden=8)
+    assert isinstance(model, Wider) and model.heads_features == 8
+
+
+def test_a_declaration_subclassed_in_another_module_resolves_the_inherited_fields():
+    # The inherited fields' annotations resolve where they were written, not in the subclass's
+    # module (which here imports nothing): no postponed annotations in the declarations.
+    namespace = {"dataclass": dataclasses.dataclass, "ModelParams": ModelParams}
+    exec("@dataclass(frozen=True, kw_only=True)\nclass Deep(ModelParams):\n    depth: int = 2\n", namespace)
+    switch = Switch({"deep": namespace["Deep"]}, fixed=("input_shape", "head_outputs"))
+    assert list(switch.parameters("deep")) == ["depth"]

@@ -29,13 +29,13 @@ __all__ = ["Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation"]
 
 
 class Auxiliary(nn.Module):
-    """Base of the auxiliary losses: ``needed`` names the heads whose labels or outputs it reads
-    (the declaration's ``head_parameters``), ``weight`` scales its term."""
+    """Base of the auxiliary losses: ``heads`` names the heads whose labels or outputs it reads
+    (kept as ``needed``), ``weight`` scales its term."""
 
-    def __init__(self, declared: Any) -> None:
+    def __init__(self, *, weight: float, heads: tuple[str, ...]) -> None:
         super().__init__()
-        self.weight = declared.weight
-        self.needed = tuple(getattr(declared, name) for name in declared.head_parameters)
+        self.weight = weight
+        self.needed = heads
 
     def on_start(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module) -> None:
         missing = [h for h in self.needed if h not in criterion.losses]
@@ -57,7 +57,7 @@ class SupCon(Auxiliary):
 
     def __init__(self, **params: Any) -> None:
         declared = SupConParams(**params)
-        super().__init__(declared)
+        super().__init__(weight=declared.weight, heads=(declared.head,))
         self.head = declared.head
         self.temperature = declared.temperature
         self._taken: list[Tensor] = []  # this step's embeddings, one per call of the heads
@@ -92,7 +92,7 @@ class TaskCorrelation(Auxiliary):
 
     def __init__(self, **params: Any) -> None:
         declared = TaskCorrelationParams(**params)
-        super().__init__(declared)
+        super().__init__(weight=declared.weight, heads=(declared.head, declared.other))
         self.target = declared.target
 
     def forward(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:

@@ -2,8 +2,6 @@
 ``trainables.switches.Declaration``); ``head_parameters`` names the parameters that name a head
 of the trial, which the space validator checks against the space's heads."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 

@@ -19,6 +19,10 @@ def as_tensors(data: MultiheadDataset) -> MultiheadDataset:
     is kept). Arrays from Ray's object store are read-only, which torch would warn about; nothing
     in training writes to a split (batches are new tensors, or views that only the model reads)."""
 
+    return replace(data, train=_tensor_split(data.train), val=_tensor_split(data.val), test=_tensor_split(data.test))
+
+
+def _tensor_split(split: Split) -> Split:
     def tensor(values: Any) -> Tensor:
         if isinstance(values, Tensor):
             return values
@@ -26,10 +30,7 @@ def as_tensors(data: MultiheadDataset) -> MultiheadDataset:
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             return torch.from_numpy(values)
 
-    def split(part: Split) -> Split:
-        return Split(images=tensor(part.images), labels={name: tensor(v) for name, v in part.labels.items()})
-
-    return replace(data, train=split(data.train), val=split(data.val), test=split(data.test))
+    return Split(images=tensor(split.images), labels={name: tensor(v) for name, v in split.labels.items()})
 
 
 def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
@@ -46,6 +47,7 @@ def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, but got {batch_size!r}")
+    split = _tensor_split(split)  # a split as a data set loads it (NumPy) works too, without a copy
     count = len(split)
     # one copy of the whole permutation per epoch (a no-op for a split on the CPU)
     order = torch.randperm(count, generator=generator).to(split.images.device) if shuffle else None

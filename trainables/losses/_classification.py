@@ -217,6 +217,10 @@ class FocalLoss(HeadLoss):
     Params = FocalParams
 
     def __init__(self, **params: Any) -> None:
+        alpha = params.get("alpha")
+        if isinstance(alpha, Tensor):  # as `focal_loss` takes it: checked, then kept as numbers
+            _check_focal_params(params.get("gamma", FocalParams.gamma), alpha, params.get("num_classes"))
+            params = {**params, "alpha": tuple(alpha.tolist())}
         super().__init__(**params)
         # A buffer follows the module to its device, so forward does no host-to-device copy.
         weights = None if self.alpha is None else torch.tensor(self.alpha)

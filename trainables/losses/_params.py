@@ -9,8 +9,6 @@ here only. Every message has the form "`rule`, but got `value`"; a parameter che
 ``SettingError`` with the parameter, the rule and the value as data.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass

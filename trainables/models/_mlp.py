@@ -15,9 +15,11 @@ class MLP(nn.Module):
     """Flatten, Linear(C*H*W->hidden)+ReLU+Dropout, then one linear head per task; keywords:
     `MLPParams`."""
 
+    Params = MLPParams
+
     def __init__(self, **params: Any) -> None:
         super().__init__()
-        p = MLPParams(**params)
+        p = self.Params(**params)
         # No in-place ReLU: energy hooks keep the Conv/Linear outputs in the graph.
         self.backbone = nn.Sequential(
             nn.Flatten(),

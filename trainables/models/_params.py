@@ -3,10 +3,9 @@
 Each kind is declared here as a frozen keyword-only dataclass (see ``trainables.switches.
 Declaration``): ``input_shape`` and ``head_outputs``, which the trainer sets, then the kind's own
 parameters; ``temporal`` says whether the kind runs over timesteps. The torch module of a kind
-builds its declaration from the same keywords, so a default or a bound lives here only.
+builds its declaration from the same keywords, so a default or a bound lives here only. No
+postponed annotations: a declaration subclassed in another module resolves these fields here.
 """
-
-from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass

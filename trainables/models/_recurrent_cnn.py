@@ -30,9 +30,11 @@ class RecurrentCNN(nn.Module):
     its statistics would mix the image steps with the null ones. Keywords: `RecurrentCNNParams`.
     """
 
+    Params = RecurrentCNNParams
+
     def __init__(self, **params: Any) -> None:
         super().__init__()
-        p = RecurrentCNNParams(**params)
+        p = self.Params(**params)
         in_channels, height, width = p.input_shape
         c1, c2 = p.channels
         hidden = p.hidden

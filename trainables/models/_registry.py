@@ -19,7 +19,7 @@ MODEL = Switch(MODELS, fixed=("input_shape", "head_outputs"), complete=True)
 def is_temporal(kind: str) -> bool:
     """Whether model ``kind`` runs over timesteps: ``forward(x, presented)`` -> ``{head: [N, T, K]}``
     (a class attribute ``temporal = True``); the others take ``forward(x)`` -> ``{head: [N, K]}``."""
-    return bool(getattr(MODELS[kind], "temporal", False))
+    return bool(getattr(MODEL.declaration(kind), "temporal", False))
 
 
 def build_model(

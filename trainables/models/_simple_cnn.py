@@ -23,9 +23,11 @@ class SimpleCNN(nn.Module):
     """Conv(C->32)+BN+ReLU+MaxPool, Conv(32->64)+BN+ReLU+MaxPool, AdaptiveAvgPool, Linear(->hidden)+ReLU+Dropout,
     then one linear head per task; keywords: `SimpleCNNParams`."""
 
+    Params = SimpleCNNParams
+
     def __init__(self, **params: Any) -> None:
         super().__init__()
-        p = SimpleCNNParams(**params)
+        p = self.Params(**params)
         in_channels, height, width = p.input_shape
         c1, c2 = p.channels
         pooled = (min(_POOLED_SIZE, _after_two_pools(height)), min(_POOLED_SIZE, _after_two_pools(width)))

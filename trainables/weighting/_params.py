@@ -2,8 +2,6 @@
 ``trainables.switches.Declaration``); ``min_heads`` is the fewest heads a strategy balances,
 which the space validator checks against the space's heads."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 

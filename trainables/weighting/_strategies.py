@@ -47,6 +47,7 @@ class Strategy(nn.Module):
         declared = self.Params(**params)
         for field in dataclasses.fields(declared):
             setattr(self, field.name, getattr(declared, field.name))
+
     def on_start(self, *, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module) -> None:
         self.heads = list(criterion.losses)
         if len(self.heads) < self.Params.min_heads:
@@ -64,7 +65,10 @@ class Strategy(nn.Module):
 
     @classmethod
     def name(cls) -> str:
-        return next(name for name, option in STRATEGY.options.items() if option is cls.Params)
+        """The name it is entered under (as itself, else as its declaration)."""
+        entered = [n for n, o in STRATEGY.options.items() if o is cls] or [
+            n for n, o in STRATEGY.options.items() if o is cls.Params]
+        return entered[0] if entered else cls.__name__
 
     def setup(self, model: nn.Module) -> None:
         """What the strategy needs of the model (its shared layers), before it moves to the device."""

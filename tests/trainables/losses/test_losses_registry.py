@@ -122,6 +122,24 @@ def test_declaration_and_module_take_the_same_keywords(name):
     assert type(module).Params is LOSSES[name]
 
 
+def test_a_plugin_subclass_of_a_builtin_loss_keeps_its_parameters(monkeypatch):
+    class Tempered(losses_package.OrdinalLoss):
+        """A plugin's variant: the inherited constructor, so the parameters of OrdinalParams."""
+
+    monkeypatch.setitem(LOSSES, "tempered", Tempered)
+    assert loss_parameters("tempered").keys() == loss_parameters("ordinal").keys()
+    loss = build_loss("tempered", num_classes=4, alpha=0.3)
+    assert isinstance(loss, Tempered) and loss.alpha == 0.3
+
+
+def test_focal_takes_per_class_weights_as_a_tensor_as_its_function_does():
+    import torch
+
+    assert FocalLoss(num_classes=3, alpha=torch.tensor([1.0, 2.0, 3.0])).alpha == (1.0, 2.0, 3.0)
+    with pytest.raises(ValueError, match=r"alpha must have shape \[3\]"):
+        FocalLoss(num_classes=3, alpha=torch.tensor([1.0, 2.0]))
+
+
 def test_public_api():
     assert set(losses_package.__all__) == {
         "IGNORE_INDEX",
