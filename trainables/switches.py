@@ -3,11 +3,11 @@
 A section field annotated ``Annotated[str, Switch(REGISTRY, ...)]`` names one option of a registry
 (name -> class, factory or ``Declaration``); the option's parameters are the keyword-only
 parameters of its signature (a declaration's: its fields), minus those the trainer sets itself
-(``fixed``), each with its default and its annotation (a ``trainables.settings.Rule`` in ``Annotated`` gives bounds and searchability).
-A registry is a plain dict: a plugin adds an option by adding an entry, and the space validator,
-the trial config and the report know it from then on. A built-in option whose code imports torch
-is entered as its ``Declaration``, so that the search driver, which only validates and samples,
-never imports torch.
+(``fixed``), each with its default and its annotation (a ``trainables.settings.Rule`` in
+``Annotated`` gives bounds and searchability). A registry is a plain dict: a plugin adds an
+option by adding an entry, and the space validator, the trial config and the report know it from
+then on. A built-in option whose code imports torch is entered as its ``Declaration``, so that
+the search driver, which only validates and samples, never imports torch.
 """
 
 from __future__ import annotations

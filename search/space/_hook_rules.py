@@ -30,7 +30,8 @@ def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple
               for name, _ in _options(entries, _STRATEGY)
               if name in STRATEGY.options and len(heads) < _min_heads(name)]
     for option, params in _options(entries, _AUXILIARY):
-        named = getattr(AUXILIARY.declaration(option), "head_parameters", ()) if option in AUXILIARY.options else ()
+        known = option in AUXILIARY.options
+        named = getattr(AUXILIARY.declaration(option), "head_parameters", ()) if known else ()
         values = {FlatKey.parse(e.key).name: (e.key, _values(e)) for e in params}
         for name in named:
             key, drawn = values.get(name, (None, ()))

@@ -64,7 +64,8 @@ def test_a_split_as_a_data_set_loads_it_batches_as_its_tensors_do():
     split = _split(10)
     arrays = Split(images=split.images.numpy(), labels={k: v.numpy() for k, v in split.labels.items()})
     arrays.images.flags.writeable = False  # as from Ray's object store
-    for ours, theirs in zip(iterate_batches(arrays, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1)),
-                            iterate_batches(split, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1))):
+    batches = [iterate_batches(s, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1))
+               for s in (arrays, split)]
+    for ours, theirs in zip(*batches):
         assert torch.equal(ours[0], theirs[0]) and ours[1].keys() == theirs[1].keys()
         assert all(torch.equal(ours[1][k], theirs[1][k]) for k in ours[1])
