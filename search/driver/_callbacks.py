@@ -200,6 +200,11 @@ class ProgressPrinter(Callback):
             f"epoch {result.get('epoch')}/{self.epochs}  {self.metric}={_fmt(value)}  best={_fmt(best)}",
         )
 
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        epoch = (trial.last_result or {}).get("epoch")
+        if epoch:  # promoted after a pause, retried or resumed: it goes on from its checkpoint
+            self._say(trial, f"resumes after epoch {epoch}")
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id not in self._finished:
             epoch = trial.last_result.get("epoch")

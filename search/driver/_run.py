@@ -242,6 +242,12 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         trials = []
     budget = space.search.time_budget_s
     out_of_time = budget is not None and elapsed >= budget
+    if out_of_time and not interrupted:
+        # Tune stopped every trial when the budget ran out, but it saves the new state only of a
+        # trial it stopped on a worker: one paused by the scheduler (or pending) still reads so.
+        for trial in trials:
+            if trial.status in ("PAUSED", "PENDING"):
+                trial.status = "TERMINATED"
     interrupted = (
         interrupted
         or any(t.status in _UNFINISHED_STATES for t in trials)

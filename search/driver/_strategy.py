@@ -12,15 +12,20 @@ from typing import Any
 
 import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianStoppingRule, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from search.driver._promotions import PausingLimiter, PromotingAsha, rung_milestones
 from search.driver._trainable import FAILED_KEY, FINAL_KEY
 from search.driver._warm import WarmTrial
 from search.space import Space
 from search._optuna import quiet_optuna
 
 __all__ = ["DefineByRun", "asha_grace", "build_scheduler", "build_searcher", "grace_period", "grid_points", "startup_trials", "trial_threads"]
+
+
+# the schedulers with rungs at grace x rf^k epochs (asha_grace)
+ASHA_SCHEDULERS = ("asha", "asha_promotions")
 
 
 def trial_threads(space: Space) -> int:
@@ -94,7 +99,7 @@ def startup_trials(num_samples: int) -> int:
 
 
 def build_searcher(space: Space, define: DefineByRun, *, warm: Sequence[WarmTrial] = ()) -> tuple[Searcher, int]:
-    """(OptunaSearch behind a ConcurrencyLimiter, number of trials). ``warm``: trials of an earlier
+    """(OptunaSearch behind a concurrency limiter that frees a paused trial's slot, number of trials). ``warm``: trials of an earlier
     search the sampler starts from (they count towards TPE's random start-up)."""
     settings = space.search
     metrics = [o.metric for o in space.objectives]
@@ -126,7 +131,7 @@ def build_searcher(space: Space, define: DefineByRun, *, warm: Sequence[WarmTria
             points_to_evaluate=points or None,
             warm=warm,
         )
-    return ConcurrencyLimiter(searcher, max_concurrent=settings.max_concurrent), num_samples
+    return PausingLimiter(searcher, max_concurrent=settings.max_concurrent), num_samples
 
 
 class _Optuna(OptunaSearch):
@@ -144,7 +149,12 @@ class _Optuna(OptunaSearch):
 
     def __init__(self, *, warm: Sequence[WarmTrial] = (), **kwargs: Any) -> None:
         self._warm = tuple(warm)
+        self._pruned: set[str] = set()  # trials told as pruned when they paused, not yet ended
         super().__init__(**kwargs)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a searcher pickled by a losstune without promotions (a search resumed after an upgrade)
+        self.__dict__.update({"_pruned": set(), **state})
 
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
@@ -165,19 +175,46 @@ class _Optuna(OptunaSearch):
             config = super().suggest(trial_id)
         return config
 
+    def on_pause(self, trial_id: str) -> None:
+        """A trial paused at a rung (``PromotingAsha``) is told to Optuna as pruned there, with the
+        values it reported: TPE counts it (towards its random start-up too) and learns from it now,
+        not when the search ends. A trial that a promotion later lets run to its end is added again
+        as a completed trial of the same point (``on_trial_complete``)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or trial_id in self._pruned or trial_id in self._completed_trials:
+            return
+        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        self._pruned.add(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        pass  # its Optuna trial stays pruned; its end is added in on_trial_complete
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if not result.get(FAILED_KEY):
+        if not result.get(FAILED_KEY) and trial_id not in self._pruned:
             super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result is not None and result.get(FAILED_KEY):
             result, error = None, True
+        if trial_id in self._pruned:
+            self._pruned.remove(trial_id)
+            self._completed_trials.add(trial_id)
+            if result is not None and not error:  # ran to its end after a promotion (None: stopped while paused)
+                ot_trial = self._ot_trials[trial_id]
+                metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+                values = [result.get(metric) for metric in metrics]
+                # as OptunaSearch tells a value Optuna refuses (NaN): not at all
+                if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+                    self._ot_study.add_trial(optuna.trial.create_trial(
+                        params=ot_trial.params, distributions=ot_trial.distributions, values=values))
+            return
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
 def _completed_with(study: optuna.Study, params: dict[str, Any]) -> bool:
-    complete = (optuna.trial.TrialState.COMPLETE,)
-    return any(t.params == params for t in study.get_trials(deepcopy=False, states=complete))
+    # pruned: paused at a rung (ASHA with promotions); trained, and its values are known
+    trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return any(t.params == params for t in study.get_trials(deepcopy=False, states=trained))
 
 
 class _FinishLastEpoch:
@@ -230,7 +267,7 @@ def grace_period(space: Space, *, epochs: int) -> int:
     settings = space.search
     if settings.grace_period is not None:
         return min(settings.grace_period, epochs)
-    return asha_grace(epochs, settings.reduction_factor) if settings.scheduler == "asha" else 1
+    return asha_grace(epochs, settings.reduction_factor) if settings.scheduler in ASHA_SCHEDULERS else 1
 
 
 def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:
@@ -249,6 +286,10 @@ def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:
             grace_period=grace,
             reduction_factor=settings.reduction_factor,
         )
+    if settings.scheduler == "asha_promotions":
+        milestones = rung_milestones(epochs=epochs, grace_period=grace, reduction_factor=settings.reduction_factor)
+        return PromotingAsha(metric=objective.metric, mode=objective.mode, milestones=milestones,
+                             reduction_factor=settings.reduction_factor)
     if settings.scheduler == "median":
         return _Median(
             epochs=epochs, time_attr="epoch", metric=objective.metric, mode=objective.mode, grace_period=grace

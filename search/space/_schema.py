@@ -56,8 +56,10 @@ class Objective:
 class SearchSettings:
     num_samples: Annotated[int, Rule(minimum=1, maximum=100_000)] = 16
     sampler: Literal["tpe", "random", "grid"] = "tpe"
-    scheduler: Literal["asha", "median", "none"] = "asha"
-    # epochs a trial runs before a scheduler may stop it; None: from train.epochs (see asha_grace)
+    # asha_promotions: the ASHA paper's (pauses every trial at a rung and promotes the top 1/rf;
+    # see search.driver._promotions); asha: Ray's (stops a trial below its rung's cutoff)
+    scheduler: Literal["asha_promotions", "asha", "median", "none"] = "asha_promotions"
+    # epochs a trial runs before a scheduler may stop or pause it; None: from train.epochs (see asha_grace)
     grace_period: Annotated[int | None, Rule(minimum=1)] = None
     reduction_factor: Annotated[float, Rule(minimum=1.0, min_open=True, maximum=100.0)] = 3.0
     max_concurrent: Annotated[int, Rule(minimum=1, maximum=1_000)] = 2

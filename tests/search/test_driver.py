@@ -510,6 +510,25 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
             assert runs[trial.trial_id].info.status == "FINISHED"
 
 
+def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_session, tmp_path: Path):
+    # ASHA with promotions, one trial at a time, a rung at epoch 1 of 3, each epoch at least 1 s:
+    # the first trials pause at epoch 1 and are still paused when the 6 s budget runs out.
+    space_file = write_space(
+        tmp_path,
+        name="budget-paused",
+        heads=FIXED_HEADS,
+        search="{num_samples: 6, sampler: random, scheduler: asha_promotions, max_concurrent: 1, time_budget_s: 6}",
+    )
+    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(1.0))
+
+    assert outcome.exit_code == 0 and not outcome.interrupted
+    assert any(t.state == "STOPPED" and t.epochs == 1 for t in outcome.trials)
+    (parent,) = runs_of(client, outcome, "search")
+    assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "time_budget"
+    runs = runs_of(client, outcome, "trial")
+    assert runs and all(run.info.status == "FINISHED" for run in runs)
+
+
 class FaultyTrain:
     """``train`` with faults chosen by ``model.hidden``; every call is recorded in ``marks/calls``:
 
@@ -667,3 +686,42 @@ def test_resume_with_a_search_id_must_name_the_search_of_the_run_directory(tmp_p
     options = SearchOptions(storage=str(tmp_path / "runs"), resume=True, resume_id="named-2")
     with pytest.raises(SearchInputError, match="--resume named-2 must name the search in .* but got search named-1"):
         plan_search(load_space(space_file), options)
+
+
+def test_asha_with_promotions_pauses_each_trial_at_a_rung_until_it_ranks_in_the_top_third(
+    ray_session, tmp_path: Path
+):
+    # One trial at a time in grid order, one rung (epoch 1) for 3 epochs, reduction factor 3:
+    # 0.05 and 0.04 pause at epoch 1 (fewer than 3 trials reached the rung); 0.03 makes it 3, and
+    # the best of them, 0.04, takes its slot and runs to the end while 0.03 pauses; 0.02 is the
+    # best of 4 (top 1) and runs on at once. No configuration is left, so 0.05 and 0.03 end where
+    # they paused.
+    curves = {0.05: [0.3, 0.3, 0.3], 0.04: [0.5, 0.6, 0.7], 0.03: [0.4, 0.4, 0.4], 0.02: [0.6, 0.7, 0.8]}
+    space_file = write_space(
+        tmp_path,
+        name="promotions",
+        heads=FIXED_HEADS,
+        epochs=3,
+        lr="{grid: [0.05, 0.04, 0.03, 0.02]}",
+        search="{sampler: grid, scheduler: asha_promotions, max_concurrent: 1}",
+    )
+    outcome, client = search(tmp_path, space_file, train_fn=ScriptedCurves(curves))
+
+    assert outcome.exit_code == 0
+    states = {t.config["train.lr"]: t.state for t in outcome.trials}
+    assert states == {0.05: "STOPPED", 0.04: "FINISHED", 0.03: "STOPPED", 0.02: "FINISHED"}
+    runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
+    order = []  # (time, lr, epoch) of every epoch logged
+    for trial in outcome.trials:
+        run = runs[trial.trial_id]
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run.info.run_id, "val/acc_mean")
+        order += [(m.timestamp, trial.config["train.lr"], m.step) for m in history]
+        if trial.state == "STOPPED":
+            assert run.data.tags["losstune.state"] == "stopped_early"
+            assert epochs_logged(client, run) == [1] and "test/acc_mean" not in run.data.metrics
+        else:
+            assert epochs_logged(client, run) == [1, 2, 3] and "test/acc_mean" in run.data.metrics
+    # the order a single worker trained them in: 0.04 resumed from its checkpoint after 0.03's first epoch
+    assert [(lr, epoch) for _, lr, epoch in sorted(order)] == [
+        (0.05, 1), (0.04, 1), (0.03, 1), (0.04, 2), (0.04, 3), (0.02, 1), (0.02, 2), (0.02, 3)]

@@ -186,6 +186,40 @@ def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trial
     assert code == 2 and "already finished" in output
 
 
+def test_a_search_killed_with_paused_trials_resumes_them_without_losing_or_repeating_epochs(
+    tmp_path: Path, searches
+):
+    # ASHA with promotions, one trial at a time, a rung at epoch 1 of 3: killed once a paused
+    # trial was promoted (so others are paused), then resumed to the end.
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE.read_text().replace("scheduler: none", "scheduler: asha_promotions")
+                     .replace("max_concurrent: 2", "max_concurrent: 1"))
+    uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    command = _cli(space, tmp_path, uri, "--num-cpus", "2")
+    searches.run_and_kill(command, after=" resumes after epoch 1")
+
+    code, output = searches.run(command)
+    assert code == 0, output
+    assert "Resuming unfinished search 'tiny'" in output
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "tiny"]
+    everything = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
+    children = [r for r in everything if r.data.tags["losstune.role"] == "trial"
+                and r.data.tags.get("losstune.state") != "discarded"]
+    trial_ids = [r.data.tags["losstune.trial_id"] for r in children]
+    assert len(trial_ids) == len(set(trial_ids)) == 6
+    states = sorted(r.data.tags["losstune.state"] for r in children)
+    assert all(r.info.status == "FINISHED" for r in children) and "stopped_early" in states, states
+    for run in children:  # every epoch once, from the first on
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
+        assert steps and sorted(steps) == list(range(1, max(steps) + 1)), steps
+    finished, stopped = states.count("finished"), states.count("stopped_early")
+    assert f"trials: {finished} finished, {stopped} stopped" in output, output[-3000:]
+    # Tune's own state ends every trial too: the same command refuses a finished search.
+    code, output = searches.run(command, timeout=120)
+    assert code == 2 and "already finished" in output
+
+
 def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Path, searches):
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")

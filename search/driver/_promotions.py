@@ -1,0 +1,172 @@
+"""ASHA with promotions (Li et al. 2020, "A System for Massively Parallel Hyperparameter Tuning").
+
+Ray's ``AsyncHyperBandScheduler`` decides once, when a trial reaches a rung: it stops the trial if
+it ranks below the rung's cutoff and lets every other trial run on. With one or two trials at a
+time, the first trials of a search meet empty rungs and all run to the end.
+
+The paper's ASHA pauses every trial at each rung instead. A worker that comes free resumes the
+best paused trial that ranks in the top 1/rf of its rung, highest rung first, and otherwise
+starts a new configuration. A trial therefore trains past a rung only once rf trials have
+reached that rung and it is among the best of them.
+
+In Tune, a trial that reaches a rung is paused (Tune keeps its last checkpoint) unless a trial
+may be promoted; the best such trial runs on. If it is another trial, that paused trial takes the
+slot of the one that pauses. Otherwise the slot goes to a new configuration: ``PausingLimiter``
+frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
+the paused trials that were not promoted end as stopped early.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from search.driver._trainable import FINAL_KEY
+
+__all__ = ["PausingLimiter", "PromotingAsha", "rung_milestones"]
+
+
+def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
+    """The rungs' epochs, ascending: grace x rf^k below ``epochs`` (where Ray's ASHA puts its rungs)."""
+    count = int(math.log(epochs / grace_period) / math.log(reduction_factor) + 1e-9) + 1
+    # Ray's rung at a fractional epoch is reached at the next whole one
+    return sorted({math.ceil(grace_period * reduction_factor**k - 1e-9) for k in range(count)} - {epochs})
+
+
+class PausingLimiter(ConcurrencyLimiter):
+    """A ``ConcurrencyLimiter`` that frees the slot of a paused trial (``on_pause``) and takes it
+    back when the trial resumes (``on_unpause``), so a new configuration may start meanwhile."""
+
+    def __init__(self, searcher: Any, max_concurrent: int) -> None:
+        super().__init__(searcher, max_concurrent=max_concurrent)
+        self.paused: set[str] = set()
+
+    def on_pause(self, trial_id: str) -> None:
+        if trial_id in self.live_trials:
+            self.live_trials.remove(trial_id)
+            self.num_unfinished_live_trials -= 1
+            self.paused.add(trial_id)
+        self.searcher.on_pause(trial_id)
+
+    def on_unpause(self, trial_id: str) -> None:
+        if trial_id in self.paused:
+            self.paused.remove(trial_id)
+            self.live_trials.add(trial_id)
+            self.num_unfinished_live_trials += 1
+        self.searcher.on_unpause(trial_id)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.paused:  # stopped while paused: the searcher still learns how it ended
+            self.paused.remove(trial_id)
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+            return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+class PromotingAsha(FIFOScheduler):
+    """ASHA with promotions on ``metric`` (``mode``) with the epoch as time: rungs at
+    ``milestones`` (``rung_milestones``), promotion to a rung for the top 1/``reduction_factor``
+    of the one below. Trials run to ``epochs``; the last rung's trials are not paused again."""
+
+    def __init__(self, *, metric: str, mode: str, milestones: list[int], reduction_factor: float) -> None:
+        super().__init__()
+        self._metric = metric
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.milestones = milestones
+        self.reduction_factor = reduction_factor
+        self.scores: list[dict[str, float]] = [{} for _ in milestones]  # per rung: trial -> signed value
+        self.promoted: list[set[str]] = [set() for _ in milestones]
+        self.ended: set[str] = set()  # failed or removed: still counted at their rungs, never promoted
+        self.resume: list[str] = []  # promoted paused trials, next to run
+
+    def _promotable(self) -> tuple[int, str] | None:
+        """(rung, trial) of the best trial not yet promoted in the top 1/rf of the highest rung
+        that has one."""
+        for rung in reversed(range(len(self.milestones))):
+            scores = self.scores[rung]
+            ranked = sorted(scores, key=scores.__getitem__, reverse=True)
+            for trial_id in ranked[: int(len(ranked) / self.reduction_factor)]:
+                if trial_id not in self.promoted[rung] and trial_id not in self.ended:
+                    return rung, trial_id
+        return None
+
+    def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:
+        if result.get(FINAL_KEY):
+            return TrialScheduler.CONTINUE
+        if trial.trial_id in self.resume:  # promoted while paused: running again
+            self.resume.remove(trial.trial_id)
+        epoch = result.get("epoch")
+        if epoch not in self.milestones or self._metric not in result:
+            return TrialScheduler.CONTINUE
+        rung = self.milestones.index(epoch)
+        if trial.trial_id in self.scores[rung]:  # reached again: a retry from this rung's checkpoint
+            return TrialScheduler.CONTINUE
+        value = self.sign * result[self._metric]
+        self.scores[rung][trial.trial_id] = value if math.isfinite(value) else -math.inf
+        best = self._promotable()
+        if best is not None and best[1] == trial.trial_id:
+            self.promoted[best[0]].add(trial.trial_id)
+            return TrialScheduler.CONTINUE
+        if best is not None:  # a paused trial runs on in this trial's slot
+            self.promoted[best[0]].add(best[1])
+            self.resume.append(best[1])
+            tune_controller.search_alg.searcher.on_unpause(best[1])
+        return self._pause(tune_controller, trial)
+
+    def _pause(self, tune_controller: Any, trial: Trial) -> str:
+        tune_controller.search_alg.searcher.on_pause(trial.trial_id)
+        return TrialScheduler.PAUSE
+
+    def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
+        trials = tune_controller.get_trials()
+        by_id = {trial.trial_id: trial for trial in trials}
+        for trial_id in self.resume:
+            if by_id[trial_id].status == Trial.PAUSED:
+                return by_id[trial_id]
+        for trial in trials:
+            if trial.status == Trial.PENDING:
+                return trial
+        live = any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
+        if not live and tune_controller.search_alg.is_finished():
+            # nothing left to rank a paused trial against: each ends where it paused
+            for trial in trials:
+                if trial.status == Trial.PAUSED:
+                    _stop_paused(tune_controller, trial)
+        return None
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
+        self._end(trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        self._end(trial)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        self._end(trial)
+
+    def _end(self, trial: Trial) -> None:
+        self.ended.add(trial.trial_id)
+        if trial.trial_id in self.resume:
+            self.resume.remove(trial.trial_id)
+
+    def debug_string(self) -> str:
+        rungs = ", ".join(f"{m}: {len(s)}" for m, s in zip(self.milestones, self.scores))
+        return f"ASHA with promotions: trials per rung {{{rungs}}}, {len(self.resume)} promoted to resume"
+
+
+def _stop_paused(tune_controller: Any, trial: Trial) -> None:
+    """Stop a paused trial, and have Tune save its new state.
+
+    Tune (2.x) marks a trial for its next experiment-state save when it stops the trial's actor; a
+    paused trial has none, so its saved state would stay PAUSED and a resumed search would train it
+    again. The scheduler's view of the controller does not offer the mark: it is taken from the
+    controller behind it."""
+    tune_controller.stop_trial(trial)
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    controller._mark_trial_to_checkpoint(trial)

@@ -1,0 +1,177 @@
+"""ASHA with promotions: its rungs, the limiter that frees a paused trial's slot, and what Optuna
+learns from a paused trial (the scheduler in a search: test_driver.py and test_driver_cli.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from search.driver._promotions import PausingLimiter, PromotingAsha, rung_milestones
+from search.driver._strategy import _completed_with, _Optuna
+
+
+@pytest.mark.parametrize(("epochs", "grace", "rf"), [(9, 1, 3), (9, 1, 2), (20, 2, 3), (6, 2, 3), (3, 1, 3), (100, 1, 4)])
+def test_rungs_are_where_ray_asha_puts_them_below_the_last_epoch(epochs: int, grace: int, rf: float):
+    ray_asha = AsyncHyperBandScheduler(time_attr="epoch", metric="m", mode="max", max_t=epochs, grace_period=grace,
+                                       reduction_factor=rf)
+    (bracket,) = ray_asha._brackets
+    expected = sorted(int(milestone) for milestone, _ in bracket._rungs if milestone < epochs)
+    assert rung_milestones(epochs=epochs, grace_period=grace, reduction_factor=rf) == expected
+
+
+class _Searcher(Searcher):
+    """Records what the limiter passes on."""
+
+    def __init__(self) -> None:
+        super().__init__(metric="m", mode="max")
+        self.calls: list[tuple] = []
+
+    def suggest(self, trial_id: str) -> dict:
+        return {"x": 1}
+
+    def on_pause(self, trial_id: str) -> None:
+        self.calls.append(("pause", trial_id))
+
+    def on_unpause(self, trial_id: str) -> None:
+        self.calls.append(("unpause", trial_id))
+
+    def on_trial_complete(self, trial_id: str, result=None, error=False) -> None:
+        self.calls.append(("complete", trial_id, result, error))
+
+
+def test_the_limiter_gives_a_paused_trial_slot_to_a_new_trial_and_takes_it_back_on_resume():
+    inner = _Searcher()
+    limiter = PausingLimiter(inner, max_concurrent=1)
+    assert limiter.suggest("a") == {"x": 1}
+    assert limiter.suggest("b") is None  # one at a time
+    limiter.on_pause("a")
+    assert limiter.suggest("b") == {"x": 1}
+    limiter.on_trial_complete("b", result={"m": 1.0})
+    limiter.on_unpause("a")
+    assert limiter.suggest("c") is None  # a runs again
+    limiter.on_pause("a")
+    # a stopped while paused: the searcher still hears of its end
+    limiter.on_trial_complete("a")
+    assert inner.calls == [("pause", "a"), ("complete", "b", {"m": 1.0}, False), ("unpause", "a"),
+                           ("pause", "a"), ("complete", "a", None, False)]
+    assert limiter.suggest("c") == {"x": 1}
+
+
+def _optuna(**kwargs) -> _Optuna:
+    searcher = _Optuna(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)}, metric="m", mode="max",
+                       sampler=optuna.samplers.RandomSampler(seed=0), **kwargs)
+    searcher.set_search_properties("m", "max", {})
+    return searcher
+
+
+def _result(value: float, epoch: int) -> dict:
+    return {"m": value, "epoch": epoch, "training_iteration": epoch}
+
+
+def test_optuna_counts_a_paused_trial_as_pruned_and_a_promoted_one_as_completed():
+    # in Tune's order: the scheduler pauses a trial at its rung result, then the searcher sees it
+    searcher = _optuna()
+    for trial_id in ("a", "b", "c"):
+        searcher.suggest(trial_id)
+        searcher.on_pause(trial_id)
+        searcher.on_trial_result(trial_id, _result(0.4 if trial_id == "b" else 0.1, 1))
+    study = searcher._ot_study
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+
+    # b is promoted: its later results leave its pruned trial alone; its end adds a completed one
+    searcher.on_unpause("b")
+    searcher.on_trial_result("b", _result(0.6, 2))
+    searcher.on_trial_complete("b", result=_result(0.7, 3))
+    # a ends where it paused (Tune stops it without a result); c's end has no finite value
+    searcher.on_trial_complete("a")
+    searcher.on_trial_complete("c", result=_result(float("nan"), 1))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3 + [optuna.trial.TrialState.COMPLETE]
+    completed = study.trials[-1]
+    assert completed.value == 0.7 and completed.params == study.trials[1].params
+    # the paused point counts as trained: proposed again, it is drawn anew
+    assert _completed_with(study, study.trials[0].params)
+
+
+def test_a_trial_never_paused_is_told_to_optuna_as_before():
+    ours, theirs = _optuna(), OptunaSearch(space={"x": optuna.distributions.FloatDistribution(0.0, 1.0)},
+                                           metric="m", mode="max", sampler=optuna.samplers.RandomSampler(seed=0))
+    for searcher in (ours, theirs):
+        searcher.suggest("a")
+        searcher.on_trial_result("a", _result(0.2, 1))
+        searcher.on_trial_complete("a", result=_result(0.3, 2))
+    assert [(t.state, t.value, t.params, t.intermediate_values) for t in ours._ot_study.trials] == [
+        (t.state, t.value, t.params, t.intermediate_values) for t in theirs._ot_study.trials]
+
+
+class _Controller:
+    """The scheduler's view of Tune: trials, the search algorithm and the searcher behind it."""
+
+    def __init__(self, trials: list, *, finished: bool = False) -> None:
+        self.trials = trials
+        self.searcher = _Searcher()
+        self.search_alg = SimpleNamespace(searcher=self.searcher, is_finished=lambda: finished)
+        self.stopped: list[str] = []
+        self.marked: list[str] = []
+
+    def get_trials(self) -> list:
+        return self.trials
+
+    def stop_trial(self, trial) -> None:
+        self.stopped.append(trial.trial_id)
+        trial.status = "TERMINATED"
+
+    def _mark_trial_to_checkpoint(self, trial) -> None:
+        self.marked.append(trial.trial_id)
+
+
+def _trial(trial_id: str, status: str = "RUNNING") -> SimpleNamespace:
+    return SimpleNamespace(trial_id=trial_id, status=status)
+
+
+def test_min_mode_ranks_the_lowest_value_first_and_a_pausing_trial_hands_its_slot_to_the_best():
+    scheduler = PromotingAsha(metric="loss", mode="min", milestones=[1, 3], reduction_factor=3)
+    a, b, c = _trial("a"), _trial("b"), _trial("c")
+    controller = _Controller([a, b, c])
+    assert scheduler.on_trial_result(controller, a, {"epoch": 1, "loss": 0.5}) == TrialScheduler.PAUSE
+    a.status = "PAUSED"
+    assert scheduler.on_trial_result(controller, b, {"epoch": 1, "loss": 0.2}) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    # c makes 3 at the rung; b (lowest loss) is promoted into c's slot
+    assert scheduler.on_trial_result(controller, c, {"epoch": 1, "loss": 0.9}) == TrialScheduler.PAUSE
+    assert controller.searcher.calls == [("pause", "a"), ("pause", "b"), ("unpause", "b"), ("pause", "c")]
+    c.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is b
+    b.status = "RUNNING"
+    assert scheduler.on_trial_result(controller, b, {"epoch": 2, "loss": 0.1}) == TrialScheduler.CONTINUE
+    # b alone at the second rung: paused there; nothing promotable, nothing to start
+    assert scheduler.on_trial_result(controller, b, {"epoch": 3, "loss": 0.1}) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is None and controller.stopped == []
+
+    # no configuration will come and nothing runs: every paused trial ends, saved as ended
+    controller.search_alg.is_finished = lambda: True
+    assert scheduler.choose_trial_to_run(controller) is None
+    assert controller.stopped == controller.marked == ["a", "b", "c"]
+
+
+def test_a_nan_at_a_rung_ranks_last_and_an_ended_trial_is_never_promoted():
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
+    values = {"a": float("nan"), "b": 0.9, "c": 0.2, "d": 0.1, "e": 0.05, "f": 0.01}
+    trials = {t: _trial(t) for t in values}
+    controller = _Controller(list(trials.values()))
+    for trial_id in "abcde":
+        assert scheduler.on_trial_result(controller, trials[trial_id], {"epoch": 1, "m": values[trial_id]}) == (
+            TrialScheduler.PAUSE)
+        trials[trial_id].status = "PAUSED"
+        if trial_id == "b":  # the best fails while paused: it still counts at the rung
+            scheduler.on_trial_error(controller, trials["b"])
+            trials["b"].status = "ERROR"
+    assert scheduler.resume == []  # 3 to 5 at the rung: the top one is b, which ended
+    # f makes 6: the top two are b and c (a's NaN ranks last); c runs on in f's slot
+    assert scheduler.on_trial_result(controller, trials["f"], {"epoch": 1, "m": 0.01}) == TrialScheduler.PAUSE
+    assert scheduler.resume == ["c"]
