@@ -149,12 +149,13 @@ class _Optuna(OptunaSearch):
 
     def __init__(self, *, warm: Sequence[WarmTrial] = (), **kwargs: Any) -> None:
         self._warm = tuple(warm)
-        self._pruned: set[str] = set()  # trials told as pruned when they paused, not yet ended
+        self._pausing: set[str] = set()  # paused at the result Tune passes on next
+        self._pruned: set[str] = set()  # told as pruned when they paused, not yet ended
         super().__init__(**kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a searcher pickled by a losstune without promotions (a search resumed after an upgrade)
-        self.__dict__.update({"_pruned": set(), **state})
+        self.__dict__.update({"_pausing": set(), "_pruned": set(), **state})
 
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
@@ -177,25 +178,30 @@ class _Optuna(OptunaSearch):
 
     def on_pause(self, trial_id: str) -> None:
         """A trial paused at a rung (``PromotingAsha``) is told to Optuna as pruned there, with the
-        values it reported: TPE counts it (towards its random start-up too) and learns from it now,
-        not when the search ends. A trial that a promotion later lets run to its end is added again
-        as a completed trial of the same point (``on_trial_complete``)."""
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or trial_id in self._pruned or trial_id in self._completed_trials:
-            return
-        self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
-        self._pruned.add(trial_id)
+        values it reported, rung included: TPE counts it (towards its random start-up too) and
+        learns from it now, not when the search ends. Tune asks the scheduler before it passes the
+        rung's result on, so the trial is told with that result (``on_trial_result``). A trial that
+        a promotion later lets run to its end is added again as a completed trial of the same point
+        (``on_trial_complete``)."""
+        if trial_id in self._ot_trials and trial_id not in self._pruned and trial_id not in self._completed_trials:
+            self._pausing.add(trial_id)
 
     def on_unpause(self, trial_id: str) -> None:
         pass  # its Optuna trial stays pruned; its end is added in on_trial_complete
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if not result.get(FAILED_KEY) and trial_id not in self._pruned:
-            super().on_trial_result(trial_id, result)
+        if result.get(FAILED_KEY) or trial_id in self._pruned:
+            return
+        super().on_trial_result(trial_id, result)
+        if trial_id in self._pausing:
+            self._pausing.remove(trial_id)
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._pruned.add(trial_id)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result is not None and result.get(FAILED_KEY):
             result, error = None, True
+        self._pausing.discard(trial_id)
         if trial_id in self._pruned:
             self._pruned.remove(trial_id)
             self._completed_trials.add(trial_id)

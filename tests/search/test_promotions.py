@@ -82,6 +82,7 @@ def test_optuna_counts_a_paused_trial_as_pruned_and_a_promoted_one_as_completed(
         searcher.on_trial_result(trial_id, _result(0.4 if trial_id == "b" else 0.1, 1))
     study = searcher._ot_study
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+    assert [t.intermediate_values for t in study.trials] == [{1: 0.1}, {1: 0.4}, {1: 0.1}]
 
     # b is promoted: its later results leave its pruned trial alone; its end adds a completed one
     searcher.on_unpause("b")
@@ -93,6 +94,7 @@ def test_optuna_counts_a_paused_trial_as_pruned_and_a_promoted_one_as_completed(
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3 + [optuna.trial.TrialState.COMPLETE]
     completed = study.trials[-1]
     assert completed.value == 0.7 and completed.params == study.trials[1].params
+    assert study.trials[1].intermediate_values == {1: 0.4}
     # the paused point counts as trained: proposed again, it is drawn anew
     assert _completed_with(study, study.trials[0].params)
 
