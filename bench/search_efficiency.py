@@ -21,11 +21,12 @@ Every method gets TRIALS trials per seed, for SEEDS seeds (the sampler seed; dat
 training seed stay 0), one trial at a time:
 
 - ``tpe_asha``: our driver (``search.driver.run_search``, what ``python -m search run`` calls) with
-  its defaults: TPE with a start-up of a fifth of the budget, ASHA with rungs from the epochs
-  (1, 3, 9) and reduction factor 3, and no point trained twice; in this process on one Ray
+  its defaults: TPE with a start-up of a fifth of the budget, ASHA with promotions (the paper's
+  ASHA: each trial pauses at a rung until it ranks in the top third there) with rungs from the
+  epochs (1, 3, 9) and reduction factor 3, and no point trained twice; in this process on one Ray
   instance shared by the seeds (the fixed start-up of ``search run`` is measured in
   search_overhead.json, not here); it always runs its TRIALS trials, and epochs are counted in
-  trial order from Tune's per-trial results;
+  the order the driver logged them to MLflow (paused trials resume later);
 - ``tpe_asha_warm``: the same, warm-started (``--warm-start``) from the ``tpe_asha`` search of the
   previous seed in the same MLflow store (so seeds 1.., a different sampler seed than the search
   it starts from); only its own epochs count;
@@ -174,8 +175,10 @@ TASKS: dict[str, Task] = {
 }
 
 
-def space_yaml(task: str, seed: int) -> str:
-    """The searched space of ``task`` (see the module docstring) with sampler seed ``seed``."""
+def space_yaml(task: str, seed: int, *, sampler: str = "tpe", scheduler: str | None = None,
+               reduction_factor: float = 3) -> str:
+    """The searched space of ``task`` (see the module docstring) with sampler seed ``seed``;
+    ``scheduler`` None: the driver's default."""
     import yaml
 
     spec = TASKS[task]
@@ -183,8 +186,8 @@ def space_yaml(task: str, seed: int) -> str:
         "name": f"efficiency-{task}-{seed}",
         **spec.space(),
         "objective": {"metric": spec.metric, "mode": spec.mode},
-        "search": {"num_samples": TRIALS, "sampler": "tpe", "scheduler": "asha", "reduction_factor": 3,
-                   "max_concurrent": 1, "seed": seed},
+        "search": {"num_samples": TRIALS, "sampler": sampler, **({"scheduler": scheduler} if scheduler else {}),
+                   "reduction_factor": reduction_factor, "max_concurrent": 1, "seed": seed},
         "resources": {"cpu": 1, "gpu": 0},
     }
     return yaml.safe_dump(space, sort_keys=False)
@@ -266,7 +269,7 @@ def _baseline(method: str, space: Any, task: Task, seed: int) -> dict[str, Any]:
 
 def _tpe_asha(space: Any, task: Task, *, storage: Path, tracking_uri: str, name: str,
               warm_start: str | None = None) -> dict[str, Any]:
-    from ray import tune
+    from mlflow import MlflowClient
 
     from search.driver import SearchOptions, plan_search, prepare_data, run_search
 
@@ -281,21 +284,25 @@ def _tpe_asha(space: Any, task: Task, *, storage: Path, tracking_uri: str, name:
     finished = time.time()
     if outcome.exit_code != 0:
         raise RuntimeError(f"the search must exit 0, but got {outcome.exit_code} (log: {log})")
+    # Every epoch in the order the driver got it (MLflow stamps each value when the driver logs it,
+    # in ms): with one trial at a time that is the order they trained in, also when a scheduler
+    # pauses trials and resumes them later.
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(plan.experiment)
+    query = f"tags.`losstune.search_id` = '{plan.search_id}' and tags.`losstune.role` = 'trial'"
+    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=10_000)
+    values = sorted((m.timestamp, m.value) for run in runs
+                    for m in client.get_metric_history(run.info.run_id, task.metric))
     epochs, best, reached_at = 0, task.worst, None
-    trials = tune.ExperimentAnalysis(str(plan.run_dir)).trials  # in creation order (one trial at a time)
-    for trial in trials:
-        results = [json.loads(line) for line in (Path(trial.path) / "result.json").read_text().splitlines()]
-        for result in results:
-            if result.get("final"):  # the trial's closing summary, not an epoch
-                continue
-            epochs += 1
-            best = task.better(best, result[task.metric])
-            if reached_at is None and task.reached(result[task.metric]):
-                reached_at = (epochs, result["timestamp"] - start)
+    for timestamp, value in values:
+        epochs += 1
+        best = task.better(best, value)
+        if reached_at is None and task.reached(value):
+            reached_at = (epochs, timestamp / 1000 - start)
     wall = finished - start
     epochs_to, wall_to = reached_at or (epochs, wall)
     return {"reached": reached_at is not None, "epochs": epochs_to, "wall_s": max(wall_to, 0.0), "best": best,
-            "trials": len(trials), "epochs_all_trials": epochs, "search_wall_s": wall,
+            "trials": len(runs), "epochs_all_trials": epochs, "search_wall_s": wall,
             "search_id": plan.search_id}
 
 
