@@ -41,7 +41,7 @@ epoch it trained (censored; its ``reached`` is false). Figures: the median over 
 per-seed ratio of epochs (and of wall seconds) of a baseline to ``tpe_asha``; the 1.3x target is
 against the Optuna baseline with the fewer median epochs. The spread (median, quartiles, range)
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
-Tune's result timestamps (1 s resolution); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
+the MLflow timestamps of its epochs (ms); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
 cost (search_overhead.json) weighs on them far more than with real epochs. About 20 minutes on
 2 cores.
 
