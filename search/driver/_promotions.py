@@ -138,9 +138,6 @@ class PromotingAsha(FIFOScheduler):
                     _stop_paused(tune_controller, trial)
         return None
 
-    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        pass
-
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self._end(trial)
 

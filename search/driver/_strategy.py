@@ -99,8 +99,9 @@ def startup_trials(num_samples: int) -> int:
 
 
 def build_searcher(space: Space, define: DefineByRun, *, warm: Sequence[WarmTrial] = ()) -> tuple[Searcher, int]:
-    """(OptunaSearch behind a concurrency limiter that frees a paused trial's slot, number of trials). ``warm``: trials of an earlier
-    search the sampler starts from (they count towards TPE's random start-up)."""
+    """(OptunaSearch behind a concurrency limiter that frees a paused trial's slot, number of
+    trials). ``warm``: trials of an earlier search the sampler starts from (they count towards
+    TPE's random start-up)."""
     settings = space.search
     metrics = [o.metric for o in space.objectives]
     modes = [o.mode for o in space.objectives]
