@@ -58,7 +58,7 @@ test: setup browser postgres slurm
 	$(BIN)/python -m pytest -q
 
 # Every bench/*.py script in turn (bench/ is not a package; _*.py are shared helpers): each prints
-# a table and writes bench/results/<name>.json. About 75 minutes on 2 cores.
+# a table and writes bench/results/<name>.json. About 2 hours on 2 cores.
 bench: setup
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 

@@ -42,7 +42,8 @@ per-seed ratio of epochs (and of wall seconds) of a baseline to ``tpe_asha``; th
 against the Optuna baseline with the fewer median epochs. The spread (median, quartiles, range)
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
 the MLflow timestamps of its epochs (ms); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
-cost (search_overhead.json) weighs on them far more than with real epochs. About 20 minutes on
+cost (search_overhead.json) weighs on them far more than with real epochs (``wall_to_target.py``
+measures epochs of 2 s). About 20 minutes on
 2 cores.
 
     .venv/bin/python bench/search_efficiency.py   -> table on stdout, bench/results/search_efficiency.json
@@ -176,12 +177,12 @@ TASKS: dict[str, Task] = {
 
 
 def space_yaml(task: str, seed: int, *, sampler: str = "tpe", scheduler: str | None = None,
-               reduction_factor: float = 3) -> str:
-    """The searched space of ``task`` (see the module docstring) with sampler seed ``seed``;
-    ``scheduler`` None: the driver's default."""
+               reduction_factor: float = 3, spec: Task | None = None) -> str:
+    """The searched space of ``task`` (see the module docstring; ``spec``: a task not in TASKS)
+    with sampler seed ``seed``; ``scheduler`` None: the driver's default."""
     import yaml
 
-    spec = TASKS[task]
+    spec = spec or TASKS[task]
     space = {
         "name": f"efficiency-{task}-{seed}",
         **spec.space(),
@@ -269,8 +270,6 @@ def _baseline(method: str, space: Any, task: Task, seed: int) -> dict[str, Any]:
 
 def _tpe_asha(space: Any, task: Task, *, storage: Path, tracking_uri: str, name: str,
               warm_start: str | None = None) -> dict[str, Any]:
-    from mlflow import MlflowClient
-
     from search.driver import SearchOptions, plan_search, prepare_data, run_search
 
     plan = plan_search(space, SearchOptions(storage=str(storage), tracking_uri=tracking_uri, name=name,
@@ -284,13 +283,24 @@ def _tpe_asha(space: Any, task: Task, *, storage: Path, tracking_uri: str, name:
     finished = time.time()
     if outcome.exit_code != 0:
         raise RuntimeError(f"the search must exit 0, but got {outcome.exit_code} (log: {log})")
-    # Every epoch in the order the driver got it (MLflow stamps each value when the driver logs it,
-    # in ms): with one trial at a time that is the order they trained in, also when a scheduler
-    # pauses trials and resumes them later.
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(plan.experiment)
     query = f"tags.`losstune.search_id` = '{plan.search_id}' and tags.`losstune.role` = 'trial'"
-    runs = client.search_runs([experiment.experiment_id], filter_string=query, max_results=10_000)
+    counted = driver_epochs(tracking_uri, plan.experiment, query, task, start=start, end=finished)
+    return {**counted, "search_wall_s": finished - start, "search_id": plan.search_id}
+
+
+def driver_epochs(tracking_uri: str, experiment: str, query: str, task: Task, *, start: float,
+                  end: float) -> dict[str, Any]:
+    """Epochs and seconds from ``start`` (a ``time.time()``) until the trial runs ``query`` finds in
+    ``experiment`` first reached the target; if none did, every epoch and the seconds to ``end``.
+
+    Every epoch counts in the order the driver got it (MLflow stamps each value when the driver logs
+    it, in ms): with one trial at a time that is the order they trained in, also when a scheduler
+    pauses trials and resumes them later."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=10_000)
     values = sorted((m.timestamp, m.value) for run in runs
                     for m in client.get_metric_history(run.info.run_id, task.metric))
     epochs, best, reached_at = 0, task.worst, None
@@ -299,11 +309,9 @@ def _tpe_asha(space: Any, task: Task, *, storage: Path, tracking_uri: str, name:
         best = task.better(best, value)
         if reached_at is None and task.reached(value):
             reached_at = (epochs, timestamp / 1000 - start)
-    wall = finished - start
-    epochs_to, wall_to = reached_at or (epochs, wall)
+    epochs_to, wall_to = reached_at or (epochs, end - start)
     return {"reached": reached_at is not None, "epochs": epochs_to, "wall_s": max(wall_to, 0.0), "best": best,
-            "trials": len(runs), "epochs_all_trials": epochs, "search_wall_s": wall,
-            "search_id": plan.search_id}
+            "trials": len(runs), "epochs_all_trials": epochs}
 
 
 def _spread(values: list[float]) -> dict[str, float]:

@@ -125,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         plan = plan_search(space, options)
+        if plan.finished:  # --resume of a finished search: its summary again, without Ray or MLflow
+            return run_search(plan).exit_code
         # Where the search logs, checked before the data set is loaded and before Ray starts.
         check_tracking_uri(plan.tracking_uri, cluster=address is not None)
         check_reachable(plan.tracking_uri)

@@ -80,6 +80,9 @@ class SearchPlan:
     experiment: str
     notes: tuple[str, ...] = ()
     warm: WarmStart | None = None  # the earlier trials a new search's sampler starts from
+    # --resume of a search that already finished: its summary is shown again and nothing runs (Tune
+    # would restart the trials a time budget left paused or pending)
+    finished: bool = False
 
     @property
     def run_dir(self) -> Path | None:
@@ -134,8 +137,11 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         )
     notes: list[str] = []
     resume = False
-    if started and location.local_dir is None:
-        resume = True  # an object store replaces a file whole: no state cut off by a crash to repair
+    finished = started and meta.get("status") == "finished"
+    if started and (location.local_dir is None or finished):
+        # an object store replaces a file whole: no state cut off by a crash to repair; a finished
+        # search's state is only read
+        resume = True
     elif started:
         resume, repaired = usable_state(location.local_dir)
         if resume and repaired:
@@ -149,23 +155,26 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     if meta is not None:
         # Same store, experiment and search id as before: the search's runs continue.
         tracking_uri, experiment, search_id = meta["tracking_uri"], meta["experiment"], meta["search_id"]
-        if wanted != tracking_uri:
+        if wanted != tracking_uri and not finished:
             notes.append(f"the search continues in the MLflow store it started with: {tracking_uri} (not {wanted})")
-        if resume and meta.get("space_sha256") != space_digest(space):
+        if resume and not finished and meta.get("space_sha256") != space_digest(space):
             notes.append("the space file changed since the search started; the search resumes with its original space")
     else:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
         search_id = make_search_id(name)
     warm = None
-    if options.warm_start is not None and resume:
+    if options.warm_start is not None and finished:
+        notes.append("--warm-start is left out: the search has finished")
+    elif options.warm_start is not None and resume:
         notes.append("--warm-start is left out: the search resumes with the sampler state it saved")
     elif options.warm_start is not None:
         from search.driver._warm import read_warm_start
 
         warm = read_warm_start(space, tracking_uri=tracking_uri, selector=options.warm_start)
         notes.append(warm.note())
-    return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes), warm)
+    return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes), warm,
+                      finished)
 
 
 def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:

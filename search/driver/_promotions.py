@@ -14,20 +14,26 @@ may be promoted; the best such trial runs on. If it is another trial, that pause
 slot of the one that pauses. Otherwise the slot goes to a new configuration: ``PausingLimiter``
 frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
 the paused trials that were not promoted end as stopped early.
+
+Tune saves the searcher's state and its callbacks' with its experiment state, not the scheduler's:
+``PromotionState``, a callback, saves the rungs, so a search resumed after a crash keeps its
+paused trials paused (Tune would restart them all) and ranks them where they were.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
+from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from search.driver._trainable import FINAL_KEY
 
-__all__ = ["PausingLimiter", "PromotingAsha", "rung_milestones"]
+__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones"]
 
 
 def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
@@ -83,6 +89,23 @@ class PromotingAsha(FIFOScheduler):
         self.ended: set[str] = set()  # failed or removed: still counted at their rungs, never promoted
         self.resume: list[str] = []  # promoted paused trials, next to run
 
+    # what PromotionState saves and restores
+    _STATE = ("scores", "promoted", "ended", "resume")
+
+    def get_state(self) -> dict[str, Any]:
+        return copy.deepcopy({name: getattr(self, name) for name in self._STATE})
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        for name in self._STATE:
+            setattr(self, name, copy.deepcopy(state[name]))
+
+    def _paused_at_rung(self, trial_id: str) -> bool:
+        """Whether the trial reached a rung and waits there: not promoted from it, not ended."""
+        for rung in reversed(range(len(self.milestones))):
+            if trial_id in self.scores[rung]:
+                return trial_id not in self.promoted[rung] and trial_id not in self.ended
+        return False
+
     def _promotable(self) -> tuple[int, str] | None:
         """(rung, trial) of the best trial not yet promoted in the top 1/rf of the highest rung
         that has one."""
@@ -123,9 +146,12 @@ class PromotingAsha(FIFOScheduler):
 
     def choose_trial_to_run(self, tune_controller: Any) -> Trial | None:
         trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == Trial.PENDING and self._paused_at_rung(trial.trial_id):
+                _pause_restored(tune_controller, trial)
         by_id = {trial.trial_id: trial for trial in trials}
         for trial_id in self.resume:
-            if by_id[trial_id].status == Trial.PAUSED:
+            if by_id[trial_id].status in (Trial.PAUSED, Trial.PENDING):
                 return by_id[trial_id]
         for trial in trials:
             if trial.status == Trial.PENDING:
@@ -155,6 +181,30 @@ class PromotingAsha(FIFOScheduler):
     def debug_string(self) -> str:
         rungs = ", ".join(f"{m}: {len(s)}" for m, s in zip(self.milestones, self.scores))
         return f"ASHA with promotions: trials per rung {{{rungs}}}, {len(self.resume)} promoted to resume"
+
+
+class PromotionState(Callback):
+    """Saves ``scheduler``'s rungs with Tune's experiment state and restores them on a resume.
+
+    Tune pickles its callbacks and its scheduler together when a search starts (``tuner.pkl``) and
+    restores a search from that pickle, so this callback and the scheduler come back as a pair."""
+
+    def __init__(self, scheduler: PromotingAsha) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict[str, Any]:
+        return self.scheduler.get_state()
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.scheduler.set_state(state)
+
+
+def _pause_restored(tune_controller: Any, trial: Trial) -> None:
+    """Set a trial that a resumed search got back as pending, but that was paused at a rung, to
+    paused again: Tune starts every pending trial, whatever the scheduler chooses. Its saved
+    checkpoint is where it paused. Tune's controller offers no public way to set a status."""
+    controller = getattr(tune_controller, "_tune_controller", tune_controller)
+    controller._set_trial_status(trial, Trial.PAUSED)
 
 
 def _stop_paused(tune_controller: Any, trial: Trial) -> None:

@@ -19,6 +19,7 @@ from search import exit_codes
 from search.console import say
 from search.driver._callbacks import MlflowCallback, ProgressPrinter
 from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
+from search.driver._promotions import PromotingAsha, PromotionState
 from search.driver._state import StateSnapshot, clear_state
 from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, grace_period, trial_threads
 from search.driver._summary import (
@@ -87,11 +88,12 @@ def _build_tuner(
         return Tuner.restore(
             plan.location.uri, trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
         )
+    scheduler = build_scheduler(space, epochs=epochs)
     return Tuner(
         trainable,
         tune_config=TuneConfig(
             search_alg=searcher,
-            scheduler=build_scheduler(space, epochs=epochs),
+            scheduler=scheduler,
             num_samples=num_samples,
             reuse_actors=True,
             time_budget_s=space.search.time_budget_s,
@@ -111,6 +113,8 @@ def _build_tuner(
                 # A local copy of Tune's state that survives a crash in mid-write (not needed where an
                 # object store replaces files whole).
                 *([StateSnapshot()] if plan.run_dir is not None else []),
+                # the rungs of ASHA with promotions, saved with Tune's state (Tune saves no scheduler's)
+                *([PromotionState(scheduler)] if isinstance(scheduler, PromotingAsha) else []),
             ],
             failure_config=FailureConfig(max_failures=space.search.max_failures),
             # One checkpoint per trial; Tune then saves its experiment state with every new
@@ -151,6 +155,8 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     space, options = plan.space, plan.options
     for note in plan.notes:
         say(f"note: {note}")
+    if plan.finished:
+        return _shown_again(plan)
     epochs = int(space.constants["train.epochs"])
     threads = trial_threads(space)
     settings = TrackingSettings(
@@ -259,6 +265,19 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     return _finish(plan, tracker, trials, meta=meta, num_samples=num_samples, out_of_time=out_of_time)
 
 
+def _shown_again(plan: SearchPlan) -> SearchOutcome:
+    """A finished search, resumed: its saved summary, and nothing run, logged or written (the
+    outcome has no trials: the summary is the saved text). Exits as the search did."""
+    summary = plan.location.read_text(SUMMARY_FILE)
+    all_failed = (read_meta(plan.location) or {}).get("end") == "all_failed"
+    say(f"Search {plan.name!r} ({plan.search_id}) already finished in {plan.location}; nothing runs again.")
+    if summary is not None:
+        say("\n" + summary.rstrip("\n"))
+    if plan.location.read_text(BEST_CONFIG) is not None:
+        say(f"\nbest config: {plan.location}/{BEST_CONFIG}")
+    return SearchOutcome(exit_code=exit_codes.FAILED if all_failed else exit_codes.OK, plan=plan)
+
+
 def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) -> SearchOutcome:
     for trial in trials:
         if trial.status in _UNFINISHED_STATES:
@@ -338,7 +357,7 @@ def _finish(
     if best is not None:
         tags["losstune.best_trial"] = best.trial_id
     tracker.end_search(end=end, artifacts=artifacts, tags=tags)
-    meta.update(status="finished", num_samples=num_samples)
+    meta.update(status="finished", end=end, num_samples=num_samples)
     write_meta(plan.location, meta)
 
     say("\n" + table)

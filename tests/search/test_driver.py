@@ -24,6 +24,7 @@ import ray.cloudpickle
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
+from ray import tune
 from ray.tune.schedulers import MedianStoppingRule
 
 from search.driver import SearchInputError, SearchOptions, plan_search, run_search
@@ -510,7 +511,7 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
             assert runs[trial.trial_id].info.status == "FINISHED"
 
 
-def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_session, tmp_path: Path):
+def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_session, tmp_path: Path, capsys):
     # ASHA with promotions, one trial at a time, a rung at epoch 1 of 3, each epoch at least 1 s:
     # the first trials pause at epoch 1 and are still paused when the 6 s budget runs out.
     space_file = write_space(
@@ -527,6 +528,24 @@ def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_sessio
     assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "time_budget"
     runs = runs_of(client, outcome, "trial")
     assert runs and all(run.info.status == "FINISHED" for run in runs)
+
+    # Tune's saved state still shows the paused trials unfinished; a --resume shows the summary
+    # again and neither trains them nor touches the search's runs or files.
+    capsys.readouterr()
+    run_dir = outcome.plan.run_dir
+    saved = tune.ExperimentAnalysis(str(run_dir)).trials
+    assert any(trial.status in ("PAUSED", "PENDING") for trial in saved)
+    files = {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.is_file()}
+    epochs = {run.info.run_id: epochs_logged(client, run) for run in runs}
+    again, _ = search(tmp_path, space_file, train_fn=SlowTrain(1.0), resume=True)
+    out = capsys.readouterr().out
+
+    assert again.exit_code == 0 and again.plan.finished and not again.interrupted
+    assert "already finished" in out and (run_dir / "summary.txt").read_text().rstrip("\n") in out
+    assert {path: path.stat().st_mtime_ns for path in run_dir.rglob("*") if path.is_file()} == files
+    assert {run.info.run_id: epochs_logged(client, run) for run in runs_of(client, outcome, "trial")} == epochs
+    (parent_again,) = runs_of(client, outcome, "search")
+    assert parent_again.info.end_time == parent.info.end_time
 
 
 class FaultyTrain:
@@ -647,6 +666,9 @@ def test_a_search_whose_every_trial_fails_exits_1(ray_session, tmp_path: Path):
     # The parent's end state and its end reason agree.
     assert parent.data.tags["losstune.end_reason"] == "all_failed"
     assert not (outcome.plan.run_dir / "best_config.yaml").exists()
+    # Resumed, it shows its summary and exits as it did.
+    again, _ = search(tmp_path, space_file, train_fn=FaultyTrain(tmp_path), resume=True)
+    assert again.plan.finished and again.exit_code == 1
 
 
 def test_a_search_again_after_its_run_directory_was_removed_keeps_both_searches_runs(ray_session, tmp_path: Path):

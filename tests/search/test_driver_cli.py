@@ -210,9 +210,22 @@ def test_a_search_killed_with_paused_trials_resumes_them_without_losing_or_repea
     assert len(trial_ids) == len(set(trial_ids)) == 6
     states = sorted(r.data.tags["losstune.state"] for r in children)
     assert all(r.info.status == "FINISHED" for r in children) and "stopped_early" in states, states
+    rung: dict[str, tuple[int, float]] = {}  # trial: (when its epoch 1 was logged, its value)
+    past_rung: dict[str, int] = {}  # trial: when its epoch 2 was logged
     for run in children:  # every epoch once, from the first on
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
+        history = client.get_metric_history(run.info.run_id, "val/acc_mean")
+        steps = [m.step for m in history]
         assert steps and sorted(steps) == list(range(1, max(steps) + 1)), steps
+        rung.update({run.info.run_id: (m.timestamp, m.value) for m in history if m.step == 1})
+        past_rung.update({run.info.run_id: m.timestamp for m in history if m.step == 2})
+    # ASHA's rule held across the kill (the rungs were saved with Tune's state): a trial trained
+    # past the rung only as one of the top third of the trials that had reached it by then. Tune
+    # alone would restart every paused trial on resume, and each would train on.
+    assert past_rung
+    for run_id, when in past_rung.items():
+        reached = [value for logged, value in rung.values() if logged < when]
+        better = sum(value > rung[run_id][1] for value in reached)
+        assert better < len(reached) // 3, (run_id, rung, past_rung)
     finished, stopped = states.count("finished"), states.count("stopped_early")
     assert f"trials: {finished} finished, {stopped} stopped" in output, output[-3000:]
     # Tune's own state ends every trial too: the same command refuses a finished search.

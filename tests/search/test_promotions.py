@@ -3,6 +3,7 @@ learns from a paused trial (the scheduler in a search: test_driver.py and test_d
 
 from __future__ import annotations
 
+import pickle
 from types import SimpleNamespace
 
 import optuna
@@ -11,7 +12,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.driver._promotions import PausingLimiter, PromotingAsha, rung_milestones
+from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones
 from search.driver._strategy import _completed_with, _Optuna
 
 
@@ -130,6 +131,9 @@ class _Controller:
     def _mark_trial_to_checkpoint(self, trial) -> None:
         self.marked.append(trial.trial_id)
 
+    def _set_trial_status(self, trial, status: str) -> None:
+        trial.status = status
+
 
 def _trial(trial_id: str, status: str = "RUNNING") -> SimpleNamespace:
     return SimpleNamespace(trial_id=trial_id, status=status)
@@ -177,3 +181,29 @@ def test_a_nan_at_a_rung_ranks_last_and_an_ended_trial_is_never_promoted():
     # f makes 6: the top two are b and c (a's NaN ranks last); c runs on in f's slot
     assert scheduler.on_trial_result(controller, trials["f"], {"epoch": 1, "m": 0.01}) == TrialScheduler.PAUSE
     assert scheduler.resume == ["c"]
+
+
+def test_a_resumed_search_keeps_its_rungs_pauses_waiting_trials_again_and_runs_the_promoted_one():
+    # Tune pickles the scheduler and its callbacks together when a search starts (tuner.pkl) and
+    # restores both from that pickle, then gives the callbacks the state they saved.
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1, 3], reduction_factor=3)
+    started = pickle.dumps((scheduler, PromotionState(scheduler)))
+    a, b, c, d = (_trial(t) for t in "abcd")
+    controller = _Controller([a, b, c, d])
+    for trial, value in ((a, 0.5), (b, 0.9), (c, 0.1)):
+        assert scheduler.on_trial_result(controller, trial, {"epoch": 1, "m": value}) == TrialScheduler.PAUSE
+        trial.status = "PAUSED"
+    assert scheduler.resume == ["b"]  # promoted when c paused; then the driver is killed
+    saved = PromotionState(scheduler).get_state()
+
+    restored, callback = pickle.loads(started)
+    assert callback.scheduler is restored and restored.scores == [{}, {}]
+    callback.set_state(saved)
+    # Tune sets every unfinished trial to pending and starts them all unless they are paused again
+    trials = [_trial(t, "PENDING") for t in "abcd"]
+    controller = _Controller(trials)
+    assert restored.choose_trial_to_run(controller) is trials[1]  # b, promoted before the kill
+    assert [t.status for t in trials] == ["PAUSED", "PENDING", "PAUSED", "PENDING"]  # d never reached a rung
+    trials[1].status = "RUNNING"
+    assert restored.on_trial_result(controller, trials[1], {"epoch": 2, "m": 0.95}) == TrialScheduler.CONTINUE
+    assert restored.resume == [] and restored.choose_trial_to_run(controller) is trials[3]
