@@ -26,8 +26,10 @@ def alive_nodes() -> list[dict[str, Any]]:
 
 
 def _on_every_node(fn: Callable[..., Any], *args: Any) -> list[tuple[dict[str, Any], Any]]:
-    """``fn(*args)`` run on each alive node; (the node, what it returned) for each."""
+    """``fn(*args)`` run on each alive node; (the node, what it returned) for each node still in the
+    cluster when it answers."""
     import ray
+    from ray.exceptions import NodeDiedError, TaskUnschedulableError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = ray.remote(num_cpus=0, max_retries=0)(fn)
@@ -36,7 +38,28 @@ def _on_every_node(fn: Callable[..., Any], *args: Any) -> list[tuple[dict[str, A
         remote.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(*args)
         for node in nodes
     ]
-    return list(zip(nodes, ray.get(refs, timeout=_TIMEOUT_S)))
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=_TIMEOUT_S)
+    answers, silent = [], []
+    for node, ref in zip(nodes, refs):
+        if ref not in ready:
+            silent.append(node)
+            continue
+        try:
+            answers.append((node, ray.get(ref)))
+        except (NodeDiedError, TaskUnschedulableError) as error:
+            # The GCS counts a node that just died alive until it misses enough heartbeats: one
+            # that has left by now runs no trial, so there is nothing to check on it.
+            if node["NodeID"] in {alive["NodeID"] for alive in alive_nodes()}:
+                raise ClusterError(
+                    "every alive node of the cluster running a zero-CPU task pinned to it",
+                    f"{type(error).__name__} on {_name(node)}",
+                ) from error
+    if silent:
+        raise ClusterError(
+            f"every alive node of the cluster answering a zero-CPU task within {_TIMEOUT_S:g} s",
+            f"no answer from {', '.join(_name(node) for node in silent)}",
+        )
+    return answers
 
 
 def _name(node: dict[str, Any]) -> str:

@@ -169,6 +169,16 @@ class LocalCluster:
             time.sleep(1.0)
         raise TimeoutError(f"{count} Ray nodes alive within {timeout_s:g} s")
 
+    def wait_until_dead(self, node_id: str, *, timeout_s: float = 120.0) -> None:
+        """Until the GCS marks ``node_id`` (a node just killed) dead: until then it lists the node
+        alive, and a check run on every alive node would wait on it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ask("any(n['Alive'] for n in ray.nodes() if n['NodeID'] == sys.argv[2])", node_id) == "False":
+                return
+            time.sleep(1.0)
+        raise TimeoutError(f"Ray node {node_id} marked dead within {timeout_s:g} s")
+
     def wait_for_jobs_api(self, *, timeout_s: float = 120.0) -> None:
         """The head's Jobs API answers once its dashboard agent is up (it accepts jobs then)."""
         import urllib.request

@@ -48,7 +48,9 @@ def test_trials_of_a_lost_node_resume_on_the_other_from_their_checkpoints(cluste
     finally:
         cluster.nodes.remove(worker)
         cluster.start_worker(num_cpus=2, num_gpus=2, registry=process_groups)
-        cluster.wait_for(2, excluding=[worker_id])  # the new worker is up for the tests after this one
+        # The tests after this one start from two alive nodes: the new worker, not the killed one.
+        cluster.wait_for(2, excluding=[worker_id])
+        cluster.wait_until_dead(worker_id)
 
     runs = recorded(cluster_mlflow.url, "lost")
     assert len(runs.parents) == 1 and len(runs.trials) == 3 and len(set(runs.trial_ids)) == 3
