@@ -164,6 +164,13 @@ class PromotingAsha(FIFOScheduler):
                     _stop_paused(tune_controller, trial)
         return None
 
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        # Tune tells the scheduler of a failure it will retry as of any other (on_trial_error),
+        # then adds the trial again, pending, to restart from its checkpoint: it has not ended,
+        # and ranks and is promoted as before.
+        if trial.status == Trial.PENDING:
+            self.ended.discard(trial.trial_id)
+
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self._end(trial)
 

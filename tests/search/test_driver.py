@@ -747,3 +747,43 @@ def test_asha_with_promotions_pauses_each_trial_at_a_rung_until_it_ranks_in_the_
     # the order a single worker trained them in: 0.04 resumed from its checkpoint after 0.03's first epoch
     assert [(lr, epoch) for _, lr, epoch in sorted(order)] == [
         (0.05, 1), (0.04, 1), (0.03, 1), (0.04, 2), (0.04, 3), (0.02, 1), (0.02, 2), (0.02, 3)]
+
+
+class CrashingOnce(ScriptedCurves):
+    """``ScriptedCurves`` where the trial of learning rate ``lr`` raises once, in its first epoch."""
+
+    def __init__(self, curves: dict[float, list[float]], *, lr: float, marks: Path) -> None:
+        super().__init__(curves)
+        self.lr, self.crashed = lr, marks / "crashed"
+
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
+        if config.train.lr == self.lr and not self.crashed.exists():
+            self.crashed.touch()
+            raise RuntimeError("injected flaky fault")
+        return super().__call__(config, report=report, checkpoint_dir=checkpoint_dir, **given)
+
+
+def test_asha_with_promotions_ranks_and_promotes_a_retried_trial_like_any_other(ray_session, tmp_path: Path):
+    # The promotions test above, with 0.04 retried after a crash in its first epoch (Tune tells
+    # the scheduler of a crash it retries as of a final error): it still takes 0.03's slot, once
+    # back at the rung, and runs to the end.
+    curves = {0.05: [0.3, 0.3, 0.3], 0.04: [0.5, 0.6, 0.7], 0.03: [0.4, 0.4, 0.4], 0.02: [0.6, 0.7, 0.8]}
+    space_file = write_space(
+        tmp_path,
+        name="retried",
+        heads=FIXED_HEADS,
+        epochs=3,
+        lr="{grid: [0.05, 0.04, 0.03, 0.02]}",
+        search="{sampler: grid, scheduler: asha_promotions, max_concurrent: 1, max_failures: 1}",
+    )
+    train_fn = CrashingOnce(curves, lr=0.04, marks=tmp_path)
+    outcome, client = search(tmp_path, space_file, train_fn=train_fn)
+
+    assert outcome.exit_code == 0 and train_fn.crashed.exists()
+    states = {t.config["train.lr"]: t.state for t in outcome.trials}
+    assert states == {0.05: "STOPPED", 0.04: "FINISHED", 0.03: "STOPPED", 0.02: "FINISHED"}
+    runs = {c.data.tags["losstune.trial_id"]: c for c in runs_of(client, outcome, "trial")}
+    (retried,) = [t for t in outcome.trials if t.config["train.lr"] == 0.04]
+    run = runs[retried.trial_id]
+    assert run.info.status == "FINISHED" and epochs_logged(client, run) == [1, 2, 3]
+    assert "test/acc_mean" in run.data.metrics and run.data.tags["losstune.retries"] == "1"

@@ -183,6 +183,31 @@ def test_a_nan_at_a_rung_ranks_last_and_an_ended_trial_is_never_promoted():
     assert scheduler.resume == ["c"]
 
 
+def test_a_trial_tune_retries_after_a_crash_stays_at_its_rung_and_is_promoted_like_any_other():
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
+    a, b, c = _trial("a"), _trial("b", "PENDING"), _trial("c", "PENDING")
+    controller = _Controller([a, b, c])
+    assert scheduler.on_trial_result(controller, a, {"epoch": 1, "m": 0.9}) == TrialScheduler.PAUSE
+    # a crashes while Tune saves its pause; Tune retries it as it does: the scheduler hears of
+    # the error, then of the trial added again, pending
+    a.status = "ERROR"
+    scheduler.on_trial_error(controller, a)
+    a.status = "PENDING"
+    scheduler.on_trial_add(controller, a)
+    assert scheduler.choose_trial_to_run(controller) is b and a.status == "PAUSED"  # it waits at its rung
+    b.status = "RUNNING"
+    assert scheduler.on_trial_result(controller, b, {"epoch": 1, "m": 0.5}) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is c
+    c.status = "RUNNING"
+    # c makes 3 at the rung, and a, the best, runs on in its slot
+    assert scheduler.on_trial_result(controller, c, {"epoch": 1, "m": 0.1}) == TrialScheduler.PAUSE
+    assert scheduler.resume == ["a"] and scheduler.choose_trial_to_run(controller) is a
+    # a final error is an end: Tune sets the trial to error, and never adds it again
+    scheduler.on_trial_error(controller, a)
+    assert scheduler.resume == [] and "a" in scheduler.ended
+
+
 def test_a_resumed_search_keeps_its_rungs_pauses_waiting_trials_again_and_runs_the_promoted_one():
     # Tune pickles the scheduler and its callbacks together when a search starts (tuner.pkl) and
     # restores both from that pickle, then gives the callbacks the state they saved.
