@@ -21,7 +21,7 @@ Every method gets TRIALS trials per seed, for SEEDS seeds (the sampler seed; dat
 training seed stay 0), one trial at a time:
 
 - ``tpe_asha``: our driver (``search.driver.run_search``, what ``python -m search run`` calls) with
-  its defaults: TPE with a start-up of a fifth of the budget, ASHA with promotions (the paper's
+  its defaults: TPE with a start-up of a third of the budget (10 of 30), ASHA with promotions (the paper's
   ASHA: each trial pauses at a rung until it ranks in the top third there) with rungs from the
   epochs (1, 3, 9) and reduction factor 3, and no point trained twice; in this process on one Ray
   instance shared by the seeds (the fixed start-up of ``search run`` is measured in

@@ -93,9 +93,12 @@ def grid_points(define: Callable[[Any], Any]) -> list[dict[str, Any]]:
 
 
 def startup_trials(num_samples: int) -> int:
-    """Random trials TPE starts with: a fifth of the budget, from 3 to Optuna's default of 10. A
-    fixed 10 spends a third of a 30-trial search before the model learns anything."""
-    return max(3, min(10, num_samples // 5))
+    """Random trials TPE starts with: Optuna's default of 10, but at most a third of the budget (at
+    least 3), so a small search still samples from the model. Under ASHA with promotions, the
+    default scheduler, a start-up trial mostly costs the epochs to its first rung, and the model
+    then learns from more points: a fifth of the budget, and half of it, took more epochs to the
+    target (bench/search_efficiency.py, README)."""
+    return max(3, min(10, num_samples // 3))
 
 
 def build_searcher(space: Space, define: DefineByRun, *, warm: Sequence[WarmTrial] = ()) -> tuple[Searcher, int]:

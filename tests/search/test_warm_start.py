@@ -40,8 +40,8 @@ def test_median_stopping_waits_one_epoch_unless_the_space_says(tmp_path: Path):
         assert grace_period(space, epochs=20) == expected, settings
 
 
-def test_tpe_starts_with_a_fifth_of_the_budget_within_3_and_10():
-    assert [startup_trials(n) for n in (1, 15, 16, 30, 50, 1000)] == [3, 3, 3, 6, 10, 10]
+def test_tpe_starts_with_a_third_of_the_budget_within_3_and_10():
+    assert [startup_trials(n) for n in (1, 9, 12, 15, 29, 30, 50, 1000)] == [3, 3, 4, 5, 9, 10, 10, 10]
 
 
 def _searcher(tmp_path: Path, heads: str, *, warm=(), seed: int = 0):
