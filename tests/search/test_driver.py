@@ -710,6 +710,22 @@ def test_resume_with_a_search_id_must_name_the_search_of_the_run_directory(tmp_p
         plan_search(load_space(space_file), options)
 
 
+# val/acc_mean per epoch by learning rate, for ASHA with promotions on one rung (epoch 1) of 3 epochs
+PROMOTION_CURVES = {0.05: [0.3, 0.3, 0.3], 0.04: [0.5, 0.6, 0.7], 0.03: [0.4, 0.4, 0.4], 0.02: [0.6, 0.7, 0.8]}
+
+
+def _promotions_space(tmp_path: Path, *, name: str, max_failures: int = 0) -> Path:
+    """PROMOTION_CURVES' learning rates as a grid, one trial at a time, ASHA with promotions."""
+    return write_space(
+        tmp_path,
+        name=name,
+        heads=FIXED_HEADS,
+        epochs=3,
+        lr=f"{{grid: {list(PROMOTION_CURVES)}}}",
+        search=f"{{sampler: grid, scheduler: asha_promotions, max_concurrent: 1, max_failures: {max_failures}}}",
+    )
+
+
 def test_asha_with_promotions_pauses_each_trial_at_a_rung_until_it_ranks_in_the_top_third(
     ray_session, tmp_path: Path
 ):
@@ -718,16 +734,8 @@ def test_asha_with_promotions_pauses_each_trial_at_a_rung_until_it_ranks_in_the_
     # the best of them, 0.04, takes its slot and runs to the end while 0.03 pauses; 0.02 is the
     # best of 4 (top 1) and runs on at once. No configuration is left, so 0.05 and 0.03 end where
     # they paused.
-    curves = {0.05: [0.3, 0.3, 0.3], 0.04: [0.5, 0.6, 0.7], 0.03: [0.4, 0.4, 0.4], 0.02: [0.6, 0.7, 0.8]}
-    space_file = write_space(
-        tmp_path,
-        name="promotions",
-        heads=FIXED_HEADS,
-        epochs=3,
-        lr="{grid: [0.05, 0.04, 0.03, 0.02]}",
-        search="{sampler: grid, scheduler: asha_promotions, max_concurrent: 1}",
-    )
-    outcome, client = search(tmp_path, space_file, train_fn=ScriptedCurves(curves))
+    space_file = _promotions_space(tmp_path, name="promotions")
+    outcome, client = search(tmp_path, space_file, train_fn=ScriptedCurves(PROMOTION_CURVES))
 
     assert outcome.exit_code == 0
     states = {t.config["train.lr"]: t.state for t in outcome.trials}
@@ -767,16 +775,8 @@ def test_asha_with_promotions_ranks_and_promotes_a_retried_trial_like_any_other(
     # The promotions test above, with 0.04 retried after a crash in its first epoch (Tune tells
     # the scheduler of a crash it retries as of a final error): it still takes 0.03's slot, once
     # back at the rung, and runs to the end.
-    curves = {0.05: [0.3, 0.3, 0.3], 0.04: [0.5, 0.6, 0.7], 0.03: [0.4, 0.4, 0.4], 0.02: [0.6, 0.7, 0.8]}
-    space_file = write_space(
-        tmp_path,
-        name="retried",
-        heads=FIXED_HEADS,
-        epochs=3,
-        lr="{grid: [0.05, 0.04, 0.03, 0.02]}",
-        search="{sampler: grid, scheduler: asha_promotions, max_concurrent: 1, max_failures: 1}",
-    )
-    train_fn = CrashingOnce(curves, lr=0.04, marks=tmp_path)
+    space_file = _promotions_space(tmp_path, name="retried", max_failures=1)
+    train_fn = CrashingOnce(PROMOTION_CURVES, lr=0.04, marks=tmp_path)
     outcome, client = search(tmp_path, space_file, train_fn=train_fn)
 
     assert outcome.exit_code == 0 and train_fn.crashed.exists()
