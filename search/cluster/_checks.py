@@ -39,7 +39,7 @@ def _on_every_node(fn: Callable[..., Any], *args: Any) -> list[tuple[dict[str, A
         for node in nodes
     ]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=_TIMEOUT_S)
-    answers, silent = [], []
+    answers, silent, unrun = [], [], []
     for node, ref in zip(nodes, refs):
         if ref not in ready:
             silent.append(node)
@@ -47,9 +47,13 @@ def _on_every_node(fn: Callable[..., Any], *args: Any) -> list[tuple[dict[str, A
         try:
             answers.append((node, ray.get(ref)))
         except (NodeDiedError, TaskUnschedulableError) as error:
-            # The GCS counts a node that just died alive until it misses enough heartbeats: one
-            # that has left by now runs no trial, so there is nothing to check on it.
-            if node["NodeID"] in {alive["NodeID"] for alive in alive_nodes()}:
+            unrun.append((node, error))
+    if unrun:
+        # The GCS counts a node that just died alive until it misses enough heartbeats: one that
+        # has left by now runs no trial, so there is nothing to check on it.
+        alive = {node["NodeID"] for node in alive_nodes()}
+        for node, error in unrun:
+            if node["NodeID"] in alive:
                 raise ClusterError(
                     "every alive node of the cluster running a zero-CPU task pinned to it",
                     f"{type(error).__name__} on {_name(node)}",
