@@ -224,15 +224,17 @@ def _config(space: Any, trial: Any) -> dict[str, Any]:
     return {**space.define_by_run(trial), **trial.params, "train.threads": 1}
 
 
-def _optuna(space: Any, task: Task, *, sampler: Any, pruner: Any) -> dict[str, Any]:
+def _optuna(space: Any, task: Task, *, sampler: Any, pruner: Any, study_name: str) -> dict[str, Any]:
     import optuna
 
     from search._optuna import quiet_optuna
     from trainables.train import train
 
     counter = _Counter(task)
+    # A fixed study name: HyperbandPruner puts a trial in a bracket by a hash of the study's name
+    # and the trial's number, and a generated name would make that baseline differ run to run.
     study = optuna.create_study(direction="minimize" if task.mode == "min" else "maximize", sampler=sampler,
-                                pruner=pruner)
+                                pruner=pruner, study_name=study_name)
 
     def objective(trial: optuna.Trial) -> float:
         values: list[float] = []
@@ -265,7 +267,7 @@ def _baseline(method: str, space: Any, task: Task, seed: int) -> dict[str, Any]:
         "optuna_hyperband": (optuna.samplers.TPESampler(seed=seed), optuna.pruners.HyperbandPruner()),
     }
     sampler, pruner = samplers_and_pruners[method]
-    return _optuna(space, task, sampler=sampler, pruner=pruner)
+    return _optuna(space, task, sampler=sampler, pruner=pruner, study_name=f"{method}-seed{seed}")
 
 
 def _tpe_asha(space: Any, task: Task, *, storage: Path, tracking_uri: str, name: str,
