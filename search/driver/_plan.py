@@ -83,6 +83,7 @@ class SearchPlan:
     # --resume of a search that already finished: its summary is shown again and nothing runs (Tune
     # would restart the trials a time budget left paused or pending)
     finished: bool = False
+    all_failed: bool = False  # a finished search whose trials all failed: it exits as it did then
 
     @property
     def run_dir(self) -> Path | None:
@@ -174,7 +175,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         warm = read_warm_start(space, tracking_uri=tracking_uri, selector=options.warm_start)
         notes.append(warm.note())
     return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes), warm,
-                      finished)
+                      finished, all_failed=finished and meta.get("end") == "all_failed")
 
 
 def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:

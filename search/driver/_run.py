@@ -269,13 +269,12 @@ def _shown_again(plan: SearchPlan) -> SearchOutcome:
     """A finished search, resumed: its saved summary, and nothing run, logged or written (the
     outcome has no trials: the summary is the saved text). Exits as the search did."""
     summary = plan.location.read_text(SUMMARY_FILE)
-    all_failed = (read_meta(plan.location) or {}).get("end") == "all_failed"
     say(f"Search {plan.name!r} ({plan.search_id}) already finished in {plan.location}; nothing runs again.")
     if summary is not None:
         say("\n" + summary.rstrip("\n"))
     if plan.location.read_text(BEST_CONFIG) is not None:
         say(f"\nbest config: {plan.location}/{BEST_CONFIG}")
-    return SearchOutcome(exit_code=exit_codes.FAILED if all_failed else exit_codes.OK, plan=plan)
+    return SearchOutcome(exit_code=exit_codes.FAILED if plan.all_failed else exit_codes.OK, plan=plan)
 
 
 def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) -> SearchOutcome:
