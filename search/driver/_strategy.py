@@ -96,8 +96,8 @@ def startup_trials(num_samples: int) -> int:
     """Random trials TPE starts with: Optuna's default of 10, but at most a third of the budget (at
     least 3), so a small search still samples from the model. Under ASHA with promotions, the
     default scheduler, a start-up trial mostly costs the epochs to its first rung, and the model
-    then learns from more points: a fifth of the budget, and half of it, took more epochs to the
-    target (bench/search_efficiency.py, README)."""
+    then learns from more points. Against random search, a fifth of the budget did worse on all
+    three benchmark spaces, and half of it far worse on VIMH (bench/search_efficiency.py, README)."""
     return max(3, min(10, num_samples // 3))
 
 
