@@ -23,8 +23,8 @@ the task's target:
   Massively Parallel Hyperparameter Tuning") define it, on the same rungs as Ray's ASHA with that
   reduction factor: our driver's ``scheduler: asha_promotions`` (its default, reduction factor 3).
   A trial pauses at each rung. The worker resumes a paused trial once it ranks in the top 1/rf of
-  the trials that reached its rung (the highest rung first); if none ranks there, the next
-  configuration starts.
+  the trials that reached its rung, or ties with the last of them (the highest rung first); if
+  none ranks there, the next configuration starts.
 
 Check: the replays of ``ray_asha`` and ``asha_promotions_rf3`` must give the same epochs as our
 driver itself run with ``sampler: random`` and that scheduler, on the first CHECKED_SEEDS seeds of
@@ -149,8 +149,11 @@ def rungs(space: Any) -> list[int]:
 
 def asha_promotions(curves: Curves, task: Task, *, milestones: Sequence[int], reduction_factor: float) -> int:
     """Epochs until a trial reaches the target under ASHA with promotions (Li et al. 2020), one
-    worker: the best not yet promoted trial among the top 1/rf of the highest rung that has one
-    trains on to the next milestone; otherwise the next configuration trains to the first."""
+    worker: the best not yet promoted trial among the top of the highest rung that has one
+    (the driver's ``rung_top``) trains on to the next milestone; otherwise the next configuration
+    trains to the first."""
+    from search.driver._promotions import rung_top
+
     sign = -1.0 if task.mode == "min" else 1.0
     scores: list[dict[int, float]] = [{} for _ in milestones]  # rung -> {trial: score at the rung}
     promoted: list[set[int]] = [set() for _ in milestones]
@@ -159,8 +162,7 @@ def asha_promotions(curves: Curves, task: Task, *, milestones: Sequence[int], re
     while True:
         job = None
         for rung in reversed(range(len(milestones) - 1)):
-            ranked = sorted(scores[rung], key=lambda t: -scores[rung][t])
-            top = [t for t in ranked[: int(len(ranked) / reduction_factor)] if t not in promoted[rung]]
+            top = [t for t in rung_top(scores[rung], reduction_factor=reduction_factor) if t not in promoted[rung]]
             if top:
                 promoted[rung].add(top[0])
                 job = (top[0], rung + 1)

@@ -6,12 +6,13 @@ time, the first trials of a search meet empty rungs and all run to the end.
 
 The paper's ASHA pauses every trial at each rung instead. A worker that comes free resumes the
 best paused trial that ranks in the top 1/rf of its rung, highest rung first, and otherwise
-starts a new configuration. A trial therefore trains past a rung only once rf trials have
-reached that rung and it is among the best of them.
+starts a new configuration; a worker comes free when its trial pauses or finishes. A trial therefore trains past a rung only once rf trials have
+reached that rung and it is among the best of them (``rung_top``: trials tied with the last of
+the top 1/rf rank with it).
 
 In Tune, a trial that reaches a rung is paused (Tune keeps its last checkpoint) unless a trial
 may be promoted; the best such trial runs on. If it is another trial, that paused trial takes the
-slot of the one that pauses. Otherwise the slot goes to a new configuration: ``PausingLimiter``
+slot of the one that pauses (or of one that finishes). Otherwise the slot goes to a new configuration: ``PausingLimiter``
 frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
 the paused trials that were not promoted end as stopped early.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 from ray.tune import Callback
 from ray.tune.experiment import Trial
@@ -33,7 +34,9 @@ from ray.tune.search import ConcurrencyLimiter
 
 from search.driver._trainable import FINAL_KEY
 
-__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones"]
+__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones", "rung_top"]
+
+Key = TypeVar("Key")
 
 
 def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
@@ -41,6 +44,23 @@ def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) 
     count = int(math.log(epochs / grace_period) / math.log(reduction_factor) + 1e-9) + 1
     # Ray's rung at a fractional epoch is reached at the next whole one
     return sorted({math.ceil(grace_period * reduction_factor**k - 1e-9) for k in range(count)} - {epochs})
+
+
+def rung_top(scores: dict[Key, float], *, reduction_factor: float) -> list[Key]:
+    """The trials a rung may promote, best first: the top 1/``reduction_factor`` of ``scores``
+    (higher is better; equal scores in the order they came) and every trial tied with the last of
+    them.
+
+    A tie is a rank the rung cannot tell apart, so its cutoff does not split one. Classifiers
+    still at chance level after a rung's epochs tie exactly (the temporal space: 10 to 15 of 30
+    configurations at 0.15 after epoch 1), and which of them trains on would otherwise depend
+    only on which came first. A tie at -inf (trials that diverged) is not extended."""
+    ranked = sorted(scores, key=scores.__getitem__, reverse=True)
+    count = int(len(ranked) / reduction_factor)
+    if 0 < count < len(ranked) and math.isfinite(cutoff := scores[ranked[count - 1]]):
+        while count < len(ranked) and scores[ranked[count]] == cutoff:
+            count += 1
+    return ranked[:count]
 
 
 class PausingLimiter(ConcurrencyLimiter):
@@ -107,12 +127,10 @@ class PromotingAsha(FIFOScheduler):
         return False
 
     def _promotable(self) -> tuple[int, str] | None:
-        """(rung, trial) of the best trial not yet promoted in the top 1/rf of the highest rung
-        that has one."""
+        """(rung, trial) of the best trial not yet promoted in the top of the highest rung that has
+        one (``rung_top``)."""
         for rung in reversed(range(len(self.milestones))):
-            scores = self.scores[rung]
-            ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-            for trial_id in ranked[: int(len(ranked) / self.reduction_factor)]:
+            for trial_id in rung_top(self.scores[rung], reduction_factor=self.reduction_factor):
                 if trial_id not in self.promoted[rung] and trial_id not in self.ended:
                     return rung, trial_id
         return None
@@ -135,10 +153,13 @@ class PromotingAsha(FIFOScheduler):
             self.promoted[best[0]].add(trial.trial_id)
             return TrialScheduler.CONTINUE
         if best is not None:  # a paused trial runs on in this trial's slot
-            self.promoted[best[0]].add(best[1])
-            self.resume.append(best[1])
-            tune_controller.search_alg.searcher.on_unpause(best[1])
+            self._resume(tune_controller, *best)
         return self._pause(tune_controller, trial)
+
+    def _resume(self, tune_controller: Any, rung: int, trial_id: str) -> None:
+        self.promoted[rung].add(trial_id)
+        self.resume.append(trial_id)
+        tune_controller.search_alg.searcher.on_unpause(trial_id)
 
     def _pause(self, tune_controller: Any, trial: Trial) -> str:
         tune_controller.search_alg.searcher.on_pause(trial.trial_id)
@@ -173,6 +194,12 @@ class PromotingAsha(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self._end(trial)
+        # The finished trial's worker comes free: a paused trial that ranks in its rung's top runs
+        # on there before a new configuration starts. Tune tells the scheduler before the
+        # searcher, so the limiter hands the slot over with no new configuration in between.
+        best = self._promotable()
+        if best is not None:
+            self._resume(tune_controller, *best)
 
     def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
         self._end(trial)

@@ -3,6 +3,7 @@ learns from a paused trial (the scheduler in a search: test_driver.py and test_d
 
 from __future__ import annotations
 
+import math
 import pickle
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones
+from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones, rung_top
 from search.driver._strategy import _completed_with, _Optuna
 
 
@@ -23,6 +24,33 @@ def test_rungs_are_where_ray_asha_puts_them_below_the_last_epoch(epochs: int, gr
     (bracket,) = ray_asha._brackets
     expected = sorted(int(milestone) for milestone, _ in bracket._rungs if milestone < epochs)
     assert rung_milestones(epochs=epochs, grace_period=grace, reduction_factor=rf) == expected
+
+
+def test_a_rung_promotes_its_top_third_and_every_trial_tied_with_the_last_of_them():
+    # distinct scores: the top int(n / rf), best first
+    assert rung_top({"a": 0.1, "b": 0.9, "c": 0.5, "d": 0.3, "e": 0.2, "f": 0.0}, reduction_factor=3) == ["b", "c"]
+    assert rung_top({"a": 0.1, "b": 0.9}, reduction_factor=3) == []  # fewer than rf: none yet
+    # chance-level classifiers tie: the cutoff (the 2nd of 6) does not split them, in arrival order
+    tied = {"a": 0.15, "b": 0.4, "c": 0.15, "d": 0.1, "e": 0.15, "f": 0.05}
+    assert rung_top(tied, reduction_factor=3) == ["b", "a", "c", "e"]
+    # a tie below the cutoff stays out; a tie of diverged trials (-inf) is not extended
+    assert rung_top({"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.1}, reduction_factor=2) == ["a", "b"]
+    assert rung_top({"a": 0.5, **{t: -math.inf for t in "bcdef"}}, reduction_factor=1.5) == ["a", "b", "c", "d"]
+
+
+def test_a_trial_tied_with_the_cutoff_runs_on_in_the_slot_of_the_next_to_pause():
+    scheduler = PromotingAsha(metric="acc", mode="max", milestones=[1, 3], reduction_factor=3)
+    trials = {t: _trial(t) for t in "abc"}
+    controller = _Controller(list(trials.values()))
+    for trial_id in "abc":  # all three at chance level after epoch 1
+        assert scheduler.on_trial_result(controller, trials[trial_id], {"epoch": 1, "acc": 0.15}) == (
+            TrialScheduler.PAUSE)
+        trials[trial_id].status = "PAUSED"
+    assert scheduler.resume == ["a"]  # c made 3: a, first of the tie, runs on in c's slot
+    trials["a"].status = "RUNNING"
+    assert scheduler.on_trial_result(controller, trials["a"], {"epoch": 3, "acc": 0.5}) == TrialScheduler.PAUSE
+    # a paused at the next rung, alone there: b, tied with it at the first, runs on in its slot
+    assert scheduler.resume == ["b"] and scheduler.choose_trial_to_run(controller) is trials["b"]
 
 
 class _Searcher(Searcher):
@@ -163,6 +191,39 @@ def test_min_mode_ranks_the_lowest_value_first_and_a_pausing_trial_hands_its_slo
     controller.search_alg.is_finished = lambda: True
     assert scheduler.choose_trial_to_run(controller) is None
     assert controller.stopped == controller.marked == ["a", "b", "c"]
+
+
+def test_a_finished_trial_hands_its_slot_to_a_paused_trial_that_ranks_before_a_new_configuration():
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
+    trials = {t: _trial(t) for t in "abcdef"}
+    controller = _Controller(list(trials.values()))
+
+    def reach_rung(trial_id: str, value: float) -> None:
+        assert scheduler.on_trial_result(controller, trials[trial_id], {"epoch": 1, "m": value}) == (
+            TrialScheduler.PAUSE)
+        trials[trial_id].status = "PAUSED"
+
+    def finish(trial_id: str) -> None:
+        scheduler.on_trial_result(controller, trials[trial_id], {"epoch": 2, "m": 0.9})
+        scheduler.on_trial_complete(controller, trials[trial_id], {"epoch": 2, "m": 0.9})
+        trials[trial_id].status = "TERMINATED"
+
+    for trial_id, value in zip("abc", (0.5, 0.2, 0.1)):
+        reach_rung(trial_id, value)
+    assert scheduler.resume == ["a"]  # c made 3: a runs on in its slot
+    finish("a")
+    assert scheduler.resume == []  # no other trial ranks: a new configuration comes
+    for trial_id, value in zip("def", (0.2, 0.2, 0.0)):
+        reach_rung(trial_id, value)
+    # f made 6: the top two are a and b, and d and e tie with b; b runs on in f's slot
+    assert scheduler.resume == ["b"]
+    finish("b")
+    assert scheduler.resume == ["d"]  # b's slot goes to d, not to a new configuration
+    finish("d")
+    assert scheduler.resume == ["e"]
+    finish("e")
+    assert scheduler.resume == []
+    assert [call[1] for call in controller.searcher.calls if call[0] == "unpause"] == ["a", "b", "d", "e"]
 
 
 def test_a_nan_at_a_rung_ranks_last_and_an_ended_trial_is_never_promoted():
