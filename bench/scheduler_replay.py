@@ -152,7 +152,7 @@ def asha_promotions(curves: Curves, task: Task, *, milestones: Sequence[int], re
     worker: the best not yet promoted trial among the top of the highest rung that has one
     (the driver's ``rung_top``) trains on to the next milestone; otherwise the next configuration
     trains to the first."""
-    from search.driver._promotions import rung_top
+    from search.driver._promotions import rung_score, rung_top
 
     sign = -1.0 if task.mode == "min" else 1.0
     scores: list[dict[int, float]] = [{} for _ in milestones]  # rung -> {trial: score at the rung}
@@ -177,7 +177,7 @@ def asha_promotions(curves: Curves, task: Task, *, milestones: Sequence[int], re
             if task.reached(curves[trial][epoch]):
                 return epochs
         trained[trial] = milestones[rung]
-        scores[rung][trial] = sign * curves[trial][milestones[rung] - 1]
+        scores[rung][trial] = rung_score(curves[trial][milestones[rung] - 1], sign=sign)
 
 
 def _space(task: str, seed: int, tmp: Path, *, sampler: str = "tpe", scheduler: str = "asha",

@@ -6,13 +6,13 @@ time, the first trials of a search meet empty rungs and all run to the end.
 
 The paper's ASHA pauses every trial at each rung instead. A worker that comes free resumes the
 best paused trial that ranks in the top 1/rf of its rung, highest rung first, and otherwise
-starts a new configuration; a worker comes free when its trial pauses or finishes. A trial therefore trains past a rung only once rf trials have
+starts a new configuration; a worker comes free when its trial pauses, finishes or fails. A trial therefore trains past a rung only once rf trials have
 reached that rung and it is among the best of them (``rung_top``: trials tied with the last of
 the top 1/rf rank with it).
 
 In Tune, a trial that reaches a rung is paused (Tune keeps its last checkpoint) unless a trial
 may be promoted; the best such trial runs on. If it is another trial, that paused trial takes the
-slot of the one that pauses (or of one that finishes). Otherwise the slot goes to a new configuration: ``PausingLimiter``
+slot of the one that pauses (or of one that finishes or fails). Otherwise the slot goes to a new configuration: ``PausingLimiter``
 frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
 the paused trials that were not promoted end as stopped early.
 
@@ -34,7 +34,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from search.driver._trainable import FINAL_KEY
 
-__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones", "rung_top"]
+__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones", "rung_score", "rung_top"]
 
 Key = TypeVar("Key")
 
@@ -44,6 +44,13 @@ def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) 
     count = int(math.log(epochs / grace_period) / math.log(reduction_factor) + 1e-9) + 1
     # Ray's rung at a fractional epoch is reached at the next whole one
     return sorted({math.ceil(grace_period * reduction_factor**k - 1e-9) for k in range(count)} - {epochs})
+
+
+def rung_score(value: float, *, sign: float) -> float:
+    """``value`` as a rung ranks it, higher first: times ``sign`` (1 to maximise, -1 to minimise);
+    a diverged trial's (NaN, inf) last."""
+    score = sign * value
+    return score if math.isfinite(score) else -math.inf
 
 
 def rung_top(scores: dict[Key, float], *, reduction_factor: float) -> list[Key]:
@@ -146,8 +153,7 @@ class PromotingAsha(FIFOScheduler):
         rung = self.milestones.index(epoch)
         if trial.trial_id in self.scores[rung]:  # reached again: a retry from this rung's checkpoint
             return TrialScheduler.CONTINUE
-        value = self.sign * result[self._metric]
-        self.scores[rung][trial.trial_id] = value if math.isfinite(value) else -math.inf
+        self.scores[rung][trial.trial_id] = rung_score(result[self._metric], sign=self.sign)
         best = self._promotable()
         if best is not None and best[1] == trial.trial_id:
             self.promoted[best[0]].add(trial.trial_id)
@@ -194,15 +200,23 @@ class PromotingAsha(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller: Any, trial: Trial, result: dict) -> None:
         self._end(trial)
-        # The finished trial's worker comes free: a paused trial that ranks in its rung's top runs
-        # on there before a new configuration starts. Tune tells the scheduler before the
-        # searcher, so the limiter hands the slot over with no new configuration in between.
+        self._fill_free_slot(tune_controller)
+
+    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
+        # Tune sets a trial it will retry to ERROR before it tells the scheduler, and the retry
+        # keeps the slot; a final error comes while the trial still runs (or waits) in its slot.
+        frees_slot = trial.status in (Trial.RUNNING, Trial.PENDING)
+        self._end(trial)
+        if frees_slot:
+            self._fill_free_slot(tune_controller)
+
+    def _fill_free_slot(self, tune_controller: Any) -> None:
+        """A trial's worker came free as it ended: a paused trial that ranks in its rung's top runs
+        on there before a new configuration starts. Tune tells the scheduler before the searcher,
+        so the limiter hands the slot over with no new configuration in between."""
         best = self._promotable()
         if best is not None:
             self._resume(tune_controller, *best)
-
-    def on_trial_error(self, tune_controller: Any, trial: Trial) -> None:
-        self._end(trial)
 
     def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
         self._end(trial)

@@ -226,6 +226,24 @@ def test_a_finished_trial_hands_its_slot_to_a_paused_trial_that_ranks_before_a_n
     assert [call[1] for call in controller.searcher.calls if call[0] == "unpause"] == ["a", "b", "d", "e"]
 
 
+def test_a_trial_that_fails_for_good_hands_its_slot_on_and_one_tune_retries_keeps_it():
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
+    trials = {t: _trial(t) for t in "abcdef"}
+    controller = _Controller(list(trials.values()))
+    for trial_id, value in zip("abcdef", (0.5, 0.2, 0.1, 0.2, 0.2, 0.0)):
+        scheduler.on_trial_result(controller, trials[trial_id], {"epoch": 1, "m": value})
+        trials[trial_id].status = "PAUSED"
+    assert scheduler.resume == ["a", "b"]  # d and e tie with b and wait
+    # b crashes once: Tune sets it to error, retries it from its checkpoint; it keeps its slot
+    trials["b"].status = "ERROR"
+    scheduler.on_trial_error(controller, trials["b"])
+    assert scheduler.resume == ["a"]
+    # a crashes for good while it runs: its slot goes to d
+    trials["a"].status = "RUNNING"
+    scheduler.on_trial_error(controller, trials["a"])
+    assert scheduler.resume == ["d"] and "a" in scheduler.ended
+
+
 def test_a_nan_at_a_rung_ranks_last_and_an_ended_trial_is_never_promoted():
     scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
     values = {"a": float("nan"), "b": 0.9, "c": 0.2, "d": 0.1, "e": 0.05, "f": 0.01}
