@@ -4,16 +4,16 @@ Ray's ``AsyncHyperBandScheduler`` decides once, when a trial reaches a rung: it 
 it ranks below the rung's cutoff and lets every other trial run on. With one or two trials at a
 time, the first trials of a search meet empty rungs and all run to the end.
 
-The paper's ASHA pauses every trial at each rung instead. A worker that comes free resumes the
-best paused trial that ranks in the top 1/rf of its rung, highest rung first, and otherwise
-starts a new configuration; a worker comes free when its trial pauses, finishes or fails. A trial therefore trains past a rung only once rf trials have
-reached that rung and it is among the best of them (``rung_top``: trials tied with the last of
-the top 1/rf rank with it).
+The paper's ASHA pauses every trial at each rung instead. A worker that comes free (its trial
+paused, finished or failed) resumes the best paused trial that ranks in the top 1/rf of its rung,
+highest rung first, and otherwise starts a new configuration. A trial therefore trains past a
+rung only once rf trials have reached that rung and it is among the best of them (``rung_top``:
+trials tied with the last of the top 1/rf rank with it).
 
 In Tune, a trial that reaches a rung is paused (Tune keeps its last checkpoint) unless a trial
 may be promoted; the best such trial runs on. If it is another trial, that paused trial takes the
-slot of the one that pauses (or of one that finishes or fails). Otherwise the slot goes to a new configuration: ``PausingLimiter``
-frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
+slot of the one that pauses (or of one that finishes or fails). Otherwise the slot goes to a new
+configuration: ``PausingLimiter`` frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
 the paused trials that were not promoted end as stopped early.
 
 Tune saves the searcher's state and its callbacks' with its experiment state, not the scheduler's:
