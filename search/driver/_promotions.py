@@ -13,8 +13,9 @@ trials tied with the last of the top 1/rf rank with it).
 In Tune, a trial that reaches a rung is paused (Tune keeps its last checkpoint) unless a trial
 may be promoted; the best such trial runs on. If it is another trial, that paused trial takes the
 slot of the one that pauses (or of one that finishes or fails). Otherwise the slot goes to a new
-configuration: ``PausingLimiter`` frees the slot of a paused trial. When no new configuration will come and nothing runs or waits,
-the paused trials that were not promoted end as stopped early.
+configuration: ``PausingLimiter`` frees the slot of a paused trial. When no new configuration
+will come and nothing runs or waits, the paused trials that were not promoted end as stopped
+early.
 
 Tune saves the searcher's state and its callbacks' with its experiment state, not the scheduler's:
 ``PromotionState``, a callback, saves the rungs, so a search resumed after a crash keeps its
