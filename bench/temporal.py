@@ -21,8 +21,9 @@ Sides:
   labels repeated per step with -1 at the unsupervised steps (the same mask, built once); the
   energy by hand with forward hooks on the same modules (per call: mean over the batch of
   ||a_b||_p / n_units, averaged over all calls: every hooked module runs once per step); total =
-  sum_h w_h L_h + energy_weight * E; AdamW. Images pre-converted to float32 once (``train()``
-  keeps them uint8 and scales per batch). The figure ``temporal_T{T}_throughput_vs_handwritten``.
+  sum_h w_h L_h + energy_weight * E; fused AdamW, as ``train()`` takes on the CPU. Images
+  pre-converted to float32 once (``train()`` keeps them uint8 and scales per batch). The figure
+  ``temporal_T{T}_throughput_vs_handwritten``.
 - ``handwritten_same_loss`` (attribution): the same loop around the library's
   ``Presenter.for_loss`` and ``MultiHeadLoss`` with ``EnergyLoss``, as ``train()`` calls them:
   ours/this is the trainer's own per-step cost; this/handwritten is the loss library's (the head
@@ -149,7 +150,7 @@ def baseline(config: dict[str, Any], *, losses: str = "ce") -> list[dict[str, fl
     presented = [c == "1" for c in cfg.temporal.steps]
     supervised = cfg.temporal.supervised()
     mask = torch.tensor(supervised)[None, :]  # [1, T]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
     generator = torch.Generator().manual_seed(tc.seed)
     if losses == "ce":
         energy = _HandEnergy(model, cfg.energy.p)

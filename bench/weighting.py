@@ -153,7 +153,7 @@ def breakdown(config: dict[str, Any], *, passes: int = PASSES) -> dict[str, Any]
     model = build_model(cfg.model.kind, input_shape=data.input_shape, head_outputs=heads, **cfg.model.params)
     weights = {h: cfg.heads[h].weight for h in heads}
     criterion = MultiHeadLoss(losses=losses, weights=weights)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, fused=True)
     # the strategies' own choice of shared / head parameters and of GradNorm's last shared layer
     probes = {}
     for kind in (PCGrad, GradNorm):

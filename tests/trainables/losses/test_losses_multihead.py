@@ -89,6 +89,35 @@ def test_total_is_weighted_sum_with_energy_and_breakdown_is_right():
     assert net.trunk.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("weights", [{"pitch": 1.0, "velocity": 0.5}, {"pitch": 1.0, "velocity": 1.0},
+                                     {"pitch": 0.0, "velocity": 3.0}])
+def test_total_and_its_gradient_are_the_weighted_sum_for_any_first_weight(weights):
+    # a first weight of 1 skips its multiply and later heads are fused multiply-adds: same sum and gradient
+    net, x, targets = make_batch()
+    losses = {"pitch": build_loss("ordinal", num_classes=5, alpha=0.2), "velocity": build_loss("ce", num_classes=3)}
+    outputs = net(x)
+    total, breakdown = MultiHeadLoss(losses=losses, weights=weights)(outputs, targets)
+    pitch = ordinal_loss(outputs["pitch"], targets["pitch"], num_classes=5, alpha=0.2)
+    velocity = cross_entropy_loss(outputs["velocity"], targets["velocity"], num_classes=3)
+    expected = weights["pitch"] * pitch + weights["velocity"] * velocity
+    torch.testing.assert_close(total, expected)
+    torch.testing.assert_close(breakdown["loss/task"], expected.detach())
+    got = torch.autograd.grad(total, net.trunk.weight, retain_graph=True)[0]
+    torch.testing.assert_close(got, torch.autograd.grad(expected, net.trunk.weight)[0])
+
+
+def test_one_head_of_weight_one_is_its_loss():
+    net, x, targets = make_batch()
+    outputs = net(x)
+    total, breakdown = MultiHeadLoss(losses={"velocity": build_loss("ce", num_classes=3)},
+                                     weights={"velocity": 1.0})({"velocity": outputs["velocity"]},
+                                                                {"velocity": targets["velocity"]})
+    expected = cross_entropy_loss(outputs["velocity"], targets["velocity"], num_classes=3)
+    torch.testing.assert_close(total, expected)
+    assert breakdown["loss/velocity"] == breakdown["loss/total"] == expected.detach()
+    assert not breakdown["loss/total"].requires_grad
+
+
 def test_energy_weight_changes_gradient_of_trunk():
     def trunk_grad(weight):
         net, x, targets = make_batch()
