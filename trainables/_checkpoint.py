@@ -122,7 +122,13 @@ def load_checkpoint(
     if changed:
         raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
     model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
+    state = payload["optimizer"]
+    # The step's implementation is the one this run built for its device, not the checkpoint's: a
+    # checkpoint of a non-fused AdamW (an older version) would switch it back, and GradScaler
+    # hands the step the arguments only a fused one takes.
+    for group, current in zip(state["param_groups"], optimizer.param_groups):
+        group.update({key: current[key] for key in ("fused", "foreach") if key in current})
+    optimizer.load_state_dict(state)
     # A run without fp16 (the CPU, bf16) saves no scaler state; resumed under fp16 on another
     # device (train.device may change), its scaler starts from its initial scale.
     if payload["scaler"]:

@@ -256,6 +256,31 @@ def test_a_checkpoint_without_scaler_state_resumes_under_fp16(tmp_path):
     assert fp16_scaler.get_scale() == torch.amp.GradScaler("cpu", enabled=True).get_scale()
 
 
+def test_a_checkpoint_of_a_non_fused_adamw_resumes_fused_under_fp16(tmp_path):
+    # Written by an older version (AdamW's default step), resumed by a trial that builds the fused
+    # one: it stays fused, and a GradScaler's step (unscale_ before clipping, as train() does) runs.
+    flat = train_module.TrialConfig.from_flat(CONFIG).to_flat()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 2)
+    old = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    old.step()
+    save_checkpoint(tmp_path / "c.pt", flat, Progress(epoch=1), model=model, optimizer=old,
+                    scaler=torch.amp.GradScaler("cpu", enabled=False), batch_rng=torch.Generator())
+    fused = torch.optim.AdamW(model.parameters(), fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=True)
+    load_checkpoint(tmp_path / "c.pt", flat, model=model, optimizer=fused, scaler=scaler, batch_rng=torch.Generator())
+    assert fused.param_groups[0]["fused"] is True
+    assert fused.state[model.weight]["exp_avg"].abs().sum() > 0  # the saved moments came back
+    before = model.weight.detach().clone()
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    scaler.unscale_(fused)
+    scaler.step(fused)
+    scaler.update()
+    assert not torch.equal(model.weight, before)
+    assert fused.state[model.weight]["step"].item() == 2
+
+
 # ---------------------------------------------------------------- per-epoch GPU figures
 
 
