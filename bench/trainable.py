@@ -11,15 +11,20 @@ thread count (1: a search trial's CPU share). Every head uses cross-entropy. Thr
   with the same fused AdamW: the ratio adds the cost of the loss library (the per-head modules, the
   detached breakdown) to the trainer's.
 - ``handwritten_plain_ce_default_adamw``: the same loop with ``torch.optim.AdamW``'s defaults (one
-  op per parameter tensor and update term), the loop most users write: informational, what
-  ``train()``'s fused optimizer step gains them.
+  op per parameter tensor and update term), the loop most users write: what ``train()``'s fused
+  optimizer step gains them.
+
+Every baseline clears the gradients with ``optimizer.zero_grad(set_to_none=True)``, as users do;
+``train()`` sets them to None itself, without that call's profiler range.
 
 The figure is the training pass only: ``train()``'s reported ``samples_per_s`` (train samples /
 time of an epoch's training pass) vs the same quantity around the baseline's epoch loop, plus the
 same per CPU second of the training thread (``cpu_throughput``: other processes on a shared machine
 stretch wall time, not this thread's CPU time) and, informational, whole epochs incl. validation
 (``train()`` computes all its task metrics; the baselines an argmax accuracy per head). The
-baselines pre-convert the images to float32 once; ``train()`` keeps them uint8 and scales per batch.
+baselines convert the images to float32 once; so does ``train()`` for a training split of up to
+``SCALED_TRAIN_SPLIT_BYTES`` as float32 (the digits and VIMH cases here), and a larger one it scales
+per batch.
 
 Repeats are interleaved (ours, baselines, ours, ...) so load drift hits every side alike; each is a
 fresh ``train()`` call / fresh model of EPOCHS epochs whose first epoch is a warm-up; a repeat's

@@ -292,3 +292,32 @@ def test_evaluation_batches_follow_the_training_batch_and_do_not_change_the_metr
     for key, value in small.items():
         if key.startswith(("test/", "val/")):
             assert large[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_a_training_split_scaled_once_trains_as_one_scaled_per_batch(monkeypatch):
+    dtypes = []
+    batches = train_module.iterate_batches
+
+    def recording(split, **kwargs):
+        dtypes.append(split.images.dtype)
+        return batches(split, **kwargs)
+
+    monkeypatch.setattr(train_module, "iterate_batches", recording)
+    config = {**BASE, "train.epochs": 2}
+    once = _run(config)
+    assert dtypes == [torch.float32] * 2  # digits' training split is far below the budget
+    monkeypatch.setattr(train_module, "SCALED_TRAIN_SPLIT_BYTES", 0)
+    per_batch = _run(config)
+    assert dtypes[2:] == [torch.uint8] * 2
+    assert [_without_timings(r) for r in once[0]] == [_without_timings(r) for r in per_batch[0]]
+    assert once[1] == per_batch[1]
+
+
+def test_clearing_the_gradients_reaches_every_parameter_group():
+    first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(first.parameters())
+    optimizer.add_param_group({"params": list(second.parameters())})  # as a weighting strategy adds its own
+    second(first(torch.ones(1, 2))).sum().backward()
+    assert all(p.grad is not None for p in [*first.parameters(), *second.parameters()])
+    train_module._clear_grads(optimizer)
+    assert all(p.grad is None for p in [*first.parameters(), *second.parameters()])

@@ -3,8 +3,8 @@ heads (the trainer makes tensors of them; the search driver loads a data set wit
 
 Kinds: ``vimh`` (VIMH files; the default data set is synthesised on first use), ``digits``
 (scikit-learn), ``mnist`` (IDX files), ``cifar10`` (python batches). VIMH reading, writing and
-generation live in ``trainables.data.vimh``. ``as_tensors`` and ``iterate_batches`` (torch) are
-imported when first used.
+generation live in ``trainables.data.vimh``. ``as_tensors``, ``iterate_batches`` and
+``scaled_once`` (torch) are imported when first used.
 """
 
 from typing import Any
@@ -28,12 +28,13 @@ __all__ = [
     "iterate_batches",
     "load_dataset",
     "prepare_dataset",
+    "scaled_once",
     "stratified_choice",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name not in ("as_tensors", "iterate_batches"):
+    if name not in ("as_tensors", "iterate_batches", "scaled_once"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from . import _batching
 

@@ -63,6 +63,16 @@ def iterate_batches(split: Split, *, batch_size: int, shuffle: bool,
         yield _as_float(images), labels
 
 
+def scaled_once(split: Split, *, max_bytes: int) -> Split:
+    """The split with its uint8 images scaled to float32 in [0, 1] once, when that copy takes at
+    most ``max_bytes``; otherwise (or with float images) the split as it is. ``iterate_batches``
+    then cuts float batches without a per-batch scaling kernel (4 us, about 1 % of a step of the
+    digits MLP); the values are the same bit for bit (the same division, done once)."""
+    if split.images.dtype != torch.uint8 or split.images.nelement() * 4 > max_bytes:
+        return split
+    return replace(split, images=_as_float(split.images))
+
+
 def _as_float(images: Tensor) -> Tensor:
     if images.dtype == torch.uint8:
         # One kernel per batch: integer / float scalar computes in the default float dtype, which

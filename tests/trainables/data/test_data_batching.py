@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainables.data import Split, iterate_batches
+from trainables.data import Split, iterate_batches, scaled_once
 
 
 def _split(count: int) -> Split:
@@ -46,6 +46,25 @@ def test_shuffle_order_follows_the_generator():
     assert order(1) == order(1)
     assert order(1) != order(2)
     assert order(1) != list(range(50))
+
+
+def test_a_split_scaled_once_yields_the_batches_scaled_per_batch_bit_for_bit():
+    split = Split(images=torch.randint(0, 256, (40, 3, 4, 4), dtype=torch.uint8), labels={"index": torch.arange(40)})
+    scaled = scaled_once(split, max_bytes=split.images.nelement() * 4)
+    assert scaled.images.dtype == torch.float32 and scaled.labels is split.labels
+
+    def batches(s: Split) -> list[torch.Tensor]:
+        generator = torch.Generator().manual_seed(3)
+        return [images for images, _ in iterate_batches(s, batch_size=7, shuffle=True, generator=generator)]
+
+    assert all(torch.equal(a, b) for a, b in zip(batches(scaled), batches(split), strict=True))
+
+
+def test_a_split_over_the_budget_or_already_float_stays_as_it_is():
+    split = _split(10)
+    assert scaled_once(split, max_bytes=split.images.nelement() * 4 - 1) is split
+    floats = Split(images=torch.rand(3, 1, 2, 2), labels={})
+    assert scaled_once(floats, max_bytes=10**9) is floats
 
 
 def test_float_images_pass_through():
