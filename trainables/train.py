@@ -247,7 +247,7 @@ def _train_epoch(
 
     The breakdown stays on the device (its 0-dim tensors, kept per step and stacked into a table
     after the epoch), so the loop never waits for the device; NaN/inf is found from that table. A split already on the device
-    yields device batches; one in host memory (compact uint8) is copied batch by batch.
+    yields device batches; one in host memory is copied batch by batch.
     """
     model.train()
     rows: list[tuple[Tensor, ...]] = []
