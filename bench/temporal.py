@@ -22,7 +22,8 @@ Sides:
   energy by hand with forward hooks on the same modules (per call: mean over the batch of
   ||a_b||_p / n_units, averaged over all calls: every hooked module runs once per step); total =
   sum_h w_h L_h + energy_weight * E; fused AdamW, as ``train()`` takes on the CPU. Images
-  pre-converted to float32 once (``train()`` keeps them uint8 and scales per batch). The figure
+  converted to float32 once (as ``train()`` does for a training split of up to
+  ``SCALED_TRAIN_SPLIT_BYTES`` as float32, this one included). The figure
   ``temporal_T{T}_throughput_vs_handwritten``.
 - ``handwritten_same_loss`` (attribution): the same loop around the library's
   ``Presenter.for_loss`` and ``MultiHeadLoss`` with ``EnergyLoss``, as ``train()`` calls them:

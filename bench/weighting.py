@@ -50,7 +50,8 @@ where the forward takes 34 ms and the backward share is 0.52), gradnorm 0.97x; b
 The breakdown (``raw.breakdown``) is measured by hand with the same model, losses, optimiser,
 clipping and batches as ``train()`` builds (``fixed``): per step the batch (``iterate_batches``),
 the forward (model + ``MultiHeadLoss``), the full backward, the rest (zero_grad, clipping,
-AdamW step); on passes of their own, each strategy's backward passes in its own order (the
+AdamW step; ``train()`` clears the gradients without ``zero_grad``'s profiler range, some
+microseconds of a step); on passes of their own, each strategy's backward passes in its own order (the
 memory in flight matters on CPU: fresh pages for the gradients): PCGrad's K
 ``autograd.grad(w_h L_h, shared, retain_graph=True)`` then the heads-only backward
 (``backward(inputs=heads' parameters)``), no full backward; GradNorm's K ``autograd.grad(L_h,
@@ -90,9 +91,10 @@ from _common import figure, machine, print_ratios, write  # noqa: E402
 from trainable import CASES, ours  # noqa: E402
 
 from trainables.config import TrialConfig  # noqa: E402
-from trainables.data import as_tensors, iterate_batches, load_dataset  # noqa: E402
+from trainables.data import as_tensors, iterate_batches, load_dataset, scaled_once  # noqa: E402
 from trainables.losses import MultiHeadLoss, build_loss  # noqa: E402
 from trainables.models import build_model  # noqa: E402
+from trainables.train import SCALED_TRAIN_SPLIT_BYTES  # noqa: E402
 from trainables.weighting import GradNorm, PCGrad  # noqa: E402
 
 THREADS = 1
@@ -164,7 +166,7 @@ def breakdown(config: dict[str, Any], *, passes: int = PASSES) -> dict[str, Any]
         probes[kind] = probe
     shared, own, layer = probes[PCGrad].shared, probes[PCGrad].own, probes[GradNorm].layer
     base = probes[PCGrad].base
-    train = data.train
+    train = scaled_once(data.train, max_bytes=SCALED_TRAIN_SPLIT_BYTES)  # the batches train() cuts
     generator = torch.Generator().manual_seed(tc.seed)
 
     def finish(timer: _Timer) -> None:  # what fixed does after its backward, as train() does it

@@ -159,6 +159,20 @@ def test_the_cap_of_a_placement():
     assert not device_module.keeps_resident([torch.zeros(4)], Placement(torch.device("cpu")))
 
 
+def test_the_resident_budget_counts_the_training_images_as_the_float32_they_become(monkeypatch):
+    # uint8 digits on the CPU: keeps_resident says no, but is asked about the sizes the data would take
+    seen = []
+    monkeypatch.setattr(device_module, "keeps_resident", lambda tensors, placement: seen.append(list(tensors)))
+    _run({**CONFIG, "train.epochs": 1})
+    data = as_tensors(load_dataset(SPEC))
+    heads = ("digit", "thickness")  # the trained heads: train() keeps only their labels
+    expected = sum(t.nelement() * t.element_size() for split in (data.train, data.val, data.test)
+                   for t in (split.images, *(split.labels[h] for h in heads)))
+    expected += 3 * data.train.images.nelement()  # the training images: 4 bytes each, not 1
+    (tensors,) = seen
+    assert sum(t.nelement() * t.element_size() for t in tensors) == expected
+
+
 def _out_of_memory_at_step(monkeypatch, step):
     class OutOfMemoryLoss(MultiHeadLoss):
         calls = 0

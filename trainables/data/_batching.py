@@ -75,7 +75,7 @@ def scaled_once(split: Split, *, max_bytes: int) -> Split:
 
 def _as_float(images: Tensor) -> Tensor:
     if images.dtype == torch.uint8:
-        # One kernel per batch: integer / float scalar computes in the default float dtype, which
+        # One kernel: integer / float scalar computes in the default float dtype, which
         # is float32 unless the caller changed it (then the cast below keeps the contract).
         return images.div(255.0).to(torch.float32)
     return images.to(torch.float32)
