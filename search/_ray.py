@@ -8,9 +8,18 @@ loopback address or the machine's public address is decided from the environment
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["RayHandle", "RayOptionError", "check_dashboard", "connect", "resolve_address"]
+__all__ = [
+    "RayHandle",
+    "RayOptionError",
+    "check_dashboard",
+    "connect",
+    "resolve_address",
+    "trials_on_prestarted_workers",
+]
 
 # On Linux Ray otherwise picks the public interface for its node address, so GCS, raylet and
 # workers listen on every interface; with this set they listen on 127.0.0.1 only.
@@ -79,6 +88,12 @@ def connect(
     if address is not None:
         ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
         return RayHandle(owned=True, address=address)
+    # The variables Tune sets on every trial actor (see trials_on_prestarted_workers), set here
+    # so that the workers of this instance inherit them through the raylet ray.init starts.
+    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
+
+    for name, value in DEFAULT_ENV_VARS.items():
+        os.environ.setdefault(name, value)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
     context = ray.init(
         address="local",
@@ -91,3 +106,29 @@ def connect(
     )
     url = context.dashboard_url if dashboard else None
     return RayHandle(owned=True, address=None, dashboard_url=f"http://{url}" if url else None)
+
+
+@contextmanager
+def trials_on_prestarted_workers(handle: RayHandle) -> Iterator[None]:
+    """While the block runs, Tune starts trial actors without its runtime env when ``handle`` is a
+    local instance this process started, so that the first trials run on workers Ray prestarted.
+
+    Tune gives every trial actor a runtime env that only sets environment variables copied from
+    this process (``PL_DISABLE_FORK=1``, and cloud credentials or Ray Train settings when set). Ray
+    runs an actor with a runtime env only in a worker started with that env, never in one of the
+    workers it prestarts when the driver connects, so the first trial waited for a new worker
+    (about 0.6 s more before it ended, bench/search_overhead.py). The workers of a local instance
+    inherit this process's environment from the raylet ``connect`` started, with Tune's own
+    variables set there, so they see the same variables either way. On a cluster, or on an
+    instance this process did not start, Tune's runtime env is kept."""
+    if not handle.owned or handle.address is not None:
+        yield
+        return
+    from ray.tune.execution import class_cache
+
+    kept = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
+    class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
+    try:
+        yield
+    finally:
+        class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = kept

@@ -150,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:
-        with _sigterm_as_ctrl_c():
+        with _sigterm_as_ctrl_c(), _ray.trials_on_prestarted_workers(handle):
             check_resources(space)
             if address is not None:
                 if plan.run_dir is not None:  # a URI (s3://, gs://) is every node's by nature

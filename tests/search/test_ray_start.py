@@ -1,0 +1,93 @@
+"""``search._ray``: a local Ray instance lets Tune's trial actors run on its prestarted workers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from search._ray import RayHandle, trials_on_prestarted_workers
+
+# Starts a local instance with search._ray.connect, waits for the workers Ray prestarts, then
+# creates one actor the way Tune's controller does (its class cache) inside
+# trials_on_prestarted_workers and one outside it; prints which worker each ran in.
+_PROBE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+
+    from search._ray import connect, trials_on_prestarted_workers
+
+    def parent(pid):
+        return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def idle_workers():
+        # Ray renames a worker ray::IDLE once it has registered and waits for work; the workers
+        # of this instance descend from this process (through its raylet), other tests' do not.
+        found = set()
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if not (entry / "cmdline").read_bytes().startswith(b"ray::IDLE"):
+                    continue
+                pid = int(entry.name)
+                while pid > 1 and pid != os.getpid():
+                    pid = parent(pid)
+            except OSError:
+                continue
+            if pid == os.getpid():
+                found.add(int(entry.name))
+        return found
+
+    handle = connect(num_cpus=2, log_to_driver=False)
+    import ray
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    deadline = time.monotonic() + 60
+    while len(idle_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    prestarted = idle_workers()
+
+    class Probe:
+        def where(self):
+            return os.getpid(), os.environ.get("PL_DISABLE_FORK")
+
+    def run_one():
+        actor = _ActorClassCache().get(Probe).options(num_cpus=1).remote()
+        return ray.get(actor.where.remote(), timeout=120)
+
+    with trials_on_prestarted_workers(handle):
+        inside = run_one()
+    outside = run_one()
+    print(json.dumps({"prestarted": sorted(prestarted), "inside": inside, "outside": outside}))
+    handle.close()
+    """
+)
+
+
+def test_a_trial_actor_on_a_local_instance_runs_in_a_prestarted_worker_with_tunes_variables():
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(seen["prestarted"]) == 2
+    (inside_pid, inside_fork), (outside_pid, outside_fork) = seen["inside"], seen["outside"]
+    assert inside_pid in seen["prestarted"]
+    # the control: with Tune's runtime env Ray starts a new worker although one prestarted is idle
+    assert outside_pid not in seen["prestarted"]
+    # the variable Tune sets through its runtime env reaches the trial either way
+    assert inside_fork == outside_fork == "1"
+
+
+def test_tunes_runtime_env_is_kept_on_a_cluster_or_an_instance_started_elsewhere_and_restored_after():
+    from ray.tune.execution import class_cache
+
+    defaults, propagated = dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE)
+    assert defaults  # else there is nothing to drop, and the test below proves nothing
+    for handle in (RayHandle(owned=True, address="127.0.0.1:6379"), RayHandle(owned=False, address=None)):
+        with trials_on_prestarted_workers(handle):
+            assert class_cache.DEFAULT_ENV_VARS == defaults
+            assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
+    with trials_on_prestarted_workers(RayHandle(owned=True, address=None)):
+        assert class_cache.DEFAULT_ENV_VARS == {} and not class_cache.ENV_VARS_TO_PROPAGATE
+    assert class_cache.DEFAULT_ENV_VARS == defaults
+    assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
