@@ -15,11 +15,17 @@ from dataclasses import dataclass
 __all__ = [
     "RayHandle",
     "RayOptionError",
+    "TUNE_TRIAL_ENV",
     "check_dashboard",
     "connect",
     "resolve_address",
     "trials_on_prestarted_workers",
 ]
+
+# What Tune's runtime env sets on every trial actor (ray.tune.execution.class_cache's
+# DEFAULT_ENV_VARS; a test compares the two). Written out: importing Ray Tune here, before
+# ray.init, would wait for the thread that imports it beside ray.init (search run).
+TUNE_TRIAL_ENV = {"PL_DISABLE_FORK": "1"}
 
 # On Linux Ray otherwise picks the public interface for its node address, so GCS, raylet and
 # workers listen on every interface; with this set they listen on 127.0.0.1 only.
@@ -88,11 +94,9 @@ def connect(
     if address is not None:
         ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
         return RayHandle(owned=True, address=address)
-    # The variables Tune sets on every trial actor (see trials_on_prestarted_workers), set here
-    # so that the workers of this instance inherit them through the raylet ray.init starts.
-    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
-
-    for name, value in DEFAULT_ENV_VARS.items():
+    # Tune's trial variables, set here so that the workers of this instance inherit them through
+    # the raylet ray.init starts (see trials_on_prestarted_workers)
+    for name, value in TUNE_TRIAL_ENV.items():
         os.environ.setdefault(name, value)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
     context = ray.init(
@@ -119,8 +123,8 @@ def trials_on_prestarted_workers(handle: RayHandle) -> Iterator[None]:
     workers it prestarts when the driver connects, so the first trial waited for a new worker
     (about 0.6 s more before it ended, bench/search_overhead.py). The workers of a local instance
     inherit this process's environment from the raylet ``connect`` started, with Tune's own
-    variables set there, so they see the same variables either way. On a cluster, or on an
-    instance this process did not start, Tune's runtime env is kept."""
+    variables (``TUNE_TRIAL_ENV``) set there, so they see the same variables either way. On a
+    cluster, or on an instance this process did not start, Tune's runtime env is kept."""
     if not handle.owned or handle.address is not None:
         yield
         return

@@ -108,7 +108,14 @@ def _run(args: argparse.Namespace) -> int:
     from search.cluster import JOB_ENV, ClusterError, check_paths_on_every_node, check_shared_storage
 
     address = _ray.resolve_address(args.address)  # before Ray is imported
-    from search.driver import SearchInputError, SearchOptions, check_resources, plan_search, prepare_data, run_search
+    from search.driver import (
+        SearchInputError,
+        SearchOptions,
+        check_resources,
+        import_run_in_background,
+        plan_search,
+        prepare_data,
+    )
 
     options = SearchOptions(
         storage=args.storage,
@@ -126,6 +133,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         plan = plan_search(space, options)
         if plan.finished:  # --resume of a finished search: its summary again, without Ray or MLflow
+            from search.driver import run_search
+
             return run_search(plan).exit_code
         # Where the search logs, checked before the data set is loaded and before Ray starts.
         check_tracking_uri(plan.tracking_uri, cluster=address is not None)
@@ -139,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     from search.tracking import open_store_in_background
 
     opening = open_store_in_background(plan.tracking_uri)
+    importing = import_run_in_background()
     # Trial workers' own output (a worker's exit at shutdown, say) reaches the terminal only when
     # Ray's output is asked for; what trials report goes through the driver's lines.
     try:
@@ -147,6 +157,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:  # also on Ctrl-C: a new SQLite store is not left half created
         opening.join()
+        importing.join()
+    from search.driver import run_search
+
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:

@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ray.tune import Tuner
-
-from search.driver._state import usable_state
 from search.driver._storage import RunLocation
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
@@ -108,6 +105,17 @@ def write_meta(location: RunLocation, meta: dict[str, Any]) -> None:
     location.write_text(META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
+def _tune_began_in(location: RunLocation) -> bool:
+    """Whether Tune wrote ``tuner.pkl`` in ``location``: a search began there. A new local run
+    directory is told apart without importing Ray Tune, which ``search run`` then imports while
+    Ray starts (``import_run_in_background``)."""
+    if location.local_dir is not None and not location.local_dir.exists():
+        return False
+    from ray.tune import Tuner
+
+    return Tuner.can_restore(location.uri)
+
+
 def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     """Decide between a new search and a resume, and where it is tracked. Raises SearchInputError.
 
@@ -119,7 +127,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     if not is_search_name(name):
         raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
     location = RunLocation(options.storage, name)
-    started = Tuner.can_restore(location.uri)  # Tune wrote tuner.pkl: a search began here
+    started = _tune_began_in(location)
     meta = read_meta(location)
     if options.resume and not started:
         raise SearchInputError(f"--resume needs an unfinished search in {location}, but got no Tune experiment there")
@@ -144,6 +152,8 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         # search's state is only read
         resume = True
     elif started:
+        from search.driver._state import usable_state  # Ray Tune: see _tune_began_in
+
         resume, repaired = usable_state(location.local_dir)
         if resume and repaired:
             notes.append(f"the crash cut off Tune's saved state in {location}; it was put back from losstune's copy")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from search._ray import RayHandle, trials_on_prestarted_workers
+from search._ray import TUNE_TRIAL_ENV, RayHandle, trials_on_prestarted_workers
 
 # Starts a local instance with search._ray.connect, waits for the workers Ray prestarts, then
 # creates one actor the way Tune's controller does (its class cache) inside
@@ -91,3 +91,9 @@ def test_tunes_runtime_env_is_kept_on_a_cluster_or_an_instance_started_elsewhere
         assert class_cache.DEFAULT_ENV_VARS == {} and not class_cache.ENV_VARS_TO_PROPAGATE
     assert class_cache.DEFAULT_ENV_VARS == defaults
     assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
+
+
+def test_the_variables_a_local_instance_gives_its_workers_are_the_ones_tune_sets_on_trial_actors():
+    from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
+
+    assert TUNE_TRIAL_ENV == DEFAULT_ENV_VARS
