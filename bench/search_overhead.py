@@ -12,7 +12,7 @@ budget and the loop can run exactly the configs the search runs (checked against
   idle core.
 
 Trials per setting: short 10 (tune_default: 4 at c=1, 5 at c=2, as each costs a new worker
-process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). About 10 minutes on 2 idle cores.
+process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). About 5 minutes on 2 idle cores.
 
 Runners, each one subprocess whose wall time is measured from start to exit:
 
