@@ -60,7 +60,22 @@ class RayHandle:
         if self.owned:
             import ray
 
+            if self.address is None:
+                _stop_autoscaler_monitor()
             ray.shutdown()
+
+
+def _stop_autoscaler_monitor() -> None:
+    """Kill the autoscaler monitor of the local instance this process started, before
+    ``ray.shutdown``: Ray stops it last, after the GCS, and on SIGTERM the monitor first tries to
+    report its end to that GCS, which ``ray.shutdown`` waited for (1.2 to 1.4 s in all, against
+    0.2 to 0.4 s with the monitor killed first: three interleaved pairs). A single-node instance
+    has nothing for it to scale. SIGKILL: on SIGTERM it would tell the driver that the autoscaler
+    failed."""
+    from ray._private import ray_constants, worker
+
+    for info in worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+        info.process.kill()
 
 
 def resolve_address(address: str | None) -> str | None:

@@ -97,3 +97,60 @@ def test_the_variables_a_local_instance_gives_its_workers_are_the_ones_tune_sets
     from ray.tune.execution.class_cache import DEFAULT_ENV_VARS
 
     assert TUNE_TRIAL_ENV == DEFAULT_ENV_VARS
+
+
+# Starts a local instance with connect and ends it (argv[1]: "close", our RayHandle.close, or
+# "shutdown", Ray's own); prints how long that took and which of its processes were left.
+_CLOSE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+
+    from search._ray import connect
+
+    def descendants():
+        children = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        found, todo = set(), [os.getpid()]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.add(child)
+                todo.append(child)
+        return found
+
+    handle = connect(num_cpus=1, log_to_driver=False)
+    time.sleep(1)  # Ray's processes up
+    started = time.monotonic()
+    if sys.argv[1] == "close":
+        handle.close()
+    else:
+        import ray
+
+        ray.shutdown()
+    took = time.monotonic() - started
+    deadline = time.monotonic() + 10
+    while descendants() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(json.dumps({"took": took, "left": sorted(descendants())}))
+    """
+)
+
+
+def _closed(how: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", _CLOSE, how], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "autoscaler" not in done.stdout + done.stderr  # the monitor told no one it "failed"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_closing_a_local_instance_ends_all_its_processes_without_waiting_for_the_autoscaler_monitor():
+    ours, rays = _closed("close"), _closed("shutdown")
+    assert ours["left"] == [] and rays["left"] == []
+    # Ray's own shutdown waits about 1 s for a monitor that reports to a GCS already stopped
+    assert ours["took"] + 0.5 < rays["took"], (ours, rays)
