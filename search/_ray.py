@@ -74,7 +74,10 @@ def _stop_autoscaler_monitor() -> None:
     failed."""
     from ray._private import ray_constants, worker
 
-    for info in worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
+    node = worker._global_node
+    if node is None:  # Ray already shut down
+        return
+    for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
         info.process.kill()
 
 
@@ -110,9 +113,9 @@ def connect(
         ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
         return RayHandle(owned=True, address=address)
     # Tune's trial variables, set here so that the workers of this instance inherit them through
-    # the raylet ray.init starts (see trials_on_prestarted_workers)
-    for name, value in TUNE_TRIAL_ENV.items():
-        os.environ.setdefault(name, value)
+    # the raylet ray.init starts (see trials_on_prestarted_workers); Tune sets them whatever the
+    # environment holds
+    os.environ.update(TUNE_TRIAL_ENV)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
     context = ray.init(
         address="local",
@@ -137,9 +140,11 @@ def trials_on_prestarted_workers(handle: RayHandle) -> Iterator[None]:
     runs an actor with a runtime env only in a worker started with that env, never in one of the
     workers it prestarts when the driver connects, so the first trial waited for a new worker
     (about 0.6 s more before it ended, bench/search_overhead.py). The workers of a local instance
-    inherit this process's environment from the raylet ``connect`` started, with Tune's own
-    variables (``TUNE_TRIAL_ENV``) set there, so they see the same variables either way. On a
-    cluster, or on an instance this process did not start, Tune's runtime env is kept."""
+    inherit this process's environment, as it was at ``ray.init``, from the raylet ``connect``
+    started, with Tune's own variables (``TUNE_TRIAL_ENV``) set there. The variables Tune copies
+    are the user's (nothing here sets one after ``ray.init``), so trials see the same variables
+    either way. On a cluster, or on an instance this process did not start, Tune's runtime env is
+    kept."""
     if not handle.owned or handle.address is not None:
         yield
         return

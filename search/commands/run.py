@@ -157,12 +157,13 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:  # also on Ctrl-C: a new SQLite store is not left half created
         opening.join()
-        importing.join()
-    from search.driver import run_search
-
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:
+        importing.join()
+        # raises what the thread's import met, if anything
+        from search.driver import run_search
+
         with _sigterm_as_ctrl_c(), _ray.trials_on_prestarted_workers(handle):
             check_resources(space)
             if address is not None:

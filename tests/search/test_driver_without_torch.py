@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 _DRIVER = """
@@ -32,3 +34,16 @@ def test_the_driver_plans_without_torch_matplotlib_or_ray_tune(tmp_path):
                          text=True, check=False, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["numpy", "[]"]
+
+
+def test_an_import_that_fails_in_the_background_is_raised_by_the_callers_own_import(monkeypatch):
+    import importlib
+
+    import search.driver
+
+    monkeypatch.setattr(search.driver, "_RUN_MODULE", "search.driver._no_such_module")
+    thread = search.driver.import_run_in_background()
+    thread.join(timeout=60)
+    assert not thread.is_alive()  # the thread swallowed the error and ended
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("search.driver._no_such_module")

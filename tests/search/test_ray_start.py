@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -100,11 +101,14 @@ def test_the_variables_a_local_instance_gives_its_workers_are_the_ones_tune_sets
 
 
 # Starts a local instance with connect and ends it (argv[1]: "close", our RayHandle.close, or
-# "shutdown", Ray's own); prints how long that took and which of its processes were left.
+# "shutdown", Ray's own) once its autoscaler monitor handles SIGTERM; prints how long ending took,
+# how the monitor ended and which of the instance's processes were left.
 _CLOSE = textwrap.dedent(
     """
-    import json, os, sys, time
+    import json, os, signal, sys, time
     from pathlib import Path
+
+    from ray._private import ray_constants, worker
 
     from search._ray import connect
 
@@ -124,8 +128,17 @@ _CLOSE = textwrap.dedent(
                 todo.append(child)
         return found
 
+    def handles_sigterm(pid):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
+        return False
+
     handle = connect(num_cpus=1, log_to_driver=False)
-    time.sleep(1)  # Ray's processes up
+    (monitor,) = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR]
+    deadline = time.monotonic() + 60
+    while not handles_sigterm(monitor.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
     started = time.monotonic()
     if sys.argv[1] == "close":
         handle.close()
@@ -137,7 +150,7 @@ _CLOSE = textwrap.dedent(
     deadline = time.monotonic() + 10
     while descendants() and time.monotonic() < deadline:
         time.sleep(0.1)
-    print(json.dumps({"took": took, "left": sorted(descendants())}))
+    print(json.dumps({"took": took, "monitor_exit": monitor.process.poll(), "left": sorted(descendants())}))
     """
 )
 
@@ -152,5 +165,7 @@ def _closed(how: str) -> dict:
 def test_closing_a_local_instance_ends_all_its_processes_without_waiting_for_the_autoscaler_monitor():
     ours, rays = _closed("close"), _closed("shutdown")
     assert ours["left"] == [] and rays["left"] == []
-    # Ray's own shutdown waits about 1 s for a monitor that reports to a GCS already stopped
+    # Ray's own shutdown sends the monitor SIGTERM once the GCS is stopped; the monitor's handler
+    # then waits on that GCS until Ray kills it after a second of grace. Ours kills it first.
+    assert rays["took"] >= 1.0 and rays["monitor_exit"] == -signal.SIGKILL, rays
     assert ours["took"] + 0.5 < rays["took"], (ours, rays)
