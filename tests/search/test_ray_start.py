@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 from search._ray import TUNE_TRIAL_ENV, RayHandle, trials_on_prestarted_workers
 
@@ -169,3 +170,30 @@ def test_closing_a_local_instance_ends_all_its_processes_without_waiting_for_the
     # then waits on that GCS until Ray kills it after a second of grace. Ours kills it first.
     assert rays["took"] >= 1.0 and rays["monitor_exit"] == -signal.SIGKILL, rays
     assert ours["took"] + 0.5 < rays["took"], (ours, rays)
+
+
+def test_search_run_runs_its_search_without_tunes_runtime_env_on_the_instance_it_started(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune.execution import class_cache
+
+    import search._ray
+    import search.driver
+    from search.__main__ import main
+
+    seen = []
+
+    def run_search(plan, *, data=None):
+        seen.append(dict(class_cache.DEFAULT_ENV_VARS))
+        return SimpleNamespace(exit_code=0)
+
+    # No Ray here: connect answers as for a local instance it started, and nothing needs closing.
+    monkeypatch.setattr(search._ray, "connect", lambda **kwargs: RayHandle(owned=True, address=None))
+    monkeypatch.setattr(RayHandle, "close", lambda self: None)
+    monkeypatch.setattr(search.driver, "check_resources", lambda space: None)
+    monkeypatch.setattr(search.driver, "run_search", run_search)
+    space = Path(__file__).parent / "spaces" / "tiny.yaml"
+    code = main(["run", str(space), "--storage", str(tmp_path / "runs"),
+                 "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert code == 0 and seen == [{}]
+    assert class_cache.DEFAULT_ENV_VARS == TUNE_TRIAL_ENV  # Tune's again once the search ended
