@@ -7,13 +7,18 @@ run four ways, each one subprocess:
   ``search run`` starts (``search._ray.connect``): what Ray's processes alone cost;
 - ``ray_actor_handoff``: Ray Tune's way of running a trial, without Tune: an actor runs ``train()``
   in a thread that hands each epoch's result to the driver and waits until the driver asks for the
-  next one; the driver polls every 0.1 s, as Tune's controller does;
-- ``search``: ``python -m search run`` (search_overhead's ``search`` runner).
+  next one; the driver waits at most 0.1 s per step, as Tune's controller does (a ready result
+  returns at once);
+- ``search``: ``python -m search run`` (search_overhead's ``search`` runner). Unlike the others,
+  its trials get the data set from the driver through Ray's object store instead of loading it,
+  and write a checkpoint each epoch.
 
-Each runner runs ROUNDS times, the runners interleaved within a round. Figures: the median over the
-rounds' intervals between trial completions per slot (search_overhead's per-trial figure), and
-the median epoch time (``epoch_time_s``: training, validation and, in the search, the checkpoint;
-not the hand-off, which comes after it), each against the loop's. About 9 minutes on 2 idle cores.
+Each runner runs ROUNDS times, the runners interleaved within a round, so each round compares
+runners under the same machine load. Per round and runner: the median interval between trial
+completions per slot (search_overhead's per-trial figure) and the median epoch time
+(``epoch_time_s``: training, validation and, in the search, the checkpoint; not the hand-off, which
+comes after it), each divided by the loop's of the same round. Figures: the median of the rounds'
+ratios. About 9 minutes on 2 idle cores.
 
     .venv/bin/python bench/c2_breakdown.py   -> table on stdout, bench/results/c2_breakdown.json
 """
@@ -24,7 +29,6 @@ import argparse
 import json
 import queue
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,8 +40,17 @@ from typing import Any
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, figure, machine, print_ratios, write  # noqa: E402
-from search_overhead import LONG_PER_TRIAL_TARGET, LOOP_ENV, NUM_CPUS, _intervals, _search, space_file  # noqa: E402
+from _common import figure, machine, print_ratios, write  # noqa: E402
+from search_overhead import (  # noqa: E402
+    KINDS,
+    LONG_PER_TRIAL_TARGET,
+    LOOP_ENV,
+    NUM_CPUS,
+    _intervals,
+    _run,
+    _search,
+    space_file,
+)
 
 SCRIPT = Path(__file__).resolve()
 CONCURRENCY = 2
@@ -45,26 +58,25 @@ TRIALS = 8  # 6 intervals per run
 ROUNDS = 2
 RUNNERS = ("loop", "ray_tasks", "ray_actor_handoff", "search")
 POLL_S = 0.1  # Tune's controller waits at most this long for an event per step (tune_controller.py)
-FETCH_S = 0.2  # a trial's actor waits at most this long for the next result (ray.air.constants)
 
 
 # ---------------------------------------------------------------- children (run in subprocesses)
 
-def _train_timed(config: dict[str, Any]) -> tuple[float, list[float]]:
-    """(time.time() when the trial ended, its epochs' epoch_time_s)."""
+def _train_timed(config: dict[str, Any]) -> tuple[float, list[float], float]:
+    """(time.time() when the trial ended, its epochs' epoch_time_s, its train.lr: which trial)."""
     from trainables.train import train
 
     epochs: list[float] = []
     train(config, report=lambda metrics: epochs.append(metrics["epoch_time_s"]))
-    return time.time(), epochs
+    return time.time(), epochs, config["train.lr"]
 
 
-def _loop(configs: list[dict[str, Any]]) -> list[tuple[float, list[float]]]:
+def _loop(configs: list[dict[str, Any]]) -> list[tuple[float, list[float], float]]:
     with ProcessPoolExecutor(max_workers=CONCURRENCY, mp_context=get_context("spawn")) as pool:
         return [future.result() for future in as_completed([pool.submit(_train_timed, c) for c in configs])]
 
 
-def _ray_tasks(configs: list[dict[str, Any]]) -> list[tuple[float, list[float]]]:
+def _ray_tasks(configs: list[dict[str, Any]]) -> list[tuple[float, list[float], float]]:
     import ray
 
     remote = ray.remote(num_cpus=1)(_train_timed)
@@ -80,67 +92,83 @@ def _ray_tasks(configs: list[dict[str, Any]]) -> list[tuple[float, list[float]]]
 
 
 class _HandoffRunner:
-    """A trial as Tune's function API runs it: ``train()`` in a thread that, after each epoch,
-    passes the result on and waits until the driver asks for the next epoch (``next``)."""
+    """A trial as Tune's function API runs it (ray.train._internal.session): ``train()`` in a thread
+    that, after each epoch, passes the result on and waits until the driver asks for the next
+    epoch (``next``); the actor's own thread waits for each result in gets of at most Tune's
+    timeout."""
+
+    def __init__(self) -> None:
+        self.results: queue.Queue = queue.Queue(1)
+        self.go_on = threading.Semaphore(0)
+        self.handed_over = False  # a result of this trial went out: release its thread before the next
 
     def start(self, config: dict[str, Any]) -> None:
         from trainables.train import train
 
-        self.results: queue.Queue = queue.Queue(1)
-        self.go_on = threading.Semaphore(0)
-        self.asked = False
+        self.handed_over = False
 
         def report(metrics: dict[str, Any]) -> None:
             self.results.put(metrics["epoch_time_s"])
             self.go_on.acquire()
 
         def run() -> None:
-            train(config, report=report)
+            try:
+                train(config, report=report)
+            except BaseException as error:  # next() raises it: else the driver would wait forever
+                self.results.put(error)
+                return
             self.results.put(None)
 
         threading.Thread(target=run, daemon=True).start()
 
     def next(self) -> float | None:
         """The next epoch's time (None: the trial ended)."""
-        if self.asked:
+        from ray.air.constants import _RESULT_FETCH_TIMEOUT
+
+        if self.handed_over:
             self.go_on.release()
-        self.asked = True
+        self.handed_over = True
         while True:
             try:
-                return self.results.get(timeout=FETCH_S)
+                result = self.results.get(timeout=_RESULT_FETCH_TIMEOUT)
             except queue.Empty:
-                pass
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            return result
 
 
-def _ray_actor_handoff(configs: list[dict[str, Any]]) -> list[tuple[float, list[float]]]:
+def _ray_actor_handoff(configs: list[dict[str, Any]]) -> list[tuple[float, list[float], float]]:
     import ray
 
     actors = [ray.remote(num_cpus=1)(_HandoffRunner).remote() for _ in range(CONCURRENCY)]
     pending = list(configs)
-    epochs: dict[int, list[float]] = {}
-    asked: dict[Any, int] = {}  # the pending next() call -> its actor
+    running: dict[int, tuple[float, list[float]]] = {}  # actor -> (its trial's train.lr, epoch times)
+    waiting: dict[Any, int] = {}  # a next() call not answered yet -> its actor
     done = []
 
     def start(index: int) -> None:
-        ray.get(actors[index].start.remote(pending.pop(0)))
-        epochs[index] = []
-        asked[actors[index].next.remote()] = index
+        config = pending.pop(0)
+        ray.get(actors[index].start.remote(config))
+        running[index] = (config["train.lr"], [])
+        waiting[actors[index].next.remote()] = index
 
     for index in range(CONCURRENCY):
         start(index)
-    while asked:
-        ready, _ = ray.wait(list(asked), num_returns=1, timeout=POLL_S)
+    while waiting:
+        ready, _ = ray.wait(list(waiting), num_returns=1, timeout=POLL_S)
         if not ready:
             continue
-        index = asked.pop(ready[0])
+        index = waiting.pop(ready[0])
         epoch_time = ray.get(ready[0])
+        lr, epochs = running[index]
         if epoch_time is None:
-            done.append((time.time(), epochs[index]))
+            done.append((time.time(), epochs, lr))
             if pending:
                 start(index)
         else:
-            epochs[index].append(epoch_time)
-            asked[actors[index].next.remote()] = index
+            epochs.append(epoch_time)
+            waiting[actors[index].next.remote()] = index
     return done
 
 
@@ -171,12 +199,12 @@ def _child(runner: str, configs: list[dict[str, Any]], work: Path) -> tuple[list
     """(intervals between trial ends per slot, epoch times) of one run of a child runner."""
     configs_file, out = work / "configs.json", work / f"{runner}.json"
     configs_file.write_text(json.dumps(configs))
-    with open(work / f"{runner}.log", "w") as log:
-        subprocess.run([sys.executable, str(SCRIPT), "--child", runner, "--configs", str(configs_file),
-                        "--out", str(out)], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True,
-                       env=LOOP_ENV if runner == "loop" else None)
+    _run([sys.executable, str(SCRIPT), "--child", runner, "--configs", str(configs_file), "--out", str(out)],
+         log=work / f"{runner}.log", env=LOOP_ENV if runner == "loop" else None)
     done = json.loads(out.read_text())
-    return _intervals([end for end, _ in done], CONCURRENCY), [e for _, epochs in done for e in epochs]
+    if sorted(lr for _, _, lr in done) != sorted(c["train.lr"] for c in configs):
+        raise RuntimeError(f"{runner} must run each trial once, but ran {[lr for _, _, lr in done]}")
+    return _intervals([end for end, _, _ in done], CONCURRENCY), [e for _, epochs, _ in done for e in epochs]
 
 
 def _search_run(space: Path, configs: list[dict[str, Any]], work: Path) -> tuple[list[float], list[float]]:
@@ -187,37 +215,49 @@ def _search_run(space: Path, configs: list[dict[str, Any]], work: Path) -> tuple
 
     MlflowClient(tracking_uri).search_experiments()  # the store exists beforehand, as in search_overhead
     summary = _search(space, configs, CONCURRENCY, work, tracking_uri)
-    epochs = [json.loads(line)["epoch_time_s"]
-              for path in (work / "runs").glob("*/trial_*/result.json")
-              for line in path.read_text().splitlines() if '"epoch_time_s"' in line]
-    return summary["intervals_s"], epochs
+    return summary["intervals_s"], search_epoch_times(work / "runs")
+
+
+def search_epoch_times(storage: Path) -> list[float]:
+    """The ``epoch_time_s`` of every epoch result in Tune's ``result.json`` files of the search
+    run in ``storage`` (the final result, with the test metrics, has none)."""
+    rows = (json.loads(line) for path in storage.glob("*/trial_*/result.json")
+            for line in path.read_text().splitlines() if line.strip())
+    return [row["epoch_time_s"] for row in rows if "epoch_time_s" in row]
 
 
 def run() -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine(ray_num_cpus=NUM_CPUS, trial_threads=1), "raw": {}, "ratios": {}}
-    intervals: dict[str, list[float]] = {r: [] for r in RUNNERS}
-    epochs: dict[str, list[float]] = {r: [] for r in RUNNERS}
+    rounds: list[dict[str, dict[str, Any]]] = []
+    epochs_per_run = TRIALS * KINDS["long"]["epochs"]
     with tempfile.TemporaryDirectory(prefix="losstune-c2-") as name:
         tmp = Path(name)
         space, configs = space_file(tmp, "long", CONCURRENCY, trials=TRIALS)
         for round_ in range(ROUNDS):
+            measured: dict[str, dict[str, Any]] = {}
             for runner in RUNNERS:
                 work = tmp / f"{runner}-{round_}"
                 work.mkdir()
                 if runner == "search":
-                    these, run_epochs = _search_run(space, configs, work)
+                    intervals, epochs = _search_run(space, configs, work)
                 else:
-                    these, run_epochs = _child(runner, configs, work)
-                intervals[runner] += these
-                epochs[runner] += run_epochs
-                print(f"round {round_} {runner:<18} median interval {statistics.median(these):6.2f} s, "
-                      f"epoch {statistics.median(run_epochs):5.3f} s", flush=True)
-    loop_interval, loop_epoch = statistics.median(intervals["loop"]), statistics.median(epochs["loop"])
+                    intervals, epochs = _child(runner, configs, work)
+                if len(epochs) != epochs_per_run:
+                    raise RuntimeError(f"{runner} must report {epochs_per_run} epochs, but got {len(epochs)}")
+                measured[runner] = {"intervals_s": intervals, "epochs_s": epochs,
+                                    "median_interval_s": statistics.median(intervals),
+                                    "median_epoch_s": statistics.median(epochs)}
+                print(f"round {round_} {runner:<18} median interval {measured[runner]['median_interval_s']:6.2f} s, "
+                      f"epoch {measured[runner]['median_epoch_s']:5.3f} s", flush=True)
+            loop = measured["loop"]
+            for runner in RUNNERS:
+                measured[runner]["per_trial_vs_loop"] = measured[runner]["median_interval_s"] / loop["median_interval_s"]
+                measured[runner]["epoch_vs_loop"] = measured[runner]["median_epoch_s"] / loop["median_epoch_s"]
+            rounds.append(measured)
+    result["raw"]["rounds"] = rounds
     for runner in RUNNERS:
-        interval, epoch = statistics.median(intervals[runner]), statistics.median(epochs[runner])
-        result["raw"][runner] = {"intervals_s": intervals[runner], "median_interval_s": interval,
-                                 "median_epoch_s": epoch, "per_trial_vs_loop": interval / loop_interval,
-                                 "epoch_vs_loop": epoch / loop_epoch}
+        result["raw"][runner] = {key: statistics.median(r[runner][key] for r in rounds)
+                                 for key in ("per_trial_vs_loop", "epoch_vs_loop")}
     result["ratios"]["long_c2_per_trial_ratio_search_vs_loop"] = figure(
         result["raw"]["search"]["per_trial_vs_loop"], LONG_PER_TRIAL_TARGET, "lower")
     return result
@@ -228,7 +268,8 @@ def main() -> int:
         return _child_main(sys.argv[1:])
     result = run()
     print(f"{'runner':<20}{'per trial vs loop':>19}{'epoch vs loop':>15}")
-    for runner, raw in result["raw"].items():
+    for runner in RUNNERS:
+        raw = result["raw"][runner]
         print(f"{runner:<20}{raw['per_trial_vs_loop']:>18.3f}x{raw['epoch_vs_loop']:>14.3f}x")
     print_ratios(result)
     write(result, "c2_breakdown")

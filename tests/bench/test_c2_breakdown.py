@@ -1,10 +1,11 @@
-"""bench/c2_breakdown.py's Ray runners on short digits trials (3 epochs): its Tune-like actor hands
-each epoch over and trains on only when asked, as Tune's function API does; both Ray runners run
-every trial to its end."""
+"""bench/c2_breakdown.py on short digits trials (3 epochs): its Tune-like actor hands each epoch
+over and trains on only when asked, as Tune's function API does, and passes a failure on; both Ray
+runners run every trial once, to its end; the search's epoch times come from Tune's result files."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,10 +49,26 @@ def test_handoff_trains_the_next_epoch_only_when_asked(bench, configs):
     assert runner.next() is None  # 3 epochs, then the end of the trial
 
 
+def test_handoff_raises_what_the_trial_raised(bench, configs):
+    from trainables.settings import SettingError
+
+    runner = bench._HandoffRunner()
+    runner.start({**configs[0], "train.lr": -1.0})
+    with pytest.raises(SettingError, match="train.lr"):
+        runner.next()
+
+
 @pytest.mark.parametrize("runner", ["_ray_tasks", "_ray_actor_handoff"])
-def test_ray_runners_run_every_trial_to_its_end(bench, configs, ray_session, runner):
+def test_ray_runners_run_every_trial_once_to_its_end(bench, configs, ray_session, runner):
     done = getattr(bench, runner)(configs)
-    assert len(done) == len(configs)
-    assert all(len(epochs) == 3 and all(e > 0 for e in epochs) for _, epochs in done)
-    ends = [end for end, _ in done]
-    assert ends == sorted(ends)  # in the order the driver saw them end
+    assert sorted(lr for _, _, lr in done) == sorted(c["train.lr"] for c in configs)
+    assert all(len(epochs) == 3 for _, epochs, _ in done)
+
+
+def test_search_epoch_times_are_the_epoch_results_of_every_trial(bench, tmp_path):
+    for trial, epochs in (("trial_a", [1.5, 2.5]), ("trial_b", [3.5])):
+        directory = tmp_path / "search-1" / trial
+        directory.mkdir(parents=True)
+        rows = [{"epoch": k + 1, "epoch_time_s": e} for k, e in enumerate(epochs)] + [{"final": 1, "epoch": 2}]
+        (directory / "result.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert sorted(bench.search_epoch_times(tmp_path)) == [1.5, 2.5, 3.5]
