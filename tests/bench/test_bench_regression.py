@@ -10,24 +10,10 @@ time."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "trainable.py"
+BENCH = "trainable.py"
 
 
-def _bench_module():
-    # bench/ is not a package: load the script by path
-    spec = importlib.util.spec_from_file_location("bench_trainable", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_train_throughput_stays_near_a_handwritten_loop():
-    bench = _bench_module()
+def test_train_throughput_stays_near_a_handwritten_loop(bench):
     result = bench.measure(bench.CASES["digits_mlp"], repeats=3, epochs=3)
     same_loss = result["ratios"]["handwritten_same_loss"]["cpu_throughput"]
     plain_ce = result["ratios"]["handwritten_plain_ce"]["cpu_throughput"]

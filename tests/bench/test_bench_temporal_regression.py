@@ -7,25 +7,12 @@ the same math."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "temporal.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    # bench/ is not a package: load the script by path
-    spec = importlib.util.spec_from_file_location("bench_temporal", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+BENCH = "temporal.py"
 
 
 @pytest.mark.parametrize("timesteps", [1, 8])

@@ -10,23 +10,7 @@ ratio compares what it says."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "weighting.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    # bench/ is not a package: load the script by path
-    spec = importlib.util.spec_from_file_location("bench_weighting", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+BENCH = "weighting.py"
 
 
 def test_configs_select_the_strategy_on_every_vimh_head(bench):

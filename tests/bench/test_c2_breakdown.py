@@ -4,31 +4,23 @@ runners run every trial once, to its end; the search's epoch times come from Tun
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "c2_breakdown.py"
+BENCH = "c2_breakdown.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    # bench/ is not a package: load the script by path
-    spec = importlib.util.spec_from_file_location("bench_c2_breakdown", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+def bench(bench):
     from ray import cloudpickle
 
     # Ray's workers cannot import the script by that name: send its functions by value, as Ray
     # does for a script run as __main__
-    cloudpickle.register_pickle_by_value(module)
-    yield module
-    cloudpickle.unregister_pickle_by_value(module)
+    cloudpickle.register_pickle_by_value(bench)
+    yield bench
+    cloudpickle.unregister_pickle_by_value(bench)
 
 
 @pytest.fixture(scope="module")

@@ -4,24 +4,10 @@ itself needs CUDA and runs only on a GPU machine)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_packing.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    # bench/ is not a package: load the script by path
-    spec = importlib.util.spec_from_file_location("bench_gpu_packing", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+BENCH = "gpu_packing.py"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a machine without CUDA")
