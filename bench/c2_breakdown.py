@@ -4,21 +4,26 @@ run four ways, each one subprocess:
 
 - ``loop``: a 2-process pool calling ``train()`` (``OMP_NUM_THREADS=1``, as search_overhead's loop);
 - ``ray_tasks``: one Ray task (1 CPU) per trial calling ``train()``, on the local Ray instance
-  ``search run`` starts (``search._ray.connect``): what Ray's processes alone cost;
+  ``search run`` starts (``search._ray.connect``, whose processes get its malloc settings): what
+  Ray's processes alone cost;
 - ``ray_actor_handoff``: Ray Tune's way of running a trial, without Tune: an actor runs ``train()``
   in a thread that hands each epoch's result to the driver and waits until the driver asks for the
   next one; the driver waits at most 0.1 s per step, as Tune's controller does (a ready result
   returns at once);
 - ``search``: ``python -m search run`` (search_overhead's ``search`` runner). Unlike the others,
   its trials get the data set from the driver through Ray's object store instead of loading it,
-  and write a checkpoint each epoch.
+  and write a checkpoint each epoch;
+- ``search_glibc_defaults``: the same with ``GLIBC_TUNABLES`` set empty, so that its Ray
+  processes keep glibc's malloc defaults instead of ``search._ray.MALLOC_TUNABLES``;
+- ``loop_malloc``: the loop with ``MALLOC_TUNABLES``: what those settings give a trial run in a
+  process's main thread.
 
 Each runner runs ROUNDS times, the runners interleaved within a round, so each round compares
 runners under the same machine load. Per round and runner: the median interval between trial
 completions per slot (search_overhead's per-trial figure) and the median epoch time
 (``epoch_time_s``: training, validation and, in the search, the checkpoint; not the hand-off, which
 comes after it), each divided by the loop's of the same round. Figures: the median of the rounds'
-ratios. About 9 minutes on 2 idle cores.
+ratios. About 20 minutes on 2 idle cores.
 
     .venv/bin/python bench/c2_breakdown.py   -> table on stdout, bench/results/c2_breakdown.json
 """
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import statistics
 import sys
@@ -41,6 +47,7 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import figure, machine, print_ratios, write  # noqa: E402
+from search._ray import MALLOC_TUNABLES  # noqa: E402
 from search_overhead import (  # noqa: E402
     KINDS,
     LONG_PER_TRIAL_TARGET,
@@ -55,8 +62,8 @@ from search_overhead import (  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 CONCURRENCY = 2
 TRIALS = 8  # 6 intervals per run
-ROUNDS = 2
-RUNNERS = ("loop", "ray_tasks", "ray_actor_handoff", "search")
+ROUNDS = 3
+RUNNERS = ("loop", "ray_tasks", "ray_actor_handoff", "search", "search_glibc_defaults", "loop_malloc")
 POLL_S = 0.1  # Tune's controller waits at most this long for an event per step (tune_controller.py)
 
 
@@ -174,12 +181,12 @@ def _ray_actor_handoff(configs: list[dict[str, Any]]) -> list[tuple[float, list[
 
 def _child_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", choices=("loop", "ray_tasks", "ray_actor_handoff"), required=True)
+    parser.add_argument("--child", choices=("loop", "loop_malloc", "ray_tasks", "ray_actor_handoff"), required=True)
     parser.add_argument("--configs", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     configs = json.loads(Path(args.configs).read_text())
-    if args.child == "loop":
+    if args.child in ("loop", "loop_malloc"):
         done = _loop(configs)
     else:
         from search import _ray
@@ -195,26 +202,30 @@ def _child_main(argv: list[str]) -> int:
 
 # ---------------------------------------------------------------- parent
 
+_CHILD_ENV = {"loop": LOOP_ENV, "loop_malloc": {**LOOP_ENV, "GLIBC_TUNABLES": MALLOC_TUNABLES}}
+
+
 def _child(runner: str, configs: list[dict[str, Any]], work: Path) -> tuple[list[float], list[float]]:
     """(intervals between trial ends per slot, epoch times) of one run of a child runner."""
     configs_file, out = work / "configs.json", work / f"{runner}.json"
     configs_file.write_text(json.dumps(configs))
     _run([sys.executable, str(SCRIPT), "--child", runner, "--configs", str(configs_file), "--out", str(out)],
-         log=work / f"{runner}.log", env=LOOP_ENV if runner == "loop" else None)
+         log=work / f"{runner}.log", env=_CHILD_ENV.get(runner))
     done = json.loads(out.read_text())
     if sorted(lr for _, _, lr in done) != sorted(c["train.lr"] for c in configs):
         raise RuntimeError(f"{runner} must run each trial once, but ran {[lr for _, _, lr in done]}")
     return _intervals([end for end, _, _ in done], CONCURRENCY), [e for _, epochs, _ in done for e in epochs]
 
 
-def _search_run(space: Path, configs: list[dict[str, Any]], work: Path) -> tuple[list[float], list[float]]:
+def _search_run(space: Path, configs: list[dict[str, Any]], work: Path, *,
+                env: dict[str, str] | None = None) -> tuple[list[float], list[float]]:
     """(intervals between trial ends per slot, epoch times) of one ``search run``."""
     (work / "mlflow").mkdir()
     tracking_uri = f"sqlite:///{work / 'mlflow' / 'mlflow.db'}"
     from mlflow import MlflowClient
 
     MlflowClient(tracking_uri).search_experiments()  # the store exists beforehand, as in search_overhead
-    summary = _search(space, configs, CONCURRENCY, work, tracking_uri)
+    summary = _search(space, configs, CONCURRENCY, work, tracking_uri, env=env)
     return summary["intervals_s"], search_epoch_times(work / "runs")
 
 
@@ -240,6 +251,8 @@ def run() -> dict[str, Any]:
                 work.mkdir()
                 if runner == "search":
                     intervals, epochs = _search_run(space, configs, work)
+                elif runner == "search_glibc_defaults":
+                    intervals, epochs = _search_run(space, configs, work, env={**os.environ, "GLIBC_TUNABLES": ""})
                 else:
                     intervals, epochs = _child(runner, configs, work)
                 if len(epochs) != epochs_per_run:

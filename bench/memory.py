@@ -1,7 +1,7 @@
 """Memory: peak RSS of a trial, of the search driver, and of the MLflow tracking server.
 
-- Trial: ``train()`` in a fresh subprocess, peak RSS = ``ru_maxrss`` of that process at the end;
-  baseline: the hand-written loop of bench/trainable.py (plain CE) on the same config, data and
+- Trial: ``train()`` in a fresh subprocess with the malloc settings of a search's trial workers
+  (``search._ray.MALLOC_TUNABLES``), peak RSS = ``ru_maxrss`` of that process at the end; baseline: the hand-written loop of bench/trainable.py (plain CE) on the same config, data and
   model, also in a fresh subprocess. Two trials: digits/MLP (short) and VIMH/SimpleCNN on 3000
   samples (long, 1 epoch: the peak is reached in the first epoch and the evaluations).
 - Driver: ``python -m search run`` (2 short digits trials, run at the same time), with its process tree
@@ -39,6 +39,8 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, figure, machine, print_ratios, write  # noqa: E402
+
+from search._ray import MALLOC_TUNABLES  # noqa: E402
 
 PYTHON = sys.executable
 SCRIPT = Path(__file__).resolve()
@@ -150,8 +152,9 @@ class _Sampler(threading.Thread):
 # ---------------------------------------------------------------- measurements
 
 def _trial(side: str, config: dict[str, Any]) -> float:
+    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES} if side == "ours" else None
     out = subprocess.run([PYTHON, str(SCRIPT), "--child", side, "--config", json.dumps(config)],
-                         cwd=ROOT, capture_output=True, text=True, check=False)
+                         cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"the {side} trial must exit 0, but got {out.returncode}:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])["maxrss_mb"]

@@ -234,7 +234,8 @@ def _loop(configs: list[dict[str, Any]], concurrency: int, work: Path, child: st
     return _summary(started, wall, json.loads(out.read_text()), concurrency)
 
 
-def _search(space_file: Path, configs: list[dict[str, Any]], concurrency: int, work: Path, tracking_uri: str) -> dict[str, Any]:
+def _search(space_file: Path, configs: list[dict[str, Any]], concurrency: int, work: Path, tracking_uri: str, *,
+            env: dict[str, str] | None = None) -> dict[str, Any]:
     done: list[float] = []
 
     def on_line(line: str) -> None:
@@ -244,7 +245,8 @@ def _search(space_file: Path, configs: list[dict[str, Any]], concurrency: int, w
     storage = work / "runs"
     started = time.time()
     wall = _run([PYTHON, "-m", "search", "run", str(space_file), "--storage", str(storage),
-                 "--tracking-uri", tracking_uri, "--num-cpus", str(NUM_CPUS)], log=work / "search.log", on_line=on_line)
+                 "--tracking-uri", tracking_uri, "--num-cpus", str(NUM_CPUS)], log=work / "search.log", on_line=on_line,
+                env=env)
     ran = [json.loads(p.read_text()) for p in storage.glob("*/trial_*/params.json")]
     key = lambda c: c["train.lr"]  # noqa: E731
     if sorted(ran, key=key) != sorted(configs, key=key):

@@ -13,19 +13,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 __all__ = [
+    "MALLOC_TUNABLES",
     "RayHandle",
     "RayOptionError",
     "TUNE_TRIAL_ENV",
     "check_dashboard",
     "connect",
     "resolve_address",
-    "trials_on_prestarted_workers",
+    "trial_actor_env",
 ]
 
 # What Tune's runtime env sets on every trial actor (ray.tune.execution.class_cache's
 # DEFAULT_ENV_VARS; a test compares the two). Written out: importing Ray Tune here, before
 # ray.init, would wait for the thread that imports it beside ray.init (search run).
 TUNE_TRIAL_ENV = {"PL_DISABLE_FORK": "1"}
+
+# glibc's malloc in the processes of a local instance, trial workers included: one arena, no
+# mmap, no trimming. Tune runs a trial in a new thread, and by default glibc gives it an arena
+# whose emptied sub-heaps it unmaps, maps blocks over its (moving) threshold afresh and trims
+# the top of its heap, so an epoch's activations were faulted in again step after step (20 to
+# 320 thousand minor faults an epoch, none with these settings): at concurrency 2 a trial took
+# 1.17x the plain loop's time, 1.04x with them (bench/c2_breakdown.py). A process keeps its
+# high-water mark instead of returning freed memory, which its peak had counted anyway.
+MALLOC_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824"
+_MALLOC_ENV = "GLIBC_TUNABLES"
 
 # On Linux Ray otherwise picks the public interface for its node address, so GCS, raylet and
 # workers listen on every interface; with this set they listen on 127.0.0.1 only.
@@ -113,45 +124,66 @@ def connect(
         ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
         return RayHandle(owned=True, address=address)
     # Tune's trial variables, set here so that the workers of this instance inherit them through
-    # the raylet ray.init starts (see trials_on_prestarted_workers); Tune sets them whatever the
+    # the raylet ray.init starts (see trial_actor_env); Tune sets them whatever the
     # environment holds
     os.environ.update(TUNE_TRIAL_ENV)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
-    context = ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        num_gpus=num_gpus,
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        logging_config=quiet,
-        log_to_driver=log_to_driver,
-    )
+    with _malloc_tunables_for_new_processes():
+        context = ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
+            logging_config=quiet,
+            log_to_driver=log_to_driver,
+        )
     url = context.dashboard_url if dashboard else None
     return RayHandle(owned=True, address=None, dashboard_url=f"http://{url}" if url else None)
 
 
 @contextmanager
-def trials_on_prestarted_workers(handle: RayHandle) -> Iterator[None]:
-    """While the block runs, Tune starts trial actors without its runtime env when ``handle`` is a
-    local instance this process started, so that the first trials run on workers Ray prestarted.
-
-    Tune gives every trial actor a runtime env that only sets environment variables copied from
-    this process (``PL_DISABLE_FORK=1``, and cloud credentials or Ray Train settings when set). Ray
-    runs an actor with a runtime env only in a worker started with that env, never in one of the
-    workers it prestarts when the driver connects, so the first trial waited for a new worker
-    (about 0.6 s more before it ended, bench/search_overhead.py). The workers of a local instance
-    inherit this process's environment, as it was at ``ray.init``, from the raylet ``connect``
-    started, with Tune's own variables (``TUNE_TRIAL_ENV``) set there. The variables Tune copies
-    are the user's (nothing here sets one after ``ray.init``), so trials see the same variables
-    either way. On a cluster, or on an instance this process did not start, Tune's runtime env is
-    kept."""
-    if not handle.owned or handle.address is not None:
+def _malloc_tunables_for_new_processes() -> Iterator[None]:
+    """``MALLOC_TUNABLES`` in the environment of the processes started in the block (glibc reads
+    it when a process starts: this one keeps its own), unless the user set ``GLIBC_TUNABLES``
+    (an empty value keeps glibc's defaults)."""
+    if _MALLOC_ENV in os.environ:
         yield
         return
+    os.environ[_MALLOC_ENV] = MALLOC_TUNABLES
+    try:
+        yield
+    finally:
+        del os.environ[_MALLOC_ENV]
+
+
+@contextmanager
+def trial_actor_env(handle: RayHandle) -> Iterator[None]:
+    """How Tune starts trial actors while the block runs.
+
+    On a local instance this process started: without Tune's runtime env, so that the first
+    trials run on workers Ray prestarted. Tune gives every trial actor a runtime env that only
+    sets environment variables copied from this process (``PL_DISABLE_FORK=1``, and cloud
+    credentials or Ray Train settings when set). Ray runs an actor with a runtime env only in a
+    worker started with that env, never in one of the workers it prestarts when the driver
+    connects, so the first trial waited for a new worker (about 0.6 s more before it ended,
+    bench/search_overhead.py). The workers of a local instance inherit this process's
+    environment, as it was at ``ray.init``, from the raylet ``connect`` started, with Tune's own
+    variables (``TUNE_TRIAL_ENV``) and ``MALLOC_TUNABLES`` set there. The variables Tune copies
+    are the user's (nothing here sets one after ``ray.init``), so trials see the same variables
+    either way.
+
+    On a cluster, or on an instance this process did not start, the workers' environment is the
+    one their nodes started with: Tune's runtime env is kept, with ``GLIBC_TUNABLES`` added (this
+    process's value when it has one, else ``MALLOC_TUNABLES``), which Ray sets in every trial
+    worker it starts for that env."""
     from ray.tune.execution import class_cache
 
     kept = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
-    class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
+    if handle.owned and handle.address is None:
+        class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
+    else:
+        class_cache.DEFAULT_ENV_VARS = {**kept[0], _MALLOC_ENV: os.environ.get(_MALLOC_ENV, MALLOC_TUNABLES)}
     try:
         yield
     finally:

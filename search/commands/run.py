@@ -164,7 +164,7 @@ def _run(args: argparse.Namespace) -> int:
         # raises what the thread's import met, if anything
         from search.driver import run_search
 
-        with _sigterm_as_ctrl_c(), _ray.trials_on_prestarted_workers(handle):
+        with _sigterm_as_ctrl_c(), _ray.trial_actor_env(handle):
             check_resources(space)
             if address is not None:
                 if plan.run_dir is not None:  # a URI (s3://, gs://) is every node's by nature

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from search._ray import TUNE_TRIAL_ENV, RayHandle, trials_on_prestarted_workers
+import pytest
+
+from search._ray import (
+    MALLOC_TUNABLES,
+    TUNE_TRIAL_ENV,
+    RayHandle,
+    _malloc_tunables_for_new_processes,
+    trial_actor_env,
+)
 
 # Starts a local instance with search._ray.connect, waits for the workers Ray prestarts, then
 # creates one actor the way Tune's controller does (its class cache) inside
-# trials_on_prestarted_workers and one outside it; prints which worker each ran in.
+# trial_actor_env and one outside it; prints which worker each ran in. Then counts
+# the page faults of a task that allocates, fills and frees 40 MiB in a new thread (as Tune runs a
+# trial), after its first time, in a worker of this instance and in one with glibc's defaults.
 _PROBE = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
 
-    from search._ray import connect, trials_on_prestarted_workers
+    from search._ray import connect, trial_actor_env
 
     def parent(pid):
         return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -58,19 +69,52 @@ _PROBE = textwrap.dedent(
         actor = _ActorClassCache().get(Probe).options(num_cpus=1).remote()
         return ray.get(actor.where.remote(), timeout=120)
 
-    with trials_on_prestarted_workers(handle):
+    with trial_actor_env(handle):
         inside = run_one()
     outside = run_one()
-    print(json.dumps({"prestarted": sorted(prestarted), "inside": inside, "outside": outside}))
+
+    def refaults():
+        import ctypes, resource, threading
+
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        size = 40 << 20
+        counts = []
+
+        def allocate():  # as torch allocates a tensor's memory (NumPy would ask for huge pages)
+            for _ in range(4):
+                before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+                block = libc.malloc(size)
+                ctypes.memset(block, 1, size)
+                libc.free(block)
+                counts.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+
+        thread = threading.Thread(target=allocate)
+        thread.start()
+        thread.join()
+        return os.environ.get("GLIBC_TUNABLES"), sum(counts[1:])
+
+    ours = ray.get(ray.remote(num_cpus=1)(refaults).remote(), timeout=120)
+    defaults = ray.remote(num_cpus=1, runtime_env={"env_vars": {"GLIBC_TUNABLES": ""}})(refaults)
+    glibc = ray.get(defaults.remote(), timeout=120)
+    print(json.dumps({"prestarted": sorted(prestarted), "inside": inside, "outside": outside,
+                      "driver_env": os.environ.get("GLIBC_TUNABLES"), "refaults": [ours, glibc]}))
     handle.close()
     """
 )
 
 
-def test_a_trial_actor_on_a_local_instance_runs_in_a_prestarted_worker_with_tunes_variables():
-    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=240)
+@pytest.fixture(scope="module")
+def probed() -> dict:
+    env = {key: value for key, value in os.environ.items() if key != "GLIBC_TUNABLES"}
+    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_trial_actor_on_a_local_instance_runs_in_a_prestarted_worker_with_tunes_variables(probed):
+    seen = probed
     assert len(seen["prestarted"]) == 2
     (inside_pid, inside_fork), (outside_pid, outside_fork) = seen["inside"], seen["outside"]
     assert inside_pid in seen["prestarted"]
@@ -80,16 +124,40 @@ def test_a_trial_actor_on_a_local_instance_runs_in_a_prestarted_worker_with_tune
     assert inside_fork == outside_fork == "1"
 
 
-def test_tunes_runtime_env_is_kept_on_a_cluster_or_an_instance_started_elsewhere_and_restored_after():
+def test_a_worker_of_a_local_instance_reuses_freed_memory_where_glibcs_defaults_fault_it_in_again(probed):
+    (ours_env, ours), (glibc_env, glibc) = probed["refaults"]
+    assert ours_env == MALLOC_TUNABLES and glibc_env == ""
+    assert probed["driver_env"] is None  # set only while ray.init started the instance's processes
+    # 40 MiB is 10240 pages: glibc's defaults map it afresh each time (over its 32 MiB mmap ceiling)
+    assert glibc > 3 * 9000, glibc
+    assert ours < 300, ours
+
+
+def test_malloc_tunables_the_user_set_are_kept(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
+    with _malloc_tunables_for_new_processes():
+        assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4"
+    assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4"
+    monkeypatch.delenv("GLIBC_TUNABLES")
+    with _malloc_tunables_for_new_processes():
+        assert os.environ["GLIBC_TUNABLES"] == MALLOC_TUNABLES
+    assert "GLIBC_TUNABLES" not in os.environ
+
+
+def test_tunes_runtime_env_is_kept_with_malloc_tunables_on_a_cluster_or_an_instance_started_elsewhere(monkeypatch):
     from ray.tune.execution import class_cache
 
     defaults, propagated = dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE)
     assert defaults  # else there is nothing to drop, and the test below proves nothing
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for handle in (RayHandle(owned=True, address="127.0.0.1:6379"), RayHandle(owned=False, address=None)):
-        with trials_on_prestarted_workers(handle):
-            assert class_cache.DEFAULT_ENV_VARS == defaults
+        with trial_actor_env(handle):
+            assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": MALLOC_TUNABLES}
             assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
-    with trials_on_prestarted_workers(RayHandle(owned=True, address=None)):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")  # the user's choice
+    with trial_actor_env(RayHandle(owned=True, address="127.0.0.1:6379")):
+        assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
+    with trial_actor_env(RayHandle(owned=True, address=None)):
         assert class_cache.DEFAULT_ENV_VARS == {} and not class_cache.ENV_VARS_TO_PROPAGATE
     assert class_cache.DEFAULT_ENV_VARS == defaults
     assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
