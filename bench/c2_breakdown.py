@@ -1,6 +1,6 @@
 """Where the per-trial overhead of a search at concurrency 2 on 2 cores comes from: the long trials
 of ``search_overhead.py`` (VIMH, SimpleCNN, 5 epochs, 13 to 16 s a trial), 8 of them, two at a time,
-run four ways, each one subprocess:
+run six ways, each one subprocess:
 
 - ``loop``: a 2-process pool calling ``train()`` (``OMP_NUM_THREADS=1``, as search_overhead's loop);
 - ``ray_tasks``: one Ray task (1 CPU) per trial calling ``train()``, on the local Ray instance

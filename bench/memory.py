@@ -1,7 +1,8 @@
 """Memory: peak RSS of a trial, of the search driver, and of the MLflow tracking server.
 
 - Trial: ``train()`` in a fresh subprocess with the malloc settings of a search's trial workers
-  (``search._ray.MALLOC_TUNABLES``), peak RSS = ``ru_maxrss`` of that process at the end; baseline: the hand-written loop of bench/trainable.py (plain CE) on the same config, data and
+  (``search._ray.MALLOC_TUNABLES``), peak RSS = ``ru_maxrss`` of that process at the end;
+  baseline: the hand-written loop of bench/trainable.py (plain CE) on the same config, data and
   model, also in a fresh subprocess. Two trials: digits/MLP (short) and VIMH/SimpleCNN on 3000
   samples (long, 1 epoch: the peak is reached in the first epoch and the evaluations).
 - Driver: ``python -m search run`` (2 short digits trials, run at the same time), with its process tree
