@@ -512,11 +512,12 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
 
 
 def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_session, tmp_path: Path, capsys):
-    # ASHA with promotions, one trial at a time, a rung at epoch 1 of 3, each epoch at least 2 s,
-    # learning rates apart (no ties at the rung): trials that rank below the top third pause at
-    # epoch 1 and are still paused when the 15 s budget runs out. The budget leaves a loaded
-    # machine about 10 s to start the first trial (6 s did not, once, in CI); the search's 10
-    # epochs at least (6 to the rung, 4 for the promoted) outlast it.
+    # ASHA with promotions, one trial at a time, a rung at epoch 1 of 3, learning rates apart (no
+    # ties at the rung): trials that rank below the top third pause at epoch 1 and are still
+    # paused when the 15 s budget runs out. The budget leaves a loaded machine over 10 s to start
+    # the first trial (6 s did not, once, in CI). A trial paused at the rung is stopped during its
+    # wait, so only the promoted trials' epochs 2 and 3 wait 8 s each: at least 16 s after the
+    # first pause, which outlasts the budget however fast the machine (2 s waits did not, once).
     space_file = write_space(
         tmp_path,
         name="budget-paused",
@@ -524,7 +525,7 @@ def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_sessio
         lr="{loguniform: [1.0e-4, 0.05]}",
         search="{num_samples: 6, sampler: random, scheduler: asha_promotions, max_concurrent: 1, time_budget_s: 15}",
     )
-    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(2.0))
+    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(8.0))
 
     assert outcome.exit_code == 0 and not outcome.interrupted
     assert any(t.state == "STOPPED" and t.epochs == 1 for t in outcome.trials)
