@@ -12,7 +12,10 @@ budget and the loop can run exactly the configs the search runs (checked against
   idle core.
 
 Trials per setting: short 10 (tune_default: 4 at c=1, 5 at c=2, as each costs a new worker
-process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). About 6 minutes on 2 idle cores.
+process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). The long settings run in
+``LONG_ROUNDS`` rounds (each: c=1 loop and search, then c=2 loop and search), since on this
+machine one run's per-trial median moved by up to 10 % between runs of the same code; every long
+figure is the median over rounds of that round's ratio. About 13 minutes on 2 idle cores.
 
 Runners, each one subprocess whose wall time is measured from start to exit:
 
@@ -28,9 +31,8 @@ Per-trial figures come from the times trials complete (``d_k``, sorted): at conc
 finishes a trial every ``d_k - d_(k-c)`` seconds in steady state; the median of those intervals
 (N - c of them) is compared with the loop's. Added seconds per trial = median(runner) -
 median(loop): the extra time a trial occupies its slot. The fixed start-up and shutdown (Ray,
-MLflow, the first worker) are recorded apart and enter only the total-wall ratio, which is one run
-per setting (the per-trial figures are medians over the trials of that run). Trials per hour =
-3600 * c / median interval. The start-up figure (seconds the search adds before its first trial
+MLflow, the first worker) are recorded apart and enter only the total-wall ratio. Trials per hour =
+3600 * c / median interval; its c=2 vs c=1 figure compares the two settings of the same round. The start-up figure (seconds the search adds before its first trial
 ends) is the median over 3 pairs of runs: short c=1, then the loop and the search on 2 short
 trials twice more.
 
@@ -66,6 +68,7 @@ LONG_WALL_TARGET = 1.10
 SCALING_TARGET = 1.9  # trials per hour, concurrency 2 vs 1, on 2 cores
 STARTUP_TARGET_S = 5.0  # seconds the search adds before its first trial ends
 STARTUP_PAIRS = 3  # (loop, search) pairs whose median gives the start-up figure (see the docstring)
+LONG_ROUNDS = 3
 
 SPACE = """\
 name: {name}
@@ -256,8 +259,8 @@ def _search(space_file: Path, configs: list[dict[str, Any]], concurrency: int, w
     return _summary(started, wall, done, concurrency)
 
 
-def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str) -> dict[str, Any]:
-    work = tmp / f"{kind}-c{concurrency}"
+def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str, *, label: str) -> dict[str, Any]:
+    work = tmp / label
     work.mkdir()
     space_path, configs = space_file(work, kind, concurrency)
     runners = {"loop": lambda: _loop(configs, concurrency, work, "loop"),
@@ -267,7 +270,7 @@ def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str) -> dict[
         runners["tune_default"] = lambda: _loop(configs[:tune_trials[concurrency]], concurrency, work, "tune")
     result: dict[str, Any] = {"concurrency": concurrency, "loadavg_start": list(os.getloadavg())}
     for name, runner in runners.items():
-        print(f"  {kind} c={concurrency}: {name} ...", flush=True)
+        print(f"  {label}: {name} ...", flush=True)
         result[name] = runner()
     result["loadavg_end"] = list(os.getloadavg())
     loop = result["loop"]
@@ -300,42 +303,48 @@ def run() -> dict[str, Any]:
         tmp = Path(name)
         tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
         MlflowClient(tracking_uri).search_experiments()  # creates the store, as an earlier search would have
-        for kind in KINDS:
+        for concurrency in (1, 2):
+            label = f"short_c{concurrency}"
+            result["raw"][label] = _setting("short", concurrency, tmp, tracking_uri, label=label)
+        for round_ in range(1, LONG_ROUNDS + 1):
             for concurrency in (1, 2):
-                result["raw"][f"{kind}_c{concurrency}"] = _setting(kind, concurrency, tmp, tracking_uri)
+                label = f"long_c{concurrency}_round{round_}"
+                result["raw"][label] = _setting("long", concurrency, tmp, tracking_uri, label=label)
         result["raw"]["startup_added_s"] = [_startup_added(result["raw"]["short_c1"])] + [
             _startup_added(_startup_pair(tmp / f"startup-{i}", tracking_uri)) for i in range(STARTUP_PAIRS - 1)]
     raw, ratios = result["raw"], result["ratios"]
+    rounds = [{c: raw[f"long_c{c}_round{r}"] for c in (1, 2)} for r in range(1, LONG_ROUNDS + 1)]
     for c in (1, 2):
-        short, long = raw[f"short_c{c}"], raw[f"long_c{c}"]
+        short = raw[f"short_c{c}"]
         ratios[f"short_c{c}_search_added_s_per_trial"] = figure(
             short["search"]["added_s_per_trial"], SHORT_ADDED_TARGET_S, "lower")
         ratios[f"short_c{c}_tune_default_added_s_per_trial"] = figure(
             short["tune_default"]["added_s_per_trial"], SHORT_ADDED_TARGET_S, "lower")
         ratios[f"long_c{c}_search_per_trial_time_ratio"] = figure(
-            long["search"]["per_trial_ratio"], LONG_PER_TRIAL_TARGET, "lower")
+            statistics.median(long[c]["search"]["per_trial_ratio"] for long in rounds), LONG_PER_TRIAL_TARGET, "lower")
         ratios[f"long_c{c}_search_total_wall_ratio"] = figure(
-            long["search"]["total_wall_ratio"], LONG_WALL_TARGET, "lower")
+            statistics.median(long[c]["search"]["total_wall_ratio"] for long in rounds), LONG_WALL_TARGET, "lower")
     # what a user waits for before a search's first result, beyond what the loop needs (both start
     # Python and load the data set; the search also starts Ray, the MLflow store and a worker)
     ratios["search_startup_added_s"] = figure(
         statistics.median(raw["startup_added_s"]), STARTUP_TARGET_S, "lower")
     for runner in ("search", "loop"):
         ratios[f"long_trials_per_hour_c2_vs_c1_{runner}"] = figure(
-            raw["long_c2"][runner]["trials_per_hour"] / raw["long_c1"][runner]["trials_per_hour"],
+            statistics.median(long[2][runner]["trials_per_hour"] / long[1][runner]["trials_per_hour"]
+                              for long in rounds),
             SCALING_TARGET, "higher")
     return result
 
 
 def main() -> int:
     result = run()
-    print(f"{'setting':<10}{'runner':<14}{'trials':>7}{'wall s':>9}{'median s/trial':>16}{'added s':>9}"
+    print(f"{'setting':<17}{'runner':<14}{'trials':>7}{'wall s':>9}{'median s/trial':>16}{'added s':>9}"
           f"{'first done s':>14}{'exit s':>8}{'trials/h':>10}")
     for setting, raw in result["raw"].items():
         for runner in ("loop", "search", "tune_default"):
             if runner in raw:
                 r = raw[runner]
-                print(f"{setting:<10}{runner:<14}{r['trials']:>7}{r['wall_s']:>9.1f}{r['median_interval_s']:>16.2f}"
+                print(f"{setting:<17}{runner:<14}{r['trials']:>7}{r['wall_s']:>9.1f}{r['median_interval_s']:>16.2f}"
                       f"{r.get('added_s_per_trial', 0.0):>9.2f}{r['first_trial_done_s']:>14.1f}"
                       f"{r['exit_after_last_trial_s']:>8.1f}{r['trials_per_hour']:>10.0f}")
     print_ratios(result)
