@@ -480,19 +480,20 @@ class SlowTrain:
 
 
 def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session, tmp_path: Path, capsys):
-    # Each trial takes at least 9 s, one at a time: the first starts well within the 8 s budget
-    # (even on a loaded machine) and is still running when the budget runs out.
+    # Each trial takes at least 15 s, one at a time: the first starts well within the 12 s budget
+    # (even on a loaded machine, which once needed over 6 s to start a first trial) and is still
+    # running when the budget runs out.
     space_file = write_space(
         tmp_path,
         name="budget",
         heads=FIXED_HEADS,
-        search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 8}",
+        search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 12}",
     )
-    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(3.0))
+    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(5.0))
     out = capsys.readouterr().out
 
     assert outcome.exit_code == 0 and not outcome.interrupted
-    assert "ended by its time budget (search.time_budget_s: 8 s)" in out
+    assert "ended by its time budget (search.time_budget_s: 12 s)" in out
     assert (outcome.plan.run_dir / "summary.txt").read_text().count("ended by its time budget") == 1
     assert len(outcome.trials) < 4 or any(t.state == "STOPPED" for t in outcome.trials)
     (parent,) = runs_of(client, outcome, "search")
