@@ -28,15 +28,20 @@ __all__ = [
 # ray.init, would wait for the thread that imports it beside ray.init (search run).
 TUNE_TRIAL_ENV = {"PL_DISABLE_FORK": "1"}
 
-# glibc's malloc in the processes of a local instance, trial workers included: one arena, no
-# mmap, no trimming. Tune runs a trial in a new thread, and by default glibc gives it an arena
-# whose emptied sub-heaps it unmaps, maps blocks over its (moving) threshold afresh and trims
-# the top of its heap, so an epoch's activations were faulted in again step after step (20 to
-# 320 thousand minor faults an epoch, none with these settings): at concurrency 2 a trial took
-# 1.17x the plain loop's time, 1.04x with them (bench/c2_breakdown.py). A process keeps its
-# high-water mark instead of returning freed memory, which its peak had counted anyway.
+# glibc's malloc in the workers of a local instance (Ray starts its own daemons with its jemalloc
+# preloaded and removes that preload for workers): one arena, no mmap, no trimming. Tune runs a
+# trial in a new thread, and by default glibc gives it an arena whose emptied sub-heaps it
+# unmaps, maps blocks over its (moving) threshold afresh and trims the top of its heap, so an
+# epoch's activations were faulted in again step after step (20 to 320 thousand minor faults an
+# epoch, none with these settings): at concurrency 2 a trial took 1.17x the plain loop's time,
+# 1.04x with them (bench/c2_breakdown.py). A process keeps its high-water mark instead of
+# returning freed memory, which its peak had counted anyway.
 MALLOC_TUNABLES = "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824"
 _MALLOC_ENV = "GLIBC_TUNABLES"
+# Ray expands ${VAR} in a runtime env's variables from the node's environment before it starts the
+# worker; glibc applies the last of repeated settings and skips an empty entry (a node without
+# the variable), so a node's own settings (glibc.rtld.optional_static_tls for torch, say) win.
+_NODE_MALLOC_ENV = "${" + _MALLOC_ENV + "}"
 
 # On Linux Ray otherwise picks the public interface for its node address, so GCS, raylet and
 # workers listen on every interface; with this set they listen on 127.0.0.1 only.
@@ -154,7 +159,7 @@ def _malloc_tunables_for_new_processes() -> Iterator[None]:
     try:
         yield
     finally:
-        del os.environ[_MALLOC_ENV]
+        os.environ.pop(_MALLOC_ENV, None)
 
 
 @contextmanager
@@ -175,15 +180,16 @@ def trial_actor_env(handle: RayHandle) -> Iterator[None]:
 
     On a cluster, or on an instance this process did not start, the workers' environment is the
     one their nodes started with: Tune's runtime env is kept, with ``GLIBC_TUNABLES`` added (this
-    process's value when it has one, else ``MALLOC_TUNABLES``), which Ray sets in every trial
-    worker it starts for that env."""
+    process's value when it has one, else ``MALLOC_TUNABLES``, followed by the node's own value),
+    which Ray sets in every trial worker it starts for that env."""
     from ray.tune.execution import class_cache
 
     kept = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
     if handle.owned and handle.address is None:
         class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
     else:
-        class_cache.DEFAULT_ENV_VARS = {**kept[0], _MALLOC_ENV: os.environ.get(_MALLOC_ENV, MALLOC_TUNABLES)}
+        ours = os.environ.get(_MALLOC_ENV, MALLOC_TUNABLES)
+        class_cache.DEFAULT_ENV_VARS = {**kept[0], _MALLOC_ENV: f"{ours}:{_NODE_MALLOC_ENV}"}
     try:
         yield
     finally:

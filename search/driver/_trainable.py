@@ -17,6 +17,7 @@ The driver writes the traceback to ``error.txt`` in the trial's directory, where
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import shutil
@@ -37,6 +38,7 @@ __all__ = [
     "WARNINGS_KEY",
     "TrainFn",
     "make_trainable",
+    "return_freed_memory",
 ]
 
 FINAL_KEY = "final"
@@ -51,6 +53,17 @@ NODE_IP_KEY = "node/ip"
 NODE_GPUS_KEY = "node/gpu_ids"  # the GPUs Ray gave the trial (several trials may share one)
 ERROR_FILE = "error.txt"  # a failed trial's traceback, in its directory (Tune's name for its own errors)
 TrainFn = Callable[..., Mapping[str, float]]
+
+
+def return_freed_memory() -> None:
+    """Give the memory a finished trial freed back to the system. Trial workers keep freed memory
+    for their next step (``search._ray.MALLOC_TUNABLES``); without this, an actor Tune reuses
+    would hold its last trial's high-water mark while it waits, or trains a smaller trial. The
+    next trial faults its pages in once (7 ms to return 175 MiB after a VIMH CNN trial here). A
+    no-op where the C library has no ``malloc_trim``."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = ()) -> Callable[..., dict]:
@@ -121,6 +134,8 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
                         ERROR_KEY: f"{type(error).__name__}: {error}",
                         TRACEBACK_KEY: traceback.format_exc(),
                     }
+                finally:
+                    return_freed_memory()
                 # An attempt restored after its last epoch reports no epoch: its final result says
                 # where it ran, else the trial's run keeps the node of the attempt before.
                 return {**final, **placed, **new_warnings(), FINAL_KEY: 1}

@@ -24,13 +24,15 @@ from search._ray import (
 # creates one actor the way Tune's controller does (its class cache) inside
 # trial_actor_env and one outside it; prints which worker each ran in. Then counts
 # the page faults of a task that allocates, fills and frees 40 MiB in a new thread (as Tune runs a
-# trial), after its first time, in a worker of this instance and in one with glibc's defaults.
+# trial), after its first time: in a worker of this instance, in one with glibc's defaults, in a
+# trial actor given the runtime env a cluster's trials get, and in workers whose variable ends
+# with an empty entry or with a setting that overrides ours.
 _PROBE = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
 
-    from search._ray import connect, trial_actor_env
+    from search._ray import MALLOC_TUNABLES, RayHandle, connect, trial_actor_env
 
     def parent(pid):
         return int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -61,22 +63,13 @@ _PROBE = textwrap.dedent(
         time.sleep(0.1)
     prestarted = idle_workers()
 
-    class Probe:
-        def where(self):
-            return os.getpid(), os.environ.get("PL_DISABLE_FORK")
-
-    def run_one():
-        actor = _ActorClassCache().get(Probe).options(num_cpus=1).remote()
-        return ray.get(actor.where.remote(), timeout=120)
-
-    with trial_actor_env(handle):
-        inside = run_one()
-    outside = run_one()
-
     def refaults():
         import ctypes, resource, threading
 
         libc = ctypes.CDLL(None)
+        # PR_SET_THP_DISABLE: with transparent huge pages "always", glibc's mmap'd block would
+        # fault in 2 MiB at a time, and the defaults' count would not show the 40 MiB
+        libc.prctl(41, 1, 0, 0, 0)
         libc.malloc.restype = ctypes.c_void_p
         libc.free.argtypes = [ctypes.c_void_p]
         size = 40 << 20
@@ -95,11 +88,34 @@ _PROBE = textwrap.dedent(
         thread.join()
         return os.environ.get("GLIBC_TUNABLES"), sum(counts[1:])
 
-    ours = ray.get(ray.remote(num_cpus=1)(refaults).remote(), timeout=120)
-    defaults = ray.remote(num_cpus=1, runtime_env={"env_vars": {"GLIBC_TUNABLES": ""}})(refaults)
-    glibc = ray.get(defaults.remote(), timeout=120)
+    class Probe:
+        def where(self):
+            return os.getpid(), os.environ.get("PL_DISABLE_FORK")
+
+        def refaults(self):
+            return refaults()
+
+    def actor():
+        return _ActorClassCache().get(Probe).options(num_cpus=1).remote()
+
+    with trial_actor_env(handle):
+        inside = ray.get(actor().where.remote(), timeout=120)
+    outside = ray.get(actor().where.remote(), timeout=120)
+
+    def refaults_with(value):
+        task = ray.remote(num_cpus=1, runtime_env={"env_vars": {"GLIBC_TUNABLES": value}})(refaults)
+        return ray.get(task.remote(), timeout=120)
+
+    with trial_actor_env(RayHandle(owned=False, address=None)):
+        on_a_cluster = actor()
     print(json.dumps({"prestarted": sorted(prestarted), "inside": inside, "outside": outside,
-                      "driver_env": os.environ.get("GLIBC_TUNABLES"), "refaults": [ours, glibc]}))
+                      "driver_env": os.environ.get("GLIBC_TUNABLES"), "refaults": {
+                          "ours": ray.get(ray.remote(num_cpus=1)(refaults).remote(), timeout=120),
+                          "glibc": refaults_with(""),
+                          "cluster": ray.get(on_a_cluster.refaults.remote(), timeout=120),
+                          "empty_entry": refaults_with(MALLOC_TUNABLES + ":${LOSSTUNE_UNSET}"),
+                          "overridden": refaults_with(MALLOC_TUNABLES + ":glibc.malloc.mmap_max=65536"),
+                      }}))
     handle.close()
     """
 )
@@ -125,12 +141,62 @@ def test_a_trial_actor_on_a_local_instance_runs_in_a_prestarted_worker_with_tune
 
 
 def test_a_worker_of_a_local_instance_reuses_freed_memory_where_glibcs_defaults_fault_it_in_again(probed):
-    (ours_env, ours), (glibc_env, glibc) = probed["refaults"]
+    (ours_env, ours), (glibc_env, glibc) = probed["refaults"]["ours"], probed["refaults"]["glibc"]
     assert ours_env == MALLOC_TUNABLES and glibc_env == ""
     assert probed["driver_env"] is None  # set only while ray.init started the instance's processes
     # 40 MiB is 10240 pages: glibc's defaults map it afresh each time (over its 32 MiB mmap ceiling)
     assert glibc > 3 * 9000, glibc
     assert ours < 300, ours
+
+
+def test_a_clusters_trial_worker_gets_malloc_tunables_followed_by_the_nodes_own(probed):
+    # the node here is the local instance, whose raylet has MALLOC_TUNABLES: Ray expanded the
+    # node's value into the runtime env's, and glibc took the combined setting
+    env, faults = probed["refaults"]["cluster"]
+    assert env == f"{MALLOC_TUNABLES}:{MALLOC_TUNABLES}" and faults < 300, (env, faults)
+    # a node without the variable leaves an empty last entry, which glibc skips
+    env, faults = probed["refaults"]["empty_entry"]
+    assert env == f"{MALLOC_TUNABLES}:" and faults < 300, (env, faults)
+    # and a node's setting after ours is the one glibc applies
+    env, faults = probed["refaults"]["overridden"]
+    assert env.endswith(":glibc.malloc.mmap_max=65536") and faults > 3 * 9000, (env, faults)
+
+
+# Allocates, fills and frees 200 MiB in 1 MiB blocks, then returns freed memory as a trial does when
+# it ends; prints the resident bytes before, after the frees and after the return.
+_FREED = textwrap.dedent(
+    """
+    import ctypes, json, os
+
+    from search.driver._trainable import return_freed_memory
+
+    def resident():
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = resident()
+    blocks = [libc.malloc(1 << 20) for _ in range(200)]
+    for block in blocks:
+        ctypes.memset(block, 1, 1 << 20)
+    for block in blocks:
+        libc.free(block)
+    kept = resident()
+    return_freed_memory()
+    print(json.dumps([before, kept, resident()]))
+    """
+)
+
+
+def test_a_trial_worker_returns_the_memory_its_trial_freed_when_the_trial_ends():
+    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    done = subprocess.run([sys.executable, "-c", _FREED], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    before, kept, returned = json.loads(done.stdout.strip().splitlines()[-1])
+    mib = 1 << 20
+    assert kept - before > 190 * mib  # the worker's malloc settings keep freed memory...
+    assert returned - before < 20 * mib, (before, kept, returned)  # ...until the trial has ended
 
 
 def test_malloc_tunables_the_user_set_are_kept(monkeypatch):
@@ -152,11 +218,11 @@ def test_tunes_runtime_env_is_kept_with_malloc_tunables_on_a_cluster_or_an_insta
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for handle in (RayHandle(owned=True, address="127.0.0.1:6379"), RayHandle(owned=False, address=None)):
         with trial_actor_env(handle):
-            assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+            assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": MALLOC_TUNABLES + ":${GLIBC_TUNABLES}"}
             assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")  # the user's choice
     with trial_actor_env(RayHandle(owned=True, address="127.0.0.1:6379")):
-        assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}
+        assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": "glibc.malloc.arena_max=4:${GLIBC_TUNABLES}"}
     with trial_actor_env(RayHandle(owned=True, address=None)):
         assert class_cache.DEFAULT_ENV_VARS == {} and not class_cache.ENV_VARS_TO_PROPAGATE
     assert class_cache.DEFAULT_ENV_VARS == defaults
