@@ -147,19 +147,30 @@ def connect(
     return RayHandle(owned=True, address=None, dashboard_url=f"http://{url}" if url else None)
 
 
+def _workers_malloc_tunables() -> str:
+    """``GLIBC_TUNABLES`` for trial workers: ``MALLOC_TUNABLES`` followed by this process's value
+    when it has one (glibc applies the last of repeated settings, so the user's win); an empty
+    value in this process keeps glibc's defaults."""
+    user = os.environ.get(_MALLOC_ENV)
+    if user is None:
+        return MALLOC_TUNABLES
+    return f"{MALLOC_TUNABLES}:{user}" if user else ""
+
+
 @contextmanager
 def _malloc_tunables_for_new_processes() -> Iterator[None]:
-    """``MALLOC_TUNABLES`` in the environment of the processes started in the block (glibc reads
-    it when a process starts: this one keeps its own), unless the user set ``GLIBC_TUNABLES``
-    (an empty value keeps glibc's defaults)."""
-    if _MALLOC_ENV in os.environ:
-        yield
-        return
-    os.environ[_MALLOC_ENV] = MALLOC_TUNABLES
+    """The workers' ``GLIBC_TUNABLES`` in the environment of the processes started in the block
+    (glibc reads it when a process starts: this one keeps its own); the user's value, or none,
+    afterwards."""
+    user = os.environ.get(_MALLOC_ENV)
+    os.environ[_MALLOC_ENV] = _workers_malloc_tunables()
     try:
         yield
     finally:
-        os.environ.pop(_MALLOC_ENV, None)
+        if user is None:
+            os.environ.pop(_MALLOC_ENV, None)
+        else:
+            os.environ[_MALLOC_ENV] = user
 
 
 @contextmanager
@@ -179,17 +190,18 @@ def trial_actor_env(handle: RayHandle) -> Iterator[None]:
     either way.
 
     On a cluster, or on an instance this process did not start, the workers' environment is the
-    one their nodes started with: Tune's runtime env is kept, with ``GLIBC_TUNABLES`` added (this
-    process's value when it has one, else ``MALLOC_TUNABLES``, followed by the node's own value),
-    which Ray sets in every trial worker it starts for that env."""
+    one their nodes started with: Tune's runtime env is kept, with ``GLIBC_TUNABLES`` added (the
+    workers' settings of a local instance, followed by the node's own value), which Ray sets in
+    every trial worker it starts for that env. A search submitted as a Ray job runs where the head
+    node's variable, if any, looks like the user's: it comes after ours all the same."""
     from ray.tune.execution import class_cache
 
     kept = class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE
     if handle.owned and handle.address is None:
         class_cache.DEFAULT_ENV_VARS, class_cache.ENV_VARS_TO_PROPAGATE = {}, set()
     else:
-        ours = os.environ.get(_MALLOC_ENV, MALLOC_TUNABLES)
-        class_cache.DEFAULT_ENV_VARS = {**kept[0], _MALLOC_ENV: f"{ours}:{_NODE_MALLOC_ENV}"}
+        tunables = ":".join(filter(None, (_workers_malloc_tunables(), _NODE_MALLOC_ENV)))
+        class_cache.DEFAULT_ENV_VARS = {**kept[0], _MALLOC_ENV: tunables}
     try:
         yield
     finally:

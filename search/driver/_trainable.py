@@ -56,14 +56,16 @@ TrainFn = Callable[..., Mapping[str, float]]
 
 
 def return_freed_memory() -> None:
-    """Give the memory a finished trial freed back to the system. Trial workers keep freed memory
-    for their next step (``search._ray.MALLOC_TUNABLES``); without this, an actor Tune reuses
-    would hold its last trial's high-water mark while it waits, or trains a smaller trial. The
-    next trial faults its pages in once (7 ms to return 175 MiB after a VIMH CNN trial here). A
-    no-op where the C library has no ``malloc_trim``."""
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
+    """Give the memory a trial freed back to the system once its training returned. Trial workers
+    keep freed memory for their next step (``search._ray.MALLOC_TUNABLES``); without this, an
+    actor Tune reuses would hold that trial's high-water mark while it waits, or trains a
+    smaller trial. The next trial faults its pages in once (7 ms to return 175 MiB after a VIMH
+    CNN trial here). A no-op where the C library has no ``malloc_trim`` (not glibc)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):  # macOS and musl lack it; Windows has no CDLL(None)
+        return
+    trim(0)
 
 
 def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = ()) -> Callable[..., dict]:
@@ -134,8 +136,9 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
                         ERROR_KEY: f"{type(error).__name__}: {error}",
                         TRACEBACK_KEY: traceback.format_exc(),
                     }
-                finally:
-                    return_freed_memory()
+                # Not on a trial the scheduler stopped: Tune parks it in its report (its model
+                # and data alive) and ends it with SystemExit when the actor gets its next trial.
+                return_freed_memory()
                 # An attempt restored after its last epoch reports no epoch: its final result says
                 # where it ran, else the trial's run keeps the node of the attempt before.
                 return {**final, **placed, **new_warnings(), FINAL_KEY: 1}

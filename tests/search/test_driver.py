@@ -27,6 +27,7 @@ from mlflow.entities import ViewType
 from ray import tune
 from ray.tune.schedulers import MedianStoppingRule
 
+from search._ray import MALLOC_TUNABLES, RayHandle, trial_actor_env
 from search.driver import SearchInputError, SearchOptions, plan_search, run_search
 from search.driver._state import KEPT_DIR, SNAPSHOT_FILE, StateSnapshot, usable_state
 from search.driver._strategy import build_scheduler, grid_points
@@ -552,6 +553,57 @@ def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_sessio
     assert {run.info.run_id: epochs_logged(client, run) for run in runs_of(client, outcome, "trial")} == epochs
     (parent_again,) = runs_of(client, outcome, "search")
     assert parent_again.info.end_time == parent.info.end_time
+
+
+class FreeingTrain:
+    """``train``, then 200 MiB allocated, filled and freed in 1 MiB blocks before it returns; every
+    call appends its worker's pid, ``GLIBC_TUNABLES`` and resident bytes (at its start, and after
+    the frees) to ``marks``."""
+
+    def __init__(self, marks: Path) -> None:
+        self.marks = marks
+
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
+        import ctypes
+
+        def resident() -> int:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+        start = resident()
+        final = train(config, report=report, checkpoint_dir=checkpoint_dir, **given)
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        blocks = [libc.malloc(1 << 20) for _ in range(200)]
+        for block in blocks:
+            ctypes.memset(block, 1, 1 << 20)
+        for block in blocks:
+            libc.free(block)
+        with open(self.marks, "a") as f:
+            f.write(json.dumps([os.getpid(), os.environ.get("GLIBC_TUNABLES"), start, resident()]) + "\n")
+        return final
+
+
+def test_a_reused_trial_worker_starts_its_next_trial_without_the_memory_the_last_one_freed(ray_session, tmp_path):
+    space_file = write_space(
+        tmp_path,
+        name="freeing",
+        heads=FIXED_HEADS,
+        search="{num_samples: 2, sampler: random, scheduler: none, max_concurrent: 1, seed: 0}",
+    )
+    marks = tmp_path / "marks"
+    # as `search run` on an instance it did not start: the trial actors' runtime env carries
+    # the workers' malloc settings (the test session's instance was started without them)
+    with trial_actor_env(RayHandle(owned=False, address=None)):
+        outcome, _ = search(tmp_path, space_file, train_fn=FreeingTrain(marks))
+
+    assert outcome.exit_code == 0
+    (pid, tunables, _, kept), (next_pid, _, next_start, _) = [json.loads(line) for line in marks.read_text().splitlines()]
+    assert next_pid == pid  # Tune reused the actor
+    # the worker keeps freed memory (else this test proves nothing)...
+    assert tunables.startswith(MALLOC_TUNABLES), tunables
+    # ...until the trial's training returned
+    assert next_start < kept - 150 * (1 << 20), (kept, next_start)
 
 
 class FaultyTrain:

@@ -199,11 +199,15 @@ def test_a_trial_worker_returns_the_memory_its_trial_freed_when_the_trial_ends()
     assert returned - before < 20 * mib, (before, kept, returned)  # ...until the trial has ended
 
 
-def test_malloc_tunables_the_user_set_are_kept(monkeypatch):
+def test_malloc_tunables_the_user_set_come_after_ours_and_an_empty_value_keeps_glibcs_defaults(monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
     with _malloc_tunables_for_new_processes():
-        assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4"
+        assert os.environ["GLIBC_TUNABLES"] == MALLOC_TUNABLES + ":glibc.malloc.arena_max=4"
     assert os.environ["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4"
+    monkeypatch.setenv("GLIBC_TUNABLES", "")
+    with _malloc_tunables_for_new_processes():
+        assert os.environ["GLIBC_TUNABLES"] == ""
+    assert os.environ["GLIBC_TUNABLES"] == ""
     monkeypatch.delenv("GLIBC_TUNABLES")
     with _malloc_tunables_for_new_processes():
         assert os.environ["GLIBC_TUNABLES"] == MALLOC_TUNABLES
@@ -215,14 +219,20 @@ def test_tunes_runtime_env_is_kept_with_malloc_tunables_on_a_cluster_or_an_insta
 
     defaults, propagated = dict(class_cache.DEFAULT_ENV_VARS), set(class_cache.ENV_VARS_TO_PROPAGATE)
     assert defaults  # else there is nothing to drop, and the test below proves nothing
+    node = ":${GLIBC_TUNABLES}"  # the node's own value, which Ray expands in the worker's environment
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
     for handle in (RayHandle(owned=True, address="127.0.0.1:6379"), RayHandle(owned=False, address=None)):
         with trial_actor_env(handle):
-            assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": MALLOC_TUNABLES + ":${GLIBC_TUNABLES}"}
+            assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": MALLOC_TUNABLES + node}
             assert class_cache.ENV_VARS_TO_PROPAGATE == propagated
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")  # the user's choice
+    # the user's choice, or under `search submit` the head node's variable the job inherited
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
     with trial_actor_env(RayHandle(owned=True, address="127.0.0.1:6379")):
-        assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": "glibc.malloc.arena_max=4:${GLIBC_TUNABLES}"}
+        assert class_cache.DEFAULT_ENV_VARS == {
+            **defaults, "GLIBC_TUNABLES": MALLOC_TUNABLES + ":glibc.malloc.arena_max=4" + node}
+    monkeypatch.setenv("GLIBC_TUNABLES", "")  # glibc's defaults, then the node's settings
+    with trial_actor_env(RayHandle(owned=True, address="127.0.0.1:6379")):
+        assert class_cache.DEFAULT_ENV_VARS == {**defaults, "GLIBC_TUNABLES": node[1:]}
     with trial_actor_env(RayHandle(owned=True, address=None)):
         assert class_cache.DEFAULT_ENV_VARS == {} and not class_cache.ENV_VARS_TO_PROPAGATE
     assert class_cache.DEFAULT_ENV_VARS == defaults
