@@ -15,7 +15,7 @@ Trials per setting: short 10 (tune_default: 4 at c=1, 5 at c=2, as each costs a 
 process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). The long settings run in
 ``LONG_ROUNDS`` rounds (each: c=1 loop and search, then c=2 loop and search), since on this
 machine one run's per-trial median moved by up to 10 % between runs of the same code; every long
-figure is the median over rounds of that round's ratio. About 13 minutes on 2 idle cores.
+figure is the median over rounds of that round's ratio. About 10 minutes on 2 idle cores.
 
 Runners, each one subprocess whose wall time is measured from start to exit:
 
