@@ -33,7 +33,11 @@ training seed stay 0), one trial at a time:
 - ``random``: Optuna's RandomSampler over the same space, every trial trained to 9 epochs;
 - ``optuna_median``: plain Optuna, TPESampler(seed) and MedianPruner() with their defaults;
 - ``optuna_hyperband``: Optuna's default sampler (TPESampler(seed)) and HyperbandPruner() with
-  their defaults.
+  their defaults;
+- ``optuna_gp``: Optuna's GPSampler(seed) with its defaults and no pruner: it models completed
+  trials only (a pruned trial is left out of its model, so a pruner would starve it), parameters
+  outside the space every trial shares (the conditional loss parameters) are drawn at random, and
+  its first 10 trials are random ones, the same draws as ``random``'s.
 
 The Optuna methods run ``train()`` in this process with an epoch counter, ``trial.report`` each
 epoch, and stop once the target is reached. A method that does not reach the target counts every
@@ -43,7 +47,7 @@ against the Optuna baseline with the fewer median epochs. The spread (median, qu
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
 the MLflow timestamps of its epochs (ms); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
 cost (search_overhead.json) weighs on them far more than with real epochs (``wall_to_target.py``
-measures epochs of 2 s). About 20 minutes on
+measures epochs of 2 s). About 25 minutes on
 2 cores.
 
     .venv/bin/python bench/search_efficiency.py   -> table on stdout, bench/results/search_efficiency.json
@@ -77,7 +81,7 @@ TRIALS = 30
 EPOCHS = 9
 EPOCHS_VS_RANDOM_TARGET = 3.0
 EPOCHS_VS_OPTUNA_TARGET = 1.3
-OPTUNA_BASELINES = ("optuna_median", "optuna_hyperband")
+OPTUNA_BASELINES = ("optuna_median", "optuna_hyperband", "optuna_gp")
 METHODS = ("tpe_asha", "tpe_asha_warm", *OPTUNA_BASELINES, "random")
 
 
@@ -233,8 +237,9 @@ def _optuna(space: Any, task: Task, *, sampler: Any, pruner: Any, study_name: st
     counter = _Counter(task)
     # A fixed study name: HyperbandPruner puts a trial in a bracket by a hash of the study's name
     # and the trial's number, and a generated name would make that baseline differ run to run.
-    study = optuna.create_study(direction="minimize" if task.mode == "min" else "maximize", sampler=sampler,
-                                pruner=pruner, study_name=study_name)
+    with quiet_optuna():
+        study = optuna.create_study(direction="minimize" if task.mode == "min" else "maximize", sampler=sampler,
+                                    pruner=pruner, study_name=study_name)
 
     def objective(trial: optuna.Trial) -> float:
         values: list[float] = []
@@ -265,6 +270,7 @@ def _baseline(method: str, space: Any, task: Task, seed: int) -> dict[str, Any]:
         "optuna_median": (optuna.samplers.TPESampler(seed=seed), optuna.pruners.MedianPruner()),
         # Optuna's default sampler (TPE for one objective) with its Hyperband pruner, defaults
         "optuna_hyperband": (optuna.samplers.TPESampler(seed=seed), optuna.pruners.HyperbandPruner()),
+        "optuna_gp": (optuna.samplers.GPSampler(seed=seed), optuna.pruners.NopPruner()),
     }
     sampler, pruner = samplers_and_pruners[method]
     return _optuna(space, task, sampler=sampler, pruner=pruner, study_name=f"{method}-seed{seed}")
