@@ -76,25 +76,7 @@ class RayHandle:
         if self.owned:
             import ray
 
-            if self.address is None:
-                _stop_autoscaler_monitor()
             ray.shutdown()
-
-
-def _stop_autoscaler_monitor() -> None:
-    """Kill the autoscaler monitor of the local instance this process started, before
-    ``ray.shutdown``: Ray stops it last, after the GCS, and on SIGTERM the monitor first tries to
-    report its end to that GCS, which ``ray.shutdown`` waited for (1.2 to 1.4 s in all, against
-    0.2 to 0.4 s with the monitor killed first: three interleaved pairs). A single-node instance
-    has nothing for it to scale. SIGKILL: on SIGTERM it would tell the driver that the autoscaler
-    failed."""
-    from ray._private import ray_constants, worker
-
-    node = worker._global_node
-    if node is None:  # Ray already shut down
-        return
-    for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
-        info.process.kill()
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -133,7 +115,8 @@ def connect(
     # environment holds
     os.environ.update(TUNE_TRIAL_ENV)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
-    with _malloc_tunables_for_new_processes():
+    daemons = _without_unused_daemons(dashboard=dashboard, log_to_driver=log_to_driver)
+    with _malloc_tunables_for_new_processes(), daemons:
         context = ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -171,6 +154,48 @@ def _malloc_tunables_for_new_processes() -> Iterator[None]:
             os.environ.pop(_MALLOC_ENV, None)
         else:
             os.environ[_MALLOC_ENV] = user
+
+
+# The processes Ray's Node starts on a local instance that a search on it does not use, with the
+# Node method that starts each: the autoscaler monitor (one node, nothing to scale; on SIGTERM it
+# waited on the stopped GCS, 1.2 to 1.4 s of every shutdown against 0.2 to 0.4 s without it), the
+# API server without the dashboard (it then only reports usage stats, and ray.init waited 0.75 s for
+# it to come up: 2.05 s against 2.80 s, bench/search_overhead.py), and the log monitor when the
+# workers' output is not echoed here (it only forwards that output to drivers).
+_AUTOSCALER_MONITOR = "start_monitor"
+_API_SERVER = "start_api_server"
+_LOG_MONITOR = "start_log_monitor"
+
+
+def _unused_daemons(*, dashboard: bool, log_to_driver: bool) -> list[str]:
+    """The Node methods whose processes a local instance for a search goes without."""
+    unused = [_AUTOSCALER_MONITOR]
+    if not dashboard:
+        unused.append(_API_SERVER)
+    if not log_to_driver:
+        unused.append(_LOG_MONITOR)
+    return unused
+
+
+def _not_started(self: object, **kwargs: object) -> None:
+    """In place of a Node method that starts a process the instance goes without."""
+
+
+@contextmanager
+def _without_unused_daemons(*, dashboard: bool, log_to_driver: bool) -> Iterator[None]:
+    """Ray's Node starts a local instance in the block without ``_unused_daemons``. A Ray whose
+    Node has no such method (another version) starts that process as it always does."""
+    from ray._private.node import Node
+
+    unused = _unused_daemons(dashboard=dashboard, log_to_driver=log_to_driver)
+    kept = {name: getattr(Node, name) for name in unused if hasattr(Node, name)}
+    for name in kept:
+        setattr(Node, name, _not_started)
+    try:
+        yield
+    finally:
+        for name, method in kept.items():
+            setattr(Node, name, method)
 
 
 @contextmanager
