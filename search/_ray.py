@@ -115,8 +115,7 @@ def connect(
     # environment holds
     os.environ.update(TUNE_TRIAL_ENV)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
-    daemons = _without_unused_daemons(dashboard=dashboard, log_to_driver=log_to_driver)
-    with _malloc_tunables_for_new_processes(), daemons:
+    with _malloc_tunables_for_new_processes(), _without_unused_daemons(log_to_driver=log_to_driver):
         context = ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -158,23 +157,18 @@ def _malloc_tunables_for_new_processes() -> Iterator[None]:
 
 # The processes Ray's Node starts on a local instance that a search on it does not use, with the
 # Node method that starts each: the autoscaler monitor (one node, nothing to scale; on SIGTERM it
-# waited on the stopped GCS, 1.2 to 1.4 s of every shutdown against 0.2 to 0.4 s without it), the
-# API server without the dashboard (it then only reports usage stats, and ray.init waited 0.75 s for
-# it to come up: 2.05 s against 2.80 s, bench/search_overhead.py), and the log monitor when the
-# workers' output is not echoed here (it only forwards that output to drivers).
+# waited on the stopped GCS, 1.2 to 1.4 s of every shutdown against 0.2 to 0.4 s without it), and
+# the log monitor when the workers' output is not echoed here (it only forwards that output to
+# drivers). Together 0.85 % of a core on an idle instance, which trials at concurrency 2 on 2
+# cores share with them. The API server stays even without the dashboard: the dashboard agent's
+# event module asks for its address every second, and logs an error each time it finds none.
 _AUTOSCALER_MONITOR = "start_monitor"
-_API_SERVER = "start_api_server"
 _LOG_MONITOR = "start_log_monitor"
 
 
-def _unused_daemons(*, dashboard: bool, log_to_driver: bool) -> list[str]:
+def _unused_daemons(*, log_to_driver: bool) -> list[str]:
     """The Node methods whose processes a local instance for a search goes without."""
-    unused = [_AUTOSCALER_MONITOR]
-    if not dashboard:
-        unused.append(_API_SERVER)
-    if not log_to_driver:
-        unused.append(_LOG_MONITOR)
-    return unused
+    return [_AUTOSCALER_MONITOR] if log_to_driver else [_AUTOSCALER_MONITOR, _LOG_MONITOR]
 
 
 def _not_started(self: object, **kwargs: object) -> None:
@@ -182,12 +176,12 @@ def _not_started(self: object, **kwargs: object) -> None:
 
 
 @contextmanager
-def _without_unused_daemons(*, dashboard: bool, log_to_driver: bool) -> Iterator[None]:
+def _without_unused_daemons(*, log_to_driver: bool) -> Iterator[None]:
     """Ray's Node starts a local instance in the block without ``_unused_daemons``. A Ray whose
     Node has no such method (another version) starts that process as it always does."""
     from ray._private.node import Node
 
-    unused = _unused_daemons(dashboard=dashboard, log_to_driver=log_to_driver)
+    unused = _unused_daemons(log_to_driver=log_to_driver)
     kept = {name: getattr(Node, name) for name in unused if hasattr(Node, name)}
     for name in kept:
         setattr(Node, name, _not_started)

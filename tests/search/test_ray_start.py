@@ -311,8 +311,7 @@ def test_a_local_instance_runs_without_the_daemons_a_search_does_not_use_and_end
     from ray._private import ray_constants
 
     ours, rays = _closed("connect"), _closed("init")
-    unused = {ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_DASHBOARD,
-              ray_constants.PROCESS_TYPE_LOG_MONITOR}
+    unused = {ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_LOG_MONITOR}
     assert unused <= set(rays["kinds"]), rays  # what Ray itself starts: the names still match
     assert set(ours["kinds"]) == set(rays["kinds"]) - unused, ours
     assert ours["left"] == [] and rays["left"] == []
@@ -321,17 +320,17 @@ def test_a_local_instance_runs_without_the_daemons_a_search_does_not_use_and_end
     assert ours["took"] + 0.5 < rays["took"], (ours, rays)
 
 
-@pytest.mark.parametrize(("dashboard", "log_to_driver"), [(False, False), (True, True)])
-def test_only_the_instance_started_in_the_block_goes_without_them(dashboard, log_to_driver):
+@pytest.mark.parametrize("log_to_driver", [False, True])
+def test_only_the_instance_started_in_the_block_goes_without_them(log_to_driver):
     from ray._private.node import Node
 
-    from search._ray import _unused_daemons, _without_unused_daemons
+    from search._ray import _without_unused_daemons
 
-    methods = {name: getattr(Node, name) for name in ("start_monitor", "start_api_server", "start_log_monitor")}
-    with _without_unused_daemons(dashboard=dashboard, log_to_driver=log_to_driver):
+    methods = {name: getattr(Node, name) for name in ("start_monitor", "start_log_monitor", "start_api_server")}
+    with _without_unused_daemons(log_to_driver=log_to_driver):
         skipped = {name for name, method in methods.items() if getattr(Node, name) is not method}
-    assert skipped == set(_unused_daemons(dashboard=dashboard, log_to_driver=log_to_driver))
-    assert skipped == ({"start_monitor"} if dashboard else set(methods))
+    # the log monitor forwards the workers' output to the driver
+    assert skipped == ({"start_monitor"} if log_to_driver else {"start_monitor", "start_log_monitor"})
     assert all(getattr(Node, name) is method for name, method in methods.items())
 
 
