@@ -253,10 +253,11 @@ _CLOSE = textwrap.dedent(
     import json, os, signal, sys, time
     from pathlib import Path
 
+    from search._ray import connect, resolve_address
+
+    resolve_address(None)  # before Ray's import: both instances on 127.0.0.1 only
     import ray
     from ray._private import ray_constants, worker
-
-    from search._ray import connect
 
     def descendants():
         children = {}
@@ -291,7 +292,10 @@ _CLOSE = textwrap.dedent(
         while not handles_sigterm(monitor.process.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     began = time.monotonic()
-    handle.close() if sys.argv[1] == "connect" else ray.shutdown()
+    if sys.argv[1] == "connect":
+        handle.close()
+    else:
+        ray.shutdown()
     took = time.monotonic() - began
     deadline = time.monotonic() + 10
     while descendants() and time.monotonic() < deadline:
