@@ -171,7 +171,7 @@ def _unused_daemons(*, log_to_driver: bool) -> list[str]:
     return [_AUTOSCALER_MONITOR] if log_to_driver else [_AUTOSCALER_MONITOR, _LOG_MONITOR]
 
 
-def _not_started(self: object, **kwargs: object) -> None:
+def _not_started(self: object) -> None:
     """In place of a Node method that starts a process the instance goes without."""
 
 
