@@ -21,11 +21,12 @@ import ctypes
 import math
 import os
 import shutil
-import tempfile
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from search.driver._scratch import trial_scratch
 
 __all__ = [
     "ERROR_KEY",
@@ -101,7 +102,7 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
         fn = train_fn
         if fn is None:
             from trainables.train import train as fn
-        with tempfile.TemporaryDirectory(prefix="losstune-trial-") as work:
+        with trial_scratch() as work:
             checkpoint = tune.get_checkpoint()
             if checkpoint is not None:
                 with checkpoint.as_directory() as restored:
