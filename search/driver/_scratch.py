@@ -74,8 +74,12 @@ def trial_scratch(*, root: str | None = None) -> Iterator[str]:
         claiming = os.path.join(work, _LOCK_NAME + ".new")
         fd = os.open(claiming, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            os.rename(claiming, os.path.join(work, _LOCK_NAME))
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+            except OSError:  # a file system without locks (some NFS mounts): never swept, as before
+                pass
+            else:
+                os.rename(claiming, os.path.join(work, _LOCK_NAME))
             yield work
         finally:
             os.close(fd)

@@ -3,6 +3,7 @@ killed before it could remove it (Ray ends a killed driver's workers without unw
 
 from __future__ import annotations
 
+import errno
 import signal
 import subprocess
 import sys
@@ -62,3 +63,18 @@ def test_the_next_trial_removes_what_a_killed_trial_left_and_nothing_else(tmp_pa
         alive.stdin.close()
         alive.wait(timeout=30)
     assert not in_use.exists()  # its owner removed it when it ended
+
+
+def test_where_the_file_system_refuses_locks_a_trial_still_runs_and_its_directory_is_not_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from search.driver import _scratch
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_scratch.fcntl, "flock", no_locks)
+    with trial_scratch(root=str(tmp_path)) as work:
+        (Path(work) / "checkpoint.pt").write_bytes(b"x")
+        assert remove_orphans(root=str(tmp_path)) == []
+        assert (Path(work) / "checkpoint.pt").exists()
+    assert not Path(work).exists()
