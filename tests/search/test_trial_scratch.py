@@ -4,6 +4,8 @@ killed before it could remove it (Ray ends a killed driver's workers without unw
 from __future__ import annotations
 
 import errno
+import glob
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from search.driver._scratch import SCRATCH_PREFIX, remove_orphans, trial_scratch
+from search.driver import _scratch
+from search.driver._scratch import remove_orphans, scratch_prefix, trial_scratch
 
 # A trial in its own process: makes its scratch directory, writes a checkpoint there, says where,
 # then waits until it is killed (or its stdin closes).
@@ -33,48 +36,64 @@ def _start_owner(root: Path) -> tuple[subprocess.Popen, Path]:
     return process, Path(process.stdout.readline().strip())
 
 
-def test_a_scratch_directory_is_removed_when_its_trial_ends_or_raises(tmp_path: Path) -> None:
+def _scratch_directories(root: Path) -> set[Path]:
+    return set(root.glob(glob.escape(scratch_prefix()) + "*"))
+
+
+def test_a_trial_gets_an_empty_directory_removed_when_it_ends_or_raises(tmp_path: Path) -> None:
     with trial_scratch(root=str(tmp_path)) as work:
+        assert os.listdir(work) == []  # what Tune copies as the checkpoint: no lock file in it
         (Path(work) / "checkpoint.pt").write_bytes(b"x")
-    assert not Path(work).exists()
-    with pytest.raises(RuntimeError), trial_scratch(root=str(tmp_path)) as work:
+    assert _scratch_directories(tmp_path) == set()
+    with pytest.raises(RuntimeError), trial_scratch(root=str(tmp_path)):
         raise RuntimeError("diverged")
-    assert not Path(work).exists()
+    assert _scratch_directories(tmp_path) == set()
 
 
 def test_the_next_trial_removes_what_a_killed_trial_left_and_nothing_else(tmp_path: Path) -> None:
     killed, orphan = _start_owner(tmp_path)
     alive, in_use = _start_owner(tmp_path)
-    try:
-        killed.send_signal(signal.SIGKILL)
-        killed.wait(timeout=30)
-        assert (orphan / "checkpoint.pt").exists()  # what the kill leaves without this module
-        (tmp_path / f"{SCRATCH_PREFIX}being-made").mkdir()  # no lock file yet: its owner is making it
-        (tmp_path / "someone-else").mkdir()
+    with killed, alive:
+        try:
+            killed.send_signal(signal.SIGKILL)
+            killed.wait(timeout=30)
+            assert (orphan / "checkpoint.pt").exists()  # what the kill leaves without this module
+            being_made = tmp_path / f"{scratch_prefix()}being-made"  # no lock file yet
+            being_made.mkdir()
+            other_host = tmp_path / f"losstune-trial-not-{scratch_prefix()[len('losstune-trial-'):]}x"
+            other_host.mkdir()
+            (other_host / ".owner.lock").touch()  # free, but its host's lock is not ours to judge
+            other_tool = tmp_path / "someone-else"
+            other_tool.mkdir()
 
-        with trial_scratch(root=str(tmp_path)) as work:
-            assert not orphan.exists()
-            assert (in_use / "checkpoint.pt").exists()  # its owner still runs
-            assert remove_orphans(root=str(tmp_path)) == []  # nor is the new one (this process's) taken
-            assert Path(work).is_dir()
-        assert (tmp_path / f"{SCRATCH_PREFIX}being-made").is_dir()
-        assert (tmp_path / "someone-else").is_dir()
-    finally:
-        alive.stdin.close()
-        alive.wait(timeout=30)
-    assert not in_use.exists()  # its owner removed it when it ended
+            with trial_scratch(root=str(tmp_path)) as work:
+                assert not orphan.parent.exists()
+                assert (in_use / "checkpoint.pt").exists()  # its owner still runs
+                assert remove_orphans(root=str(tmp_path)) == []  # nor is this process's own taken
+                assert Path(work).is_dir()
+            assert being_made.is_dir() and other_host.is_dir() and other_tool.is_dir()
+        finally:
+            alive.stdin.close()
+            alive.wait(timeout=30)
+    assert not in_use.parent.exists()  # its owner removed it when it ended
 
 
-def test_where_the_file_system_refuses_locks_a_trial_still_runs_and_its_directory_is_not_taken(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from search.driver import _scratch
+class _NoLocks:
+    """``fcntl`` of a file system that refuses locks (some network mounts)."""
 
-    def no_locks(fd: int, operation: int) -> None:
+    LOCK_EX, LOCK_NB = _scratch.fcntl.LOCK_EX, _scratch.fcntl.LOCK_NB
+
+    @staticmethod
+    def flock(fd: int, operation: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(_scratch.fcntl, "flock", no_locks)
+
+def test_where_the_file_system_refuses_locks_a_trial_still_runs_and_its_directory_is_never_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_scratch, "fcntl", _NoLocks)
     with trial_scratch(root=str(tmp_path)) as work:
         (Path(work) / "checkpoint.pt").write_bytes(b"x")
+        monkeypatch.undo()  # a sweeper where locks work must not take it either
         assert remove_orphans(root=str(tmp_path)) == []
         assert (Path(work) / "checkpoint.pt").exists()
-    assert not Path(work).exists()
+    assert _scratch_directories(tmp_path) == set()
