@@ -56,6 +56,7 @@ from search_overhead import (  # noqa: E402
     _intervals,
     _run,
     _search,
+    ray_task_pool,
     space_file,
 )
 
@@ -84,18 +85,7 @@ def _loop(configs: list[dict[str, Any]]) -> list[tuple[float, list[float], float
 
 
 def _ray_tasks(configs: list[dict[str, Any]]) -> list[tuple[float, list[float], float]]:
-    import ray
-
-    remote = ray.remote(num_cpus=1)(_train_timed)
-    pending = list(configs)
-    running = [remote.remote(pending.pop(0)) for _ in range(CONCURRENCY)]
-    done = []
-    while running:
-        ready, running = ray.wait(running, num_returns=1)
-        done.append(ray.get(ready[0]))
-        if pending:
-            running.append(remote.remote(pending.pop(0)))
-    return done
+    return ray_task_pool(_train_timed, configs, CONCURRENCY)
 
 
 class _HandoffRunner:

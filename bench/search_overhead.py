@@ -15,7 +15,7 @@ Trials per setting: short 10 (tune_default: 4 at c=1, 5 at c=2, as each costs a 
 process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). The long settings run in
 ``LONG_ROUNDS`` rounds (each: c=1 loop and search, then c=2 loop and search), since on this
 machine one run's per-trial median moved by up to 10 % between runs of the same code; every long
-figure is the median over rounds of that round's ratio. About 10 minutes on 2 idle cores.
+figure is the median over rounds of that round's ratio. About 15 minutes on 2 idle cores.
 
 Runners, each one subprocess whose wall time is measured from start to exit:
 
@@ -23,6 +23,9 @@ Runners, each one subprocess whose wall time is measured from start to exit:
   ``OMP_NUM_THREADS=1`` as Ray gives its 1-CPU workers;
 - ``search``: ``python -m search run SPACE`` (Ray Tune + Optuna + MLflow SQLite store, checkpoint
   per epoch, actors reused; the MLflow store exists beforehand, as it does after the first search);
+- ``ray_tasks`` (long trials only): the same trials as Ray tasks of 1 CPU calling ``train()``,
+  ``c`` at a time, on the local Ray instance ``search run`` starts (``search._ray.connect``): what
+  Ray alone costs, the floor of any search whose trials run on Ray;
 - ``tune_default`` (short trials only): ``Tuner`` with default settings, ``reuse_actors=False``
   (a new worker process per trial), ``train()`` reporting each epoch, no checkpoints, no MLflow;
   dashboard off and Ray bound to loopback, like the search.
@@ -53,6 +56,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 if str(Path(__file__).resolve().parent) not in sys.path:
@@ -129,6 +133,33 @@ def _loop_child(configs: list[dict[str, Any]], concurrency: int) -> list[float]:
         return [time.time() for _ in as_completed(futures)]
 
 
+def ray_task_pool(fn: Callable[[dict[str, Any]], Any], configs: list[dict[str, Any]], concurrency: int) -> list[Any]:
+    """``fn(config)`` of every config as a Ray task of 1 CPU, ``concurrency`` at a time; the results
+    in the order the tasks ended."""
+    import ray
+
+    remote = ray.remote(num_cpus=1)(fn)
+    pending = list(configs)
+    running = [remote.remote(pending.pop(0)) for _ in range(min(concurrency, len(pending)))]
+    done = []
+    while running:
+        ready, running = ray.wait(running, num_returns=1)
+        done.append(ray.get(ready[0]))
+        if pending:
+            running.append(remote.remote(pending.pop(0)))
+    return done
+
+
+def _ray_tasks_child(configs: list[dict[str, Any]], concurrency: int) -> list[float]:
+    from search import _ray
+
+    handle = _ray.connect(num_cpus=NUM_CPUS)
+    try:
+        return ray_task_pool(_train_one, configs, concurrency)
+    finally:
+        handle.close()
+
+
 def _tune_child(configs: list[dict[str, Any]], concurrency: int, workdir: str) -> list[float]:
     """The same trials through a default Ray Tune set-up, one new worker process per trial."""
     import ray
@@ -159,7 +190,7 @@ def _tune_child(configs: list[dict[str, Any]], concurrency: int, workdir: str) -
 
 def _child_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--child", choices=("loop", "tune"), required=True)
+    parser.add_argument("--child", choices=("loop", "ray_tasks", "tune"), required=True)
     parser.add_argument("--configs", required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--out", required=True)
@@ -167,6 +198,8 @@ def _child_main(argv: list[str]) -> int:
     configs = json.loads(Path(args.configs).read_text())
     if args.child == "loop":
         times = _loop_child(configs, args.concurrency)
+    elif args.child == "ray_tasks":
+        times = _ray_tasks_child(configs, args.concurrency)
     else:
         times = _tune_child(configs, args.concurrency, str(Path(args.out).parent))
     Path(args.out).write_text(json.dumps(times))
@@ -263,8 +296,10 @@ def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str, *, label
     work = tmp / label
     work.mkdir()
     space_path, configs = space_file(work, kind, concurrency)
-    runners = {"loop": lambda: _loop(configs, concurrency, work, "loop"),
-               "search": lambda: _search(space_path, configs, concurrency, work, tracking_uri)}
+    runners = {"loop": lambda: _loop(configs, concurrency, work, "loop")}
+    if kind == "long":
+        runners["ray_tasks"] = lambda: _loop(configs, concurrency, work, "ray_tasks")
+    runners["search"] = lambda: _search(space_path, configs, concurrency, work, tracking_uri)
     tune_trials = KINDS[kind]["tune_default_trials"]
     if tune_trials is not None:
         runners["tune_default"] = lambda: _loop(configs[:tune_trials[concurrency]], concurrency, work, "tune")
@@ -324,6 +359,9 @@ def run() -> dict[str, Any]:
             statistics.median(long[c]["search"]["per_trial_ratio"] for long in rounds), LONG_PER_TRIAL_TARGET, "lower")
         ratios[f"long_c{c}_search_total_wall_ratio"] = figure(
             statistics.median(long[c]["search"]["total_wall_ratio"] for long in rounds), LONG_WALL_TARGET, "lower")
+        # the same target for Ray alone: how much of it any search on Ray leaves to Tune and to us
+        ratios[f"long_c{c}_ray_tasks_total_wall_ratio"] = figure(
+            statistics.median(long[c]["ray_tasks"]["total_wall_ratio"] for long in rounds), LONG_WALL_TARGET, "lower")
     # what a user waits for before a search's first result, beyond what the loop needs (both start
     # Python and load the data set; the search also starts Ray, the MLflow store and a worker)
     ratios["search_startup_added_s"] = figure(
@@ -341,7 +379,7 @@ def main() -> int:
     print(f"{'setting':<17}{'runner':<14}{'trials':>7}{'wall s':>9}{'median s/trial':>16}{'added s':>9}"
           f"{'first done s':>14}{'exit s':>8}{'trials/h':>10}")
     for setting, raw in result["raw"].items():
-        for runner in ("loop", "search", "tune_default"):
+        for runner in ("loop", "ray_tasks", "search", "tune_default"):
             if runner in raw:
                 r = raw[runner]
                 print(f"{setting:<17}{runner:<14}{r['trials']:>7}{r['wall_s']:>9.1f}{r['median_interval_s']:>16.2f}"
