@@ -12,7 +12,9 @@ as it registers the new one, and saves its state, which still names the previous
 later in the same step. A driver killed in between leaves a state whose trial Tune cannot restore
 ("does not exist on storage anymore"). ``StateSnapshot`` therefore keeps hard links to the
 checkpoint Tune is about to delete, in the trial's ``.losstune-kept`` directory, until a snapshot
-names the new one; ``usable_state`` puts the kept checkpoints back before a resume.
+names the new one. Before a resume, ``usable_state`` puts back each kept checkpoint that the state
+it resumes from still names, and drops the others: put back beside the one that state names, a
+checkpoint would stay on disk for good, since Tune deletes only the checkpoints it knows.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ _EXPERIMENT_STATE = "experiment_state-*.json"
 # searcher-state-*.pkl, ...): "<kind>-<session>.<json|pkl>"; tuner.pkl is written once, up front.
 _STATE_PATTERNS = ("*-*.json", "*-*.pkl")
 KEPT_DIR = ".losstune-kept"  # in a trial's directory: checkpoints Tune deleted before a snapshot named the next
+# beside each kept checkpoint: the Tune step it was kept in, which a saved state that counts it replaced
+_STEP_SUFFIX = ".step"
 
 logger = logging.getLogger(__name__)
 
@@ -68,22 +72,35 @@ def _link_tree(source: Path, target: Path) -> None:
                 shutil.copy2(path, target / path.name)
 
 
-def _keep(checkpoint: Path) -> Path:
-    """Hard-link ``checkpoint`` into its trial's KEPT_DIR, whole or not at all; the kept path."""
+def _step_file(kept: Path) -> Path:
+    return kept.with_name(kept.name + _STEP_SUFFIX)
+
+
+def _keep(checkpoint: Path, *, step: int) -> Path:
+    """Hard-link ``checkpoint`` into its trial's KEPT_DIR, whole or not at all, kept in Tune's
+    ``step``; the kept path."""
     kept = checkpoint.parent / KEPT_DIR / checkpoint.name
-    if kept.exists():
-        return kept
-    building = kept.with_name(f".{kept.name}.tmp")  # put back only once complete
-    shutil.rmtree(building, ignore_errors=True)
-    _link_tree(checkpoint, building)
-    os.replace(building, kept)
+    if not kept.exists():
+        building = kept.with_name(f".{kept.name}.tmp")  # put back only once complete
+        shutil.rmtree(building, ignore_errors=True)
+        _link_tree(checkpoint, building)
+        os.replace(building, kept)
+    _atomic_write(_step_file(kept), str(step).encode())  # none (killed first): put back, as before
     return kept
 
 
 def _drop(kept: Path) -> None:
     shutil.rmtree(kept, ignore_errors=True)
+    _step_file(kept).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # not empty: another checkpoint of the trial is still kept
         kept.parent.rmdir()
+
+
+def _kept_step(kept: Path) -> int | None:
+    try:
+        return int(_step_file(kept).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 class StateSnapshot(Callback):
@@ -106,7 +123,7 @@ class StateSnapshot(Callback):
         if previous is None or not Path(previous.path).is_dir():
             return
         try:
-            kept = _keep(Path(previous.path))
+            kept = _keep(Path(previous.path), step=iteration)
         except OSError as error:
             logger.warning("could not keep checkpoint %s until Tune's state names the next one: %s",
                            previous.path, error)
@@ -203,15 +220,27 @@ def _newness(states: Mapping[str, bytes]) -> tuple[str, int]:
         return names[-1], -1
 
 
-def _put_back_kept_checkpoints(run_dir: Path) -> None:
+def _put_back_kept_checkpoints(run_dir: Path, *, saved: int) -> None:
+    """Put back the kept checkpoints that the state saved in Tune's step ``saved`` names; drop the
+    ones it had replaced (kept in a step it counts, the rule of ``StateSnapshot._snapshot``)."""
     for kept in run_dir.glob(f"*/{KEPT_DIR}/*"):
+        if not kept.is_dir():
+            continue
         if kept.name.startswith("."):  # cut off while it was being built
             shutil.rmtree(kept, ignore_errors=True)
+            continue
+        step = _kept_step(kept)
+        if step is not None and step <= saved:
+            _drop(kept)
             continue
         # The same files as the original, which Tune may have been deleting when the driver died.
         original = kept.parent.parent / kept.name
         shutil.rmtree(original, ignore_errors=True)
         os.replace(kept, original)
+        _step_file(kept).unlink(missing_ok=True)
+    for stray in run_dir.glob(f"*/{KEPT_DIR}/*{_STEP_SUFFIX}"):  # its checkpoint's keeping was cut off
+        if not stray.with_name(stray.name[: -len(_STEP_SUFFIX)]).is_dir():
+            stray.unlink(missing_ok=True)
     for folder in run_dir.glob(f"*/{KEPT_DIR}"):
         with contextlib.suppress(OSError):
             folder.rmdir()
@@ -231,9 +260,9 @@ def usable_state(run_dir: Path) -> tuple[bool, bool]:
                 path.unlink()
         for name, data in files.items():
             _atomic_write(run_dir / name, data)
-        usable, restored = _state_ok(run_dir), cut_off
+        usable, restored, chosen = _state_ok(run_dir), cut_off, files
     else:
-        usable, restored = not cut_off, False
+        usable, restored, chosen = not cut_off, False, tunes
     if usable:
-        _put_back_kept_checkpoints(run_dir)
+        _put_back_kept_checkpoints(run_dir, saved=_newness(chosen)[1])
     return usable, usable and restored

@@ -189,11 +189,11 @@ def _tune_replaces_the_checkpoint(run_dir: Path) -> Path:
 def test_a_checkpoint_tune_deleted_before_it_saved_its_state_is_put_back_on_resume(tmp_path: Path):
     staging, run_dir, trial = _state_dirs(tmp_path)
     snapshot = StateSnapshot()
-    snapshot.on_step_end(iteration=1, trials=[trial])  # the saved state names checkpoint_000001
+    snapshot.on_step_end(iteration=2, trials=[trial])  # step 1 saved a state naming checkpoint_000001
 
-    # Tune registers checkpoint_000002 and deletes checkpoint_000001; the driver dies before Tune
-    # saves the state that names checkpoint_000002.
-    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    # In step 2 Tune registers checkpoint_000002 and deletes checkpoint_000001; the driver dies
+    # before Tune saves the state that names checkpoint_000002.
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
     newer = _tune_replaces_the_checkpoint(run_dir)
 
     assert usable_state(run_dir) == (True, False)
@@ -202,13 +202,43 @@ def test_a_checkpoint_tune_deleted_before_it_saved_its_state_is_put_back_on_resu
     assert not (run_dir / "trial_a" / KEPT_DIR).exists()
 
 
+def test_a_kept_checkpoint_the_resumed_state_no_longer_names_is_dropped_not_put_back(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    snapshot = StateSnapshot()
+    snapshot.on_step_end(iteration=2, trials=[trial])
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+    newer = _tune_replaces_the_checkpoint(run_dir)
+    # Step 2 saved the state that names checkpoint_000002, and Tune copied it into the run
+    # directory; the driver died before the snapshot of that step dropped the kept one.
+    for directory in (staging, run_dir):
+        (directory / "experiment_state-s1.json").write_text(_state(2, "checkpoint_000002"))
+
+    assert usable_state(run_dir) == (True, False)
+    assert sorted(p.name for p in (run_dir / "trial_a").iterdir()) == ["checkpoint_000002"]
+    assert (newer / CHECKPOINT_NAME).read_bytes() == b"epoch 2"
+
+
+def test_a_checkpoint_kept_by_an_earlier_losstune_without_its_step_is_put_back(tmp_path: Path):
+    staging, run_dir, trial = _state_dirs(tmp_path)
+    StateSnapshot().on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
+    step_files = list((run_dir / "trial_a" / KEPT_DIR).glob("*.step"))
+    assert len(step_files) == 1
+    step_files[0].unlink()
+    _tune_replaces_the_checkpoint(run_dir)
+    (run_dir / "experiment_state-s1.json").write_text(_state(5, "checkpoint_000002"))
+
+    assert usable_state(run_dir) == (True, False)
+    assert (run_dir / "trial_a" / "checkpoint_000001" / CHECKPOINT_NAME).read_bytes() == b"epoch 1"
+    assert not (run_dir / "trial_a" / KEPT_DIR).exists()
+
+
 def test_a_kept_checkpoint_replaces_one_tune_was_deleting_when_the_driver_died(tmp_path: Path):
     staging, run_dir, trial = _state_dirs(tmp_path)
     original = run_dir / "trial_a" / "checkpoint_000001"
     (original / "model.bin").write_bytes(b"weights")
     snapshot = StateSnapshot()
-    snapshot.on_step_end(iteration=1, trials=[trial])
-    snapshot.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    snapshot.on_step_end(iteration=2, trials=[trial])
+    snapshot.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
     (original / "model.bin").unlink()  # Tune's delete got this far
 
     assert usable_state(run_dir) == (True, False)
@@ -232,12 +262,12 @@ def test_a_kept_checkpoint_is_dropped_once_a_saved_state_names_the_next(tmp_path
     (staging / "experiment_state-s1.json").write_text(_state(2, "checkpoint_000002", "x"))
     snapshot.on_checkpoint(iteration=3, trials=[trial], trial=trial, checkpoint=None)
     snapshot.on_step_end(iteration=3, trials=[trial])
-    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint_000002"]
+    assert sorted(p.name for p in kept.iterdir() if p.is_dir()) == ["checkpoint_000002"]
 
     # A save cut off half way (a full disk) is no state: nothing is dropped.
     (staging / "experiment_state-s1.json").write_text(_state(3, "checkpoint_000003")[:20])
     snapshot.on_experiment_end(trials=[trial])
-    assert sorted(p.name for p in kept.iterdir()) == ["checkpoint_000002"]
+    assert sorted(p.name for p in kept.iterdir() if p.is_dir()) == ["checkpoint_000002"]
     with zipfile.ZipFile(run_dir / SNAPSHOT_FILE) as archive:
         assert json.loads(archive.read("experiment_state-s1.json"))["runner_data"] == {"_iteration": 2}
 
