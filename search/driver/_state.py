@@ -96,6 +96,13 @@ def _drop(kept: Path) -> None:
         kept.parent.rmdir()
 
 
+def _replaced(*, kept_in: int, saved: int) -> bool:
+    """Whether the state Tune saved in step ``saved`` names the checkpoint that replaced one kept in
+    step ``kept_in``: Tune saves its step count before it counts the step, so a state counts the
+    step whose checkpoint it already names."""
+    return kept_in <= saved
+
+
 def _kept_step(kept: Path) -> int | None:
     try:
         return int(_step_file(kept).read_text())
@@ -160,10 +167,8 @@ class StateSnapshot(Callback):
         # The run directory as Tune knows it now (a resumed search's may have moved).
         _atomic_write(Path(trials[0].storage.experiment_fs_path) / SNAPSHOT_FILE, buffer.getvalue())
         self._fingerprint = fingerprint
-        # Tune saves its step count before it counts the step: a checkpoint kept in a step the
-        # saved state counts was replaced before that save, and the state names the new one.
         saved = _newness(states)[1]
-        for entry in [entry for entry in self._kept if entry[0] <= saved]:
+        for entry in [entry for entry in self._kept if _replaced(kept_in=entry[0], saved=saved)]:
             _drop(entry[1])
             self._kept.remove(entry)
 
@@ -222,7 +227,7 @@ def _newness(states: Mapping[str, bytes]) -> tuple[str, int]:
 
 def _put_back_kept_checkpoints(run_dir: Path, *, saved: int) -> None:
     """Put back the kept checkpoints that the state saved in Tune's step ``saved`` names; drop the
-    ones it had replaced (kept in a step it counts, the rule of ``StateSnapshot._snapshot``)."""
+    ones it had replaced."""
     for kept in run_dir.glob(f"*/{KEPT_DIR}/*"):
         if not kept.is_dir():
             continue
@@ -230,7 +235,7 @@ def _put_back_kept_checkpoints(run_dir: Path, *, saved: int) -> None:
             shutil.rmtree(kept, ignore_errors=True)
             continue
         step = _kept_step(kept)
-        if step is not None and step <= saved:
+        if step is not None and _replaced(kept_in=step, saved=saved):
             _drop(kept)
             continue
         # The same files as the original, which Tune may have been deleting when the driver died.
