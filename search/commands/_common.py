@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space"]
+__all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space", "sigterm_as_ctrl_c"]
 
 
 def add_command(
@@ -98,3 +98,17 @@ def ctrl_c_works() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, interrupt)
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """`search stop` (Ray's job stop) and cluster managers end a command with SIGTERM: stop it as
+    Ctrl-C does, so a search's Tune saves its state and its MLflow runs end interrupted, resumable,
+    and a data set being generated removes its unfinished directory. A search sets it for the whole
+    command, and again once Ray started: ``ray.init`` installs a handler of its own that exits at
+    once."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

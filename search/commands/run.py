@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import textwrap
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command, ctrl_c_works, plugins_and_space
+from search.commands._common import add_command, ctrl_c_works, plugins_and_space, sigterm_as_ctrl_c
 
 __all__ = ["add_parser", "run"]
 
@@ -81,21 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from search._noise import filtered_noise
     from search.console import shown_on
 
-    # Ctrl-C and SIGTERM (below) must stop the search, also when it runs as a background job.
-    with ctrl_c_works(), filtered_noise(verbose=args.verbose), shown_on():
+    # Ctrl-C and SIGTERM must stop the search, also when it runs as a background job.
+    with ctrl_c_works(), sigterm_as_ctrl_c(), filtered_noise(verbose=args.verbose), shown_on():
         return _run(args)
-
-
-@contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
-    """`search stop` (Ray's job stop) and cluster managers end a search with SIGTERM: stop it as
-    Ctrl-C does, so Tune saves its state and the MLflow runs end interrupted, resumable. Set after
-    Ray started: ``ray.init`` installs a handler of its own that ends the process at once."""
-    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -164,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         # raises what the thread's import met, if anything
         from search.driver import run_search
 
-        with _sigterm_as_ctrl_c(), _ray.trial_actor_env(handle):
+        with sigterm_as_ctrl_c(), _ray.trial_actor_env(handle):  # again: ray.init set its own
             check_resources(space)
             if address is not None:
                 if plan.run_dir is not None:  # a URI (s3://, gs://) is every node's by nature

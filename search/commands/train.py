@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command, plugins_and_space
+from search.commands._common import add_command, ctrl_c_works, plugins_and_space, sigterm_as_ctrl_c
 
 __all__ = ["add_parser", "apply_overrides", "run"]
 
@@ -138,6 +138,13 @@ def _cell(value: Any, width: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # SIGTERM (a cluster manager's, `kill`'s) and Ctrl-C, also in a background job, end the trial
+    # at once but not half-way through writing a data set
+    with ctrl_c_works(), sigterm_as_ctrl_c():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.data import prepare_dataset
     from trainables.data.vimh import progress_bar

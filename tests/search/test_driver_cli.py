@@ -1,5 +1,5 @@
 """``python -m search run``: exit codes, and a search killed with SIGKILL or interrupted with
-Ctrl-C, then resumed.
+Ctrl-C, then resumed; SIGTERM before Ray starts (and in ``search train``).
 
 These tests run the CLI in child processes that start (and own) their Ray instance.
 """
@@ -288,6 +288,31 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
         assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
+
+
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_sigterm_while_the_data_set_is_generated_exits_130_and_leaves_no_unfinished_directory(
+    command: str, tmp_path: Path, searches
+):
+    # `search stop` and cluster managers send SIGTERM; before Ray starts (or the trial trains),
+    # the default VIMH data set may still be generating into a hidden directory beside its target
+    target = tmp_path / "data" / "vimh-default"
+    space = tmp_path / "vimh.yaml"
+    space.write_text((REPO / "spaces" / "vimh.yaml").read_text().replace("path: data/vimh-default", f"path: {target}"))
+    argv = _cli(space, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    process = searches.start(argv if command == "run" else [sys.executable, "-m", "search", "train", str(space)])
+    lines = []
+    sent = False
+    for line in searches.lines(process, timeout=120):
+        lines.append(line)
+        if "preparing data set vimh: " in line and not line.rstrip().endswith(" 0/5000") and not sent:
+            assert list(target.parent.glob(".vimh-default-*")), "".join(lines)  # generation under way
+            process.send_signal(signal.SIGTERM)
+            sent = True
+    output = "".join(lines)
+    assert process.wait(timeout=60) == 130, output
+    assert "interrupted" in output and "Traceback" not in output, output
+    assert sorted(p.name for p in target.parent.iterdir()) == [], output
 
 
 DIVERGING = """\
