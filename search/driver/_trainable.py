@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-import shutil
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ __all__ = [
     "WARNINGS_KEY",
     "TrainFn",
     "make_trainable",
+    "restore_file",
     "return_freed_memory",
 ]
 
@@ -67,6 +67,20 @@ def return_freed_memory() -> None:
     except (AttributeError, OSError, TypeError):  # macOS and musl lack it; Windows has no CDLL(None)
         return
     trim(0)
+
+
+def restore_file(checkpoint: Any, *, name: str, into: str) -> None:
+    """Copy the file ``name`` (if there) of a Tune ``checkpoint`` into the directory ``into``,
+    straight from the checkpoint's file system. Ray's ``Checkpoint.as_directory`` would download a
+    checkpoint on remote storage (``s3://``) into a temporary directory of its own first, which a
+    worker killed meanwhile leaves behind for good; ``into``, a trial's scratch directory, is
+    removed by the next trial on the host however this one ends (``trial_scratch``)."""
+    import pyarrow.fs
+
+    source = f"{checkpoint.path.rstrip('/')}/{name}"
+    if checkpoint.filesystem.get_file_info(source).type == pyarrow.fs.FileType.File:
+        pyarrow.fs.copy_files(source, os.path.join(into, name), source_filesystem=checkpoint.filesystem,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
 
 
 def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = ()) -> Callable[..., dict]:
@@ -105,10 +119,7 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
         with trial_scratch() as work:
             checkpoint = tune.get_checkpoint()
             if checkpoint is not None:
-                with checkpoint.as_directory() as restored:
-                    source = os.path.join(restored, CHECKPOINT_NAME)
-                    if os.path.exists(source):
-                        shutil.copy2(source, os.path.join(work, CHECKPOINT_NAME))
+                restore_file(checkpoint, name=CHECKPOINT_NAME, into=work)
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("default")

@@ -97,3 +97,59 @@ def test_where_the_file_system_refuses_locks_a_trial_still_runs_and_its_director
         assert remove_orphans(root=str(tmp_path)) == []
         assert (Path(work) / "checkpoint.pt").exists()
     assert _scratch_directories(tmp_path) == set()
+
+
+# Restoring a checkpoint from a file system that is not local (as s3:// is): the trial copies its
+# file into the scratch directory, then says so, or stalls reading it (argv[2] == "stall") until
+# it is killed.
+_RESTORER = textwrap.dedent("""
+    import sys, time
+    import pyarrow.fs
+    from fsspec.implementations.local import LocalFileSystem
+    from ray.train import Checkpoint
+    from search.driver._scratch import trial_scratch
+    from search.driver._trainable import restore_file
+
+    class Remote(LocalFileSystem):
+        def _open(self, path, mode="rb", **kwargs):
+            if "r" in mode and sys.argv[2] == "stall":
+                print("reading", flush=True)
+                time.sleep(600)
+            return super()._open(path, mode, **kwargs)
+
+    checkpoint = Checkpoint(sys.argv[1], filesystem=pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(Remote())))
+    with trial_scratch() as work:
+        restore_file(checkpoint, name="checkpoint.pt", into=work)
+        restore_file(checkpoint, name="absent.pt", into=work)
+        print(sorted((name, open(f"{work}/{name}", "rb").read()) for name in __import__("os").listdir(work)))
+""")
+
+
+def _restorer(checkpoint: Path, temp: Path, mode: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _RESTORER, str(checkpoint), mode], stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "TMPDIR": str(temp)})
+
+
+def test_a_checkpoint_on_remote_storage_is_copied_straight_into_the_scratch_directory(tmp_path: Path) -> None:
+    checkpoint, temp = tmp_path / "checkpoint_000001", tmp_path / "tmp"
+    checkpoint.mkdir()
+    temp.mkdir()
+    (checkpoint / "checkpoint.pt").write_bytes(b"weights")
+    restored = _restorer(checkpoint, temp, "copy")
+    out, _ = restored.communicate(timeout=60)
+    assert restored.returncode == 0 and out.strip() == str([("checkpoint.pt", b"weights")])
+    assert list(temp.iterdir()) == []
+
+    # A worker killed during the download leaves only its scratch directory, which the next
+    # trial removes (Ray's as_directory would leave its own checkpoint_tmp_* for good).
+    stalled = _restorer(checkpoint, temp, "stall")
+    with stalled:
+        try:
+            assert stalled.stdout.readline().strip() == "reading"
+            stalled.send_signal(signal.SIGKILL)
+            stalled.wait(timeout=30)
+        finally:
+            stalled.kill()
+    assert [p.name.startswith(scratch_prefix()) for p in temp.iterdir()] == [True]
+    remove_orphans(root=str(temp))
+    assert list(temp.iterdir()) == []
