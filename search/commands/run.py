@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
     except (SearchInputError, TrackingUriError, _ray.RayOptionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
-    from search.tracking import open_store_in_background
+    from search.tracking import StoreError, open_store_in_background
 
     opening = open_store_in_background(plan.tracking_uri)
     importing = import_run_in_background()
@@ -145,6 +145,8 @@ def _run(args: argparse.Namespace) -> int:
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
     try:
+        if opening.error is not None:
+            raise opening.error
         importing.join()
         # raises what the thread's import met, if anything
         from search.driver import run_search
@@ -157,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
                 if data is None and space.data.path is not None:
                     check_paths_on_every_node([str(space.data.path)], what="data.path (search.data_loading: per_node)")
             return run_search(plan, data=data).exit_code
-    except (SearchInputError, ClusterError) as exc:
+    except (SearchInputError, ClusterError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
     finally:

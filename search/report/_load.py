@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from search.space import from_json
 from trainables.flat_keys import WEIGHTS_PREFIX
@@ -31,8 +30,11 @@ from search.tracking import (
     TAG_SEARCH_ID,
     TAG_STATE,
     TAG_TRIAL_ID,
+    StoreError,
     all_pages,
+    opened_client,
     search_all_runs,
+    sqlite_path,
 )
 
 __all__ = [
@@ -109,15 +111,14 @@ class SearchRecord:
 
 def open_store(tracking_uri: str) -> Any:
     """An MlflowClient on ``tracking_uri``; a SQLite store must exist (MLflow would create an
-    empty one and the report would then find nothing)."""
-    if tracking_uri.startswith("sqlite:///"):
-        # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
-        db = Path(unquote(urlparse(tracking_uri).path)[1:])
-        if not db.is_file():
-            raise ReportError(f"an existing MLflow store, but got no file {db} (tracking URI {tracking_uri})")
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
+    empty one and the report would then find nothing) and open."""
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise ReportError(f"an existing MLflow store, but got no file {db} (tracking URI {tracking_uri})")
+    try:
+        return opened_client(tracking_uri)
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def _searches(client: Any) -> tuple[list[Any], dict[str, str]]:

@@ -16,12 +16,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from search.console import warn
-from search.tracking._store import TrackingSettings, is_transient, sqlite_path
+from search.tracking._store import TrackingSettings, create_sqlite_store, is_transient, sqlite_path
 
-__all__ = ["BufferedStore", "is_number", "mlflow_client", "open_store_in_background", "param_text"]
+__all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text"]
 
 _T = TypeVar("_T")
 
@@ -37,35 +38,73 @@ class _Write:
 
 
 def mlflow_client(tracking_uri: str) -> Any:
-    """An MlflowClient of ``tracking_uri`` (the folder of a SQLite store is created first)."""
+    """An MlflowClient of ``tracking_uri`` (a new SQLite store is created first, whole or not at all:
+    ``create_sqlite_store``)."""
     from mlflow import MlflowClient
 
     db = sqlite_path(tracking_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
+        create_sqlite_store(db)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def open_store_in_background(tracking_uri: str) -> threading.Thread:
-    """Open the store of ``tracking_uri`` in a thread, so that it overlaps Ray's start: importing
+class StoreError(Exception):
+    """A SQLite store (``path``) that MLflow cannot open: not a database, a schema from an older
+    MLflow, a store whose creation an earlier MLflow left half done. ``reason``: what MLflow said."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path}: an MLflow store this MLflow can open, but got {reason} (an older MLflow's store: "
+            f"`mlflow db upgrade sqlite:///{path}` after a backup; else move the file aside to start a new one)"
+        )
+        self.path = path
+        self.reason = reason
+
+
+class StoreOpening(threading.Thread):
+    """Opens the store of ``tracking_uri`` in a thread, so that it overlaps Ray's start: importing
     MLflow and opening a SQLite store (SQLAlchemy's engine, the schema check) take seconds of a
     search's start-up, much of which Ray spends waiting for its own processes. MLflow keeps one
     store per URI, which the search's client then finds open; join the thread before using it.
+    ``error``: a SQLite store that cannot be opened (``StoreError``), else None.
 
     Any other store only gets MLflow imported: a server or a database server that went away would
-    be retried for minutes here, and then again by the search's own client."""
+    be retried for minutes here, and then again by the search's own client, which reports it."""
 
-    def open_store() -> None:
+    def __init__(self, tracking_uri: str) -> None:
+        super().__init__(name="losstune-open-mlflow-store", daemon=True)
+        self.tracking_uri = tracking_uri
+        self.error: StoreError | None = None
+
+    def run(self) -> None:
         try:
-            client = mlflow_client(tracking_uri)
-            if sqlite_path(tracking_uri) is not None:
-                client.search_experiments(max_results=1)
-        except Exception:  # noqa: BLE001 - the search's own client meets the error again and reports it
+            opened_client(self.tracking_uri)
+        except StoreError as exc:
+            self.error = exc
+        except Exception:  # noqa: BLE001 - a server's or a database server's: its client reports it
             pass
 
-    thread = threading.Thread(target=open_store, name="losstune-open-mlflow-store", daemon=True)
-    thread.start()
-    return thread
+
+def opened_client(tracking_uri: str) -> Any:
+    """``mlflow_client(tracking_uri)`` with a SQLite store opened now: ``StoreError`` if MLflow
+    cannot open it (a local file gives the same error on every open: no retry will help)."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return mlflow_client(tracking_uri)
+    try:
+        client = mlflow_client(tracking_uri)
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's, MLflow's schema check, the file system's
+        raise StoreError(db, f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}") from exc
+    return client
+
+
+def open_store_in_background(tracking_uri: str) -> StoreOpening:
+    """A started ``StoreOpening`` of ``tracking_uri``."""
+    opening = StoreOpening(tracking_uri)
+    opening.start()
+    return opening
 
 
 class BufferedStore:

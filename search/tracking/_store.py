@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ __all__ = [
     "TrackingSettings",
     "all_pages",
     "artifact_location",
+    "create_sqlite_store",
     "default_tracking_uri",
     "dimensions_json",
     "is_transient",
@@ -111,6 +115,54 @@ def sqlite_path(tracking_uri: str) -> Path | None:
         return None
     # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
     return Path(unquote(urlparse(tracking_uri).path)[1:])
+
+
+def create_sqlite_store(db: Path) -> None:
+    """Create the SQLite store ``db`` unless it exists, so that it appears complete or not at all.
+
+    MLflow creates a store in place: its first tables, then some fifty schema migrations, over
+    about a second. A process killed meanwhile (Ctrl-C or SIGKILL in a search's first seconds)
+    leaves a file on which every later open fails (a migration's temporary table already exists),
+    with a traceback. So the store is made under a temporary name beside ``db`` and hard-linked
+    into place once complete: a store another process created first is kept, never replaced.
+    Where the file system has no hard links, MLflow creates it in place, as before. What a killed
+    creator on this host left is removed by the next call, whether ``db`` exists by then or not."""
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    prefix = f".{db.name}.new-{socket.gethostname()}-"
+    for leftover in db.parent.glob(glob.escape(prefix) + "*"):
+        owner = re.match(r"(\d+)-", leftover.name[len(prefix):])
+        if owner and not _alive(int(owner[1])):
+            leftover.unlink(missing_ok=True)
+    if db.exists():
+        return
+    scratch = db.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        # the default experiment's artifact root as MLflow's own client would set it
+        SqlAlchemyStore(f"sqlite:///{scratch}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
+        try:
+            os.link(scratch, db)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here: MLflow creates the store when it is opened
+            pass
+    finally:
+        for leftover in (scratch, scratch.with_name(f"{scratch.name}-journal")):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (on Windows, where ``os.kill`` would end it: yes)."""
+    if os.name == "nt":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def artifact_location(tracking_uri: str) -> str | None:

@@ -59,6 +59,23 @@ def test_a_warm_start_from_no_such_search_exits_2_before_starting_ray(no_ray, tm
     assert "--warm-start must name an earlier search" in err and "Traceback" not in err
 
 
+def test_a_sqlite_store_mlflow_cannot_open_exits_2_naming_it(monkeypatch, tmp_path: Path, capsys):
+    class NoRay:  # the store is checked once Ray started, beside which it opened
+        dashboard_url = None
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(search._ray, "connect", lambda **kwargs: NoRay())
+    store = tmp_path / "mlflow.db"
+    store.write_text("not a database")
+    code = main(["run", str(SPACE), "--storage", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{store}"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: {store}: an MLflow store this MLflow can open, but got DatabaseError" in err, err
+    assert "Traceback" not in err and store.read_text() == "not a database"
+
+
 def _cli(space: Path, tmp_path: Path, uri: str, *extra: str) -> list[str]:
     storage = str(tmp_path / "runs")
     return [sys.executable, "-m", "search", "run", str(space), "--storage", storage, "--tracking-uri", uri, *extra]

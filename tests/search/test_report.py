@@ -218,6 +218,11 @@ def test_invalid_selections_exit_2(toy_store: Path, tmp_path: Path, capsys):
     assert main(["report", "--tracking-uri", f"sqlite:///{missing}", "--out", str(tmp_path)]) == 2
     assert f"no file {missing}" in capsys.readouterr().err
     assert not missing.exists()
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    assert main(["report", "--tracking-uri", f"sqlite:///{junk}", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{junk}: an MLflow store this MLflow can open, but got DatabaseError" in err and "Traceback" not in err
 
 
 def test_a_search_name_finds_the_store_its_run_directory_recorded(toy_store: Path, tmp_path: Path, monkeypatch, capsys):

@@ -229,8 +229,56 @@ def test_a_store_opened_in_the_background_is_ready_for_the_search_and_leaves_err
     # A server gets no request (one that went away would be retried for minutes); nothing raised.
     unreachable = tracking.open_store_in_background("http://127.0.0.1:9")  # nothing listens on port 9
     unreachable.join(timeout=5)
-    assert not unreachable.is_alive()
+    assert not unreachable.is_alive() and unreachable.error is None
     (tmp_path / "a-file").write_text("not a folder")
     broken = tracking.open_store_in_background(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")
     broken.join(timeout=120)
-    assert not broken.is_alive()  # ended quietly: the search's own client meets the error and reports it
+    assert not broken.is_alive() and isinstance(broken.error, tracking.StoreError)
+    assert broken.error.path == tmp_path / "a-file" / "mlflow.db" and "FileExistsError" in broken.error.reason
+
+
+# Opens a new SQLite store through the search's client, but stalls (until killed) once MLflow
+# created its first tables and before it migrates them to the current schema.
+_STALLED_CREATOR = """
+import sys, time
+import mlflow.store.db.utils as db_utils
+from search.tracking._buffer import mlflow_client
+
+def stall(engine):
+    print("migrating", flush=True)
+    time.sleep(600)
+
+db_utils._upgrade_db = stall
+mlflow_client(sys.argv[1]).search_experiments(max_results=1)
+"""
+
+
+def test_a_process_killed_while_it_creates_a_sqlite_store_leaves_none_and_the_next_creates_it(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    db = tmp_path / "mlflow.db"
+    creator = subprocess.Popen([sys.executable, "-c", _STALLED_CREATOR, f"sqlite:///{db}"], stdout=subprocess.PIPE,
+                               text=True)  # fmt: skip
+    with creator:
+        try:
+            assert creator.stdout.readline().strip() == "migrating"
+            assert not db.exists()  # a half-made store is never where MLflow looks for one
+            assert [p.name.startswith(".mlflow.db.new-") for p in tmp_path.iterdir()] == [True]
+            creator.send_signal(signal.SIGKILL)
+            creator.wait(timeout=30)
+        finally:
+            creator.kill()
+    client = tracking._buffer.mlflow_client(f"sqlite:///{db}")
+    assert client.get_experiment_by_name("Default") is not None  # complete: the current schema
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # the killed one's file removed
+
+
+def test_a_sqlite_store_that_exists_is_opened_as_it_is(tmp_path: Path):
+    db = tmp_path / "mlflow.db"
+    first = tracking._buffer.mlflow_client(f"sqlite:///{db}")
+    experiment = first.create_experiment("kept")
+    tracking.create_sqlite_store(db)  # another process's call, after the store was made
+    assert tracking._buffer.mlflow_client(f"sqlite:///{db}").get_experiment(experiment).name == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
