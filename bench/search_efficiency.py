@@ -265,14 +265,15 @@ def _optuna(space: Any, task: Task, *, sampler: Any, pruner: Any, study_name: st
 def _baseline(method: str, space: Any, task: Task, seed: int) -> dict[str, Any]:
     import optuna
 
+    # only the method's own sampler and pruner are built
     samplers_and_pruners = {
-        "random": (optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()),
-        "optuna_median": (optuna.samplers.TPESampler(seed=seed), optuna.pruners.MedianPruner()),
+        "random": lambda: (optuna.samplers.RandomSampler(seed=seed), optuna.pruners.NopPruner()),
+        "optuna_median": lambda: (optuna.samplers.TPESampler(seed=seed), optuna.pruners.MedianPruner()),
         # Optuna's default sampler (TPE for one objective) with its Hyperband pruner, defaults
-        "optuna_hyperband": (optuna.samplers.TPESampler(seed=seed), optuna.pruners.HyperbandPruner()),
-        "optuna_gp": (optuna.samplers.GPSampler(seed=seed), optuna.pruners.NopPruner()),
+        "optuna_hyperband": lambda: (optuna.samplers.TPESampler(seed=seed), optuna.pruners.HyperbandPruner()),
+        "optuna_gp": lambda: (optuna.samplers.GPSampler(seed=seed), optuna.pruners.NopPruner()),
     }
-    sampler, pruner = samplers_and_pruners[method]
+    sampler, pruner = samplers_and_pruners[method]()
     return _optuna(space, task, sampler=sampler, pruner=pruner, study_name=f"{method}-seed{seed}")
 
 
