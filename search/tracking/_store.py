@@ -117,7 +117,7 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     return Path(unquote(urlparse(tracking_uri).path)[1:])
 
 
-def create_sqlite_store(db: Path) -> None:
+def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -> None:
     """Create the SQLite store ``db`` unless it exists, so that it appears complete or not at all.
 
     MLflow creates a store in place: its first tables, then some fifty schema migrations, over
@@ -126,7 +126,9 @@ def create_sqlite_store(db: Path) -> None:
     with a traceback. So the store is made under a temporary name beside ``db`` and hard-linked
     into place once complete: a store another process created first is kept, never replaced.
     Where the file system has no hard links, MLflow creates it in place, as before. What a killed
-    creator on this host left is removed by the next call, whether ``db`` exists by then or not."""
+    creator on this host left is removed by the next call, whether ``db`` exists by then or not.
+    ``default_artifact_root``: of MLflow's Default experiment (None: where MLflow's client puts it;
+    ``mlflow server`` serving artifacts uses ``mlflow-artifacts:/``)."""
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -139,8 +141,8 @@ def create_sqlite_store(db: Path) -> None:
         return
     scratch = db.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        # the default experiment's artifact root as MLflow's own client would set it
-        SqlAlchemyStore(f"sqlite:///{scratch}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
+        root = default_artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        SqlAlchemyStore(f"sqlite:///{scratch}", root).engine.dispose()
         try:
             os.link(scratch, db)
         except FileExistsError:

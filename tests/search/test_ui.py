@@ -263,3 +263,31 @@ def test_serve_rejects_bad_options():
         result = subprocess.run([str(SERVE), *args], capture_output=True, text=True, timeout=30)
         assert result.returncode == 2
         assert message in result.stderr
+
+
+def test_serve_killed_while_it_creates_its_store_leaves_none_and_the_next_start_creates_it(
+    tmp_path: Path, serve, process_groups
+):
+    import os
+    import signal
+
+    store = tmp_path / "store"
+    first = subprocess.Popen([str(SERVE), "--port", "9", "--store", str(store)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process_groups.add(first.pid, "mlflow/serve creating its store")
+    try:
+        deadline = time.monotonic() + 60
+        while not list(store.glob(".mlflow.db.new-*")):  # the store being made, under its temporary name
+            assert time.monotonic() < deadline and first.poll() is None, "serve made no store aside"
+            time.sleep(0.02)
+        assert not (store / "mlflow.db").exists()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        process_groups.remove(first.pid)
+    assert not (store / "mlflow.db").exists()  # a half-made store is never where MLflow looks
+
+    server = serve(store)
+    assert sorted(p.name for p in store.iterdir()) == ["artifacts", "mlflow.db"]  # the killed one's file removed
+    # the Default experiment as `mlflow server` makes it when it serves the artifacts itself
+    assert MlflowClient(server.url).get_experiment("0").artifact_location == "mlflow-artifacts:/0"
