@@ -8,6 +8,8 @@ loopback address or the machine's public address is decided from the environment
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -108,14 +110,16 @@ def connect(
     # WARNING in the workers too: Ray logs a line per trial checkpoint at INFO.
     quiet = ray.LoggingConfig(log_level="WARNING")
     if address is not None:
-        ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
+        with _callers_sigterm_handler():
+            ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
         return RayHandle(owned=True, address=address)
     # Tune's trial variables, set here so that the workers of this instance inherit them through
     # the raylet ray.init starts (see trial_actor_env); Tune sets them whatever the
     # environment holds
     os.environ.update(TUNE_TRIAL_ENV)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
-    with _malloc_tunables_for_new_processes(), _without_unused_daemons(log_to_driver=log_to_driver):
+    with _callers_sigterm_handler(), _malloc_tunables_for_new_processes(), \
+            _without_unused_daemons(log_to_driver=log_to_driver):
         context = ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -173,6 +177,21 @@ def _unused_daemons(*, log_to_driver: bool) -> list[str]:
 
 def _not_started(self: object) -> None:
     """In place of a Node method that starts a process the instance goes without."""
+
+
+@contextmanager
+def _callers_sigterm_handler() -> Iterator[None]:
+    """Put the caller's SIGTERM handler back after the block: ``ray.init`` replaces it with one
+    that exits at once (``SystemExit``), which is what SIGTERM does while Ray starts."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread has handlers
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not installed from Python, which cannot be put back
+            signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

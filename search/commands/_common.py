@@ -104,9 +104,8 @@ def ctrl_c_works() -> Iterator[None]:
 def sigterm_as_ctrl_c() -> Iterator[None]:
     """`search stop` (Ray's job stop) and cluster managers end a command with SIGTERM: stop it as
     Ctrl-C does, so a search's Tune saves its state and its MLflow runs end interrupted, resumable,
-    and a data set being generated removes its unfinished directory. A search sets it for the whole
-    command, and again once Ray started: ``ray.init`` installs a handler of its own that exits at
-    once."""
+    and a data set being generated removes its unfinished directory. (``search._ray.connect``
+    puts it back after ``ray.init``, which installs a handler of its own that exits at once.)"""
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import textwrap
 from typing import Any
@@ -140,7 +141,11 @@ def _run(args: argparse.Namespace) -> int:
         handle = _ray.connect(
             address=address, num_cpus=args.num_cpus, dashboard=args.dashboard, log_to_driver=args.verbose > 0
         )
-    finally:  # also on Ctrl-C: a new SQLite store is not left half created
+    except SystemExit as exc:  # SIGTERM while Ray starts: ray.init's own handler exits at once
+        if exc.code != signal.SIGTERM:
+            raise
+        raise KeyboardInterrupt from None  # stopped as on Ctrl-C
+    finally:  # also on Ctrl-C: the store's thread is not cut off half-way
         opening.join()
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
@@ -151,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         # raises what the thread's import met, if anything
         from search.driver import run_search
 
-        with sigterm_as_ctrl_c(), _ray.trial_actor_env(handle):  # again: ray.init set its own
+        with _ray.trial_actor_env(handle):
             check_resources(space)
             if address is not None:
                 if plan.run_dir is not None:  # a URI (s3://, gs://) is every node's by nature

@@ -10,6 +10,7 @@ an outage loses the writes still queued (the resumed search logs the epochs it r
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 import time
@@ -51,13 +52,11 @@ def mlflow_client(tracking_uri: str) -> Any:
 
 class StoreError(Exception):
     """A SQLite store (``path``) that MLflow cannot open: not a database, a schema from an older
-    MLflow, a store whose creation an earlier MLflow left half done. ``reason``: what MLflow said."""
+    MLflow (MLflow's message says how to upgrade it), a store whose creation an MLflow left half
+    done. ``reason``: what MLflow said."""
 
     def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(
-            f"{path}: an MLflow store this MLflow can open, but got {reason} (an older MLflow's store: "
-            f"`mlflow db upgrade sqlite:///{path}` after a backup; else move the file aside to start a new one)"
-        )
+        super().__init__(f"{path}: an MLflow store this MLflow can open, but got {reason}")
         self.path = path
         self.reason = reason
 
@@ -88,16 +87,40 @@ class StoreOpening(threading.Thread):
 
 def opened_client(tracking_uri: str) -> Any:
     """``mlflow_client(tracking_uri)`` with a SQLite store opened now: ``StoreError`` if MLflow
-    cannot open it (a local file gives the same error on every open: no retry will help)."""
+    cannot open it and no retry would help. A store another process holds locked past SQLite's
+    wait, or a file system error, is raised as it is: it may pass."""
     db = sqlite_path(tracking_uri)
     if db is None:
         return mlflow_client(tracking_uri)
     try:
         client = mlflow_client(tracking_uri)
         client.search_experiments(max_results=1)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy's, MLflow's schema check, the file system's
+    except Exception as exc:
+        if _may_pass(exc):
+            raise
         raise StoreError(db, f"{type(exc).__name__}: {next(iter(str(exc).splitlines()), '')}") from exc
     return client
+
+
+def _may_pass(exc: BaseException) -> bool:
+    """Whether opening a SQLite store failed in a way a later try may not: another process held
+    it locked past SQLite's wait (SQLITE_BUSY, SQLITE_LOCKED), or the system was short of file
+    handles or lost a network file system for a moment."""
+    import sqlite3
+
+    busy = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlite3.Error) and (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in busy:
+            return True  # the low byte: the primary code of an extended one (SQLITE_BUSY_SNAPSHOT)
+        if isinstance(cause, OSError) and cause.errno in _SYSTEM_MAY_PASS:
+            return True
+        # SQLAlchemy's errors hold the driver's as ``orig``
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return False
+
+
+_SYSTEM_MAY_PASS = {errno.EMFILE, errno.ENFILE, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR}
 
 
 def open_store_in_background(tracking_uri: str) -> StoreOpening:

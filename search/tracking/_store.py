@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -122,36 +123,57 @@ def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -
 
     MLflow creates a store in place: its first tables, then some fifty schema migrations, over
     about a second. A process killed meanwhile (Ctrl-C or SIGKILL in a search's first seconds)
-    leaves a file on which every later open fails (a migration's temporary table already exists),
-    with a traceback. So the store is made under a temporary name beside ``db`` and hard-linked
-    into place once complete: a store another process created first is kept, never replaced.
-    Where the file system has no hard links, MLflow creates it in place, as before. What a killed
-    creator on this host left is removed by the next call, whether ``db`` exists by then or not.
-    ``default_artifact_root``: of MLflow's Default experiment (None: where MLflow's client puts it;
-    ``mlflow server`` serving artifacts uses ``mlflow-artifacts:/``)."""
+    leaves a file on which every later open fails (a migration's temporary table already exists).
+    So the store is made under a temporary name beside ``db`` and hard-linked into place once
+    complete: a store another process created first is kept, never replaced. Where the file
+    system has no hard links, MLflow creates it in place, as before. ``default_artifact_root``: of
+    MLflow's Default experiment (None: where MLflow's client puts it; ``mlflow server`` serving
+    artifacts uses ``mlflow-artifacts:/``)."""
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from sqlalchemy.engine import URL
 
+    if str(db) in ("", ":memory:"):  # SQLite's in-memory store: no file
+        return
     prefix = f".{db.name}.new-{socket.gethostname()}-"
-    for leftover in db.parent.glob(glob.escape(prefix) + "*"):
-        owner = re.match(r"(\d+)-", leftover.name[len(prefix):])
-        if owner and not _alive(int(owner[1])):
-            leftover.unlink(missing_ok=True)
+    _remove_abandoned(db.parent, prefix)
     if db.exists():
         return
     scratch = db.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        root = default_artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-        SqlAlchemyStore(f"sqlite:///{scratch}", root).engine.dispose()
+        uri = URL.create("sqlite", database=str(scratch)).render_as_string()
+        SqlAlchemyStore(uri, default_artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
         try:
             os.link(scratch, db)
-        except FileExistsError:
+        except FileExistsError:  # another process made it first: theirs is kept
             pass
-        except OSError:  # no hard links here: MLflow creates the store when it is opened
-            pass
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
     finally:
         for leftover in (scratch, scratch.with_name(f"{scratch.name}-journal")):
             leftover.unlink(missing_ok=True)
+
+
+# os.link's errors where a file system has no hard links (MLflow then creates the store in place)
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+# A creator writes its store for a few seconds; one whose file is older than this and whose
+# process has gone died before it finished. The age keeps a live creator in another process
+# namespace that shares this host name (a container on the host's network) from being taken.
+_ABANDONED_AFTER_S = 600.0
+
+
+def _remove_abandoned(folder: Path, prefix: str) -> None:
+    """Remove the stores (and journals) that creators on this host left half made: their process
+    has gone and their file was last written over ``_ABANDONED_AFTER_S`` ago. Never an error: a
+    store that is in use must still open where one of them cannot be removed."""
+    for leftover in folder.glob(glob.escape(prefix) + "*"):
+        owner = re.match(r"(\d+)-", leftover.name[len(prefix):])
+        try:
+            if owner and not _alive(int(owner[1])) and time.time() - leftover.stat().st_mtime > _ABANDONED_AFTER_S:
+                leftover.unlink()
+        except OSError:
+            pass
 
 
 def _alive(pid: int) -> bool:

@@ -307,6 +307,31 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
         assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
 
 
+def test_sigterm_to_a_running_search_stops_it_as_ctrl_c_does(tmp_path: Path, searches):
+    # as `search stop` and cluster managers stop a search: SIGTERM to the driver only, once Ray
+    # started (ray.init installs a handler of its own that exits at once)
+    process = searches.start(_cli(SPACE, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "--num-cpus", "2"))
+    lines = []
+    sent = False
+    for line in searches.lines(process):
+        lines.append(line)
+        if " epoch 1/3 " in line and not sent:
+            process.send_signal(signal.SIGTERM)
+            sent = True
+    output = "".join(lines)
+    assert process.wait(timeout=60) == 130, output
+    assert "Resume it with: python -m search run" in output and "Traceback" not in output, output
+
+
+def test_sigterm_while_ray_starts_exits_as_interrupted(monkeypatch, tmp_path: Path, capsys):
+    def ray_init_got_sigterm(**kwargs):
+        raise SystemExit(signal.SIGTERM)  # what ray.init's own handler raises while Ray starts
+
+    monkeypatch.setattr(search._ray, "connect", ray_init_got_sigterm)
+    assert main(["run", str(SPACE), "--storage", str(tmp_path / "runs"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["run", "train"])
 def test_sigterm_while_the_data_set_is_generated_exits_130_and_leaves_no_unfinished_directory(
     command: str, tmp_path: Path, searches

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -254,10 +259,6 @@ mlflow_client(sys.argv[1]).search_experiments(max_results=1)
 
 
 def test_a_process_killed_while_it_creates_a_sqlite_store_leaves_none_and_the_next_creates_it(tmp_path: Path):
-    import signal
-    import subprocess
-    import sys
-
     db = tmp_path / "mlflow.db"
     creator = subprocess.Popen([sys.executable, "-c", _STALLED_CREATOR, f"sqlite:///{db}"], stdout=subprocess.PIPE,
                                text=True)  # fmt: skip
@@ -272,7 +273,61 @@ def test_a_process_killed_while_it_creates_a_sqlite_store_leaves_none_and_the_ne
             creator.kill()
     client = tracking._buffer.mlflow_client(f"sqlite:///{db}")
     assert client.get_experiment_by_name("Default") is not None  # complete: the current schema
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # the killed one's file removed
+    (left,) = tmp_path.glob(".mlflow.db.new-*")  # kept while it may be a live creator's elsewhere
+    os.utime(left, (time.time() - 700, time.time() - 700))
+    tracking._buffer.mlflow_client(f"sqlite:///{db}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]  # an abandoned one is removed
+
+
+def test_only_what_a_creator_that_has_gone_left_long_ago_is_removed(tmp_path: Path):
+    import socket
+
+    prefix = f".mlflow.db.new-{socket.gethostname()}-"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    old = time.time() - 700
+    files = {
+        "gone, long ago": (tmp_path / f"{prefix}{dead.pid}-0a1b2c3d", old),
+        "gone, its journal": (tmp_path / f"{prefix}{dead.pid}-0a1b2c3d-journal", old),
+        "gone, just now": (tmp_path / f"{prefix}{dead.pid}-1a1b2c3d", time.time()),
+        "alive, long ago": (tmp_path / f"{prefix}{os.getpid()}-2a1b2c3d", old),
+        "another host's": (tmp_path / f".mlflow.db.new-elsewhere-{dead.pid}-3a1b2c3d", old),
+    }
+    for path, mtime in files.values():
+        path.write_bytes(b"half made")
+        os.utime(path, (mtime, mtime))
+    tracking.create_sqlite_store(tmp_path / "mlflow.db")
+    left = {what for what, (path, _) in files.items() if path.exists()}
+    assert left == {"gone, just now", "alive, long ago", "another host's"}
+    assert (tmp_path / "mlflow.db").is_file()
+
+
+def test_where_hard_links_are_refused_mlflow_creates_the_store_in_place(tmp_path: Path, monkeypatch):
+    import errno
+
+    def refuse(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    db = tmp_path / "mlflow.db"
+    client = tracking._buffer.mlflow_client(f"sqlite:///{db}")
+    assert client.get_experiment_by_name("Default") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_store_another_process_linked_first_is_kept(tmp_path: Path, monkeypatch):
+    db = tmp_path / "mlflow.db"
+    link = os.link
+
+    def theirs_first(source, target):  # the other process's store lands between our check and link
+        other = tmp_path / "other" / "mlflow.db"
+        MlflowClient(f"sqlite:///{other}").create_experiment("theirs")
+        link(other, target)
+        link(source, target)  # FileExistsError, as os.link never replaces
+
+    monkeypatch.setattr(os, "link", theirs_first)
+    tracking.create_sqlite_store(db)
+    assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("theirs") is not None
 
 
 def test_a_sqlite_store_that_exists_is_opened_as_it_is(tmp_path: Path):
@@ -282,3 +337,38 @@ def test_a_sqlite_store_that_exists_is_opened_as_it_is(tmp_path: Path):
     tracking.create_sqlite_store(db)  # another process's call, after the store was made
     assert tracking._buffer.mlflow_client(f"sqlite:///{db}").get_experiment(experiment).name == "kept"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_store_held_locked_is_an_error_that_may_pass_not_a_broken_store(tmp_path: Path, monkeypatch):
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    db = tmp_path / "mlflow.db"
+    tracking._buffer.mlflow_client(f"sqlite:///{db}").search_experiments()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing
+    try:
+        with pytest.raises(sqlite3.OperationalError) as locked:  # SQLite's own error, without its wait
+            sqlite3.connect(db, timeout=0).execute("SELECT * FROM sqlite_master")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # as SQLAlchemy raises it, after the wait of MLflow's engine (5 s and more)
+    wrapped = sqlalchemy.exc.OperationalError("SELECT ...", {}, locked.value)
+
+    def held(uri):
+        raise wrapped
+
+    monkeypatch.setattr(tracking._buffer, "mlflow_client", held)
+    with pytest.raises(sqlalchemy.exc.OperationalError) as raised:
+        tracking.opened_client(f"sqlite:///{db}")
+    assert raised.value is wrapped  # raised as it is: not a StoreError, which would call the store broken
+
+
+def test_a_file_that_is_not_a_store_is_a_store_error_naming_it(tmp_path: Path):
+    junk = tmp_path / "mlflow.db"
+    junk.write_text("not a database")
+    with pytest.raises(tracking.StoreError) as raised:
+        tracking.opened_client(f"sqlite:///{junk}")
+    assert raised.value.path == junk and raised.value.reason.startswith("DatabaseError: ")

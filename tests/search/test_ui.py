@@ -288,6 +288,6 @@ def test_serve_killed_while_it_creates_its_store_leaves_none_and_the_next_start_
     assert not (store / "mlflow.db").exists()  # a half-made store is never where MLflow looks
 
     server = serve(store)
-    assert sorted(p.name for p in store.iterdir()) == ["artifacts", "mlflow.db"]  # the killed one's file removed
+    assert (store / "mlflow.db").is_file()  # made whole this time (what the killed one left goes in 10 min)
     # the Default experiment as `mlflow server` makes it when it serves the artifacts itself
     assert MlflowClient(server.url).get_experiment("0").artifact_location == "mlflow-artifacts:/0"
