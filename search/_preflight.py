@@ -12,7 +12,10 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlparse
 
-__all__ = ["TrackingUriError", "check_reachable", "check_tracking_uri"]
+from search._writable import why_unwritable
+from search.tracking import sqlite_path
+
+__all__ = ["TrackingUriError", "check_store_uri", "check_reachable", "check_tracking_uri"]
 
 # MLflow servers, and the SQLAlchemy dialects MLflow's database store accepts (with an optional
 # "+driver" suffix, e.g. postgresql+psycopg2://).
@@ -28,6 +31,44 @@ def _scheme(tracking_uri: str) -> str:
     if tracking_uri == "databricks":  # MLflow's name for the default Databricks profile
         return "databricks"
     return urlparse(tracking_uri).scheme.split("+", 1)[0].lower()
+
+
+def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
+    """A URI of an MLflow store this process can use: an MLflow server (http(s)://, databricks), a
+    database whose SQLAlchemy driver is installed here (postgresql://, mysql://, mssql://, each
+    with an optional +driver), or a SQLite file (sqlite:///PATH) this user can write if
+    ``writing``. MLflow would take others for a folder (its file store, retired in MLflow 3) or
+    fail with a traceback, for a search only once Ray has started."""
+    scheme = _scheme(tracking_uri)
+    if scheme in _REMOTE_SCHEMES:
+        return
+    if scheme == "sqlite":
+        db = sqlite_path(tracking_uri)
+        if db is None or str(db) in ("", ":memory:"):
+            raise TrackingUriError(
+                "a SQLite store in a file (sqlite:///relative/path.db, sqlite:////absolute/path.db), "
+                f"but got {tracking_uri!r}"
+            )
+        # SQLite writes a journal beside the store
+        problem = why_unwritable(db) or (why_unwritable(db.parent) if db.exists() else None)
+        if writing and problem is not None:
+            raise TrackingUriError(f"a SQLite store this user can write, but got {tracking_uri!r}: {problem}")
+        return
+    if scheme in _DATABASE_SCHEMES:
+        from sqlalchemy.engine import make_url
+
+        try:
+            make_url(tracking_uri).get_dialect().import_dbapi()
+        except Exception as exc:  # noqa: BLE001 - an unparsable URL, an unknown or missing driver
+            raise TrackingUriError(
+                f"a database URI whose driver is installed here, but got {tracking_uri!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        return
+    raise TrackingUriError(
+        "an MLflow tracking URI: an MLflow server (http://HOST:5000, started with mlflow/serve), a "
+        f"database (postgresql://, mysql://, mssql://) or a SQLite file (sqlite:///PATH.db), but got {tracking_uri!r}"
+    )
 
 
 def check_tracking_uri(tracking_uri: str, *, cluster: bool) -> None:

@@ -82,13 +82,24 @@ class RayHandle:
 
 
 def resolve_address(address: str | None) -> str | None:
-    """The cluster to join (``address``, else ``RAY_ADDRESS``), or None for a local instance.
+    """The cluster to join (``address``, else ``RAY_ADDRESS``), or None for a local instance;
+    RayOptionError for one that is not an address.
 
     Call before anything imports ``ray``: for a local instance it makes Ray use 127.0.0.1."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address is None:
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    if given is None:
         os.environ.setdefault(_LOOPBACK_ENV, "0")
-    return address
+        return None
+    if given != "auto" and not _is_host_port(given.removeprefix("ray://")):
+        where = "--address" if address else "RAY_ADDRESS"
+        raise RayOptionError(f"{where}: a Ray cluster's HOST:PORT (its GCS, e.g. 10.0.0.5:6379), ray://HOST:PORT "
+                             f"or auto, but got {given!r}")
+    return given
+
+
+def _is_host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and "/" not in host and port.isdigit() and 0 < int(port) < 65536
 
 
 def connect(

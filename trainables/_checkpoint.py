@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from trainables.config import TrialConfig
 from trainables.hooks import load_states
 
-__all__ = ["Progress", "load_checkpoint", "save_checkpoint", "seed_everything"]
+__all__ = ["CheckpointError", "Progress", "load_checkpoint", "save_checkpoint", "seed_everything"]
 
 # Settings an interrupted run may be resumed with changed (say, on another machine). They do not
 # change what is trained, but they do change floating-point rounding (reduction order across
@@ -103,6 +103,20 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
+class CheckpointError(ValueError):
+    """A file at a checkpoint's path (``path``) that is no checkpoint ``save_checkpoint`` wrote:
+    ``reason`` says what reading it met."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: a checkpoint losstune wrote, but got {reason}")
+        self.path = path
+        self.reason = reason
+
+
+# what every checkpoint save_checkpoint wrote holds (checkpoints of older versions lack "hooks")
+_PAYLOAD_KEYS = frozenset({"config", "progress", "model", "optimizer", "scaler", "rng"})
+
+
 def load_checkpoint(
     path: Path,
     flat: Mapping[str, Any],
@@ -115,7 +129,12 @@ def load_checkpoint(
 ) -> Progress:
     """Restore a checkpoint into the model, optimiser, scaler, RNGs and ``hooks``; the progress."""
     # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or not _PAYLOAD_KEYS <= set(payload):
+            raise ValueError(f"a mapping of {', '.join(sorted(_PAYLOAD_KEYS))}")
+    except Exception as exc:  # noqa: BLE001 - torch's weights-only unpickler meets junk with any error
+        raise CheckpointError(path, f"{type(exc).__name__}: {exc}") from None
     # Through the schema, so a checkpoint written under older flat key names compares equal.
     saved = TrialConfig.from_flat(payload["config"]).to_flat()
     changed = sorted(k for k in set(saved) | set(flat) if k not in _RESUMABLE_CHANGES and saved.get(k) != flat.get(k))

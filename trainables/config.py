@@ -22,7 +22,7 @@ from trainables.data import DataSpec
 from trainables.flat_keys import HEADS, FlatKey, FlatKeyError
 from trainables.losses import LOSS
 from trainables.models import MODEL
-from trainables.settings import Rule, SettingError, check_fields
+from trainables.settings import SEED_RULE, Rule, SettingError, check_fields
 from trainables.switches import switch_field
 from trainables.temporal import check_pattern, label_mask, masked_chunks, stretch
 from trainables.auxiliary import AUXILIARY
@@ -85,7 +85,7 @@ class TrainConfig:
     weight_decay: Annotated[float, Rule(minimum=0.0, searchable=True)] = 0.0
     grad_clip: Annotated[float, Rule(minimum=0.0, searchable=True)] = 0.0  # max gradient norm; 0: off
     patience: Annotated[int, Rule(minimum=1, maximum=100_000)] = 5  # epochs without improvement
-    seed: Annotated[int, Rule(minimum=0)] = 0
+    seed: Annotated[int, SEED_RULE] = 0
     threads: Annotated[int | None, Rule(minimum=1, maximum=1024)] = None  # None: torch's default
     # Mixed precision on CUDA (trainables.device.amp_dtype): auto is bf16 where the GPU has it
     # natively, else fp16 with a gradient scaler, and float32 on the CPU. Earlier versions had a
@@ -342,7 +342,11 @@ def _section(cls: type, prefix: str, values: dict[str, Any], options: dict[str, 
         params = dict(options.pop(chosen, {}))
         for name in list(extra):
             if name in switch.parameters(chosen):  # written before the option namespaced it
-                params.setdefault(name, extra.pop(name))
+                value = extra.pop(name)
+                if name in params and params[name] != value:  # two values: neither is dropped unseen
+                    raise SettingError(f"{prefix}.{name}", f"left out or equal to {prefix}.{chosen}.{name} "
+                                       f"({params[name]!r}), which names the same setting", value)
+                params[name] = value
         for option, stale in options.items():
             raise SettingError(f"{prefix}.{option}.{next(iter(stale))}", f"a parameter of the chosen "
                                f"{prefix}.{switch_name} ({chosen})", option)

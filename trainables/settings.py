@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-__all__ = ["Rule", "SettingError", "ValueType", "check_fields", "check_value", "show_literal", "value_type"]
+__all__ = ["Rule", "SEED_RULE", "SettingError", "ValueType", "check_fields", "check_value", "show_literal", "value_type"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ class Rule:
     # (old value, what it means now): values an earlier version accepted, still read (compared by
     # value and type, so 1 is no alias of true). ``train.amp: true`` of old files is ``auto``.
     aliases: tuple[tuple[Any, Any], ...] = ()
+
+
+# A seed NumPy's and Optuna's generators take: 32 bits.
+SEED_RULE = Rule(minimum=0, maximum=2**32 - 1)
 
 
 class SettingError(ValueError):

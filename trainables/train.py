@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from trainables import device as placement_module
 from trainables import hooks as train_hooks
-from trainables._checkpoint import Progress, load_checkpoint, save_checkpoint, seed_everything
+from trainables._checkpoint import CheckpointError, Progress, load_checkpoint, save_checkpoint, seed_everything
 from trainables._evaluate import evaluate as _evaluate
 from trainables.config import TrialConfig
 from trainables.data import HeadInfo, MultiheadDataset, Split, as_tensors, iterate_batches, load_dataset, scaled_once
@@ -31,7 +31,7 @@ from trainables.metric_names import metric_names
 from trainables.models import build_model, is_temporal
 from trainables.temporal import Presenter
 
-__all__ = ["CHECKPOINT_NAME", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train"]
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # where trials train and torch has a fused AdamW kernel

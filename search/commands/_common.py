@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space", "sigterm_as_ctrl_c"]
+__all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space", "positive_int", "sigterm_as_ctrl_c"]
 
 
 def add_command(
@@ -111,3 +111,14 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"an integer of at least 1, but got {text!r}")
+    return value

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from pathlib import Path
@@ -75,13 +74,16 @@ def _space_fields(path: Path) -> tuple[str | None, str | None]:
 
 def _recorded_uri(storage: str, name: str | None) -> str | None:
     """The store a search of this name recorded in its run directory (``losstune.json``)."""
-    if not name or "/" in name:
+    from search.driver import RunLocation, read_meta
+    from search.space import is_search_name
+
+    if not name or not is_search_name(name):
         return None
     try:
-        meta = json.loads((Path(storage) / name / "losstune.json").read_text())
-    except (OSError, ValueError):
+        meta = read_meta(RunLocation(storage, name))
+    except (OSError, ValueError, NotImplementedError):  # a URI no file system opens, a store not reached
         return None
-    return meta.get("tracking_uri") if isinstance(meta, dict) else None
+    return meta["tracking_uri"] if meta is not None else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
     from mlflow.exceptions import MlflowException
 
-    from search._preflight import TrackingUriError, check_reachable
+    from search._preflight import TrackingUriError, check_reachable, check_store_uri
 
+    try:
+        check_store_uri(uri, writing=False)
+    except TrackingUriError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.INVALID
     try:
         # A server that is down fails here at once, not after MLflow's minutes of retries.
         check_reachable(uri)
@@ -118,8 +125,21 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.FAILED
     for note in notes:
         print(f"note: {note}")
-    out_dir = Path(args.out) if args.out else Path(args.storage) / search.name / "report"
-    report = write_report(search, out_dir)
+    from search.driver import is_uri
+
+    if args.out:
+        out_dir = Path(args.out)
+    elif is_uri(args.storage):
+        print(f"error: --out DIR: the report is written to a folder here, and --storage is a URI ({args.storage})",
+              file=sys.stderr)
+        return exit_codes.INVALID
+    else:
+        out_dir = Path(args.storage) / search.name / "report"
+    try:
+        report = write_report(search, out_dir)
+    except OSError as exc:
+        print(f"error: --out: a folder this user can write the report to, but got {exc}", file=sys.stderr)
+        return exit_codes.INVALID
     print(report.text)
     print(f"\nwritten to {out_dir}: " + ", ".join(p.name for p in report.files))
     if args.no_upload:

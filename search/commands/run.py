@@ -10,7 +10,7 @@ import textwrap
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command, ctrl_c_works, plugins_and_space, sigterm_as_ctrl_c
+from search.commands._common import add_command, ctrl_c_works, plugins_and_space, positive_int, sigterm_as_ctrl_c
 
 __all__ = ["add_parser", "run"]
 
@@ -62,7 +62,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
     parser.add_argument("--address", metavar="HOST:PORT", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    parser.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray instance (default: all)")
+    parser.add_argument("--num-cpus", type=positive_int, metavar="N", help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (on 127.0.0.1)")
     parser.add_argument(
         "--verbose",
@@ -93,7 +93,11 @@ def _run(args: argparse.Namespace) -> int:
     from search import _ray
     from search.cluster import JOB_ENV, ClusterError, check_paths_on_every_node, check_shared_storage
 
-    address = _ray.resolve_address(args.address)  # before Ray is imported
+    try:
+        address = _ray.resolve_address(args.address)  # before Ray is imported
+    except _ray.RayOptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.INVALID
     from search.driver import (
         SearchInputError,
         SearchOptions,

@@ -6,10 +6,12 @@ import argparse
 import math
 import sys
 import textwrap
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
 from search import exit_codes
+from search._writable import why_unwritable
 from search.commands._common import add_command, ctrl_c_works, plugins_and_space, sigterm_as_ctrl_c
 
 __all__ = ["add_parser", "apply_overrides", "run"]
@@ -149,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
     from trainables.data import prepare_dataset
     from trainables.data.vimh import progress_bar
     from trainables.device import DeviceOutOfMemory
-    from trainables.train import TrainingDiverged, train
+    from trainables.train import CheckpointError, TrainingDiverged, train
 
     loaded = plugins_and_space(args.space)
     if loaded is None:
@@ -166,6 +168,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"invalid trial config: {error}", file=sys.stderr)
         return exit_codes.INVALID
 
+    if args.checkpoint_dir is not None:
+        folder = Path(args.checkpoint_dir)
+        problem = f"the file {folder}" if folder.is_file() else why_unwritable(folder)
+        if problem is not None:
+            print(f"invalid --checkpoint-dir: a folder this user can write, but got {problem}", file=sys.stderr)
+            return exit_codes.INVALID
     source = args.config or f"{args.space} (drawn with seed {space.search.seed})"
     print(f"trial config from {source}:")
     for key, value in config.items():
@@ -180,6 +188,9 @@ def _train(args: argparse.Namespace) -> int:
     except DeviceOutOfMemory as error:  # a ValueError, but the config is valid: the device is too small
         print(f"out of GPU memory: {error}", file=sys.stderr)
         return exit_codes.FAILED
+    except CheckpointError as error:
+        print(f"invalid --checkpoint-dir: {error}", file=sys.stderr)
+        return exit_codes.INVALID
     except ValueError as error:  # includes trainables.data.DataError: the config names bad data or values
         print(f"invalid trial config: {error}", file=sys.stderr)
         return exit_codes.INVALID

@@ -16,7 +16,9 @@ from search.driver._plan import (
     check_resources,
     plan_search,
     prepare_data,
+    read_meta,
 )
+from search.driver._storage import RunLocation, is_uri
 from search.driver._trainable import FINAL_KEY, make_trainable
 
 # Imported on first use: they need Ray Tune and Optuna (about 0.8 s), which plan_search does not.
@@ -50,6 +52,7 @@ def import_run_in_background() -> threading.Thread:
 
 __all__ = [
     "FINAL_KEY",
+    "RunLocation",
     "SearchInputError",
     "SearchOptions",
     "SearchOutcome",
@@ -57,8 +60,10 @@ __all__ = [
     "TrialSummary",
     "check_resources",
     "import_run_in_background",
+    "is_uri",
     "make_trainable",
     "plan_search",
     "prepare_data",
+    "read_meta",
     "run_search",
 ]

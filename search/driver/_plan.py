@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search._preflight import TrackingUriError, check_store_uri
 from search.driver._storage import RunLocation
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
@@ -93,12 +94,21 @@ def space_digest(space: Space) -> str:
     return hashlib.sha256(space.text.encode()).hexdigest()
 
 
+# what every losstune.json holds
+_META_KEYS = ("search_id", "tracking_uri", "experiment")
+
+
 def read_meta(location: RunLocation) -> dict[str, Any] | None:
+    """``losstune.json`` of ``location``; None when there is none or it is not a search's
+    (not JSON, not an object, or without a string for each of ``_META_KEYS``)."""
     text = location.read_text(META_FILE)
     try:
-        return json.loads(text) if text is not None else None
+        meta = json.loads(text) if text is not None else None
     except ValueError:
         return None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(key), str) for key in _META_KEYS):
+        return None
+    return meta
 
 
 def write_meta(location: RunLocation, meta: dict[str, Any]) -> None:
@@ -127,6 +137,8 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     if not is_search_name(name):
         raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
     location = RunLocation(options.storage, name)
+    if (problem := location.unusable()) is not None:
+        raise SearchInputError(f"--storage: {problem}")
     started = _tune_began_in(location)
     meta = read_meta(location)
     if options.resume and not started:
@@ -174,6 +186,11 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
         search_id = make_search_id(name)
+    try:
+        check_store_uri(tracking_uri, writing=True)
+    except TrackingUriError as exc:
+        recorded = f" (recorded in {location}/{META_FILE})" if meta is not None else ""
+        raise SearchInputError(f"{exc}{recorded}") from None
     warm = None
     if options.warm_start is not None and finished:
         notes.append("--warm-start is left out: the search has finished")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
+from search._writable import why_unwritable
+
 __all__ = ["RunLocation", "is_uri"]
 
 
@@ -55,6 +57,21 @@ class RunLocation:
 
     def __str__(self) -> str:
         return self.uri
+
+    def unusable(self) -> str | None:
+        """Why a search cannot keep its run directory here (None: it can, as far as can be told
+        before it starts): a URI no pyarrow file system opens, a local path this user cannot write."""
+        if self.remote:
+            try:
+                self._fs()
+            except (ValueError, NotImplementedError) as exc:  # pyarrow's ArrowInvalid, ArrowNotImplementedError
+                return f"a file system URI pyarrow opens (s3://, gs://, hdfs://, file://), but got {exc}"
+            return None
+        run_dir = Path(self.uri)
+        if run_dir.exists() and not run_dir.is_dir():
+            return f"a directory, but got the file {run_dir}"
+        problem = why_unwritable(run_dir)
+        return None if problem is None else f"a directory this user can write, but got: {problem}"
 
     def _fs(self) -> tuple[Any, str]:
         import pyarrow.fs

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from trainables.settings import Rule
+from trainables.settings import SEED_RULE, Rule
 
 if TYPE_CHECKING:
     from search.space._compile import Entry
@@ -63,7 +63,7 @@ class SearchSettings:
     grace_period: Annotated[int | None, Rule(minimum=1)] = None
     reduction_factor: Annotated[float, Rule(minimum=1.0, min_open=True, maximum=100.0)] = 3.0
     max_concurrent: Annotated[int, Rule(minimum=1, maximum=1_000)] = 2
-    seed: Annotated[int, Rule(minimum=0)] = 0
+    seed: Annotated[int, SEED_RULE] = 0
     # None: no wall-clock limit for the whole search
     time_budget_s: Annotated[float | None, Rule(minimum=0.0, min_open=True, maximum=366 * 24 * 3600.0)] = None
     max_failures: Annotated[int, Rule(minimum=0, maximum=100)] = 0  # retries of a crashed trial

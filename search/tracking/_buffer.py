@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from search.console import warn
-from search.tracking._store import TrackingSettings, create_sqlite_store, is_transient, sqlite_path
+from search.tracking._store import TrackingSettings, create_sqlite_store, is_transient, sqlite_busy, sqlite_path
 
 __all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text"]
 
@@ -104,19 +104,16 @@ def opened_client(tracking_uri: str) -> Any:
 
 def _may_pass(exc: BaseException) -> bool:
     """Whether opening a SQLite store failed in a way a later try may not: another process held
-    it locked past SQLite's wait (SQLITE_BUSY, SQLITE_LOCKED), or the system was short of file
-    handles or lost a network file system for a moment."""
-    import sqlite3
-
-    busy = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+    it (``sqlite_busy``), or the system was short of file handles or lost a network file system
+    for a moment."""
+    busy = sqlite_busy(exc)
+    if busy is not None:
+        return busy
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, sqlite3.Error) and (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in busy:
-            return True  # the low byte: the primary code of an extended one (SQLITE_BUSY_SNAPSHOT)
         if isinstance(cause, OSError) and cause.errno in _SYSTEM_MAY_PASS:
             return True
-        # SQLAlchemy's errors hold the driver's as ``orig``
-        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+        cause = cause.__cause__ or cause.__context__
     return False
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "make_search_id",
     "resolve_tracking_uri",
     "search_all_runs",
+    "sqlite_busy",
     "sqlite_path",
     "use_buffered_requests",
 ]
@@ -263,11 +264,30 @@ def is_transient(exc: BaseException) -> bool:
     server answered with otherwise (an invalid value, a missing run) is final."""
     from mlflow.exceptions import MlflowException
 
+    busy = sqlite_busy(exc)
+    if busy is not None:  # a SQLite store: MLflow calls each of its errors TEMPORARILY_UNAVAILABLE
+        return busy
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, OSError):  # requests' and urllib3's errors, sockets
             return True
         cause = cause.__cause__ or cause.__context__
     return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES
+
+
+def sqlite_busy(exc: BaseException) -> bool | None:
+    """Whether a SQLite error behind ``exc`` says another process held the store (SQLITE_BUSY,
+    SQLITE_LOCKED: a later try may pass) rather than what every try meets (a read-only file, a
+    missing table, not a database); None when no SQLite error is behind it."""
+    import sqlite3
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, sqlite3.Error):
+            # the low byte: the primary code of an extended one (SQLITE_BUSY_SNAPSHOT)
+            return (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        # SQLAlchemy's errors hold the driver's as ``orig``
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return None
 
 

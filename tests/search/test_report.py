@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import socket
 import time
@@ -230,7 +231,8 @@ def test_a_search_name_finds_the_store_its_run_directory_recorded(toy_store: Pat
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "toy"
     run_dir.mkdir(parents=True)
-    (run_dir / "losstune.json").write_text(f'{{"name": "toy", "tracking_uri": "{_uri(toy_store)}"}}')
+    meta = {"name": "toy", "search_id": "toy-0123456789", "tracking_uri": _uri(toy_store), "experiment": "toy"}
+    (run_dir / "losstune.json").write_text(json.dumps(meta))
     assert main(["report", "toy", "--no-upload"]) == 0
     assert "search: toy (toy-0123456789)" in capsys.readouterr().out
     assert (run_dir / "report" / "trials.csv").is_file()
