@@ -99,7 +99,7 @@ def _load_config(path: str) -> dict[str, Any]:
     from search.space._parse import read_space_file
 
     try:
-        _, parsed = read_space_file(path)
+        _, parsed = read_space_file(path, what="trial config file")
     except SpaceError as error:
         raise _InvalidInput("\n".join(str(issue) for issue in error.errors)) from None
     if parsed.issues:

@@ -133,7 +133,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     search id); a new search always gets a new id, so it never touches an earlier search's runs.
     Before a resume, Tune's saved state is checked and, when the crash cut it off, put back
     from the copy ``StateSnapshot`` keeps (the only change made to the run directory here)."""
-    name = options.name or space.name
+    name = space.name if options.name is None else options.name  # --name '' is refused, not ignored
     if not is_search_name(name):
         raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
     location = RunLocation(options.storage, name)

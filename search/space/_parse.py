@@ -76,21 +76,22 @@ def _fail(file: str, rule: str, got: str, line: int | None = None) -> SpaceError
     return SpaceError([SpaceIssue(file, "", rule, Plain(got), line=line)])
 
 
-def read_space_file(path: str | Path) -> tuple[str, ParsedYaml]:
-    """Read and parse a space file; a missing, special, oversized or unreadable file or a syntax
-    error is a SpaceError. Nothing is read from a file that is not a regular file."""
+def read_space_file(path: str | Path, *, what: str = "space file") -> tuple[str, ParsedYaml]:
+    """Read and parse a space file (or another YAML file a command reads, named by ``what``); a
+    missing, special, oversized or unreadable file or a syntax error is a SpaceError. Nothing is
+    read from a file that is not a regular file."""
     file = str(path)
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise _fail(file, "an existing space file", "a missing file") from None
+        raise _fail(file, f"an existing {what}", "a missing file") from None
     except OSError as exc:
-        raise _fail(file, "a readable space file", exc.strerror or type(exc).__name__) from None
+        raise _fail(file, f"a readable {what}", exc.strerror or type(exc).__name__) from None
     if stat.S_ISDIR(info.st_mode):
-        raise _fail(file, "a space file", "a directory")
+        raise _fail(file, f"a {what}", "a directory")
     if not stat.S_ISREG(info.st_mode):
         raise _fail(file, "a regular file", "a device, FIFO or socket")
-    too_big = f"a space file of at most {MAX_SPACE_BYTES >> 20} MiB (no search space needs more)"
+    too_big = f"a {what} of at most {MAX_SPACE_BYTES >> 20} MiB (no search space needs more)"
     if info.st_size > MAX_SPACE_BYTES:
         raise _fail(file, too_big, f"{info.st_size:,} bytes")
     try:
@@ -98,7 +99,7 @@ def read_space_file(path: str | Path) -> tuple[str, ParsedYaml]:
             data = f.read(MAX_SPACE_BYTES + 1)  # the file may have grown since stat()
         text = data.decode("utf-8")
     except OSError as exc:
-        raise _fail(file, "a readable space file", exc.strerror or type(exc).__name__) from None
+        raise _fail(file, f"a readable {what}", exc.strerror or type(exc).__name__) from None
     except UnicodeDecodeError as exc:
         raise _fail(file, "a UTF-8 text file", f"byte {exc.start} is not UTF-8") from None
     if len(data) > MAX_SPACE_BYTES:

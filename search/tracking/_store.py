@@ -108,8 +108,11 @@ def default_tracking_uri() -> str:
 
 
 def resolve_tracking_uri(*, cli: str | None, space: str | None, environ: Mapping[str, str] = os.environ) -> str:
-    """Precedence: ``--tracking-uri`` > ``MLFLOW_TRACKING_URI`` > the space's ``mlflow.tracking_uri`` > default."""
-    return cli or environ.get("MLFLOW_TRACKING_URI") or space or default_tracking_uri()
+    """Precedence: ``--tracking-uri`` (even an empty one, which the checks then refuse) >
+    ``MLFLOW_TRACKING_URI`` (unless empty) > the space's ``mlflow.tracking_uri`` > default."""
+    if cli is not None:
+        return cli
+    return environ.get("MLFLOW_TRACKING_URI") or space or default_tracking_uri()
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

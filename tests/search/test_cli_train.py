@@ -94,7 +94,8 @@ def test_changing_the_model_kind_drops_the_old_kinds_parameters():
         (["--set", "heads.digit.ordinal.alpha=0.1"], "must be a parameter of the chosen heads.digit.loss"),
         (["--set", "heads.digit.loss=focal", "--set", "heads.digit.focal.gamma=-1"], "gamma must be"),
         (["--set", "train.lr=[1"], "the value must be YAML"),
-        (["--config", "missing.yaml"], "an existing space file"),
+        (["--config", "missing.yaml"], "an existing trial config file"),
+        (["--set", "model.hidden=32"], "model.hidden must be left out or equal to model.mlp.hidden (16)"),
     ],
 )
 def test_invalid_input_exits_2_without_traceback(space, capsys, extra, message):
@@ -145,3 +146,18 @@ def test_out_of_gpu_memory_exits_1_with_the_cap_and_what_to_change(space, monkey
     assert main(["train", str(space)]) == 1  # not 2: the config is valid, the device too small
     err = capsys.readouterr()[1]
     assert "out of GPU memory" in err and "2048 MiB" in err and "resources.gpu" in err and "invalid" not in err
+
+
+def test_a_checkpoint_dir_that_cannot_hold_checkpoints_exits_2_before_training(space, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    assert main(["train", str(space), "--checkpoint-dir", str(tmp_path / "a-file")]) == 2
+    out, err = capsys.readouterr()
+    assert "invalid --checkpoint-dir: a folder this user can write, but got the file" in err
+    assert "epoch" not in out  # nothing trained
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert main(["train", str(space), "--checkpoint-dir", str(junk)]) == 2
+    err = capsys.readouterr().err
+    assert f"invalid --checkpoint-dir: {junk / 'checkpoint.pt'}: a checkpoint losstune wrote, but got" in err
+    assert "Traceback" not in err and (junk / "checkpoint.pt").read_bytes() == b"not a checkpoint"

@@ -6,10 +6,11 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
+from search._preflight import TrackingUriError, check_reachable, check_store_uri, check_tracking_uri
 
 
 @pytest.mark.parametrize(
@@ -124,3 +125,77 @@ def test_an_unreachable_tracking_server_exits_2_before_ray_starts(cli, capsys):
     code, err = cli("--tracking-uri", f"http://127.0.0.1:{port}", capsys=capsys)
     assert code == 2
     assert f"error: an MLflow tracking server answering at http://127.0.0.1:{port}" in err
+
+
+@pytest.mark.parametrize(
+    ("uri", "rule"),
+    [
+        ("foo://bar", "an MLflow tracking URI: an MLflow server"),
+        ("mlruns", "an MLflow tracking URI: an MLflow server"),  # MLflow's file store, retired in MLflow 3
+        ("file:///tmp/mlruns", "an MLflow tracking URI: an MLflow server"),
+        ("sqlite://", "a SQLite store in a file"),  # in memory: the search's runs would end with it
+        ("sqlite:foo.db", "a SQLite store in a file"),
+        ("postgresql+nosuchdriver://db/mlflow", "a database URI whose driver is installed here"),
+    ],
+)
+def test_a_store_no_search_can_log_to_is_refused_naming_the_rule(uri: str, rule: str):
+    with pytest.raises(TrackingUriError) as error:
+        check_store_uri(uri, writing=False)
+    assert str(error.value).startswith(rule) and repr(uri) in str(error.value)
+
+
+def test_a_sqlite_store_must_be_writable_to_log_to_but_not_to_read(tmp_path, monkeypatch):
+    import search._writable
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"")
+    check_store_uri(f"sqlite:///{db}", writing=True)
+    # what os.access says of another user's read-only file (the tests may run as root, who may write anything)
+    monkeypatch.setattr(search._writable.os, "access", lambda path, mode: Path(path) != db)
+    with pytest.raises(TrackingUriError) as error:
+        check_store_uri(f"sqlite:///{db}", writing=True)
+    assert str(error.value).endswith(f"{db} is not writable by this user")
+    check_store_uri(f"sqlite:///{db}", writing=False)  # a report only reads
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(TrackingUriError, match="the file .*a-file is in the way"):
+        check_store_uri(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", writing=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tracking-uri", "foo://bar"], "error: an MLflow tracking URI: an MLflow server"),
+        (["--tracking-uri", "sqlite://"], "error: a SQLite store in a file"),
+        (["--storage", "foo://bar/runs"], "error: --storage: a file system URI pyarrow opens"),
+        (["--address", "http://10.0.0.5:1"], "error: --address: a Ray cluster's HOST:PORT"),
+        (["--address", "10.0.0.5:99999"], "error: --address: a Ray cluster's HOST:PORT"),
+    ],
+)
+def test_a_store_storage_or_address_that_cannot_work_exits_2_before_ray_starts_writing_nothing(
+    cli, tmp_path, args, message, capsys
+):
+    code, err = cli(*args, capsys=capsys)
+    assert code == 2 and err.startswith(message) and "Traceback" not in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_storage_under_a_file_or_a_run_directory_that_is_a_file_exits_2(cli, tmp_path, capsys):
+    (tmp_path / "runs").write_text("a file")
+    code, err = cli("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", capsys=capsys)
+    assert code == 2 and "error: --storage: a directory this user can write, but got: the file" in err, err
+    (tmp_path / "runs").unlink()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "preflight").write_text("a file where the run directory goes")
+    code, err = cli("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", capsys=capsys)
+    assert code == 2 and "error: --storage: a directory, but got the file" in err, err
+
+
+@pytest.mark.parametrize("text", ["[]", "{}", '{"search_id": 1}'])
+def test_a_run_directory_whose_losstune_json_is_not_a_searchs_exits_2(cli, tmp_path, text: str, capsys):
+    run_dir = tmp_path / "runs" / "preflight"
+    run_dir.mkdir(parents=True)
+    (run_dir / "tuner.pkl").write_bytes(b"")  # where Tune began a search
+    (run_dir / "losstune.json").write_text(text)
+    code, err = cli("--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", capsys=capsys)
+    assert code == 2 and "a run directory of a losstune search (with losstune.json)" in err, err
+    assert "Traceback" not in err and (run_dir / "losstune.json").read_text() == text

@@ -219,6 +219,8 @@ def test_invalid_selections_exit_2(toy_store: Path, tmp_path: Path, capsys):
     assert main(["report", "--tracking-uri", f"sqlite:///{missing}", "--out", str(tmp_path)]) == 2
     assert f"no file {missing}" in capsys.readouterr().err
     assert not missing.exists()
+    assert main(["report", "--tracking-uri", "sqlite://", "--out", str(tmp_path)]) == 2
+    assert "a SQLite store in a file" in capsys.readouterr().err
     junk = tmp_path / "junk.db"
     junk.write_text("not a database")
     assert main(["report", "--tracking-uri", f"sqlite:///{junk}", "--out", str(tmp_path)]) == 2
@@ -297,3 +299,15 @@ def test_the_report_imports_neither_torch_nor_ray(toy_store: Path, tmp_path: Pat
     result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "heavy: []"
+
+
+def test_a_report_folder_that_cannot_be_made_exits_2_naming_it(toy_store: Path, tmp_path: Path, capsys):
+    (tmp_path / "a-file").write_text("")
+    args = ["report", "toy", "--tracking-uri", _uri(toy_store), "--no-upload"]
+    assert main([*args, "--out", str(tmp_path / "a-file" / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "error: --out: a folder this user can write the report to, but got" in err and "Traceback" not in err
+    # a run directory behind a URI is not where a report is written: --out says where
+    assert main([*args, "--storage", f"file://{tmp_path / 'runs'}"]) == 2
+    assert "error: --out DIR: the report is written to a folder here" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -347,3 +347,16 @@ def test_train_amp_that_is_no_precision_is_named_at_its_path(tmp_path):
     (issue,) = caught.value.errors
     assert (issue.path, issue.line, issue.value) == ("train.amp", 2, "fp32")
     assert issue.rule == "one of [off, fp16, bf16, auto]"
+
+
+def test_a_seed_past_32_bits_is_refused_where_it_is_written(tmp_path: Path):
+    # NumPy's and Optuna's generators take 32-bit seeds: a larger one would fail only once Ray ran
+    text = (REPO / "tests" / "search" / "spaces" / "tiny.yaml").read_text()
+    path = tmp_path / "seeds.yaml"
+    path.write_text(text.replace("  seed: 0\n", f"  seed: {2**32}\n"))
+    with pytest.raises(SpaceError) as error:
+        load_space(path)
+    issues = {(issue.path, issue.rule) for issue in error.value.errors}
+    assert issues == {("train.seed", "an integer in [0, 4294967295]"), ("search.seed", "an integer in [0, 4294967295]")}
+    path.write_text(text.replace("  seed: 0\n", f"  seed: {2**32 - 1}\n"))
+    assert load_space(path).search.seed == 2**32 - 1
