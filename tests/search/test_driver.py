@@ -792,7 +792,8 @@ def test_resume_with_a_search_id_must_name_the_search_of_the_run_directory(tmp_p
     run_dir = tmp_path / "runs" / "named"
     run_dir.mkdir(parents=True)
     (run_dir / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
-    (run_dir / "losstune.json").write_text('{"search_id": "named-1", "status": "running"}')
+    meta = {"search_id": "named-1", "tracking_uri": "sqlite:///m.db", "experiment": "named", "status": "running"}
+    (run_dir / "losstune.json").write_text(json.dumps(meta))
     options = SearchOptions(storage=str(tmp_path / "runs"), resume=True, resume_id="named-2")
     with pytest.raises(SearchInputError, match="--resume named-2 must name the search in .* but got search named-1"):
         plan_search(load_space(space_file), options)
