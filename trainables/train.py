@@ -26,7 +26,8 @@ from trainables.config import TrialConfig
 from trainables.data import HeadInfo, MultiheadDataset, Split, as_tensors, iterate_batches, load_dataset, scaled_once
 from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_failure
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
-from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss
+from trainables.flat_keys import HEAD_LOSS, HEADS
+from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss, check_fits_head
 from trainables.metric_names import metric_names
 from trainables.models import build_model, is_temporal
 from trainables.temporal import Presenter
@@ -100,6 +101,9 @@ def train(
         raise ValueError(f"objective.metric must be one of {valid_objectives}, but got {objective!r}")
     better = (lambda new, old: new > old) if cfg.objective.mode == "max" else (lambda new, old: new < old)
 
+    for name, info in heads.items():  # a config given whole (`search train --set`) was never validated against the data
+        check_fits_head(cfg.heads[name].loss, num_classes=info.num_classes, ordinal=info.ordinal, head=name,
+                        key=f"{HEADS}.{name}.{HEAD_LOSS}")
     losses = {
         name: build_loss(cfg.heads[name].loss, num_classes=info.num_classes, **cfg.heads[name].params)
         for name, info in heads.items()

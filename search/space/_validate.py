@@ -41,7 +41,7 @@ from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
 from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
 from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
-from trainables.losses import LOSS, check_loss
+from trainables.losses import check_fits_head, check_loss
 from trainables.metric_names import metric_names
 from trainables.settings import SettingError, ValueType, value_type
 from trainables.switches import Switch, switch_field
@@ -297,11 +297,10 @@ class _Walk(ValueChecker):
         where = self.option_paths[f"{HEADS}.{head}.{HEAD_LOSS}", loss]
         if any(issue.path.startswith(where) for issue in self.issues):
             return False  # its parameters have problems of their own already
-        units = LOSS.declaration(loss).outputs(info.num_classes)
-        if not info.ordinal and units < info.num_classes:
-            self.add(where, f"a loss with one output per class on a categorical head (`{loss}` regresses the class "
-                     f"index with {units} output unit(s), which needs an ordinal head; `{head}` is not)",
-                     Plain(f"`{loss}`"))
+        try:
+            check_fits_head(loss, num_classes=info.num_classes, ordinal=info.ordinal, head=head, key=where)
+        except SettingError as error:
+            self.add(where, error.rule, Plain(f"`{loss}`"))
             return False
         name_of = {e.key: FlatKey.parse(e.key).name for e in params}
         fixed = {name_of[e.key]: e.value for e in params if isinstance(e, Const)}

@@ -96,6 +96,7 @@ def test_changing_the_model_kind_drops_the_old_kinds_parameters():
         (["--set", "train.lr=[1"], "the value must be YAML"),
         (["--config", "missing.yaml"], "an existing trial config file"),
         (["--set", "model.hidden=32"], "model.hidden must be left out or equal to model.mlp.hidden (16)"),
+        (["--set", "heads.digit.loss=quantized"], "heads.digit.loss must be a loss with one output per class"),
     ],
 )
 def test_invalid_input_exits_2_without_traceback(space, capsys, extra, message):

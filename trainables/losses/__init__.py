@@ -21,7 +21,7 @@ from ._params import (
     SymmetricCrossEntropyParams,
     WeightedCrossEntropyParams,
 )
-from ._registry import LOSS, LOSSES, build_loss, check_loss, loss_parameters
+from ._registry import LOSS, LOSSES, build_loss, check_fits_head, check_loss, loss_parameters
 
 # The torch modules and functions, imported when first used: the search driver reads the
 # declarations above and never imports torch.
@@ -71,6 +71,7 @@ __all__ = [
     "WeightedCrossEntropyLoss",
     "WeightedCrossEntropyParams",
     "build_loss",
+    "check_fits_head",
     "check_loss",
     "cross_entropy_loss",
     "focal_loss",

@@ -4,6 +4,7 @@ parameters read from the declarations (``_params``: no torch)."""
 import inspect
 from typing import Any
 
+from trainables.settings import SettingError
 from trainables.switches import Switch
 
 from ._params import (
@@ -54,3 +55,14 @@ def build_loss(name: str, *, num_classes: int, ignore_index: int = IGNORE_INDEX,
     """
     values = LOSS.check(LOSS.check_option("loss", name), params)
     return LOSS.build(name, num_classes=num_classes, ignore_index=ignore_index, **values)
+
+
+def check_fits_head(name: str, *, num_classes: int, ordinal: bool, head: str, key: str) -> None:
+    """SettingError (``key``: the head's loss key) unless loss ``name`` fits head ``head``: a loss
+    with fewer output units than classes regresses the class index, which is a quantity only on
+    an ordinal head (a categorical head's class numbers are arbitrary)."""
+    units = LOSS.declaration(LOSS.check_option("loss", name)).outputs(num_classes)
+    if not ordinal and units < num_classes:
+        raise SettingError(key, f"a loss with one output per class on a categorical head (`{name}` regresses the "
+                           f"class index with {units} output unit(s), which needs an ordinal head; `{head}` is not)",
+                           name)

@@ -157,6 +157,7 @@ def test_public_api():
         "UncertaintyWeighting",
         "WeightedCrossEntropyLoss",
         "build_loss",
+        "check_fits_head",
         "check_loss",
         "CrossEntropyParams",
         "FocalParams",
@@ -177,3 +178,20 @@ def test_public_api():
         "weighted_ce_loss",
     }
     assert all(hasattr(losses_package, name) for name in losses_package.__all__)
+
+
+@pytest.mark.parametrize(("name", "ordinal", "fits"), [
+    ("ce", False, True), ("focal", False, True), ("ordinal", True, True), ("quantized", True, True),
+    ("quantized", False, False),  # one output: the class index regressed, meaningless on a categorical head
+])
+def test_a_loss_that_regresses_the_class_index_fits_only_an_ordinal_head(name: str, ordinal: bool, fits: bool):
+    def check() -> None:
+        losses_package.check_fits_head(name, num_classes=10, ordinal=ordinal, head="digit", key="heads.digit.loss")
+
+    if fits:
+        check()
+        return
+    with pytest.raises(SettingError) as error:
+        check()
+    assert error.value.key == "heads.digit.loss" and error.value.value == name
+    assert error.value.rule.startswith("a loss with one output per class on a categorical head")
