@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import textwrap
+from contextlib import ExitStack
 from typing import Any
 
 from search import exit_codes
@@ -80,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
     from search.console import shown_on
 
     # Ctrl-C and SIGTERM must stop the search, also when it runs as a background job.
-    with ctrl_c_works(), sigterm_as_ctrl_c(), filtered_noise(verbose=args.verbose), shown_on():
-        return _run(args)
+    with ctrl_c_works(), sigterm_as_ctrl_c(), filtered_noise(verbose=args.verbose), shown_on(), ExitStack() as held:
+        return _run(args, held)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, held: ExitStack) -> int:
+    """``held``: what the search holds until the command ends (its run directory)."""
     loaded = plugins_and_space(args.space)
     if loaded is None:
         return exit_codes.INVALID
@@ -102,9 +104,11 @@ def _run(args: argparse.Namespace) -> int:
         SearchInputError,
         SearchOptions,
         check_resources,
+        hold_run_directory,
         import_run_in_background,
         plan_search,
         prepare_data,
+        search_location,
     )
 
     options = SearchOptions(
@@ -121,6 +125,7 @@ def _run(args: argparse.Namespace) -> int:
     from trainables.data.vimh import progress_bar
 
     try:
+        held.enter_context(hold_run_directory(search_location(space, options)))
         plan = plan_search(space, options)
         if plan.finished:  # --resume of a finished search: its summary again, without Ray or MLflow
             from search.driver import run_search

@@ -17,7 +17,9 @@ from search.driver._plan import (
     plan_search,
     prepare_data,
     read_meta,
+    search_location,
 )
+from search.driver._lock import hold_run_directory
 from search.driver._storage import RunLocation, is_uri
 from search.driver._trainable import FINAL_KEY, make_trainable
 
@@ -59,6 +61,7 @@ __all__ = [
     "SearchPlan",
     "TrialSummary",
     "check_resources",
+    "hold_run_directory",
     "import_run_in_background",
     "is_uri",
     "make_trainable",
@@ -66,4 +69,5 @@ __all__ = [
     "prepare_data",
     "read_meta",
     "run_search",
+    "search_location",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "plan_search",
     "prepare_data",
     "read_meta",
+    "search_location",
     "space_digest",
     "write_meta",
 ]
@@ -126,6 +127,18 @@ def _tune_began_in(location: RunLocation) -> bool:
     return Tuner.can_restore(location.uri)
 
 
+def search_location(space: Space, options: SearchOptions) -> RunLocation:
+    """The run directory of the search ``options`` ask for: SearchInputError for a name that is
+    not a search name and a place no run directory can be made (``RunLocation.unusable``)."""
+    name = space.name if options.name is None else options.name  # --name '' is refused, not ignored
+    if not is_search_name(name):
+        raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
+    location = RunLocation(options.storage, name)
+    if (problem := location.unusable()) is not None:
+        raise SearchInputError(f"--storage: {problem}")
+    return location
+
+
 def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     """Decide between a new search and a resume, and where it is tracked. Raises SearchInputError.
 
@@ -133,12 +146,8 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     search id); a new search always gets a new id, so it never touches an earlier search's runs.
     Before a resume, Tune's saved state is checked and, when the crash cut it off, put back
     from the copy ``StateSnapshot`` keeps (the only change made to the run directory here)."""
-    name = space.name if options.name is None else options.name  # --name '' is refused, not ignored
-    if not is_search_name(name):
-        raise SearchInputError(f"--name: {SEARCH_NAME_RULE}, but got {name!r}")
-    location = RunLocation(options.storage, name)
-    if (problem := location.unusable()) is not None:
-        raise SearchInputError(f"--storage: {problem}")
+    location = search_location(space, options)
+    name = location.name
     started = _tune_began_in(location)
     meta = read_meta(location)
     if options.resume and not started:

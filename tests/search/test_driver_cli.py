@@ -22,6 +22,7 @@ from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
+from search.driver import RunLocation, hold_run_directory
 from search.driver._state import KEPT_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -305,6 +306,24 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/acc_mean")]
         assert sorted(steps) == [1, 2, 3], (run.data.tags["trial_id"], steps)
+
+
+def test_a_second_run_of_a_running_search_exits_2_and_a_killed_one_holds_nothing(
+    tmp_path: Path, searches, no_ray, capsys
+):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = searches.start(_cli(SPACE, tmp_path, uri, "--num-cpus", "2"))
+    for line in searches.lines(first):
+        if " epoch 1/3 " in line:
+            break
+    # the same command in a second terminal: it would run the search's trials a second time
+    assert main(["run", str(SPACE), "--storage", str(tmp_path / "runs"), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert f"one `search run` at a time per search, but got another running the one in {tmp_path / 'runs' / 'tiny'}" in err
+    assert f"(process {first.pid} on " in err and "Traceback" not in err
+    searches.kill(first)
+    with hold_run_directory(RunLocation(str(tmp_path / "runs"), "tiny")):  # released by the kernel
+        pass
 
 
 def test_sigterm_to_a_running_search_stops_it_as_ctrl_c_does(tmp_path: Path, searches):
