@@ -36,19 +36,22 @@ def _scheme(tracking_uri: str) -> str:
 def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
     """A URI of an MLflow store this process can use: an MLflow server (http(s)://, databricks), a
     database whose SQLAlchemy driver is installed here (postgresql://, mysql://, mssql://, each
-    with an optional +driver), or a SQLite file (sqlite:///PATH) this user can write if
-    ``writing``. MLflow would take others for a folder (its file store, retired in MLflow 3) or
-    fail with a traceback, for a search only once Ray has started."""
+    with an optional +driver), a SQLite file (sqlite:///PATH) this user can write if ``writing``,
+    or a scheme an installed MLflow plugin serves. MLflow would take others for a folder (its file
+    store, which MLflow 3 refuses unless MLFLOW_ALLOW_FILE_STORE is set, and losstune does not
+    support) or fail with a traceback, for a search only once Ray has started."""
     scheme = _scheme(tracking_uri)
-    if scheme in _REMOTE_SCHEMES:
+    if scheme in _REMOTE_SCHEMES or scheme in _plugin_schemes():
         return
     if scheme == "sqlite":
         db = sqlite_path(tracking_uri)
-        if db is None or str(db) in ("", ":memory:"):
+        if db is None:
             raise TrackingUriError(
                 "a SQLite store in a file (sqlite:///relative/path.db, sqlite:////absolute/path.db), "
                 f"but got {tracking_uri!r}"
             )
+        if db.is_dir():
+            raise TrackingUriError(f"a SQLite store in a file, but got {tracking_uri!r}, a folder")
         # SQLite writes a journal beside the store
         problem = why_unwritable(db) or (why_unwritable(db.parent) if db.exists() else None)
         if writing and problem is not None:
@@ -69,6 +72,13 @@ def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
         "an MLflow tracking URI: an MLflow server (http://HOST:5000, started with mlflow/serve), a "
         f"database (postgresql://, mysql://, mssql://) or a SQLite file (sqlite:///PATH.db), but got {tracking_uri!r}"
     )
+
+
+def _plugin_schemes() -> set[str]:
+    """The URI schemes installed MLflow plugins add tracking stores for (their entry points)."""
+    from importlib.metadata import entry_points
+
+    return {entry.name for entry in entry_points(group="mlflow.tracking_store")}
 
 
 def check_tracking_uri(tracking_uri: str, *, cluster: bool) -> None:

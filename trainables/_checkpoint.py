@@ -129,10 +129,14 @@ def load_checkpoint(
 ) -> Progress:
     """Restore a checkpoint into the model, optimiser, scaler, RNGs and ``hooks``; the progress."""
     # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
+    if not path.is_file():
+        raise CheckpointError(path, "a folder or other non-file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(payload, dict) or not _PAYLOAD_KEYS <= set(payload):
             raise ValueError(f"a mapping of {', '.join(sorted(_PAYLOAD_KEYS))}")
+    except (OSError, MemoryError):  # reading failed, which may pass (a retried trial reads it again)
+        raise
     except Exception as exc:  # noqa: BLE001 - torch's weights-only unpickler meets junk with any error
         raise CheckpointError(path, f"{type(exc).__name__}: {exc}") from None
     # Through the schema, so a checkpoint written under older flat key names compares equal.

@@ -103,8 +103,8 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
     from search.driver import (
         SearchInputError,
         SearchOptions,
+        RunDirectoryHold,
         check_resources,
-        hold_run_directory,
         import_run_in_background,
         plan_search,
         prepare_data,
@@ -125,7 +125,9 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
     from trainables.data.vimh import progress_bar
 
     try:
-        held.enter_context(hold_run_directory(search_location(space, options)))
+        hold = RunDirectoryHold(search_location(space, options))
+        held.callback(hold.release)
+        hold.take(make=False)  # before the search's state is read: a resume may repair it
         plan = plan_search(space, options)
         if plan.finished:  # --resume of a finished search: its summary again, without Ray or MLflow
             from search.driver import run_search
@@ -134,6 +136,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         # Where the search logs, checked before the data set is loaded and before Ray starts.
         check_tracking_uri(plan.tracking_uri, cluster=address is not None)
         check_reachable(plan.tracking_uri)
+        hold.take(make=True)  # the options are valid: the storage folder may be made now
         data = prepare_data(space, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
         if args.dashboard:
             _ray.check_dashboard()

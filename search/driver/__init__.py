@@ -19,7 +19,7 @@ from search.driver._plan import (
     read_meta,
     search_location,
 )
-from search.driver._lock import hold_run_directory
+from search.driver._lock import RunDirectoryHold
 from search.driver._storage import RunLocation, is_uri
 from search.driver._trainable import FINAL_KEY, make_trainable
 
@@ -54,6 +54,7 @@ def import_run_in_background() -> threading.Thread:
 
 __all__ = [
     "FINAL_KEY",
+    "RunDirectoryHold",
     "RunLocation",
     "SearchInputError",
     "SearchOptions",
@@ -61,7 +62,6 @@ __all__ = [
     "SearchPlan",
     "TrialSummary",
     "check_resources",
-    "hold_run_directory",
     "import_run_in_background",
     "is_uri",
     "make_trainable",

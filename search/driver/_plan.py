@@ -196,7 +196,8 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         experiment = space.mlflow.experiment or space.name
         search_id = make_search_id(name)
     try:
-        check_store_uri(tracking_uri, writing=True)
+        if not finished:  # a finished search's summary is printed without MLflow
+            check_store_uri(tracking_uri, writing=True)
     except TrackingUriError as exc:
         recorded = f" (recorded in {location}/{META_FILE})" if meta is not None else ""
         raise SearchInputError(f"{exc}{recorded}") from None

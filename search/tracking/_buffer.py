@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from search.console import warn
-from search.tracking._store import TrackingSettings, create_sqlite_store, is_transient, sqlite_busy, sqlite_path
+from search.tracking._store import TrackingSettings, create_sqlite_store, is_transient, sqlite_may_pass, sqlite_path
 
 __all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text"]
 
@@ -103,12 +103,11 @@ def opened_client(tracking_uri: str) -> Any:
 
 
 def _may_pass(exc: BaseException) -> bool:
-    """Whether opening a SQLite store failed in a way a later try may not: another process held
-    it (``sqlite_busy``), or the system was short of file handles or lost a network file system
-    for a moment."""
-    busy = sqlite_busy(exc)
-    if busy is not None:
-        return busy
+    """Whether opening a SQLite store failed in a way a later try may not (``sqlite_may_pass``),
+    or the system was short of file handles or lost a network file system for a moment."""
+    passing = sqlite_may_pass(exc)
+    if passing is not None:
+        return passing
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, OSError) and cause.errno in _SYSTEM_MAY_PASS:

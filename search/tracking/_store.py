@@ -48,7 +48,7 @@ __all__ = [
     "make_search_id",
     "resolve_tracking_uri",
     "search_all_runs",
-    "sqlite_busy",
+    "sqlite_may_pass",
     "sqlite_path",
     "use_buffered_requests",
 ]
@@ -116,10 +116,12 @@ def resolve_tracking_uri(*, cli: str | None, space: str | None, environ: Mapping
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
+    """The file of a SQLite store's URI; None for another store and for SQLite's in-memory one."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
-    return Path(unquote(urlparse(tracking_uri).path)[1:])
+    path = unquote(urlparse(tracking_uri).path)[1:]
+    return Path(path) if path not in ("", ":memory:") else None
 
 
 def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -> None:
@@ -137,8 +139,6 @@ def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from sqlalchemy.engine import URL
 
-    if str(db) in ("", ":memory:"):  # SQLite's in-memory store: no file
-        return
     prefix = f".{db.name}.new-{socket.gethostname()}-"
     _remove_abandoned(db.parent, prefix)
     if db.exists():
@@ -267,9 +267,9 @@ def is_transient(exc: BaseException) -> bool:
     server answered with otherwise (an invalid value, a missing run) is final."""
     from mlflow.exceptions import MlflowException
 
-    busy = sqlite_busy(exc)
-    if busy is not None:  # a SQLite store: MLflow calls each of its errors TEMPORARILY_UNAVAILABLE
-        return busy
+    passing = sqlite_may_pass(exc)
+    if passing is not None:  # a SQLite store: MLflow calls each of its errors TEMPORARILY_UNAVAILABLE
+        return passing
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, OSError):  # requests' and urllib3's errors, sockets
@@ -278,17 +278,21 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES
 
 
-def sqlite_busy(exc: BaseException) -> bool | None:
-    """Whether a SQLite error behind ``exc`` says another process held the store (SQLITE_BUSY,
-    SQLITE_LOCKED: a later try may pass) rather than what every try meets (a read-only file, a
-    missing table, not a database); None when no SQLite error is behind it."""
+def sqlite_may_pass(exc: BaseException) -> bool | None:
+    """Whether a SQLite error behind ``exc`` may pass on a later try: another process held the
+    store (SQLITE_BUSY, SQLITE_LOCKED), the disk or a network file system failed for a moment
+    (SQLITE_IOERR, SQLITE_PROTOCOL, SQLITE_CANTOPEN: also out of file handles), the disk was full
+    (SQLITE_FULL). What every try meets is final: a read-only file, a missing table, not a
+    database. None when no SQLite error is behind ``exc``."""
     import sqlite3
 
+    passing = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_PROTOCOL,
+               sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FULL}
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, sqlite3.Error):
             # the low byte: the primary code of an extended one (SQLITE_BUSY_SNAPSHOT)
-            return (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            return (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in passing
         # SQLAlchemy's errors hold the driver's as ``orig``
         cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
     return None

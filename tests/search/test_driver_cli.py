@@ -22,7 +22,7 @@ from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
-from search.driver import RunLocation, hold_run_directory
+from search.driver import RunDirectoryHold, RunLocation
 from search.driver._state import KEPT_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -322,8 +322,9 @@ def test_a_second_run_of_a_running_search_exits_2_and_a_killed_one_holds_nothing
     assert f"one `search run` at a time per search, but got another running the one in {tmp_path / 'runs' / 'tiny'}" in err
     assert f"(process {first.pid} on " in err and "Traceback" not in err
     searches.kill(first)
-    with hold_run_directory(RunLocation(str(tmp_path / "runs"), "tiny")):  # released by the kernel
-        pass
+    hold = RunDirectoryHold(RunLocation(str(tmp_path / "runs"), "tiny"))
+    hold.take(make=False)  # released by the kernel
+    hold.release()
 
 
 def test_sigterm_to_a_running_search_stops_it_as_ctrl_c_does(tmp_path: Path, searches):

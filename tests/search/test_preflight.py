@@ -134,6 +134,8 @@ def test_an_unreachable_tracking_server_exits_2_before_ray_starts(cli, capsys):
         ("mlruns", "an MLflow tracking URI: an MLflow server"),  # MLflow's file store, retired in MLflow 3
         ("file:///tmp/mlruns", "an MLflow tracking URI: an MLflow server"),
         ("sqlite://", "a SQLite store in a file"),  # in memory: the search's runs would end with it
+        ("sqlite:///", "a SQLite store in a file"),
+        ("sqlite:///:memory:", "a SQLite store in a file"),
         ("sqlite:foo.db", "a SQLite store in a file"),
         ("postgresql+nosuchdriver://db/mlflow", "a database URI whose driver is installed here"),
     ],
@@ -156,6 +158,8 @@ def test_a_sqlite_store_must_be_writable_to_log_to_but_not_to_read(tmp_path, mon
         check_store_uri(f"sqlite:///{db}", writing=True)
     assert str(error.value).endswith(f"{db} is not writable by this user")
     check_store_uri(f"sqlite:///{db}", writing=False)  # a report only reads
+    with pytest.raises(TrackingUriError, match="a SQLite store in a file, but got .*, a folder"):
+        check_store_uri(f"sqlite:///{tmp_path}", writing=False)
     (tmp_path / "a-file").write_text("")
     with pytest.raises(TrackingUriError, match="the file .*a-file is in the way"):
         check_store_uri(f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}", writing=True)

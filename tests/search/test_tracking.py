@@ -224,6 +224,36 @@ def test_transient_errors_are_told_by_their_cause_and_code_not_their_text():
     assert not tracking.is_transient(ValueError("a bug"))
 
 
+def test_a_sqlite_stores_errors_are_retried_only_when_a_retry_may_pass(tmp_path: Path):
+    # MLflow raises each SQLite error as TEMPORARILY_UNAVAILABLE: the SQLite error behind it decides
+    import sqlite3
+
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    def as_mlflow_raises(error: sqlite3.Error) -> MlflowException:
+        wrapped = sqlalchemy.exc.OperationalError("SELECT ...", {}, error)
+        return _raised_while_handling(wrapped, MlflowException(str(wrapped), error_code=TEMPORARILY_UNAVAILABLE))
+
+    db = tmp_path / "store.db"
+    sqlite3.connect(db).execute("CREATE TABLE t (x)")
+    db.chmod(0o444)
+    readonly = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as no_table:  # what every try meets
+        readonly.execute("SELECT * FROM missing")
+    with pytest.raises(sqlite3.OperationalError) as read_only:
+        readonly.execute("INSERT INTO t VALUES (1)")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError) as busy:  # another process writing
+        sqlite3.connect(db, timeout=0).execute("SELECT * FROM t")
+    holder.execute("ROLLBACK")
+    assert tracking.is_transient(as_mlflow_raises(busy.value))
+    assert not tracking.is_transient(as_mlflow_raises(no_table.value))
+    assert not tracking.is_transient(as_mlflow_raises(read_only.value))
+
+
 def test_a_store_opened_in_the_background_is_ready_for_the_search_and_leaves_errors_to_it(tmp_path: Path):
     db = tmp_path / "new" / "mlflow.db"  # neither the folder nor the store exists yet
     opening = tracking.open_store_in_background(f"sqlite:///{db}")
