@@ -87,13 +87,13 @@ def resolve_address(address: str | None) -> str | None:
 
     Call before anything imports ``ray``: for a local instance it makes Ray use 127.0.0.1."""
     given = address or os.environ.get("RAY_ADDRESS") or None
-    if given is None:
+    if given is None or given == "local":  # Ray's name for a new local instance
         os.environ.setdefault(_LOOPBACK_ENV, "0")
         return None
     if given != "auto" and not _is_host_port(given.removeprefix("ray://")):
         where = "--address" if address else "RAY_ADDRESS"
-        raise RayOptionError(f"{where}: a Ray cluster's HOST:PORT (its GCS, e.g. 10.0.0.5:6379), ray://HOST:PORT "
-                             f"or auto, but got {given!r}")
+        raise RayOptionError(f"{where}: a Ray cluster's HOST:PORT (its GCS, e.g. 10.0.0.5:6379), ray://HOST:PORT, "
+                             f"auto, or local (a new local instance), but got {given!r}")
     return given
 
 

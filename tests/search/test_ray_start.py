@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import search._ray
 from search._ray import (
     MALLOC_TUNABLES,
     TUNE_TRIAL_ENV,
@@ -363,3 +365,25 @@ def test_search_run_runs_its_search_without_tunes_runtime_env_on_the_instance_it
                  "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
     assert code == 0 and seen == [{}]
     assert class_cache.DEFAULT_ENV_VARS == TUNE_TRIAL_ENV  # Tune's again once the search ended
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5:6379", "head-node:6379", "[::1]:6379", "ray://10.0.0.5:10001", "auto"])
+def test_a_cluster_address_ray_takes_is_kept(address: str, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert search._ray.resolve_address(address) == address
+
+
+@pytest.mark.parametrize("address", ["bad", "http://10.0.0.5:8265", "10.0.0.5:99999", "10.0.0.5:", ":6379"])
+def test_an_address_that_is_no_cluster_is_an_error_naming_where_it_came_from(address: str, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(search._ray.RayOptionError, match=f"--address: a Ray cluster's HOST:PORT .* but got '{re.escape(address)}'"):
+        search._ray.resolve_address(address)
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    with pytest.raises(search._ray.RayOptionError, match="RAY_ADDRESS: a Ray cluster's HOST:PORT"):
+        search._ray.resolve_address(None)
+
+
+def test_local_means_a_new_local_instance(monkeypatch):
+    monkeypatch.setenv(search._ray._LOOPBACK_ENV, "0")  # restored after the test, as resolve_address sets it
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert search._ray.resolve_address(None) is None
