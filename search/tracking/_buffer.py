@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from search.console import warn
-from search.tracking._store import TrackingSettings, create_sqlite_store, is_transient, sqlite_may_pass, sqlite_path
+from search.tracking._store import TrackingSettings, causes, create_sqlite_store, is_transient, sqlite_may_pass, sqlite_path
 
 __all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text"]
 
@@ -108,12 +108,7 @@ def _may_pass(exc: BaseException) -> bool:
     passing = sqlite_may_pass(exc)
     if passing is not None:
         return passing
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, OSError) and cause.errno in _SYSTEM_MAY_PASS:
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+    return any(isinstance(cause, OSError) and cause.errno in _SYSTEM_MAY_PASS for cause in causes(exc))
 
 
 _SYSTEM_MAY_PASS = {errno.EMFILE, errno.ENFILE, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR}

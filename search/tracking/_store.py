@@ -10,7 +10,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ __all__ = [
     "TrackingSettings",
     "all_pages",
     "artifact_location",
+    "causes",
     "create_sqlite_store",
     "default_tracking_uri",
     "dimensions_json",
@@ -270,12 +271,18 @@ def is_transient(exc: BaseException) -> bool:
     passing = sqlite_may_pass(exc)
     if passing is not None:  # a SQLite store: MLflow calls each of its errors TEMPORARILY_UNAVAILABLE
         return passing
+    if any(isinstance(cause, OSError) for cause in causes(exc)):  # requests' and urllib3's errors, sockets
+        return True
+    return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES
+
+
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors behind it, nearest first: what it was raised from or while handling,
+    and the driver's error a SQLAlchemy error holds as ``orig``."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, OSError):  # requests' and urllib3's errors, sockets
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES
+        yield cause
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
 
 
 def sqlite_may_pass(exc: BaseException) -> bool | None:
@@ -288,13 +295,10 @@ def sqlite_may_pass(exc: BaseException) -> bool | None:
 
     passing = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_PROTOCOL,
                sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_FULL}
-    cause: BaseException | None = exc
-    while cause is not None:
+    for cause in causes(exc):
         if isinstance(cause, sqlite3.Error):
             # the low byte: the primary code of an extended one (SQLITE_BUSY_SNAPSHOT)
             return (getattr(cause, "sqlite_errorcode", 0) & 0xFF) in passing
-        # SQLAlchemy's errors hold the driver's as ``orig``
-        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
     return None
 
 
