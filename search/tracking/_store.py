@@ -135,9 +135,10 @@ def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -
     complete: a store another process created first is kept, never replaced. Where the file
     system has no hard links, MLflow creates it in place, as before. ``default_artifact_root``: of
     MLflow's Default experiment (None: where MLflow's client puts it; ``mlflow server`` serving
-    artifacts uses ``mlflow-artifacts:/``)."""
-    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    artifacts uses ``mlflow-artifacts:/``). The store is made by MLflow's own factory, so that its
+    settings (``MLFLOW_ENABLE_WORKSPACES``, a server's artifact root) apply as in its client."""
+    # private, but the one place MLflow decides how a SQLAlchemy store is made
+    from mlflow.tracking._tracking_service.utils import _get_sqlalchemy_store
     from sqlalchemy.engine import URL
 
     prefix = f".{db.name}.new-{socket.gethostname()}-"
@@ -147,7 +148,7 @@ def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -
     scratch = db.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}")
     try:
         uri = URL.create("sqlite", database=str(scratch)).render_as_string()
-        SqlAlchemyStore(uri, default_artifact_root or DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH).engine.dispose()
+        _get_sqlalchemy_store(uri, default_artifact_root).engine.dispose()
         try:
             os.link(scratch, db)
         except FileExistsError:  # another process made it first: theirs is kept

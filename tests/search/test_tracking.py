@@ -360,6 +360,16 @@ def test_a_store_another_process_linked_first_is_kept(tmp_path: Path, monkeypatc
     assert MlflowClient(f"sqlite:///{db}").get_experiment_by_name("theirs") is not None
 
 
+def test_a_new_store_takes_the_settings_mlflow_makes_its_stores_with(tmp_path: Path, monkeypatch):
+    # inside `mlflow server`, a store MLflow makes puts the Default experiment's artifacts under
+    # the server's artifact root; ours must be made the same way
+    monkeypatch.setenv("_MLFLOW_SERVER_ARTIFACT_ROOT", "s3://bucket/artifacts")
+    db = tmp_path / "mlflow.db"
+    tracking.create_sqlite_store(db)
+    default = MlflowClient(f"sqlite:///{db}").get_experiment("0")
+    assert default.artifact_location == "s3://bucket/artifacts/0"
+
+
 def test_a_sqlite_store_that_exists_is_opened_as_it_is(tmp_path: Path):
     db = tmp_path / "mlflow.db"
     first = tracking._buffer.mlflow_client(f"sqlite:///{db}")
