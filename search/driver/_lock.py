@@ -44,6 +44,7 @@ class RunDirectoryHold:
     def __init__(self, location: RunLocation) -> None:
         self.location = location
         self._fd: int | None = None
+        self._wrote = False  # whether the lock file names this process
 
     @property
     def _path(self) -> str:
@@ -78,10 +79,12 @@ class RunDirectoryHold:
         if writable:  # who holds it, for the message of the next one that tries
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        self._fd = fd
+        self._fd, self._wrote = fd, writable
 
     def release(self) -> None:
         if self._fd is not None:
+            if self._wrote:  # a later holder that cannot write the file must not be taken for this process
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
 

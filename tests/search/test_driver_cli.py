@@ -22,7 +22,7 @@ from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
-from search.driver import RunDirectoryHold, RunLocation
+from search.driver import RunDirectoryHold, RunLocation, SearchInputError
 from search.driver._state import KEPT_DIR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -324,6 +324,36 @@ def test_a_second_run_of_a_running_search_exits_2_and_a_killed_one_holds_nothing
     searches.kill(first)
     hold = RunDirectoryHold(RunLocation(str(tmp_path / "runs"), "tiny"))
     hold.take(make=False)  # released by the kernel
+    hold.release()
+
+
+def test_a_holder_that_cannot_write_the_lock_file_holds_it_and_is_not_named_as_an_earlier_one(tmp_path: Path):
+    # a storage folder a team shares: the lock file is another user's, so it is opened read-only
+    # (root takes the part of that user by giving up its right to write any file: setpriv)
+    location = RunLocation(str(tmp_path / "runs"), "tiny")
+    earlier = RunDirectoryHold(location)
+    earlier.take(make=True)  # an earlier search, ended: it named itself in the file
+    earlier.release()
+    lock_file = tmp_path / "runs" / ".tiny.lock"
+    lock_file.chmod(0o444)
+    as_another_user = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    holder = subprocess.Popen(
+        [*as_another_user, sys.executable, "-c",
+         "import sys; from search.driver import RunDirectoryHold, RunLocation;"
+         f"RunDirectoryHold(RunLocation({str(tmp_path / 'runs')!r}, 'tiny')).take(make=False);"
+         "print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(SearchInputError) as error:
+            RunDirectoryHold(location).take(make=False)
+        assert "(another process)" in str(error.value)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    hold = RunDirectoryHold(location)
+    hold.take(make=False)
     hold.release()
 
 
