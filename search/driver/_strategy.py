@@ -163,10 +163,19 @@ class _Optuna(OptunaSearch):
 
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
+        multi = isinstance(mode, list)
         for trial in self._warm:
-            values = {"values": list(trial.values)} if isinstance(mode, list) else {"value": trial.values[0]}
+            if trial.stopped:
+                # as on_pause tells a trial paused at a rung (Optuna keeps no intermediate values
+                # of a multi-objective trial: TPE would rank them by the study's one direction)
+                told: dict[str, Any] = {
+                    "state": optuna.trial.TrialState.PRUNED,
+                    "intermediate_values": {} if multi else dict(trial.curve),
+                }
+            else:
+                told = {"values": list(trial.values)} if multi else {"value": trial.values[0]}
             self._ot_study.add_trial(
-                optuna.trial.create_trial(params=trial.params, distributions=trial.distributions, **values)
+                optuna.trial.create_trial(params=trial.params, distributions=trial.distributions, **told)
             )
 
     def suggest(self, trial_id: str) -> dict | None:

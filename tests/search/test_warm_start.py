@@ -12,9 +12,10 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from search.driver import SearchInputError, SearchOptions, plan_search
 from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
-from search.driver._warm import WarmTrial, fitting_params
+from search.driver._warm import DoesNotFit, WarmTrial, check_fit, fitting_params, read_warm_start
 from search.space import load_space
 
+from .conftest import start_toy_search
 from .test_driver import FIXED_HEADS, search, write_space
 
 TWO_POINTS = """\
@@ -98,6 +99,65 @@ def test_a_config_fits_a_space_only_with_values_it_may_draw_and_its_constants(tm
     assert fitting_params(space, {**config, "heads.digit.loss": "ordinal"}) is None  # an option not offered
     assert fitting_params(space, {**config, "train.epochs": 30}) is None  # another budget
     assert fitting_params(space, {**config, "heads.thickness.loss": True}) is None  # a choice of another type
+    # a head since removed: its loss computed a mean over heads this space does not have
+    with pytest.raises(DoesNotFit) as misfit:
+        check_fit(space, {**config, "heads.extra.loss": "ce"})
+    assert (misfit.value.key, misfit.value.here, misfit.value.there) == ("heads.extra.loss", None, "ce")
+    with pytest.raises(DoesNotFit) as misfit:
+        check_fit(space, {**config, "heads.digit.focal.gamma": 2.5})
+    assert (misfit.value.key, misfit.value.here, misfit.value.there) == ("heads.digit.focal.gamma", "a number in [1.0, 2.0]", "2.5")
+
+
+def _earlier_search(uri: str, name: str, trials) -> str:
+    """A finished search of ``trials`` (trial id, flat config, val/acc_mean per epoch, end state),
+    logged as the driver logs one; its search id."""
+    tracker = start_toy_search(uri, name=name)
+    for trial_id, config, curve, state in trials:
+        tracker.trial_started(trial_id, config)
+        for epoch, value in enumerate(curve, 1):
+            tracker.log_epoch(trial_id, {"epoch": epoch, "val/acc_mean": value}, epoch=epoch)
+        if state == "finished":
+            tracker.log_final(trial_id, {"best_epoch": 1 + curve.index(max(curve))}, epoch=len(curve))
+        tracker.trial_ended(trial_id, state=state, reason=state)
+    tracker.end_search(end="finished")
+    return tracker.settings.search_id
+
+
+def test_warm_trials_stopped_early_enter_as_pruned_with_their_curve_and_each_point_once(tmp_path: Path, toy_store: Path):
+    space = load_space(write_space(tmp_path))
+    uri = f"sqlite:///{toy_store / 'mlflow.db'}"
+    finished, stopped = space.sample(seed=0), space.sample(seed=1)
+    assert fitting_params(space, finished)[0] != fitting_params(space, stopped)[0]
+    search_id = _earlier_search(uri, "pruned-warm", [
+        ("a", stopped, [0.3, 0.35], "stopped_early"),
+        ("b", finished, [0.5, 0.7, 0.6], "finished"),
+        ("c", stopped, [0.3, 0.35, 0.5], "finished"),  # the stopped point, run to its end again
+        ("d", finished, [0.5, 0.7, 0.6], "finished"),  # a repeat: the same point, the same values
+        ("e", {**finished, "heads.extra.loss": "ce"}, [0.9, 0.9, 0.9], "finished"),  # a head since removed
+        ("f", space.sample(seed=2), [0.2], "stopped_early"),
+    ])
+    warm = read_warm_start(space, tracking_uri=uri, selector=search_id)
+    assert (len(warm.trials), warm.repeats, warm.unfit, warm.unscored) == (3, 2, 1, 0)
+    assert "3 scored trial(s)" in warm.note() and "1 of them stopped early (told as pruned)" in warm.note()
+    limited, _ = build_searcher(space, DefineByRun(space, threads=1), warm=warm.trials)
+    study = limited.searcher._ot_study
+    assert len(study.trials) == 3
+    states = sorted((t.state.name, t.value, dict(t.intermediate_values)) for t in study.trials)
+    # a value of fewer epochs is not a final value: TPE ranks a pruned trial by its last step
+    assert states == [("COMPLETE", 0.5, {}), ("COMPLETE", 0.7, {}), ("PRUNED", None, {1: 0.2})]
+
+
+def test_a_warm_start_that_fits_nothing_names_the_most_common_difference(tmp_path: Path, toy_store: Path):
+    space = load_space(write_space(tmp_path))
+    uri = f"sqlite:///{toy_store / 'mlflow.db'}"
+    here = space.sample(seed=0)["train.epochs"]
+    search_id = _earlier_search(uri, "other-budget", [
+        (trial_id, {**space.sample(seed=seed), "train.epochs": 99}, [0.5], "finished")
+        for trial_id, seed in (("a", 0), ("b", 1))
+    ])
+    with pytest.raises(SearchInputError, match=rf"has none \(2 outside this space, 0 failed or unfinished\); "
+                                               rf"most often train.epochs: {here} here, 99 there \(2 trial\(s\)\)"):
+        read_warm_start(space, tracking_uri=uri, selector=search_id)
 
 
 def test_warm_start_names_an_earlier_search_with_the_same_objectives(tmp_path: Path, toy_store: Path):
@@ -135,3 +195,17 @@ def test_a_search_warm_started_from_an_earlier_one_learns_from_its_trials(ray_se
     # the two learning rates trained before are known: the new search trains the third
     assert [t.config["train.lr"] for t in second.trials] == [0.1]
     assert math.isfinite(second.trials[0].values[0])
+
+
+def test_a_stopped_warm_trial_of_a_multi_objective_search_is_pruned_without_a_curve(tmp_path: Path):
+    # Optuna keeps no intermediate values of a multi-objective trial (TPE would ask for the
+    # study's one direction to rank them)
+    space = load_space(write_space(tmp_path, search="{num_samples: 4, sampler: tpe, scheduler: none, seed: 0}",
+                                   objective="[{metric: val/acc_mean, mode: max}, {metric: val/energy, mode: min}]"))
+    configs = [space.sample(seed=seed) for seed in range(8)]
+    warm = [WarmTrial(*fitting_params(space, c), values=(0.5 + i / 10, 0.1)) for i, c in enumerate(configs[:3])]
+    warm += [WarmTrial(*fitting_params(space, c), values=(), curve=((1, 0.2),)) for c in configs[3:]]
+    limited, _ = build_searcher(space, DefineByRun(space, threads=1), warm=warm)
+    study = limited.searcher._ot_study
+    assert [(t.state.name, dict(t.intermediate_values)) for t in study.trials[3:]] == [("PRUNED", {})] * 5
+    assert limited.searcher.suggest("next") is not None  # TPE samples from the model with them
