@@ -33,6 +33,8 @@ EXAMPLES = textwrap.dedent(
     Writes report.md/.txt, trials.csv, loss_types.csv, importance.csv and the figures
     objective.png, loss_types.png, importance.png, learning_curves.png (pareto.png with several
     objectives) to --out, and logs them as artifacts (report/) of the search's parent run.
+    losstune-report.json in the folder names the search: a later report of that search replaces
+    its files; a folder holding another search's report or other files is refused (exit 2).
     MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > the store
     the search recorded in <storage>/<name>/losstune.json > mlflow/mlflow.db.
     Exit status: 0 written, 1 MLflow failed (unreachable, upload refused), 2 no such store or search.
@@ -72,32 +74,66 @@ def _space_fields(path: Path) -> tuple[str | None, str | None]:
     return (str(name) if name else path.stem), mlflow.get("tracking_uri")
 
 
-def _recorded_uri(storage: str, name: str | None) -> str | None:
-    """The store a search of this name recorded in its run directory (``losstune.json``)."""
+def _recorded(storage: str, name: str | None) -> tuple[Any, dict[str, Any]] | None:
+    """The run directory ``<storage>/<name>`` and its ``losstune.json`` (the search run there:
+    its id and store); None when there is none."""
     from search.driver import RunLocation, read_meta
     from search.space import is_search_name
 
     if not name or not is_search_name(name):
         return None
+    location = RunLocation(storage, name)
     try:
-        meta = read_meta(RunLocation(storage, name))
+        meta = read_meta(location)
     except (OSError, ValueError, NotImplementedError):  # a URI no file system opens, a store not reached
         return None
-    return meta["tracking_uri"] if meta is not None else None
+    return None if meta is None else (location, meta)
 
 
-def run(args: argparse.Namespace) -> int:
-    from search.report import ReportError, load_search, log_report, open_store, write_report
+def _default_out(args: argparse.Namespace, search: Any, run_dir: Any) -> tuple[Path | None, str | None]:
+    """(the report's folder when --out is not given, or None and why there is none): in the run
+    directory the search was selected by, else in the one its id names."""
+    from search.driver import is_uri
+    from search.report import run_directory_name
+    from search.space import SEARCH_NAME_RULE
+
+    if is_uri(args.storage):
+        return None, f"--out DIR: the report is written to a folder here, and --storage is a URI ({args.storage})"
+    name = run_dir.name if run_dir is not None else run_directory_name(search)
+    if name is None:
+        return None, (
+            f"--out DIR: the default folder <storage>/<name>/report needs {SEARCH_NAME_RULE} from the search, "
+            f"but got neither from search id {search.search_id!r} nor from its parent run's name {search.name!r}"
+        )
+    return Path(args.storage) / name / "report", None
+
+
+def _selection(args: argparse.Namespace) -> tuple[str | None, str | None, Any]:
+    """(selector, tracking URI, the run directory the selection was recorded in or None). A space
+    file selects by its name and store. A search name whose run directory ``<storage>/<name>``
+    recorded a search in this store selects that search by id: the store may hold several
+    searches of the name, and the report then goes to that run directory."""
     from search.tracking import resolve_tracking_uri
 
     selector, space_uri = args.search, None
     if selector and selector.endswith((".yaml", ".yml")):
-        try:
-            selector, space_uri = _space_fields(Path(selector))
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return exit_codes.INVALID
-    uri = resolve_tracking_uri(cli=args.tracking_uri, space=space_uri or _recorded_uri(args.storage, selector))
+        selector, space_uri = _space_fields(Path(selector))
+    recorded = _recorded(args.storage, selector)
+    meta = recorded[1] if recorded is not None else {}
+    uri = resolve_tracking_uri(cli=args.tracking_uri, space=space_uri or meta.get("tracking_uri"))
+    if recorded is None or meta["tracking_uri"] != uri:
+        return selector, uri, None
+    return meta["search_id"], uri, recorded[0]
+
+
+def run(args: argparse.Namespace) -> int:
+    from search.report import ReportError, load_search, log_report, open_store, write_report
+
+    try:
+        selector, uri, run_dir = _selection(args)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.INVALID
 
     from mlflow.exceptions import MlflowException
 
@@ -114,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     except TrackingUriError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.FAILED
+    if run_dir is not None:
+        print(f"note: {run_dir}/losstune.json records search {selector}; reporting it")
     try:
         client = open_store(uri)
         search, notes = load_search(client, tracking_uri=uri, selector=selector)
@@ -125,18 +163,15 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.FAILED
     for note in notes:
         print(f"note: {note}")
-    from search.driver import is_uri
-
-    if args.out:
-        out_dir = Path(args.out)
-    elif is_uri(args.storage):
-        print(f"error: --out DIR: the report is written to a folder here, and --storage is a URI ({args.storage})",
-              file=sys.stderr)
+    out_dir, why_not = (Path(args.out), None) if args.out else _default_out(args, search, run_dir)
+    if out_dir is None:
+        print(f"error: {why_not}", file=sys.stderr)
         return exit_codes.INVALID
-    else:
-        out_dir = Path(args.storage) / search.name / "report"
     try:
         report = write_report(search, out_dir)
+    except ReportError as exc:
+        print(f"error: --out: {exc}; name another folder with --out DIR", file=sys.stderr)
+        return exit_codes.INVALID
     except OSError as exc:
         print(f"error: --out: a folder this user can write the report to, but got {exc}", file=sys.stderr)
         return exit_codes.INVALID

@@ -16,6 +16,7 @@ from search.report._load import (
     find_search,
     load_search,
     open_store,
+    run_directory_name,
 )
 from search.report._plots import front_label, pareto_set
 from search.report._tables import (
@@ -30,6 +31,7 @@ from search.report._tables import (
 from search.report._write import (
     ARTIFACT_PATH,
     FIGURES,
+    MARKER,
     PARETO_FIGURE,
     PARETO_TABLE,
     WEIGHTING_FIGURE,
@@ -50,6 +52,7 @@ __all__ = [
     "WEIGHTS_PREFIX",
     "Objective",
     "Report",
+    "MARKER",
     "ReportError",
     "SearchRecord",
     "Table",
@@ -64,6 +67,7 @@ __all__ = [
     "pareto_set",
     "pareto_table",
     "ranked",
+    "run_directory_name",
     "trial_table",
     "weighting_table",
     "write_report",

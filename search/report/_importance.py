@@ -8,12 +8,13 @@ the trials that chose that loss, so they drop out and the loss switch itself is 
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from search._optuna import quiet_optuna
-from search.report._load import SearchRecord, TrialRecord
+from search.report._load import SearchRecord, TrialRecord, is_value
+from search.report._tables import scored
 from search.space._distributions import Choice, Distribution, IntRange, LogUniform
 
 __all__ = ["parameter_importance"]
@@ -47,13 +48,15 @@ def _searched_keys(trials: Sequence[TrialRecord]) -> list[str]:
 
 
 def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int = 0) -> dict[str, float] | str:
-    """fANOVA importance (normalised to sum 1) of the parameters every scored trial has, for
-    objective number ``objective``; or why it cannot be computed."""
-    trials = [t for t in search.trials if t.values[objective] is not None and math.isfinite(t.values[objective])]
+    """fANOVA importance (normalised to sum 1) of the parameters every scored trial (finished or
+    stopped, as for the best trial) has, for objective number ``objective``; or why it cannot be
+    computed (too few trials, nothing varied, the evaluator failed)."""
+    metric = search.objectives[objective].metric
+    trials = [t for t in scored(search.trials, objective=objective) if is_value(t.values[objective])]
     if len(trials) < 2:
-        return f"needs at least 2 trials with a value of {search.objectives[objective].metric}, but got {len(trials)}"
+        return f"needs at least 2 finished or stopped trials with a value of {metric}, but got {len(trials)}"
     if len({t.values[objective] for t in trials}) < 2:
-        return f"every trial has the same {search.objectives[objective].metric}: nothing to explain"
+        return f"every trial has the same {metric}: nothing to explain"
     distributions: dict[str, Any] = {}
     for key in _searched_keys(trials):
         dist = _distribution([t.params[key] for t in trials], (search.dimensions or {}).get(key))
@@ -61,12 +64,23 @@ def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int 
             distributions[key] = dist
     if not distributions:
         return "needs a parameter that every trial has and that differs between trials, but got none"
+    try:
+        return _fanova(search, trials, distributions=distributions, objective=objective, seed=seed)
+    except Exception as exc:  # noqa: BLE001 - importance is one part of the report; the rest stands without it
+        said = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"could not be computed: Optuna's fANOVA evaluator failed ({said})"
 
+
+def _fanova(
+    search: SearchRecord, trials: Sequence[TrialRecord], *, distributions: dict[str, Any], objective: int, seed: int
+) -> dict[str, float]:
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     direction = "maximize" if search.objectives[objective].mode == "max" else "minimize"
-    with quiet_optuna():
+    # numpy's overflow warnings on extreme values say nothing the returned reason does not.
+    with quiet_optuna(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         study = optuna.create_study(direction=direction)
         study.add_trials(
             [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.space import from_json
+from search.space import from_json, is_search_name
 from trainables.flat_keys import WEIGHTS_PREFIX
 from search.space._distributions import Distribution
 from search.tracking import (
@@ -34,6 +35,7 @@ from search.tracking import (
     all_pages,
     opened_client,
     search_all_runs,
+    search_name_of,
     sqlite_path,
 )
 
@@ -45,8 +47,10 @@ __all__ = [
     "SearchRecord",
     "TrialRecord",
     "find_search",
+    "is_value",
     "load_search",
     "open_store",
+    "run_directory_name",
 ]
 
 _RUN_NAME_TAG = "mlflow.runName"
@@ -115,6 +119,10 @@ def open_store(tracking_uri: str) -> Any:
     db = sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
         raise ReportError(f"an existing MLflow store, but got no file {db} (tracking URI {tracking_uri})")
+    # SQLite takes an empty file for an empty database, and MLflow would create its tables in it:
+    # a report only reads, and must not turn the user's file into a store.
+    if db is not None and db.stat().st_size == 0:
+        raise ReportError(f"an existing MLflow store, but got the empty file {db} (tracking URI {tracking_uri})")
     try:
         return opened_client(tracking_uri)
     except StoreError as exc:
@@ -195,6 +203,13 @@ def _objectives(parent: Any, trial_params: Sequence[Mapping[str, Any]]) -> tuple
     for params in trial_params:
         if "objective.metric" in params:
             return (Objective(str(params["objective.metric"]), str(params.get("objective.mode", "max"))),)
+    if not parent.data.params:
+        # The driver logs the settings just after it starts the parent run.
+        raise ReportError(
+            f"a search that has recorded its settings (its objectives), but search "
+            f"{parent.data.tags.get(TAG_SEARCH_ID)} (run {parent.info.run_id}) has recorded none yet: "
+            "it is starting; report it again in a moment"
+        )
     raise ReportError(
         f"a search whose runs name their objective (parent param objective.0), but got none in run {parent.info.run_id}"
     )
@@ -213,18 +228,25 @@ def _state(run: Any) -> str:
     return status
 
 
+def is_value(value: float) -> bool:
+    """Whether a logged metric value counts: not NaN and not infinite. MLflow's SQL store saves
+    +-inf as +-sys.float_info.max, so a diverged trial's infinity reads back as that finite number."""
+    return math.isfinite(value) and abs(value) < sys.float_info.max
+
+
 def _history(client: Any, run_id: str, key: str) -> dict[int, float]:
     """step -> value; the last value logged at a step wins (a retried epoch)."""
     values: dict[int, float] = {}
     for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.timestamp):
-        if math.isfinite(m.value):
+        if is_value(m.value):
             values[m.step] = m.value
     return values
 
 
 def _best_epoch(curve: Mapping[int, float], objective: Objective, final_best: float | None) -> int | None:
-    # The trainer's own choice once the trial has ended (test metrics come from that epoch).
-    if final_best is not None and int(final_best) in curve:
+    # The trainer's own choice once the trial has ended (test metrics come from that epoch); a
+    # NaN or infinite one (a trial that diverged before its first best) names no epoch.
+    if final_best is not None and is_value(final_best) and int(final_best) in curve:
         return int(final_best)
     best = None
     for epoch in sorted(curve):
@@ -258,7 +280,7 @@ def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequ
     weights = {
         key[len(WEIGHTS_PREFIX) :]: value
         for key, value in latest.items()
-        if key.startswith(WEIGHTS_PREFIX) and math.isfinite(value)
+        if key.startswith(WEIGHTS_PREFIX) and is_value(value)
     }
     return TrialRecord(
         trial_id=run.data.tags.get(TAG_TRIAL_ID, run.info.run_name),
@@ -303,6 +325,19 @@ def _dimensions(client: Any, run_id: str) -> dict[str, Distribution] | None:
         return {key: from_json(form) for key, form in json.loads(text).items()}
     except Exception:  # noqa: BLE001 - optional (parameter scales): the report works without it
         return None
+
+
+def run_directory_name(search: SearchRecord) -> str | None:
+    """The name of the search's run directory (``<storage>/<name>``): the name its id was made
+    from, else the parent run's name where the id starts with it; None when neither is a search
+    name. The parent run's name alone is free text (renamed in the MLflow UI to ``../x``, say)
+    and never names a folder."""
+    generated = search_name_of(search.search_id)
+    if generated is not None and is_search_name(generated):
+        return generated
+    if is_search_name(search.name) and search.search_id.startswith(f"{search.name}-"):
+        return search.name
+    return None
 
 
 def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) -> tuple[SearchRecord, list[str]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from search.report._load import Objective, SearchRecord, TrialRecord
 from search import ranking
-from search.report._tables import ENERGY_WEIGHT, WEIGHTING_STRATEGY, group_trials, ranked, weighting_strategy
+from search.report._tables import ENERGY_WEIGHT, WEIGHTING_STRATEGY, group_trials, ranked, scored, weighting_strategy
 
 __all__ = [
     "front_label",
@@ -58,18 +58,42 @@ def _save(figure: Any, path: Path) -> Path:
     return path
 
 
+def _plain(text: str) -> str:
+    """``text`` shown as it is: matplotlib reads the part between two ``$`` as mathtext (and fails
+    on what is not), and run, experiment, trial, loss and parameter names come from MLflow, where
+    a user may write anything (``lr sweep $\\frac$ v2``). Apply once, to the text as drawn."""
+    return text.replace("$", r"\$")
+
+
 def _empty(ax: Any, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.4")
+    ax.text(0.5, 0.5, _plain(text), ha="center", va="center", wrap=True, transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def _label(objective: Objective) -> str:
-    return f"{objective.metric} ({objective.mode})"
+    return _plain(f"{objective.metric} ({objective.mode})")
 
 
 def _losses(trial: TrialRecord) -> str:
     return " ".join(f"{h}={loss}" for h, loss in trial.losses.items())
+
+
+def _best_so_far(
+    points: Sequence[tuple[int, TrialRecord]], *, objective: Objective, index: int
+) -> tuple[list[int], list[float]]:
+    """The best value of objective number ``index`` among the scored trials (``ranking.SCORED_STATES``,
+    as for the best trial) up to each point, from the first scored one on."""
+    xs: list[int] = []
+    ys: list[float] = []
+    best = None
+    for n, t in points:
+        if t.state in ranking.SCORED_STATES and (best is None or objective.better(t.values[index], best)):
+            best = t.values[index]
+        if best is not None:
+            xs.append(n)
+            ys.append(best)
+    return xs, ys
 
 
 def objective_by_trial(search: SearchRecord, path: Path) -> Path:
@@ -85,41 +109,37 @@ def objective_by_trial(search: SearchRecord, path: Path) -> Path:
             xs = [n for n, t in points if t.state == state]
             ys = [t.values[i] for n, t in points if t.state == state]
             ax.scatter(xs, ys, s=28, color=_STATE_COLORS.get(state, "black"), label=state.lower(), zorder=3)
-        best_x, best_y, best = [], [], None
-        for n, t in points:
-            value = t.values[i]
-            if best is None or objective.better(value, best):
-                best = value
-            best_x.append(n)
-            best_y.append(best)
-        ax.step(best_x, best_y, where="post", color="black", linewidth=1.2, label="best so far")
+        best_x, best_y = _best_so_far(points, objective=objective, index=i)
+        if best_x:
+            ax.step(best_x, best_y, where="post", color="black", linewidth=1.2, label="best so far (finished or stopped)")
         ax.set_xlabel("trial (start order)")
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_ylabel(_label(objective))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
-    figure.suptitle(f"{search.name}: objective per trial (at each trial's best epoch)")
+    figure.suptitle(_plain(f"{search.name}: objective per trial (at each trial's best epoch)"))
     return _save(figure, path)
 
 
 def _primary_values(
     trials: Sequence[TrialRecord], *, key: Callable[[TrialRecord], str | None]
 ) -> dict[str, list[float]]:
-    """The primary objective of ``trials`` by ``key``; groups without a value are left out."""
-    groups = group_trials(trials, key=key).items()
-    values = {name: [t.values[0] for t in group if t.values[0] is not None] for name, group in groups}
+    """The primary objective of the scored ``trials`` (as in the tables) by ``key``; groups
+    without a value are left out."""
+    groups = group_trials(scored(trials), key=key).items()
+    values = {name: [t.values[0] for t in group] for name, group in groups}
     return {name: scored for name, scored in values.items() if scored}
 
 
 def _boxes(ax: Any, groups: dict[str, list[float]], *, objective: Objective, title: str) -> None:
     """One box per group, best group first, with its trials drawn on top and counted."""
-    ax.set_title(title)
+    ax.set_title(_plain(title))
     if not groups:
         _empty(ax, "no trial has a value yet")
         return
     sign = -1.0 if objective.mode == "max" else 1.0
     names = sorted(groups, key=lambda name: sign * (max(groups[name]) if sign < 0 else min(groups[name])))
-    ax.boxplot([groups[n] for n in names], tick_labels=names, widths=0.5, showfliers=False)
+    ax.boxplot([groups[n] for n in names], tick_labels=[_plain(n) for n in names], widths=0.5, showfliers=False)
     for x, name in enumerate(names, start=1):
         values = groups[name]
         # Deterministic spread so overlapping trials stay visible.
@@ -141,7 +161,7 @@ def loss_type_boxes(search: SearchRecord, path: Path) -> Path:
         groups = _primary_values(search.trials, key=lambda t: t.losses.get(head))
         _boxes(ax, groups, objective=objective, title=head)
     axes[0].set_ylabel(_label(objective))
-    figure.suptitle(f"{search.name}: {objective.metric} by loss type")
+    figure.suptitle(_plain(f"{search.name}: {objective.metric} by loss type"))
     return _save(figure, path)
 
 
@@ -153,7 +173,7 @@ def weighting_boxes(search: SearchRecord, path: Path) -> Path:
     ax = figure.subplots()
     _boxes(ax, groups, objective=objective, title=WEIGHTING_STRATEGY)
     ax.set_ylabel(_label(objective))
-    figure.suptitle(f"{search.name}: {objective.metric} by weighting strategy")
+    figure.suptitle(_plain(f"{search.name}: {objective.metric} by weighting strategy"))
     return _save(figure, path)
 
 
@@ -167,12 +187,12 @@ def importance_bars(search: SearchRecord, importances: Sequence[dict[str, float]
             _empty(ax, f"parameter importance {result}")
             continue
         items = sorted(result.items(), key=lambda kv: kv[1])
-        ax.barh([k for k, _ in items], [v for _, v in items], color="tab:purple")
+        ax.barh([_plain(k) for k, _ in items], [v for _, v in items], color="tab:purple")
         ax.set_xlim(0, 1)
         ax.set_xlabel("importance (fANOVA, sums to 1)")
         ax.tick_params(axis="y", labelsize="small")
         ax.grid(axis="x", alpha=0.3)
-    figure.suptitle(f"{search.name}: parameter importance")
+    figure.suptitle(_plain(f"{search.name}: parameter importance"))
     return _save(figure, path)
 
 
@@ -187,7 +207,7 @@ def learning_curves(search: SearchRecord, path: Path) -> Path:
     for trial in top:
         epochs = [e for e, _ in trial.curve]
         values = [v for _, v in trial.curve]
-        label = f"{trial.trial_id} ({_losses(trial)}, {trial.state.lower()})"
+        label = _plain(f"{trial.trial_id} ({_losses(trial)}, {trial.state.lower()})")
         (line,) = ax.plot(epochs, values, marker=".", label=label)
         ax.scatter([trial.best_epoch], [trial.values[0]], s=60, color=line.get_color(), zorder=3)
     if top:
@@ -196,7 +216,7 @@ def learning_curves(search: SearchRecord, path: Path) -> Path:
         ax.set_ylabel(_label(objective))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", loc="best")
-    figure.suptitle(f"{search.name}: learning curves of the {len(top)} best trials")
+    figure.suptitle(_plain(f"{search.name}: learning curves of the {len(top)} best trials"))
     return _save(figure, path)
 
 
@@ -244,12 +264,12 @@ def pareto_front(search: SearchRecord, path: Path) -> Path:
         ax.plot([t.values[0] for t in ordered], [t.values[1] for t in ordered], marker="o", color="tab:red",
                 label="Pareto set (finished trials)")
         for i, t in enumerate(ordered):  # neighbours on the front alternate above and below it
-            ax.annotate(front_label(t), (t.values[0], t.values[1]), xytext=(4, 4 if i % 2 else -10),
+            ax.annotate(_plain(front_label(t)), (t.values[0], t.values[1]), xytext=(4, 4 if i % 2 else -10),
                         textcoords="offset points", fontsize="x-small")
         ax.set_xlabel(_label(first))
         ax.set_ylabel(_label(second))
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     extra = f" (of {len(search.objectives)} objectives)" if len(search.objectives) > 2 else ""
-    figure.suptitle(f"{search.name}: Pareto front{extra}")
+    figure.suptitle(_plain(f"{search.name}: Pareto front{extra}"))
     return _save(figure, path)

@@ -34,6 +34,7 @@ __all__ = [
     "loss_type_table",
     "pareto_table",
     "ranked",
+    "scored",
     "trial_table",
     "varied_params",
     "weighting_strategy",
@@ -161,7 +162,7 @@ def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table
     the objectives at the best epoch, the energy weight, the parameters that vary, and ``pareto``."""
     members = {t.trial_id for t in front}
     sign = -1.0 if search.objectives[0].mode == "max" else 1.0
-    scored = [t for t in search.trials if t.state in ranking.SCORED_STATES and all(v is not None for v in t.values)]
+    drawn = [t for t in search.trials if t.state in ranking.SCORED_STATES and all(v is not None for v in t.values)]
     # The energy weight gets its own column even where it is constant: it is what traces the front.
     energy = [ENERGY_WEIGHT] if any(ENERGY_WEIGHT in t.params for t in search.trials) else []
     params = [k for k in varied_params(search.trials) if k != ENERGY_WEIGHT]
@@ -169,7 +170,7 @@ def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table
     labels = ["trial", "state", *(_objective_label(o) for o in search.objectives), *energy]
     labels += [FlatKey.parse(k).short() for k in params] + ["pareto"]
     ordered = sorted(
-        scored,
+        drawn,
         key=lambda t: (0, sign * t.values[0], t.trial_id) if t.trial_id in members else (1, 0.0, t.trial_id),
     )
     rows = tuple(
@@ -218,12 +219,20 @@ def _objective_headers(objectives: Sequence[Objective]) -> tuple[list[str], list
     return columns, labels
 
 
+def scored(trials: Sequence[TrialRecord], *, objective: int = 0) -> list[TrialRecord]:
+    """The trials whose value of objective number ``objective`` counts, as for the best trial:
+    finished or stopped (``ranking.SCORED_STATES``) with a value. A failed or running trial's value
+    is from an epoch it did not finish the trial after."""
+    return [t for t in trials if t.state in ranking.SCORED_STATES and t.values[objective] is not None]
+
+
 def _objective_stats(trials: Sequence[TrialRecord], objectives: Sequence[Objective]) -> list[Any]:
-    """Trial count, how many have a value, and best and median of each of ``objectives`` (the
-    search's first ones, in its order) at each trial's best epoch."""
-    row: list[Any] = [len(trials), sum(t.values[0] is not None for t in trials)]
+    """Trial count, how many are scored (``scored``), and best and median of each of
+    ``objectives`` (the search's first ones, in its order) over the scored trials, at each
+    trial's best epoch."""
+    row: list[Any] = [len(trials), len(scored(trials))]
     for i, o in enumerate(objectives):
-        values = [t.values[i] for t in trials if t.values[i] is not None]
+        values = [t.values[i] for t in scored(trials, objective=i)]
         row += [_best(values, o.mode), _median(values)]
     return row
 
@@ -235,8 +244,8 @@ def _best_first(rows: list[tuple[Any, ...]], *, objective: Objective, value: int
 
 
 def loss_type_table(search: SearchRecord) -> Table:
-    """Per head and loss type: trial count, how many have a value, best and median of every
-    objective and of the head's own metrics (at each trial's best epoch)."""
+    """Per head and loss type: trial count, how many are scored, best and median of every
+    objective and of the head's own metrics over the scored trials (at each trial's best epoch)."""
     head_metrics = _head_metric_names(search)
     stat_columns, stat_labels = _objective_headers(search.objectives)
     columns, labels = ["head", "loss", *stat_columns], ["head", "loss", *stat_labels]
@@ -251,7 +260,7 @@ def loss_type_table(search: SearchRecord) -> Table:
         for loss, trials in group_trials(search.trials, key=lambda t: t.losses.get(head)).items():
             row = [head, loss, *_objective_stats(trials, search.objectives)]
             for m in metric_names:
-                values = [t.heads[head][m] for t in trials if m in t.heads.get(head, {})]
+                values = [t.heads[head][m] for t in scored(trials) if m in t.heads.get(head, {})]
                 row += [_best(values, _METRIC_MODES[m]), _median(values)]
             head_rows.append(tuple(row))
         rows += _best_first(head_rows, objective=search.objectives[0], value=best, name=1)
@@ -272,8 +281,8 @@ def compares_weighting(search: SearchRecord) -> bool:
 
 
 def weighting_table(search: SearchRecord) -> Table:
-    """Per weighting strategy, best first: trial count, how many have a value, best and median of
-    the primary objective (at each trial's best epoch) and the mean of each head's last effective
+    """Per weighting strategy, best first: trial count, how many are scored, best and median of
+    the primary objective over the scored trials (at each trial's best epoch) and the mean of each head's last effective
     loss weight over the trials that logged it (heads no trial logged a weight of: no column)."""
     primary = search.objectives[:1]
     logged = {h for t in search.trials for h in t.weights}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from search import ranking
 from search.report import _plots
 from search.report._importance import parameter_importance
-from search.report._load import SearchRecord, TrialRecord
+from search.report._load import ReportError, SearchRecord, TrialRecord
 from search.report._tables import (
     Table,
     compares_weighting,
@@ -24,6 +25,7 @@ from search.report._tables import (
 __all__ = [
     "ARTIFACT_PATH",
     "FIGURES",
+    "MARKER",
     "PARETO_FIGURE",
     "PARETO_TABLE",
     "WEIGHTING_FIGURE",
@@ -39,6 +41,13 @@ PARETO_FIGURE = "pareto.png"
 PARETO_TABLE = "pareto.csv"  # multi-objective searches only, like the figure
 WEIGHTING_FIGURE = "weighting.png"
 WEIGHTING_TABLE = "weighting.csv"  # searches whose trials ran more than one weighting strategy, like the figure
+_TABLES = ("trials.csv", "loss_types.csv", "importance.csv", "report.txt", "report.md")
+# Every file a report may write: a rewrite removes those it no longer writes (a pareto.csv of an
+# earlier multi-objective report of the same search), and a folder holding other files is refused.
+REPORT_FILES = frozenset((*_TABLES, *FIGURES, PARETO_FIGURE, PARETO_TABLE, WEIGHTING_FIGURE, WEIGHTING_TABLE))
+# Which search a folder's report is of: two searches of one name default to the same folder, and
+# the second must not overwrite the first's report.
+MARKER = "losstune-report.json"
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,16 @@ def _counts(search: SearchRecord) -> str:
     return ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none yet"
 
 
+def _identity(search: SearchRecord) -> str:
+    """How report.txt's first line names the search (reports from before the marker are known by it)."""
+    return f"({search.search_id}), run {search.parent_run_id}"
+
+
 def _header(search: SearchRecord) -> list[str]:
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
     modes = [o.mode for o in search.objectives]
     return [
-        f"search: {search.name} ({search.search_id}), run {search.parent_run_id}, status {search.status.lower()}",
+        f"search: {search.name} {_identity(search)}, status {search.status.lower()}",
         f"MLflow: {search.tracking_uri}, experiment {search.experiment!r} (id {search.experiment_id})",
         f"objective: {objectives}",
         f"trials: {len(search.trials)} ({_counts(search)})",
@@ -92,7 +106,19 @@ def _pareto_lines(search: SearchRecord, pareto: tuple[TrialRecord, ...]) -> list
         f"  {t.trial_id}: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values)) + f"  ({t.state.lower()})"
         for t in pareto
     ]
-    return ["Pareto set (no trial is better in every objective):", *(rows or ["  (no trial has every objective yet)"])]
+    return ["Pareto set (no trial is better in every objective):", *(rows or [_no_front(search)])]
+
+
+def _no_front(search: SearchRecord) -> str:
+    """Why the Pareto set is empty: no finished trial has every objective (any that had would make
+    a front), so every trial the Pareto table lists is a stopped one the set leaves out."""
+    left_out = len(pareto_table(search, front=()).rows)
+    if not left_out:
+        return "  (no finished trial has every objective yet)"
+    return (
+        f"  (no trial finished with every objective; {left_out} stopped trial(s) with every objective, "
+        f"listed in {PARETO_TABLE}, are left out: fewer epochs look cheap in a cost objective)"
+    )
 
 
 def _importance_csv(search: SearchRecord, importances: tuple[dict[str, float] | str, ...]) -> str:
@@ -133,9 +159,71 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
+def _marker_search_id(out_dir: Path) -> str | None:
+    """The search id ``out_dir``'s marker names; None when it has no readable one."""
+    try:
+        marker = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    search_id = marker.get("search_id") if isinstance(marker, dict) else None
+    return search_id if isinstance(search_id, str) else None
+
+
+def _earlier_report_of(out_dir: Path, search: SearchRecord) -> bool:
+    """Whether ``out_dir`` holds a report of ``search`` written before the marker existed: its
+    report.txt starts with the header line naming the search id and parent run."""
+    try:
+        first = (out_dir / "report.txt").read_text(encoding="utf-8").partition("\n")[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith("search: ") and f"{_identity(search)}," in first
+
+
+def _check_folder(out_dir: Path, search: SearchRecord) -> None:
+    """Refuse ``out_dir`` (ReportError) unless it is new, empty, or holds a report of ``search``
+    and nothing else: a report never overwrites another search's report or other files."""
+    if not out_dir.is_dir():
+        return  # new (or a file: creating the folder raises OSError, which the caller reports)
+    present = {p.name for p in out_dir.iterdir()}
+    if not present:
+        return
+    rule = f"a folder that is empty or holds a report of search {search.search_id} and nothing else"
+    holder = _marker_search_id(out_dir) if MARKER in present else None
+    if holder is not None and holder != search.search_id:
+        raise ReportError(f"{rule}, but got {out_dir}, which holds the report of search {holder}")
+    others = sorted(present - REPORT_FILES - {MARKER})
+    if others:
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        raise ReportError(f"{rule}, but got {out_dir}, which holds other files: {', '.join(others[:5])}{more}")
+    if holder is None and not _earlier_report_of(out_dir, search):
+        raise ReportError(f"{rule}, but got {out_dir}, which holds report files of no known search (no {MARKER})")
+
+
+def _write_marker(out_dir: Path, search: SearchRecord) -> None:
+    marker = {"search_id": search.search_id, "name": search.name, "parent_run_id": search.parent_run_id}
+    (out_dir / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def _remove_stale(out_dir: Path, written: list[Path]) -> None:
+    """Remove the report files an earlier report of the same search wrote and this one does not."""
+    for name in sorted(REPORT_FILES - {p.name for p in written}):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def write_report(search: SearchRecord, out_dir: Path) -> Report:
-    """Write the tables and figures of ``search`` into ``out_dir`` (created; files overwritten)."""
+    """Write the tables and figures of ``search`` into ``out_dir`` (created), with a marker naming
+    the search. A folder with an earlier report of the same search gets its files replaced (those
+    this report does not write removed); one holding anything else raises ReportError."""
+    _check_folder(out_dir, search)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The marker first: a report interrupted midway still says whose files these are.
+    _write_marker(out_dir, search)
+    report = _build(search, out_dir)
+    _remove_stale(out_dir, list(report.files))
+    return report
+
+
+def _build(search: SearchRecord, out_dir: Path) -> Report:
     trials = trial_table(search)
     losses = loss_type_table(search)
     weighting = weighting_table(search) if compares_weighting(search) else None

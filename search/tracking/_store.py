@@ -47,6 +47,7 @@ __all__ = [
     "dimensions_json",
     "is_transient",
     "make_search_id",
+    "search_name_of",
     "resolve_tracking_uri",
     "search_all_runs",
     "sqlite_may_pass",
@@ -225,6 +226,16 @@ def make_search_id(name: str) -> str:
     directory: a second search of the same name, after its run directory was removed, must not
     find and change the first one's runs. A resume reads the id from the run directory."""
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+# the ids make_search_id gives
+_SEARCH_ID = re.compile(r"(?P<name>.+)-\d{8}-\d{6}-[0-9a-f]+")
+
+
+def search_name_of(search_id: str) -> str | None:
+    """The name ``make_search_id`` made ``search_id`` from; None for an id of another form."""
+    made = _SEARCH_ID.fullmatch(search_id)
+    return made["name"] if made is not None else None
 
 
 def all_pages(fetch: Callable[[str | None], Any]) -> list[Any]:

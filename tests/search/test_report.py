@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import socket
@@ -14,7 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from search.__main__ import main
-from search.report import FIGURES, PARETO_FIGURE, PARETO_TABLE, load_search, open_store, write_report
+from search.report import FIGURES, MARKER, PARETO_FIGURE, PARETO_TABLE, load_search, open_store, write_report
 from search.space import Choice, LogUniform
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -86,8 +87,9 @@ def test_loss_type_comparison_per_head(toy_report):
     assert ce["best val/acc_mean"] == pytest.approx(0.8) and ce["median val/acc_mean"] == pytest.approx(0.7)
     assert ce["best acc"] == pytest.approx(0.9) and ce["median acc"] == pytest.approx(0.8)
     assert ce["best mae"] == pytest.approx(0.4) and ce["median mae"] == pytest.approx(0.6)
-    focal = table[("digit", "focal")]  # t1 0.55, t3 0.2 (failed after one epoch)
-    assert focal["best val/acc_mean"] == pytest.approx(0.55) and focal["median val/acc_mean"] == pytest.approx(0.375)
+    focal = table[("digit", "focal")]  # t1 0.55; t3 0.2 failed after one epoch: counted, not scored
+    assert (focal["trials"], focal["scored"]) == (2, 1)
+    assert focal["best val/acc_mean"] == pytest.approx(0.55) and focal["median val/acc_mean"] == pytest.approx(0.55)
     thickness_ce = table[("thickness", "ce")]  # t1 0.55, t2 0.3; thickness mae = 1 - objective
     assert thickness_ce["median val/acc_mean"] == pytest.approx(0.425)
     assert thickness_ce["best mae"] == pytest.approx(0.45)
@@ -118,7 +120,7 @@ def test_cli_writes_the_report_and_logs_it_to_the_parent_run(toy_store: Path, tm
     text = capsys.readouterr().out
     assert "Trials of search 'toy'" in text and "Loss types per head" in text and "parameter importance" in text
     expected = {"report.md", "report.txt", "trials.csv", "loss_types.csv", "importance.csv", *FIGURES}
-    assert {p.name for p in out.iterdir()} == expected
+    assert {p.name for p in out.iterdir()} == {*expected, MARKER}  # the marker names the search; not uploaded
     client = MlflowClient(_uri(toy_store))
     parent = client.search_runs(
         [client.get_experiment_by_name("toy").experiment_id], filter_string="tags.`losstune.role` = 'search'"
@@ -311,3 +313,180 @@ def test_a_report_folder_that_cannot_be_made_exits_2_naming_it(toy_store: Path, 
     assert main([*args, "--storage", f"file://{tmp_path / 'runs'}"]) == 2
     assert "error: --out DIR: the report is written to a folder here" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_an_infinite_metric_is_missing_like_nan_and_ranks_nothing_first(toy_store: Path, tmp_path: Path, toy_parts):
+    # MLflow's SQL store saves inf as sys.float_info.max: a finite number that outranked every trial.
+    tracker = toy_parts.start(toy_store, name="diverged")
+    toy_parts.run(tracker, toy_parts.trials[0])
+    toy_parts.run(tracker, toy_parts.trials[1])
+    toy_parts.run(tracker, dataclasses.replace(toy_parts.trials[4], trial_id="tinf", curve=[0.6, math.inf, 0.7]))
+    tracker.end_search(end="finished")
+    search = _load(toy_store, "diverged")
+    (diverged,) = [t for t in search.trials if t.trial_id == "tinf"]
+    assert dict(diverged.curve) == {1: pytest.approx(0.6), 3: pytest.approx(0.7)}  # epoch 2 is missing
+    assert (diverged.best_epoch, diverged.values) == (3, (pytest.approx(0.7),))
+    report = write_report(search, tmp_path)
+    assert "best trial: t0 (val/acc_mean=0.7, finished)" in report.text
+    assert isinstance(report.importances[0], dict)  # fANOVA ran on the finite values
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # matplotlib's ticks at 1e308
+def test_a_failing_importance_evaluator_leaves_a_reason_and_the_rest_of_the_report(toy_store: Path, tmp_path: Path):
+    # A huge but finite value is one Optuna's fANOVA trips on (an AssertionError in its tree).
+    search = _load(toy_store, "toy")
+    huge = [dataclasses.replace(t, values=(1e308,)) if t.trial_id == "t4" else t for t in search.trials]
+    report = write_report(dataclasses.replace(search, trials=huge), tmp_path)
+    (reason,) = report.importances
+    assert reason.startswith("could not be computed: Optuna's fANOVA evaluator failed (AssertionError")
+    assert f"parameter importance for val/acc_mean: {reason}" in report.text
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "importance.csv").read_text() == (
+        "objective,parameter,importance\n"
+    )
+
+
+def test_a_nan_best_epoch_is_absent_and_the_best_value_names_the_epoch(toy_store: Path, tmp_path: Path, toy_parts):
+    tracker = toy_parts.start(toy_store, name="nan-best-epoch")
+    trial = toy_parts.trials[4]  # best at epoch 2 of 3
+    toy_parts.run(tracker, trial, end=False)
+    tracker.flush()
+    MlflowClient(_uri(toy_store)).log_metric(tracker.trial_run_id(trial.trial_id), "best_epoch", math.nan, step=3)
+    tracker.trial_ended(trial.trial_id, state="finished", reason="completed")
+    tracker.end_search(end="finished")
+    (loaded,) = _load(toy_store, "nan-best-epoch").trials
+    assert (loaded.best_epoch, loaded.values) == (2, (pytest.approx(0.8),))
+
+
+def _run_dir(storage: Path, name: str, *, search_id: str, uri: str) -> Path:
+    """A run directory as `search run` leaves it: losstune.json names its search and store."""
+    run_dir = storage / name
+    run_dir.mkdir(parents=True)
+    meta = {"name": name, "search_id": search_id, "tracking_uri": uri, "experiment": name}
+    (run_dir / "losstune.json").write_text(json.dumps(meta))
+    return run_dir
+
+
+def test_a_name_with_a_run_directory_reports_the_search_recorded_there_not_the_newest(
+    toy_store: Path, tmp_path: Path, toy_search_factory, toy_parts, monkeypatch, capsys
+):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    toy_search_factory(toy_store, name="recorded", search_id="recorded-old", trials=toy_parts.trials[:2])
+    toy_search_factory(toy_store, name="recorded", search_id="recorded-new", trials=toy_parts.trials[:3])
+    storage = tmp_path / "runs"
+    run_dir = _run_dir(storage, "recorded", search_id="recorded-old", uri=_uri(toy_store))
+    assert main(["report", "recorded", "--storage", str(storage), "--no-upload"]) == 0
+    out = capsys.readouterr().out
+    assert "search: recorded (recorded-old)" in out and "losstune.json records search recorded-old" in out
+    assert json.loads((run_dir / "report" / MARKER).read_text())["search_id"] == "recorded-old"
+    assert {row["trial"] for row in csv.DictReader((run_dir / "report" / "trials.csv").open())} == {"t0", "t1"}
+
+
+def test_a_second_search_of_the_name_is_refused_the_first_ones_report_folder(
+    toy_store: Path, tmp_path: Path, toy_search_factory, toy_parts, capsys
+):
+    toy_search_factory(toy_store, name="clash", search_id="clash-old", trials=toy_parts.trials[:2])
+    toy_search_factory(toy_store, name="clash", search_id="clash-new", trials=toy_parts.trials[:3])
+    storage, args = tmp_path / "runs", ["--tracking-uri", _uri(toy_store), "--no-upload"]
+    assert main(["report", "clash-old", "--storage", str(storage), *args]) == 0
+    folder = storage / "clash" / "report"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    assert main(["report", "clash-new", "--storage", str(storage), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --out: a folder that is empty or holds a report of search clash-new and nothing else, but got {folder}" in err
+    assert "which holds the report of search clash-old; name another folder with --out DIR" in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert main(["report", "clash-old", "--storage", str(storage), *args]) == 0  # its own search: rewritten
+
+
+def test_the_default_folder_is_named_by_the_search_id_not_a_renamed_parent_run(
+    toy_store: Path, tmp_path: Path, toy_search_factory, toy_parts, capsys
+):
+    uri = _uri(toy_store)
+    client = MlflowClient(uri)
+    made_id = "renamed-20260101-120000-0a1b2c"  # the form search.tracking.make_search_id gives
+    parent = toy_search_factory(toy_store, name="renamed", search_id=made_id, trials=toy_parts.trials[:2]).parent_id
+    client.set_tag(parent, "mlflow.runName", "../../escaped")  # as the MLflow UI's rename does
+    storage = tmp_path / "deep" / "runs"
+    assert main(["report", made_id, "--storage", str(storage), "--tracking-uri", uri, "--no-upload"]) == 0
+    assert (storage / "renamed" / "report" / "report.md").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]
+
+    # An id of another form and a parent run name that is a path: no safe name, --out is needed.
+    parent = toy_search_factory(toy_store, name="odd", search_id="odd id", trials=toy_parts.trials[:2]).parent_id
+    client.set_tag(parent, "mlflow.runName", "../../escaped")
+    capsys.readouterr()
+    assert main(["report", "odd id", "--storage", str(storage), "--tracking-uri", uri, "--no-upload"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --out DIR: the default folder <storage>/<name>/report needs a search name" in err
+    assert "but got neither from search id 'odd id' nor from its parent run's name '../../escaped'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep"]
+    assert sorted(p.name for p in storage.iterdir()) == ["renamed"]
+
+
+def test_failed_and_running_trials_values_are_no_best_in_tables_figure_or_importance(
+    toy_store: Path, tmp_path: Path, toy_parts, monkeypatch
+):
+    from search.report import _plots
+
+    t0, t1, _, _, t4 = toy_parts.trials  # t0 0.7 and t4 0.8 finish; both ce/ordinal
+    tracker = toy_parts.start(toy_store, name="failhigh")
+    toy_parts.run(tracker, t0)
+    toy_parts.run(tracker, dataclasses.replace(t1, trial_id="t8", curve=[0.99]), end=False)  # running
+    toy_parts.run(tracker, t4)
+    toy_parts.run(tracker, dataclasses.replace(t1, trial_id="t9", curve=[0.6, 0.95], state="failed", reason="error"))
+    tracker.end_search(end="finished")
+    figures = {}
+    save = _plots._save
+    monkeypatch.setattr(_plots, "_save", lambda figure, path: figures.setdefault(path.name, figure) and save(figure, path))
+    report = write_report(_load(toy_store, "failhigh"), tmp_path)
+    assert "best trial: t4 (val/acc_mean=0.8, finished)" in report.text
+    rows = {(row[0], row[1]): dict(zip(report.loss_types.columns, row)) for row in report.loss_types.rows}
+    focal = rows[("digit", "focal")]  # t8 running, t9 failed: counted, not scored
+    assert (focal["trials"], focal["scored"], focal["best val/acc_mean"], focal["best acc"]) == (2, 0, None, None)
+    assert [row[:2] for row in report.loss_types.rows][:2] == [("digit", "ce"), ("digit", "focal")]
+    assert rows[("thickness", "ce")]["best val/acc_mean"] is None
+    (best_line,) = [line for line in figures["objective.png"].axes[0].lines if line.get_label().startswith("best so far")]
+    assert max(best_line.get_ydata()) == pytest.approx(0.8)
+    # Only t0 and t4 count, both ce/ordinal: the loss switches (focal only in t8, t9) are no parameter.
+    assert set(report.importances[0]) == {"train.lr", "heads.digit.ce.label_smoothing", "heads.thickness.ordinal.alpha"}
+
+
+def test_an_empty_file_is_no_store_and_stays_empty(tmp_path: Path, capsys):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert main(["report", "--tracking-uri", f"sqlite:///{empty}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: an existing MLflow store, but got the empty file {empty}" in err and "Traceback" not in err
+    assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
+
+def test_a_search_in_its_first_moments_is_said_to_be_starting(toy_store: Path, tmp_path: Path, capsys):
+    from search.tracking import ROLE_SEARCH, TAG_ROLE, TAG_SEARCH_ID
+
+    client = MlflowClient(_uri(toy_store))
+    experiment = client.create_experiment("starting")
+    run = client.create_run(experiment, run_name="starting", tags={TAG_ROLE: ROLE_SEARCH, TAG_SEARCH_ID: "starting-0"})
+    assert main(["report", "starting", "--tracking-uri", _uri(toy_store), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: a search that has recorded its settings (its objectives), but search starting-0 "
+        f"(run {run.info.run_id}) has recorded none yet: it is starting; report it again in a moment"
+    ) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_front_of_stopped_trials_only_says_how_many_were_left_out(
+    toy_store: Path, tmp_path: Path, toy_parts, toy_search_factory
+):
+    # Every trial stopped by the search's time budget: each has both objectives, none finished.
+    stopped = [dataclasses.replace(t, state="stopped_by_budget", reason="time budget") for t in toy_parts.trials[:3]]
+    two = (("val/acc_mean", "max"), ("val/energy", "min"))
+    toy_search_factory(toy_store, name="budget", objectives=two, trials=stopped)
+    report = write_report(_load(toy_store, "budget"), tmp_path)
+    assert report.pareto == ()
+    assert (
+        "  (no trial finished with every objective; 3 stopped trial(s) with every objective, listed in pareto.csv, "
+        "are left out: fewer epochs look cheap in a cost objective)"
+    ) in report.text.splitlines()
+    assert len(list(csv.DictReader((tmp_path / PARETO_TABLE).open()))) == 3

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from search.report import (
+    MARKER,
     PARETO_FIGURE,
     PARETO_TABLE,
     Objective,
+    ReportError,
     SearchRecord,
     TrialRecord,
     front_label,
@@ -188,3 +192,66 @@ def test_a_search_without_energy_weight_labels_the_front_by_trial_id(tmp_path: P
     write_report(_search(static, TWO), tmp_path / "report")
     columns, _ = _read(tmp_path / "report" / PARETO_TABLE)
     assert columns == ["trial_id", "state", ACC, ENERGY, "train.lr", "pareto"]
+
+
+def test_a_second_report_of_the_same_search_replaces_its_files_and_removes_stale_ones(tmp_path: Path):
+    first = write_report(_search(TRIALS, TWO), tmp_path)
+    assert (tmp_path / PARETO_TABLE).is_file() and (tmp_path / PARETO_FIGURE).is_file()
+    # The same search (same id) reported with one objective: no Pareto files may stay beside it.
+    single = [TrialRecord(**{**vars(t), "values": t.values[:1]}) for t in TRIALS]
+    second = write_report(_search(single, TWO[:1]), tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {p.name for p in second.files} | {MARKER}
+    assert not (tmp_path / PARETO_TABLE).exists() and not (tmp_path / PARETO_FIGURE).exists()
+    assert set(first.files) > set(second.files)
+
+
+def test_a_folder_holding_another_searchs_report_or_other_files_is_refused_untouched(tmp_path: Path):
+    write_report(_search(TRIALS, TWO), tmp_path / "taken")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "taken").iterdir()}
+    other = dataclasses.replace(_search(TRIALS, TWO), search_id="pareto-1")
+    with pytest.raises(ReportError, match=f"but got {tmp_path / 'taken'}, which holds the report of search pareto-0"):
+        write_report(other, tmp_path / "taken")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "taken").iterdir()} == before
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.md").write_text("my notes")
+    with pytest.raises(ReportError, match=f"but got {tmp_path / 'mine'}, which holds other files: notes.md"):
+        write_report(other, tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.md"]
+
+
+def test_a_report_written_before_the_marker_is_taken_over_by_its_own_search_only(tmp_path: Path):
+    write_report(_search(TRIALS, TWO), tmp_path)
+    (tmp_path / MARKER).unlink()  # as an earlier version left it: report.txt names the search
+    other = dataclasses.replace(_search(TRIALS, TWO), search_id="pareto-1")
+    with pytest.raises(ReportError, match=f"which holds report files of no known search \\(no {MARKER}\\)"):
+        write_report(other, tmp_path)
+    write_report(_search(TRIALS, TWO), tmp_path)
+    assert json.loads((tmp_path / MARKER).read_text())["search_id"] == "pareto-0"
+
+
+def test_dollar_signs_in_names_from_mlflow_are_drawn_as_text(tmp_path: Path, monkeypatch):
+    # matplotlib reads "$...$" as mathtext and raised ValueError on "\frac" without arguments.
+    odd = "$\\frac$"
+    trials = [
+        TrialRecord(
+            **{
+                **vars(t),
+                "trial_id": f"{t.trial_id} {odd}",
+                "losses": {"digit": f"ce {odd}"},
+                "params": {**t.params, f"train.lr{odd}": t.params["train.lr"]},
+            }
+        )
+        for t in TRIALS
+    ]
+    objectives = (Objective(f"{ACC} {odd}", "max"), TWO[1])
+    search = dataclasses.replace(_search(trials, objectives), name=f"lr sweep {odd} v2", heads=("digit",))
+    figures = []
+    save = _plots._save
+    monkeypatch.setattr(_plots, "_save", lambda figure, path: figures.append(figure) or save(figure, path))
+    report = write_report(search, tmp_path)
+    assert {p.name for p in report.files} >= {"objective.png", "learning_curves.png", PARETO_FIGURE}
+    shown = [figure.get_suptitle() for figure in figures]
+    assert "lr sweep \\$\\frac\\$ v2: objective per trial (at each trial's best epoch)" in shown
+    pareto = figures[-1].axes[0]
+    assert "t01 \\$\\frac\\$ ew=0" in {a.get_text() for a in pareto.texts}

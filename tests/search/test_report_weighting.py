@@ -298,3 +298,10 @@ def test_a_search_read_from_mlflow_writes_the_comparison(weighted, tmp_path: Pat
     assert rows["fixed"] == _approx((1, 1, 0.7, 0.7, 1.0, 1.0))
     assert rows["uncertainty"] == _approx((1, 1, 0.3, 0.3, 0.5, None))
     assert (tmp_path / WEIGHTING_TABLE).is_file() and (tmp_path / WEIGHTING_FIGURE).is_file()
+
+
+def test_a_failed_or_running_trials_value_is_counted_but_not_scored():
+    # d4 failed and r1 is running with values above dwa's best finished 0.90: neither is a best.
+    late = [_trial("d4", "dwa", 0.99, _w(1.0, 1.0), state="FAILED"), _trial("r1", "dwa", 0.98, {}, state="RUNNING")]
+    rows = {row[0]: row for row in weighting_table(_search([*TRIALS, *late])).rows}
+    assert rows["dwa"][1:5] == _approx((5, 2, 0.90, 0.85))
