@@ -209,7 +209,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     elif options.warm_start is not None:
         from search.driver._warm import read_warm_start
 
-        warm = read_warm_start(space, tracking_uri=tracking_uri, selector=options.warm_start)
+        warm = read_warm_start(space, tracking_uri=tracking_uri, selector=options.warm_start, exclude=search_id)
         notes.append(warm.note())
     return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes), warm,
                       finished, all_failed=finished and meta.get("end") == "all_failed")

@@ -46,13 +46,19 @@ class WarmStart:
     unscored: int  # its trials that failed or never ended
     unfit: int  # its scored trials outside this space
     repeats: int = 0  # its scored trials of a point already among ``trials``
+    selector: str = ""  # what --warm-start said
+    matches: int = 1  # searches the selector named (this one the newest)
 
     def note(self) -> str:
         stopped = sum(t.stopped for t in self.trials)
         repeated = f", {self.repeats} repeated point(s)" if self.repeats else ""
+        chosen = (
+            f" (the newest of {self.matches} searches {self.selector!r} names; `search report {self.selector}` "
+            f"lists them, --warm-start SEARCH_ID takes another)" if self.matches > 1 else ""
+        )
         return (
             f"warm start: the sampler starts from {len(self.trials)} scored trial(s) of search {self.search_id}"
-            f", {stopped} of them stopped early (told as pruned)"
+            f"{chosen}, {stopped} of them stopped early (told as pruned)"
             f" ({self.unfit} outside this space, {self.unscored} failed or unfinished{repeated} left out)"
         )
 
@@ -159,9 +165,11 @@ def _same(logged: Any, value: Any) -> bool:
     return param_text(logged) == param_text(value)
 
 
-def read_warm_start(space: Space, *, tracking_uri: str, selector: str) -> WarmStart:
+def read_warm_start(space: Space, *, tracking_uri: str, selector: str, exclude: str | None = None) -> WarmStart:
     """The scored trials of the search ``selector`` names (a search id or name, as ``search report``
-    takes) in the MLflow store at ``tracking_uri`` that fit ``space``. SearchInputError when there
+    takes; the newest where several match) in the MLflow store at ``tracking_uri`` that fit
+    ``space``, never the search whose id is ``exclude`` (the search that starts: a restart finds its
+    own parent run under the selector's name). SearchInputError when there
     is no such search, its objectives differ, or none of its trials fits, and when the space's
     sampler is not TPE (random and grid samplers learn nothing from earlier trials); TrackingUriError
     when the tracking server does not answer."""
@@ -177,7 +185,7 @@ def read_warm_start(space: Space, *, tracking_uri: str, selector: str) -> WarmSt
         )
     check_reachable(tracking_uri)  # a server that is down fails here at once, not after MLflow's retries
     try:
-        record, _ = load_search(open_store(tracking_uri), tracking_uri=tracking_uri, selector=selector)
+        record, _ = load_search(open_store(tracking_uri), tracking_uri=tracking_uri, selector=selector, exclude=exclude)
     except ReportError as exc:
         raise SearchInputError(f"--warm-start must name an earlier search: {exc}") from None
     except MlflowException as exc:
@@ -221,4 +229,4 @@ def read_warm_start(space: Space, *, tracking_uri: str, selector: str) -> WarmSt
             f"{record.search_id} has none ({unfit} outside this space, {unscored} failed or unfinished){why}"
         )
     return WarmStart(search_id=record.search_id, trials=tuple(trials.values()), unscored=unscored, unfit=unfit,
-                     repeats=repeats)
+                     repeats=repeats, selector=selector, matches=record.matches)

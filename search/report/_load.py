@@ -111,6 +111,7 @@ class SearchRecord:
     heads: tuple[str, ...]
     trials: list[TrialRecord] = field(default_factory=list)  # in start order
     dimensions: dict[str, Distribution] | None = None  # searched key -> distribution (parent artifact)
+    matches: int = 1  # searches the selector named (this one the newest)
 
 
 def open_store(tracking_uri: str) -> Any:
@@ -143,10 +144,12 @@ def _describe(run: Any, experiments: Mapping[str, str]) -> str:
     return f"{run.info.run_name} ({run.data.tags.get(TAG_SEARCH_ID)}, experiment {experiments[run.info.experiment_id]!r})"
 
 
-def find_search(client: Any, selector: str | None) -> tuple[Any, str, list[str]]:
+def find_search(client: Any, selector: str | None, *, exclude: str | None = None) -> tuple[Any, str, list[str], int]:
     """The parent run ``selector`` names (a search id, a search name, an experiment name), or the
-    newest search; with its experiment name and notes for the terminal."""
+    newest search, leaving out the search whose id is ``exclude``; with its experiment name, notes
+    for the terminal and how many searches ``selector`` names."""
     runs, names = _searches(client)
+    runs = [r for r in runs if exclude is None or r.data.tags.get(TAG_SEARCH_ID) != exclude]
     if not runs:
         raise ReportError("a store with at least one losstune search, but got none in this store")
     if selector is None:
@@ -173,7 +176,7 @@ def find_search(client: Any, selector: str | None) -> tuple[Any, str, list[str]]
             f"{len(chosen)} searches match {selector!r}; this is the newest. The others: {listed}{more}. "
             f"Report one of them with: python -m search report SEARCH_ID"
         )
-    return parent, names[parent.info.experiment_id], notes
+    return parent, names[parent.info.experiment_id], notes, len(chosen)
 
 
 def _started(run: Any) -> str:
@@ -340,9 +343,12 @@ def run_directory_name(search: SearchRecord) -> str | None:
     return None
 
 
-def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) -> tuple[SearchRecord, list[str]]:
-    """The search ``selector`` names (default: the newest) with all its trial runs."""
-    parent, experiment, notes = find_search(client, selector)
+def load_search(
+    client: Any, *, tracking_uri: str, selector: str | None = None, exclude: str | None = None
+) -> tuple[SearchRecord, list[str]]:
+    """The search ``selector`` names (default: the newest) with all its trial runs; never the one
+    whose id is ``exclude``."""
+    parent, experiment, notes, matches = find_search(client, selector, exclude=exclude)
     search_id = parent.data.tags[TAG_SEARCH_ID]
     query = f"tags.`{TAG_SEARCH_ID}` = '{search_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
     runs = search_all_runs(client, [parent.info.experiment_id], query=query)
@@ -372,5 +378,6 @@ def load_search(client: Any, *, tracking_uri: str, selector: str | None = None) 
         heads=tuple(heads),
         trials=trials,
         dimensions=_dimensions(client, parent.info.run_id),
+        matches=matches,
     )
     return record, notes

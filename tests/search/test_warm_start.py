@@ -10,7 +10,8 @@ import optuna
 import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
-from search.driver import SearchInputError, SearchOptions, plan_search
+from search.driver import RunLocation, SearchInputError, SearchOptions, plan_search
+from search.driver._plan import write_meta
 from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
 from search.driver._warm import DoesNotFit, WarmTrial, check_fit, fitting_params, read_warm_start
 from search.space import load_space
@@ -108,10 +109,10 @@ def test_a_config_fits_a_space_only_with_values_it_may_draw_and_its_constants(tm
     assert (misfit.value.key, misfit.value.here, misfit.value.there) == ("heads.digit.focal.gamma", "a number in [1.0, 2.0]", "2.5")
 
 
-def _earlier_search(uri: str, name: str, trials) -> str:
+def _earlier_search(uri: str, name: str, trials, *, search_id: str | None = None) -> str:
     """A finished search of ``trials`` (trial id, flat config, val/acc_mean per epoch, end state),
     logged as the driver logs one; its search id."""
-    tracker = start_toy_search(uri, name=name)
+    tracker = start_toy_search(uri, name=name, search_id=search_id)
     for trial_id, config, curve, state in trials:
         tracker.trial_started(trial_id, config)
         for epoch, value in enumerate(curve, 1):
@@ -209,3 +210,21 @@ def test_a_stopped_warm_trial_of_a_multi_objective_search_is_pruned_without_a_cu
     study = limited.searcher._ot_study
     assert [(t.state.name, dict(t.intermediate_values)) for t in study.trials[3:]] == [("PRUNED", {})] * 5
     assert limited.searcher.suggest("next") is not None  # TPE samples from the model with them
+
+
+def test_a_restart_in_its_own_parent_run_is_not_warm_started_from_itself(tmp_path: Path, toy_store: Path):
+    # `kill -9` before Tune saved any state: the same command starts the search again in its
+    # parent run, which the selector (the experiment's name) now names too, as the newest
+    space = load_space(write_space(tmp_path, name="restarted"))
+    uri = f"sqlite:///{toy_store / 'mlflow.db'}"
+    first, second = space.sample(seed=0), space.sample(seed=1)
+    earlier = _earlier_search(uri, "restarted", [("a", first, [0.5], "finished")], search_id="restarted-1")
+    itself = _earlier_search(uri, "restarted", [("a", second, [0.6], "finished")], search_id="restarted-2")
+    warm = read_warm_start(space, tracking_uri=uri, selector="restarted")
+    assert warm.search_id == itself and "the newest of 2 searches 'restarted' names" in warm.note()
+
+    write_meta(RunLocation(str(tmp_path / "runs"), "restarted"),
+               {"search_id": itself, "tracking_uri": uri, "experiment": "restarted"})
+    plan = plan_search(space, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="restarted"))
+    assert (plan.search_id, plan.warm.search_id) == (itself, earlier)
+    assert "newest of" not in plan.warm.note()
