@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 from collections.abc import Mapping
+from contextlib import ExitStack
 from typing import Any
 
 from search import exit_codes
@@ -142,11 +143,28 @@ def _cell(value: Any, width: int) -> str:
 def run(args: argparse.Namespace) -> int:
     # SIGTERM (a cluster manager's, `kill`'s) and Ctrl-C, also in a background job, end the trial
     # at once but not half-way through writing a data set
-    with ctrl_c_works(), sigterm_as_ctrl_c():
-        return _train(args)
+    with ctrl_c_works(), sigterm_as_ctrl_c(), ExitStack() as held:
+        return _train(args, held)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _hold_checkpoint_dir(folder: Path, held: ExitStack) -> str | None:
+    """Hold ``folder`` until the command ends (``held``); why not, if it cannot be held. Two
+    trainings saving into one folder would resume from each other's checkpoints."""
+    from search._hold import FileHold, HeldElsewhere
+
+    hold = FileHold(str(folder / ".search-train.lock"))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        hold.take()
+    except HeldElsewhere as other:
+        return f"one `search train` at a time per folder, but got another training in {folder} ({other.holder})"
+    except OSError as exc:
+        return f"a folder whose lock file {hold.path} can be locked, but got {exc}"
+    held.callback(hold.release)
+    return None
+
+
+def _train(args: argparse.Namespace, held: ExitStack) -> int:
     from trainables.config import TrialConfig
     from trainables.data import prepare_dataset
     from trainables.data.vimh import progress_bar
@@ -173,6 +191,10 @@ def _train(args: argparse.Namespace) -> int:
         problem = f"the file {folder}" if folder.is_file() else why_unwritable(folder)
         if problem is not None:
             print(f"invalid --checkpoint-dir: a folder this user can write, but got {problem}", file=sys.stderr)
+            return exit_codes.INVALID
+        problem = _hold_checkpoint_dir(folder, held)
+        if problem is not None:
+            print(f"invalid --checkpoint-dir: {problem}", file=sys.stderr)
             return exit_codes.INVALID
     source = args.config or f"{args.space} (drawn with seed {space.search.seed})"
     print(f"trial config from {source}:")

@@ -9,28 +9,18 @@ The lock file sits beside the run directory, not in it, so a new search's run di
 made before Ray Tune makes it.
 
 Only a local run directory is held: an object store (``s3://``) has no locks, and neither has a
-file system that refuses them (then nothing is held, as before) or Windows.
+file system that refuses them (then nothing is held, as before) or Windows (``search._hold``).
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
 
+from search._hold import FileHold, HeldElsewhere
 from search.driver._plan import SearchInputError
 from search.driver._storage import RunLocation
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
-
 __all__ = ["RunDirectoryHold"]
-
-# flock's errors where the file system has no locks (some network file systems; EBADF: NFS's
-# emulated flock on a descriptor opened read-only)
-_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EINVAL, errno.EBADF}
 
 
 class RunDirectoryHold:
@@ -43,8 +33,7 @@ class RunDirectoryHold:
 
     def __init__(self, location: RunLocation) -> None:
         self.location = location
-        self._fd: int | None = None
-        self._wrote = False  # whether the lock file names this process
+        self._hold: FileHold | None = None
 
     @property
     def _path(self) -> str:
@@ -52,52 +41,28 @@ class RunDirectoryHold:
 
     def take(self, *, make: bool) -> None:
         """Hold the search; SearchInputError if another process holds it."""
-        if self._fd is not None or self.location.local_dir is None or fcntl is None:
+        if self._hold is not None or self.location.local_dir is None:
             return
         folder = self.location.local_dir.parent
         if not folder.is_dir():
             if not make:
                 return
             folder.mkdir(parents=True, exist_ok=True)
-        fd, writable = _open(self._path)
+        hold = FileHold(self._path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
+            hold.take()
+        except HeldElsewhere as held:
             raise SearchInputError(
                 f"one `search run` at a time per search, but got another running the one in {self.location} "
-                f"({holder}); wait for it to end or stop it (Ctrl-C, `search stop`), then run this again to "
+                f"({held.holder}); wait for it to end or stop it (Ctrl-C, `search stop`), then run this again to "
                 f"resume. If that process is gone with its host (a network file system keeps a lost host's "
                 f"lock), delete {self._path}"
             ) from None
         except OSError as exc:
-            os.close(fd)
-            if exc.errno in _NO_LOCKS:
-                return
-            raise SearchInputError(f"--storage: a folder whose lock file can be locked, but got {exc}") from None
-        if writable:  # who holds it, for the message of the next one that tries
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        self._fd, self._wrote = fd, writable
+            raise SearchInputError(f"--storage: a folder whose lock file {self._path} can be locked, but got {exc}") from None
+        self._hold = hold
 
     def release(self) -> None:
-        if self._fd is not None:
-            if self._wrote:  # a later holder that cannot write the file must not be taken for this process
-                os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
-
-
-def _open(path: str) -> tuple[int, bool]:
-    """(descriptor, whether it may be written): read-only where another user made the file (a
-    storage folder a team shares), which flock takes as well."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
-    except PermissionError:
-        try:
-            return os.open(path, os.O_RDONLY), False
-        except OSError as exc:
-            raise SearchInputError(f"--storage: a folder whose lock file {path} can be opened, but got {exc}") from None
-    except OSError as exc:
-        raise SearchInputError(f"--storage: a folder whose lock file {path} can be made, but got {exc}") from None
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None

@@ -22,7 +22,7 @@ from typing import Any
 from search.driver._plan import SearchInputError
 from search.ranking import SCORED_STATES
 from search.space import Space
-from search.tracking._buffer import param_text
+from search.tracking import param_text
 
 __all__ = ["DoesNotFit", "WarmStart", "WarmTrial", "check_fit", "fitting_params", "read_warm_start"]
 

@@ -34,6 +34,7 @@ from search.tracking import (
     StoreError,
     all_pages,
     opened_client,
+    param_value,
     search_all_runs,
     search_name_of,
     sqlite_path,
@@ -184,15 +185,6 @@ def _started(run: Any) -> str:
     return f"{run.data.tags.get(TAG_SEARCH_ID)} (started {when}, {run.info.status.lower()})"
 
 
-def _decode(text: str) -> Any:
-    # search.tracking logs strings as they are and everything else as JSON.
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _objectives(parent: Any, trial_params: Sequence[Mapping[str, Any]]) -> tuple[Objective, ...]:
     """From the parent's ``objective.<i>`` params ("metric (mode)"), else from a trial's config."""
     found = []
@@ -290,7 +282,7 @@ def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequ
         run_id=run_id,
         state=_state(run),
         losses={k[len("loss.") :]: v for k, v in run.data.tags.items() if k.startswith("loss.")},
-        params={k: _decode(v) for k, v in run.data.params.items()},
+        params={k: param_value(v) for k, v in run.data.params.items()},
         epochs=max([*steps, *curve], default=0),
         best_epoch=best,
         values=tuple(values),

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 from search.console import warn
 from search.tracking._store import TrackingSettings, causes, create_sqlite_store, is_transient, sqlite_may_pass, sqlite_path
 
-__all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text"]
+__all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text", "param_value"]
 
 _T = TypeVar("_T")
 
@@ -259,7 +259,21 @@ def is_number(value: Any) -> bool:
 
 
 def param_text(value: Any) -> str:
-    """How a value is logged as an MLflow param: a string as it is, anything else as JSON."""
+    """How a value is logged as an MLflow param: a string as it is (what the MLflow UI shows best),
+    unless JSON would read it back as something else (the pattern "1", "true"); that string and
+    anything else as JSON. ``param_value`` reads it back."""
     if isinstance(value, str):
-        return value
+        try:
+            json.loads(value)
+        except ValueError:
+            return value
     return json.dumps(value)
+
+
+def param_value(text: str) -> Any:
+    """The value ``param_text`` logged as ``text`` (a list as a tuple)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return tuple(value) if isinstance(value, list) else value

@@ -162,3 +162,35 @@ def test_a_checkpoint_dir_that_cannot_hold_checkpoints_exits_2_before_training(s
     err = capsys.readouterr().err
     assert f"invalid --checkpoint-dir: {junk / 'checkpoint.pt'}: a checkpoint losstune wrote, but got" in err
     assert "Traceback" not in err and (junk / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_a_second_training_into_the_same_checkpoint_folder_exits_2_while_the_first_runs(space, tmp_path, monkeypatch,
+                                                                                          capsys):
+    # two trainings saving into one folder would each resume from the other's checkpoints
+    import os
+    import subprocess
+    import sys
+
+    import trainables.train as trainer
+
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    first = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys; from search._hold import FileHold;"
+         f"FileHold({str(folder / '.search-train.lock')!r}).take(); print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=os.getcwd(),
+    )
+    trained = []
+    monkeypatch.setattr(trainer, "train", lambda config, **kwargs: trained.append(config) or {})
+    try:
+        assert first.stdout.readline() == "held\n"
+        assert main(["train", str(space), "--checkpoint-dir", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"one `search train` at a time per folder, but got another training in {folder} (process {first.pid} on " in err
+        assert not trained
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert main(["train", str(space), "--checkpoint-dir", str(folder)]) == 0  # the kernel released it
+    assert len(trained) == 1

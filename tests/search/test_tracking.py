@@ -412,3 +412,13 @@ def test_a_file_that_is_not_a_store_is_a_store_error_naming_it(tmp_path: Path):
     with pytest.raises(tracking.StoreError) as raised:
         tracking.opened_client(f"sqlite:///{junk}")
     assert raised.value.path == junk and raised.value.reason.startswith("DatabaseError: ")
+
+
+def test_a_param_reads_back_as_the_value_logged_strings_that_look_like_json_included():
+    # a temporal pattern "1" logged bare read back as the number 1, which the trial config refuses
+    values = ["1", "1111", "1.5", "true", "null", '"quoted"', "[1]", "x", "a b", "ümlaut", "", 1, 1.5, True, None, [1, 2]]
+    for value in values:
+        back = tracking.param_value(tracking.param_text(value))
+        assert back == (tuple(value) if isinstance(value, list) else value) and type(back) is not list, value
+        assert type(back) is type(value) or isinstance(value, list), value
+    assert tracking.param_text("ce") == "ce"  # what the MLflow UI shows stays plain where it can
