@@ -105,22 +105,35 @@ class Switch:
     def check(self, option: str, params: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
         """``params`` of a known ``option`` checked against its signature and converted (lists
         become tuples, as constructors take them); with ``complete``, defaults filled in, in
-        signature order. Errors name ``<prefix><option>.<param>`` (``heads.pitch.ordinal.alpha``)."""
+        signature order. Errors name ``<prefix><option>.<param>`` (``heads.pitch.ordinal.alpha``),
+        a parameter without a default that ``params`` lacks included."""
         allowed = self.parameters(option)
         unknown = [name for name in params if name not in allowed]
         if unknown:
             rule = f"among the parameters of `{option}` [{', '.join(allowed)}]"
             raise SettingError(f"{prefix}{option}.{unknown[0]}", rule, unknown[0])
+        defaults = self.defaults(option) if self.complete else {}
         checked: dict[str, Any] = {}
         for name, parameter in allowed.items():
             if name in params:
                 value = check_value(f"{prefix}{option}.{name}", parameter.annotation, params[name])
-            elif self.complete and parameter.default is not inspect.Parameter.empty and value_type(parameter.annotation):
-                value = parameter.default
+            elif parameter.default is inspect.Parameter.empty:
+                raise SettingError(f"{prefix}{option}.{name}", f"given (`{option}` has no default)", None)
+            elif name in defaults:
+                value = defaults[name]
             else:
                 continue
             checked[name] = tuple(value) if isinstance(value, list) else value
         return checked
+
+    def defaults(self, option: str) -> dict[str, Any]:
+        """The defaults of ``option``'s parameters that have one (and a value type), in signature
+        order: what a ``complete`` option lists when a space does not say."""
+        return {
+            name: tuple(p.default) if isinstance(p.default, list) else p.default
+            for name, p in self.parameters(option).items()
+            if p.default is not inspect.Parameter.empty and value_type(p.annotation)
+        }
 
 
 def switch_field(cls: type) -> tuple[str, Switch] | None:

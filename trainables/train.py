@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from time import perf_counter
@@ -78,12 +78,36 @@ def train(
     (None: none, or not run by Ray); see ``trainables.device.place``.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(config)
+    with _torch_threads(cfg.train.threads):
+        return _train(cfg, report=report, checkpoint_dir=checkpoint_dir, data=data, gpu_fraction=gpu_fraction)
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's threads set to ``threads`` (None: as they are) while a trial trains: a process
+    that trains more than once (a notebook, a reused trial worker) gets torch's own default back
+    where a config says None, and the thread count changes a trial's floats."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    cfg: TrialConfig,
+    *,
+    report: Callable[[dict[str, float | str]], None],
+    checkpoint_dir: str | os.PathLike[str] | None,
+    data: MultiheadDataset | None,
+    gpu_fraction: float | None,
+) -> dict[str, float]:
     tc = cfg.train
     placement = placement_module.place(tc.device, gpu_fraction=gpu_fraction)
     device = placement.device
     amp = placement_module.amp_dtype(tc.amp, device)
-    if tc.threads is not None:
-        torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
 
     data = as_tensors(load_dataset(cfg.data) if data is None else data)

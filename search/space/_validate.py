@@ -233,7 +233,7 @@ class _Walk(ValueChecker):
                 self.add(join_path(path, param), f"a value for `{param}` (`{option}` has no default)", NOTHING)
         if not switch.complete:
             return tuple(entries.values())
-        defaults = switch.check(option, {})  # what a complete option lists when the file does not say
+        defaults = switch.defaults(option)  # what a complete option lists when the file does not say
         return tuple(entries.get(p) or self.entry(f"{prefix}.{option}.{p}", Fixed(_json(defaults[p])), path)
                      for p in allowed if p in entries or p in defaults)
 

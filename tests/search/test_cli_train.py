@@ -194,3 +194,12 @@ def test_a_second_training_into_the_same_checkpoint_folder_exits_2_while_the_fir
         first.wait(timeout=30)
     assert main(["train", str(space), "--checkpoint-dir", str(folder)]) == 0  # the kernel released it
     assert len(trained) == 1
+
+
+@pytest.mark.parametrize("kind", ["correlation", "supcon"])
+def test_an_option_without_its_required_parameters_exits_2_naming_them(kind, space, capsys):
+    # both options need `head` (no default): the trial config says so before anything is built
+    assert main(["train", str(space), "--set", f"auxiliary.kind={kind}"]) == 2
+    err = capsys.readouterr().err
+    assert f"invalid trial config: auxiliary.{kind}.head must be given (`{kind}` has no default)" in err
+    assert "Traceback" not in err

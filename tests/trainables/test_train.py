@@ -321,3 +321,14 @@ def test_clearing_the_gradients_reaches_every_parameter_group():
     assert all(p.grad is not None for p in [*first.parameters(), *second.parameters()])
     train_module._clear_grads(optimizer)
     assert all(p.grad is None for p in [*first.parameters(), *second.parameters()])
+
+
+def test_train_leaves_torchs_thread_count_as_it_found_it():
+    # train.threads: null means torch's own count, also in a process that trained before
+    before = torch.get_num_threads()
+    seen = []
+    train({**BASE, "train.epochs": 1, "train.threads": before + 1},
+          report=lambda metrics: seen.append(torch.get_num_threads()))
+    assert seen == [before + 1] and torch.get_num_threads() == before
+    train({**BASE, "train.epochs": 1, "train.threads": None}, report=lambda metrics: seen.append(torch.get_num_threads()))
+    assert seen[-1] == before and torch.get_num_threads() == before
