@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from search._writable import why_unwritable
-from search.tracking import sqlite_path
+from search.tracking import redact_uri, sqlite_path
 
-__all__ = ["TrackingUriError", "check_store_uri", "check_reachable", "check_tracking_uri"]
+__all__ = ["TrackingUriError", "check_store_uri", "check_reachable", "check_tracking_uri", "is_database_uri"]
 
 # MLflow servers, and the SQLAlchemy dialects MLflow's database store accepts (with an optional
 # "+driver" suffix, e.g. postgresql+psycopg2://).
@@ -33,6 +33,11 @@ def _scheme(tracking_uri: str) -> str:
     return urlparse(tracking_uri).scheme.split("+", 1)[0].lower()
 
 
+def is_database_uri(tracking_uri: str) -> bool:
+    """Whether ``tracking_uri`` names a database server (MLflow's SQLAlchemy store, not SQLite)."""
+    return _scheme(tracking_uri) in _DATABASE_SCHEMES
+
+
 def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
     """A URI of an MLflow store this process can use: an MLflow server (http(s)://, databricks), a
     database whose SQLAlchemy driver is installed here (postgresql://, mysql://, mssql://, each
@@ -48,7 +53,7 @@ def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
         if db is None:
             raise TrackingUriError(
                 "a SQLite store in a file (sqlite:///relative/path.db, sqlite:////absolute/path.db), "
-                f"but got {tracking_uri!r}"
+                f"but got {redact_uri(tracking_uri)!r}"
             )
         if db.is_dir():
             raise TrackingUriError(f"a SQLite store in a file, but got {tracking_uri!r}, a folder")
@@ -64,7 +69,7 @@ def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
             make_url(tracking_uri).get_dialect().import_dbapi()
         except Exception as exc:  # noqa: BLE001 - an unparsable URL, an unknown or missing driver
             raise TrackingUriError(
-                f"a database URI whose driver is installed here, but got {tracking_uri!r}: "
+                f"a database URI whose driver is installed here, but got {redact_uri(tracking_uri)!r}: "
                 f"{type(exc).__name__}: {exc}"
             ) from None
         return
@@ -72,7 +77,7 @@ def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
         return
     raise TrackingUriError(
         "an MLflow tracking URI: an MLflow server (http://HOST:5000, started with mlflow/serve), a "
-        f"database (postgresql://, mysql://, mssql://) or a SQLite file (sqlite:///PATH.db), but got {tracking_uri!r}"
+        f"database (postgresql://, mysql://, mssql://) or a SQLite file (sqlite:///PATH.db), but got {redact_uri(tracking_uri)!r}"
     )
 
 
@@ -92,7 +97,7 @@ def check_tracking_uri(tracking_uri: str, *, cluster: bool) -> None:
     raise TrackingUriError(
         "a search on a Ray cluster logs to an MLflow server (--tracking-uri http://HOST:5000) or a "
         "database (postgresql://, mysql://, mssql://) the cluster can reach, not a file on this "
-        f"machine, but got {tracking_uri!r}"
+        f"machine, but got {redact_uri(tracking_uri)!r}"
     )
 
 
@@ -100,7 +105,10 @@ def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
     """An http(s) tracking server must answer (any HTTP status: it may want credentials)."""
     if _scheme(tracking_uri) not in ("http", "https"):
         return
-    url = tracking_uri.rstrip("/") + "/health"
+    # Without the user info: urllib would take it for part of the host name (MLflow's client
+    # sends it as basic auth); /health answers without credentials, and any status will do.
+    parts = urlsplit(tracking_uri)
+    url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/") + "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s):  # noqa: S310 - http(s) only, checked above
             return
@@ -109,6 +117,6 @@ def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise TrackingUriError(
-            f"an MLflow tracking server answering at {tracking_uri} (start one with mlflow/serve), "
+            f"an MLflow tracking server answering at {redact_uri(tracking_uri)} (start one with mlflow/serve), "
             f"but got {reason}"
         ) from None

@@ -7,17 +7,23 @@ Ray's Jobs SDK is imported only when a cluster is contacted.
 
 from search.cluster._auth import TOKEN_SOURCES, Token, TokenError, find_token
 from search.cluster._checks import alive_nodes, check_paths_on_every_node, check_shared_storage
-from search.cluster._client import Cluster, NodeInfo, connect, dashboard_address, fits_on_a_node
+from search.cluster._client import Cluster, JobsApiError, NodeInfo, connect, dashboard_address, fits_on_a_node
 from search.cluster._errors import ClusterError
 from search.cluster._jobs import (
     META_NAME,
     META_SPACE,
+    META_SPACE_HERE,
     META_STORAGE,
     META_TRACKING_URI,
+    FollowLost,
     exit_code,
     find_job,
     follow,
+    follow_command,
+    job_tracking_uri,
     our_jobs,
+    search_command,
+    submitted_space,
 )
 from search.cluster._package import SHIPPED_PACKAGES, stage
 
@@ -25,12 +31,15 @@ __all__ = [
     "JOB_ENV",
     "META_NAME",
     "META_SPACE",
+    "META_SPACE_HERE",
     "META_STORAGE",
     "META_TRACKING_URI",
     "SHIPPED_PACKAGES",
     "TOKEN_SOURCES",
     "Cluster",
     "ClusterError",
+    "FollowLost",
+    "JobsApiError",
     "NodeInfo",
     "Token",
     "TokenError",
@@ -44,8 +53,12 @@ __all__ = [
     "find_token",
     "fits_on_a_node",
     "follow",
+    "follow_command",
+    "job_tracking_uri",
     "our_jobs",
+    "search_command",
     "stage",
+    "submitted_space",
 ]
 
 # In a submitted search's environment: its Ray Job's submission id, which `search run` tags its

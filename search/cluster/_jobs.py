@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -12,30 +13,91 @@ from search import exit_codes
 from search.cluster._client import Cluster
 from search.cluster._errors import ClusterError
 
-__all__ = ["META_NAME", "META_SPACE", "META_STORAGE", "META_TRACKING_URI", "exit_code", "find_job", "follow", "our_jobs"]
+__all__ = [
+    "META_NAME",
+    "META_SPACE",
+    "META_SPACE_HERE",
+    "META_STORAGE",
+    "META_TRACKING_URI",
+    "FollowLost",
+    "exit_code",
+    "find_job",
+    "follow",
+    "follow_command",
+    "job_tracking_uri",
+    "our_jobs",
+    "search_command",
+    "submitted_space",
+]
 
 # The job's metadata (Ray keeps it with the job): what `search jobs` lists and `stop` suggests.
 META_SPACE = "losstune.space"
 META_NAME = "losstune.name"
 META_STORAGE = "losstune.storage"
-META_TRACKING_URI = "losstune.tracking_uri"
+META_TRACKING_URI = "losstune.tracking_uri"  # its password left out (search.tracking.redact_uri)
+# The space file where it was submitted from (absolute; META_SPACE is the job's own copy, relative
+# to its working directory): what a resubmit names.
+META_SPACE_HERE = "losstune.space_submitted"
+
+
+class FollowLost(ClusterError):
+    """The connection to the cluster broke while a job's log was followed: the job may well still
+    be running, and following it again picks its log up."""
+
+    def __init__(self, *, address: str, job_id: str, reason: str) -> None:
+        super().__init__(
+            f"job {job_id}'s log followed from the cluster at {address} until the job ends",
+            f"the connection lost ({reason}); the job may still be running: follow it again with "
+            f"{follow_command(job_id=job_id, address=address)}",
+        )
+        self.address = address
+        self.job_id = job_id
+        self.reason = reason
+
+
+def search_command(*args: str) -> str:
+    """``python -m search ARGS`` as the user copies it into a shell (every argument quoted)."""
+    return shlex.join(["python", "-m", "search", *args])
+
+
+def follow_command(*, job_id: str, address: str) -> str:
+    return search_command("logs", job_id, "--address", address, "--follow")
 
 
 def our_jobs(cluster: Cluster) -> list[Any]:
     """The cluster's jobs that ``search submit`` started, oldest first."""
-    jobs = [j for j in cluster.client.list_jobs() if j.submission_id and META_SPACE in (j.metadata or {})]
+    jobs = [j for j in cluster.jobs() if j.submission_id and META_SPACE in (j.metadata or {})]
     return sorted(jobs, key=lambda j: j.start_time or 0)
 
 
+def submitted_space(job: Any) -> str:
+    """The space file a job was submitted from, as a resubmit names it (a job submitted before
+    losstune recorded it: the job's own copy, relative to its working directory)."""
+    meta = job.metadata or {}
+    return meta.get(META_SPACE_HERE) or meta.get(META_SPACE, "SPACE")
+
+
+def job_tracking_uri(job: Any) -> str:
+    """The tracking URI a job's search logs to: from its command, the one place that keeps the
+    password (the metadata's is redacted); the metadata's for a command of another form."""
+    try:
+        words = shlex.split(job.entrypoint or "")
+        return words[words.index("--tracking-uri") + 1]
+    except (ValueError, IndexError):
+        return (job.metadata or {}).get(META_TRACKING_URI, "")
+
+
 def find_job(cluster: Cluster, job_id: str) -> Any:
-    for job in cluster.client.list_jobs():
+    for job in cluster.jobs():
         if job.submission_id == job_id:
             return job
     raise ClusterError(f"the id of a job on the cluster at {cluster.address} (`search jobs` lists them)", repr(job_id))
 
 
 def follow(cluster: Cluster, job_id: str, write: Callable[[str], Any]) -> None:
-    """Hand the job's log to ``write`` as it grows, until the job ends."""
+    """Hand the job's log to ``write`` as it grows, until the job ends; ``FollowLost`` if the
+    connection breaks first."""
+    import aiohttp
 
     async def tail() -> None:
         async for chunk in cluster.client.tail_job_logs(job_id):
@@ -47,6 +109,9 @@ def follow(cluster: Cluster, job_id: str, write: Callable[[str], Any]) -> None:
     sdk_logger.setLevel(logging.WARNING)
     try:
         asyncio.run(tail())
+    except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+        # RuntimeError: Ray's SDK on a stream closed before the job ended, or a WebSocket error
+        raise FollowLost(address=cluster.address, job_id=job_id, reason=f"{type(error).__name__}: {error}") from None
     finally:
         sdk_logger.setLevel(level)
 

@@ -36,10 +36,20 @@ def run(args: argparse.Namespace) -> int:
     if found is None:
         return exit_codes.INVALID
     cluster, _ = found
+    from search.cluster import ClusterError
+
+    try:
+        return _print_logs(cluster, job_id=args.job, follow_it=args.follow)
+    except ClusterError as error:  # also a connection lost while following: the message says how to go on
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.INVALID
+
+
+def _print_logs(cluster: Any, *, job_id: str, follow_it: bool) -> int:
     from search.cluster import exit_code, find_job, follow
 
-    if not args.follow:
-        sys.stdout.write(cluster.client.get_job_logs(args.job))
+    if not follow_it:
+        sys.stdout.write(cluster.logs(job_id))
         return exit_codes.OK
-    follow(cluster, args.job, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
-    return exit_code(find_job(cluster, args.job))
+    follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    return exit_code(find_job(cluster, job_id))

@@ -8,7 +8,10 @@ import signal
 import sys
 import textwrap
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from search import exit_codes
 from search.commands._common import add_command, ctrl_c_works, plugins_and_space, positive_int, sigterm_as_ctrl_c
@@ -74,6 +77,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="Ray Tune's own progress output besides the driver's line per trial result (default: 0, none)",
     )
     return parser
+
+
+def _node_local_storage(location: Any) -> Path | None:
+    """The storage directory holding ``location`` (a search's run directory) when it lies on each
+    node's own file system, which the nodes share only where a shared file system is mounted: a
+    local path, and a ``file://`` URI, which names such a path just as well; None for other URIs
+    (s3://, gs://), which are every node's by nature."""
+    if location.local_dir is not None:
+        return location.local_dir.parent
+    parts = urlsplit(location.parent)
+    return Path(url2pathname(parts.path)) if parts.scheme == "file" else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,8 +185,9 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         with _ray.trial_actor_env(handle):
             check_resources(space)
             if address is not None:
-                if plan.run_dir is not None:  # a URI (s3://, gs://) is every node's by nature
-                    check_shared_storage(plan.run_dir.parent)
+                shared = _node_local_storage(plan.location)
+                if shared is not None:
+                    check_shared_storage(shared)
                 if data is None and space.data.path is not None:
                     check_paths_on_every_node([str(space.data.path)], what="data.path (search.data_loading: per_node)")
             return run_search(plan, data=data).exit_code

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import shlex
+import sys
 import textwrap
 import time
 from typing import Any
@@ -22,6 +22,9 @@ EXAMPLES = textwrap.dedent(
     """\
     examples:
       python -m search stop losstune-vimh-loss-search-1a2b3c --address http://10.0.0.5:8265
+
+    A job that had already ended is left as it is (exit status 0); the command that resumes a
+    search is printed only for one stopped before it finished.
     """
 )
 _WAIT_S = 120.0
@@ -38,17 +41,52 @@ def run(args: argparse.Namespace) -> int:
     if found is None:
         return exit_codes.INVALID
     cluster, job = found
-    from search.cluster import META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, find_job
+    from search.cluster import ClusterError
 
-    cluster.client.stop_job(args.job)
+    try:
+        return _stop(cluster, job)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.INVALID
+
+
+def _stop(cluster: Any, job: Any) -> int:
+    if job.status.is_terminal():
+        print(f"job {job.submission_id} had already ended: {job.status.value}; nothing to stop")
+    else:
+        job = _stopped(cluster, job)
+        print(f"job {job.submission_id}: {job.status.value}")
+    if _resumable(job):
+        print(f"resume it with: {_resume_command(cluster, job)}")
+    return exit_codes.OK if job.status.is_terminal() else exit_codes.FAILED
+
+
+def _stopped(cluster: Any, job: Any) -> Any:
+    """The job after asking Ray to stop it, once it has ended (or as it is after ``_WAIT_S``)."""
+    from search.cluster import find_job
+
+    cluster.stop(job.submission_id)
     deadline = time.monotonic() + _WAIT_S
     while not job.status.is_terminal() and time.monotonic() < deadline:
         time.sleep(1.0)
-        job = find_job(cluster, args.job)
-    print(f"job {args.job}: {job.status.value}")
+        job = find_job(cluster, job.submission_id)
+    return job
+
+
+def _resumable(job: Any) -> bool:
+    """Whether the job's search ended before it finished, as a stop or Ctrl-C ends it (Tune saved
+    its state): a finished or failed search has nothing to resume."""
+    from search.cluster import exit_code
+
+    return job.status.is_terminal() and exit_code(job) == exit_codes.INTERRUPTED
+
+
+def _resume_command(cluster: Any, job: Any) -> str:
+    from search.tracking import redact_uri
+    from search.cluster import META_NAME, META_STORAGE, META_TRACKING_URI, search_command, submitted_space
+
     meta = job.metadata or {}
-    resume = ["python", "-m", "search", "submit", meta.get(META_SPACE, "SPACE"), "--address", cluster.address,
-              "--storage", meta.get(META_STORAGE, "DIR"), "--name", meta.get(META_NAME, "NAME"),
-              "--tracking-uri", meta.get(META_TRACKING_URI, "URI")]  # fmt: skip
-    print(f"resume it with: {shlex.join(resume)}")
-    return exit_codes.OK if job.status.is_terminal() else exit_codes.FAILED
+    return search_command(
+        "submit", submitted_space(job), "--address", cluster.address, "--storage", meta.get(META_STORAGE, "DIR"),
+        "--name", meta.get(META_NAME, "NAME"), "--tracking-uri", redact_uri(meta.get(META_TRACKING_URI, "URI")),
+    )  # fmt: skip

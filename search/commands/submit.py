@@ -72,6 +72,17 @@ def _check_storage(storage: str) -> str | None:
     return None
 
 
+def _check_name(name: str | None) -> str | None:
+    """Why ``--name`` cannot name a search, or None: it becomes part of the Ray job's id and URLs,
+    so it is checked before the cluster is contacted (``search run`` on the head would refuse it
+    only after the job started)."""
+    from search.space import SEARCH_NAME_RULE, is_search_name
+
+    if name is None or is_search_name(name):
+        return None
+    return f"--name: {SEARCH_NAME_RULE}, but got {name!r}"
+
+
 def _entrypoint(args: argparse.Namespace, space: str, tracking_uri: str) -> str:
     command = ["python", "-m", "search", "run", space, "--storage", args.storage, "--tracking-uri", tracking_uri]
     if args.name:
@@ -100,7 +111,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     from search.tracking import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(cli=args.tracking_uri, space=space.mlflow.tracking_uri)
-    problem = _check_storage(args.storage)
+    problem = _check_name(args.name) or _check_storage(args.storage)
     if problem is None:
         try:
             check_tracking_uri(tracking_uri, cluster=True)
@@ -118,10 +129,10 @@ def _run_submit(args: argparse.Namespace) -> int:
     try:
         _check_resources(cluster, space)
         job_id = _submit(args, cluster, space, tracking_uri)
-    except ClusterError as error:
+        return _wait(cluster, job_id) if args.wait else exit_codes.OK
+    except ClusterError as error:  # also a connection lost while following: the message says how to go on
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.INVALID
-    return _wait(cluster, job_id) if args.wait else exit_codes.OK
 
 
 def _check_resources(cluster: Any, space: Any) -> None:
@@ -140,41 +151,50 @@ def _check_resources(cluster: Any, space: Any) -> None:
 
 def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: str) -> str:
     """Submit the job; print its id and how to follow it; return the id."""
-    from search.cluster import JOB_ENV, META_NAME, META_SPACE, META_STORAGE, META_TRACKING_URI, ClusterError, stage
+    from search.tracking import redact_uri
+    from search.cluster import (
+        JOB_ENV,
+        META_NAME,
+        META_SPACE,
+        META_SPACE_HERE,
+        META_STORAGE,
+        META_TRACKING_URI,
+        follow_command,
+        search_command,
+        stage,
+    )
 
     name = args.name or space.name
     job_id = f"losstune-{name}-{secrets.token_hex(3)}"
     with tempfile.TemporaryDirectory(prefix="losstune-submit-") as staged:
         space_path = stage(Path(args.space), into=Path(staged))
-        try:
-            cluster.client.submit_job(
-                entrypoint=_entrypoint(args, space_path, tracking_uri),
-                submission_id=job_id,
-                runtime_env={
-                    "working_dir": staged,
-                    # How long a stop lets the search save its state before Ray kills it.
-                    "env_vars": {JOB_ENV: job_id, "RAY_JOB_STOP_WAIT_TIME_S": "60"},
-                },
-                metadata={META_SPACE: space_path, META_NAME: name, META_STORAGE: args.storage,
-                          META_TRACKING_URI: tracking_uri},
-            )  # fmt: skip
-        except RuntimeError as error:  # the Jobs API refused it (e.g. a working directory over Ray's limit)
-            raise ClusterError("the cluster to accept the job", str(error)) from None
-    at = f"--address {cluster.address}"
+        cluster.submit(
+            # The only place the job keeps the tracking URI's password: the search needs it.
+            entrypoint=_entrypoint(args, space_path, tracking_uri),
+            submission_id=job_id,
+            runtime_env={
+                "working_dir": staged,
+                # How long a stop lets the search save its state before Ray kills it.
+                "env_vars": {JOB_ENV: job_id, "RAY_JOB_STOP_WAIT_TIME_S": "60"},
+            },
+            metadata={META_SPACE: space_path, META_SPACE_HERE: str(Path(args.space).resolve()), META_NAME: name,
+                      META_STORAGE: args.storage, META_TRACKING_URI: redact_uri(tracking_uri)},
+        )  # fmt: skip
+    at = ["--address", cluster.address]
     print(
         f"Submitted search {name!r} as Ray Job {job_id}\n"
         f"  dashboard: {cluster.address}/#/jobs/{job_id}\n"
-        f"  follow:    python -m search logs {job_id} {at} --follow\n"
-        f"  stop:      python -m search stop {job_id} {at}\n"
-        f"  list:      python -m search jobs {at}\n"
-        f"  MLflow:    {tracking_uri}",
+        f"  follow:    {follow_command(job_id=job_id, address=cluster.address)}\n"
+        f"  stop:      {search_command('stop', job_id, *at)}\n"
+        f"  list:      {search_command('jobs', *at)}\n"
+        f"  MLflow:    {redact_uri(tracking_uri)}",
         flush=True,
     )
     return job_id
 
 
 def _wait(cluster: Any, job_id: str) -> int:
-    from search.cluster import exit_code, find_job, follow
+    from search.cluster import exit_code, find_job, follow, follow_command
 
     try:
         follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
@@ -184,11 +204,11 @@ def _wait(cluster: Any, job_id: str) -> int:
             answer = input(f"\nStop job {job_id} (the search stays resumable) or detach? [s/D] ").strip().lower()
             stop = answer in ("s", "stop")
         if stop:
-            cluster.client.stop_job(job_id)
+            cluster.stop(job_id)
             print(f"stopping job {job_id}; resume it by submitting the same space again", file=sys.stderr)
         else:
-            print(f"detached; job {job_id} goes on (python -m search logs {job_id} --address {cluster.address} "
-                  f"--follow)", file=sys.stderr)
+            print(f"detached; job {job_id} goes on ({follow_command(job_id=job_id, address=cluster.address)})",
+                  file=sys.stderr)
         return exit_codes.INTERRUPTED
     job = find_job(cluster, job_id)
     code = exit_code(job)

@@ -39,6 +39,7 @@ from search.tracking import (
     TrackingSettings,
     default_tracking_uri,
     dimensions_json,
+    redact_uri,
     use_buffered_requests,
 )
 
@@ -230,7 +231,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     say(
         f"{verb} search {plan.name!r} ({num_samples} trials, sampler {space.search.sampler}, "
         f"scheduler {space.search.scheduler}) in {plan.location}\n"
-        f"MLflow: {plan.tracking_uri}, experiment {plan.experiment!r}, search id {plan.search_id}"
+        f"MLflow: {redact_uri(plan.tracking_uri)}, experiment {plan.experiment!r}, search id {plan.search_id}"
     )
 
     started = time.monotonic()

@@ -13,6 +13,7 @@ from search import ranking
 from search.report import _plots
 from search.report._importance import parameter_importance
 from search.report._load import ReportError, SearchRecord, TrialRecord
+from search.tracking import redact_uri
 from search.report._tables import (
     Table,
     compares_weighting,
@@ -80,7 +81,7 @@ def _header(search: SearchRecord) -> list[str]:
     modes = [o.mode for o in search.objectives]
     return [
         f"search: {search.name} {_identity(search)}, status {search.status.lower()}",
-        f"MLflow: {search.tracking_uri}, experiment {search.experiment!r} (id {search.experiment_id})",
+        f"MLflow: {redact_uri(search.tracking_uri)}, experiment {search.experiment!r} (id {search.experiment_id})",
         f"objective: {objectives}",
         f"trials: {len(search.trials)} ({_counts(search)})",
         ranking.best_line(ranking.best_trial(search.trials, modes), search.objectives[0].metric),

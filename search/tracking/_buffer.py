@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from search.console import warn
-from search.tracking._store import TrackingSettings, causes, create_sqlite_store, is_transient, sqlite_may_pass, sqlite_path
+from search.tracking._store import (
+    TrackingSettings, causes, create_sqlite_store, is_transient, redact_uri, sqlite_may_pass, sqlite_path,
+)
 
 __all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text", "param_value"]
 
@@ -157,7 +159,7 @@ class BufferedStore:
             now = time.monotonic()
             if now >= deadline:
                 warn(
-                    f"error: MLflow at {self.settings.tracking_uri} still unreachable after waiting "
+                    f"error: MLflow at {redact_uri(self.settings.tracking_uri)} still unreachable after waiting "
                     f"{self.settings.flush_timeout_s:g} s; {len(self._pending)} writes were not sent"
                 )
                 return False
@@ -195,14 +197,14 @@ class BufferedStore:
     def _note_reachable(self, sent: int) -> None:
         if self._unreachable:
             self._unreachable = False
-            warn(f"MLflow at {self.settings.tracking_uri} reachable again; {sent} buffered writes sent")
+            warn(f"MLflow at {redact_uri(self.settings.tracking_uri)} reachable again; {sent} buffered writes sent")
 
     def _note_unreachable(self, exc: BaseException, what: str) -> None:
         if not self._unreachable:
             self._unreachable = True
             reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             warn(
-                f"MLflow at {self.settings.tracking_uri} unreachable ({what}: {reason}); buffering "
+                f"MLflow at {redact_uri(self.settings.tracking_uri)} unreachable ({what}: {reason}); buffering "
                 f"its writes and retrying every {self.settings.retry_interval_s:g} s"
             )
 

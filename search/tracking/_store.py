@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 __all__ = [
     "DIMENSIONS_FILE",
@@ -47,6 +47,7 @@ __all__ = [
     "dimensions_json",
     "is_transient",
     "make_search_id",
+    "redact_uri",
     "search_name_of",
     "resolve_tracking_uri",
     "search_all_runs",
@@ -219,6 +220,17 @@ def dimensions_json(searched: Mapping[str, Any]) -> str:
     from search.space import to_json
 
     return json.dumps({key: to_json(d) for key, d in searched.items()}, indent=2) + "\n"
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with the password of its user info replaced by ``***`` (``user:***@host``), as
+    every message and record shows a tracking URI: only the search itself needs the password."""
+    parts = urlsplit(uri)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return uri
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def make_search_id(name: str) -> str:

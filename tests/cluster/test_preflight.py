@@ -116,12 +116,14 @@ def _in_private_mount(cluster, directory, command: list[str]) -> subprocess.Comp
     )  # fmt: skip
 
 
-def test_run_on_a_cluster_refuses_storage_the_nodes_do_not_share(cluster, cluster_mlflow, tmp_path):
+@pytest.mark.parametrize("as_uri", [False, True], ids=["path", "file-uri"])
+def test_run_on_a_cluster_refuses_storage_the_nodes_do_not_share(cluster, cluster_mlflow, tmp_path, as_uri):
     private = tmp_path / "private"
     private.mkdir()
+    storage = (private / "runs").as_uri() if as_uri else str(private / "runs")  # file:// is a local path too
     done = _in_private_mount(cluster, private, [
         sys.executable, "-m", "search", "run", str(SPACES / "spread.yaml"), "--address", cluster.gcs_address,
-        "--tracking-uri", cluster_mlflow.url, "--storage", str(private / "runs"),
+        "--tracking-uri", cluster_mlflow.url, "--storage", storage,
     ])  # fmt: skip
     assert done.returncode == exit_codes.INVALID, done.stdout[-2000:] + done.stderr[-3000:]
     assert "--storage that every node of the cluster shares" in done.stderr

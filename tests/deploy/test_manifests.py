@@ -12,6 +12,8 @@ import jsonschema
 import pytest
 import ray
 import yaml
+from packaging.requirements import Requirement
+from packaging.version import Version
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from search.__main__ import build_parser
@@ -63,6 +65,28 @@ def test_ray_cluster_runs_trials_on_gpu_workers_with_token_auth():
     # It installs this repository with the cluster extra, which must exist.
     assert any("pip install" in c and ".[cluster]" in c for c in config["setup_commands"])
     assert 'cluster = ["ray[default]' in (REPO / "pyproject.toml").read_text()
+
+
+def test_every_ray_requirement_asks_for_the_ray_losstune_is_tested_with():
+    """search.cluster needs a recent Ray (ray.exceptions.AuthenticationError, token auth): the
+    project's lower bounds are the tested version, and the cluster launcher installs exactly it."""
+    tomllib = pytest.importorskip("tomllib")
+    tested = Version(ray.__version__)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    listed = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    bounds = {str(Requirement(r).specifier) for r in listed if Requirement(r).name == "ray"}
+    assert bounds == {f">={tested.major}.{tested.minor}"}, bounds
+    config = _load("ray-cluster.yaml")
+    installs = [shlex.split(c.split("&&")[-1]) for c in config["setup_commands"] if "pip install" in c]
+    pins = [Requirement(word) for words in installs for word in words if word.startswith("ray[")]
+    assert [str(pin.specifier) for pin in pins] == [f"=={tested}"], installs
+    assert _load("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]["rayVersion"] == str(tested)
+
+
+def test_ray_cluster_serves_its_dashboard_on_loopback_for_ray_dashboard_to_forward():
+    config = _load("ray-cluster.yaml")
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert "--dashboard-host=127.0.0.1" in shlex.split(head.split(";", 1)[1])
 
 
 def _containers(group: dict) -> list[dict]:

@@ -10,8 +10,11 @@ from types import SimpleNamespace
 import pytest
 
 from search import exit_codes
+from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
+from search.tracking import redact_uri
 from search.cluster import NodeInfo, TokenError, find_token, fits_on_a_node, stage
 from search.cluster._jobs import exit_code
+from search.commands.run import _node_local_storage
 from search.commands.submit import DEFAULT_STORAGE, _check_storage, _entrypoint
 from search.driver._storage import RunLocation, is_uri
 
@@ -110,3 +113,49 @@ def test_run_locations_keep_a_uri_s_query_at_its_end(tmp_path: Path, monkeypatch
     local.write_text("f.txt", "one")
     local.write_text("f.txt", "two")
     assert local.read_text("f.txt") == "two" and local.read_text("missing") is None
+
+
+def test_storage_the_nodes_must_share_is_checked_behind_a_file_uri_too(tmp_path: Path):
+    shared = tmp_path / "my runs"
+    assert _node_local_storage(RunLocation(str(shared), "s")) == shared
+    # a file:// URI names a path on each node's own file system, as a plain path does
+    assert _node_local_storage(RunLocation(shared.as_uri(), "s")) == shared
+    assert _node_local_storage(RunLocation(f"{shared.as_uri()}/", "s")) == shared
+    assert _node_local_storage(RunLocation("s3://bucket/runs", "s")) is None  # every node's by nature
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql://me:s3cret@db:5432/mlflow", "postgresql://me:***@db:5432/mlflow"),
+        ("postgresql+psycopg2://me:p%40ss@db/mlflow?sslmode=require", "postgresql+psycopg2://me:***@db/mlflow?sslmode=require"),
+        ("https://me:s3cret@mlflow.example.org/", "https://me:***@mlflow.example.org/"),
+        ("https://token@mlflow.example.org", "https://token@mlflow.example.org"),  # no password to leave out
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
+    ],
+)
+def test_a_tracking_uri_is_shown_without_its_password(uri, shown):
+    assert redact_uri(uri) == shown
+
+
+def test_refusals_of_a_tracking_uri_leave_its_password_out():
+    with pytest.raises(TrackingUriError) as caught:
+        check_tracking_uri("ftp://me:s3cret@host/x", cluster=True)
+    assert "me:***@host" in str(caught.value) and "s3cret" not in str(caught.value)
+    with pytest.raises(TrackingUriError) as caught:
+        check_reachable("http://me:s3cret@127.0.0.1:1", timeout_s=2)
+    assert "http://me:***@127.0.0.1:1" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+def test_a_tracking_server_reached_with_a_user_and_password_is_reachable(tmp_path: Path):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:  # it answers 501 to every request: any status will do
+        check_reachable(f"http://me:s3cret@127.0.0.1:{server.server_address[1]}", timeout_s=5)
+    finally:
+        server.shutdown()
+        server.server_close()
