@@ -51,9 +51,14 @@ if [[ -z "$password" ]]; then
 fi
 
 # Role and database, each created only when missing (psql variables quote them: %I and %L).
-# A role that already exists keeps its password: change it with ALTER ROLE, not here.
+# A role that already exists keeps its password: change it with ALTER ROLE, not here. The
+# password reaches psql on its standard input, not its command line, which `ps` shows (in
+# psql's single quotes a quote is doubled and a backslash escapes).
+quoted="${password//\\/\\\\}"
+quoted="${quoted//\'/\'\'}"
 psql -X -q -v ON_ERROR_STOP=1 -h "$db_host" -p "$db_port" -d postgres \
-  -v role="$db_user" -v password="$password" -v db="$db" <<'SQL'
+  -v role="$db_user" -v db="$db" <<SQL
+\set password '$quoted'
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')

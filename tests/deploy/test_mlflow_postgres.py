@@ -250,3 +250,28 @@ def test_a_second_start_reuses_the_database_and_its_password(postgres: Postgres,
         timeout=60,
     )
     assert wrong.returncode == 2 and "set MLFLOW_DB_PASSWORD to its password" in wrong.stderr
+
+
+def test_the_role_password_never_goes_on_a_command_line(postgres: Postgres, tmp_path: Path):
+    # every psql the script runs is logged with its arguments, as `ps` would show them
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "psql-calls"
+    real = shutil.which("psql")
+    wrapper = bin_dir / "psql"
+    wrapper.write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >> {calls}\nexec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    password = "it's a \"pw\" with \\x and $HOME"  # quotes, a backslash and a dollar kept as they are
+    env = {**_server_env(postgres, tmp_path), "MLFLOW_BIN": "/bin/echo", "MLFLOW_DB_PASSWORD": password,
+           "MLFLOW_DB_USER": "quoted_role", "MLFLOW_DB": "quoted_db"}
+    env["PATH"] = f"{bin_dir}:{os.environ['PATH']}"
+    done = subprocess.run([SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    logged = calls.read_text()
+    assert logged.count("\n") >= 2 and "pw" not in logged and "it's" not in logged
+    # the role got the password as given: the script's own login with it (PGPASSWORD) succeeded, and so does ours
+    import psycopg2
+
+    with closing(psycopg2.connect(dbname="quoted_db", user="quoted_role", password=password,
+                                  host=postgres.env["PGHOST"], port=postgres.env["PGPORT"])):
+        pass
