@@ -132,3 +132,14 @@ def test_rayjob_entrypoint_is_a_search_our_cli_accepts_with_storage_every_pod_mo
         }
         mounts = [m for c in pod["containers"] for m in c.get("volumeMounts", []) if m["name"] in claims]
         assert any(Path(args.storage).is_relative_to(m["mountPath"]) for m in mounts), (args.storage, mounts)
+
+
+def test_slurm_warns_the_script_before_the_time_limit_long_enough_for_its_stop():
+    # the script's stop: up to 60 s for the search to end resumable, then up to 30 s for each of
+    # the search, the workers and the head; SLURM kills everything after KillWait otherwise
+    import re
+
+    text = (REPO / "deploy" / "slurm.sbatch").read_text()
+    (lead,) = re.findall(r"^#SBATCH --signal=B:TERM@(\d+)$", text, flags=re.MULTILINE)  # the batch shell only
+    assert "seq 60" in text and "seq 30" in text
+    assert int(lead) >= 60 + 3 * 30
