@@ -95,6 +95,21 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     return result
 
 
+def _defaulted_space_values(fixed: Mapping[str, Any], given: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str]:
+    """``key: default (space: value)`` for each value the space fixes (``fixed``) that a given
+    config lacks and whose trial-config default differs: a partial config is completed from the
+    trial config's defaults, not from the space. Heads are left out: a config trains the heads it
+    names, and the space's head weights would add heads."""
+    from trainables.flat_keys import HEADS
+    from trainables.settings import show_literal
+
+    return [
+        f"{key}: {show_literal(resolved.get(key))} (space: {show_literal(value)})"
+        for key, value in fixed.items()
+        if key not in given and not key.startswith(f"{HEADS}.") and resolved.get(key) != value
+    ]
+
+
 def _load_config(path: str) -> dict[str, Any]:
     from search.space import SpaceError
     from search.space._parse import read_space_file
@@ -181,10 +196,15 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         if args.epochs is not None:
             overrides.append(f"train.epochs={args.epochs}")
         config = apply_overrides(config, overrides)
-        TrialConfig.from_flat(config)
+        resolved = TrialConfig.from_flat(config).to_flat()
     except (_InvalidInput, ValueError) as error:
         print(f"invalid trial config: {error}", file=sys.stderr)
         return exit_codes.INVALID
+    if args.config:
+        defaulted = _defaulted_space_values(space.constants, config, resolved)
+        if defaulted:
+            print(f"note: {args.config} lacks values the space fixes; the trial config's defaults train instead: "
+                  + ", ".join(defaulted))
 
     if args.checkpoint_dir is not None:
         folder = Path(args.checkpoint_dir)

@@ -203,3 +203,25 @@ def test_an_option_without_its_required_parameters_exits_2_naming_them(kind, spa
     err = capsys.readouterr().err
     assert f"invalid trial config: auxiliary.{kind}.head must be given (`{kind}` has no default)" in err
     assert "Traceback" not in err
+
+
+def test_a_partial_config_says_which_space_values_it_trains_without(space, tmp_path, monkeypatch, capsys):
+    # keys a config lacks take the trial config's defaults, not the space's: said, not silent
+    import trainables.train as trainer
+
+    trained = []
+    monkeypatch.setattr(trainer, "train", lambda config, **kwargs: trained.append(config) or {})
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("heads.digit.loss: ce\ntrain.lr: 0.01\ndata.kind: digits\n")
+    assert main(["train", str(space), "--config", str(partial), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    note = next(line for line in out.splitlines() if line.startswith("note: "))
+    assert f"{partial} lacks values the space fixes" in note
+    assert "data.limit: null (space: 300)" in note and "train.batch_size: 128 (space: 64)" in note
+    assert "data.kind" not in note and "train.epochs" not in note and "heads." not in note  # given, or heads
+    assert trained == [{"heads.digit.loss": "ce", "train.lr": 0.01, "data.kind": "digits", "train.epochs": 1}]
+
+    whole = tmp_path / "whole.yaml"
+    whole.write_text(yaml.safe_dump(load_space(space).sample(seed=0)))
+    assert main(["train", str(space), "--config", str(whole)]) == 0
+    assert "note: " not in capsys.readouterr().out  # a best_config.yaml has every value
