@@ -6,8 +6,16 @@ Ray's Jobs SDK is imported only when a cluster is contacted.
 """
 
 from search.cluster._auth import TOKEN_SOURCES, Token, TokenError, find_token
+from search.cluster._autoscaler import (
+    BOOTSTRAP_CONFIG,
+    NodeType,
+    adds_nodes,
+    check_trial_fits,
+    config_node_types,
+    read_node_types,
+)
 from search.cluster._checks import alive_nodes, check_paths_on_every_node, check_shared_storage
-from search.cluster._client import Cluster, JobsApiError, NodeInfo, connect, dashboard_address, fits_on_a_node
+from search.cluster._client import Cluster, JobsApiError, NodeInfo, connect, dashboard_address
 from search.cluster._errors import ClusterError
 from search.cluster._jobs import (
     META_NAME,
@@ -28,6 +36,7 @@ from search.cluster._jobs import (
 from search.cluster._package import SHIPPED_PACKAGES, stage
 
 __all__ = [
+    "BOOTSTRAP_CONFIG",
     "JOB_ENV",
     "META_NAME",
     "META_SPACE",
@@ -41,21 +50,25 @@ __all__ = [
     "FollowLost",
     "JobsApiError",
     "NodeInfo",
+    "NodeType",
     "Token",
     "TokenError",
+    "adds_nodes",
     "alive_nodes",
     "check_paths_on_every_node",
     "check_shared_storage",
+    "check_trial_fits",
+    "config_node_types",
     "connect",
     "dashboard_address",
     "exit_code",
     "find_job",
     "find_token",
-    "fits_on_a_node",
     "follow",
     "follow_command",
     "job_tracking_uri",
     "our_jobs",
+    "read_node_types",
     "search_command",
     "stage",
     "submitted_space",

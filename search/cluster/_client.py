@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 from search.cluster._auth import TOKEN_SOURCES, Token, find_token
 from search.cluster._errors import ClusterError
 
-__all__ = ["Cluster", "ClusterError", "JobsApiError", "NodeInfo", "connect", "dashboard_address", "fits_on_a_node"]
+__all__ = ["Cluster", "ClusterError", "JobsApiError", "NodeInfo", "connect", "dashboard_address"]
 
 _TIMEOUT_S = 30.0  # per request: connecting, and each wait for the server's next bytes
 _UNAVAILABLE = 503  # what the dashboard answers while its job agent is not ready
@@ -60,11 +60,6 @@ class NodeInfo:
     is_head: bool
     cpu: float
     gpu: float
-
-
-def fits_on_a_node(nodes: list[NodeInfo], *, cpu: float, gpu: float) -> bool:
-    """Whether one alive node has the resources of a trial (Ray places a trial on one node)."""
-    return any(n.alive and n.cpu >= cpu and n.gpu >= gpu for n in nodes)
 
 
 def dashboard_address(address: str) -> str:
@@ -122,22 +117,27 @@ class Cluster:
             raise ClusterError(f"the Jobs API of the cluster at {self.address} answering {what}",
                                f"{type(error).__name__}: {error}") from None
 
-    def nodes(self) -> list[NodeInfo]:
-        """Every node the cluster knows, from Ray's state API."""
+    def _get(self, what: str, path: str, answer: Callable[[Any], Any], **params: Any) -> Any:
+        """``answer(data)`` of the dashboard's JSON answer to ``GET path``."""
         import requests
 
         try:
-            response = requests.get(
-                f"{self.address}/api/v0/nodes",
-                params={"limit": 10_000},
-                headers=self.token.headers() if self.token else None,
-                timeout=_TIMEOUT_S,
-            )
+            response = requests.get(f"{self.address}{path}", params=params,
+                                    headers=self.token.headers() if self.token else None, timeout=_TIMEOUT_S)
             response.raise_for_status()
-            rows = response.json()["data"]["result"]["result"]
+            return answer(response.json()["data"])
         except (requests.RequestException, ValueError, KeyError, TypeError) as error:
-            raise ClusterError(f"the node list of the cluster at {self.address} (Ray's state API)",
+            raise ClusterError(f"{what} of the cluster at {self.address}",
                                f"{type(error).__name__}: {error}") from None
+
+    def autoscaler_status(self) -> dict[str, Any] | None:
+        """The status Ray's autoscaler keeps (None where none runs that keeps one)."""
+        return self._get("the autoscaler status", "/api/cluster_status", lambda data: data.get("clusterStatus"))
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node the cluster knows, from Ray's state API."""
+        rows = self._get("the node list (Ray's state API)", "/api/v0/nodes", lambda data: data["result"]["result"],
+                         limit=10_000)
         return [
             NodeInfo(
                 node_id=row["node_id"],

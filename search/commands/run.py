@@ -183,7 +183,9 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         from search.driver import run_search
 
         with _ray.trial_actor_env(handle):
-            check_resources(space)
+            note = check_resources(space)
+            if note is not None:
+                print(f"note: {note}", flush=True)
             if address is not None:
                 shared = _node_local_storage(plan.location)
                 if shared is not None:

@@ -136,17 +136,17 @@ def _run_submit(args: argparse.Namespace) -> int:
 
 
 def _check_resources(cluster: Any, space: Any) -> None:
-    from search.cluster import ClusterError, fits_on_a_node
+    """As the search checks it on the cluster, but the autoscaler's node types are in a file on the
+    head: here only its status says whether it may start nodes."""
+    from search.cluster import adds_nodes, check_trial_fits
 
-    nodes = cluster.nodes()
-    cpu, gpu = space.resources.cpu, space.resources.gpu
-    if not fits_on_a_node(nodes, cpu=cpu, gpu=gpu):
-        have = ", ".join(f"{n.cpu:g} CPU + {n.gpu:g} GPU" for n in nodes if n.alive) or "no alive node"
-        raise ClusterError(
-            f"resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of the "
-            f"cluster at {cluster.address}",
-            f"nodes with {have}",
-        )
+    note = check_trial_fits(
+        alive=[(n.cpu, n.gpu) for n in cluster.nodes() if n.alive], cpu=space.resources.cpu,
+        gpu=space.resources.gpu, where=f"the cluster at {cluster.address}", node_types=lambda: None,
+        autoscales=lambda: adds_nodes(cluster.autoscaler_status()),
+    )  # fmt: skip
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr, flush=True)
 
 
 def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: str) -> str:

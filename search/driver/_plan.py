@@ -231,22 +231,24 @@ def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = 
     return None if space.search.data_loading == "per_node" else data
 
 
-def check_resources(space: Space) -> None:
-    """A trial must fit on one node of the cluster (Ray places a trial on one node), else Tune
-    waits for resources forever."""
+def check_resources(space: Space) -> str | None:
+    """A trial must fit on one node of the cluster, alive or one its autoscaler may start (see
+    ``search.cluster.check_trial_fits``); returns a note when only the autoscaler can give it one."""
     import ray
 
-    from search.cluster import NodeInfo, fits_on_a_node
+    from search.cluster import adds_nodes, check_trial_fits, read_node_types
 
-    nodes = [
-        NodeInfo(node_id=n["NodeID"], ip=n.get("NodeManagerAddress", ""), alive=True, is_head=False,
-                 cpu=float(n["Resources"].get("CPU", 0.0)), gpu=float(n["Resources"].get("GPU", 0.0)))
-        for n in ray.nodes() if n.get("Alive")
-    ]  # fmt: skip
-    cpu, gpu = space.resources.cpu, space.resources.gpu
-    if not fits_on_a_node(nodes, cpu=cpu, gpu=gpu):
-        have = ", ".join(f"{n.cpu:g} CPU + {n.gpu:g} GPU" for n in nodes) or "no alive node"
-        raise SearchInputError(
-            f"resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of the "
-            f"Ray cluster, but got nodes with {have}"
-        )
+    def autoscales() -> bool | None:
+        import json
+
+        # Where Ray's (v1) autoscaler keeps its status: the dashboard's /api/cluster_status reads it too.
+        from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        status = _internal_kv_get(DEBUG_AUTOSCALING_STATUS)
+        return adds_nodes(json.loads(status) if status else None)
+
+    alive = [(float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
+             for n in ray.nodes() if n.get("Alive")]  # fmt: skip
+    return check_trial_fits(alive=alive, cpu=space.resources.cpu, gpu=space.resources.gpu, where="the Ray cluster",
+                            node_types=read_node_types, autoscales=autoscales)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +117,7 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self, *, num_cpus: int, registry=None) -> Node:
+    def start_head(self, *, num_cpus: int, registry=None, more: Sequence[str] = ()) -> Node:
         client_port, = free_ports(1)
         return self._start(
             "head",
@@ -125,10 +125,29 @@ class LocalCluster:
                 "--head", "--port", str(self.gcs_port), "--temp-dir", str(self.temp_dir / "ray"),
                 "--dashboard-host", LOOPBACK, "--dashboard-port", str(self.dashboard_port),
                 "--ray-client-server-port", str(client_port), "--include-dashboard", "true",
-                "--num-cpus", str(num_cpus), "--num-gpus", "0",
+                "--num-cpus", str(num_cpus), "--num-gpus", "0", *more,
             ],
             registry,
         )  # fmt: skip
+
+    def start_autoscaling_head(self, worker_types: dict, *, registry=None) -> Node:
+        """A head with no CPU or GPU whose autoscaler starts nodes of ``worker_types`` (autoscaler
+        node types) on this machine, as processes (Ray's fake multi-node provider). Its config is
+        where Ray's cluster launcher puts it, ``~/ray_bootstrap_config.yaml``, under a home of the
+        cluster's own (the HOME of the head and of every job it runs)."""
+        import json
+
+        home = self.temp_dir / "home"
+        home.mkdir()
+        config = home / "ray_bootstrap_config.yaml"
+        config.write_text(json.dumps(_fake_autoscaling_config(self.gcs_address, self.temp_dir, worker_types)))
+        clients = dict(self.env, HOME=str(home))
+        self.env.update(clients, RAY_FAKE_CLUSTER="1", AUTOSCALER_UPDATE_INTERVAL_S="1",
+                        PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])))
+        try:
+            return self.start_head(num_cpus=0, registry=registry, more=[f"--autoscaling-config={config}"])
+        finally:
+            self.env = clients
 
     def start_worker(self, *, num_cpus: int, num_gpus: int, registry=None) -> Node:
         return self._start(
@@ -197,6 +216,27 @@ class LocalCluster:
             node.stop()
             if registry is not None:
                 registry.remove(node.pid)
+
+
+def _fake_autoscaling_config(gcs_address: str, temp_dir: Path, worker_types: dict) -> dict:
+    """An autoscaling config in the launcher's format (what it writes to the head after filling it
+    out) whose nodes Ray's fake multi-node provider starts as processes on this machine
+    (``_fake_provider``: each with a temp dir of its own under ``temp_dir``)."""
+    return {
+        "cluster_name": "losstune-test", "max_workers": sum(t["max_workers"] for t in worker_types.values()),
+        "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
+        "provider": {"type": "external", "module": "_fake_provider.OwnTempDirProvider", "gcs_address": gcs_address,
+                     "worker_temp_base": str(temp_dir), "disable_launch_config_check": True,
+                     "disable_node_updaters": True},
+        "auth": {"ssh_user": "ubuntu"}, "docker": {},
+        "available_node_types": {"ray.head.default": {"resources": {"CPU": 0, "GPU": 0}, "node_config": {}, "max_workers": 0},
+                                 **{name: {"node_config": {}, "min_workers": 0, **spec}
+                                    for name, spec in worker_types.items()}},
+        "head_node_type": "ray.head.default",  # the head type of the fake provider
+        "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False, "rsync_exclude": [],
+        "rsync_filter": [], "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+        "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+    }  # fmt: skip
 
 
 def make_cluster(base: Path | None = None) -> LocalCluster:

@@ -97,6 +97,18 @@ def test_submit_refuses_trials_no_node_can_hold(cluster, cluster_mlflow, tmp_pat
     assert _jobs_submitted(cluster) == before
 
 
+def test_run_on_a_cluster_without_an_autoscaler_refuses_trials_no_node_can_hold(cluster, cluster_mlflow, tmp_path):
+    # The search itself checks too (a search run on the cluster, or a job submitted before the
+    # cluster shrank): the head's autoscaler runs read-only, so no node can be added.
+    space = tmp_path / "greedy.yaml"
+    space.write_text((SPACES / "packed.yaml").read_text().replace("gpu: 0.5", "gpu: 3"))
+    done = search_cli(cluster, "run", str(space), "--address", cluster.gcs_address, "--tracking-uri",
+                      cluster_mlflow.url, "--storage", str(tmp_path / "runs"))  # fmt: skip
+    assert done.returncode == exit_codes.INVALID, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "must fit on one node of the Ray cluster, but got nodes with " in done.stderr
+    assert "2 CPU + 2 GPU" in done.stderr and "node types" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_submit_without_the_cluster_extra_says_how_to_install_it(cluster, cluster_mlflow, tmp_path, monkeypatch, capsys):
     real = search.cluster._client.importlib.util.find_spec
     monkeypatch.setattr(

@@ -12,7 +12,7 @@ import pytest
 from search import exit_codes
 from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
 from search.tracking import redact_uri
-from search.cluster import NodeInfo, TokenError, find_token, fits_on_a_node, stage
+from search.cluster import TokenError, find_token, stage
 from search.cluster._jobs import exit_code
 from search.commands.run import _node_local_storage
 from search.commands.submit import DEFAULT_STORAGE, _check_storage, _entrypoint
@@ -94,13 +94,6 @@ def test_storage_a_submitted_search_can_use():
 def test_a_finished_job_exits_with_the_search_s_own_status(status, driver_exit, expected):
     job = SimpleNamespace(status=SimpleNamespace(value=status), driver_exit_code=driver_exit)
     assert exit_code(job) == expected
-
-
-def test_a_trial_fits_where_one_alive_node_has_all_it_asks():
-    nodes = [NodeInfo("a", "", True, True, 8, 0), NodeInfo("b", "", True, False, 2, 1), NodeInfo("c", "", False, False, 64, 8)]
-    assert fits_on_a_node(nodes, cpu=2, gpu=0.5)
-    assert not fits_on_a_node(nodes, cpu=4, gpu=0.5)  # CPUs on one node, the GPU on another
-    assert not fits_on_a_node(nodes, cpu=1, gpu=2)  # only the dead node has them
 
 
 def test_run_locations_keep_a_uri_s_query_at_its_end(tmp_path: Path, monkeypatch):
