@@ -13,6 +13,7 @@ from search.cluster._autoscaler import (
     check_trial_fits,
     config_node_types,
     read_node_types,
+    wait_adds_nodes,
 )
 from search.cluster._checks import alive_nodes, check_paths_on_every_node, check_shared_storage
 from search.cluster._client import Cluster, JobsApiError, NodeInfo, connect, dashboard_address
@@ -72,6 +73,7 @@ __all__ = [
     "search_command",
     "stage",
     "submitted_space",
+    "wait_adds_nodes",
 ]
 
 # In a submitted search's environment: its Ray Job's submission id, which `search run` tags its

@@ -12,21 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
 from search.cluster._errors import ClusterError
 
-__all__ = ["BOOTSTRAP_CONFIG", "NodeType", "adds_nodes", "check_trial_fits", "config_node_types", "read_node_types"]
+__all__ = ["BOOTSTRAP_CONFIG", "NodeType", "adds_nodes", "check_trial_fits", "config_node_types", "read_node_types",
+           "wait_adds_nodes"]
 
 BOOTSTRAP_CONFIG = Path("~/ray_bootstrap_config.yaml")
+# Twice the interval of Ray's autoscaler updates (AUTOSCALER_UPDATE_INTERVAL_S), after each of which it reports.
+STATUS_WAIT_S = 12.0
 # Ray's read-only autoscaler names the type of each node after its id (its `format_readonly_node_type`).
 _READONLY_TYPE = "node_{}"
 
 
 @dataclass(frozen=True)
 class NodeType:
-    """A worker node type of an autoscaling config, with the resources the autoscaler plans with."""
+    """A node type of an autoscaling config, with the resources the autoscaler plans with."""
 
     name: str
     cpu: float
@@ -41,17 +45,16 @@ class NodeType:
 
 
 def config_node_types(config: Mapping[str, Any]) -> list[NodeType]:
-    """The worker node types of an autoscaling config. A resource a type does not list is 0, as
-    the autoscaler plans with it; a type's ``max_workers`` is capped by the cluster's."""
+    """The node types an autoscaling config lets the autoscaler start, with the resources it plans
+    with: a resource a type does not list is 0, a type without ``max_workers`` is never started
+    (the launcher writes every type's, the head's 0), and the cluster's ``max_workers`` caps all."""
     cluster_max = int(config.get("max_workers", 0))
-    head = config.get("head_node_type")
     found = []
     for name, spec in (config.get("available_node_types") or {}).items():
-        if name == head:
-            continue  # alive already: among the nodes
         resources = spec.get("resources") or {}
-        most = min(int(spec.get("max_workers", cluster_max)), cluster_max)
-        found.append(NodeType(str(name), float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), most))
+        most = min(int(spec.get("max_workers", 0)), cluster_max)
+        if most > 0:
+            found.append(NodeType(str(name), float(resources.get("CPU", 0)), float(resources.get("GPU", 0)), most))
     return found
 
 
@@ -77,7 +80,7 @@ def read_node_types(path: Path = BOOTSTRAP_CONFIG) -> list[NodeType] | None:
 def adds_nodes(status: Mapping[str, Any] | None) -> bool | None:
     """Whether the autoscaler of ``status`` (the JSON Ray's autoscaler keeps in the GCS, as the
     dashboard's ``/api/cluster_status`` returns it: keys in camelCase there) may start nodes: False
-    when it runs read-only, None when its status does not say (no status: another autoscaler)."""
+    when it runs read-only, None when its status does not say (not yet, or none kept)."""
     report = (status or {}).get("autoscaler_report") or (status or {}).get("autoscalerReport")
     if not isinstance(report, Mapping):
         return None
@@ -85,6 +88,17 @@ def adds_nodes(status: Mapping[str, Any] | None) -> bool | None:
     if not isinstance(types, Mapping) or not types:
         return None
     return any(kind != _READONLY_TYPE.format(node) for node, kind in types.items())
+
+
+def wait_adds_nodes(status: Callable[[], Mapping[str, Any] | None], *, wait_s: float = STATUS_WAIT_S,
+                    sleep: Callable[[float], None] = time.sleep) -> bool | None:
+    """``adds_nodes`` of ``status()``, asked again for up to ``wait_s`` while it does not say: the
+    autoscaler reports first a few seconds after the head starts. None after that (an autoscaler
+    that keeps no such status, as Ray's v2)."""
+    deadline = time.monotonic() + wait_s
+    while (answer := adds_nodes(status())) is None and time.monotonic() < deadline:
+        sleep(1.0)
+    return answer
 
 
 def check_trial_fits(*, alive: Sequence[tuple[float, float]], cpu: float, gpu: float, where: str,

@@ -126,7 +126,7 @@ class Cluster:
                                     headers=self.token.headers() if self.token else None, timeout=_TIMEOUT_S)
             response.raise_for_status()
             return answer(response.json()["data"])
-        except (requests.RequestException, ValueError, KeyError, TypeError) as error:
+        except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError) as error:
             raise ClusterError(f"{what} of the cluster at {self.address}",
                                f"{type(error).__name__}: {error}") from None
 

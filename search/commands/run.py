@@ -183,7 +183,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         from search.driver import run_search
 
         with _ray.trial_actor_env(handle):
-            note = check_resources(space)
+            note = check_resources(space, joined=address is not None)
             if note is not None:
                 print(f"note: {note}", flush=True)
             if address is not None:

@@ -138,12 +138,12 @@ def _run_submit(args: argparse.Namespace) -> int:
 def _check_resources(cluster: Any, space: Any) -> None:
     """As the search checks it on the cluster, but the autoscaler's node types are in a file on the
     head: here only its status says whether it may start nodes."""
-    from search.cluster import adds_nodes, check_trial_fits
+    from search.cluster import check_trial_fits, wait_adds_nodes
 
     note = check_trial_fits(
         alive=[(n.cpu, n.gpu) for n in cluster.nodes() if n.alive], cpu=space.resources.cpu,
         gpu=space.resources.gpu, where=f"the cluster at {cluster.address}", node_types=lambda: None,
-        autoscales=lambda: adds_nodes(cluster.autoscaler_status()),
+        autoscales=lambda: wait_adds_nodes(cluster.autoscaler_status),
     )  # fmt: skip
     if note is not None:
         print(f"note: {note}", file=sys.stderr, flush=True)

@@ -231,24 +231,28 @@ def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = 
     return None if space.search.data_loading == "per_node" else data
 
 
-def check_resources(space: Space) -> str | None:
+def check_resources(space: Space, *, joined: bool) -> str | None:
     """A trial must fit on one node of the cluster, alive or one its autoscaler may start (see
-    ``search.cluster.check_trial_fits``); returns a note when only the autoscaler can give it one."""
+    ``search.cluster.check_trial_fits``; a local instance, not ``joined``, never grows); returns a
+    note when only the autoscaler can give it one."""
     import ray
 
-    from search.cluster import adds_nodes, check_trial_fits, read_node_types
+    from search.cluster import check_trial_fits, read_node_types, wait_adds_nodes
 
     def autoscales() -> bool | None:
         import json
 
-        # Where Ray's (v1) autoscaler keeps its status: the dashboard's /api/cluster_status reads it too.
+        # Where Ray's v1 autoscaler keeps its status (the dashboard's /api/cluster_status reads it too).
         from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
         from ray.experimental.internal_kv import _internal_kv_get
 
-        status = _internal_kv_get(DEBUG_AUTOSCALING_STATUS)
-        return adds_nodes(json.loads(status) if status else None)
+        if is_autoscaler_v2(fetch_from_server=True):  # KubeRay's: it keeps no such status
+            return None
+        return wait_adds_nodes(lambda: json.loads(_internal_kv_get(DEBUG_AUTOSCALING_STATUS) or "null"))
 
     alive = [(float(n["Resources"].get("CPU", 0.0)), float(n["Resources"].get("GPU", 0.0)))
              for n in ray.nodes() if n.get("Alive")]  # fmt: skip
     return check_trial_fits(alive=alive, cpu=space.resources.cpu, gpu=space.resources.gpu, where="the Ray cluster",
-                            node_types=read_node_types, autoscales=autoscales)
+                            node_types=read_node_types if joined else lambda: None,
+                            autoscales=autoscales if joined else lambda: False)

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.cluster import ClusterError, NodeType, adds_nodes, check_trial_fits, config_node_types, read_node_types
+from search.cluster import (
+    ClusterError,
+    NodeType,
+    adds_nodes,
+    check_trial_fits,
+    config_node_types,
+    read_node_types,
+    wait_adds_nodes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_WORKER = NodeType("gpu_worker", 48.0, 4.0, 4)
@@ -21,18 +29,24 @@ def _unasked():
 
 def _launcher_config() -> dict:
     """deploy/ray-cluster.yaml as Ray's launcher writes it to the head: each node type's resources
-    filled out from its instance type (a g5.12xlarge: 48 vCPUs, 4 GPUs)."""
+    filled out from its instance type (a g5.12xlarge: 48 vCPUs, 4 GPUs), the head's max_workers 0."""
     config = yaml.safe_load((REPO / "deploy" / "ray-cluster.yaml").read_text())
     config["available_node_types"]["gpu_worker"]["resources"] = {"CPU": 48, "GPU": 4}
+    config["available_node_types"]["head"]["max_workers"] = 0
     return config
 
 
-def test_the_node_types_are_the_worker_types_with_the_resources_the_autoscaler_plans_with():
-    assert config_node_types(_launcher_config()) == [GPU_WORKER]  # the head is not one: it is alive
+def test_the_node_types_are_those_the_autoscaler_may_start_with_the_resources_it_plans_with():
+    assert config_node_types(_launcher_config()) == [GPU_WORKER]  # not the head: it starts none of its type
     config = _launcher_config()
     config["max_workers"] = 2  # the cluster's cap caps every type
-    config["available_node_types"]["cpu_worker"] = {"resources": {"CPU": 8}, "node_config": {}}  # no max: the cap
-    assert config_node_types(config) == [NodeType("gpu_worker", 48.0, 4.0, 2), NodeType("cpu_worker", 8.0, 0.0, 2)]
+    types = config["available_node_types"]
+    types["cpu_worker"] = {"resources": {"CPU": 8}, "node_config": {}, "max_workers": 3}
+    types["head"]["max_workers"] = 1  # more nodes of the head's type: the autoscaler may start them too
+    types["unlimited"] = {"resources": {"CPU": 8}, "node_config": {}}  # no max_workers: never started
+    assert config_node_types(config) == [
+        NodeType("head", 0.0, 0.0, 1), NodeType("gpu_worker", 48.0, 4.0, 2), NodeType("cpu_worker", 8.0, 0.0, 2)
+    ]
     # Resources not filled out: the autoscaler plans with none, and never starts the type for a trial.
     assert config_node_types(yaml.safe_load((REPO / "deploy" / "ray-cluster.yaml").read_text())) == [
         NodeType("gpu_worker", 0.0, 0.0, 4)
@@ -67,6 +81,16 @@ def test_the_launcher_s_config_is_read_from_the_head_s_home(tmp_path: Path):
 )
 def test_the_autoscaler_s_status_says_whether_it_may_add_nodes(status, expected):
     assert adds_nodes(status) is expected
+
+
+def test_a_status_that_does_not_say_yet_is_asked_again_for_a_while():
+    answers = iter([None, {"autoscaler_report": None}, {"autoscalerReport": {"nodeTypeMapping": {"ab": "node_ab"}}}])
+    slept = []
+    assert wait_adds_nodes(lambda: next(answers), wait_s=60, sleep=slept.append) is False
+    assert slept == [1.0, 1.0]
+    asked = []
+    assert wait_adds_nodes(lambda: asked.append(1), wait_s=0.0, sleep=slept.append) is None  # no status kept
+    assert asked == [1]
 
 
 def test_a_trial_that_fits_an_alive_node_asks_nothing_of_the_autoscaler():

@@ -7,11 +7,13 @@ These tests run the CLI in child processes that start (and own) their Ray instan
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,9 +98,9 @@ class Searches:
         self.groups = groups
         self.started: list[subprocess.Popen] = []
 
-    def start(self, command: list[str]) -> subprocess.Popen:
+    def start(self, command: list[str], *, env: dict[str, str] | None = None) -> subprocess.Popen:
         process = subprocess.Popen(
-            command, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command, cwd=REPO, env={**_env(), **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )  # fmt: skip
         self.groups.add(process.pid, " ".join(command))
@@ -114,9 +116,9 @@ class Searches:
         finally:
             watchdog.cancel()
 
-    def run(self, command: list[str], *, timeout: float = 240) -> tuple[int, str]:
-        """(exit status, output) of a whole run."""
-        process = self.start(command)
+    def run(self, command: list[str], *, timeout: float = 240, env: dict[str, str] | None = None) -> tuple[int, str]:
+        """(exit status, output) of a whole run (``env``: more environment)."""
+        process = self.start(command, env=env)
         output = "".join(self.lines(process, timeout=timeout))
         code = process.wait(timeout=60)
         self.kill(process)  # whatever it left behind
@@ -433,6 +435,23 @@ def test_a_diverging_trial_prints_one_line_is_not_retried_and_keeps_its_tracebac
     traceback_file = Path(failed[0].split("full traceback: ")[1].split("  (")[0])
     assert "Traceback (most recent call last)" in traceback_file.read_text()
     assert traceback_file.is_relative_to(tmp_path / "runs" / "diverging")
+
+
+def test_a_local_search_whose_trial_fits_no_node_exits_2_at_once(tmp_path: Path, searches):
+    # A local instance never grows: no autoscaler to wait for, even on a cluster's head.
+    space = tmp_path / "greedy.yaml"
+    space.write_text(SPACE.read_text().replace("resources: {cpu: 1}", "resources: {cpu: 1, gpu: 1}"))
+    home = tmp_path / "home"  # as on the head of a `ray up` cluster, whose node types have GPUs
+    home.mkdir()
+    (home / "ray_bootstrap_config.yaml").write_text(json.dumps({
+        "max_workers": 1, "available_node_types": {"gpu": {"resources": {"CPU": 8, "GPU": 1}, "max_workers": 1}}}))
+    started = time.monotonic()
+    code, output = searches.run(_cli(space, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "--num-cpus", "2"),
+                                env={"HOME": str(home)})  # fmt: skip
+    assert code == 2, output
+    assert "must fit on one node of the Ray cluster, but got nodes with 2 CPU + 0 GPU" in output, output
+    assert "node types" not in output and "Traceback" not in output
+    assert time.monotonic() - started < 60
 
 
 def test_the_dashboard_starts_on_loopback_and_answers_during_the_search(tmp_path: Path, searches):

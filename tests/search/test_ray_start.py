@@ -358,7 +358,7 @@ def test_search_run_runs_its_search_without_tunes_runtime_env_on_the_instance_it
     # No Ray here: connect answers as for a local instance it started, and nothing needs closing.
     monkeypatch.setattr(search._ray, "connect", lambda **kwargs: RayHandle(owned=True, address=None))
     monkeypatch.setattr(RayHandle, "close", lambda self: None)
-    monkeypatch.setattr(search.driver, "check_resources", lambda space: None)
+    monkeypatch.setattr(search.driver, "check_resources", lambda space, **_: None)
     monkeypatch.setattr(search.driver, "run_search", run_search)
     space = Path(__file__).parent / "spaces" / "tiny.yaml"
     code = main(["run", str(space), "--storage", str(tmp_path / "runs"),
