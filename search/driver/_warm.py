@@ -22,7 +22,7 @@ from typing import Any
 from search.driver._plan import SearchInputError
 from search.ranking import SCORED_STATES
 from search.space import Space
-from search.tracking import param_text
+from search.tracking import param_text, param_value
 
 __all__ = ["DoesNotFit", "WarmStart", "WarmTrial", "check_fit", "fitting_params", "read_warm_start"]
 
@@ -129,11 +129,12 @@ class _Replay:
 
         here = "one of " + ", ".join(param_text(c) for c in choices)
         value = self._value(name, here)
-        # the choice itself: read back from MLflow, the string "1" is the number 1
-        for choice in choices:
-            if param_text(choice) == param_text(value):
-                return self._take(name, CategoricalDistribution(list(choices)), choice, here)
-        raise DoesNotFit(name, here=here, there=value)
+        # the choice itself, an exact match first (a space may offer both the number 1 and "1")
+        exact = [choice for choice in choices if param_text(choice) == param_text(value)]
+        found = exact or [choice for choice in choices if _same(value, choice)]
+        if not found:
+            raise DoesNotFit(name, here=here, there=value)
+        return self._take(name, CategoricalDistribution(list(choices)), found[0], here)
 
 
 def fitting_params(space: Space, config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -160,9 +161,15 @@ def check_fit(space: Space, config: Mapping[str, Any]) -> tuple[dict[str, Any], 
 
 
 def _same(logged: Any, value: Any) -> bool:
-    """Whether a value read back from MLflow (where the string "1" and the number 1 look alike) is
-    ``value``: compared as logged."""
-    return param_text(logged) == param_text(value)
+    """Whether a value read back from MLflow is ``value``: compared as logged, or as a search logged
+    it before strings JSON reads as something else were logged as JSON (the pattern "1", logged
+    bare, reads back as the number 1)."""
+    if param_text(logged) == param_text(value):
+        return True
+    if not isinstance(value, str) or param_text(value) == value:
+        return False
+    bare = param_value(value)
+    return type(bare) is type(logged) and bare == logged
 
 
 def read_warm_start(space: Space, *, tracking_uri: str, selector: str, exclude: str | None = None) -> WarmStart:

@@ -109,6 +109,20 @@ def test_a_config_fits_a_space_only_with_values_it_may_draw_and_its_constants(tm
     assert (misfit.value.key, misfit.value.here, misfit.value.there) == ("heads.digit.focal.gamma", "a number in [1.0, 2.0]", "2.5")
 
 
+def test_a_string_choice_an_earlier_version_logged_bare_fits_as_that_string():
+    # Before param_text, the pattern "1011" was logged as 1011, which MLflow gives back as a number.
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "temporal_energy.yaml")
+    config = {**space.sample(seed=0), "temporal.pattern": "1011"}
+    params, _ = fitting_params(space, {**config, "temporal.pattern": 1011})
+    assert params["temporal.pattern"] == "1011"
+    assert fitting_params(space, config)[0] == params  # as logged now
+    for other in (1012, 1011.0, "1012", [1, 0, 1, 1]):
+        assert fitting_params(space, {**config, "temporal.pattern": other}) is None, other
+    # a constant string, logged bare before
+    constants = [key for key, value in space.constants.items() if isinstance(value, (int, float))]
+    assert constants and fitting_params(space, {**config, constants[0]: str(space.constants[constants[0]])}) is None
+
+
 def _earlier_search(uri: str, name: str, trials, *, search_id: str | None = None) -> str:
     """A finished search of ``trials`` (trial id, flat config, val/acc_mean per epoch, end state),
     logged as the driver logs one; its search id."""
