@@ -66,6 +66,7 @@ def step_metrics(
     dt: float,
     num_classes: int,
     unit_range: tuple[float, float] | None,
+    ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, float]:
     """Metrics of one head of a temporal model: ``pred`` [N, T] (class-index units), ``target`` [N],
     ``supervised``: one bool per step (``trainables.temporal.label_mask``).
@@ -75,21 +76,23 @@ def step_metrics(
     the time (step index x ``dt``) from which the rounded prediction is right at every later step,
     supervised or not, averaged over samples, counting T x dt for a sample wrong at the last step.
     Judged on every step, it does not depend on the mask, and in time units it compares trials with
-    other step counts or patterns.
+    other step counts or patterns. Samples whose target is ``ignore_index`` count in none of them.
     """
     steps = [t for t, kept in enumerate(supervised) if kept]
     if pred.dim() != 2 or pred.shape != (target.shape[0], len(supervised)) or not steps:
         raise ValueError(f"pred must be [N, T] for {target.shape[0]} targets and T={len(supervised)} steps with "
                          f"one supervised, but got {tuple(pred.shape)} and {list(supervised)}")
     kept = pred[:, steps]
-    metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, unit_range=unit_range)
+    metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, unit_range=unit_range,
+                           ignore_index=ignore_index)
     over = head_metrics(kept.reshape(-1), target.repeat_interleave(len(steps)), num_classes=num_classes,
-                        unit_range=unit_range)
-    right = pred.detach().clamp(0, num_classes - 1).round() == target[:, None]
+                        unit_range=unit_range, ignore_index=ignore_index)
+    valid = target != ignore_index
+    right = pred[valid].detach().clamp(0, num_classes - 1).round() == target[valid, None]
     # settled[:, t]: right at step t and at every later one
     settled = right.flip(1).cumprod(dim=1).flip(1).bool()
     first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(supervised))
-    reaction = first.double().mean().item() * dt if len(target) else math.nan
+    reaction = first.double().mean().item() * dt if len(first) else math.nan
     return {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over["mae_norm"], "reaction": reaction}
 
 

@@ -288,7 +288,10 @@ def _train_epoch(
             x = x.to(device, non_blocking=True)
             y = {name: t.to(device, non_blocking=True) for name, t in y.items()}
         with cast:
-            total, breakdown = criterion(*presenter.for_loss(model, x, y))
+            outputs, targets = presenter.for_loss(model, x, y)
+        # The loss outside autocast: each head loss upcasts half-precision logits, and under
+        # autocast its matmuls (supcon's similarities, the expected class) would run in 16 bits again.
+        total, breakdown = criterion(outputs, targets)
         _clear_grads(optimizer)
         criterion.backward(total, scale=scaler.scale)
         if grad_clip > 0:

@@ -257,6 +257,26 @@ def test_explicit_fp16_on_the_cpu_warns_and_reports_float32():
     assert reports[0]["device/amp"] == "off"
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_under_autocast_the_losses_run_in_float32(monkeypatch, dtype):
+    # AMP is a GPU path; CPU autocast stands in for it (same casting rules). Under autocast, supcon's
+    # similarity matmul ran in fp16, where its -1e9 mask overflowed on every step.
+    monkeypatch.setattr(device_module, "amp_dtype", lambda setting, device: dtype)
+    calls = []
+    real = MultiHeadLoss.forward
+
+    def forward(self, outputs, targets):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        return real(self, outputs, targets)
+
+    monkeypatch.setattr(MultiHeadLoss, "forward", forward)
+    config = CONFIG | {"train.epochs": 1, "train.amp": "fp16", "auxiliary.kind": "supcon",
+                       "auxiliary.supcon.head": "digit", "auxiliary.supcon.weight": 0.5}
+    reports, _ = _run(config)
+    assert calls and not any(calls)
+    assert math.isfinite(reports[0]["train/loss/total"]) and reports[0]["train/loss/total"] > 0
+
+
 def test_a_checkpoint_without_scaler_state_resumes_under_fp16(tmp_path):
     # Written on the CPU (no fp16, so no scaler state), resumed on a GPU under fp16 (device may change).
     flat = train_module.TrialConfig.from_flat(CONFIG).to_flat()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ._cifar import describe_cifar, load_cifar
 from ._digits_mnist import describe_digits, load_digits_dataset, load_mnist_dataset
-from ._types import DATASETS, DataSpec, HeadInfo, MultiheadDataset
+from ._types import DATASETS, DataError, DataSpec, HeadInfo, MultiheadDataset
 from ._vimh_dataset import describe_vimh, load_vimh, prepare_vimh
 
 
@@ -48,7 +48,13 @@ def load_dataset(spec: DataSpec, *, progress: Progress | None = None) -> Multihe
     """Load ``spec`` into memory: train / val (carved from training data) / test splits plus heads.
     A data set generated on first use reports its progress to ``progress(done, total)``."""
     prepare_dataset(spec, progress=progress)
-    return _kind(spec).load(spec)
+    data = _kind(spec).load(spec)
+    # An empty split would end a trial only after its training, when it is evaluated.
+    empty = [name for name in ("train", "val", "test") if len(getattr(data, name)) == 0]
+    if empty:
+        raise DataError(f"data.kind {spec.kind}: every split (train, val, test) must hold at least one sample, "
+                        f"but got none in {', '.join(empty)}")
+    return data
 
 
 def describe_dataset(spec: DataSpec) -> dict[str, HeadInfo]:

@@ -9,7 +9,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ._checks import compute_dtype
 
-# Recurrent cells too: their output is the state, the activity of a recurrent layer.
+# Recurrent cells too: their output is the state, the activity of a recurrent layer (an LSTM cell's h).
 DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d, nn.RNNCellBase)
 
 
@@ -87,6 +87,8 @@ class EnergyLoss(nn.Module):
         return self
 
     def _record(self, index: int, module: nn.Module, args: object, output: object) -> None:
+        if isinstance(module, nn.LSTMCell):
+            output = output[0]  # (h, c): the hidden state h is the layer's activity, as a GRU cell's output
         if not isinstance(output, Tensor):
             raise TypeError(
                 f"energy hooks need modules that return a tensor, "

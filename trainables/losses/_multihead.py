@@ -78,7 +78,12 @@ class MultiHeadLoss(nn.Module):
             name, given = ("outputs", outputs) if outputs.keys() != heads else ("targets", targets)
             raise ValueError(f"{name} must have the heads {sorted(heads)}, but got {sorted(given)}")
 
-        values = [loss_fn(outputs[head], targets[head]) for head, loss_fn in self.losses.items()]
+        values = []
+        for head, loss_fn in self.losses.items():
+            try:
+                values.append(loss_fn(outputs[head], targets[head]))
+            except ValueError as error:  # a shape or target check: which of the heads it was
+                raise ValueError(f"head {head!r}: {error}") from error
         breakdown = {key: value.detach() for key, value in zip(self._keys, values)}
         if self.weighting is None:
             total = _weighted_sum(values, list(self.weights.values()))

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,22 @@ def test_plan_splits_limit_subsets_pool_and_test_with_seed():
 def test_plan_splits_refuses_a_pool_too_small_for_validation():
     with pytest.raises(DataError, match="training pool must keep >= 1 sample"):
         plan_splits(pool_strata=None, test_strata=None, pool_size=1, test_size=3, spec=DataSpec())
+
+
+def test_a_data_set_with_an_empty_split_is_refused_when_it_loads(monkeypatch):
+    # A plugin's data set kind may give an empty split: refused before a trial trains on it.
+    from trainables.data import load_dataset
+    from trainables.data._registry import DatasetKind
+    from trainables.data._types import DATASETS
+
+    digits = DATASETS["digits"]
+
+    def load(spec):
+        data = digits.load(spec)
+        return dataclasses.replace(data, test=dataclasses.replace(data.test, images=data.test.images[:0],
+                                                                  labels={k: v[:0] for k, v in data.test.labels.items()}))
+
+    monkeypatch.setitem(DATASETS, "digits", DatasetKind(load=load, describe=digits.describe))
+    with pytest.raises(DataError, match=r"every split \(train, val, test\) must hold at least one sample, but got none "
+                                        r"in test$"):
+        load_dataset(DataSpec(kind="digits", limit=100))

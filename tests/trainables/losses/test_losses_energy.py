@@ -117,6 +117,15 @@ def test_module_that_did_not_run_does_not_dilute():
     torch.testing.assert_close(value, out.detach().abs().sum(dim=1).mean() / 4)
 
 
+def test_an_lstm_cell_s_activity_is_its_hidden_state():
+    torch.manual_seed(0)
+    cell, x = nn.LSTMCell(3, 5).double(), torch.randn(4, 3, dtype=torch.float64)
+    with EnergyLoss(p=2).register(nn.Sequential(cell)) as energy:
+        h, _ = cell(x)
+        value = energy()
+    torch.testing.assert_close(value, torch.linalg.vector_norm(h.detach(), dim=1).mean() / 5)
+
+
 def test_register_errors():
     net, _ = make_net_and_input()
     energy = EnergyLoss().register(net)

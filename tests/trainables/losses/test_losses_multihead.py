@@ -146,6 +146,13 @@ def test_all_ignored_total_zero_share_is_zero_not_nan():
     assert total.item() == 0.0 and breakdown["loss/energy_share"].item() == 0.0
 
 
+def test_a_head_s_shape_error_names_the_head():
+    net, x, targets = make_batch()
+    outputs = net(x)
+    with pytest.raises(ValueError, match=r"^head 'velocity': logits must have shape \[N, \d+\], but got \[7, 1\]"):
+        make_loss()({**outputs, "velocity": outputs["velocity"][:, :1]}, targets)
+
+
 def test_head_names_are_validated():
     net, x, targets = make_batch()
     criterion = make_loss()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
+from trainables.losses import IGNORE_INDEX
 from trainables.metrics import metric_names, step_metrics
 from trainables.train import train
 
@@ -25,6 +26,17 @@ def test_step_metrics_at_the_last_supervised_step_over_the_steps_and_reaction():
     assert metrics["acc_steps"] == pytest.approx(7 / 9)                  # over steps 1, 2, 4
     assert metrics["mae_norm_steps"] == pytest.approx((0 + 0 + 0 + 3 + 0 + 0.2 + 0 + 0 + 1) / 9 / 3)
     assert metrics["reaction"] == pytest.approx(2.0 * (4 + 2 + 5) / 3)  # in time units: steps x dt
+
+
+def test_step_metrics_leave_out_ignored_targets_in_the_reaction_too():
+    supervised = [False, True, True]
+    pred = torch.tensor([[0.0, 1.0, 1.0], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0]])
+    metrics = step_metrics(pred, torch.tensor([1, 2, IGNORE_INDEX]), supervised=supervised, dt=1.0, num_classes=3,
+                           unit_range=None)  # fmt: skip
+    alone = step_metrics(pred[:2], torch.tensor([1, 2]), supervised=supervised, dt=1.0, num_classes=3, unit_range=None)
+    assert metrics == alone and metrics["reaction"] == pytest.approx((1 + 0) / 2)
+    none = step_metrics(pred, torch.full((3,), IGNORE_INDEX), supervised=supervised, dt=1.0, num_classes=3, unit_range=None)
+    assert math.isnan(none["reaction"]) and math.isnan(none["acc"])
 
 
 def test_step_metrics_refuse_a_mask_of_another_length():
