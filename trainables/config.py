@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from trainables.data import DataSpec
 from trainables.flat_keys import HEADS, FlatKey, FlatKeyError
 from trainables.losses import LOSS
+from trainables.metric_names import BREAKDOWN_TERMS
 from trainables.models import MODEL
 from trainables.settings import SEED_RULE, Rule, SettingError, check_fields
 from trainables.switches import switch_field
@@ -256,11 +257,26 @@ class TrialConfig:
         for name in self.heads:
             if not name or "." in name:
                 raise SettingError(HEADS, "head names without '.'", name)
+            if name in BREAKDOWN_TERMS:  # its loss would be reported under another term's name
+                raise SettingError(HEADS, f"head names other than the loss terms {', '.join(BREAKDOWN_TERMS)}", name)
         unknown = [name for name in self.sections if name not in SECTIONS]
         if unknown:
             raise SettingError(unknown[0], f"a section of a trial (one of: {', '.join(SECTIONS)})", unknown[0])
         object.__setattr__(self, "sections", {name: self.sections.get(name) or cls() for name, cls in SECTIONS.items()})
         check_fields(self, "")
+        self._check_auxiliary_heads()
+
+    def _check_auxiliary_heads(self) -> None:
+        """The heads an auxiliary loss names are heads of this trial, and distinct (the space validator
+        checks the same at every value a search may draw)."""
+        kind, params = self.auxiliary.kind, self.auxiliary.params
+        named = getattr(AUXILIARY.declaration(kind), "head_parameters", ())
+        for name in named:
+            if params[name] not in self.heads:
+                raise SettingError(f"auxiliary.{kind}.{name}", f"a head of the trial (one of: {', '.join(self.heads)})",
+                                   params[name])
+        if len(named) == 2 and params[named[0]] == params[named[1]]:
+            raise SettingError(f"auxiliary.{kind}.{named[0]}", f"another head than {named[1]}", params[named[0]])
 
     # The sections every trial has.
     data = _section_property("data")

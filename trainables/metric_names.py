@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
-__all__ = ["DEFAULT_K", "STEP_METRICS", "head_metric_names", "metric_names"]
+__all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "STEP_METRICS", "head_metric_names", "metric_names"]
+
+# The loss breakdown's own terms, "loss/<term>" beside each head's "loss/<head>": no head is named so.
+BREAKDOWN_TERMS = ("task", "energy", "energy_weighted", "energy_share", "auxiliary", "total")
 
 DEFAULT_K = 5
 # What a temporal trial adds per head (step_metrics), each also averaged over heads as <name>_mean.

@@ -143,3 +143,22 @@ def test_invalid_values_raise_the_setting_its_rule_and_the_value(key, value, err
         TrialConfig.from_flat({"heads.digit.loss": "ce", key: value})
     assert (error.value.key, error.value.rule, error.value.value) == (error_key, rule, value)
     assert str(error.value) == f"{error_key} must be {rule}, but got {value!r}"
+
+
+@pytest.mark.parametrize(
+    ("flat", "error_key", "rule", "value"),
+    [
+        ({"heads.task.loss": "ce"}, "heads", "head names other than the loss terms task, energy, energy_weighted, "
+         "energy_share, auxiliary, total", "task"),
+        ({"auxiliary.kind": "supcon", "auxiliary.supcon.head": "pitch"}, "auxiliary.supcon.head",
+         "a head of the trial (one of: digit, thickness)", "pitch"),
+        ({"auxiliary.kind": "correlation", "auxiliary.correlation.head": "digit", "auxiliary.correlation.other": "digit"},
+         "auxiliary.correlation.head", "another head than other", "digit"),
+    ],
+)
+def test_head_names_a_trial_cannot_train_are_refused_naming_the_key(flat, error_key, rule, value):
+    # before: a head `task` lost its loss to the breakdown's own term; an auxiliary head was
+    # refused only when training started, without its key
+    with pytest.raises(SettingError) as error:
+        TrialConfig.from_flat({"heads.digit.loss": "ce", "heads.thickness.loss": "ce", **flat})
+    assert (error.value.key, error.value.rule, error.value.value) == (error_key, rule, value)

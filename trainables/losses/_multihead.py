@@ -5,8 +5,10 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from ._params import check_number
+from trainables.metric_names import BREAKDOWN_TERMS
+
 from ._energy import EnergyLoss
+from ._params import check_number
 
 
 class MultiHeadLoss(nn.Module):
@@ -49,6 +51,10 @@ class MultiHeadLoss(nn.Module):
             raise ValueError(
                 f"weights must have the heads of losses {sorted(losses)}, but got {sorted(weights)}"
             )
+        clashing = [head for head in losses if head in BREAKDOWN_TERMS]
+        if clashing:
+            raise ValueError(f"head names must differ from the breakdown's terms {list(BREAKDOWN_TERMS)}, but got "
+                             f"{clashing}")
         for head, weight in weights.items():
             check_number(f"weights[{head!r}]", weight)
         check_number("energy_weight", energy_weight)

@@ -97,7 +97,7 @@ class Fixed(Strategy):
 
 class Uncertainty(Strategy):
     """Kendall, Gal & Cipolla (2018): ``UncertaintyWeighting`` of the weighted head losses w_i L_i,
-    learned s_i = log sigma_i^2 per head, starting at 0."""
+    learned s_i = log sigma_i^2 per head, starting at 0; a head of weight 0 takes no part."""
 
     Params = UncertaintyParams
 
@@ -108,7 +108,7 @@ class Uncertainty(Strategy):
         return (0.5 * torch.exp(-self.uncertainty.log_vars) * self.base).detach()
 
     def combine(self, losses: Sequence[Tensor]) -> Tensor:
-        return self.uncertainty(list(self.base * torch.stack(list(losses))))
+        return self.uncertainty(list(self.base * torch.stack(list(losses))), active=self.base > 0)
 
 
 class DWA(Strategy):
@@ -154,7 +154,8 @@ def _shared_and_head_parameters(model: nn.Module, strategy: str) -> tuple[list[n
 class GradNorm(Strategy):
     """Chen et al. (2018): weights g_i learned so that the heads' gradient norms on the last shared
     layer, G_i = ||grad_W g_i L_i||, move to mean(G) * r_i ** alpha, r_i the head's inverse training
-    rate (L_i(t) / L_i(0) relative to the mean); g renormalised to sum to the number of heads."""
+    rate (L_i(t) / L_i(0) relative to the mean); g renormalised to sum to the number of heads. A
+    head of weight 0 keeps g_i = 0 and takes no part in mean(G) or the rates."""
 
     Params = GradNormParams
 
@@ -169,11 +170,14 @@ class GradNorm(Strategy):
         if not float(self.base.sum()) > 0:
             raise ValueError(f"weighting gradnorm needs head weights with a sum > 0, but got {self.base.tolist()}")
         self.gains = nn.Parameter(self.base * k / self.base.sum())
+        # the heads that take part, as indices (a boolean mask's selection would wait for a GPU)
+        self.register_buffer("active", torch.tensor([i for i, w in enumerate(self.base.tolist()) if w > 0]),
+                             persistent=False)
         self.register_buffer("initial", torch.zeros(k))  # L_i(0): the first step's losses
         self.started = False  # whether `initial` holds them (a flag: reading the buffer would wait for a GPU)
 
     def weights(self) -> Tensor:
-        g = self.gains.detach().clamp(min=1e-6)
+        g = torch.zeros_like(self.gains).index_copy(0, self.active, self.gains.detach()[self.active].clamp(min=1e-6))
         return g * len(self.heads) / g.sum()
 
     def combine(self, losses: Sequence[Tensor]) -> Tensor:
@@ -194,7 +198,9 @@ class GradNorm(Strategy):
             self.initial.copy_(values)
             self.started = True
         g = self.weights()
-        targets = gradnorm_targets(g * norms, values / self.initial, alpha=self.alpha)
+        on = self.active
+        targets = torch.zeros_like(g).index_copy(
+            0, on, gradnorm_targets((g * norms)[on], (values / self.initial)[on], alpha=self.alpha))
         scale(total).backward()
         # d/dg_i of sum_j |g_j n_j - target_j| (n and the targets constant)
         self.gains.grad = scale(torch.sign(g * norms - targets) * norms)

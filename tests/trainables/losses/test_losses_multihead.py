@@ -146,6 +146,11 @@ def test_all_ignored_total_zero_share_is_zero_not_nan():
     assert total.item() == 0.0 and breakdown["loss/energy_share"].item() == 0.0
 
 
+def test_a_head_named_like_a_term_of_the_breakdown_is_refused():
+    with pytest.raises(ValueError, match=r"head names must differ from the breakdown's terms \[.*\], but got \['energy'\]"):
+        MultiHeadLoss(losses={"energy": nn.Identity(), "pitch": nn.Identity()}, weights={"energy": 1.0, "pitch": 1.0})
+
+
 def test_a_head_s_shape_error_names_the_head():
     net, x, targets = make_batch()
     outputs = net(x)

@@ -141,6 +141,29 @@ def test_gradnorm_learns_on_the_recurrent_model_with_one_step(one_thread):
         pytest.approx(w) for w in (1.2, 0.6, 1.2)]  # moved from w scaled to sum to K
 
 
+@pytest.mark.parametrize("name", ["uncertainty", "gradnorm"])
+def test_a_head_of_weight_zero_stays_out_of_a_learned_weighting(name):
+    # Uncertainty: the head's 0.5 s_b alone drove s_b down (Adam, lr 0.5: -0.5 a step) until
+    # exp(-s_b) overflowed and inf * 0 made the loss NaN. GradNorm: the head's gain rose from 0.
+    torch.manual_seed(0)
+    model, strategy = _TwoRegressions(), STRATEGY.build(name)
+    criterion = MultiHeadLoss(losses={"a": _Squared(), "b": _Squared()}, weights={"a": 1.0, "b": 0.0})
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.5)
+    strategy.on_start(model=model, optimizer=optimizer, criterion=criterion)
+    x = torch.randn(64, 4)
+    targets = {"a": x.sum(dim=1), "b": -x.sum(dim=1)}
+    for _ in range(300):
+        total, _ = criterion(model(x), targets)
+        optimizer.zero_grad()
+        criterion.backward(total)
+        optimizer.step()
+        assert torch.isfinite(total)
+    weights = strategy.weights()
+    assert weights[1].item() == 0.0 and weights[0].item() > 0
+    learned = strategy.uncertainty.log_vars if name == "uncertainty" else strategy.gains
+    assert learned[1].item() == 0.0  # no gradient ever reached it
+
+
 def test_the_task_loss_leaves_out_the_uncertainty_terms():
     # 0.5 s_i makes the uncertainty total negative once the losses are small: the task loss stays
     # the heads' losses at their effective weights, for the energy alarm and the logs
