@@ -62,13 +62,13 @@ def rung_top(scores: dict[Key, float], *, reduction_factor: float) -> list[Key]:
     A tie is a rank the rung cannot tell apart, so its cutoff does not split one. Classifiers
     still at chance level after a rung's epochs tie exactly (the temporal space: 10 to 15 of 30
     configurations at 0.15 after epoch 1), and which of them trains on would otherwise depend
-    only on which came first. A tie at -inf (trials that diverged) is not extended."""
+    only on which came first. A trial that diverged (-inf) is never among them."""
     ranked = sorted(scores, key=scores.__getitem__, reverse=True)
     count = int(len(ranked) / reduction_factor)
     if 0 < count < len(ranked) and math.isfinite(cutoff := scores[ranked[count - 1]]):
         while count < len(ranked) and scores[ranked[count]] == cutoff:
             count += 1
-    return ranked[:count]
+    return [key for key in ranked[:count] if math.isfinite(scores[key])]
 
 
 class PausingLimiter(ConcurrencyLimiter):

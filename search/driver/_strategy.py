@@ -227,6 +227,12 @@ class _Optuna(OptunaSearch):
                     self._ot_study.add_trial(optuna.trial.create_trial(
                         params=ot_trial.params, distributions=ot_trial.distributions, values=values))
             return
+        if result is not None and not error and not result.get(FINAL_KEY) and trial_id not in self._completed_trials:
+            # stopped by the scheduler (asha, median) or the time budget: its value is of fewer
+            # epochs, not final; told as a trial paused at a rung is (with its curve, via on_trial_result)
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._completed_trials.add(trial_id)
+            return
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
@@ -246,10 +252,13 @@ class _FinishLastEpoch:
     reaches both schedulers through ``on_trial_complete``."""
 
     epochs: int
+    objective: str  # the metric and mode the scheduler was built with
+    mode: str
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if result.get(FINAL_KEY) or result.get("epoch", 0) >= self.epochs:
             return TrialScheduler.CONTINUE
+        result = _worst_if_diverged(result, metric=self.objective, mode=self.mode)
         return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
@@ -260,16 +269,35 @@ class _FinishLastEpoch:
             super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
 
 
+# A diverged trial's value to Ray's schedulers: worse than any real one, yet finite (Ray compares
+# NaN as never below a cutoff, and an inf among the values makes the next cutoff NaN).
+_WORST = 1e300
+
+
+def _worst_if_diverged(result: dict, *, metric: str, mode: str) -> dict:
+    """``result`` with a NaN or infinite ``metric`` as the worst value (as PromotingAsha ranks it)."""
+    value = result.get(metric)
+    if not isinstance(value, (int, float)) or math.isfinite(value):
+        return result
+    return {**result, metric: _WORST if mode == "min" else -_WORST}
+
+
 class _Asha(_FinishLastEpoch, AsyncHyperBandScheduler):
-    def __init__(self, *, epochs: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.epochs = epochs
+    def __init__(self, *, epochs: int, metric: str, mode: str, **kwargs: Any) -> None:
+        super().__init__(metric=metric, mode=mode, **kwargs)
+        self.epochs, self.objective, self.mode = epochs, metric, mode
 
 
 class _Median(_FinishLastEpoch, MedianStoppingRule):
-    def __init__(self, *, epochs: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.epochs = epochs
+    def __init__(self, *, epochs: int, metric: str, mode: str, **kwargs: Any) -> None:
+        super().__init__(metric=metric, mode=mode, **kwargs)
+        self.epochs, self.objective, self.mode = epochs, metric, mode
+
+    def _on_insufficient_samples(self, tune_controller: Any, trial: Any, time: float) -> str:
+        # Too few trials reached this epoch to compare: run on. Ray's rule pauses the trial while
+        # another waits, so that it catches up; each pause would cost a new worker and a checkpoint
+        # restore, every epoch (its min_time_slice does not spare the first).
+        return TrialScheduler.CONTINUE
 
 
 def asha_grace(epochs: int, reduction_factor: float) -> int:

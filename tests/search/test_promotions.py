@@ -15,6 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones, rung_top
 from search.driver._strategy import _completed_with, _Optuna
+from search.driver._trainable import FINAL_KEY
 
 
 @pytest.mark.parametrize(("epochs", "grace", "rf"), [(9, 1, 3), (9, 1, 2), (20, 2, 3), (6, 2, 3), (3, 1, 3), (100, 1, 4)])
@@ -33,9 +34,10 @@ def test_a_rung_promotes_its_top_third_and_every_trial_tied_with_the_last_of_the
     # chance-level classifiers tie: the cutoff (the 2nd of 6) does not split them, in arrival order
     tied = {"a": 0.15, "b": 0.4, "c": 0.15, "d": 0.1, "e": 0.15, "f": 0.05}
     assert rung_top(tied, reduction_factor=3) == ["b", "a", "c", "e"]
-    # a tie below the cutoff stays out; a tie of diverged trials (-inf) is not extended
+    # a tie below the cutoff stays out; a trial that diverged (-inf) is never promoted
     assert rung_top({"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.1}, reduction_factor=2) == ["a", "b"]
-    assert rung_top({"a": 0.5, **{t: -math.inf for t in "bcdef"}}, reduction_factor=1.5) == ["a", "b", "c", "d"]
+    assert rung_top({"a": 0.5, **{t: -math.inf for t in "bcdef"}}, reduction_factor=1.5) == ["a"]
+    assert rung_top({t: -math.inf for t in "abc"}, reduction_factor=3) == []
 
 
 def test_a_trial_tied_with_the_cutoff_runs_on_in_the_slot_of_the_next_to_pause():
@@ -134,9 +136,21 @@ def test_a_trial_never_paused_is_told_to_optuna_as_before():
     for searcher in (ours, theirs):
         searcher.suggest("a")
         searcher.on_trial_result("a", _result(0.2, 1))
-        searcher.on_trial_complete("a", result=_result(0.3, 2))
+        searcher.on_trial_complete("a", result={**_result(0.3, 2), FINAL_KEY: 1})
     assert [(t.state, t.value, t.params, t.intermediate_values) for t in ours._ot_study.trials] == [
         (t.state, t.value, t.params, t.intermediate_values) for t in theirs._ot_study.trials]
+
+
+def test_a_trial_the_scheduler_stops_is_told_to_optuna_as_pruned_with_its_curve():
+    # scheduler asha or median, or the time budget: Ray's OptunaSearch told it complete, with the
+    # value of the epoch it was stopped at (not final, and not even its best)
+    searcher = _optuna()
+    searcher.suggest("a")
+    searcher.on_trial_result("a", _result(0.4, 1))
+    searcher.on_trial_complete("a", result=_result(0.1, 2))  # Tune stops it at this result
+    (trial,) = searcher._ot_study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {1: 0.4}
+    assert "a" in searcher._completed_trials
 
 
 class _Controller:
