@@ -22,13 +22,13 @@ from trainables import device as placement_module
 from trainables import hooks as train_hooks
 from trainables._checkpoint import CheckpointError, Progress, load_checkpoint, save_checkpoint, seed_everything
 from trainables._evaluate import evaluate as _evaluate
-from trainables.config import TrialConfig
+from trainables.config import TrainConfig, TrialConfig
 from trainables.data import HeadInfo, MultiheadDataset, Split, as_tensors, iterate_batches, load_dataset, scaled_once
 from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_failure
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
 from trainables.flat_keys import HEAD_LOSS, HEADS
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss, check_fits_head
-from trainables.metric_names import metric_names
+from trainables.metric_names import LAST_EPOCH_KEY, metric_names
 from trainables.models import build_model, is_temporal
 from trainables.temporal import Presenter
 
@@ -174,7 +174,7 @@ def _train(
     first = placement_module.device_report(placement, amp)  # once per call: a resumed trial may have moved
     monitor = GpuMonitor(device)
     with out_of_memory_as_failure(placement):
-        while progress.epoch < tc.epochs and progress.bad_epochs < tc.patience:
+        while _trains_on(progress, tc):
             epoch = progress.epoch + 1
             start = perf_counter()
             monitor.start_epoch()
@@ -213,6 +213,7 @@ def _train(
                     "epoch_time_s": perf_counter() - start,
                     "samples_per_s": len(data.train) / train_time,
                     f"best/{objective}": progress.best_value,
+                    LAST_EPOCH_KEY: float(not _trains_on(progress, tc)),
                     **monitor.epoch_metrics(),
                     **first,
                     **{f"{ALARM_PREFIX}{name}": text for name, text in alarms.items()},
@@ -228,6 +229,11 @@ def _train(
             **progress.best_metrics,
             **evaluate(data.test, "test"),
         }
+
+
+def _trains_on(progress: Progress, tc: TrainConfig) -> bool:
+    """Whether another epoch follows: neither the epochs nor the patience have run out."""
+    return progress.epoch < tc.epochs and progress.bad_epochs < tc.patience
 
 
 def _presenter(cfg: TrialConfig) -> Presenter:

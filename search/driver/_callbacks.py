@@ -40,11 +40,14 @@ from search.tracking import (
 from search.tracking._buffer import is_number
 from trainables.energy_alarm import ALARM_PREFIX
 from trainables.flat_keys import head_losses
+from trainables.metric_names import LAST_EPOCH_KEY
 
 __all__ = ["MlflowCallback", "ProgressPrinter", "error_file", "trial_error"]
 
 # Keys Tune adds to every result; everything else in a result was reported by the trial.
-_TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", "experiment_tag", FINAL_KEY}
+# not metrics of the trial: Tune's own, and the flags for the driver and the schedulers
+_TUNE_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "should_checkpoint", "experiment_tag", FINAL_KEY,
+                                           LAST_EPOCH_KEY}
 # A trial's first result says what it trains on in string values ``device/...``: tags of its run.
 _DEVICE_PREFIX = "device/"
 _DEVICE_TAGS = {"device/type": TAG_DEVICE, "device/name": TAG_DEVICE_NAME, "device/gpu_id": TAG_GPU_ID,

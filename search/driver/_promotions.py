@@ -34,6 +34,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from search.driver._trainable import FINAL_KEY
+from trainables.metric_names import LAST_EPOCH_KEY
 
 __all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones", "rung_score", "rung_top"]
 
@@ -155,6 +156,9 @@ class PromotingAsha(FIFOScheduler):
         if trial.trial_id in self.scores[rung]:  # reached again: a retry from this rung's checkpoint
             return TrialScheduler.CONTINUE
         self.scores[rung][trial.trial_id] = rung_score(result[self._metric], sign=self.sign)
+        if result.get(LAST_EPOCH_KEY):  # its own patience ends it here: it ranks at the rung and finishes
+            self.promoted[rung].add(trial.trial_id)
+            return TrialScheduler.CONTINUE
         best = self._promotable()
         if best is not None and best[1] == trial.trial_id:
             self.promoted[best[0]].add(trial.trial_id)

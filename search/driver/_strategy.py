@@ -20,6 +20,7 @@ from search.driver._trainable import FAILED_KEY, FINAL_KEY
 from search.driver._warm import WarmTrial
 from search.space import Space
 from search._optuna import quiet_optuna
+from trainables.metric_names import LAST_EPOCH_KEY
 
 __all__ = ["DefineByRun", "asha_grace", "build_scheduler", "build_searcher", "grace_period", "grid_points", "startup_trials", "trial_threads"]
 
@@ -243,8 +244,9 @@ def _completed_with(study: optuna.Study, params: dict[str, Any]) -> bool:
 
 
 class _FinishLastEpoch:
-    """Never stop (or pause) a trial at its last epoch or on its final result: the trial ends there
-    anyway, and stopping it would only lose its test metrics (and count it as stopped early).
+    """Never stop (or pause) a trial at its last epoch (its epochs, or its own patience, ran out:
+    ``LAST_EPOCH_KEY``) or on its final result: the trial ends there anyway, and stopping it would
+    only lose its test metrics (and count it as stopped early).
     A trial whose final result says it failed is dropped as a failed trial, not recorded.
 
     The scheduler is not asked at all there: MedianStoppingRule remembers every trial it decided
@@ -256,7 +258,7 @@ class _FinishLastEpoch:
     mode: str
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if result.get(FINAL_KEY) or result.get("epoch", 0) >= self.epochs:
+        if result.get(FINAL_KEY) or result.get(LAST_EPOCH_KEY) or result.get("epoch", 0) >= self.epochs:
             return TrialScheduler.CONTINUE
         result = _worst_if_diverged(result, metric=self.objective, mode=self.mode)
         return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]

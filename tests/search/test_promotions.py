@@ -16,6 +16,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones, rung_top
 from search.driver._strategy import _completed_with, _Optuna
 from search.driver._trainable import FINAL_KEY
+from trainables.metric_names import LAST_EPOCH_KEY
 
 
 @pytest.mark.parametrize(("epochs", "grace", "rf"), [(9, 1, 3), (9, 1, 2), (20, 2, 3), (6, 2, 3), (3, 1, 3), (100, 1, 4)])
@@ -274,6 +275,21 @@ def test_a_nan_at_a_rung_ranks_last_and_an_ended_trial_is_never_promoted():
     # f makes 6: the top two are b and c (a's NaN ranks last); c runs on in f's slot
     assert scheduler.on_trial_result(controller, trials["f"], {"epoch": 1, "m": 0.01}) == TrialScheduler.PAUSE
     assert scheduler.resume == ["c"]
+
+
+def test_a_trial_whose_own_patience_ends_at_a_rung_finishes_there_and_counts_at_the_rung():
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1, 3], reduction_factor=3)
+    trials = {t: _trial(t) for t in "abcd"}
+    controller = _Controller(list(trials.values()))
+    for trial_id, value in zip("abc", (0.5, 0.4, 0.3)):
+        assert scheduler.on_trial_result(controller, trials[trial_id], {"epoch": 1, "m": value}) == TrialScheduler.PAUSE
+        trials[trial_id].status = "PAUSED"
+    # d's patience ran out at the rung (its last epoch): not paused, whatever its rank
+    last = {"epoch": 1, "m": 0.1, LAST_EPOCH_KEY: 1.0}
+    assert scheduler.on_trial_result(controller, trials["d"], last) == TrialScheduler.CONTINUE
+    assert scheduler.scores[0]["d"] == 0.1 and not scheduler._paused_at_rung("d")
+    scheduler.on_trial_complete(controller, trials["d"], {**last, FINAL_KEY: 1})
+    assert scheduler.resume == ["a"]  # its slot goes to the best paused trial, as any ending trial's
 
 
 def test_a_trial_tune_retries_after_a_crash_stays_at_its_rung_and_is_promoted_like_any_other():

@@ -10,6 +10,7 @@ import pytest
 from ray.tune.schedulers import TrialScheduler
 
 from search.driver._strategy import _Asha, _Median
+from trainables.metric_names import LAST_EPOCH_KEY
 
 
 class _Trial:  # hashable, as Ray's schedulers key their state by trial
@@ -48,3 +49,19 @@ def test_asha_stops_a_diverged_trial_as_the_worst_and_judges_the_next_as_before(
     best, worst = (0.9, 0.0) if mode == "max" else (0.1, 9.0)
     assert scheduler.on_trial_result(None, trials[4], {"epoch": 1, "m": best}) == TrialScheduler.CONTINUE
     assert scheduler.on_trial_result(None, trials[5], {"epoch": 1, "m": worst}) == TrialScheduler.STOP
+
+
+@pytest.mark.parametrize("scheduler_class", [_Asha, _Median])
+def test_a_trial_whose_own_patience_ends_is_never_stopped_at_its_last_epoch(scheduler_class):
+    # stopping it there would only lose its test metrics and count it as stopped early
+    options = {"max_t": 9, "reduction_factor": 3} if scheduler_class is _Asha else {}
+    scheduler = scheduler_class(epochs=9, time_attr="epoch", metric="m", mode="max", grace_period=1, **options)
+    trials = [_trial(str(i)) for i in range(5)]
+    controller = SimpleNamespace(get_live_trials=lambda: trials)
+    for trial in trials:
+        scheduler.on_trial_add(controller, trial)
+    for trial, value in zip(trials, (0.9, 0.8, 0.7)):
+        scheduler.on_trial_result(controller, trial, {"epoch": 1, "m": value})
+    worst = {"epoch": 1, "m": 0.0}
+    assert scheduler.on_trial_result(controller, trials[3], worst) == TrialScheduler.STOP
+    assert scheduler.on_trial_result(controller, trials[4], {**worst, LAST_EPOCH_KEY: 1.0}) == TrialScheduler.CONTINUE

@@ -8,6 +8,7 @@ import torch
 import trainables.train as train_module
 from trainables.data import DataSpec, describe_dataset, load_dataset
 from trainables.losses import MultiHeadLoss, build_loss
+from trainables.metric_names import LAST_EPOCH_KEY
 from trainables.metrics import metric_names
 from trainables.models import SimpleCNN
 from trainables.train import CHECKPOINT_NAME, TrainingDiverged, train
@@ -155,6 +156,10 @@ def test_early_stopping_after_patience():
     reports, final = _run(config)
     assert [r["epoch"] for r in reports] == [1, 2, 3]
     assert final["epoch"] == 3 and final["best_epoch"] == 1
+    # each epoch says whether it is the last: a scheduler lets the trial finish there
+    assert [r[LAST_EPOCH_KEY] for r in reports] == [0.0, 0.0, 1.0]
+    reports, _ = _run(BASE | {"train.epochs": 2})
+    assert [r[LAST_EPOCH_KEY] for r in reports] == [0.0, 1.0]
 
 
 def test_nan_loss_raises_naming_epoch_and_step(monkeypatch):
