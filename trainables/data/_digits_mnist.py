@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
+import zlib
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -156,26 +159,58 @@ def _mnist_help(directory: str | Path) -> str:
 
 
 def read_idx(path: Path, *, ndim: int) -> np.ndarray:
-    """Read an IDX file of unsigned bytes (gzip-compressed when the name ends in .gz)."""
+    """Read an IDX file of unsigned bytes (gzip-compressed when the name ends in .gz). The body is
+    read only once its length is known to be the header's: a small .gz claiming a few images but
+    holding gigabytes of zeros is refused without holding them."""
+    start = 4 + 4 * ndim
     try:
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            data = gzip.decompress(data)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        with _open_idx(path) as f:
+            header = f.read(start)
+            body = _read_exactly(f, _idx_shape(path, header, ndim=ndim), path=path, start=start, reopen=_open_idx)
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: IDX file must be readable (and valid gzip if .gz), but got {exc}") from exc
-    if len(data) < 4 + 4 * ndim:
-        raise DataError(f"{path}: byte offset 0: IDX header must have {4 + 4 * ndim} bytes, but got {len(data)}")
-    magic = data[:4]
+    return body
+
+
+def _open_idx(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115 - the caller closes
+
+
+def _idx_shape(path: Path, header: bytes, *, ndim: int) -> tuple[int, ...]:
+    if len(header) < 4 + 4 * ndim:
+        raise DataError(f"{path}: byte offset 0: IDX header must have {4 + 4 * ndim} bytes, but got {len(header)}")
+    magic = header[:4]
     if magic[:2] != b"\0\0" or magic[2] != 0x08 or magic[3] != ndim:
         raise DataError(f"{path}: byte offset 0: IDX magic must be 00 00 08 {ndim:02x} (unsigned bytes, "
                         f"{ndim} dims), but got {magic.hex(' ')}")
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    start = 4 + 4 * ndim
-    expected = int(np.prod(shape))
-    if len(data) - start != expected:
+    return tuple(int(d) for d in np.frombuffer(header, dtype=">u4", count=ndim, offset=4))
+
+
+def _read_exactly(f: BinaryIO, shape: tuple[int, ...], *, path: Path, start: int, reopen: Any) -> np.ndarray:
+    """The body after the header, of ``shape``: its length counted first without keeping it (in
+    chunks), then read into one array of that length."""
+    expected = math.prod(shape)
+    length = 0
+    while chunk := f.read(_CHUNK):
+        length += len(chunk)
+        if length > expected:
+            break
+    if length != expected:
+        got = f"more than {expected}" if length > expected else str(length)
         raise DataError(f"{path}: byte offset {start}: IDX body must hold {expected} bytes for shape {shape}, "
-                        f"but got {len(data) - start}")
-    return np.frombuffer(data, dtype=np.uint8, offset=start).reshape(shape)
+                        f"but got {got}")
+    body = np.empty(expected, dtype=np.uint8)
+    view, filled = memoryview(body), 0
+    with reopen(path) as again:
+        again.read(start)
+        while filled < expected and (count := again.readinto(view[filled:])):
+            filled += count  # a read may return fewer bytes than asked
+    if filled != expected:
+        raise DataError(f"{path}: IDX file must not change while it is read, but it did")
+    return body.reshape(shape)
+
+
+_CHUNK = 1 << 20
 
 
 def _find_idx(directory: Path, stem: str) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._cifar import describe_cifar, load_cifar
 from ._digits_mnist import describe_digits, load_digits_dataset, load_mnist_dataset
@@ -48,7 +50,7 @@ def load_dataset(spec: DataSpec, *, progress: Progress | None = None) -> Multihe
     """Load ``spec`` into memory: train / val (carved from training data) / test splits plus heads.
     A data set generated on first use reports its progress to ``progress(done, total)``."""
     prepare_dataset(spec, progress=progress)
-    data = _kind(spec).load(spec)
+    data = _reading(spec, _kind(spec).load)
     # An empty split would end a trial only after its training, when it is evaluated.
     empty = [name for name in ("train", "val", "test") if len(getattr(data, name)) == 0]
     if empty:
@@ -59,4 +61,21 @@ def load_dataset(spec: DataSpec, *, progress: Progress | None = None) -> Multihe
 
 def describe_dataset(spec: DataSpec) -> dict[str, HeadInfo]:
     """The heads of ``spec`` without loading it (vimh reads only the JSON metadata)."""
-    return _kind(spec).describe(spec)
+    return _reading(spec, _kind(spec).describe)
+
+
+# What a user's malformed files make a loader raise beyond its own checks (a ragged array, a
+# metadata field of another type, a folder it may not enter, nesting too deep for the JSON parser).
+_MALFORMED = (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, zlib.error)
+
+
+def _reading(spec: DataSpec, read: Callable[[DataSpec], Any]) -> Any:
+    """``read(spec)``, its failures on malformed files as a DataError naming the data."""
+    try:
+        return read(spec)
+    except DataError:
+        raise
+    except _MALFORMED as exc:
+        where = f" at {spec.path}" if spec.path is not None else ""
+        raise DataError(f"data.kind {spec.kind}{where}: the files must be readable {spec.kind} data, but got "
+                        f"{type(exc).__name__}: {exc}") from exc

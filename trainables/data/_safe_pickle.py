@@ -93,11 +93,25 @@ def _encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes
     return _codecs.encode(text, encoding, errors)
 
 
+def _copying(constructor: type) -> Any:
+    """``constructor`` (bytes, bytearray) that copies data but makes no zeroed buffer of a size: a
+    few bytes of pickle would otherwise ask for gigabytes."""
+
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise _Refused(f"builtins.{constructor.__name__} may only copy data, but got a size of {args[0]!r}")
+        return constructor(*args)
+
+    return build
+
+
 _BUILTINS = ("bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list", "set",
              "slice", "str", "tuple", "bool")
+_CONSTRUCTORS = {name: _copying(getattr(builtins, name)) if name in ("bytes", "bytearray") else getattr(builtins, name)
+                 for name in _BUILTINS}  # fmt: skip
 _ALLOWED: dict[tuple[str, str], Any] = {
-    **{("builtins", name): getattr(builtins, name) for name in _BUILTINS},
-    ("__builtin__", "set"): set,  # Python 2 pickles (CIFAR-10 python batches)
+    # __builtin__: Python 2's name, which Python 3 also writes at protocol 2 (CIFAR-10 python batches)
+    **{(module, name): value for module in ("builtins", "__builtin__") for name, value in _CONSTRUCTORS.items()},
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): _encode,
     ("numpy", "ndarray"): _NDARRAY,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from trainables.data import DataError, DataSpec, describe_dataset, load_dataset
-from trainables.data._digits_mnist import SMOOTHNESS_MAP, THICKNESS_MAP, read_digits, stroke_measures
+from trainables.data._digits_mnist import SMOOTHNESS_MAP, THICKNESS_MAP, read_digits, read_idx, stroke_measures
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,43 @@ def test_mnist_idx_files_read_correctly(tmp_path, compress, write_mnist):
             assert source[key] == int(digit) and key not in seen
             seen.add(key)
     assert len(seen) == 40 and len(dataset.val) == 10
+
+
+def test_a_small_gz_claiming_few_images_but_holding_many_zeros_is_refused_without_holding_them(tmp_path):
+    import gzip
+    import tracemalloc
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(bytes([0, 0, 8, 3]) + np.array([10, 28, 28], ">u4").tobytes())
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=r"IDX body must hold 7840 bytes for shape \(10, 28, 28\), but got more"):
+            read_idx(path, ndim=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak  # before: the whole 64 MiB, decompressed at once
+
+
+def test_a_corrupt_gz_and_malformed_files_are_data_errors(tmp_path, write_mnist, monkeypatch):
+    import gzip
+
+    write_mnist(tmp_path, compress=True, rng=np.random.default_rng(0))
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    good = labels.read_bytes()
+    labels.write_bytes(good[:12] + bytes(255 - b for b in good[12:-8]) + good[-8:])  # the deflate body garbled
+    with pytest.raises(DataError, match="IDX file must be readable .*but got"):
+        load_dataset(DataSpec(kind="mnist", path=str(tmp_path)))
+    # images of 1 x 1 pixel: the stroke measures could not be taken (numpy's ValueError, a traceback before)
+    write_mnist(tmp_path, compress=True, rng=np.random.default_rng(0))
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.compress(bytes([0, 0, 8, 3]) + np.array([40, 1, 1], ">u4").tobytes() + bytes(40)))
+    with pytest.raises(DataError, match=rf"data.kind mnist at {tmp_path}: the files must be readable mnist data, but "
+                                        r"got ValueError"):
+        load_dataset(DataSpec(kind="mnist", path=str(tmp_path)))
 
 
 def test_mnist_corrupt_and_missing_files(tmp_path, write_mnist):

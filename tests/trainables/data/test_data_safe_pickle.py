@@ -176,3 +176,20 @@ def test_object_arrays_left_in_the_result_are_refused():
     with pytest.raises(_Refused, match="but got '|O'"):
         _refuse_object_arrays(nested)
     _refuse_object_arrays({"ok": [np.zeros(2), np.array([b"a"])]})
+
+
+@pytest.mark.parametrize("constructor", ["bytes", "bytearray"])
+def test_a_pickle_may_not_ask_for_a_buffer_of_a_size(tmp_path, constructor):
+    # 32 bytes of pickle made a 2 GiB zeroed buffer: builtins.bytearray(2**31)
+    path = tmp_path / "big.pkl"
+    path.write_bytes(b"\x80\x04cbuiltins\n" + constructor.encode() + b"\n\x8a\x05\x00\x00\x00\x80\x00\x85R.")
+    with pytest.raises(DataError, match=f"builtins.{constructor} may only copy data, but got a size of 2147483648"):
+        safe_load(path)
+
+
+def test_builtins_under_python_2_s_name_load_as_python_3_writes_them_at_protocol_2(tmp_path):
+    path = tmp_path / "py3-protocol2.pkl"
+    value = {"empty": b"", "frozen": frozenset({1}), "buffer": bytearray(b"ab")}
+    path.write_bytes(pickle.dumps(value, protocol=2))
+    assert b"__builtin__" in path.read_bytes()
+    assert safe_load(path) == value
