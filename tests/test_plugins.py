@@ -6,12 +6,15 @@ of the suite does not see it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from trainables.plugins import Registry
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = """\
@@ -73,3 +76,22 @@ def test_a_search_with_the_plugins_loss_trains_in_its_trial_workers(plugin_path:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "trials: 2 finished" in output and "digit=margin" in output
+
+
+@pytest.mark.parametrize(
+    ("add", "name", "value", "message"),
+    [
+        # a name becomes a part of flat keys (model.<name>.<param>): validate accepted it, every trial failed
+        ("add_model", "my.mlp", type("M", (), {}), "a model name that is a non-empty string without '.', but got 'my.mlp'"),
+        ("add_loss", "", type("L", (), {}), "a loss name that is a non-empty string without '.', but got ''"),
+        # not a class: validate failed later with a traceback
+        ("add_model", "weird", 42, "a class as model 'weird', but got int 42"),
+    ],
+)
+def test_a_plugin_may_add_only_classes_under_names_flat_keys_can_hold(add, name, value, message):
+    from trainables.losses import LOSSES
+    from trainables.models import MODELS
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        getattr(Registry(), add)(name, value)
+    assert name not in MODELS and name not in LOSSES

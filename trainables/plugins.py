@@ -50,6 +50,10 @@ class Registry:
     added: list[str] = field(default_factory=list)
 
     def _add(self, kind: str, registry: MutableMapping[str, Any], name: str, value: Any) -> None:
+        if not isinstance(name, str) or not name or "." in name:  # a part of flat keys: model.<name>.<param>
+            raise ValueError(f"a {kind} name that is a non-empty string without '.', but got {name!r}")
+        if kind in ("loss", "model") and not isinstance(value, type):
+            raise ValueError(f"a class as {kind} {name!r}, but got {type(value).__name__} {value!r}")
         if name in registry and registry[name] is not value:
             raise ValueError(f"a new {kind} name, but got {name!r}, which is taken")
         registry[name] = value

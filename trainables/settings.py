@@ -74,12 +74,13 @@ def _is_number(value: Any) -> bool:
 class ValueType:
     """What one setting accepts: a kind, Literal members, bounds, and whether null is allowed.
 
-    ``kind`` is "float" (ints accepted and converted), "int", "bool", "str", "literal" or
-    "floats" (a list of numbers, e.g. focal's per-class ``alpha``: fixed only, because Optuna
-    choices must be scalars).
+    ``kind`` is "float" (ints accepted and converted), "int", "bool", "str", "literal",
+    "floats" (a list of numbers, e.g. focal's per-class ``alpha``) or "ints" (``length``
+    integers, e.g. a CNN's ``channels``); lists are fixed only, because Optuna choices must be
+    scalars.
     """
 
-    kind: Literal["float", "int", "bool", "str", "literal", "floats"]
+    kind: Literal["float", "int", "bool", "str", "literal", "floats", "ints"]
     members: tuple[Any, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
@@ -88,6 +89,12 @@ class ValueType:
     nullable: bool = False
     searchable: bool = False
     aliases: tuple[tuple[Any, Any], ...] = ()  # (old value, its value now), see Rule
+    length: int | None = None  # of an "ints" list
+
+    @property
+    def is_list(self) -> bool:
+        """A list setting: fixed in a space, never searched."""
+        return self.kind in ("floats", "ints")
 
     def describe(self) -> str:
         """`a number >= 0`, `an integer >= 1 or null`, `one of [l1, l2, huber]` ..."""
@@ -100,6 +107,7 @@ class ValueType:
                 "bool": "true or false",
                 "str": "a string",
                 "floats": "a list of numbers",
+                "ints": f"a list of {self.length} integers",
             }[self.kind]
             text += self._describe_bounds()
         return f"{text} or null" if self.nullable else text
@@ -133,6 +141,10 @@ class ValueType:
                 return False, value
             values = [float(v) for v in value]
             return all(self._in_bounds(v) for v in values), values
+        if self.kind == "ints":
+            if not isinstance(value, (list, tuple)) or len(value) != self.length:
+                return False, value
+            return all(_is_number(v) and isinstance(v, int) and self._in_bounds(v) for v in value), list(value)
         if self.kind == "int":
             return _is_number(value) and isinstance(value, int) and self._in_bounds(value), value
         if not _is_number(value):
@@ -174,6 +186,8 @@ def _base_type(annotation: Any) -> ValueType | None:
         return None if inner is None else replace(inner, nullable=True)
     if origin in (tuple, list) and args and args[0] in (float, int) and (origin is list or args[-1] is Ellipsis):
         return ValueType("floats")
+    if origin is tuple and args and all(a is int for a in args):
+        return ValueType("ints", length=len(args))
     simple = {float: "float", int: "int", bool: "bool", str: "str"}
     return ValueType(simple[annotation]) if annotation in simple else None
 

@@ -94,7 +94,7 @@ class Switch:
         parameters need no ``searchable=True``: an option's own checks, and the validator's
         probes of a searched range, keep a search within what the option accepts."""
         vtype = value_type(self.parameters(option)[name].annotation)
-        return vtype is not None and vtype.kind != "floats"
+        return vtype is not None and not vtype.is_list
 
     def check_option(self, key: str, option: Any) -> str:
         """``option`` if it names an option, else a SettingError for ``key`` (``model.kind``)."""
@@ -128,11 +128,14 @@ class Switch:
 
     def defaults(self, option: str) -> dict[str, Any]:
         """The defaults of ``option``'s parameters that have one (and a value type), in signature
-        order: what a ``complete`` option lists when a space does not say."""
+        order: what a ``complete`` option lists when a space does not say. A list's default (a
+        CNN's ``channels``) is not listed: it became a checked setting after searches had logged
+        trial configs without it, which would no longer fit a warm start."""
         return {
             name: tuple(p.default) if isinstance(p.default, list) else p.default
             for name, p in self.parameters(option).items()
-            if p.default is not inspect.Parameter.empty and value_type(p.annotation)
+            if p.default is not inspect.Parameter.empty and (vtype := value_type(p.annotation))
+            and not (vtype.kind == "ints" and p.default is not None)
         }
 
 

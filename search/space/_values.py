@@ -118,7 +118,7 @@ class ValueChecker:
             return None
         kind, args = next(iter(value.items()))
         dpath = join_path(path, kind)
-        if vtype is None or vtype.kind == "floats":
+        if vtype is None or vtype.is_list:
             self.add(path, "a literal: only scalar settings can be searched (Optuna choices are scalars)", value)
             return None
         if kind in ("choice", "grid"):

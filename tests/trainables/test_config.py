@@ -136,6 +136,10 @@ def test_loss_params_must_belong_to_the_chosen_loss():
         ("data.kind", "imagenet", "data.kind", "one of [vimh, digits, mnist, cifar10]"),
         ("model.kind", "resnet", "model.kind", "one of [simple_cnn, mlp, recurrent_cnn]"),
         ("model.dropout", 1.0, "model.simple_cnn.dropout", "a number in [0, 1)"),
+        # unchecked before: torch's error (or "not enough values to unpack") once the data had loaded
+        ("model.channels", [0, 64], "model.simple_cnn.channels", "a list of 2 integers in [1, 65536]"),
+        ("model.channels", [32], "model.simple_cnn.channels", "a list of 2 integers in [1, 65536]"),
+        ("model.channels", "abc", "model.simple_cnn.channels", "a list of 2 integers in [1, 65536]"),
     ],
 )
 def test_invalid_values_raise_the_setting_its_rule_and_the_value(key, value, error_key, rule):

@@ -17,6 +17,8 @@ from trainables.switches import Declaration, implemented_by
 # The width of a model's last shared layer and the dropout before the heads: searchable, bounded.
 Hidden = Annotated[int, Rule(minimum=1, maximum=65_536, searchable=True)]
 Dropout = Annotated[float, Rule(minimum=0.0, maximum=1.0, max_open=True, searchable=True)]
+# The output channels of the two convolutions.
+Channels = Annotated[tuple[int, int], Rule(minimum=1, maximum=65_536)]
 # The recurrent update's share of the new input (leaky cell): 1 forgets the state at every step.
 Leak = Annotated[float, Rule(minimum=0.0, maximum=1.0, min_open=True, searchable=True)]
 
@@ -49,7 +51,7 @@ class MLPParams(ModelParams):
 class SimpleCNNParams(ModelParams):
     hidden: Hidden = 128
     dropout: Dropout = 0.25
-    channels: tuple[int, int] = (32, 64)
+    channels: Channels = (32, 64)
 
     implementation = implemented_by("trainables.models", "SimpleCNN")
 
@@ -58,7 +60,7 @@ class SimpleCNNParams(ModelParams):
 class RecurrentCNNParams(ModelParams):
     hidden: Hidden = 64
     dropout: Dropout = 0.1
-    channels: tuple[int, int] = (16, 32)
+    channels: Channels = (16, 32)
     cell: Literal["leaky", "gru"] = "leaky"
     leak: Leak = 0.5
     temporal: ClassVar[bool] = True  # the trainer presents a pattern of steps (trainables.temporal)
