@@ -34,6 +34,9 @@ class HasRunId(Protocol):
     run_id: str | None  # None until its buffered creation reached the store
 
 
+_REFUSALS_SHOWN = 3  # refused writes explained one by one; the rest are counted
+
+
 @dataclass
 class _Write:
     what: str  # for the messages
@@ -133,6 +136,7 @@ class BufferedStore:
         self._pending: deque[_Write] = deque()
         self._retry_at = 0.0  # monotonic time of the next attempt while the store is unreachable
         self._unreachable = False
+        self._refused = 0  # writes the store refused for good
 
     def __getstate__(self) -> dict[str, Any]:
         return {"settings": self.settings}
@@ -183,8 +187,9 @@ class BufferedStore:
                 write.send()
             except Exception as exc:
                 if not is_transient(exc):
-                    self._pending.popleft()  # it would fail again; the caller sees why
-                    raise
+                    self._pending.popleft()  # it would be refused again: said, and the writes after it go on
+                    self._note_refused(exc, write.what)
+                    continue
                 self._retry_at = time.monotonic() + self.settings.retry_interval_s
                 self._note_unreachable(exc, write.what)
                 return False
@@ -198,6 +203,18 @@ class BufferedStore:
         if self._unreachable:
             self._unreachable = False
             warn(f"MLflow at {redact_uri(self.settings.tracking_uri)} reachable again; {sent} buffered writes sent")
+
+    def _note_refused(self, exc: BaseException, what: str) -> None:
+        """Say why the store refused a write, for the first ``_REFUSALS_SHOWN`` refusals, then how
+        many there were (a store that lost the search's runs refuses every write after)."""
+        self._refused += 1
+        if self._refused <= _REFUSALS_SHOWN:
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            more = "; further refusals are counted, not shown" if self._refused == _REFUSALS_SHOWN else ""
+            warn(f"MLflow at {redact_uri(self.settings.tracking_uri)} refused to {what} ({type(exc).__name__}: "
+                 f"{reason}); the search goes on without it{more}")
+        elif self._refused % 100 == 0:
+            warn(f"MLflow at {redact_uri(self.settings.tracking_uri)} refused {self._refused} writes so far")
 
     def _note_unreachable(self, exc: BaseException, what: str) -> None:
         if not self._unreachable:

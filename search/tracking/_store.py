@@ -93,6 +93,8 @@ TRIAL_STATES = {
 # How a search ended (the parent run's ``losstune.end_reason``) and the parent's MLflow status.
 SEARCH_ENDS = {"finished": "FINISHED", "time_budget": "FINISHED", "all_failed": "FAILED", "interrupted": "KILLED"}
 # Errors a server answers with that say "try again later"; any other answer is final.
+# The HTTP answers MLflow's own REST client retries (its _TRANSIENT_FAILURE_RESPONSE_CODES).
+_RETRY_LATER_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _RETRY_LATER_CODES = ("TEMPORARILY_UNAVAILABLE", "DEADLINE_EXCEEDED", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED")
 _PAGE = 1000  # runs per search_runs page (MLflow's maximum for most stores)
 
@@ -295,6 +297,11 @@ def is_transient(exc: BaseException) -> bool:
     passing = sqlite_may_pass(exc)
     if passing is not None:  # a SQLite store: MLflow calls each of its errors TEMPORARILY_UNAVAILABLE
         return passing
+    for cause in causes(exc):
+        # requests' HTTPError (an artifact upload's answer) is an OSError too, but the server answered
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if isinstance(cause, OSError) and isinstance(status, int):
+            return status in _RETRY_LATER_STATUSES
     if any(isinstance(cause, OSError) for cause in causes(exc)):  # requests' and urllib3's errors, sockets
         return True
     return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES

@@ -70,10 +70,32 @@ class SearchTracker(BufferedStore):
             self.client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
 
-    def _search_runs(self, role: str) -> list[Any]:
+    def _search_runs(self, role: str, *, trial_id: str | None = None) -> list[Any]:
+        return self._read(lambda: self._runs_of(role, trial_id=trial_id))
+
+    def _runs_of(self, role: str, *, trial_id: str | None = None) -> list[Any]:
+        """The search's runs of ``role`` (of one trial), as the store answers now (no retry)."""
         query = f"tags.`{store.TAG_SEARCH_ID}` = '{self.settings.search_id}' and tags.`{store.TAG_ROLE}` = '{role}'"
+        if trial_id is not None:
+            query += f" and tags.`{store.TAG_TRIAL_ID}` = '{trial_id}'"
+        return store.search_all_runs(self.client, [self.experiment_id], query=query)
+
+    def _create_once(self, role: str, *, run_name: str, tags: Mapping[str, str], trial_id: str | None = None) -> Any:
+        """A call creating the run of ``role`` (of ``trial_id``) that is safe to try again: after a
+        try that failed, the run is looked for first (a create whose answer timed out may have
+        reached the store: sent again, it made a second, empty run, which a resume or the report
+        could take for the real one)."""
+        tried = False
         experiment_id = self.experiment_id
-        return self._read(lambda: store.search_all_runs(self.client, [experiment_id], query=query))
+
+        def create() -> Any:
+            nonlocal tried
+            if tried and (found := self._runs_of(role, trial_id=trial_id)):
+                return min(found, key=lambda r: r.info.start_time)
+            tried = True
+            return self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+
+        return create
 
     def other_searches(self) -> int:
         """How many other searches the experiment holds under this search's name."""
@@ -92,14 +114,8 @@ class SearchTracker(BufferedStore):
                 self._parent_id = run.info.run_id
                 self._recover_best()
             else:
-                experiment_id = self.experiment_id
-                run = self._read(
-                    lambda: self.client.create_run(
-                        experiment_id,
-                        run_name=self.settings.search_name,
-                        tags={store.TAG_SEARCH_ID: self.settings.search_id, store.TAG_ROLE: store.ROLE_SEARCH},
-                    )
-                )
+                tags = {store.TAG_SEARCH_ID: self.settings.search_id, store.TAG_ROLE: store.ROLE_SEARCH}
+                run = self._read(self._create_once(store.ROLE_SEARCH, run_name=self.settings.search_name, tags=tags))
                 self._parent_id = run.info.run_id
         return self._parent_id
 
@@ -192,10 +208,10 @@ class SearchTracker(BufferedStore):
         }
         run = _TrialRun(None, last_step=-1, final_logged=False, status="RUNNING")
         runs[trial_id] = run
-        experiment_id = self.experiment_id
+        create_run = self._create_once(store.ROLE_TRIAL, run_name=trial_id, tags=tags, trial_id=trial_id)
 
         def create() -> None:
-            run.run_id = self.client.create_run(experiment_id, run_name=trial_id, tags=tags).info.run_id
+            run.run_id = create_run().info.run_id
 
         self._submit(f"create the run of trial {trial_id}", create)
         self._log(run, params=config)
