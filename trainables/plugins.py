@@ -50,7 +50,8 @@ class Registry:
     added: list[str] = field(default_factory=list)
 
     def _add(self, kind: str, registry: MutableMapping[str, Any], name: str, value: Any) -> None:
-        if not isinstance(name, str) or not name or "." in name:  # a part of flat keys: model.<name>.<param>
+        # a loss's or model's name is a part of flat keys (model.<name>.<param>); a data set's a value
+        if not isinstance(name, str) or not name or ("." in name and kind != "dataset"):
             raise ValueError(f"a {kind} name that is a non-empty string without '.', but got {name!r}")
         if kind in ("loss", "model") and not isinstance(value, type):
             raise ValueError(f"a class as {kind} {name!r}, but got {type(value).__name__} {value!r}")

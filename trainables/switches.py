@@ -128,9 +128,9 @@ class Switch:
 
     def defaults(self, option: str) -> dict[str, Any]:
         """The defaults of ``option``'s parameters that have one (and a value type), in signature
-        order: what a ``complete`` option lists when a space does not say. A list's default (a
-        CNN's ``channels``) is not listed: it became a checked setting after searches had logged
-        trial configs without it, which would no longer fit a warm start."""
+        order: what a ``complete`` option lists when a space does not say. An integer list's
+        default (a CNN's ``channels``) is not listed: it became a checked setting after searches
+        had logged trial configs without it, which would no longer fit a warm start."""
         return {
             name: tuple(p.default) if isinstance(p.default, list) else p.default
             for name, p in self.parameters(option).items()

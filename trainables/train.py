@@ -295,8 +295,10 @@ def _train_epoch(
             y = {name: t.to(device, non_blocking=True) for name, t in y.items()}
         with cast:
             outputs, targets = presenter.for_loss(model, x, y)
-        # The loss outside autocast: each head loss upcasts half-precision logits, and under
-        # autocast its matmuls (supcon's similarities, the expected class) would run in 16 bits again.
+        # The loss outside autocast, on float32 outputs (a plugin's loss too): under autocast its
+        # matmuls (supcon's similarities, the expected class) would run in 16 bits again.
+        if amp is not None:
+            outputs = {name: out.float() for name, out in outputs.items()}
         total, breakdown = criterion(outputs, targets)
         _clear_grads(optimizer)
         criterion.backward(total, scale=scaler.scale)

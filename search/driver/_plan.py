@@ -247,7 +247,10 @@ def check_resources(space: Space, *, joined: bool) -> str | None:
         from ray.autoscaler.v2.utils import is_autoscaler_v2
         from ray.experimental.internal_kv import _internal_kv_get
 
-        if is_autoscaler_v2(fetch_from_server=True):  # KubeRay's: it keeps no such status
+        try:
+            if is_autoscaler_v2(fetch_from_server=True):  # KubeRay's: it keeps no such status
+                return None
+        except Exception:  # noqa: BLE001 - under Ray Client (ray://) Ray has no GCS client to ask with
             return None
         return wait_adds_nodes(lambda: json.loads(_internal_kv_get(DEBUG_AUTOSCALING_STATUS) or "null"))
 

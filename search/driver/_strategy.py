@@ -260,8 +260,15 @@ class _FinishLastEpoch:
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if result.get(FINAL_KEY) or result.get(LAST_EPOCH_KEY) or result.get("epoch", 0) >= self.epochs:
             return TrialScheduler.CONTINUE
-        result = _worst_if_diverged(result, metric=self.objective, mode=self.mode)
+        value = result.get(self.objective)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return self._diverged(tune_controller, trial, result)
         return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+
+    def _diverged(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        """The decision on a NaN or infinite objective, which ranks last: Ray's schedulers never
+        stopped it (NaN is never below a cutoff; Ray's median rule leaves it out)."""
+        raise NotImplementedError
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         # A failed final result carries no objective: the trial is dropped as after an error.
@@ -271,17 +278,9 @@ class _FinishLastEpoch:
             super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
 
 
-# A diverged trial's value to Ray's schedulers: worse than any real one, yet finite (Ray compares
-# NaN as never below a cutoff, and an inf among the values makes the next cutoff NaN).
+# A diverged trial's value to Ray's ASHA: worse than any real one, yet finite (an inf among the
+# values made the next cutoff NaN).
 _WORST = 1e300
-
-
-def _worst_if_diverged(result: dict, *, metric: str, mode: str) -> dict:
-    """``result`` with a NaN or infinite ``metric`` as the worst value (as PromotingAsha ranks it)."""
-    value = result.get(metric)
-    if not isinstance(value, (int, float)) or math.isfinite(value):
-        return result
-    return {**result, metric: _WORST if mode == "min" else -_WORST}
 
 
 class _Asha(_FinishLastEpoch, AsyncHyperBandScheduler):
@@ -289,11 +288,19 @@ class _Asha(_FinishLastEpoch, AsyncHyperBandScheduler):
         super().__init__(metric=metric, mode=mode, **kwargs)
         self.epochs, self.objective, self.mode = epochs, metric, mode
 
+    def _diverged(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        # the worst value: it counts at its rung, as PromotingAsha counts it, and stops there
+        worst = {**result, self.objective: _WORST if self.mode == "min" else -_WORST}
+        return AsyncHyperBandScheduler.on_trial_result(self, tune_controller, trial, worst)
+
 
 class _Median(_FinishLastEpoch, MedianStoppingRule):
     def __init__(self, *, epochs: int, metric: str, mode: str, **kwargs: Any) -> None:
         super().__init__(metric=metric, mode=mode, **kwargs)
         self.epochs, self.objective, self.mode = epochs, metric, mode
+
+    def _diverged(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return TrialScheduler.STOP  # stopped at once: it can only be worse than the median
 
     def _on_insufficient_samples(self, tune_controller: Any, trial: Any, time: float) -> str:
         # Too few trials reached this epoch to compare: run on. Ray's rule pauses the trial while

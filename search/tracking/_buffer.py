@@ -22,10 +22,10 @@ from typing import Any, Protocol, TypeVar
 
 from search.console import warn
 from search.tracking._store import (
-    TrackingSettings, causes, create_sqlite_store, is_transient, redact_uri, sqlite_may_pass, sqlite_path,
+    TrackingSettings, causes, create_sqlite_store, is_refusal, is_transient, redact_uri, sqlite_may_pass, sqlite_path,
 )
 
-__all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text", "param_value"]
+__all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text", "param_value", "run_id_of", "RunNotCreated"]
 
 _T = TypeVar("_T")
 
@@ -159,6 +159,12 @@ class BufferedStore:
         """Send the buffered writes, waiting for an unreachable store up to ``flush_timeout_s``.
         Returns whether everything was sent (if not, says how much was not)."""
         deadline = time.monotonic() + self.settings.flush_timeout_s
+        sent = self._flush_until(deadline)
+        if self._refused > _REFUSALS_SHOWN:
+            warn(f"MLflow at {redact_uri(self.settings.tracking_uri)} refused {self._refused} writes in all")
+        return sent
+
+    def _flush_until(self, deadline: float) -> bool:
         while not self._send_pending():
             now = time.monotonic()
             if now >= deadline:
@@ -185,10 +191,15 @@ class BufferedStore:
             write = self._pending[0]
             try:
                 write.send()
+            except RunNotCreated:
+                self._pending.popleft()  # its run was refused, and said so
+                continue
             except Exception as exc:
                 if not is_transient(exc):
-                    self._pending.popleft()  # it would be refused again: said, and the writes after it go on
-                    self._note_refused(exc, write.what)
+                    self._pending.popleft()  # it would fail again
+                    if not is_refusal(exc):
+                        raise
+                    self._note_refused(exc, write.what)  # said, and the writes after it go on
                     continue
                 self._retry_at = time.monotonic() + self.settings.retry_interval_s
                 self._note_unreachable(exc, write.what)
@@ -244,7 +255,7 @@ class BufferedStore:
             return value
 
     def _log_text(self, target: str | HasRunId, text: str, name: str) -> None:
-        self._submit(f"log {name}", lambda: self.client.log_text(_run_id(target), text, name))
+        self._submit(f"log {name}", lambda: self.client.log_text(run_id_of(target), text, name))
 
     def _log(
         self,
@@ -264,13 +275,20 @@ class BufferedStore:
         # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
         while metric_items or param_items or tag_items:
             batch = {"metrics": metric_items[:1000], "params": param_items[:100], "tags": tag_items[:100]}
-            self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(_run_id(target), **b))
+            self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(run_id_of(target), **b))
             metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
 
 
-def _run_id(target: str | HasRunId) -> str:
+class RunNotCreated(LookupError):
+    """A write to a run whose creation the store refused (and the buffer said so)."""
+
+
+def run_id_of(target: str | HasRunId) -> str:
     # A trial's run id is known only once its buffered creation was sent, which precedes this.
-    return target if isinstance(target, str) else target.run_id
+    run_id = target if isinstance(target, str) else target.run_id
+    if run_id is None:
+        raise RunNotCreated(target)
+    return run_id
 
 
 def is_number(value: Any) -> bool:

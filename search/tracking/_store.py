@@ -307,6 +307,15 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, MlflowException) and exc.error_code in _RETRY_LATER_CODES
 
 
+def is_refusal(exc: BaseException) -> bool:
+    """Whether the store answered ``exc`` (MLflow's exception, or an HTTP answer with a status): a
+    refusal of that write, which the search may go on without; anything else is a failure of ours."""
+    from mlflow.exceptions import MlflowException
+
+    return any(isinstance(cause, MlflowException) or isinstance(getattr(getattr(cause, "response", None),
+               "status_code", None), int) for cause in causes(exc))  # fmt: skip
+
+
 def causes(exc: BaseException) -> Iterator[BaseException]:
     """``exc`` and the errors behind it, nearest first: what it was raised from or while handling,
     and the driver's error a SQLAlchemy error holds as ``orig``."""

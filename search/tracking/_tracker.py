@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from search.tracking._buffer import BufferedStore, is_number
+from search.tracking._buffer import BufferedStore, is_number, run_id_of
 from search.tracking import _store as store
 from trainables.flat_keys import head_losses
 
@@ -194,7 +194,7 @@ class SearchTracker(BufferedStore):
             if existing.status != "RUNNING":
                 self._submit(
                     f"reopen the run of trial {trial_id}",
-                    lambda: self.client.update_run(existing.run_id, status="RUNNING"),
+                    lambda: self.client.update_run(run_id_of(existing), status="RUNNING"),
                 )
                 existing.status = "RUNNING"
             return existing.run_id
@@ -283,7 +283,7 @@ class SearchTracker(BufferedStore):
         self._log(run, tags=tags)
         if details:
             self._log_text(run, details, "error.txt")
-        self._submit(f"end the run of trial {trial_id}", lambda: self.client.set_terminated(run.run_id, status=status))
+        self._submit(f"end the run of trial {trial_id}", lambda: self.client.set_terminated(run_id_of(run), status=status))
         run.status = status
 
     def reconcile(self, trial_ids: set[str]) -> list[str]:

@@ -65,3 +65,12 @@ def test_a_trial_whose_own_patience_ends_is_never_stopped_at_its_last_epoch(sche
     worst = {"epoch": 1, "m": 0.0}
     assert scheduler.on_trial_result(controller, trials[3], worst) == TrialScheduler.STOP
     assert scheduler.on_trial_result(controller, trials[4], {**worst, LAST_EPOCH_KEY: 1.0}) == TrialScheduler.CONTINUE
+
+
+def test_the_median_rule_stops_a_diverged_trial_at_once():
+    # Ray's rule leaves a non-finite running mean out and never stopped such a trial
+    scheduler = _Median(epochs=9, time_attr="epoch", metric="m", mode="max", grace_period=1)
+    trials = [_trial(str(i)) for i in range(2)]
+    controller = SimpleNamespace(get_live_trials=lambda: trials)
+    assert scheduler.on_trial_result(controller, trials[0], {"epoch": 1, "m": 0.5}) == TrialScheduler.CONTINUE
+    assert scheduler.on_trial_result(controller, trials[1], {"epoch": 1, "m": math.nan}) == TrialScheduler.STOP

@@ -138,11 +138,14 @@ class FlakyClient:
         self.refused = 0  # calls made while down
         self.answers_lost_of: set[str] = set()
         self.lose_answers = 0
+        self.refusing: set[str] = set()  # calls the store answers with a refusal
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.client, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if name in self.refusing:
+                raise MlflowException(f"{name} refused", error_code="INVALID_PARAMETER_VALUE")
             if name in self.answers_lost_of and self.lose_answers:
                 self.lose_answers -= 1
                 method(*args, **kwargs)
@@ -210,6 +213,30 @@ def test_writes_while_down_are_sent_in_order_when_the_store_is_back(flaky):
     assert [m.value for m in store.get_metric_history(t2, "val/acc_mean")] == [0.3]
     assert store.get_run(t2).data.params == {"heads.a.loss": "focal"}
     assert store.get_run(t1).info.status == "FINISHED"
+
+
+def test_a_trial_whose_run_was_refused_is_said_once_and_its_writes_skipped(flaky, capsys):
+    tracker, client = flaky
+    client.refusing = {"create_run"}
+    tracker.trial_started("t1", {"train.lr": 0.1})
+    client.refusing = set()
+    tracker.log_epoch("t1", {"epoch": 1, "val/acc_mean": 0.4}, epoch=1)
+    tracker.trial_ended("t1", state="finished", reason="completed")
+    assert tracker.flush() and tracker.pending_writes == 0
+    out = capsys.readouterr().out
+    assert out.count("refused to") == 1 and "refused to create the run of trial t1" in out
+
+
+def test_a_write_that_fails_on_our_side_is_raised_not_taken_for_a_refusal(flaky):
+    tracker, client = flaky
+    tracker.trial_started("t1", {})
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise TypeError("a bug of ours")
+
+    client.client.log_batch = broken
+    with pytest.raises(TypeError, match="a bug of ours"):
+        tracker.log_epoch("t1", {"epoch": 1}, epoch=1)
 
 
 def test_a_create_whose_answer_was_lost_makes_one_run_not_two(flaky):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,15 +68,20 @@ def describe_dataset(spec: DataSpec) -> dict[str, HeadInfo]:
 # What a user's malformed files make a loader raise beyond its own checks (a ragged array, a
 # metadata field of another type, a folder it may not enter, nesting too deep for the JSON parser).
 _MALFORMED = (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError, zlib.error)
+# OS errors a later try may not meet (a network file system's hiccup, no file handle free): not the files' fault.
+_MAY_PASS = {errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR, errno.EMFILE, errno.ENFILE}
 
 
 def _reading(spec: DataSpec, read: Callable[[DataSpec], Any]) -> Any:
-    """``read(spec)``, its failures on malformed files as a DataError naming the data."""
+    """``read(spec)``, its failures on the user's files (``data.path``) as a DataError naming them."""
+    if spec.path is None:  # no user files: a failure is the loader's own, as it is
+        return read(spec)
     try:
         return read(spec)
     except DataError:
         raise
     except _MALFORMED as exc:
-        where = f" at {spec.path}" if spec.path is not None else ""
-        raise DataError(f"data.kind {spec.kind}{where}: the files must be readable {spec.kind} data, but got "
-                        f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, OSError) and exc.errno in _MAY_PASS:
+            raise
+        raise DataError(f"data.kind {spec.kind} at {spec.path}: the files must be readable {spec.kind} data, but "
+                        f"got {type(exc).__name__}: {exc}") from exc
