@@ -51,6 +51,9 @@ def cluster_env(token_path: Path) -> dict[str, str]:
         # `python` in a job's entrypoint is this environment's, as after `source .venv/bin/activate`.
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
+        # A node's registration with the GCS within 30 s (Ray's default) failed now and then on a
+        # busy 2-core machine, for a worker started again after a test killed one.
+        RAY_raylet_start_wait_time_s="120",
     )
     env.pop("RAY_ADDRESS", None)
     env.pop("RAY_AUTH_TOKEN", None)
