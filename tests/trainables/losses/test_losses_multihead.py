@@ -11,6 +11,7 @@ from trainables.losses import (
     cross_entropy_loss,
     ordinal_loss,
 )
+from trainables.metric_names import BREAKDOWN_TERMS
 
 BREAKDOWN_KEYS = {
     "loss/pitch",
@@ -144,6 +145,15 @@ def test_all_ignored_total_zero_share_is_zero_not_nan():
     total, breakdown = make_loss()(net(x), ignored)
     total.backward()
     assert total.item() == 0.0 and breakdown["loss/energy_share"].item() == 0.0
+
+
+def test_the_breakdown_s_own_terms_are_the_names_heads_may_not_take():
+    # BREAKDOWN_TERMS (what the trial config refuses as head names) is the one list of them
+    net, x, targets = make_batch()
+    criterion = make_loss()
+    criterion.auxiliary = type("Zero", (nn.Module,), {"forward": lambda self, o, t: torch.zeros(())})()
+    _, breakdown = criterion(net(x), targets)
+    assert set(breakdown) == {"loss/pitch", "loss/velocity", *(f"loss/{term}" for term in BREAKDOWN_TERMS)}
 
 
 def test_a_head_named_like_a_term_of_the_breakdown_is_refused():
