@@ -41,6 +41,9 @@ _REFUSALS_SHOWN = 3  # refused writes explained one by one; the rest are counted
 class _Write:
     what: str  # for the messages
     send: Callable[[], None]
+    # The same write as one write per item, sent in its place when the store refuses it whole: MLflow
+    # refuses a whole batch for one item it rejects (a key, a changed param value).
+    parts: tuple[_Write, ...] = ()
 
 
 def mlflow_client(tracking_uri: str) -> Any:
@@ -176,8 +179,8 @@ class BufferedStore:
             time.sleep(max(0.0, min(self._retry_at, deadline) - now))
         return True
 
-    def _submit(self, what: str, send: Callable[[], None]) -> None:
-        self._pending.append(_Write(what, send))
+    def _submit(self, what: str, send: Callable[[], None], *, parts: tuple[_Write, ...] = ()) -> None:
+        self._pending.append(_Write(what, send, parts))
         self._send_pending()
 
     def _send_pending(self) -> bool:
@@ -199,6 +202,9 @@ class BufferedStore:
                     self._pending.popleft()  # it would fail again
                     if not is_refusal(exc):
                         raise
+                    if write.parts:  # only the items refused alone are lost
+                        self._pending.extendleft(reversed(write.parts))
+                        continue
                     self._note_refused(exc, write.what)  # said, and the writes after it go on
                     continue
                 self._retry_at = time.monotonic() + self.settings.retry_interval_s
@@ -275,7 +281,14 @@ class BufferedStore:
         # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
         while metric_items or param_items or tag_items:
             batch = {"metrics": metric_items[:1000], "params": param_items[:100], "tags": tag_items[:100]}
-            self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(run_id_of(target), **b))
+            items = [(kind, item) for kind, listed in batch.items() for item in listed]
+            parts = tuple(
+                _Write(f"log {kind[:-1]} {item.key!r}",
+                       lambda kind=kind, item=item: self.client.log_batch(run_id_of(target), **{kind: [item]}))
+                for kind, item in items
+            ) if len(items) > 1 else ()
+            self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(run_id_of(target), **b),
+                         parts=parts)
             metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
 
 

@@ -286,6 +286,23 @@ def test_a_write_the_store_refuses_is_said_not_retried_and_the_search_goes_on(fl
     assert out.count("refused to") == 2 and "further refusals are counted, not shown" in out
 
 
+def test_an_item_the_store_refuses_loses_only_itself_not_its_batch(flaky, capsys):
+    tracker, client = flaky
+    run_id = tracker.trial_started("t1", {"train.lr": 0.1})
+    # MLflow refuses a whole batch for one key it rejects; before, the epoch's other metrics went with it
+    tracker.log_epoch("t1", {"epoch": 1, "val/acc_mean": 0.5, "val/" + "x" * 300: 1.0}, epoch=1)
+    metrics = client.client.get_run(run_id).data.metrics
+    assert metrics == {"epoch": 1.0, "val/acc_mean": 0.5}
+    out = capsys.readouterr().out
+    assert out.count("refused to") == 1 and "refused to log metric 'val/xxx" in out
+    # a changed param value is refused alone too: the batch's new params are kept
+    tracker._log(run_id, params={"train.lr": 0.2, "train.seed": 3})
+    params = client.client.get_run(run_id).data.params
+    assert (params["train.lr"], params["train.seed"]) == ("0.1", "3")
+    assert "refused to log param 'train.lr'" in capsys.readouterr().out
+    assert tracker.pending_writes == 0 and client.refused == 0
+
+
 @pytest.mark.parametrize(("status", "transient"), [(403, False), (400, False), (404, False), (429, True),
                                                    (500, True), (503, True), (504, True)])
 def test_an_http_answer_is_an_outage_only_where_mlflow_s_client_retries_it(status, transient):
