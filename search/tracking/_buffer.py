@@ -41,9 +41,10 @@ _REFUSALS_SHOWN = 3  # refused writes explained one by one; the rest are counted
 class _Write:
     what: str  # for the messages
     send: Callable[[], None]
-    # The same write as one write per item, sent in its place when the store refuses it whole: MLflow
-    # refuses a whole batch for one item it rejects (a key, a changed param value).
-    parts: tuple[_Write, ...] = ()
+    # The same write as one write per item, to send in its place when the store refused it whole:
+    # MLflow refuses a whole batch for one item it rejects (a key, a changed param value). Returns
+    # none where every item would be refused as well (a run deleted meanwhile).
+    parts: Callable[[], tuple[_Write, ...]] | None = None
 
 
 def mlflow_client(tracking_uri: str) -> Any:
@@ -179,7 +180,8 @@ class BufferedStore:
             time.sleep(max(0.0, min(self._retry_at, deadline) - now))
         return True
 
-    def _submit(self, what: str, send: Callable[[], None], *, parts: tuple[_Write, ...] = ()) -> None:
+    def _submit(self, what: str, send: Callable[[], None], *,
+                parts: Callable[[], tuple[_Write, ...]] | None = None) -> None:
         self._pending.append(_Write(what, send, parts))
         self._send_pending()
 
@@ -202,8 +204,9 @@ class BufferedStore:
                     self._pending.popleft()  # it would fail again
                     if not is_refusal(exc):
                         raise
-                    if write.parts:  # only the items refused alone are lost
-                        self._pending.extendleft(reversed(write.parts))
+                    parts = self._parts(write)
+                    if parts:  # only the items refused alone are lost
+                        self._pending.extendleft(reversed(parts))
                         continue
                     self._note_refused(exc, write.what)  # said, and the writes after it go on
                     continue
@@ -215,6 +218,15 @@ class BufferedStore:
         if sent:
             self._note_reachable(sent)
         return True
+
+    @staticmethod
+    def _parts(write: _Write) -> tuple[_Write, ...]:
+        """The parts of a write the store refused, or none when it has none or asking failed (the
+        write is then dropped whole, as one refused)."""
+        try:
+            return write.parts() if write.parts is not None else ()
+        except Exception:  # noqa: BLE001 - the refusal is what the buffer says; this was only a second try
+            return ()
 
     def _note_reachable(self, sent: int) -> None:
         if self._unreachable:
@@ -281,15 +293,23 @@ class BufferedStore:
         # log_batch takes at most 1000 metrics, 100 params and 100 tags per call.
         while metric_items or param_items or tag_items:
             batch = {"metrics": metric_items[:1000], "params": param_items[:100], "tags": tag_items[:100]}
-            items = [(kind, item) for kind, listed in batch.items() for item in listed]
-            parts = tuple(
-                _Write(f"log {kind[:-1]} {item.key!r}",
-                       lambda kind=kind, item=item: self.client.log_batch(run_id_of(target), **{kind: [item]}))
-                for kind, item in items
-            ) if len(items) > 1 else ()
             self._submit("log metrics, params and tags", lambda b=batch: self.client.log_batch(run_id_of(target), **b),
-                         parts=parts)
+                         parts=lambda b=batch: self._batch_parts(target, b))
             metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
+
+
+    def _batch_parts(self, target: str | HasRunId, batch: Mapping[str, list[Any]]) -> tuple[_Write, ...]:
+        """One write per item of a ``log_batch`` the store refused; none for a single item, or for a
+        run that no longer takes writes (deleted in the UI meanwhile), where every item would be
+        refused too, at a request each."""
+        items = [(kind, item) for kind, listed in batch.items() for item in listed]
+        if len(items) < 2 or self.client.get_run(run_id_of(target)).info.lifecycle_stage != "active":
+            return ()
+        return tuple(
+            _Write(f"log {kind[:-1]} {item.key!r}",
+                   lambda kind=kind, item=item: self.client.log_batch(run_id_of(target), **{kind: [item]}))
+            for kind, item in items
+        )
 
 
 class RunNotCreated(LookupError):

@@ -301,6 +301,11 @@ def test_an_item_the_store_refuses_loses_only_itself_not_its_batch(flaky, capsys
     assert (params["train.lr"], params["train.seed"]) == ("0.1", "3")
     assert "refused to log param 'train.lr'" in capsys.readouterr().out
     assert tracker.pending_writes == 0 and client.refused == 0
+    # a run deleted meanwhile refuses every item: the batch is said once, not sent item by item
+    client.client.delete_run(run_id)
+    tracker.log_epoch("t1", {"epoch": 2, "val/acc_mean": 0.6}, epoch=2)
+    out = capsys.readouterr().out
+    assert out.count("refused to") == 1 and "refused to log metrics, params and tags" in out
 
 
 @pytest.mark.parametrize(("status", "transient"), [(403, False), (400, False), (404, False), (429, True),
