@@ -159,12 +159,6 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         return exit_codes.INVALID
     from search.tracking import StoreError, open_store_in_background
 
-    # Ray itself first, alone: Ray's start, which the first trial waits for, begins only once it is
-    # imported, and beside the two threads' imports (one GIL) importing it took up to three times
-    # as long. Ray Tune imports it anyway. The store and Ray Tune then load while ray.init waits
-    # for Ray's processes: Tune's start came 0.9 s sooner (median of 6 interleaved pairs, 2 cores).
-    import ray  # noqa: F401
-
     opening = open_store_in_background(plan.tracking_uri)
     importing = import_run_in_background()
     # Trial workers' own output (a worker's exit at shutdown, say) reaches the terminal only when
