@@ -297,7 +297,6 @@ class BufferedStore:
                          parts=lambda b=batch: self._batch_parts(target, b))
             metric_items, param_items, tag_items = metric_items[1000:], param_items[100:], tag_items[100:]
 
-
     def _batch_parts(self, target: str | HasRunId, batch: Mapping[str, list[Any]]) -> tuple[_Write, ...]:
         """One write per item of a ``log_batch`` the store refused; none for a single item, or for a
         run that no longer takes writes (deleted in the UI meanwhile), where every item would be
