@@ -22,7 +22,9 @@ def dwa_weights(history: Sequence[Sequence[float]], *, temperature: float) -> li
 
         r_k = L_k(t-1) / L_k(t-2),    lambda_k = K exp(r_k / T) / sum_j exp(r_j / T)
 
-    Equal weights (all 1) until two epochs have finished. The weights sum to K.
+    Equal weights (all 1) until two epochs have finished. The weights sum to K. A head whose
+    L_k(t-2) is 0 (every target of that epoch ignored, or fitted exactly) has no rate: r_k = 1,
+    as for every head before two epochs.
     """
     if not temperature > 0 or not math.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number > 0, but got {temperature!r}")
@@ -34,9 +36,9 @@ def dwa_weights(history: Sequence[Sequence[float]], *, temperature: float) -> li
                          f"{[len(epoch) for epoch in history]}")
     if len(history) < 2:
         return [1.0] * heads
-    if not all(math.isfinite(v) and v > 0 for epoch in history[-2:] for v in epoch):
-        raise ValueError(f"losses must be finite and > 0 for their ratios, but got {list(history[-2:])}")
-    ratios = [last / before for last, before in zip(history[-1], history[-2])]
+    if not all(math.isfinite(v) and v >= 0 for epoch in history[-2:] for v in epoch):
+        raise ValueError(f"losses must be finite and >= 0 for their ratios, but got {list(history[-2:])}")
+    ratios = [last / before if before > 0 else 1.0 for last, before in zip(history[-1], history[-2])]
     top = max(ratios)  # exp of the shifted ratios: the same weights, no overflow
     exps = [math.exp((r - top) / temperature) for r in ratios]
     return [heads * e / math.fsum(exps) for e in exps]

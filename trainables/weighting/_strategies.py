@@ -16,7 +16,7 @@ for a resumed trial. The head weights w_i of the space are the starting point or
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -154,7 +154,8 @@ def _shared_and_head_parameters(model: nn.Module, strategy: str) -> tuple[list[n
 class GradNorm(Strategy):
     """Chen et al. (2018): weights g_i learned so that the heads' gradient norms on the last shared
     layer, G_i = ||grad_W g_i L_i||, move to mean(G) * r_i ** alpha, r_i the head's inverse training
-    rate (L_i(t) / L_i(0) relative to the mean); g renormalised to sum to the number of heads. A
+    rate (L_i(t) / L_i(0) relative to the mean, L_i(0) the head's first loss > 0 and the rate 1 until
+    then); g renormalised to sum to the number of heads. A
     head of weight 0 keeps g_i = 0 and takes no part in mean(G) or the rates."""
 
     Params = GradNormParams
@@ -173,8 +174,9 @@ class GradNorm(Strategy):
         # the heads that take part, as indices (a boolean mask's selection would wait for a GPU)
         self.register_buffer("active", torch.tensor([i for i, w in enumerate(self.base.tolist()) if w > 0]),
                              persistent=False)
-        self.register_buffer("initial", torch.zeros(k))  # L_i(0): the first step's losses
-        self.started = False  # whether `initial` holds them (a flag: reading the buffer would wait for a GPU)
+        # L_i(0): each head's first loss > 0, 0 until it has one (a first batch whose targets were all
+        # ignored gives a head the loss 0, which as L_i(0) would make every rate after it inf)
+        self.register_buffer("initial", torch.zeros(k))
 
     def weights(self) -> Tensor:
         g = torch.zeros_like(self.gains).index_copy(0, self.active, self.gains.detach()[self.active].clamp(min=1e-6))
@@ -194,22 +196,21 @@ class GradNorm(Strategy):
             for loss in losses
         ]) / unit
         values = torch.stack([loss.detach() for loss in losses])
-        if not self.started:
-            self.initial.copy_(values)
-            self.started = True
+        # where, not if: a value read on the host would wait for a GPU at every step
+        self.initial.copy_(torch.where(self.initial > 0, self.initial, values))
+        rates = torch.where(self.initial > 0, values / self.initial, 1.0)  # 1 until the head has its L_i(0)
         g = self.weights()
         on = self.active
-        targets = torch.zeros_like(g).index_copy(
-            0, on, gradnorm_targets((g * norms)[on], (values / self.initial)[on], alpha=self.alpha))
+        targets = torch.zeros_like(g).index_copy(0, on, gradnorm_targets((g * norms)[on], rates[on], alpha=self.alpha))
         scale(total).backward()
         # d/dg_i of sum_j |g_j n_j - target_j| (n and the targets constant)
         self.gains.grad = scale(torch.sign(g * norms - targets) * norms)
 
-    def get_extra_state(self) -> Any:
-        return {"started": self.started}
-
-    def set_extra_state(self, state: Any) -> None:
-        self.started = bool(state["started"])
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> Any:
+        # Checkpoints of earlier code (which took the first step's losses as L_i(0), 0s included) also
+        # hold, as torch's extra state, a flag saying whether `initial` was set: `initial` says it now.
+        kept = {key: value for key, value in state_dict.items() if key != "_extra_state"}
+        return super().load_state_dict(kept, strict=strict, assign=assign)
 
 
 class PCGrad(Strategy):

@@ -29,10 +29,20 @@ def test_dwa_temperature_limits():
     assert dwa_weights(history, temperature=1e-3) == pytest.approx([0.0, 2.0], abs=1e-6)  # cold: the slowest
 
 
+def test_dwa_gives_a_head_whose_older_loss_is_zero_the_rate_one():
+    # before, a head whose epoch-mean loss was 0 failed the trial (no ratio)
+    t = 2.0
+    r = [1.0, 0.5, 0.0]  # head 0: 0 then 3 (no rate); head 1: halved; head 2: from 2 to 0
+    expected = [3 * math.exp(x / t) / math.fsum(math.exp(y / t) for y in r) for x in r]
+    assert dwa_weights([[0.0, 2.0, 2.0], [3.0, 1.0, 0.0]], temperature=t) == pytest.approx(expected, rel=1e-12)
+    assert dwa_weights([[0.0, 0.0], [0.0, 0.0]], temperature=t) == [1.0, 1.0]
+
+
 @pytest.mark.parametrize(("history", "temperature", "message"), [
     ([[1.0, 2.0], [1.0]], 2.0, "same number of heads"),
     ([[1.0], [1.0]], 0.0, "temperature must be"),
-    ([[0.0], [1.0]], 2.0, "finite and > 0"),
+    ([[-1.0], [1.0]], 2.0, "finite and >= 0"),
+    ([[math.nan], [1.0]], 2.0, "finite and >= 0"),
     ([], 2.0, "history must hold"),
 ])
 def test_dwa_refuses_bad_input(history, temperature, message):

@@ -218,3 +218,50 @@ def test_pcgrad_leaves_a_shared_parameter_no_loss_reaches_without_a_gradient():
     total, _ = criterion(model(x), {"a": x.sum(dim=1), "b": x.sum(dim=1)})
     criterion.backward(total)
     assert model.spare.weight.grad is None and model.shared.weight.grad is not None
+
+
+class _ZeroAtFirst(_Squared):
+    """Loss 0 on its first call (a batch whose targets were all ignored), then the squared error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, pred, target):
+        self.calls += 1
+        return super().forward(pred, target) * (0.0 if self.calls == 1 else 1.0)
+
+
+def test_gradnorm_takes_a_heads_first_loss_above_zero_as_its_initial_loss():
+    # With the first step's loss 0 as L_b(0), every rate after it was inf, every target NaN, and
+    # head b's gain never got a gradient.
+    torch.manual_seed(0)
+    x = torch.randn(64, 4)
+    targets = {"a": x.sum(dim=1), "b": -x.sum(dim=1)}
+    model, strategy = _TwoRegressions(), GradNorm(alpha=1.5)
+    criterion, optimizer = _attach(strategy, model)
+    criterion.losses["b"] = _ZeroAtFirst()
+    seen, b_grads = [], []
+    for _ in range(20):
+        total, parts = criterion(model(x), targets)
+        seen.append({head: float(parts[f"loss/{head}"]) for head in ("a", "b")})
+        optimizer.zero_grad()
+        criterion.backward(total)
+        b_grads.append(strategy.gains.grad[1].item())
+        optimizer.step()
+        assert torch.isfinite(strategy.weights()).all()
+    assert seen[0]["b"] == 0.0 < seen[1]["b"]
+    assert any(g != 0 for g in b_grads[1:])
+    assert strategy.initial.tolist() == pytest.approx([seen[0]["a"], seen[1]["b"]])
+
+
+def test_gradnorm_resumes_from_a_state_that_still_holds_the_old_started_flag():
+    model, strategy = _TwoRegressions(), GradNorm()
+    _attach(strategy, model)
+    state = {**strategy.state_dict(), "initial": torch.tensor([2.0, 3.0]), "_extra_state": {"started": True}}
+    resumed = GradNorm()
+    _attach(resumed, _TwoRegressions())
+    resumed.load_state_dict(state)
+    assert resumed.initial.tolist() == [2.0, 3.0]
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # any other unknown key is still refused
+        resumed.load_state_dict({**state, "stray": torch.zeros(1)})
