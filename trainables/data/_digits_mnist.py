@@ -29,7 +29,7 @@ import importlib.util
 import math
 import zlib
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
@@ -51,7 +51,7 @@ MNIST_FILES = {
 }
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_TEST_SEED = 0
-_CHUNK = 8192  # images measured at once, bounds the float work arrays
+_IMAGES_PER_CHUNK = 8192  # images measured at once, bounds the float work arrays
 
 
 def describe_digits(spec: DataSpec) -> dict[str, HeadInfo]:
@@ -64,8 +64,8 @@ def describe_digits(spec: DataSpec) -> dict[str, HeadInfo]:
 def stroke_measures(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 [N, 1, H, W] -> (stroke width [N], mean contour curvature [N]); see the module doc."""
     widths, curvatures = [], []
-    for start in range(0, len(images), _CHUNK):
-        x = images[start:start + _CHUNK, 0].astype(np.float32) / 255.0
+    for start in range(0, len(images), _IMAGES_PER_CHUNK):
+        x = images[start:start + _IMAGES_PER_CHUNK, 0].astype(np.float32) / 255.0
         padded = np.pad(x, ((0, 0), (1, 1), (1, 1)))
         variation = np.abs(np.diff(padded, axis=1)).sum(axis=(1, 2)) + np.abs(np.diff(padded, axis=2)).sum(axis=(1, 2))
         widths.append(2.0 * x.sum(axis=(1, 2)) / np.maximum(variation, 1e-6))
@@ -160,16 +160,22 @@ def _mnist_help(directory: str | Path) -> str:
 
 def read_idx(path: Path, *, ndim: int) -> np.ndarray:
     """Read an IDX file of unsigned bytes (gzip-compressed when the name ends in .gz). The body is
-    read only once its length is known to be the header's: a small .gz claiming a few images but
+    read in chunks up to one byte past the header's length: a small .gz claiming a few images but
     holding gigabytes of zeros is refused without holding them."""
     start = 4 + 4 * ndim
     try:
         with _open_idx(path) as f:
             header = f.read(start)
-            body = _read_exactly(f, _idx_shape(path, header, ndim=ndim), path=path, start=start, reopen=_open_idx)
+            shape = _idx_shape(path, header, ndim=ndim)
+            expected = math.prod(shape)
+            body = _read_at_most(f, expected + 1)
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"{path}: IDX file must be readable (and valid gzip if .gz), but got {exc}") from exc
-    return body
+    if len(body) != expected:
+        got = f"more than {expected}" if len(body) > expected else str(len(body))
+        raise DataError(f"{path}: byte offset {start}: IDX body must hold {expected} bytes for shape {shape}, "
+                        f"but got {got}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 def _open_idx(path: Path) -> BinaryIO:
@@ -186,31 +192,16 @@ def _idx_shape(path: Path, header: bytes, *, ndim: int) -> tuple[int, ...]:
     return tuple(int(d) for d in np.frombuffer(header, dtype=">u4", count=ndim, offset=4))
 
 
-def _read_exactly(f: BinaryIO, shape: tuple[int, ...], *, path: Path, start: int, reopen: Any) -> np.ndarray:
-    """The body after the header, of ``shape``: its length counted first without keeping it (in
-    chunks), then read into one array of that length."""
-    expected = math.prod(shape)
-    length = 0
-    while chunk := f.read(_CHUNK):
-        length += len(chunk)
-        if length > expected:
-            break
-    if length != expected:
-        got = f"more than {expected}" if length > expected else str(length)
-        raise DataError(f"{path}: byte offset {start}: IDX body must hold {expected} bytes for shape {shape}, "
-                        f"but got {got}")
-    body = np.empty(expected, dtype=np.uint8)
-    view, filled = memoryview(body), 0
-    with reopen(path) as again:
-        again.read(start)
-        while filled < expected and (count := again.readinto(view[filled:])):
-            filled += count  # a read may return fewer bytes than asked
-    if filled != expected:
-        raise DataError(f"{path}: IDX file must not change while it is read, but it did")
-    return body.reshape(shape)
+def _read_at_most(f: BinaryIO, limit: int) -> bytearray:
+    """The rest of ``f``, or its first ``limit`` bytes when it holds more; read in chunks, so that
+    what is held never outgrows what the file holds (a header may claim any length)."""
+    body = bytearray()
+    while len(body) < limit and (chunk := f.read(min(_READ_CHUNK_BYTES, limit - len(body)))):
+        body += chunk
+    return body
 
 
-_CHUNK = 1 << 20
+_READ_CHUNK_BYTES = 1 << 20
 
 
 def _find_idx(directory: Path, stem: str) -> Path:
