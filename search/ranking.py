@@ -10,10 +10,10 @@ name it from here.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["RANKED_STATES", "SCORED_STATES", "Ranked", "best_line", "best_trial", "pareto_set", "ranked"]
+__all__ = ["RANKED_STATES", "SCORED_STATES", "Ranked", "best_epoch", "best_line", "better", "best_trial", "pareto_set", "ranked"]
 
 # States in rank order; any other (running, interrupted, pending) ranks after them.
 RANKED_STATES = ("FINISHED", "STOPPED", "FAILED")
@@ -35,6 +35,21 @@ _T = TypeVar("_T", bound=Ranked)
 def _value(trial: Ranked, index: int = 0) -> float | None:
     value = trial.values[index]
     return value if value is not None and math.isfinite(value) else None
+
+
+def better(a: float, b: float, mode: str) -> bool:
+    """Whether value ``a`` of an objective in ``mode`` ("min" or "max") beats ``b``."""
+    return a > b if mode == "max" else a < b
+
+
+def best_epoch(curve: Mapping[int, float], mode: str) -> int | None:
+    """A trial's best epoch from its objective per epoch (finite values), as the trainer picks it:
+    the first epoch that no earlier one equals or beats. None for an empty curve."""
+    best = None
+    for epoch in sorted(curve):
+        if best is None or better(curve[epoch], curve[best], mode):
+            best = epoch
+    return best
 
 
 def ranked(trials: Sequence[_T], modes: Sequence[str]) -> list[_T]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -244,9 +244,10 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     elapsed = time.monotonic() - started
 
     try:
-        trials = tune.ExperimentAnalysis(plan.location.uri).trials
+        analysis = tune.ExperimentAnalysis(plan.location.uri)
+        trials, histories = analysis.trials, analysis.trial_dataframes
     except (ValueError, FileNotFoundError):  # interrupted before Tune saved any state
-        trials = []
+        trials, histories = [], {}
     budget = space.search.time_budget_s
     out_of_time = budget is not None and elapsed >= budget
     if out_of_time and not interrupted:
@@ -263,7 +264,8 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     tracker.reconcile({t.trial_id for t in trials})
     if interrupted:
         return _interrupted(plan, tracker, trials)
-    return _finish(plan, tracker, trials, meta=meta, num_samples=num_samples, out_of_time=out_of_time)
+    return _finish(plan, tracker, trials, histories=histories, meta=meta, num_samples=num_samples,
+                   out_of_time=out_of_time)
 
 
 def _shown_again(plan: SearchPlan) -> SearchOutcome:
@@ -300,13 +302,14 @@ def _finish(
     tracker: SearchTracker,
     trials: list[Any],
     *,
+    histories: Mapping[str, Any],
     meta: dict[str, Any],
     num_samples: int,
     out_of_time: bool,
 ) -> SearchOutcome:
     space = plan.space
     objectives = space.objectives
-    summaries = summarize(trials, objectives)
+    summaries = summarize(trials, objectives, histories=histories)
     statuses = tracker.run_statuses()
     # Tune stops the trials still running when the time budget runs out without telling the
     # callbacks, so their runs are still open here; a trial the budget kept from starting has none.

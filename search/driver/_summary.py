@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -37,8 +38,11 @@ class TrialSummary:
         return head_losses(self.config)
 
 
-def summarize(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[TrialSummary]:
-    """Summaries of Tune trials (``ExperimentAnalysis.trials``), in trial order."""
+def summarize(
+    trials: Sequence[Any], objectives: Sequence[Objective], *, histories: Mapping[str, Any] = MappingProxyType({})
+) -> list[TrialSummary]:
+    """Summaries of Tune trials (``ExperimentAnalysis.trials``), in trial order. ``histories``: each
+    trial's results by trial id, one row per result (``ExperimentAnalysis.trial_dataframes``)."""
     out = []
     for trial in trials:
         last = trial.last_result or {}
@@ -47,10 +51,13 @@ def summarize(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[Tr
             state = "FAILED"
         elif state == "STOPPED" and last.get(FINAL_KEY):
             state = "FINISHED"
-        # The primary objective at the trial's best epoch, as the report reads it from MLflow; a
-        # finished trial's final result holds that epoch's values of the others too.
+        # The objectives at the trial's best epoch, as the report reads them from MLflow: a
+        # finished trial's final result holds that epoch's values, a stopped trial's last result
+        # only the primary's (best/...), the others at its last epoch.
         primary = _number(last.get(f"best/{objectives[0].metric}", last.get(objectives[0].metric)))
         values = (primary, *(_number(last.get(o.metric)) for o in objectives[1:]))
+        if state == "STOPPED" and len(objectives) > 1:
+            values = _at_best_epoch(histories.get(trial.trial_id), objectives) or values
         error = trial_error(trial)[0] if state == "FAILED" else None
         test = {k: v for k, v in last.items() if k.startswith("test/") and _number(v) is not None}
         out.append(
@@ -65,6 +72,19 @@ def summarize(trials: Sequence[Any], objectives: Sequence[Objective]) -> list[Tr
             )
         )
     return sorted(out, key=lambda s: s.trial_id)
+
+
+def _at_best_epoch(history: Any, objectives: Sequence[Objective]) -> tuple[float | None, ...] | None:
+    """The objectives at the best epoch of a trial's results (a DataFrame, one row per result;
+    where an epoch was reported twice, by a retry, the later row counts); None without them."""
+    metrics = [o.metric for o in objectives]
+    if history is None or any(column not in history for column in ("epoch", *metrics)):
+        return None
+    rows = {int(row["epoch"]): row for row in history[["epoch", *metrics]].to_dict("records")
+            if _number(row["epoch"]) is not None}
+    curve = {epoch: value for epoch, row in rows.items() if (value := _number(row[metrics[0]])) is not None}
+    best = ranking.best_epoch(curve, objectives[0].mode)
+    return None if best is None else tuple(_number(rows[best][metric]) for metric in metrics)
 
 
 def _number(value: Any) -> float | None:

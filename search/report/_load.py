@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search import ranking
 from search.space import from_json, is_search_name
 from trainables.flat_keys import WEIGHTS_PREFIX
 from search.space._distributions import Distribution
@@ -79,7 +80,7 @@ class Objective:
     mode: str  # "min" | "max"
 
     def better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
+        return ranking.better(a, b, self.mode)
 
 
 @dataclass(frozen=True)
@@ -243,11 +244,7 @@ def _best_epoch(curve: Mapping[int, float], objective: Objective, final_best: fl
     # NaN or infinite one (a trial that diverged before its first best) names no epoch.
     if final_best is not None and is_value(final_best) and int(final_best) in curve:
         return int(final_best)
-    best = None
-    for epoch in sorted(curve):
-        if best is None or objective.better(curve[epoch], curve[best]):
-            best = epoch
-    return best
+    return ranking.best_epoch(curve, objective.mode)
 
 
 def _trial(client: Any, run: Any, objectives: tuple[Objective, ...], heads: Sequence[str]) -> TrialRecord:

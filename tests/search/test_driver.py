@@ -543,6 +543,42 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
             assert runs[trial.trial_id].info.status == "FINISHED"
 
 
+class ScriptedObjectives:
+    """``train`` reporting scripted objectives: best at epoch 1, worse at epoch 2, after which it
+    waits ``seconds`` (past the search's time budget)."""
+
+    SCRIPT = {1: {"val/acc_mean": 0.9, "val/energy": 1.0}, 2: {"val/acc_mean": 0.5, "val/energy": 2.0}}
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
+        def scripted(metrics):
+            report({**metrics, **self.SCRIPT[metrics["epoch"]], "best/val/acc_mean": 0.9})
+            if metrics["epoch"] == 2:
+                time.sleep(self.seconds)
+
+        return train(config, report=scripted, checkpoint_dir=checkpoint_dir, **given)
+
+
+def test_a_trial_the_budget_stopped_is_summarised_at_its_best_epoch_in_every_objective(ray_session, tmp_path: Path):
+    # Before, its secondary objective was its last epoch's (val/energy 2.0) beside the primary's best.
+    space_file = write_space(
+        tmp_path,
+        name="budget-objectives",
+        heads=FIXED_HEADS,
+        objective="[{metric: val/acc_mean, mode: max}, {metric: val/energy, mode: min}]",
+        search="{num_samples: 2, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 12}",
+    )
+    outcome, _ = search(tmp_path, space_file, train_fn=ScriptedObjectives(15.0))
+
+    (stopped,) = [t for t in outcome.trials if t.state == "STOPPED"]
+    assert stopped.epochs == 2 and stopped.values == (0.9, 1.0)
+    (row,) = [line.split() for line in (outcome.plan.run_dir / "summary.txt").read_text().splitlines()
+              if line.startswith(stopped.trial_id)]
+    assert row[:5] == [stopped.trial_id, "STOPPED", "2", "0.9000", "1.0000"]
+
+
 def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_session, tmp_path: Path, capsys):
     # ASHA with promotions, one trial at a time, a rung at epoch 1 of 3, learning rates apart (no
     # ties at the rung): trials that rank below the top third pause at epoch 1 and are still

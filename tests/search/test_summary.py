@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from search import ranking
 from search.driver import TrialSummary
-from search.driver._summary import format_summary
+from search.driver._summary import format_summary, summarize
 from search.space import Objective
 
 OBJECTIVES = [Objective(metric="val/acc_mean", mode="max")]
@@ -26,3 +29,39 @@ def test_the_summary_says_how_many_ranked_trials_it_does_not_show():
 def test_no_note_when_every_ranked_trial_is_shown():
     text = format_summary([_trial(i) for i in range(10)], OBJECTIVES, title="Search 's'")
     assert "not shown" not in text
+
+
+class _TuneTrial:
+    """What summarize reads of a Tune trial."""
+
+    def __init__(self, trial_id: str, status: str, last_result: dict) -> None:
+        self.trial_id, self.status, self.last_result, self.config = trial_id, status, last_result, {}
+        self.error_file = None
+
+
+TWO_OBJECTIVES = [Objective(metric="val/acc_mean", mode="max"), Objective(metric="val/energy", mode="min")]
+
+
+def test_a_stopped_trial_shows_every_objective_at_its_best_epoch():
+    # Results of a trial the time budget stopped: its best epoch is 2 (the first of the tied
+    # 0.8s); epoch 3 was reported twice (a retry), the later row counts.
+    rows = [
+        {"epoch": 1, "val/acc_mean": 0.5, "val/energy": 9.0, "best/val/acc_mean": 0.5},
+        {"epoch": 2, "val/acc_mean": 0.8, "val/energy": 3.0, "best/val/acc_mean": 0.8},
+        {"epoch": 3, "val/acc_mean": 0.9, "val/energy": 1.0, "best/val/acc_mean": 0.9},
+        {"epoch": 3, "val/acc_mean": 0.8, "val/energy": 7.0, "best/val/acc_mean": 0.8},
+        {"epoch": 4, "val/acc_mean": 0.6, "val/energy": 5.0, "best/val/acc_mean": 0.8},
+    ]
+    trials = [_TuneTrial("t00", "TERMINATED", rows[-1]), _TuneTrial("t01", "TERMINATED", rows[-1])]
+    (stopped, unknown) = summarize(trials, TWO_OBJECTIVES, histories={"t00": pd.DataFrame(rows)})
+    assert stopped.state == "STOPPED" and stopped.values == (0.8, 3.0)  # before: (0.8, 5.0)
+    assert unknown.values == (0.8, 5.0)  # no results to read: the last result's, as before
+    # one objective: the last result's best/..., no results needed
+    (alone,) = summarize(trials[:1], TWO_OBJECTIVES[:1], histories={"t00": pd.DataFrame(rows)})
+    assert alone.values == (0.8,)
+
+
+def test_best_epoch_is_the_first_epoch_no_earlier_one_equals_or_beats():
+    assert ranking.best_epoch({1: 0.5, 2: 0.8, 3: 0.8, 4: 0.6}, "max") == 2
+    assert ranking.best_epoch({3: 2.0, 1: 1.0, 2: 1.0}, "min") == 1
+    assert ranking.best_epoch({}, "min") is None
