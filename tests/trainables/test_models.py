@@ -92,3 +92,18 @@ def test_a_declaration_subclassed_in_another_module_resolves_the_inherited_field
     exec("@dataclass(frozen=True, kw_only=True)\nclass Deep(ModelParams):\n    depth: int = 2\n", namespace)
     switch = Switch({"deep": namespace["Deep"]}, fixed=("input_shape", "head_outputs"))
     assert list(switch.parameters("deep")) == ["depth"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (MLP, {"hidden": 0}, r"hidden must be an integer in \[1, 65536\], but got 0"),
+        (SimpleCNN, {"channels": (0, 8)}, r"channels must be a list of 2 integers in \[1, 65536\]"),
+        (RecurrentCNN, {"cell": "lstm"}, r"cell must be one of \[leaky, gru\], but got 'lstm'"),
+        (RecurrentCNN, {"leak": 0.0}, r"leak must be a number in \(0, 1\]"),
+    ],
+)
+def test_a_model_class_built_directly_checks_its_own_parameters(cls, kwargs, message):
+    # before, MLP(hidden=0) built an empty layer and RecurrentCNN(cell="lstm") failed in forward
+    with pytest.raises(ValueError, match=message):
+        cls(input_shape=(1, 8, 8), head_outputs={"a": 2}, **kwargs)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from trainables.settings import Rule
+from trainables.settings import Rule, check_fields
 from trainables.switches import Declaration, implemented_by
 
 # The width of a model's last shared layer and the dropout before the heads: searchable, bounded.
@@ -36,6 +36,9 @@ class ModelParams(Declaration):
         shape = self.input_shape
         if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
             raise ValueError(f"input_shape must be three positive ints (C, H, W), but got {shape!r}")
+        # The kind's own parameters against their rules, also for a model built without a trial
+        # config (which checks them before, naming the key): MLP(hidden=0) built an empty layer.
+        check_fields(self, "")
         object.__setattr__(self, "input_shape", tuple(shape))
 
 
