@@ -112,7 +112,9 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class EnergyConfig:
-    p: Annotated[int, Rule(minimum=1, searchable=True)] = 1  # the activation norm
+    # The activation norm. Above 64, x**p underflows float32 for every activation below 0.25
+    # (0.25**64 < 1e-38), and the norm of such a layer reads 0.
+    p: Annotated[int, Rule(minimum=1, maximum=64, searchable=True)] = 1
 
     def __post_init__(self) -> None:
         check_section(self, "energy")

@@ -70,6 +70,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _as_float(value: Any) -> float | None:
+    """A number as a float; None for anything else, and for an int beyond every float."""
+    if not _is_number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 @dataclass(frozen=True)
 class ValueType:
     """What one setting accepts: a kind, Literal members, bounds, and whether null is allowed.
@@ -137,9 +147,9 @@ class ValueType:
         if self.kind == "str":
             return isinstance(value, str), value
         if self.kind == "floats":
-            if not isinstance(value, (list, tuple)) or not all(_is_number(v) for v in value):
+            values = [_as_float(v) for v in value] if isinstance(value, (list, tuple)) else [None]
+            if None in values:
                 return False, value
-            values = [float(v) for v in value]
             return all(self._in_bounds(v) for v in values), values
         if self.kind == "ints":
             if not isinstance(value, (list, tuple)) or len(value) != self.length:
@@ -147,12 +157,14 @@ class ValueType:
             return all(_is_number(v) and isinstance(v, int) and self._in_bounds(v) for v in value), list(value)
         if self.kind == "int":
             return _is_number(value) and isinstance(value, int) and self._in_bounds(value), value
-        if not _is_number(value):
+        number = _as_float(value)
+        if number is None:
             return False, value
-        return self._in_bounds(float(value)), float(value)
+        return self._in_bounds(number), number
 
     def _in_bounds(self, value: float) -> bool:
-        if not math.isfinite(value):
+        # an int is compared exactly (a float of a 400-digit int overflows)
+        if isinstance(value, float) and not math.isfinite(value):
             return False
         if self.minimum is not None and (value <= self.minimum if self.min_open else value < self.minimum):
             return False

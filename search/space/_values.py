@@ -173,7 +173,9 @@ class ValueChecker:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # an int is finite however long (math.isfinite of a 400-digit int overflows)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        isinstance(value, int) or math.isfinite(value))
 
 
 def _json_safe(value: Any) -> bool:

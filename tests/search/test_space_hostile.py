@@ -65,6 +65,13 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("megabyte_string", _text("name: '" + "x" * 900_000 + "'\n" + VALID_TAIL), "name: a search name"),
     ("thousands_of_problems", _text("".join(f"key{i}: 1\n" for i in range(3000)) + VALID_TAIL), "... and "),
     ("escaping_name", _text("name: ../../escaped\n" + VALID_TAIL), "name: a search name"),
+    # ints too long for a float (but short enough for YAML): the bounds checks converted them
+    ("long_int_setting", _text(VALID_TAIL + "train: {epochs: 1" + "0" * 400 + "}\n"), "train.epochs: an integer in"),
+    ("long_int_for_a_number", _text(VALID_TAIL + "train: {lr: 1" + "0" * 400 + "}\n"), "train.lr: a number > 0"),
+    ("long_int_range_bound", _text(VALID_TAIL + "model: {hidden: {int: [1, 1" + "0" * 400 + "]}}\n"), "model.hidden.int"),
+    ("long_int_uniform_bound", _text(VALID_TAIL + "train: {lr: {uniform: [0.1, 1" + "0" * 400 + "]}}\n"),
+     "train.lr.uniform"),
+    ("long_int_energy_norm", _text(VALID_TAIL + "energy: {p: 1" + "0" * 40 + "}\n"), "energy.p: an integer in [1, 64]"),
 ]
 
 
