@@ -14,12 +14,19 @@ from typing import Any, Protocol
 from trainables.settings import show_literal
 
 __all__ = [
-    "DISTRIBUTIONS", "Choice", "Distribution", "Grid", "IntRange", "LogUniform", "Uniform", "from_json", "probe_values",
-    "to_json",
+    "DISTRIBUTIONS", "MAX_PROBES", "PROBES_RULE", "Choice", "Distribution", "Grid", "IntRange", "LogUniform", "Uniform",
+    "from_json", "probe_values", "to_json",
 ]
 
 # An int range up to this long is probed at every value (n_timesteps against a pattern's length).
 _ENUMERATED = 256
+# A cross-field rule (a loss's parameters together, the temporal settings together) is checked at
+# every combination of its settings' probe values, each check up to 0.3 ms: a bound keeps that
+# under about 3 s, and a space of more combinations is refused.
+MAX_PROBES = 10_000
+PROBES_RULE = (f"searched settings with at most {MAX_PROBES:,} combinations of the values their joint rules are "
+               f"checked at (every choice, every value of an int range under {_ENUMERATED} wide, the ends of any "
+               f"other range)")
 
 
 class SuggestTrial(Protocol):

@@ -5,11 +5,12 @@ goes with (a recurrent kind needs the section, a static kind refuses it)."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 from search.space._compile import Branch, Const, Entry, Param
-from search.space._distributions import probe_values
+from search.space._distributions import MAX_PROBES, PROBES_RULE, probe_values
 from trainables.config import TemporalConfig
 from trainables.flat_keys import FlatKey
 from trainables.models import MODELS, is_temporal
@@ -34,7 +35,12 @@ def temporal_issues(entries: Sequence[Entry], *, given: bool) -> list[TemporalIs
         return [("model.kind", f"a `{SECTION}` section {{n_timesteps, pattern, dt, reaction_time}} with a recurrent "
                  f"kind (it runs over those timesteps)", kind)]
     settings = {FlatKey.parse(e.key).name: e for e in entries if e.key.startswith(f"{SECTION}.")}
-    for values in _probes(settings):
+    probes = _probes(settings)
+    combinations = math.prod(len(values) for values in probes.values())
+    if combinations > MAX_PROBES:
+        return [(SECTION, PROBES_RULE, combinations)]
+    for drawn in itertools.product(*probes.values()):
+        values = dict(zip(probes, drawn))
         try:
             TemporalConfig(**values)
         except SettingError as error:  # error.key: temporal.pattern, temporal.reaction_time, ...
@@ -56,13 +62,20 @@ def _model_kinds(entries: Sequence[Entry]) -> list[str]:
     return [entry.value] if isinstance(entry, Const) else []
 
 
-def _probes(settings: dict[str, Entry]) -> Iterator[dict[str, Any]]:
-    """Every combination of the fixed values and each searched setting's probe values."""
-    names = list(settings)
-    choices = [(e.value,) if isinstance(e, Const) else probe_values(e.distribution) if isinstance(e, Param) else ()
-               for e in settings.values()]
-    for combination in itertools.product(*choices):
-        yield dict(zip(names, combination))
+# The reaction-time rule masks more steps the longer the reaction time and the shorter dt
+# (ceil(reaction_time / dt) per chunk), so it holds everywhere when it holds at their worst pair,
+# and neither takes part in the other rules: of each, only its worst probe value is checked.
+_WORST = {"dt": min, "reaction_time": max}
+
+
+def _probes(settings: dict[str, Entry]) -> dict[str, tuple[Any, ...]]:
+    """The values each setting is checked at, together with every combination of the others'."""
+    probes = {}
+    for name, entry in settings.items():
+        values = (entry.value,) if isinstance(entry, Const) else probe_values(entry.distribution) if isinstance(
+            entry, Param) else ()
+        probes[name] = (_WORST[name](values),) if name in _WORST and values else values
+    return probes
 
 
 def _where(rule: str, values: dict[str, Any], settings: dict[str, Entry]) -> str:

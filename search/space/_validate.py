@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
+import math
 import os
 import typing
 from pathlib import Path
 from typing import Any
 
 from search.space._compile import Branch, Const, Entry, Param
-from search.space._distributions import Choice, Grid, probe_values
+from search.space._distributions import MAX_PROBES, PROBES_RULE, Choice, Grid, probe_values
 from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
 from search.space._parse import read_space_file
 from search.space._schema import (
@@ -292,8 +294,8 @@ class _Walk(ValueChecker):
 
     def loss_fits(self, loss: str, params: tuple[Entry, ...], info: HeadInfo, head: str) -> bool:
         """Cross-field rules of a head's loss: output units against the head's kind, and the loss's
-        own checks (sigma > 0, len(alpha) == C, ...) at the fixed values and each end of every
-        searched range, so they fail here, not in a trial."""
+        own checks (sigma > 0, len(alpha) == C, alpha + beta > 0, ...) at every combination of the
+        fixed values and the searched parameters' probe values, so they fail here, not in a trial."""
         where = self.option_paths[f"{HEADS}.{head}.{HEAD_LOSS}", loss]
         if any(issue.path.startswith(where) for issue in self.issues):
             return False  # its parameters have problems of their own already
@@ -304,14 +306,21 @@ class _Walk(ValueChecker):
             return False
         name_of = {e.key: FlatKey.parse(e.key).name for e in params}
         fixed = {name_of[e.key]: e.value for e in params if isinstance(e, Const)}
-        trials = [fixed] + [{**fixed, name_of[e.key]: v} for e in params if isinstance(e, Param)
-                            for v in probe_values(e.distribution)]
-        for values in trials:
+        searched = {name_of[e.key]: probe_values(e.distribution) for e in params if isinstance(e, Param)}
+        combinations = math.prod(len(values) for values in searched.values())
+        if combinations > MAX_PROBES:
+            self.add(where, PROBES_RULE, combinations)
+            return False
+        for drawn in itertools.product(*searched.values()):
+            values = {**fixed, **dict(zip(searched, drawn))}
             try:
                 check_loss(loss, num_classes=info.num_classes, **values)
             except SettingError as error:  # error.key: the parameter the loss refused
                 path = self.paths.get(f"{HEADS}.{head}.{loss}.{error.key}", where)
-                self.add(path, error.rule, values.get(error.key, Plain(f"`{loss}`")))
+                rule = error.rule if len(searched) < 2 else (
+                    f"{error.rule}, for every combination the search may draw (fails at "
+                    f"{', '.join(f'{name}={value!r}' for name, value in zip(searched, drawn))})")
+                self.add(path, rule, values.get(error.key, Plain(f"`{loss}`")))
                 return False
             except (ValueError, TypeError) as error:  # a loss (a plugin's) that says why only in text
                 self.add(where, f"parameters `{loss}` accepts", Plain(f"{type(error).__name__}: {error}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import optuna
@@ -360,3 +361,22 @@ def test_a_seed_past_32_bits_is_refused_where_it_is_written(tmp_path: Path):
     assert issues == {("train.seed", "an integer in [0, 4294967295]"), ("search.seed", "an integer in [0, 4294967295]")}
     path.write_text(text.replace("  seed: 0\n", f"  seed: {2**32 - 1}\n"))
     assert load_space(path).search.seed == 2**32 - 1
+
+
+def test_a_temporal_space_with_many_searched_values_validates_in_a_second(tmp_path):
+    # 256 x 20 x 20 combinations took 41 s when every combination was built; the reaction-time rule
+    # needs only the longest reaction time with the shortest dt.
+    dts = ", ".join(f"{1 + i / 100:.2f}" for i in range(20))
+    reaction_times = ", ".join(f"{i / 100:.2f}" for i in range(20))
+    path = tmp_path / "temporal.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        data: {{kind: digits, limit: 200}}
+        model: {{kind: recurrent_cnn, hidden: 8}}
+        objective: {{metric: val/acc_mean, mode: max}}
+        temporal: {{n_timesteps: {{int: [2, 257]}}, pattern: "1", dt: {{choice: [{dts}]}},
+                   reaction_time: {{choice: [{reaction_times}]}}}}
+        """))
+    started = time.monotonic()
+    space = load_space(path)
+    assert time.monotonic() - started < 5.0
+    assert {e.key for e in space.entries} >= {"temporal.dt", "temporal.reaction_time"}
