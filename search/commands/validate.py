@@ -51,7 +51,7 @@ def summary_lines(space: Any) -> list[str]:
         f"data: {data.kind}{where} (val_fraction {data.val_fraction}{limit}, labels {data.labels}, seed {data.seed})",
         f"heads: {heads}",
         f"objective: {objectives}",
-        f"search: {s.num_samples} trials, {s.sampler} sampler, {s.scheduler} scheduler, "
+        f"search: {space.num_trials} trials, {s.sampler} sampler, {s.scheduler} scheduler, "
         f"{s.max_concurrent} concurrent, seed {s.seed}{budget}",
         f"resources per trial: {space.resources.cpu:g} cpu, {space.resources.gpu:g} gpu",
     ]

@@ -21,6 +21,7 @@ __all__ = [
     "Param",
     "define_by_run",
     "dimension_lines",
+    "grid_size",
     "grid_space",
     "sample",
     "searched",
@@ -113,6 +114,18 @@ def grid_space(entries: tuple[Entry, ...]) -> dict[str, list[Any]] | None:
                     return None
                 grid.update(inner)
     return grid
+
+
+def grid_size(entries: tuple[Entry, ...]) -> int:
+    """How many distinct trials a grid over ``entries`` holds (``grid_space`` not None), counted
+    without listing them: a switch's options each with the grid of their own parameters."""
+    size = 1
+    for entry in entries:
+        if isinstance(entry, Param):
+            size *= len(entry.distribution.values)
+        elif isinstance(entry, Branch):
+            size *= sum(grid_size(option) for option in entry.options.values())
+    return size
 
 
 def searched(entries: tuple[Entry, ...]) -> dict[str, Distribution]:

@@ -50,11 +50,13 @@ class Objective:
     mode: Literal["min", "max"]
 
 
+MAX_TRIALS = 100_000  # trials of one search: its num_samples, or the points of its grid
+
 # Upper bounds refuse what no machine can run (a billion trials, a year of budget) before the
 # driver builds anything for it.
 @dataclass(frozen=True)
 class SearchSettings:
-    num_samples: Annotated[int, Rule(minimum=1, maximum=100_000)] = 16
+    num_samples: Annotated[int, Rule(minimum=1, maximum=MAX_TRIALS)] = 16
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     # asha_promotions: the ASHA paper's (pauses every trial at a rung and promotes the top 1/rf;
     # see search.driver._promotions); asha: Ray's (stops a trial below its rung's cutoff)
@@ -103,6 +105,16 @@ class Space:
     entries: tuple[Entry, ...] = field(repr=False, default=())
     # Settings no trial varies (train.epochs, train.threads, ...): flat key -> value.
     constants: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def num_trials(self) -> int:
+        """The trials the search runs: ``search.num_samples``, or with the grid sampler one per
+        point of the grid."""
+        if self.search.sampler != "grid":
+            return self.search.num_samples
+        from search.space._compile import grid_size
+
+        return grid_size(self.entries)
 
     def define_by_run(self, trial: SuggestTrial) -> dict[str, Any]:
         """Suggest every searched dimension under its flat trial-config key (loss parameters only

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from search.space._compile import Const, Entry, grid_space
-from search.space._schema import Objective, Resources, SearchSettings
+from search.space._compile import Const, Entry, grid_size, grid_space
+from search.space._schema import MAX_TRIALS, Objective, Resources, SearchSettings
 
 __all__ = ["device_issues", "search_issues"]
 
@@ -25,6 +25,13 @@ def search_issues(search: SearchSettings, entries: Sequence[Entry], objectives: 
     if search.sampler == "grid" and grid_space(tuple(entries)) is None:
         issues.append(("search.sampler", "`choice` or `grid` for every searched value with the grid sampler "
                        "(uniform, loguniform and int ranges cannot be enumerated)", search.sampler))
+    elif search.sampler == "grid":
+        size = grid_size(tuple(entries))
+        if size > MAX_TRIALS:
+            issues.append(("search.sampler", f"a grid of at most {MAX_TRIALS:,} points (one trial each)", size))
+        elif isinstance(raw, dict) and "num_samples" in raw and search.num_samples != size:
+            issues.append(("search.num_samples", f"the number of points of the grid ({size}), or no num_samples: the "
+                           f"grid sampler runs each point once", search.num_samples))
     scheduled = search.scheduler != "none"
     if scheduled and len(objectives) > 1:
         issues.append(("search.scheduler", "`none` with several objectives (a scheduler stops trials on one "

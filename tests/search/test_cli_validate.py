@@ -24,6 +24,16 @@ def test_validate_prints_summary_and_conditional_dimensions(capsys):
     assert "fixed:" in out and "train.epochs = " in out
 
 
+def test_validate_counts_the_trials_of_a_grid(tmp_path, capsys):
+    # before, it printed num_samples (its default 16), which the grid sampler does not use
+    space = tmp_path / "grid.yaml"
+    space.write_text("data: {kind: digits, limit: 200}\ntrain: {lr: {grid: [0.001, 0.01, 0.1]}}\n"
+                     "heads: {digit: {loss: {grid: [ce, {focal: {gamma: {grid: [1.0, 2.0]}}}]}}}\n"
+                     "objective: {metric: val/acc_mean, mode: max}\nsearch: {sampler: grid}\n")
+    assert main(["validate", str(space)]) == 0
+    assert "search: 9 trials, grid sampler" in capsys.readouterr().out  # 3 lrs x (ce + focal with 2 gammas)
+
+
 def test_validate_reports_every_problem_at_once(tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("data: {kind: digits}\ntrain: {lr: -1, epochs: 0}\nobjective: {metric: val/loss, mode: up}\n")

@@ -117,7 +117,7 @@ def test_grid_points_enumerate_conditional_choices_without_repeats(tmp_path: Pat
     points = grid_points(space.define_by_run)
     keys = [tuple(sorted(p.items())) for p in points]
     # hidden (2) x (ce with 3 label smoothings + focal): a product over every key would give 2 x 2 x 3.
-    assert len(keys) == len(set(keys)) == 2 * (3 + 1)
+    assert len(keys) == len(set(keys)) == 2 * (3 + 1) == space.num_trials  # counted without listing them
     focal = [p for p in points if p["heads.digit.loss"] == "focal"]
     assert len(focal) == 2 and all("heads.digit.ce.label_smoothing" not in p for p in focal)
 
