@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Plain", "SpaceError", "SpaceIssue", "join_path", "show_value"]
+__all__ = ["Plain", "SpaceError", "SpaceIssue", "join_path", "quoted", "show_value"]
 
 _MAX_SHOWN = 100  # characters of a value in a message
 _MAX_LISTED = 50  # problems listed on the terminal
@@ -14,6 +14,20 @@ _MAX_LISTED = 50  # problems listed on the terminal
 
 class Plain(str):
     """A description shown as written ("a missing file") instead of as a quoted YAML value."""
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters escaped as JSON escapes them (a NUL made grep see binary)."""
+    return "".join(ch if ch.isprintable() else json.dumps(ch)[1:-1] for ch in text)
+
+
+def _cut(text: str, room: int) -> str:
+    return text if len(text) <= room else text[: room - 3] + "..."
+
+
+def quoted(name: Any, after: str = "") -> Plain:
+    """A name from the file (a key, an option) in backticks, shortened and escaped as any value."""
+    return Plain(f"`{_cut(_printable(str(name)[: _MAX_SHOWN + 1]), _MAX_SHOWN)}`{after}")
 
 
 def show_value(value: Any) -> str:
@@ -84,7 +98,9 @@ class SpaceIssue:
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        prefix = f"{where}: {self.path}: " if self.path else f"{where}: "
+        # a path holds the file's keys, an unknown one as written: shortened like a value
+        path = _cut(_printable(self.path[: 2 * _MAX_SHOWN + 1]), 2 * _MAX_SHOWN)
+        prefix = f"{where}: {path}: " if self.path else f"{where}: "
         return f"{prefix}{self.rule}, but got {show_value(self.value)}"
 
 

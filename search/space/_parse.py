@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
+from search.space._issues import Plain, SpaceError, SpaceIssue, join_path, quoted
 
 __all__ = ["MAX_DEPTH", "MAX_SPACE_BYTES", "MAX_VALUES", "ParsedYaml", "parse_yaml_text", "read_space_file", "safe_load_value"]
 
@@ -192,7 +192,7 @@ def _walk(
                         file,
                         child,
                         f"each key once per mapping (first given on line {first_line[key]})",
-                        Plain(f"`{key}` again"),
+                        quoted(key, " again"),
                         line=line,
                     )
                 )

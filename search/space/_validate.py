@@ -24,7 +24,7 @@ from typing import Any
 
 from search.space._compile import Branch, Const, Entry, Param
 from search.space._distributions import MAX_PROBES, PROBES_RULE, Choice, Grid, probe_values
-from search.space._issues import Plain, SpaceError, SpaceIssue, join_path
+from search.space._issues import Plain, SpaceError, SpaceIssue, join_path, quoted
 from search.space._parse import read_space_file
 from search.space._schema import (
     SEARCH_NAME_RULE,
@@ -199,9 +199,9 @@ class _Walk(ValueChecker):
         for option, params, name_path, params_path in options:
             if not isinstance(option, str) or option not in switch.options:
                 self.add(name_path, f"one of: {', '.join(switch.options)}",
-                         Plain(f"`{option}`") if isinstance(option, str) else option)
+                         quoted(option) if isinstance(option, str) else option)
             elif option in compiled:
-                self.add(name_path, "each option once per choice", Plain(f"`{option}` again"))
+                self.add(name_path, "each option once per choice", quoted(option, " again"))
             else:
                 self.option_paths[key, option] = name_path
                 compiled[option] = self.parameters(switch, option, params, params_path, prefix=prefix)
@@ -222,7 +222,7 @@ class _Walk(ValueChecker):
         for param, raw in mapping.items():
             ppath, key = join_path(path, param), f"{prefix}.{option}.{param}"
             if param not in settable:
-                self.add(ppath, f"a parameter of `{option}` (one of: {', '.join(settable) or 'none'})", Plain(f"`{param}`"))
+                self.add(ppath, f"a parameter of `{option}` (one of: {', '.join(settable) or 'none'})", quoted(param))
                 continue
             vtype = value_type(settable[param].annotation)
             if switch.searchable(option, param):
@@ -276,7 +276,7 @@ class _Walk(ValueChecker):
             info = available.get(name) if available is not None else None
             if available is not None and info is None:
                 known = ", ".join(available)
-                self.add(join_path(HEADS, name), f"a head of the data set (one of: {known})", Plain(f"`{name}`"))
+                self.add(join_path(HEADS, name), f"a head of the data set (one of: {known})", quoted(name))
             elif info is not None:
                 trained[name] = info
             entries += self.head(spec, name, info)  # a head the data set lacks still gets its problems

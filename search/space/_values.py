@@ -15,7 +15,7 @@ from typing import Any
 
 from search.space._compile import Const, Entry, Param
 from search.space._distributions import DISTRIBUTIONS, Choice, Distribution, Grid, IntRange, LogUniform, Uniform
-from search.space._issues import Plain, SpaceIssue, join_path
+from search.space._issues import Plain, SpaceIssue, join_path, quoted
 from trainables.settings import ValueType
 
 __all__ = ["NOTHING", "Fixed", "ValueChecker"]
@@ -77,7 +77,7 @@ class ValueChecker:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean `{close[0]}`?" if close else ""
                 self.add(join_path(path, key), f"a key of {section} (one of: {', '.join(allowed)}{hint})",
-                         Plain(f"`{key}`"))
+                         quoted(key))
 
     def entry(self, key: str, parsed: Fixed | Distribution, path: str) -> Entry:
         self.paths[key] = path
@@ -147,7 +147,7 @@ class ValueChecker:
         wanted = "int" if kind == "int" else "float"
         if vtype.kind != wanted:
             hint = _DISTRIBUTIONS_FOR.get(vtype.kind, "`choice` or `grid`")
-            self.add(path, f"{hint} for a setting that takes {vtype.describe()}", Plain(f"`{kind}`"))
+            self.add(path, f"{hint} for a setting that takes {vtype.describe()}", quoted(kind))
             return None
         number = (lambda v: isinstance(v, int) and not isinstance(v, bool)) if kind == "int" else _is_number
         if not isinstance(args, list) or len(args) != 2 or not all(number(v) for v in args):

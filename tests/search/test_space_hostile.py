@@ -71,6 +71,11 @@ CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("long_int_range_bound", _text(VALID_TAIL + "model: {hidden: {int: [1, 1" + "0" * 400 + "]}}\n"), "model.hidden.int"),
     ("long_int_uniform_bound", _text(VALID_TAIL + "train: {lr: {uniform: [0.1, 1" + "0" * 400 + "]}}\n"),
      "train.lr.uniform"),
+    # names from the file shown in backticks were neither shortened nor escaped (a 5138-character
+    # line, a raw NUL that made grep see binary)
+    ("long_option_name", _text(VALID_TAIL + "heads: {digit: {loss: " + "x" * 5000 + "}}\n"), "but got `xxxxxxxx"),
+    ("long_unknown_key", _text(VALID_TAIL + "train: {" + "y" * 900 + ": 1}\n"), "yyy...: a key of `train`"),
+    ("control_character_in_a_name", _text(VALID_TAIL + 'heads: {digit: {loss: "ce\\u0000"}}\n'), "but got `ce\\u0000`"),
     ("long_int_energy_norm", _text(VALID_TAIL + "energy: {p: 1" + "0" * 40 + "}\n"), "energy.p: an integer in [1, 64]"),
 ]
 
