@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,22 +141,37 @@ def load_checkpoint(
     except Exception as exc:  # noqa: BLE001 - torch's weights-only unpickler meets junk with any error
         raise CheckpointError(path, f"{type(exc).__name__}: {exc}") from None
     # Through the schema, so a checkpoint written under older flat key names compares equal.
-    saved = TrialConfig.from_flat(payload["config"]).to_flat()
+    with _fitting(path, "a trial config"):
+        saved = TrialConfig.from_flat(payload["config"]).to_flat()
     changed = sorted(k for k in set(saved) | set(flat) if k not in _RESUMABLE_CHANGES and saved.get(k) != flat.get(k))
     if changed:
         raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
-    model.load_state_dict(payload["model"])
-    state = payload["optimizer"]
-    # The step's implementation is the one this run built for its device, not the checkpoint's: a
-    # checkpoint of a non-fused AdamW (an older version) would switch it back, and GradScaler
-    # hands the step the arguments only a fused one takes.
-    for group, current in zip(state["param_groups"], optimizer.param_groups):
-        group.update({key: current[key] for key in ("fused", "foreach") if key in current})
-    optimizer.load_state_dict(state)
-    # A run without fp16 (the CPU, bf16) saves no scaler state; resumed under fp16 on another
-    # device (train.device may change), its scaler starts from its initial scale.
-    if payload["scaler"]:
-        scaler.load_state_dict(payload["scaler"])
-    _set_rng_state(payload["rng"], batch_rng)
-    load_states(hooks, payload.get("hooks", []))
-    return Progress(**payload["progress"])
+    # The same config may still build another model (a data set regenerated at the same path with
+    # another image size): a state that does not fit is this error, which a retry would repeat.
+    with _fitting(path, "states that fit this trial's model, optimiser and progress"):
+        model.load_state_dict(payload["model"])
+        state = payload["optimizer"]
+        # The step's implementation is the one this run built for its device, not the checkpoint's:
+        # a checkpoint of a non-fused AdamW (an older version) would switch it back, and GradScaler
+        # hands the step the arguments only a fused one takes.
+        for group, current in zip(state["param_groups"], optimizer.param_groups):
+            group.update({key: current[key] for key in ("fused", "foreach") if key in current})
+        optimizer.load_state_dict(state)
+        # A run without fp16 (the CPU, bf16) saves no scaler state; resumed under fp16 on another
+        # device (train.device may change), its scaler starts from its initial scale.
+        if payload["scaler"]:
+            scaler.load_state_dict(payload["scaler"])
+        _set_rng_state(payload["rng"], batch_rng)
+        load_states(hooks, payload.get("hooks", []))
+        return Progress(**payload["progress"])
+
+
+@contextmanager
+def _fitting(path: Path, what: str) -> Iterator[None]:
+    """Errors of restoring a read checkpoint's parts as ``CheckpointError`` (first line of the
+    cause: torch lists every mismatched tensor)."""
+    try:
+        yield
+    except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(path, f"{type(exc).__name__} where it should hold {what}: {first}") from None
