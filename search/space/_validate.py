@@ -104,7 +104,11 @@ class _Walk(ValueChecker):
         crossed += device_issues(resources, entries) if resources is not None else []
         if not any(issue.path.startswith(("model", TEMPORAL)) for issue in self.issues):
             crossed += temporal_issues(entries, given=TEMPORAL in doc)
-        crossed += hook_issues(entries, heads=list(heads)) if heads is not None else []
+        # with a head itself refused (not one of its settings), the trained heads are not what the
+        # file meant: a rule on their number would only add a false problem
+        if heads is not None and not any(issue.path.split(".")[0] == HEADS and issue.path.count(".") <= 1
+                                         for issue in self.issues):
+            crossed += hook_issues(entries, heads=list(heads))
         for key, rule, value in crossed:
             self.add(self.option_paths.get((key, value), self.paths.get(key, key)), rule, value)
         if self.issues:

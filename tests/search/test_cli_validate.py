@@ -34,6 +34,16 @@ def test_validate_counts_the_trials_of_a_grid(tmp_path, capsys):
     assert "search: 9 trials, grid sampler" in capsys.readouterr().out  # 3 lrs x (ce + focal with 2 gammas)
 
 
+@pytest.mark.parametrize("heads", ["{digt: {loss: ce}}", "{}"])
+def test_a_refused_head_adds_no_problem_about_the_number_of_heads(heads, tmp_path, capsys):
+    # before, "weighting.strategy: a strategy for 0 head(s)" came too, pinned to line 1
+    space = tmp_path / "heads.yaml"
+    space.write_text(f"data: {{kind: digits, limit: 200}}\nheads: {heads}\nobjective: {{metric: val/acc_mean, mode: max}}\n")
+    assert main(["validate", str(space)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid (1 problem)" in err and ": heads" in err and "weighting" not in err
+
+
 def test_validate_reports_every_problem_at_once(tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("data: {kind: digits}\ntrain: {lr: -1, epochs: 0}\nobjective: {metric: val/loss, mode: up}\n")
