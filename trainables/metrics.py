@@ -39,6 +39,8 @@ def head_metrics(
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, but got {num_classes}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:  # k = 1 would name within1 twice
+        raise ValueError(f"k must be an int >= 2, but got {k!r}")
     if pred.shape != target.shape or pred.dim() != 1:
         raise ValueError(f"pred and target must be 1-d of equal length, but got {tuple(pred.shape)} and {tuple(target.shape)}")
     names = head_metric_names(unit_range is not None, k)

@@ -37,8 +37,10 @@ def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple
             key, drawn = values.get(name, (None, ()))
             issues += [(key, f"a head the space trains (one of: {', '.join(heads)})", v) for v in drawn if v not in heads]
         if len(named) == 2 and all(n in values for n in named):
+            # any value both may draw: a search draws them apart, so it may draw it for both
             (key, first), (_, second) = values[named[0]], values[named[1]]
-            issues += [(key, f"another head than {named[1]}", v) for v in first if (v,) == second]
+            issues += [(key, f"another head than {named[1]}" + ("" if (v,) == second else f" (both may draw {v!r})"),
+                        v) for v in first if v in second]
     return issues
 
 

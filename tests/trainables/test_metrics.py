@@ -44,6 +44,13 @@ def test_shape_mismatch_rejected():
         head_metrics(torch.zeros(3), torch.zeros(2, dtype=torch.long), num_classes=3, unit_range=None)
 
 
+@pytest.mark.parametrize("k", [1, 0, True, 2.5])
+def test_a_k_that_would_repeat_or_lose_a_metric_is_refused(k):
+    # k = 1 named within1 twice, and head_metrics returned 4 metrics instead of 5
+    with pytest.raises(ValueError, match="k must be an int >= 2"):
+        head_metrics(torch.zeros(2), torch.zeros(2, dtype=torch.long), num_classes=3, unit_range=None, k=k)
+
+
 def test_aggregate_means_over_heads():
     got = aggregate({"a": {"acc": 0.5, "mae_norm": 0.2, "mae": 3.0}, "b": {"acc": 1.0, "mae_norm": 0.0, "mae": 0.0}})
     assert got == pytest.approx({"acc_mean": 0.75, "mae_norm_mean": 0.1})
