@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from search._preflight import TrackingUriError, check_reachable, check_store_uri
+    from search.tracking import redact_uri
 
     try:
         check_store_uri(uri, writing=False)
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
     except MlflowException as exc:
-        print(f"error: reading the search from MLflow ({uri}) failed: {exc}", file=sys.stderr)
+        print(f"error: reading the search from MLflow ({redact_uri(uri)}) failed: {exc}", file=sys.stderr)
         return exit_codes.FAILED
     for note in notes:
         print(f"note: {note}")

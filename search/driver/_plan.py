@@ -20,7 +20,7 @@ from search._preflight import TrackingUriError, check_store_uri
 from search.driver._storage import RunLocation
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
-from search.tracking import make_search_id, resolve_tracking_uri
+from search.tracking import make_search_id, redact_uri, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from search.driver._warm import WarmStart
@@ -188,7 +188,8 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         # Same store, experiment and search id as before: the search's runs continue.
         tracking_uri, experiment, search_id = meta["tracking_uri"], meta["experiment"], meta["search_id"]
         if wanted != tracking_uri and not finished:
-            notes.append(f"the search continues in the MLflow store it started with: {tracking_uri} (not {wanted})")
+            notes.append(f"the search continues in the MLflow store it started with: {redact_uri(tracking_uri)} "
+                         f"(not {redact_uri(wanted)})")
         if resume and not finished and meta.get("space_sha256") != space_digest(space):
             notes.append("the space file changed since the search started; the search resumes with its original space")
     else:

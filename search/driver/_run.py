@@ -366,7 +366,7 @@ def _finish(
     say("\n" + table)
     if best is not None:
         say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {space.path} --config ...)")
-    ui = f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri}"
+    ui = f"MLflow UI: mlflow ui --backend-store-uri {redact_uri(plan.tracking_uri)}"
     if plan.tracking_uri == default_tracking_uri():
         ui += "   (or: make ui)"
     say(ui)

@@ -242,3 +242,22 @@ def test_a_restart_in_its_own_parent_run_is_not_warm_started_from_itself(tmp_pat
     plan = plan_search(space, SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=uri, warm_start="restarted"))
     assert (plan.search_id, plan.warm.search_id) == (itself, earlier)
     assert "newest of" not in plan.warm.note()
+
+
+def test_a_failed_warm_start_read_does_not_show_the_stores_password(monkeypatch):
+    # before, the URI went into the message as given: the password on the terminal and in job logs
+    from mlflow.exceptions import MlflowException
+
+    import search._preflight
+    import search.report
+
+    def fails(*args, **kwargs):
+        raise MlflowException("INTERNAL_ERROR: permission denied for table runs")
+
+    monkeypatch.setattr(search._preflight, "check_reachable", lambda uri: None)
+    monkeypatch.setattr(search.report, "open_store", lambda uri: object())
+    monkeypatch.setattr(search.report, "load_search", fails)
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "digits.yaml")
+    with pytest.raises(SearchInputError) as error:
+        read_warm_start(space, tracking_uri="postgresql://mlflow:S3cr3t@db:5432/mlflow", selector="digits-loss-search")
+    assert "S3cr3t" not in str(error.value) and "mlflow:***@db:5432" in str(error.value)
