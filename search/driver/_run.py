@@ -310,15 +310,16 @@ def _finish(
     space = plan.space
     objectives = space.objectives
     summaries = summarize(trials, objectives, histories=histories)
-    statuses = tracker.run_statuses()
+    open_runs = tracker.open_trial_runs()
     # Tune stops the trials still running when the time budget runs out without telling the
     # callbacks, so their runs are still open here; a trial the budget kept from starting has none.
-    cut_short = [s for s in summaries if s.state == "STOPPED" and statuses.get(s.trial_id) in (None, "RUNNING")]
+    cut_short = [s for s in summaries if s.state == "STOPPED" and open_runs.get(s.trial_id, True)]
     budget_ended = out_of_time and (len(summaries) < num_samples or bool(cut_short))
     # Safety net (and the trials the budget stopped): a run the callbacks could not end (e.g. the
-    # driver died between Tune's state save and the callback) is ended by the state Tune recorded.
+    # driver died between Tune's state save and the callback), or that an interrupted attempt left
+    # open for a trial still paused when the budget ran out, is ended by the state Tune recorded.
     for s in summaries:
-        if statuses.get(s.trial_id) == "RUNNING":
+        if open_runs.get(s.trial_id):
             if s.state == "STOPPED":
                 state = "stopped_by_budget" if budget_ended else "stopped_early"
             else:

@@ -37,6 +37,7 @@ class _TrialRun:
     last_step: int  # last epoch logged (-1: none)
     final_logged: bool
     status: str
+    state: str | None = None  # how it ended (store.TRIAL_STATES), None while open
 
 
 class SearchTracker(BufferedStore):
@@ -148,6 +149,7 @@ class SearchTracker(BufferedStore):
             last_step=max((m.step for m in epochs), default=-1),
             final_logged=_FINAL_MARKER_METRIC in run.data.metrics,
             status=run.info.status,
+            state=None if run.info.status == "RUNNING" else run.data.tags.get(store.TAG_STATE),
         )
 
     def start_search(
@@ -196,7 +198,7 @@ class SearchTracker(BufferedStore):
                     f"reopen the run of trial {trial_id}",
                     lambda: self.client.update_run(run_id_of(existing), status="RUNNING"),
                 )
-                existing.status = "RUNNING"
+                existing.status, existing.state = "RUNNING", None
             return existing.run_id
         tags = {
             _PARENT_TAG: self.parent_id,
@@ -284,7 +286,7 @@ class SearchTracker(BufferedStore):
         if details:
             self._log_text(run, details, "error.txt")
         self._submit(f"end the run of trial {trial_id}", lambda: self.client.set_terminated(run_id_of(run), status=status))
-        run.status = status
+        run.status, run.state = status, state
 
     def reconcile(self, trial_ids: set[str]) -> list[str]:
         """Set aside the runs of trials the search no longer has: a crash before Tune saved its state
@@ -302,8 +304,12 @@ class SearchTracker(BufferedStore):
             self._trials.pop(trial_id)
         return orphans
 
-    def run_statuses(self) -> dict[str, str]:
-        return {trial_id: run.status for trial_id, run in self._trial_runs().items()}
+    def open_trial_runs(self) -> dict[str, bool]:
+        """Per trial with a run, whether that run is still open: running, or ended ``interrupted`` by
+        an earlier attempt of the search (a resumed trial continues it, but one that stays paused
+        is never started again to reopen it)."""
+        return {trial_id: run.status == "RUNNING" or run.state == "interrupted"
+                for trial_id, run in self._trial_runs().items()}
 
 
 def _cut(text: str) -> str:

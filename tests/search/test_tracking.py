@@ -87,7 +87,7 @@ def test_child_run_has_params_tags_and_parent(settings):
 
 def test_a_resumed_tracker_reuses_runs_and_skips_logged_epochs(uri: str, settings):
     first = SearchTracker(settings())
-    first.start_search(params={}, artifacts={})
+    first.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})
     run_id = first.trial_started("t1", CONFIG)
     for epoch in (1, 2):
         assert first.log_epoch("t1", {"epoch": epoch, "val/acc_mean": 0.1 * epoch}, epoch=epoch)
@@ -173,7 +173,7 @@ def test_reconcile_never_deletes_it_ends_lost_trials_runs_killed_and_discarded(s
     assert runs["kept"].info.status == "RUNNING"
     # A resumed tracker does not count the discarded run among the search's trials.
     resumed = SearchTracker(settings())
-    assert set(resumed.run_statuses()) == {"kept"}
+    assert resumed.open_trial_runs() == {"kept": True}
     assert resumed.reconcile({"kept"}) == []
 
 
@@ -422,3 +422,55 @@ def test_a_param_reads_back_as_the_value_logged_strings_that_look_like_json_incl
         assert back == (tuple(value) if isinstance(value, list) else value) and type(back) is not list, value
         assert type(back) is type(value) or isinstance(value, list), value
     assert tracking.param_text("ce") == "ce"  # what the MLflow UI shows stays plain where it can
+
+
+def test_a_trial_still_paused_when_a_resumed_search_runs_out_of_time_ends_stopped_by_budget(
+    settings, uri: str, tmp_path: Path
+):
+    # Interrupted with trial x paused at a rung: its run ended `interrupted`. Resumed, x stays
+    # paused (never started again, so nothing reopens its run) and the budget ends the search.
+    # Before, x's run stayed `interrupted`: the report left it unscored and named another best
+    # trial than summary.txt.
+    import dataclasses
+    from types import SimpleNamespace
+
+    from search.driver._run import _finish, _interrupted
+    from search.driver._storage import RunLocation
+    from search.report import load_search, open_store
+    from search.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "digits.yaml")
+    space = dataclasses.replace(space, search=dataclasses.replace(space.search, time_budget_s=60.0))
+    tracking_settings = settings()
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    plan = SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
+                           location=RunLocation(str(tmp_path / "runs"), "s"),
+                           options=SimpleNamespace(ray_job=None, storage="runs"))
+    config = {"heads.digit.loss": "ce"}
+
+    def trial(trial_id: str, status: str, best: float, epoch: int) -> SimpleNamespace:
+        return SimpleNamespace(trial_id=trial_id, status=status, config=config,
+                               last_result={"epoch": epoch, "val/acc_mean": best, "best/val/acc_mean": best})
+
+    first = SearchTracker(tracking_settings)
+    first.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})
+    for trial_id, values in (("x", [0.8, 0.9]), ("a", [0.5, 0.6])):
+        first.trial_started(trial_id, config)
+        for epoch, value in enumerate(values, 1):
+            first.log_epoch(trial_id, {"epoch": epoch, "val/acc_mean": value}, epoch=epoch)
+    _interrupted(plan, first, [trial("x", "PAUSED", 0.9, 2), trial("a", "RUNNING", 0.6, 2)])
+
+    resumed = SearchTracker(tracking_settings)
+    resumed.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})
+    resumed.trial_started("a", config)
+    resumed.log_epoch("a", {"epoch": 3, "val/acc_mean": 0.7}, epoch=3)
+    outcome = _finish(plan, resumed, [trial("x", "TERMINATED", 0.9, 2), trial("a", "TERMINATED", 0.7, 3)],
+                      histories={}, num_samples=2, out_of_time=True,
+                      meta={"tracking_uri": uri, "experiment": "exp", "search_id": tracking_settings.search_id})
+
+    record, _ = load_search(open_store(uri), tracking_uri=uri, selector=tracking_settings.search_id)
+    assert {t.trial_id: t.state for t in record.trials} == {"x": "STOPPED", "a": "STOPPED"}
+    assert outcome.best.trial_id == "x"  # and the report's best too (conftest: every summary.txt is compared)
+    runs = {r.data.tags["losstune.trial_id"]: r for r in _children(MlflowClient(uri), resumed)}
+    assert {tid: r.data.tags["losstune.state"] for tid, r in runs.items()} == {"x": "stopped_by_budget",
+                                                                              "a": "stopped_by_budget"}
