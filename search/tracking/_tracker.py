@@ -38,6 +38,7 @@ class _TrialRun:
     final_logged: bool
     status: str
     state: str | None = None  # how it ended (store.TRIAL_STATES), None while open
+    has_params: bool = True  # False: created, but its config never reached the store
 
 
 class SearchTracker(BufferedStore):
@@ -150,6 +151,7 @@ class SearchTracker(BufferedStore):
             final_logged=_FINAL_MARKER_METRIC in run.data.metrics,
             status=run.info.status,
             state=None if run.info.status == "RUNNING" else run.data.tags.get(store.TAG_STATE),
+            has_params=bool(run.data.params),
         )
 
     def start_search(
@@ -199,6 +201,9 @@ class SearchTracker(BufferedStore):
                     lambda: self.client.update_run(run_id_of(existing), status="RUNNING"),
                 )
                 existing.status, existing.state = "RUNNING", None
+            if not existing.has_params:  # the driver died, or the store went away, between the two writes
+                self._log(existing, params=config)
+                existing.has_params = True
             return existing.run_id
         tags = {
             _PARENT_TAG: self.parent_id,

@@ -474,3 +474,27 @@ def test_a_trial_still_paused_when_a_resumed_search_runs_out_of_time_ends_stoppe
     runs = {r.data.tags["losstune.trial_id"]: r for r in _children(MlflowClient(uri), resumed)}
     assert {tid: r.data.tags["losstune.state"] for tid, r in runs.items()} == {"x": "stopped_by_budget",
                                                                               "a": "stopped_by_budget"}
+
+
+def test_a_trial_whose_config_never_reached_the_store_logs_it_when_resumed(uri: str, request: pytest.FixtureRequest):
+    # The run was created, then the store went away before its params batch and the driver was
+    # killed: before, the resumed search reopened the run and never logged the config.
+    settings = TrackingSettings(tracking_uri=uri, experiment="exp", search_id=request.node.name, search_name="s",
+                                objective_metric="val/acc_mean", objective_mode="max", retry_interval_s=0.01,
+                                flush_timeout_s=0.1)
+    first = SearchTracker(settings)
+    first.start_search(params={}, artifacts={})
+
+    def store_gone(*args, **kwargs):
+        raise ConnectionError("server restarting")
+
+    first.client.log_batch = store_gone
+    first.trial_started("a", CONFIG)
+    assert first.pending_writes == 1  # the params, never sent: the driver is killed here
+
+    resumed = SearchTracker(settings)
+    resumed.start_search(params={}, artifacts={})
+    resumed.trial_started("a", CONFIG)
+    resumed.flush()
+    run = MlflowClient(uri).get_run(resumed.trial_run_id("a"))
+    assert run.data.params == {key: str(value) for key, value in CONFIG.items()}
