@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 __all__ = [
     "DIMENSIONS_FILE",
@@ -109,7 +109,8 @@ def default_tracking_uri() -> str:
     ``mlflow/`` folder), else ``sqlite:///<cwd>/mlflow/mlflow.db``."""
     root = _project_root()
     base = root if (root / "mlflow").is_dir() else Path.cwd()
-    return f"sqlite:///{(base / 'mlflow' / 'mlflow.db').resolve()}"
+    # quoted: a '?' or '%' in the repository's path would start a query or an escape
+    return f"sqlite:///{quote(str((base / 'mlflow' / 'mlflow.db').resolve()))}"
 
 
 def resolve_tracking_uri(*, cli: str | None, space: str | None, environ: Mapping[str, str] = os.environ) -> str:
@@ -124,9 +125,12 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     """The file of a SQLite store's URI; None for another store and for SQLite's in-memory one."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
-    # SQLAlchemy's form: sqlite:///relative/path.db, sqlite:////absolute/path.db
-    path = unquote(urlparse(tracking_uri).path)[1:]
-    return Path(path) if path not in ("", ":memory:") else None
+    # Read as SQLAlchemy reads it for MLflow (sqlite:///relative/path.db, sqlite:////absolute/path.db;
+    # a '#' is part of the path, '?' starts its query): a URL parser took '#...' for a fragment.
+    from sqlalchemy.engine import make_url
+
+    path = make_url(tracking_uri).database
+    return Path(path) if path not in (None, "", ":memory:") else None
 
 
 def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -> None:

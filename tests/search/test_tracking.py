@@ -498,3 +498,21 @@ def test_a_trial_whose_config_never_reached_the_store_logs_it_when_resumed(uri: 
     resumed.flush()
     run = MlflowClient(uri).get_run(resumed.trial_run_id("a"))
     assert run.data.params == {key: str(value) for key, value in CONFIG.items()}
+
+
+@pytest.mark.parametrize(("uri", "path"), [
+    ("sqlite:////tmp/c#1/mlflow.db", "/tmp/c#1/mlflow.db"),  # before: /tmp/c (a fragment), a stray store there
+    ("sqlite:////tmp/a%20b/mlflow.db?mode=ro", "/tmp/a b/mlflow.db"),
+    ("sqlite:///relative/mlflow.db", "relative/mlflow.db"),
+])
+def test_a_sqlite_stores_file_is_read_as_sqlalchemy_reads_it(uri: str, path: str):
+    from sqlalchemy.engine import make_url
+
+    assert tracking.sqlite_path(uri) == Path(path) == Path(make_url(uri).database)
+
+
+def test_the_default_store_of_a_repository_whose_path_holds_url_characters(tmp_path: Path, monkeypatch):
+    repo = tmp_path / "a?b#c%d e"
+    (repo / "mlflow").mkdir(parents=True)
+    monkeypatch.setattr(tracking._store, "_project_root", lambda: repo)
+    assert tracking.sqlite_path(tracking.default_tracking_uri()) == repo / "mlflow" / "mlflow.db"
