@@ -259,6 +259,9 @@ def test_serve_rejects_bad_options():
         (["--port", "http"], "port must be an integer in 1..65535, but got 'http'"),
         (["--port", "70000"], "but got '70000'"),
         (["--workers", "4"], "unknown option '--workers'"),
+        # an empty host made the server listen on every interface
+        (["--host"], "--host must name an address (0.0.0.0 for every interface), but got ''"),
+        (["--host", ""], "--host must name an address"),
     ):
         result = subprocess.run([str(SERVE), *args], capture_output=True, text=True, timeout=30)
         assert result.returncode == 2
