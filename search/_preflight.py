@@ -8,6 +8,7 @@ parent run is created and a resume reads the runs back from it; later outages ar
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from urllib.parse import urlparse, urlsplit, urlunsplit
@@ -30,7 +31,10 @@ class TrackingUriError(ValueError):
 def _scheme(tracking_uri: str) -> str:
     if tracking_uri == "databricks":  # MLflow's name for the default Databricks profile
         return "databricks"
-    return urlparse(tracking_uri).scheme.split("+", 1)[0].lower()
+    try:
+        return urlparse(tracking_uri).scheme.split("+", 1)[0].lower()
+    except ValueError as exc:  # an unclosed [IPv6 address
+        raise TrackingUriError(f"a tracking URI that parses, but got {redact_uri(tracking_uri)!r}: {exc}") from None
 
 
 def is_database_uri(tracking_uri: str) -> bool:
@@ -55,10 +59,14 @@ def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
                 "a SQLite store in a file (sqlite:///relative/path.db, sqlite:////absolute/path.db), "
                 f"but got {redact_uri(tracking_uri)!r}"
             )
-        if db.is_dir():
-            raise TrackingUriError(f"a SQLite store in a file, but got {tracking_uri!r}, a folder")
-        # SQLite writes a journal beside the store
-        problem = why_unwritable(db) or (why_unwritable(db.parent) if db.exists() else None)
+        try:
+            if db.is_dir():
+                raise TrackingUriError(f"a SQLite store in a file, but got {tracking_uri!r}, a folder")
+            # SQLite writes a journal beside the store
+            problem = why_unwritable(db) or (why_unwritable(db.parent) if db.exists() else None)
+        except OSError as exc:  # a name longer than the file system takes, ...
+            raise TrackingUriError(f"a SQLite store at a path this machine can use, but got {tracking_uri!r}: "
+                                   f"{exc.strerror or exc}") from None
         if writing and problem is not None:
             raise TrackingUriError(f"a SQLite store this user can write, but got {tracking_uri!r}: {problem}")
         return
@@ -114,7 +122,7 @@ def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
             return
     except urllib.error.HTTPError:
         return
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:  # HTTPException: InvalidURL (a bad port)
         reason = getattr(exc, "reason", exc)
         raise TrackingUriError(
             f"an MLflow tracking server answering at {redact_uri(tracking_uri)} (start one with mlflow/serve), "

@@ -37,7 +37,8 @@ EXAMPLES = textwrap.dedent(
     its files; a folder holding another search's report or other files is refused (exit 2).
     MLflow: --tracking-uri > MLFLOW_TRACKING_URI > the space's mlflow.tracking_uri > the store
     the search recorded in <storage>/<name>/losstune.json > mlflow/mlflow.db.
-    Exit status: 0 written, 1 MLflow failed (unreachable, upload refused), 2 no such store or search.
+    Exit status: 0 written, 1 MLflow failed while reading or uploading, 2 no such store or search, or a
+    server that does not answer (as for every command's --tracking-uri).
     """
 )
 
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         check_reachable(uri)
     except TrackingUriError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.INVALID
     if run_dir is not None:
         print(f"note: {run_dir}/losstune.json records search {selector}; reporting it")
     try:

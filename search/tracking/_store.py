@@ -231,7 +231,10 @@ def dimensions_json(searched: Mapping[str, Any]) -> str:
 def redact_uri(uri: str) -> str:
     """``uri`` with the password of its user info replaced by ``***`` (``user:***@host``), as
     every message and record shows a tracking URI: only the search itself needs the password."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # unparsable (an unclosed [IPv6 address): whatever stands between :// and @ goes
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
     userinfo, at, hostport = parts.netloc.rpartition("@")
     if not at or ":" not in userinfo:
         return uri
