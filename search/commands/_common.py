@@ -122,3 +122,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"an integer of at least 1, but got {text!r}")
     return value
+
+
+def given_text(text: str) -> str:
+    """An argparse type: a value that is not empty (an empty --config or --out was taken for no
+    option at all, and an empty --checkpoint-dir for the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError(f"a non-empty value, but got {text!r}")
+    return text

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command
+from search.commands._common import add_command, given_text
 
 __all__ = ["add_parser", "run"]
 
@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SEARCH_OR_EXPERIMENT",
         help="search id, search name, experiment name or space file (default: the newest search)",
     )
-    parser.add_argument("--out", metavar="DIR", help="output directory (default: <storage>/<name>/report)")
+    parser.add_argument("--out", type=given_text, metavar="DIR", help="output directory (default: <storage>/<name>/report)")
     parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory of run (default: runs)")
     parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
     parser.add_argument("--no-upload", action="store_true", help="do not log the report as artifacts of the parent run")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from search import exit_codes
-from search.commands._common import add_command, ctrl_c_works, plugins_and_space, positive_int, sigterm_as_ctrl_c
+from search.commands._common import add_command, ctrl_c_works, given_text, plugins_and_space, positive_int, sigterm_as_ctrl_c
 
 __all__ = ["add_parser", "run"]
 
@@ -50,6 +50,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "run", HELP, DESCRIPTION, EXAMPLES)
     parser.add_argument(
         "--resume",
+        type=given_text,
         nargs="?",
         const=True,
         default=False,
@@ -58,6 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--warm-start",
+        type=given_text,
         metavar="SEARCH",
         help="start the sampler from the scored trials of an earlier search (id or name) in the same MLflow "
         "store whose configs fit this space",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_address, add_command, cluster_or_none, ctrl_c_works, plugins_and_space
+from search.commands._common import add_address, add_command, cluster_or_none, ctrl_c_works, given_text, plugins_and_space
 
 __all__ = ["DEFAULT_STORAGE", "add_parser", "run"]
 
@@ -51,9 +51,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
                         help=f"results directory shared by every node (default: {DEFAULT_STORAGE} on the head)")
     parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="SEARCH_ID",
+    parser.add_argument("--resume", type=given_text, nargs="?", const=True, default=False, metavar="SEARCH_ID",
                         help="require an unfinished search to resume (as `search run --resume`)")
-    parser.add_argument("--warm-start", metavar="SEARCH",
+    parser.add_argument("--warm-start", type=given_text, metavar="SEARCH",
                         help="start the sampler from an earlier search's scored trials (as `search run --warm-start`)")
     parser.add_argument("--verbose", type=int, default=0, choices=range(4), metavar="{0..3}",
                         help="Ray Tune's own progress output in the job's log (default: 0)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from search import exit_codes
 from search._writable import why_unwritable
-from search.commands._common import add_command, ctrl_c_works, plugins_and_space, sigterm_as_ctrl_c
+from search.commands._common import add_command, ctrl_c_works, given_text, plugins_and_space, sigterm_as_ctrl_c
 
 __all__ = ["add_parser", "apply_overrides", "run"]
 
@@ -45,6 +45,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "train", HELP, DESCRIPTION, EXAMPLES)
     parser.add_argument(
         "--config",
+        type=given_text,
         metavar="TRIAL.yaml",
         help="flat trial config (a mapping of flat keys, e.g. a search's best_config.yaml) used instead of a draw",
     )
@@ -57,7 +58,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="override one flat key (VALUE is read as YAML: 3e-4, true, null, [1, 2]); repeatable",
     )
     parser.add_argument("--epochs", type=int, metavar="N", help="shorthand for --set train.epochs=N")
-    parser.add_argument("--checkpoint-dir", metavar="DIR", help="write DIR/checkpoint.pt each epoch; resume from it")
+    parser.add_argument("--checkpoint-dir", type=given_text, metavar="DIR", help="write DIR/checkpoint.pt each epoch; resume from it")
     return parser
 
 

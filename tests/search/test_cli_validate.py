@@ -44,6 +44,20 @@ def test_a_refused_head_adds_no_problem_about_the_number_of_heads(heads, tmp_pat
     assert "invalid (1 problem)" in err and ": heads" in err and "weighting" not in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["train", "SPACE", "--config", ""],  # trained a drawn config instead
+    ["train", "SPACE", "--checkpoint-dir", ""],  # wrote checkpoint.pt into the current folder
+    ["report", "toy", "--out", ""],  # wrote to the default folder
+    ["run", "SPACE", "--warm-start", ""],
+    ["run", "SPACE", "--resume", ""],
+    ["submit", "SPACE", "--address", "127.0.0.1:1", "--warm-start", ""],  # dropped from the job's command
+])
+def test_an_empty_option_value_is_refused_not_taken_for_no_option(argv, capsys):
+    argv = [str(REPO / "spaces" / "digits.yaml") if a == "SPACE" else a for a in argv]
+    assert main(argv) == 2
+    assert "a non-empty value, but got ''" in capsys.readouterr().err
+
+
 def test_validate_reports_every_problem_at_once(tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("data: {kind: digits}\ntrain: {lr: -1, epochs: 0}\nobjective: {metric: val/loss, mode: up}\n")
