@@ -65,7 +65,11 @@ class NodeInfo:
 def dashboard_address(address: str) -> str:
     """``HEAD:8265`` or ``http://HEAD:8265`` as the Jobs SDK wants it."""
     address = address.strip().rstrip("/")
-    return address if urlparse(address).scheme in ("http", "https") else f"http://{address}"
+    try:
+        scheme = urlparse(address).scheme
+    except ValueError as exc:  # an unclosed [IPv6 address
+        raise ClusterError("a Ray dashboard address (http://HEAD:8265)", f"{address!r}: {exc}") from None
+    return address if scheme in ("http", "https") else f"http://{address}"
 
 
 def _check_sdk() -> None:

@@ -209,7 +209,10 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
 
     if args.checkpoint_dir is not None:
         folder = Path(args.checkpoint_dir)
-        problem = f"the file {folder}" if folder.is_file() else why_unwritable(folder)
+        try:
+            problem = f"the file {folder}" if folder.is_file() else why_unwritable(folder)
+        except OSError as exc:  # a name longer than the file system takes, ...
+            problem = f"{folder}: {exc.strerror or exc}"
         if problem is not None:
             print(f"invalid --checkpoint-dir: a folder this user can write, but got {problem}", file=sys.stderr)
             return exit_codes.INVALID

@@ -126,6 +126,7 @@ def test_storage_the_nodes_must_share_is_checked_behind_a_file_uri_too(tmp_path:
         ("https://token@mlflow.example.org", "https://token@mlflow.example.org"),  # no password to leave out
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
+        ("postgresql://me:s3cret@[::1/mlflow", "postgresql://me:***@[::1/mlflow"),  # unparsable, redacted all the same
     ],
 )
 def test_a_tracking_uri_is_shown_without_its_password(uri, shown):
@@ -139,6 +140,22 @@ def test_refusals_of_a_tracking_uri_leave_its_password_out():
     with pytest.raises(TrackingUriError) as caught:
         check_reachable("http://me:s3cret@127.0.0.1:1", timeout_s=2)
     assert "http://me:***@127.0.0.1:1" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["report", "--tracking-uri", "http://h:abc"], "but got nonnumeric port: 'abc'"),
+    (["report", "--tracking-uri", "postgresql://me:s3cret@[::1"], "a tracking URI that parses, but got "
+                                                                    "'postgresql://me:***@[::1': Invalid IPv6 URL"),
+    (["report", "--tracking-uri", "sqlite:////tmp/" + "a" * 300 + ".db"], "File name too long"),
+    (["jobs", "--address", "http://[::1"], "a Ray dashboard address (http://HEAD:8265), but got 'http://[::1'"),
+])
+def test_an_address_or_uri_that_does_not_parse_exits_2_without_a_traceback(argv, message, capsys):
+    # before: http.client.InvalidURL, ValueError or OSError tracebacks with exit 1
+    from search.__main__ import main
+
+    assert main(argv) == exit_codes.INVALID
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "s3cret" not in err
 
 
 def test_a_tracking_server_reached_with_a_user_and_password_is_reachable(tmp_path: Path):
