@@ -145,6 +145,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         held.callback(hold.release)
         hold.take(make=False)  # before the search's state is read: a resume may repair it
         plan = plan_search(space, options)
+        space = plan.space  # on a resume, the space the search started with
         if plan.finished:  # --resume of a finished search: its summary again, without Ray or MLflow
             from search.driver import run_search
 

@@ -191,7 +191,9 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
             notes.append(f"the search continues in the MLflow store it started with: {redact_uri(tracking_uri)} "
                          f"(not {redact_uri(wanted)})")
         if resume and not finished and meta.get("space_sha256") != space_digest(space):
-            notes.append("the space file changed since the search started; the search resumes with its original space")
+            space = _original_space(space, meta, location)
+            notes.append(f"the space file changed since the search started; the search resumes with its original "
+                         f"space, recorded in {location}/{META_FILE}")
     else:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
@@ -214,6 +216,27 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         notes.append(warm.note())
     return SearchPlan(space, options, name, location, resume, search_id, tracking_uri, experiment, tuple(notes), warm,
                       finished, all_failed=finished and meta.get("end") == "all_failed")
+
+
+def _original_space(space: Space, meta: dict[str, Any], location: RunLocation) -> Space:
+    """The space a search started with, from its run directory's record: its trials' data set,
+    objectives and budget are that space's, whatever the file says now."""
+    text = meta.get("space_text")
+    if not isinstance(text, str):  # recorded by a version that kept only the file's digest
+        raise SearchInputError(
+            f"the space file the search in {location} started with (sha256 {meta.get('space_sha256')}; "
+            f"this version of losstune records the file itself), but got {space.path} changed since: put "
+            f"the file back to resume, or start a new search with --name")
+    from search.space import SpaceError, load_space
+
+    try:
+        original = load_space(space.path, text=text)
+    except SpaceError as exc:  # a plugin it needs gone, say
+        raise SearchInputError(f"the space the search in {location} started with, valid, but got: {exc}") from None
+    if space_digest(original) != meta.get("space_sha256"):
+        raise SearchInputError(f"{location}/{META_FILE}: a space_text whose sha256 is its space_sha256, but got "
+                               f"another")
+    return original
 
 
 def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:

@@ -202,6 +202,9 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         experiment=plan.experiment,
         space=str(space.path),
         space_sha256=meta["space_sha256"] if plan.resume else space_digest(space),
+        # the file itself: a resume after the file changed runs the space the search started with
+        # (the plan's space is that one)
+        space_text=space.text,
         num_samples=num_samples,
         verbose=verbose,
         status="running",

@@ -25,7 +25,7 @@ from typing import Any
 from search.space._compile import Branch, Const, Entry, Param
 from search.space._distributions import MAX_PROBES, PROBES_RULE, Choice, Grid, probe_values
 from search.space._issues import Plain, SpaceError, SpaceIssue, join_path, quoted
-from search.space._parse import read_space_file
+from search.space._parse import parse_yaml_text, read_space_file
 from search.space._schema import (
     SEARCH_NAME_RULE,
     MlflowSettings,
@@ -54,9 +54,13 @@ _MODES = ValueType("literal", members=("min", "max"))
 _SWITCH_FORM = "an option name, {name: {param: value}} or {choice: {name: {param: value}, ...}}"
 
 
-def load_space(path: str | Path) -> Space:
-    """Parse and validate a space file; raises SpaceError listing every problem."""
-    text, parsed = read_space_file(path)
+def load_space(path: str | Path, *, text: str | None = None) -> Space:
+    """Parse and validate a space file; raises SpaceError listing every problem. ``text``: the
+    file's content as recorded earlier (a resumed search's original space), read instead of it."""
+    if text is None:
+        text, parsed = read_space_file(path)
+    else:
+        parsed = parse_yaml_text(text, file=str(path))
     walk = _Walk(file=str(path), lines=parsed.lines, issues=list(parsed.issues))
     return walk.space(parsed.value, path=Path(path), text=text)
 

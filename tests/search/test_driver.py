@@ -29,6 +29,7 @@ from ray.tune.schedulers import MedianStoppingRule
 
 from search._ray import MALLOC_TUNABLES, RayHandle, trial_actor_env
 from search.driver import SearchInputError, SearchOptions, plan_search, run_search
+from search.driver._plan import space_digest
 from search.driver._state import KEPT_DIR, SNAPSHOT_FILE, StateSnapshot, usable_state
 from search.driver._strategy import build_scheduler, grid_points
 from search.space import load_space
@@ -577,6 +578,8 @@ def test_a_trial_the_budget_stopped_is_summarised_at_its_best_epoch_in_every_obj
     (row,) = [line.split() for line in (outcome.plan.run_dir / "summary.txt").read_text().splitlines()
               if line.startswith(stopped.trial_id)]
     assert row[:5] == [stopped.trial_id, "STOPPED", "2", "0.9000", "1.0000"]
+    # the space file itself is recorded, for a resume after the file changed
+    assert json.loads((outcome.plan.run_dir / "losstune.json").read_text())["space_text"] == space_file.read_text()
 
 
 def test_the_time_budget_ends_a_search_with_paused_trials_as_finished(ray_session, tmp_path: Path, capsys):
@@ -833,6 +836,35 @@ def test_resume_with_a_search_id_must_name_the_search_of_the_run_directory(tmp_p
     options = SearchOptions(storage=str(tmp_path / "runs"), resume=True, resume_id="named-2")
     with pytest.raises(SearchInputError, match="--resume named-2 must name the search in .* but got search named-1"):
         plan_search(load_space(space_file), options)
+
+
+def _unfinished_search(tmp_path: Path, space_file: Path, **recorded: Any) -> None:
+    run_dir = tmp_path / "runs" / "named"
+    run_dir.mkdir(parents=True)
+    (run_dir / "tuner.pkl").write_bytes(b"")  # what Tuner.can_restore looks for
+    (run_dir / "experiment_state-2026-12-07_00-00-00.json").write_text('{"runner_data": {}}')
+    meta = {"search_id": "named-1", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}", "experiment": "named",
+            "status": "running", "space_sha256": space_digest(load_space(space_file)), **recorded}
+    (run_dir / "losstune.json").write_text(json.dumps(meta))
+
+
+def test_a_search_resumed_after_its_space_file_changed_runs_the_space_it_started_with(tmp_path: Path):
+    # before, only Tune's pickled searcher and scheduler were the original's: the data set, the
+    # objectives and the budget came from the edited file
+    space_file = write_space(tmp_path, name="named", epochs=3)
+    _unfinished_search(tmp_path, space_file, space_text=space_file.read_text())
+    space_file.write_text(space_file.read_text().replace("limit: 300", "limit: 200").replace("epochs: 3", "epochs: 9"))
+    plan = plan_search(load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"), resume=True))
+    assert plan.resume and (plan.space.data.limit, plan.space.constants["train.epochs"]) == (300, 3)
+    assert any("resumes with its original space, recorded in" in note for note in plan.notes)
+
+
+def test_a_search_whose_run_directory_kept_only_the_spaces_digest_is_not_resumed_with_another_space(tmp_path: Path):
+    space_file = write_space(tmp_path, name="named", epochs=3)
+    _unfinished_search(tmp_path, space_file)  # an earlier version: no space_text
+    space_file.write_text(space_file.read_text().replace("limit: 300", "limit: 200"))
+    with pytest.raises(SearchInputError, match="changed since: put the file back to resume"):
+        plan_search(load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"), resume=True))
 
 
 # val/acc_mean per epoch by learning rate, for ASHA with promotions on one rung (epoch 1) of 3 epochs
