@@ -67,7 +67,12 @@ def remove_orphans(*, root: str | None = None) -> list[Path]:
     if fcntl is None:
         return []
     removed = []
-    for directory in Path(root or tempfile.gettempdir()).glob(glob.escape(scratch_prefix()) + "*"):
+    prefix = scratch_prefix()
+    for directory in Path(root or tempfile.gettempdir()).glob(glob.escape(prefix) + "*"):
+        # The prefix of host `gpu-node` also starts the names of host `gpu-node-2`, whose lock this
+        # host may not see: tempfile's random part has no '-', another host's name before it does.
+        if "-" in directory.name[len(prefix):]:
+            continue
         if directory.is_dir() and _owner_is_gone(directory / _LOCK_NAME):
             shutil.rmtree(directory, ignore_errors=True)  # another trial may be removing it too
             if not directory.exists():

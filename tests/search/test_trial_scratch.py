@@ -63,6 +63,10 @@ def test_the_next_trial_removes_what_a_killed_trial_left_and_nothing_else(tmp_pa
             other_host = tmp_path / f"losstune-trial-not-{scratch_prefix()[len('losstune-trial-'):]}x"
             other_host.mkdir()
             (other_host / ".owner.lock").touch()  # free, but its host's lock is not ours to judge
+            # host `<ours>-2`, whose names start with this host's prefix (before: removed)
+            longer_host = tmp_path / f"{scratch_prefix()}2-k3j9x0ab"
+            longer_host.mkdir()
+            (longer_host / ".owner.lock").touch()
             other_tool = tmp_path / "someone-else"
             other_tool.mkdir()
 
@@ -71,7 +75,7 @@ def test_the_next_trial_removes_what_a_killed_trial_left_and_nothing_else(tmp_pa
                 assert (in_use / "checkpoint.pt").exists()  # its owner still runs
                 assert remove_orphans(root=str(tmp_path)) == []  # nor is this process's own taken
                 assert Path(work).is_dir()
-            assert being_made.is_dir() and other_host.is_dir() and other_tool.is_dir()
+            assert being_made.is_dir() and other_host.is_dir() and other_tool.is_dir() and longer_host.is_dir()
         finally:
             alive.stdin.close()
             alive.wait(timeout=30)
