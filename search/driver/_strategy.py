@@ -183,7 +183,7 @@ class _Optuna(OptunaSearch):
         config = super().suggest(trial_id)
         for _ in range(self._REDRAWS):
             ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or not _completed_with(self._ot_study, ot_trial.params):
+            if ot_trial is None or not _trained_or_training(self._ot_study, ot_trial):
                 break
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
             del self._ot_trials[trial_id]
@@ -237,10 +237,13 @@ class _Optuna(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-def _completed_with(study: optuna.Study, params: dict[str, Any]) -> bool:
-    # pruned: paused at a rung (ASHA with promotions); trained, and its values are known
-    trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return any(t.params == params for t in study.get_trials(deepcopy=False, states=trained))
+def _trained_or_training(study: optuna.Study, proposed: optuna.Trial) -> bool:
+    """Whether another trial of ``study`` has ``proposed``'s point: trained (pruned: paused at a
+    rung under ASHA with promotions, its values known) or training now (constant_liar keeps TPE off
+    a running trial's point only where the point has a parameter to perturb)."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return any(t.number != proposed.number and t.params == proposed.params
+               for t in study.get_trials(deepcopy=False, states=states))
 
 
 class _FinishLastEpoch:

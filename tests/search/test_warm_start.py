@@ -80,6 +80,15 @@ def test_a_point_already_trained_is_told_as_a_failed_draw_and_drawn_anew(tmp_pat
     assert study.trials[-1].state == optuna.trial.TrialState.RUNNING  # the repeat that runs
 
 
+def test_a_point_still_training_is_not_proposed_again(tmp_path: Path):
+    # constant_liar keeps TPE off a running point only through its parameters: the two options
+    # here have none, and the second proposal repeated the first on some seeds
+    for seed in range(8):
+        _, searcher = _searcher(tmp_path, TWO_POINTS, seed=seed)
+        first, second = searcher.suggest("a"), searcher.suggest("b")  # a still runs
+        assert first["heads.thickness.loss"] != second["heads.thickness.loss"]
+
+
 def test_warm_trials_enter_the_study_before_any_proposal(tmp_path: Path):
     space, _ = _searcher(tmp_path, TWO_POINTS)
     configs = [{**space.sample(seed=0), "heads.thickness.loss": loss} for loss in ("ce", "ordinal")]
