@@ -65,7 +65,7 @@ def rung_top(scores: dict[Key, float], *, reduction_factor: float) -> list[Key]:
     configurations at 0.15 after epoch 1), and which of them trains on would otherwise depend
     only on which came first. A trial that diverged (-inf) is never among them."""
     ranked = sorted(scores, key=scores.__getitem__, reverse=True)
-    count = int(len(ranked) / reduction_factor)
+    count = int(len(ranked) / reduction_factor + 1e-9)  # 33 / 1.1 is 29.999999999999996 in floats
     if 0 < count < len(ranked) and math.isfinite(cutoff := scores[ranked[count - 1]]):
         while count < len(ranked) and scores[ranked[count]] == cutoff:
             count += 1

@@ -39,6 +39,9 @@ def test_a_rung_promotes_its_top_third_and_every_trial_tied_with_the_last_of_the
     assert rung_top({"a": 0.9, "b": 0.5, "c": 0.1, "d": 0.1}, reduction_factor=2) == ["a", "b"]
     assert rung_top({"a": 0.5, **{t: -math.inf for t in "bcdef"}}, reduction_factor=1.5) == ["a"]
     assert rung_top({t: -math.inf for t in "abc"}, reduction_factor=3) == []
+    # n / rf whole in decimals but not in floats (33 / 1.1, 81 / 2.7): the top 30, not 29
+    assert len(rung_top({i: float(i) for i in range(33)}, reduction_factor=1.1)) == 30
+    assert len(rung_top({i: float(i) for i in range(81)}, reduction_factor=2.7)) == 30
 
 
 def test_a_trial_tied_with_the_cutoff_runs_on_in_the_slot_of_the_next_to_pause():
