@@ -20,7 +20,7 @@ from search._preflight import TrackingUriError, check_store_uri
 from search.driver._storage import RunLocation
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
-from search.tracking import make_search_id, redact_uri, resolve_tracking_uri
+from search.tracking import make_search_id, redact_uri, resolve_tracking_uri, same_store
 
 if TYPE_CHECKING:
     from search.driver._warm import WarmStart
@@ -187,13 +187,12 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     if meta is not None:
         # Same store, experiment and search id as before: the search's runs continue.
         tracking_uri, experiment, search_id = meta["tracking_uri"], meta["experiment"], meta["search_id"]
-        if wanted != tracking_uri and not finished:
+        if not same_store(wanted, tracking_uri) and not finished:
             notes.append(f"the search continues in the MLflow store it started with: {redact_uri(tracking_uri)} "
                          f"(not {redact_uri(wanted)})")
         if resume and not finished and meta.get("space_sha256") != space_digest(space):
-            space = _original_space(space, meta, location)
-            notes.append(f"the space file changed since the search started; the search resumes with its original "
-                         f"space, recorded in {location}/{META_FILE}")
+            space, note = _original_space(space, meta, location)
+            notes.append(note)
     else:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
@@ -218,15 +217,16 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
                       finished, all_failed=finished and meta.get("end") == "all_failed")
 
 
-def _original_space(space: Space, meta: dict[str, Any], location: RunLocation) -> Space:
-    """The space a search started with, from its run directory's record: its trials' data set,
-    objectives and budget are that space's, whatever the file says now."""
+def _original_space(space: Space, meta: dict[str, Any], location: RunLocation) -> tuple[Space, str]:
+    """(the space a resumed search runs, a note): the one it started with, from its run directory's
+    record, so that its trials' data set, objectives and budget are that space's whatever the file
+    says now. A run directory of a version that recorded only the file's digest resumes with the
+    file as it is (a space such a version ran may need an edit to pass today's checks)."""
     text = meta.get("space_text")
-    if not isinstance(text, str):  # recorded by a version that kept only the file's digest
-        raise SearchInputError(
-            f"the space file the search in {location} started with (sha256 {meta.get('space_sha256')}; "
-            f"this version of losstune records the file itself), but got {space.path} changed since: put "
-            f"the file back to resume, or start a new search with --name")
+    if not isinstance(text, str):
+        return space, (f"the space file changed since the search started; the search resumes with its original "
+                       f"sampler and scheduler, but takes its data set, objectives and budget from the file as it "
+                       f"is now ({location}/{META_FILE} was written by a version that did not record the file)")
     from search.space import SpaceError, load_space
 
     try:
@@ -236,7 +236,8 @@ def _original_space(space: Space, meta: dict[str, Any], location: RunLocation) -
     if space_digest(original) != meta.get("space_sha256"):
         raise SearchInputError(f"{location}/{META_FILE}: a space_text whose sha256 is its space_sha256, but got "
                                f"another")
-    return original
+    return original, (f"the space file changed since the search started; the search resumes with its original "
+                      f"space, recorded in {location}/{META_FILE}")
 
 
 def prepare_data(space: Space, *, progress: Callable[[int, int], None] | None = None) -> MultiheadDataset | None:

@@ -40,6 +40,7 @@ from search.tracking import (
     default_tracking_uri,
     dimensions_json,
     redact_uri,
+    same_store,
     use_buffered_requests,
 )
 
@@ -371,7 +372,7 @@ def _finish(
     if best is not None:
         say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {space.path} --config ...)")
     ui = f"MLflow UI: mlflow ui --backend-store-uri {redact_uri(plan.tracking_uri)}"
-    if plan.tracking_uri == default_tracking_uri():
+    if same_store(plan.tracking_uri, default_tracking_uri()):
         ui += "   (or: make ui)"
     say(ui)
     return SearchOutcome(

@@ -183,12 +183,24 @@ class _Optuna(OptunaSearch):
         config = super().suggest(trial_id)
         for _ in range(self._REDRAWS):
             ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or not _trained_or_training(self._ot_study, ot_trial):
+            if ot_trial is None or not self._repeats_a_point(trial_id, ot_trial.params):
                 break
             self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
             del self._ot_trials[trial_id]
             config = super().suggest(trial_id)
         return config
+
+    def _repeats_a_point(self, trial_id: str, params: dict[str, Any]) -> bool:
+        """Whether ``params``, proposed to ``trial_id``, is the point of another trial: trained
+        (pruned: paused at a rung under ASHA with promotions; its values are known) or training now
+        (constant_liar keeps TPE off a running trial's point only where the point has a parameter
+        to perturb). Training now means not ended in Tune: an Optuna trial stays RUNNING after a
+        value Optuna refused (NaN), and its point may be drawn again."""
+        trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        if any(t.params == params for t in self._ot_study.get_trials(deepcopy=False, states=trained)):
+            return True
+        return any(other != trial_id and other not in self._completed_trials and t.params == params
+                   for other, t in self._ot_trials.items())
 
     def on_pause(self, trial_id: str) -> None:
         """A trial paused at a rung (``PromotingAsha``) is told to Optuna as pruned there, with the
@@ -235,15 +247,6 @@ class _Optuna(OptunaSearch):
             self._completed_trials.add(trial_id)
             return
         super().on_trial_complete(trial_id, result=result, error=error)
-
-
-def _trained_or_training(study: optuna.Study, proposed: optuna.Trial) -> bool:
-    """Whether another trial of ``study`` has ``proposed``'s point: trained (pruned: paused at a
-    rung under ASHA with promotions, its values known) or training now (constant_liar keeps TPE off
-    a running trial's point only where the point has a parameter to perturb)."""
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return any(t.number != proposed.number and t.params == proposed.params
-               for t in study.get_trials(deepcopy=False, states=states))
 
 
 class _FinishLastEpoch:

@@ -50,6 +50,7 @@ __all__ = [
     "redact_uri",
     "search_name_of",
     "resolve_tracking_uri",
+    "same_store",
     "search_all_runs",
     "sqlite_may_pass",
     "sqlite_path",
@@ -131,6 +132,15 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
     path = make_url(tracking_uri).database
     return Path(path) if path not in (None, "", ":memory:") else None
+
+
+def same_store(first: str, second: str) -> bool:
+    """Whether two tracking URIs name one store: equal, or the same SQLite file written two ways
+    (the default URI is quoted since a version that wrote it unquoted into run directories)."""
+    if first == second:
+        return True
+    paths = sqlite_path(first), sqlite_path(second)
+    return None not in paths and paths[0].resolve() == paths[1].resolve()
 
 
 def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -> None:

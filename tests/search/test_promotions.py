@@ -14,7 +14,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones, rung_top
-from search.driver._strategy import _Optuna, _trained_or_training
+from search.driver._strategy import _Optuna
 from search.driver._trainable import FINAL_KEY
 from trainables.metric_names import LAST_EPOCH_KEY
 
@@ -131,7 +131,7 @@ def test_optuna_counts_a_paused_trial_as_pruned_and_a_promoted_one_as_completed(
     assert completed.value == 0.7 and completed.params == study.trials[1].params
     assert study.trials[1].intermediate_values == {1: 0.4}
     # the paused point counts as trained: proposed again, it is drawn anew
-    assert _trained_or_training(study, SimpleNamespace(number=-1, params=study.trials[0].params))
+    assert searcher._repeats_a_point("d", study.trials[0].params)
 
 
 def test_a_trial_never_paused_is_told_to_optuna_as_before():

@@ -516,3 +516,15 @@ def test_the_default_store_of_a_repository_whose_path_holds_url_characters(tmp_p
     (repo / "mlflow").mkdir(parents=True)
     monkeypatch.setattr(tracking._store, "_project_root", lambda: repo)
     assert tracking.sqlite_path(tracking.default_tracking_uri()) == repo / "mlflow" / "mlflow.db"
+
+
+def test_the_default_store_written_unquoted_by_an_earlier_version_is_the_same_store(tmp_path: Path, monkeypatch):
+    # a run directory recorded the default URI unquoted: a resume must not take it for another store
+    repo = tmp_path / "my repo"
+    (repo / "mlflow").mkdir(parents=True)
+    monkeypatch.setattr(tracking._store, "_project_root", lambda: repo)
+    recorded = f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}"
+    assert recorded != tracking.default_tracking_uri() and tracking.same_store(recorded, tracking.default_tracking_uri())
+    assert not tracking.same_store(recorded, f"sqlite:///{tmp_path / 'other.db'}")
+    assert not tracking.same_store("http://a:5000", "http://b:5000")
+

@@ -13,6 +13,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from search.driver import RunLocation, SearchInputError, SearchOptions, plan_search
 from search.driver._plan import write_meta
 from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
+from search.driver._trainable import FINAL_KEY
 from search.driver._warm import DoesNotFit, WarmTrial, check_fit, fitting_params, read_warm_start
 from search.space import load_space
 
@@ -87,6 +88,10 @@ def test_a_point_still_training_is_not_proposed_again(tmp_path: Path):
         _, searcher = _searcher(tmp_path, TWO_POINTS, seed=seed)
         first, second = searcher.suggest("a"), searcher.suggest("b")  # a still runs
         assert first["heads.thickness.loss"] != second["heads.thickness.loss"]
+        # a trial ended with a value Optuna refuses (NaN) stays RUNNING in the study: not training
+        searcher.on_trial_complete("a", {"val/acc_mean": math.nan, "epoch": 3, FINAL_KEY: 1})
+        assert searcher._ot_study.trials[0].state == optuna.trial.TrialState.RUNNING
+        assert not searcher._repeats_a_point("c", searcher._ot_trials["a"].params)
 
 
 def test_warm_trials_enter_the_study_before_any_proposal(tmp_path: Path):
