@@ -504,6 +504,7 @@ def test_a_trial_whose_config_never_reached_the_store_logs_it_when_resumed(uri: 
     ("sqlite:////tmp/c#1/mlflow.db", "/tmp/c#1/mlflow.db"),  # before: /tmp/c (a fragment), a stray store there
     ("sqlite:////tmp/a%20b/mlflow.db?mode=ro", "/tmp/a b/mlflow.db"),
     ("sqlite:///relative/mlflow.db", "relative/mlflow.db"),
+    ("sqlite:////tmp/%23c/%3Fq.db", "/tmp/#c/?q.db"),
 ])
 def test_a_sqlite_stores_file_is_read_as_sqlalchemy_reads_it(uri: str, path: str):
     from sqlalchemy.engine import make_url
