@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m search",
         description="Hyperparameter search over loss designs for multihead models.",
         epilog="Run `python -m search <command> --help` for a command's options and examples.",
+        allow_abbrev=False,
     )
     subparsers = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in COMMANDS:

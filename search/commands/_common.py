@@ -18,8 +18,9 @@ def add_command(
 ) -> argparse.ArgumentParser:
     """A subcommand with its help, description and examples (as written); ``space``: it takes
     a space file as its first argument."""
+    # allow_abbrev=False: `--res` is an unknown option, not --resume (nor, later, some --restart)
     parser = subparsers.add_parser(name, help=help, description=description, epilog=examples,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     if space:
         parser.add_argument("space", metavar="SPACE", help="space file (YAML), e.g. spaces/vimh.yaml")
     return parser

@@ -58,6 +58,14 @@ def test_an_empty_option_value_is_refused_not_taken_for_no_option(argv, capsys):
     assert "a non-empty value, but got ''" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["run", "SPACE", "--res"], ["train", "SPACE", "--epoch", "1"]])
+def test_an_abbreviated_option_is_an_unknown_option(argv, capsys):
+    # argparse took `--res` for --resume and `--epoch` for --epochs
+    argv = [str(REPO / "spaces" / "digits.yaml") if a == "SPACE" else a for a in argv]
+    assert main(argv) == 2
+    assert f"unrecognized arguments: {' '.join(argv[2:])}" in capsys.readouterr().err
+
+
 def test_validate_reports_every_problem_at_once(tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("data: {kind: digits}\ntrain: {lr: -1, epochs: 0}\nobjective: {metric: val/loss, mode: up}\n")
