@@ -71,7 +71,7 @@ def show_value(value: Any) -> str:
 
     walk(value, ())
     text = "".join(parts)
-    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    return _cut(text, _MAX_SHOWN)
 
 
 def join_path(path: str, key: Any) -> str:
