@@ -276,8 +276,9 @@ def _train_epoch(
     device: torch.device,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``split``; returns the epoch means of the loss breakdown. ``amp``: the
-    autocast dtype (None: float32); ``on_step``: called after every step.
+    """One pass over ``split``; returns the epoch means of the loss breakdown, each step's
+    weighted by its batch size (a smaller last batch counts for its samples, as in an evaluation's
+    means). ``amp``: the autocast dtype (None: float32); ``on_step``: called after every step.
 
     The breakdown stays on the device (its 0-dim tensors, kept per step and stacked into a table
     after the epoch), so the loop never waits for the device; NaN/inf is found from that table. A split already on the device
@@ -285,6 +286,7 @@ def _train_epoch(
     """
     model.train()
     rows: list[tuple[Tensor, ...]] = []
+    sizes: list[int] = []
     keys: list[str] = []
     # Per-step overhead matters for small models: no autocast context without AMP, no host-to-device
     # copies of batches already on the device, and the breakdown stacked once per epoch, not per step.
@@ -309,6 +311,7 @@ def _train_epoch(
         scaler.update()
         keys = list(breakdown)
         rows.append(tuple(breakdown.values()))
+        sizes.append(len(x))
         if on_step is not None:
             on_step()
     table = torch.stack([torch.stack(column) for column in zip(*rows)], dim=1)
@@ -319,7 +322,8 @@ def _train_epoch(
         raise TrainingDiverged(
             f"training loss must stay finite, but got {totals[step].item()} at epoch {epoch}, step {step + 1}"
         )
-    return dict(zip(keys, table.mean(dim=0).tolist()))
+    weights = torch.tensor(sizes, dtype=table.dtype, device=table.device) / len(split)
+    return dict(zip(keys, (weights @ table).tolist()))
 
 
 def _clear_grads(optimizer: torch.optim.Optimizer) -> None:

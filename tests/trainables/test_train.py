@@ -200,6 +200,28 @@ def test_nan_loss_raises_naming_epoch_and_step(monkeypatch):
         _run(BASE)
 
 
+def test_the_epochs_training_loss_weights_each_step_by_its_batch_size(monkeypatch):
+    train_size = len(load_dataset(DataSpec(kind="digits", limit=400, val_fraction=0.2)).train)
+    batch_size = next(b for b in range(train_size // 3, 1, -1) if train_size % b <= b // 2)  # a small last batch
+    steps = []
+
+    class RecordingLoss(MultiHeadLoss):
+        def forward(self, outputs, targets):
+            total, breakdown = super().forward(outputs, targets)
+            steps.append((len(next(iter(targets.values()))), float(breakdown["loss/total"])))
+            return total, breakdown
+
+    monkeypatch.setattr(train_module, "MultiHeadLoss", RecordingLoss)
+    reports, _ = _run({**BASE, "train.epochs": 1, "train.batch_size": batch_size})
+
+    sizes = [size for size, _ in steps]
+    assert sum(sizes) == train_size and sizes[-1] < batch_size
+    sample_mean = sum(size * loss for size, loss in steps) / train_size
+    step_mean = sum(loss for _, loss in steps) / len(steps)
+    assert abs(sample_mean - step_mean) > 1e-4  # the two means differ here
+    assert reports[0]["train/loss/total"] == pytest.approx(sample_mean, rel=1e-6)
+
+
 def test_energy_warning_when_weighted_energy_exceeds_task_loss():
     with pytest.warns(RuntimeWarning, match="weighted energy"):
         reports, _ = _run(BASE | {"train.epochs": 1, "energy_weight": 1e4})
