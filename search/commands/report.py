@@ -94,11 +94,12 @@ def _recorded(storage: str, name: str | None) -> tuple[Any, dict[str, Any]] | No
 def _default_out(args: argparse.Namespace, search: Any, run_dir: Any) -> tuple[Path | None, str | None]:
     """(the report's folder when --out is not given, or None and why there is none): in the run
     directory the search was selected by, else in the one its id names."""
-    from search.driver import is_uri
+    from search.driver import local_path
     from search.report import run_directory_name
     from search.space import SEARCH_NAME_RULE
 
-    if is_uri(args.storage):
+    storage = local_path(args.storage)
+    if storage is None:
         return None, f"--out DIR: the report is written to a folder here, and --storage is a URI ({args.storage})"
     name = run_dir.name if run_dir is not None else run_directory_name(search)
     if name is None:
@@ -106,7 +107,7 @@ def _default_out(args: argparse.Namespace, search: Any, run_dir: Any) -> tuple[P
             f"--out DIR: the default folder <storage>/<name>/report needs {SEARCH_NAME_RULE} from the search, "
             f"but got neither from search id {search.search_id!r} nor from its parent run's name {search.name!r}"
         )
-    return Path(args.storage) / name / "report", None
+    return storage / name / "report", None
 
 
 def _selection(args: argparse.Namespace) -> tuple[str | None, str | None, Any]:

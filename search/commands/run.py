@@ -10,8 +10,6 @@ import textwrap
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from search import exit_codes
 from search.commands._common import add_command, ctrl_c_works, given_text, plugins_and_space, positive_int, sigterm_as_ctrl_c
@@ -84,12 +82,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _node_local_storage(location: Any) -> Path | None:
     """The storage directory holding ``location`` (a search's run directory) when it lies on each
     node's own file system, which the nodes share only where a shared file system is mounted: a
-    local path, and a ``file://`` URI, which names such a path just as well; None for other URIs
+    local path, or a ``file://`` URI, which names such a path just as well; None for other URIs
     (s3://, gs://), which are every node's by nature."""
-    if location.local_dir is not None:
-        return location.local_dir.parent
-    parts = urlsplit(location.parent)
-    return Path(url2pathname(parts.path)) if parts.scheme == "file" else None
+    return None if location.local_dir is None else location.local_dir.parent
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from search.driver._plan import (
     search_location,
 )
 from search.driver._lock import RunDirectoryHold
-from search.driver._storage import RunLocation, is_uri
+from search.driver._storage import RunLocation, is_uri, local_path
 from search.driver._trainable import FINAL_KEY, make_trainable
 
 # Imported on first use: they need Ray Tune and Optuna (about 0.8 s), which plan_search does not.
@@ -64,6 +64,7 @@ __all__ = [
     "check_resources",
     "import_run_in_background",
     "is_uri",
+    "local_path",
     "make_trainable",
     "plan_search",
     "prepare_data",

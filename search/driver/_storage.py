@@ -13,15 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.request import url2pathname
 
 from search._writable import why_unwritable
 
-__all__ = ["RunLocation", "is_uri"]
+__all__ = ["RunLocation", "is_uri", "local_path"]
 
 
 def is_uri(storage: str) -> bool:
     """A file system URI (``scheme://...``) rather than a local path; ``file://`` included."""
     return bool(urlparse(storage).scheme) and "://" in storage
+
+
+def local_path(storage: str) -> Path | None:
+    """The path on this machine's file system that ``storage`` names: a plain path, or the path of a
+    ``file://`` URI (``file:///data/runs``, ``file://localhost/data/runs``); None for a URI of
+    another file system or host (``s3://``, ``file://nas/runs``)."""
+    if not is_uri(storage):
+        return Path(storage).expanduser()
+    parts = urlsplit(storage)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parts.path))
 
 
 @dataclass(frozen=True)
@@ -33,14 +46,16 @@ class RunLocation:
 
     @property
     def remote(self) -> bool:
-        return is_uri(self.storage)
+        """Behind a URI of another file system: no lock, no rename (a ``file://`` URI is local)."""
+        return local_path(self.storage) is None
 
     @property
     def parent(self) -> str:
         """What Tune gets as ``storage_path``: an absolute local path, or the URI as given."""
-        if self.remote:
+        local = local_path(self.storage)
+        if local is None:
             return self.storage.rstrip("/")
-        return str(Path(self.storage).expanduser().resolve())
+        return str(local.resolve())
 
     @property
     def uri(self) -> str:

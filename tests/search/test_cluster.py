@@ -16,6 +16,7 @@ from search.cluster import TokenError, find_token, stage
 from search.cluster._jobs import exit_code
 from search.commands.run import _node_local_storage
 from search.commands.submit import DEFAULT_STORAGE, _check_storage, _entrypoint
+from search.driver import RunDirectoryHold, SearchInputError
 from search.driver._storage import RunLocation, is_uri
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,6 +107,23 @@ def test_run_locations_keep_a_uri_s_query_at_its_end(tmp_path: Path, monkeypatch
     local.write_text("f.txt", "one")
     local.write_text("f.txt", "two")
     assert local.read_text("f.txt") == "two" and local.read_text("missing") is None
+
+
+def test_a_file_uri_names_a_local_run_directory_that_one_search_at_a_time_holds(tmp_path: Path):
+    location = RunLocation((tmp_path / "my runs").as_uri(), "s")
+    assert not location.remote and location.local_dir == tmp_path / "my runs" / "s"
+    assert location.parent == str(tmp_path / "my runs") and location.uri == str(tmp_path / "my runs" / "s")
+    assert RunLocation(f"file://localhost{tmp_path}", "s").local_dir == tmp_path / "s"
+    assert RunLocation("file://nas/runs", "s").remote  # another host's path
+    hold = RunDirectoryHold(location)
+    hold.take(make=True)
+    try:  # the same directory as a plain path: the lock is the same file
+        with pytest.raises(SearchInputError, match="one `search run` at a time per search"):
+            RunDirectoryHold(RunLocation(str(tmp_path / "my runs"), "s")).take(make=False)
+    finally:
+        hold.release()
+    location.write_text("f.txt", "one")
+    assert (tmp_path / "my runs" / "s" / "f.txt").read_text() == "one"
 
 
 def test_storage_the_nodes_must_share_is_checked_behind_a_file_uri_too(tmp_path: Path):

@@ -311,7 +311,7 @@ def test_a_report_folder_that_cannot_be_made_exits_2_naming_it(toy_store: Path, 
     err = capsys.readouterr().err
     assert "error: --out: a folder this user can write the report to, but got" in err and "Traceback" not in err
     # a run directory behind a URI is not where a report is written: --out says where
-    assert main([*args, "--storage", f"file://{tmp_path / 'runs'}"]) == 2
+    assert main([*args, "--storage", "mock:///runs"]) == 2
     assert "error: --out DIR: the report is written to a folder here" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
