@@ -98,7 +98,7 @@ class EnergyLoss(nn.Module):
         # An unbatched call (1-D output) counts as one sample.
         batch = activation.shape[0] if activation.ndim > 1 else 1
         per_sample = activation.reshape(batch, -1)
-        norms = torch.linalg.vector_norm(per_sample, ord=self.p, dim=1) / per_sample.shape[1]
+        norms = _p_norms(per_sample, self.p) / per_sample.shape[1]
         self._values.append(norms.mean())
         self._calls[index] = self._calls.get(index, 0) + 1
 
@@ -128,3 +128,20 @@ class EnergyLoss(nn.Module):
     def extra_repr(self) -> str:
         names = [t.__name__ for t in self.module_types]
         return f"p={self.p}, module_types={names}, hooks={len(self._handles)}"
+
+
+# Up to this p, |a|^p stays within float32 for activations up to 1e19 (and the norm of a layer
+# reads 0 only where its every activation is below 1e-19): no rescaling needed.
+_UNSCALED_MAX_P = 2
+
+
+def _p_norms(rows: Tensor, p: int) -> Tensor:
+    """||row||_p of every row. For p > 2, each row is divided by its largest |a| first and the norm
+    multiplied back (||a||_p = m ||a / m||_p): the powers |a|^p of a float32 activation overflow
+    from |a| = 16 at p = 32 and underflow below 0.25 at p = 64, which made the energy inf and
+    its gradient NaN. The scale is detached: the value and its gradient are unchanged."""
+    if p <= _UNSCALED_MAX_P:
+        return torch.linalg.vector_norm(rows, ord=p, dim=1)
+    scale = rows.detach().abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(rows.dtype).tiny)
+    return scale.squeeze(1) * torch.linalg.vector_norm(rows / scale, ord=p, dim=1)
+

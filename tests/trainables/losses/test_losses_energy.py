@@ -39,7 +39,7 @@ def hand_energy(net, inputs, p):
     return total / (2 * len(inputs))
 
 
-@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("p", [1, 2, 3, 64])
 @pytest.mark.parametrize("calls", [1, 3])
 def test_energy_equals_hand_computed_value(p, calls):
     net, x = make_net_and_input(torch.float64)
@@ -51,10 +51,11 @@ def test_energy_equals_hand_computed_value(p, calls):
     assert value.item() == pytest.approx(hand_energy(net, inputs, p), rel=1e-12)
 
 
-def test_energy_is_differentiable_and_gradchecks():
+@pytest.mark.parametrize("p", [2, 5])
+def test_energy_is_differentiable_and_gradchecks(p):
     net, x = make_net_and_input(torch.float64)
     x.requires_grad_(True)
-    with EnergyLoss(p=2).register(net) as energy:
+    with EnergyLoss(p=p).register(net) as energy:
 
         def value(inp):
             energy.reset()
@@ -66,6 +67,30 @@ def test_energy_is_differentiable_and_gradchecks():
         net(x)
         energy().backward()
     assert net.conv.weight.grad.abs().sum() > 0 and net.fc.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("p", "scale"), [(32, 30.0), (64, 10.0), (64, 0.1), (64, 0.0)])
+def test_a_large_p_neither_overflows_nor_underflows_in_float32(p, scale):
+    # |a|^p in float32: inf from |a| = 16 at p = 32, 0 below 0.25 at p = 64
+    torch.manual_seed(0)
+    rows = torch.randn(4, 16, dtype=torch.float64) * scale
+
+    def energy_and_grad(dtype):
+        a = rows.to(dtype).clone().requires_grad_(True)
+        with EnergyLoss(p=p).register([nn.Identity()]) as energy:
+            energy._record(0, nn.Identity(), (), a)
+            value = energy()
+            value.backward()
+        return value.double(), a.grad.double()
+
+    value, grad = energy_and_grad(torch.float32)
+    reference, reference_grad = energy_and_grad(torch.float64)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert value.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-30)
+    torch.testing.assert_close(grad, reference_grad, rtol=1e-4, atol=1e-6)
+    if scale:
+        expected = np.mean([np.sum(np.abs(row) ** p) ** (1 / p) for row in rows.numpy()]) / rows.shape[1]
+        assert reference.item() == pytest.approx(expected, rel=1e-12)
 
 
 def test_reset_and_no_calls_give_zero():
