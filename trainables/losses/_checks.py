@@ -4,6 +4,8 @@
 import torch
 from torch import Tensor
 
+from ._params import check_num_classes
+
 
 def check_logits(logits: Tensor, *, outputs: int) -> None:
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
@@ -27,6 +29,7 @@ def check_inputs(
     `check_targets=False` skips only the range check of the target values (the one check that
     reads a device tensor back to the host) for callers that validated their labels up front.
     """
+    check_num_classes(num_classes, ignore_index=ignore_index)  # the functions' callers were never checked
     check_logits(logits, outputs=outputs)
     if not isinstance(target, Tensor) or target.dtype != torch.int64:
         dtype = target.dtype if isinstance(target, Tensor) else type(target).__name__

@@ -34,8 +34,8 @@ def _check_focal_params(
         check_class_weights("alpha", alpha, num_classes)
     elif alpha.shape != (num_classes,):
         raise ValueError(f"alpha must have shape [{num_classes}], but got {list(alpha.shape)}")
-    elif not bool((torch.isfinite(alpha) & (alpha >= 0)).all()):
-        raise ValueError(f"every entry of alpha must be a finite number >= 0, but got {alpha.tolist()}")
+    elif not bool((torch.isfinite(alpha) & (alpha >= 0)).all()) or not bool((alpha > 0).any()):
+        raise ValueError(f"every entry of alpha must be a finite number >= 0, one of them > 0, but got {alpha.tolist()}")
 
 
 def cross_entropy_loss(

@@ -71,12 +71,14 @@ def check_class_weights(name: str, weights: Sequence[float] | None, num_classes:
     for value in weights:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
             raise SettingError(name, "a sequence of finite numbers >= 0", weights)
+    if not any(weights):  # every class weighted 0: the loss is 0 whatever the model does
+        raise SettingError(name, "a sequence of finite numbers >= 0, one of them > 0", weights)
 
 
 def check_ce_params(label_smoothing: float) -> None:
     check_number("label_smoothing", label_smoothing)
-    if label_smoothing > 1:
-        raise SettingError("label_smoothing", "a number in [0, 1]", label_smoothing)
+    if label_smoothing >= 1:  # at 1 the target drops out of the loss
+        raise SettingError("label_smoothing", "a number in [0, 1)", label_smoothing)
 
 
 def check_weighted_ce_params(distance_power: float, weight: float, base: float) -> None:

@@ -56,7 +56,8 @@ CASE_IDS = [f"{name}-{i}" for name in LOSSES for i in range(len(VARIANTS[name]))
 
 # One invalid value per tunable parameter rule, with the expected message.
 BAD_PARAMS = [
-    ("ce", {"label_smoothing": 1.5}, "label_smoothing must be a number in [0, 1], but got 1.5"),
+    ("ce", {"label_smoothing": 1.5}, "label_smoothing must be a number in [0, 1), but got 1.5"),
+    ("ce", {"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1), but got 1.0"),
     ("ce", {"label_smoothing": -0.1}, "label_smoothing must be a finite number >= 0"),
     ("ordinal", {"distance": "cos"}, "distance must be one of ['l1', 'l2', 'huber'], but got 'co"),
     ("ordinal", {"alpha": -1.0}, "alpha must be a finite number >= 0, but got -1.0"),
@@ -70,6 +71,7 @@ BAD_PARAMS = [
     ("focal", {"gamma": -1.0}, "gamma must be a finite number >= 0"),
     ("focal", {"alpha": (1.0, 2.0)}, f"alpha must be a sequence of num_classes={C} entries, but got (1.0, 2.0)"),
     ("focal", {"alpha": (1.0, -1.0, 1.0, 1.0, 1.0)}, "alpha must be a sequence of finite numbers >= 0"),
+    ("focal", {"alpha": (0.0,) * C}, "alpha must be a sequence of finite numbers >= 0, one of them > 0"),
     ("soft_ordinal", {"sigma": 0.0}, "sigma must be a finite number >= 0.001, but got 0.0"),
     ("soft_ordinal", {"sigma": 1e-4}, "sigma must be a finite number >= 0.001, but got 0.0001"),
     ("symmetric_ce", {"beta": -1.0}, "beta must be a finite number >= 0, but got -1.0"),
@@ -169,6 +171,12 @@ def test_wrong_num_classes_or_ignore_index(name):
         build_loss(name, num_classes=1)
     with pytest.raises(ValueError, match=r"ignore_index must lie outside \[0, 4\], but got 2"):
         build_loss(name, num_classes=C, ignore_index=2)
+    # the pure functions too: C - 1 = 0 divided, a real class was skipped
+    logits, target = make_inputs(name)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2, but got 1"):
+        FUNCTIONS[name](logits[:, :LOSSES[name].outputs(1)], target.clamp(max=0), num_classes=1)
+    with pytest.raises(ValueError, match=r"ignore_index must lie outside \[0, 4\], but got 2"):
+        FUNCTIONS[name](logits, target, num_classes=C, ignore_index=2)
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
@@ -295,8 +303,9 @@ def test_ce_promised_a_target_is_nan_on_an_all_ignored_batch_and_zero_by_default
 
 def test_focal_tensor_alpha_is_checked_like_a_sequence():
     logits, target = make_inputs("focal")
-    for alpha in ([1.0, -1.0, 1.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0, 1.0], [1.0, float("inf"), 1.0, 1.0, 1.0]):
-        with pytest.raises(ValueError, match=r"every entry of alpha must be a finite number >= 0, but got \["):
+    for alpha in ([1.0, -1.0, 1.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0, 1.0], [1.0, float("inf"), 1.0, 1.0, 1.0],
+                  [0.0] * 5):
+        with pytest.raises(ValueError, match=r"every entry of alpha must be a finite number >= 0, one of them > 0, but got \["):
             focal_loss(logits, target, num_classes=C, alpha=torch.tensor(alpha))
     with pytest.raises(ValueError, match=r"alpha must have shape \[5\], but got \[4\]"):
         focal_loss(logits, target, num_classes=C, alpha=torch.ones(4))
@@ -307,7 +316,7 @@ def test_focal_tensor_alpha_is_checked_like_a_sequence():
 
 def test_ce_matches_torch_with_label_smoothing():
     logits, target = make_inputs("ce", n=12)
-    for smoothing in (0.0, 0.1, 1.0):
+    for smoothing in (0.0, 0.1, 0.99):
         torch.testing.assert_close(
             cross_entropy_loss(logits, target, num_classes=C, label_smoothing=smoothing),
             F.cross_entropy(logits, target, label_smoothing=smoothing),

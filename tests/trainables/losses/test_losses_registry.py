@@ -85,7 +85,7 @@ def test_build_loss_unknown_param_lists_allowed():
         ("ordinal", {"distance": "l3"}, "ordinal.distance must be one of [l1, l2, huber], but got 'l3'"),
         ("focal", {"alpha": "a"}, "focal.alpha must be a list of numbers or null, but got 'a'"),
         ("ce", {"label_smoothing": True}, "ce.label_smoothing must be a number, but got True"),
-        ("ce", {"label_smoothing": 2.0}, "label_smoothing must be a number in [0, 1], but got 2.0"),
+        ("ce", {"label_smoothing": 2.0}, "label_smoothing must be a number in [0, 1), but got 2.0"),
         ("focal", {"alpha": [1]}, "alpha must be a sequence of num_classes=3 entries, but got (1.0,)"),
     ],
 )
