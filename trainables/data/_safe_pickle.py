@@ -70,7 +70,13 @@ def _as_dtype(value: Any) -> np.dtype:
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     if subtype is not _NDARRAY:
         raise _Refused(f"_reconstruct may only build numpy.ndarray, but got {type(subtype).__name__}")
-    return _multiarray._reconstruct(np.ndarray, shape, _checked_dtype(_as_dtype(dtype)))
+    dtype = _checked_dtype(_as_dtype(dtype))
+    # numpy writes an empty array here and its BUILD state fills it (from bytes in the file); any
+    # other shape is an uninitialised buffer of a size the file chose: leftover memory as data, or
+    # gigabytes asked for by a few bytes of pickle.
+    if shape != (0,):
+        raise _Refused(f"_reconstruct may only make the empty array numpy writes, of shape (0,), but got {shape!r}")
+    return _multiarray._reconstruct(np.ndarray, shape, dtype)
 
 
 def _scalar(dtype: Any, data: Any = None) -> np.generic:

@@ -136,6 +136,11 @@ class _Reduce:
     (_Reduce(np.dtype, ("u1", False, True), (None, {"x": 1})), "a numpy dtype state must be numpy's 8-tuple"),
     (_Reduce(multiarray._reconstruct, (np.ndarray, (0,), b"b"), (1, (1,), np.dtype("u1"), False, [1])),
      "a numpy array state must hold a dtype and raw bytes"),
+    # no state follows: 300,000 CIFAR images of leftover memory from a file of a few hundred bytes
+    (_Reduce(multiarray._reconstruct, (np.ndarray, (300_000, 3072), b"B")),
+     "_reconstruct may only make the empty array numpy writes, of shape (0,), but got (300000, 3072)"),
+    (_Reduce(multiarray._reconstruct, (np.ndarray, (4,), b"B"), (1, (4,), np.dtype("u1"), False, b"\x01\x02\x03\x04")),
+     "but got (4,)"),
 ])
 def test_unsafe_numpy_constructions_are_refused(tmp_path, payload, message):
     path = tmp_path / "evil.pkl"
