@@ -65,7 +65,10 @@ class VimhBatch:
 def quantize(values: np.ndarray, *, unit_range: tuple[float, float]) -> np.ndarray:
     """Parameter values -> levels 0..255 (floor of the scaled value, clipped)."""
     low, high = unit_range
-    scaled = (np.asarray(values, dtype=np.float64) - low) / (high - low) * QUANT_LEVELS
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():  # NaN would become level 0 and inf level 255, without a word
+        raise ValueError(f"values must be finite, but got {values[~np.isfinite(values)][:5].tolist()}")
+    scaled = (values - low) / (high - low) * QUANT_LEVELS
     return np.clip(np.floor(scaled), 0, QUANT_LEVELS - 1).astype(np.uint8)
 
 
@@ -115,12 +118,20 @@ def _unit_range(path: Path, name: str, mapping: Any) -> tuple[float, float] | No
     if mapping is None or ("min" not in mapping and "max" not in mapping):
         return None
     low, high = mapping.get("min"), mapping.get("max")
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                  for v in (low, high))
+    numbers = all(_finite_number(v) for v in (low, high))
     if not numbers or not low < high:
         raise DataError(f"{path}: parameter_mappings.{name} must have finite min < max, "
                         f"but got min={low!r}, max={high!r}")
     return float(low), float(high)
+
+
+def _finite_number(value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too long for a float (JSON allows any number of digits)
+        return False
 
 
 def write_vimh_info(directory: Path | str, *, info: VimhInfo, extra: dict[str, Any] | None = None) -> Path:
@@ -168,12 +179,15 @@ def read_vimh_batch(path: Path | str, *, info: VimhInfo) -> VimhBatch:
         raise DataError(f"{path}: VIMH batch file must hold at least one sample, but got 0 bytes")
     if len(data) >= 6 and struct.unpack_from("<HHH", data) == (info.height, info.width, info.channels):
         return _read_binary(path, data, info)
-    if data[0] == pickle.PROTO[0]:
+    # Not told apart by a first byte: a binary header's height of 128 (or 384 ...) starts with
+    # pickle's protocol marker, and a protocol 0 or 1 pickle (Python 2's default) has none.
+    try:
         return _read_pickle(path, info)
-    got = struct.unpack_from("<HHH", data) if len(data) >= 6 else data[:6]
-    raise DataError(f"{path}: byte offset 0: a VIMH batch must start with a sample header "
-                    f"(height, width, channels) = {(info.height, info.width, info.channels)} "
-                    f"matching the metadata, or be a pickle, but got {got}")
+    except DataError as as_pickle:
+        got = struct.unpack_from("<HHH", data) if len(data) >= 6 else data[:6]
+        raise DataError(f"{path}: byte offset 0: a VIMH batch must start with a sample header "
+                        f"(height, width, channels) = {(info.height, info.width, info.channels)} "
+                        f"matching the metadata, or be a pickle, but got {got}; read as a pickle: {as_pickle}") from None
 
 
 def _record_dtype(params: int, pixels: int) -> np.dtype:
@@ -269,10 +283,15 @@ def _pickle_rows(path: Path, value: Any, *, width: int, what: str) -> np.ndarray
     if isinstance(value, np.ndarray) and value.ndim == 2 and value.shape[1] == width:
         array = value
     else:
+        if isinstance(value, np.ndarray) and value.ndim != 2:  # a flat array would be listed value by value
+            raise DataError(f"{path}: {what} must be rows of {width} entries (a 2-d array), but got shape {value.shape}")
         rows = list(value) if isinstance(value, (list, tuple, np.ndarray)) else None
         if not rows:
             raise DataError(f"{path}: {what} must be a non-empty list of rows, but got {type(value).__name__}")
         for index, row in enumerate(rows):
+            if not isinstance(row, (list, tuple, bytes, bytearray, np.ndarray)) or np.ndim(row) != 1:
+                raise DataError(f"{path}: sample index {index}: {what} must be rows of {width} entries, "
+                                f"but got a {type(row).__name__}")
             if len(row) != width:
                 raise DataError(f"{path}: sample index {index}: {what} rows must have {width} entries, "
                                 f"but got {len(row)}")
@@ -298,7 +317,7 @@ def write_vimh_batch(path: Path | str, batch: VimhBatch, *, info: VimhInfo,
     """Write ``batch`` in the binary or pickle format; ``spectrogram_range`` [N, 2] fills the
     binary header's min/max floats (zeros when None)."""
     path = Path(path)
-    images = np.ascontiguousarray(batch.images, dtype=np.uint8)
+    images = _levels("images", batch.images)
     count = len(images)
     if images.shape[1:] != (info.channels, info.height, info.width):
         raise ValueError(f"images must have shape [N, {info.channels}, {info.height}, {info.width}], "
@@ -307,9 +326,9 @@ def write_vimh_batch(path: Path | str, batch: VimhBatch, *, info: VimhInfo,
         raise ValueError(f"labels must have exactly the heads {list(info.parameter_names)}, "
                          f"but got {sorted(batch.labels)}")
     levels = np.stack([np.asarray(batch.labels[name]) for name in info.parameter_names], axis=1)
-    if levels.shape[0] != count or levels.min(initial=0) < 0 or levels.max(initial=0) >= QUANT_LEVELS:
-        raise ValueError(f"labels must be {count} levels in 0..{QUANT_LEVELS - 1} per head, "
-                         f"but got shape {list(levels.shape)}, range {levels.min()}..{levels.max()}")
+    if levels.shape[0] != count:
+        raise ValueError(f"labels must be {count} levels per head, but got shape {list(levels.shape)}")
+    levels = _levels("labels", levels)
     params = len(info.parameter_names)
     pairs = np.empty((count, params, 2), dtype=np.uint8)
     pairs[:, :, 0] = np.arange(params)
@@ -331,3 +350,15 @@ def write_vimh_batch(path: Path | str, batch: VimhBatch, *, info: VimhInfo,
     else:
         raise ValueError(f"fmt must be 'binary' or 'pickle', but got {fmt!r}")
     return path
+
+
+def _levels(what: str, values: Any) -> np.ndarray:
+    """``values`` as uint8, refusing what a cast would change: floats (0.5 became 0), integers
+    outside 0..255 (300 became 44)."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be integers in 0..{QUANT_LEVELS - 1}, but got dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() >= QUANT_LEVELS):
+        raise ValueError(f"{what} must be integers in 0..{QUANT_LEVELS - 1}, but got {array.min()}..{array.max()}")
+    return np.ascontiguousarray(array, dtype=np.uint8)
+

@@ -136,6 +136,61 @@ def test_pickle_problems_name_the_sample(make_vimh):
         read_vimh_batch(path, info=info)
 
 
+def test_a_binary_header_that_starts_like_a_pickle_is_named_as_a_header_mismatch(tmp_path):
+    # height 128 is the byte 0x80, pickle's protocol marker: the file was read as a pickle only
+    info = VimhInfo(height=128, width=4, channels=3, parameter_names=("a",), ranges={"a": None})
+    path = tmp_path / "batch"
+    path.write_bytes(_hand_made_sample(128, 4, [np.zeros((128, 4), dtype=np.uint8)], [(0, 7)]))
+    with pytest.raises(DataError, match=r"byte offset 0: a VIMH batch must start with a sample header "
+                                        r"\(height, width, channels\) = \(128, 4, 3\) matching the metadata, "
+                                        r"or be a pickle, but got \(128, 4, 1\); read as a pickle: "):
+        read_vimh_batch(path, info=info)
+
+
+@pytest.mark.parametrize("protocol", [0, 1])
+def test_pickles_of_protocols_without_a_marker_load(tmp_path, protocol):
+    # Python 2's cPickle.dump writes protocol 0 unless told otherwise
+    info = VimhInfo(height=2, width=2, channels=1, parameter_names=("a",), ranges={"a": None})
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({"data": [[1, 2, 3, 4]], "vimh_labels": [[1, 0, 9]], "height": 2, "width": 2,
+                                   "channels": 1}, protocol=protocol))
+    batch = read_vimh_batch(path, info=info)
+    assert batch.images.tolist() == [[[[1, 2], [3, 4]]]] and batch.labels["a"].tolist() == [9]
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("data", np.arange(8, dtype=np.uint8), r"data must be rows of 4 entries \(a 2-d array\), but got shape \(8,\)"),
+    ("data", [1, 2, 3, 4], "sample index 0: data must be rows of 4 entries, but got a int"),
+    ("vimh_labels", [1, 0, 9], "sample index 0: vimh_labels must be rows of 3 entries, but got a int"),
+])
+def test_flat_pickle_rows_are_named(tmp_path, field, value, message):
+    info = VimhInfo(height=2, width=2, channels=1, parameter_names=("a",), ranges={"a": None})
+    payload = {"data": [[1, 2, 3, 4]], "vimh_labels": [[1, 0, 9]], "height": 2, "width": 2, "channels": 1, field: value}
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps(payload, protocol=4))
+    with pytest.raises(DataError, match=message):
+        read_vimh_batch(path, info=info)
+
+
+@pytest.mark.parametrize(("images", "levels", "message"), [
+    (np.array([0, 255, 300]), [7], "images must be integers in 0..255, but got 0..300"),
+    (np.array([0.0, 0.5, 1.0]), [7], "images must be integers in 0..255, but got dtype float64"),
+    (np.array([0, 1, 2]), [7.9], "labels must be integers in 0..255, but got dtype float64"),
+    (np.array([0, 1, 2]), [256], "labels must be integers in 0..255, but got 256..256"),
+])
+def test_the_writer_refuses_what_a_cast_to_bytes_would_change(tmp_path, images, levels, message):
+    info = VimhInfo(height=1, width=3, channels=1, parameter_names=("a",), ranges={"a": None})
+    batch = VimhBatch(images=images.reshape(1, 1, 1, 3), labels={"a": np.array(levels)})
+    with pytest.raises(ValueError, match=message):
+        write_vimh_batch(tmp_path / "batch", batch, info=info)
+    assert not (tmp_path / "batch").exists()
+
+
+def test_quantize_refuses_values_that_are_not_finite():
+    with pytest.raises(ValueError, match=r"values must be finite, but got \[nan, inf\]"):
+        quantize(np.array([0.5, np.nan, np.inf]), unit_range=(0.0, 1.0))
+
+
 def test_malicious_vimh_pickle_is_refused(make_vimh):
     directory, info, _, _ = make_vimh()
     path = directory / "train_batch"
@@ -149,6 +204,7 @@ def test_malicious_vimh_pickle_is_refused(make_vimh):
     (lambda m: m.update(parameter_names=[]), "parameter_names must be a non-empty list"),
     (lambda m: m.update(parameter_names=["a.b"]), "head name must be an identifier"),
     (lambda m: m["parameter_mappings"]["pitch"].update(min=90), "parameter_mappings.pitch must have finite min < max"),
+    (lambda m: m["parameter_mappings"]["pitch"].update(max=10**400), "parameter_mappings.pitch must have finite min < max"),
 ])
 def test_bad_metadata(make_vimh, change, message):
     directory, *_ = make_vimh()
