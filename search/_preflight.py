@@ -16,7 +16,8 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 from search._writable import why_unwritable
 from search.tracking import redact_uri, sqlite_path
 
-__all__ = ["TrackingUriError", "check_store_uri", "check_reachable", "check_tracking_uri", "is_database_uri"]
+__all__ = ["TrackingUriError", "check_store_uri", "check_reachable", "check_tracking_uri", "is_database_uri",
+           "is_server_uri"]
 
 # MLflow servers, and the SQLAlchemy dialects MLflow's database store accepts (with an optional
 # "+driver" suffix, e.g. postgresql+psycopg2://).
@@ -40,6 +41,11 @@ def _scheme(tracking_uri: str) -> str:
 def is_database_uri(tracking_uri: str) -> bool:
     """Whether ``tracking_uri`` names a database server (MLflow's SQLAlchemy store, not SQLite)."""
     return _scheme(tracking_uri) in _DATABASE_SCHEMES
+
+
+def is_server_uri(tracking_uri: str) -> bool:
+    """Whether ``tracking_uri`` is an MLflow tracking server's address (http(s)://): its UI is there."""
+    return _scheme(tracking_uri) in ("http", "https")
 
 
 def check_store_uri(tracking_uri: str, *, writing: bool) -> None:
@@ -111,7 +117,7 @@ def check_tracking_uri(tracking_uri: str, *, cluster: bool) -> None:
 
 def check_reachable(tracking_uri: str, *, timeout_s: float = 5.0) -> None:
     """An http(s) tracking server must answer (any HTTP status: it may want credentials)."""
-    if _scheme(tracking_uri) not in ("http", "https"):
+    if not is_server_uri(tracking_uri):
         return
     # Without the user info: urllib would take it for part of the host name (MLflow's client
     # sends it as basic auth); /health answers without credentials, and any status will do.

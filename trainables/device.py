@@ -92,7 +92,9 @@ class DeviceOutOfMemory(ValueError):
 
 def place(setting: str, *, gpu_fraction: float | None) -> Placement:
     """The device for ``train.device`` (auto, cpu, cuda) in a process that Ray gave
-    ``gpu_fraction`` of a GPU (None or 0: none, or not run by Ray). On CUDA it caps the process's
+    ``gpu_fraction`` of a GPU (None: not run by Ray). ``auto`` given 0 by Ray trains on the CPU:
+    Ray (since 2.4x) leaves a zero-GPU worker's CUDA_VISIBLE_DEVICES as the node has it, so its
+    GPUs would be visible, unaccounted for and uncapped, all on the first. On CUDA it caps the process's
     allocations at ``gpu_fraction`` of the GPU's memory when that is below 1 (and lifts a cap an
     earlier trial of the same worker process set), and lets cuDNN pick its fastest kernels (a
     trial's shapes are fixed; it makes GPU runs not bit-identical, as they are not anyway)."""
@@ -100,7 +102,7 @@ def place(setting: str, *, gpu_fraction: float | None) -> Placement:
                                      or not math.isfinite(gpu_fraction) or gpu_fraction < 0):
         raise ValueError(f"gpu_fraction must be a number >= 0 or None, but got {gpu_fraction!r}")
     given = bool(gpu_fraction)
-    if setting == "cpu":
+    if setting == "cpu" or (setting == "auto" and gpu_fraction == 0):
         return Placement(torch.device("cpu"))
     problem, broken = _cuda_problem()
     if problem is not None:

@@ -75,7 +75,7 @@ def train(
 
     ``data``: the data set of ``cfg.data``, already loaded (a search hands it to its trials through
     Ray's object store); None: loaded here. ``gpu_fraction``: the share of a GPU Ray gave the trial
-    (None: none, or not run by Ray); see ``trainables.device.place``.
+    (0: none; None: not run by Ray); see ``trainables.device.place``.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(config)
     with _torch_threads(cfg.train.threads):

@@ -1,9 +1,10 @@
-"""The token a Ray cluster started with ``ray start`` asks of every client (token authentication,
-on by default since Ray 2.59 for local clusters and for all clusters from 2.61).
+"""The token a Ray cluster with token authentication asks of every client (``ray start --head``
+turns it on where a token exists, or with ``RAY_AUTH_MODE=token``; ``ray.init`` on by default for
+a local instance).
 
 Found the way Ray's own clients find it: ``RAY_AUTH_TOKEN`` (the token itself), else the file
-``RAY_AUTH_TOKEN_PATH`` names, else ``~/.ray/auth_token`` (where ``ray start --head`` writes it;
-``ray get-auth-token`` on the head prints it).
+``RAY_AUTH_TOKEN_PATH`` names, else ``~/.ray/auth_token`` (where ``ray get-auth-token --generate``
+writes it; ``ray get-auth-token`` on the head prints it).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from search import exit_codes
+from search._preflight import is_server_uri
 from search.console import say
 from search.driver._callbacks import MlflowCallback, ProgressPrinter
 from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
@@ -371,7 +372,10 @@ def _finish(
     say("\n" + table)
     if best is not None:
         say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {space.path} --config ...)")
-    ui = f"MLflow UI: mlflow ui --backend-store-uri {redact_uri(plan.tracking_uri)}"
+    if is_server_uri(plan.tracking_uri):  # `mlflow ui` takes a store, not a server: the UI is the server's
+        ui = f"MLflow UI: {redact_uri(plan.tracking_uri)}"
+    else:
+        ui = f"MLflow UI: mlflow ui --backend-store-uri {redact_uri(plan.tracking_uri)}"
     if same_store(plan.tracking_uri, default_tracking_uri()):
         ui += "   (or: make ui)"
     say(ui)

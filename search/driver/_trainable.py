@@ -106,7 +106,7 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
         load_plugins()  # this worker knows the options the driver's plugins added
 
         context = ray.get_runtime_context()
-        gpu_fraction = context.get_assigned_resources().get("GPU") or None
+        gpu_fraction = context.get_assigned_resources().get("GPU", 0.0)  # 0: the node's GPUs are other trials'
         # Where the trial ran, in its first result (the driver tags the trial's run with it).
         placed = {
             NODE_ID_KEY: context.get_node_id(),

@@ -109,6 +109,8 @@ def test_a_server_outage_during_a_search_loses_no_metric(tmp_path: Path, ray_ses
     assert outcome.exit_code == 0
     out = capsys.readouterr().out
     assert f"MLflow at {server.url} unreachable" in out and f"MLflow at {server.url} reachable again" in out
+    # the server is the UI: `mlflow ui --backend-store-uri http://...` exits 1 (not a store)
+    assert f"MLflow UI: {server.url}\n" in out and "mlflow ui --backend-store-uri" not in out
 
     experiment = sqlite.get_experiment_by_name("outage")
     runs = sqlite.search_runs([experiment.experiment_id])

@@ -67,6 +67,21 @@ def test_auto_given_a_gpu_without_cuda_warns_and_trains_on_the_cpu():
         assert place("cpu", gpu_fraction=0.5).device.type == "cpu"
 
 
+def test_auto_that_ray_gave_no_gpu_trains_on_the_cpu_where_gpus_are_visible(monkeypatch):
+    # Ray leaves a zero-GPU worker's CUDA_VISIBLE_DEVICES alone: every trial of a CPU-only space on a
+    # GPU node trained on its first GPU, uncapped and unaccounted for
+    monkeypatch.setattr(device_module, "_cuda_problem", lambda: (None, False))
+
+    def first_gpu():
+        raise AssertionError("placed on a GPU")
+
+    monkeypatch.setattr(torch.cuda, "current_device", first_gpu)
+    assert place("auto", gpu_fraction=0).device == torch.device("cpu")
+    assert place("auto", gpu_fraction=0.0).cap_bytes is None
+    with pytest.raises(AssertionError, match="placed on a GPU"):  # outside Ray, auto takes a usable GPU
+        place("auto", gpu_fraction=None)
+
+
 @no_cuda
 def test_cuda_without_cuda_is_a_value_error():
     with pytest.raises(ValueError, match=r"train.device must be 'cpu' or 'auto' where CUDA is unusable .*got 'cuda'"):
