@@ -3,7 +3,8 @@
 # then runs `mlflow server` in the foreground (stop it with Ctrl-C or SIGTERM).
 # Usage: deploy/mlflow-postgres.sh [--host ADDR] [--port N] [--artifacts DIR|URI] [--workers N] [-- MLFLOW_SERVER_OPTIONS...]
 #   defaults: 127.0.0.1:5000 (loopback only: say --host 0.0.0.0 to serve the team, and add
-#   `-- --allowed-hosts mlflow.example.org` when clients use a name MLflow does not allow by default),
+#   `-- --allowed-hosts 'mlflow.example.org,mlflow.example.org:5000'` when clients use a name MLflow
+#   does not allow by default: the Host header is matched with its port, and the list replaces MLflow's),
 #   artifacts in ./mlflow-artifacts, 2 workers.
 # PostgreSQL: the server named by the usual libpq variables PGHOST (default localhost), PGPORT
 #   (5432); PGUSER/PGPASSWORD: a role that may create roles and databases, used only when they are

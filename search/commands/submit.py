@@ -41,6 +41,9 @@ EXAMPLES = textwrap.dedent(
 )
 # Expanded on the head; a relative path would land in the job's own temporary working directory.
 DEFAULT_STORAGE = "~/losstune/runs"
+# How long a stop lets the search save its state before Ray kills it (Ray's default: 3 s); a
+# RayJob manifest sets the same (deploy/kuberay-rayjob.yaml, checked by a test).
+STOP_WAIT_ENV = {"RAY_JOB_STOP_WAIT_TIME_S": "60"}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -174,8 +177,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
             submission_id=job_id,
             runtime_env={
                 "working_dir": staged,
-                # How long a stop lets the search save its state before Ray kills it.
-                "env_vars": {JOB_ENV: job_id, "RAY_JOB_STOP_WAIT_TIME_S": "60"},
+                "env_vars": {JOB_ENV: job_id, **STOP_WAIT_ENV},
             },
             metadata={META_SPACE: space_path, META_SPACE_HERE: str(Path(args.space).resolve()), META_NAME: name,
                       META_STORAGE: args.storage, META_TRACKING_URI: redact_uri(tracking_uri)},

@@ -17,6 +17,7 @@ from packaging.version import Version
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from search.__main__ import build_parser
+from search.commands.submit import STOP_WAIT_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,7 +122,8 @@ def test_rayjob_entrypoint_is_a_search_our_cli_accepts_with_storage_every_pod_mo
     args = build_parser().parse_args(argv[3:])
     assert args.command == "run"
     # Relative to working_dir, the repository in the image: the space ships with the repository.
-    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"working_dir": "/home/ray/losstune"}
+    # a stop lets the search save its state as long as `search submit`'s does (Ray's default: 3 s)
+    assert yaml.safe_load(spec["runtimeEnvYAML"]) == {"working_dir": "/home/ray/losstune", "env_vars": STOP_WAIT_ENV}
     assert (REPO / args.space).is_file(), args.space
     assert args.tracking_uri.startswith("http://")  # a cluster logs to a server, never a file
     cluster = spec["rayClusterSpec"]
