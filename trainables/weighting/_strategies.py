@@ -113,7 +113,8 @@ class Uncertainty(Strategy):
 
 class DWA(Strategy):
     """Liu, Johns & Davison (2019): lambda from the ratio of the last two epochs' training losses
-    (``dwa_weights``); equal weights for the first two epochs."""
+    (``dwa_weights``); equal weights for the first two epochs. A head of weight 0 takes no part:
+    the lambdas of the others sum to their number."""
 
     Params = DWAParams
 
@@ -130,8 +131,14 @@ class DWA(Strategy):
     def on_epoch_end(self, *, epoch: int, metrics: dict[str, float]) -> dict[str, float]:
         used = super().on_epoch_end(epoch=epoch, metrics=metrics)  # the weights of the epoch that ended
         self.history.append([metrics[f"train/loss/{head}"] for head in self.heads])
-        lambdas = dwa_weights(self.history, temperature=self.temperature)
-        self.lambdas.copy_(torch.tensor(lambdas, dtype=self.lambdas.dtype))
+        # a head of weight 0 in the softmax took a share the others lost (all of it, where its
+        # untrained loss rose)
+        active = [i for i, weight in enumerate(self.base.tolist()) if weight > 0]
+        if active:
+            history = [[epoch[i] for i in active] for epoch in self.history]
+            lambdas = self.lambdas.new_zeros(len(self.heads))
+            lambdas[active] = torch.tensor(dwa_weights(history, temperature=self.temperature), dtype=lambdas.dtype)
+            self.lambdas.copy_(lambdas)
         return used
 
     def get_extra_state(self) -> Any:

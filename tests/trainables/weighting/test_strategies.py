@@ -1,12 +1,14 @@
 """The weighting strategies in training: what the papers claim, on toy problems and on digits."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from trainables.losses import CrossEntropyLoss, MultiHeadLoss
 from trainables.train import train
-from trainables.weighting import STRATEGIES, STRATEGY, GradNorm, Uncertainty, pcgrad
+from trainables.weighting import DWA, STRATEGIES, STRATEGY, GradNorm, Uncertainty, pcgrad
 
 
 class _TwoRegressions(nn.Module):
@@ -162,6 +164,21 @@ def test_a_head_of_weight_zero_stays_out_of_a_learned_weighting(name):
     assert weights[1].item() == 0.0 and weights[0].item() > 0
     learned = strategy.uncertainty.log_vars if name == "uncertainty" else strategy.gains
     assert learned[1].item() == 0.0  # no gradient ever reached it
+
+
+def test_dwa_shares_its_total_among_the_heads_that_train():
+    # the softmax ran over a head of weight 0 too: its untrained loss rising took the others' share
+    model, strategy = _TwoRegressions(), DWA(temperature=2.0)
+    criterion = MultiHeadLoss(losses={"a": _Squared(), "b": _Squared(), "c": _Squared()},
+                              weights={"a": 1.0, "b": 2.0, "c": 0.0})
+    strategy.on_start(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), criterion=criterion)
+    for epoch, losses in enumerate([(1.0, 1.0, 1.0), (0.8, 0.4, 50.0)], start=1):
+        strategy.on_epoch_end(epoch=epoch, metrics={f"train/loss/{h}": v for h, v in zip("abc", losses)})
+    ratios = [0.8, 0.4]
+    exps = [math.exp(r / 2.0) for r in ratios]
+    expected = [2 * e / sum(exps) for e in exps]  # K = 2 heads that train
+    assert strategy.lambdas.tolist() == pytest.approx([*expected, 0.0])
+    assert strategy.weights().tolist() == pytest.approx([expected[0], 2 * expected[1], 0.0])
 
 
 def test_the_task_loss_leaves_out_the_uncertainty_terms():
