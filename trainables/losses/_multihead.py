@@ -126,9 +126,10 @@ class MultiHeadLoss(nn.Module):
             weighted_value = weighted_energy.detach()
             breakdown["loss/energy"] = energy.detach()
             breakdown["loss/energy_weighted"] = weighted_value
-            breakdown["loss/energy_share"] = torch.where(
-                total_value != 0, weighted_value / total_value, torch.zeros_like(total_value)
-            )
+            # of the losses the trial minimises, without a strategy's own terms (uncertainty's
+            # 0.5 s_i turned the share negative)
+            whole = total_value if self.weighting is None or extra is None else task + extra.detach()
+            breakdown["loss/energy_share"] = torch.where(whole != 0, weighted_value / whole, torch.zeros_like(whole))
         breakdown["loss/total"] = total_value
         return total, breakdown
 

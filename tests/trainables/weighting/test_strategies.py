@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.losses import CrossEntropyLoss, MultiHeadLoss
+from trainables.losses import CrossEntropyLoss, EnergyLoss, MultiHeadLoss
 from trainables.train import train
 from trainables.weighting import DWA, STRATEGIES, STRATEGY, GradNorm, Uncertainty, pcgrad
 
@@ -193,6 +193,24 @@ def test_the_task_loss_leaves_out_the_uncertainty_terms():
     values = torch.stack([breakdown["loss/a"], breakdown["loss/b"]])
     assert breakdown["loss/task"].item() == pytest.approx((strategy.weights() * values).sum().item())
     assert total.item() == pytest.approx((strategy.weights() * values).sum().item() - 3.0)
+
+
+def test_the_energy_share_is_of_the_task_loss_and_energy_without_the_uncertainty_terms():
+    # weighted energy / total went negative once the 0.5 s_i terms did
+    model, strategy = _TwoRegressions(), Uncertainty()
+    criterion = MultiHeadLoss(losses={"a": _Squared(), "b": _Squared()}, weights={"a": 1.0, "b": 1.0},
+                              energy=EnergyLoss(p=1), energy_weight=0.1)
+    strategy.on_start(model=model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), criterion=criterion)
+    with torch.no_grad():
+        strategy.uncertainty.log_vars.fill_(-3.0)
+    x = torch.randn(4, 4)
+    with torch.no_grad():
+        near = {name: out + 0.1 for name, out in model(x).items()}  # small losses
+    with criterion.energy.register(model):
+        total, breakdown = criterion(model(x), near)
+    weighted, task = breakdown["loss/energy_weighted"].item(), breakdown["loss/task"].item()
+    assert weighted > 0 and total.item() < 0  # the uncertainty terms: -3 in all
+    assert breakdown["loss/energy_share"].item() == pytest.approx(weighted / (task + weighted))
 
 
 def test_pcgrad_in_training_projects_the_shared_gradients_and_leaves_the_rest_plain():
