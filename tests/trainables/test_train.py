@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import warnings
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 import trainables.train as train_module
-from trainables.data import DataSpec, describe_dataset, load_dataset
+from trainables.data import DataSpec, MultiheadDataset, Split, describe_dataset, load_dataset
 from trainables.losses import MultiHeadLoss, build_loss
 from trainables.metric_names import LAST_EPOCH_KEY
 from trainables.metrics import metric_names
@@ -220,6 +221,30 @@ def test_the_epochs_training_loss_weights_each_step_by_its_batch_size(monkeypatc
     step_mean = sum(loss for _, loss in steps) / len(steps)
     assert abs(sample_mean - step_mean) > 1e-4  # the two means differ here
     assert reports[0]["train/loss/total"] == pytest.approx(sample_mean, rel=1e-6)
+
+
+def test_heads_named_like_the_attributes_of_a_module_dict_train():
+    # nn.ModuleDict refused them ("attribute 'type' already exists"): a VIMH data set with a
+    # parameter `type` passed validation and failed every trial
+    data = load_dataset(DataSpec(kind="digits", limit=400, val_fraction=0.2))
+    names = {"digit": "type", "thickness": "train", "smoothness": "keys"}
+
+    def renamed(split):
+        return Split(images=split.images, labels={names[h]: v for h, v in split.labels.items()})
+
+    data = MultiheadDataset(train=renamed(data.train), val=renamed(data.val), test=renamed(data.test),
+                            heads={names[h]: dataclasses.replace(info, name=names[h]) for h, info in data.heads.items()},
+                            input_shape=data.input_shape)
+    config = {}
+    for key, value in {**BASE, "train.epochs": 2}.items():
+        parts = key.split(".")
+        if parts[0] == "heads":
+            parts[1] = names[parts[1]]
+        config[".".join(parts)] = value
+    reports = []
+    final = train(config, report=reports.append, data=data, checkpoint_dir=None)
+    assert {"val/type/acc", "val/train/acc", "val/keys/acc", "train/loss/type"} <= set(reports[-1])
+    assert final["test/type/acc"] > 0.3  # it learns (chance: 0.1)
 
 
 def test_energy_warning_when_weighted_energy_exceeds_task_loss():

@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from trainables.head_modules import HeadModules
 from trainables.metric_names import BREAKDOWN_TERMS
 
 from ._energy import EnergyLoss
@@ -64,7 +65,7 @@ class MultiHeadLoss(nn.Module):
             )
         if energy_weight > 0 and energy is None:
             raise ValueError("energy_weight > 0 needs an EnergyLoss, but got energy=None")
-        self.losses = nn.ModuleDict(dict(losses))
+        self.losses = HeadModules(dict(losses))
         self.weights = {head: float(weights[head]) for head in losses}
         self._keys = [f"loss/{head}" for head in losses]  # the breakdown's head keys, built once
         self.energy = energy

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
+from trainables.head_modules import HeadModules
+
 
 class Heads(nn.Module):
     """One ``Linear(features, outputs)`` per head; ``forward`` returns ``{head: Tensor[N, outputs]}``."""
@@ -19,7 +21,7 @@ class Heads(nn.Module):
                 raise ValueError(f"head names must be non-empty and contain no '.', but got {name!r}")
             if isinstance(outputs, bool) or not isinstance(outputs, int) or outputs < 1:
                 raise ValueError(f"head outputs must be a positive int, but got {name}={outputs!r}")
-        self.layers = nn.ModuleDict({name: nn.Linear(features, outputs) for name, outputs in head_outputs.items()})
+        self.layers = HeadModules({name: nn.Linear(features, outputs) for name, outputs in head_outputs.items()})
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
         return {name: layer(features) for name, layer in self.layers.items()}
