@@ -81,3 +81,15 @@ def test_auxiliary_heads_must_be_heads_of_the_trial(cls, kwargs, message):
 def test_a_correlation_of_a_head_with_itself_is_refused():
     with pytest.raises(ValueError, match="other must be another head"):
         TaskCorrelation(head="digit", other="digit")
+
+
+@pytest.mark.parametrize(("cls", "params", "message"), [
+    (SupCon, {"head": "a", "temperature": -1.0}, r"temperature must be a number > 0, but got -1.0"),
+    (SupCon, {"head": "a", "weight": -2.0}, r"weight must be a number >= 0, but got -2.0"),
+    (TaskCorrelation, {"head": "a", "other": "b", "target": 5.0}, r"target must be a number in \[-1, 1\], but got 5.0"),
+    (TaskCorrelation, {"head": "a", "other": "b", "weight": -1.0}, r"weight must be a number >= 0, but got -1.0"),
+])
+def test_an_auxiliary_loss_built_directly_checks_its_own_parameters(cls, params, message):
+    # TaskCorrelation(weight=-1.0) pushed the correlation away from its target
+    with pytest.raises(ValueError, match=message):
+        cls(**params)

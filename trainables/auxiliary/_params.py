@@ -5,14 +5,24 @@ of the trial, which the space validator checks against the space's heads."""
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
-from trainables.settings import Rule
+from trainables.settings import Rule, check_fields
 from trainables.switches import Declaration, Switch, implemented_by
 
 Weight = Annotated[float, Rule(minimum=0.0)]
 
 
 @dataclass(frozen=True, kw_only=True)
-class NoAuxiliaryParams(Declaration):
+class AuxiliaryParams(Declaration):
+    """The base of the auxiliary losses' declarations."""
+
+    def __post_init__(self) -> None:
+        # also for a loss built without a trial config (which checks first, naming the key):
+        # TaskCorrelation(weight=-1.0) pushed the correlation away from its target
+        check_fields(self, "")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoAuxiliaryParams(AuxiliaryParams):
     """No auxiliary term (the default)."""
 
     head_parameters: ClassVar[tuple[str, ...]] = ()
@@ -21,7 +31,7 @@ class NoAuxiliaryParams(Declaration):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SupConParams(Declaration):
+class SupConParams(AuxiliaryParams):
     head: str
     weight: Weight = 0.1
     temperature: Annotated[float, Rule(minimum=0.0, min_open=True)] = 0.1
@@ -31,7 +41,7 @@ class SupConParams(Declaration):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TaskCorrelationParams(Declaration):
+class TaskCorrelationParams(AuxiliaryParams):
     head: str
     other: str
     weight: Weight = 0.1
@@ -39,6 +49,7 @@ class TaskCorrelationParams(Declaration):
     head_parameters: ClassVar[tuple[str, ...]] = ("head", "other")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.head == self.other:
             raise ValueError(f"other must be another head than head={self.head!r}, but got {self.other!r}")
 

@@ -5,13 +5,18 @@ which the space validator checks against the space's heads."""
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
-from trainables.settings import Rule
+from trainables.settings import Rule, check_fields
 from trainables.switches import Declaration, Switch, implemented_by
 
 
 @dataclass(frozen=True, kw_only=True)
 class StrategyParams(Declaration):
     min_heads: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        # also for a strategy built without a trial config (which checks first, naming the key):
+        # GradNorm(alpha=-3.0) trained
+        check_fields(self, "")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -300,3 +300,14 @@ def test_gradnorm_resumes_from_a_state_that_still_holds_the_old_started_flag():
     assert resumed.initial.tolist() == [2.0, 3.0]
     with pytest.raises(RuntimeError, match="Unexpected key"):  # any other unknown key is still refused
         resumed.load_state_dict({**state, "stray": torch.zeros(1)})
+
+
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("gradnorm", {"alpha": -3.0}, r"alpha must be a number in \[0, 10\], but got -3.0"),
+    ("gradnorm", {"alpha": float("nan")}, r"alpha must be a number in \[0, 10\], but got nan"),
+    ("dwa", {"temperature": -1.0}, r"temperature must be a number > 0, but got -1.0"),
+])
+def test_a_strategy_built_directly_checks_its_own_parameters(name, params, message):
+    # DWA(temperature=-1.0) failed only after two epochs; GradNorm(alpha=-3.0) trained
+    with pytest.raises(ValueError, match=message):
+        STRATEGY.build(name, **params)
