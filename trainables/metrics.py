@@ -44,6 +44,7 @@ def head_metrics(
     if pred.shape != target.shape or pred.dim() != 1:
         raise ValueError(f"pred and target must be 1-d of equal length, but got {tuple(pred.shape)} and {tuple(target.shape)}")
     names = head_metric_names(unit_range is not None, k)
+    target = _class_indices(target)
     valid = target != ignore_index
     if not bool(valid.any()):
         return dict.fromkeys(names, math.nan)
@@ -84,6 +85,7 @@ def step_metrics(
     if pred.dim() != 2 or pred.shape != (target.shape[0], len(supervised)) or not steps:
         raise ValueError(f"pred must be [N, T] for {target.shape[0]} targets and T={len(supervised)} steps with "
                          f"one supervised, but got {tuple(pred.shape)} and {list(supervised)}")
+    target = _class_indices(target)
     kept = pred[:, steps]
     metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, unit_range=unit_range,
                            ignore_index=ignore_index)
@@ -96,6 +98,14 @@ def step_metrics(
     first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(supervised))
     reaction = first.double().mean().item() * dt if len(first) else math.nan
     return {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over["mae_norm"], "reaction": reaction}
+
+
+def _class_indices(target: Tensor) -> Tensor:
+    """Integer targets as int64: against a uint8 target (VIMH's levels) ignore_index -1 wrapped to
+    255, and class 255 counted as ignored."""
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise ValueError(f"target must hold integer class indices, but got dtype {target.dtype}")
+    return target.long()
 
 
 def aggregate(per_head: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

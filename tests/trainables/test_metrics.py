@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainables.data import HeadInfo
-from trainables.metrics import aggregate, head_metrics, metric_names
+from trainables.metrics import aggregate, head_metrics, metric_names, step_metrics
 
 
 def test_head_metrics_by_hand():
@@ -37,6 +37,19 @@ def test_all_targets_ignored_gives_nan():
 def test_custom_ignore_index():
     got = head_metrics(torch.tensor([1.0, 0.0]), torch.tensor([1, 255]), num_classes=3, unit_range=None, ignore_index=255)
     assert got["acc"] == 1.0 and got["mae"] == 0.0
+
+
+def test_a_uint8_target_of_class_255_counts_as_a_target():
+    # VIMH's levels are uint8: -1 compared with them wrapped to 255, and class 255 was ignored
+    pred, target = torch.tensor([0.0, 254.0, 100.0]), torch.tensor([0, 254, 255])
+    as_bytes = head_metrics(pred, target.to(torch.uint8), num_classes=256, unit_range=None)
+    assert as_bytes == head_metrics(pred, target, num_classes=256, unit_range=None)
+    assert as_bytes["acc"] == pytest.approx(2 / 3)
+    steps = step_metrics(pred[:, None], target.to(torch.uint8), supervised=[True], dt=1.0, num_classes=256,
+                         unit_range=None)
+    assert steps["acc"] == pytest.approx(2 / 3) and steps["reaction"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="target must hold integer class indices, but got dtype torch.float32"):
+        head_metrics(pred, target.float(), num_classes=256, unit_range=None)
 
 
 def test_shape_mismatch_rejected():
