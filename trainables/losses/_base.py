@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_inputs, check_logits, compute_dtype
+from ._checks import check_inputs, check_logits, compute_dtype, outside_autocast
 from ._params import HeadLossParams
 
 
@@ -39,7 +39,8 @@ def prepare(
 def expected_class(logits: Tensor) -> Tensor:
     """Softmax expectation over the class centres 0..C-1: sum_j softmax(z)_j * j."""
     centres = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
-    return torch.softmax(logits, dim=1) @ centres
+    with outside_autocast(logits):
+        return torch.softmax(logits, dim=1) @ centres
 
 
 class HeadLoss(nn.Module):

@@ -1,6 +1,8 @@
 """Tensor checks shared by the head losses (the parameter checks, without torch, are in
 ``_params``). Every message has the form "`rule`, but got `value`"."""
 
+from contextlib import AbstractContextManager, nullcontext
+
 import torch
 from torch import Tensor
 
@@ -58,6 +60,14 @@ def compute_dtype(logits: Tensor) -> Tensor:
     if logits.dtype in (torch.float16, torch.bfloat16):
         return logits.float()
     return logits
+
+
+def outside_autocast(tensor: Tensor) -> AbstractContextManager[object]:
+    """A block where matmuls on ``tensor``'s device run in its own dtype: under autocast they ran in
+    16 bits again after ``compute_dtype`` (supcon's similarities overflowed its fp16 mask value;
+    the expected class came out in bf16). Free where autocast is off, as in the trainer's loss."""
+    device = tensor.device.type
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else nullcontext()
 
 
 def masked_mean(per_sample: Tensor, valid: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._base import HeadLoss, prepare
-from ._checks import compute_dtype, masked_mean
+from ._checks import compute_dtype, masked_mean, outside_autocast
 from ._params import IGNORE_INDEX, SymmetricCrossEntropyParams, check_number, check_symmetric_params
 
 
@@ -70,7 +70,8 @@ def supcon_loss(features: Tensor, labels: Tensor, *, temperature: float = 0.1, i
     n = len(labels)
     others = valid[None, :] & ~torch.eye(n, dtype=torch.bool, device=labels.device)
     # Excluded pairs get a large finite negative logit, not -inf: 0 * -inf would be NaN below.
-    logits = (u @ u.T / temperature).masked_fill(~others, -1e9)
+    with outside_autocast(u):
+        logits = (u @ u.T / temperature).masked_fill(~others, -1e9)
     log_prob = F.log_softmax(logits, dim=1)
     positive = others & (labels[:, None] == labels[None, :]) & valid[:, None]
     count = positive.sum(dim=1)

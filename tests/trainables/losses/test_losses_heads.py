@@ -245,6 +245,19 @@ def test_half_precision_logits_are_computed_in_float32(name, params, dtype):
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
+def test_a_loss_and_its_prediction_under_autocast_are_those_in_float32(name, params):
+    # the expected class's matmul ran in bf16 again under autocast: predictions came out rounded
+    logits, target = make_inputs(name, n=16, seed=5)
+    logits = logits * 3
+    loss_fn = build_loss(name, num_classes=C, **params)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, prediction = loss_fn(logits, target), loss_fn.predict(logits)
+    assert loss.dtype == prediction.dtype == torch.float32
+    torch.testing.assert_close(loss, loss_fn(logits, target), rtol=1e-6, atol=0)
+    torch.testing.assert_close(prediction, loss_fn.predict(logits), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_check_targets_false_skips_only_the_range_check(name, params):
     logits, target = make_inputs(name, ignore=[2])
     checked = build_loss(name, num_classes=C, **params)

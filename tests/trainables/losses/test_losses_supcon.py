@@ -58,3 +58,14 @@ def test_supcon_refuses_bad_input(kwargs, message):
     args = {"features": torch.randn(4, 2), "labels": torch.zeros(4, dtype=torch.long)} | kwargs
     with pytest.raises(ValueError, match=message):
         supcon_loss(args.pop("features"), args.pop("labels"), **args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_supcon_under_autocast_computes_in_float32(dtype):
+    # the similarities ran in 16 bits again: fp16 could not hold the -1e9 of excluded pairs
+    torch.manual_seed(0)
+    features, labels = torch.randn(8, 5), torch.tensor([0, 0, 1, 1, 2, 2, 3, -1])
+    with torch.autocast("cpu", dtype=dtype):
+        value = supcon_loss(features, labels)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(supcon_loss(features, labels).item(), rel=1e-6)
