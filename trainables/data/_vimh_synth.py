@@ -204,6 +204,12 @@ def progress_bar(stream: TextIO, *, label: str = "generating", width: int = 30) 
     return update
 
 
+# 2 samples made 1 to train and 1 to test: no validation sample could be carved from the training
+# pool, and the set could not be loaded
+MIN_SAMPLES = 3
+SAMPLES_RULE = f"an integer >= {MIN_SAMPLES} (two to train, one of them to validate, one to test)"
+
+
 def generate_vimh(out: Path | str, *, samples: int, seed: int, params: Sequence[str] = DEFAULT_PARAMS,
                   size: tuple[int, int] = DEFAULT_VIMH_SIZE, fmt: Literal["binary", "pickle"] = "binary",
                   force: bool = False, progress: Callable[[int, int], None] | None = None) -> Path:
@@ -213,8 +219,8 @@ def generate_vimh(out: Path | str, *, samples: int, seed: int, params: Sequence[
     files are replaced and nothing else is touched).
     """
     info = synth_info(params, size=size)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise DataError(f"samples must be an integer >= 2, but got {samples!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < MIN_SAMPLES:
+        raise DataError(f"samples must be {SAMPLES_RULE}, but got {samples!r}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not force)):
         raise DataError(f"output directory must be absent or empty (or pass --force), but got {out} "

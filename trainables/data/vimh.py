@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from ._types import DataError
 from ._vimh_format import (INFO_FILE, QUANT_LEVELS, SPLIT_FILES, VimhBatch, VimhInfo, bin_centres, quantize,
                            read_vimh_batch, read_vimh_info, write_vimh_batch, write_vimh_info)
-from ._vimh_synth import (DEFAULT_PARAMS, DEFAULT_VIMH_PATH, SYNTH_PARAMETERS, SynthParameter,
+from ._vimh_synth import (DEFAULT_PARAMS, DEFAULT_VIMH_PATH, MIN_SAMPLES, SAMPLES_RULE, SYNTH_PARAMETERS, SynthParameter,
                           default_vimh_heads, ensure_default_vimh, generate_vimh, progress_bar, render, synth_info)
 
 __all__ = [
@@ -49,8 +49,8 @@ def _positive(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"samples must be an integer >= 2, but got {text!r}")
+    if value < MIN_SAMPLES:
+        raise argparse.ArgumentTypeError(f"samples must be {SAMPLES_RULE}, but got {text!r}")
     return value
 
 

@@ -78,6 +78,16 @@ def test_cli_exit_codes_and_progress(tmp_path, capsys):
     assert not (tmp_path / "never").exists()
 
 
+def test_the_fewest_samples_generated_make_a_set_that_loads(tmp_path, capsys):
+    # 2 samples made a set that could not be loaded: 1 to train, none left to validate
+    args = ["generate", "--out", str(tmp_path / "two"), "--samples", "2", "--seed", "0", "--size", "8x8"]
+    assert main(args) == 2
+    assert "samples must be an integer >= 3 (two to train, one of them to validate, one to test)" in capsys.readouterr().err
+    assert main(["generate", "--out", str(tmp_path / "three"), "--samples", "3", "--seed", "0", "--size", "8x8"]) == 0
+    data = load_dataset(DataSpec(path=str(tmp_path / "three"), val_fraction=0.1))
+    assert (len(data.train), len(data.val), len(data.test)) == (1, 1, 1)
+
+
 def test_describe_default_does_not_generate(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     heads = describe_dataset(DataSpec())
