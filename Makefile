@@ -6,6 +6,12 @@ BIN := $(VENV)/bin
 # For a GPU machine: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
+# The TORCH_SPEC the venv's torch came from: another one asked for reinstalls torch (an installed
+# 2.13.0+cpu satisfies torch==2.13.0 from any index, so pip alone would keep it).
+TORCH_RECORD := $(VENV)/.torch-spec
+ifneq ($(TORCH_SPEC),$(shell cat $(TORCH_RECORD) 2>/dev/null))
+.PHONY: $(STAMP)
+endif
 SPACE ?= spaces/vimh.yaml
 
 .PHONY: setup browser postgres slurm run test bench ui clean clean-mlflow
@@ -14,7 +20,10 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
+	if [ "$$(cat $(TORCH_RECORD) 2>/dev/null)" != '$(TORCH_SPEC)' ]; then \
+	  $(BIN)/python -m pip uninstall -q -y torch >/dev/null 2>&1; \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC) && echo '$(TORCH_SPEC)' > $(TORCH_RECORD); \
+	fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,cluster]"
 	touch $(STAMP)
 
