@@ -46,7 +46,7 @@ from typing import Any
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import figure, machine, print_ratios, write  # noqa: E402
+from _common import RESULTS_DIR, figure, machine, print_ratios, write  # noqa: E402
 from search._ray import MALLOC_TUNABLES  # noqa: E402
 from search_overhead import (  # noqa: E402
     KINDS,
@@ -258,18 +258,32 @@ def run() -> dict[str, Any]:
                 measured[runner]["epoch_vs_loop"] = measured[runner]["median_epoch_s"] / loop["median_epoch_s"]
             rounds.append(measured)
     result["raw"]["rounds"] = rounds
+    return figures(result)
+
+
+def figures(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the medians over its rounds per runner and the figures: ``search run`` per
+    trial against the loop, and against the loop with the trial workers' malloc settings (which
+    speed up a trial by themselves: the like-for-like baseline of the driver's own cost)."""
+    rounds = result["raw"]["rounds"]
     for runner in RUNNERS:
         result["raw"][runner] = {key: statistics.median(r[runner][key] for r in rounds)
                                  for key in ("per_trial_vs_loop", "epoch_vs_loop")}
     result["ratios"]["long_c2_per_trial_ratio_search_vs_loop"] = figure(
         result["raw"]["search"]["per_trial_vs_loop"], LONG_PER_TRIAL_TARGET, "lower")
+    result["ratios"]["long_c2_per_trial_ratio_search_vs_loop_same_malloc"] = figure(
+        statistics.median(r["search"]["median_interval_s"] / r["loop_malloc"]["median_interval_s"] for r in rounds),
+        LONG_PER_TRIAL_TARGET, "lower")
     return result
 
 
 def main() -> int:
     if "--child" in sys.argv:
         return _child_main(sys.argv[1:])
-    result = run()
+    if "--figures-only" in sys.argv:  # from the rounds of the results file, without running
+        result = figures(json.loads((RESULTS_DIR / "c2_breakdown.json").read_text()))
+    else:
+        result = run()
     print(f"{'runner':<20}{'per trial vs loop':>19}{'epoch vs loop':>15}")
     for runner in RUNNERS:
         raw = result["raw"][runner]

@@ -204,12 +204,21 @@ def replay(task: str, curves: Curves, *, tmp: Path) -> dict[str, int]:
     return {rule: fn() for rule, fn in rules.items()}
 
 
+def reachable(row: dict[str, Any], task: str) -> bool:
+    """Whether any configuration of the seed's row reaches the target (else no rule can)."""
+    return any(TASKS[task].reached(value) for drawn in row["configurations"] for value in drawn["curve"])
+
+
 def figures(raw: dict[str, Any]) -> dict[str, Any]:
-    """Per task and rule: the median over seeds of random's epochs / the rule's epochs."""
+    """Per task and rule: the median of random's epochs / the rule's epochs over the seeds where a
+    configuration reaches the target. On a seed where none does, every rule gives up after the
+    epochs it spent, and a rule that gave up sooner is no faster to the target: such seeds count
+    in no ratio (``unreachable`` names them)."""
     ratios: dict[str, Any] = {}
     for task, seeds in raw.items():
+        reaching = [row for row in seeds.values() if reachable(row, task)]
         for rule in RULES[1:]:
-            values = [row["epochs"]["random"] / row["epochs"][rule] for row in seeds.values()]
+            values = [row["epochs"]["random"] / row["epochs"][rule] for row in reaching]
             ratios[f"{task}_epochs_to_target_random_vs_{rule}"] = figure(
                 statistics.median(values), EPOCHS_VS_RANDOM_TARGET, "higher")
         checked = [row for row in seeds.values() if "driver_random_search" in row]
@@ -284,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
                                              for t, s in TASKS.items()}},
                       "raw": run(tmp)}
     result["ratios"] = figures(result["raw"])
+    result["unreachable"] = {task: [seed for seed, row in seeds.items() if not reachable(row, task)]
+                             for task, seeds in result["raw"].items()}
+    print(f"seeds where no configuration reaches the target (in no ratio): {result['unreachable']}")
     for task, seeds in result["raw"].items():
         print(f"{task}: epochs to target per seed")
         for rule in RULES:

@@ -183,9 +183,12 @@ def _tune_child(configs: list[dict[str, Any]], concurrency: int, workdir: str) -
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=False),
         run_config=tune.RunConfig(storage_path=str(Path(workdir) / "tune"), name="tune-default", verbose=0),
     )
-    tuner.fit()
+    results = tuner.fit()
     ray.shutdown()
-    return [float(path.read_text()) for path in done.iterdir()]
+    ended = [float(path.read_text()) for path in done.iterdir()]
+    if results.errors or len(ended) != len(configs):  # fewer trials would shrink its figures silently
+        raise RuntimeError(f"every Tune trial must end, but got {len(ended)} of {len(configs)}: {results.errors}")
+    return ended
 
 
 def _child_main(argv: list[str]) -> int:

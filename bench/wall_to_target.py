@@ -42,7 +42,7 @@ from typing import Any
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, figure, machine, print_ratios, write  # noqa: E402
-from search_efficiency import TRIALS, Task, _baseline, _vimh, driver_epochs, space_yaml  # noqa: E402
+from search_efficiency import TRIALS, Task, _baseline, _vimh, driver_epochs, seed_ratio, space_yaml  # noqa: E402
 
 SEEDS = (0, 1, 2)
 CALIBRATION_SEED = 100
@@ -123,7 +123,7 @@ def run() -> dict[str, Any]:
     rows = list(result["raw"].values())
     for baseline in BASELINES:
         for quantity, target in (("wall_s", 1.0), ("epochs", 1.0)):
-            values = [row[baseline][quantity] / max(row["tpe_asha"][quantity], 1e-9) for row in rows]
+            values = [seed_ratio(row[baseline], row["tpe_asha"], quantity) for row in rows]
             kind = "wall" if quantity == "wall_s" else "epochs"
             result["ratios"][f"vimh_cnn_{kind}_to_target_{baseline}_vs_tpe_asha"] = figure(
                 statistics.median(values), target, "higher")
