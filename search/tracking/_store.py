@@ -238,18 +238,29 @@ def dimensions_json(searched: Mapping[str, Any]) -> str:
     return json.dumps({key: to_json(d) for key, d in searched.items()}, indent=2) + "\n"
 
 
+# Query parameters that carry a secret: libpq's and SQLAlchemy's password= and sslpassword=, a
+# server's token=, access_token=, api_key=.
+_SECRET_QUERY = re.compile(
+    r"((?:^|[&;])(?:[^=&;#]*(?:password|passwd|pwd|secret|token)[^=&;#]*|(?:[^=&;#]*[_-])?key)=)[^&;#]*",
+    re.IGNORECASE)
+
+
 def redact_uri(uri: str) -> str:
-    """``uri`` with the password of its user info replaced by ``***`` (``user:***@host``), as
-    every message and record shows a tracking URI: only the search itself needs the password."""
+    """``uri`` with the password of its user info replaced by ``***`` (``user:***@host``), and the
+    value of every query parameter that names a secret (``?password=``, ``sslpassword=``,
+    ``access_token=``), as every message and record shows a tracking URI: only the search itself
+    needs them."""
     try:
         parts = urlsplit(uri)
     except ValueError:  # unparsable (an unclosed [IPv6 address): whatever stands between :// and @ goes
-        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return uri
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+        uri = re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
+    else:
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        if at and ":" in userinfo:
+            uri = urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostport}"))
+    # on the text, not through urlunsplit, which drops what it does not need (sqlite:////abs)
+    head, mark, query = uri.partition("?")
+    return head + mark + _SECRET_QUERY.sub(r"\1***", query)
 
 
 def make_search_id(name: str) -> str:

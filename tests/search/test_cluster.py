@@ -141,6 +141,11 @@ def test_storage_the_nodes_must_share_is_checked_behind_a_file_uri_too(tmp_path:
         ("postgresql://me:s3cret@db:5432/mlflow", "postgresql://me:***@db:5432/mlflow"),
         ("postgresql+psycopg2://me:p%40ss@db/mlflow?sslmode=require", "postgresql+psycopg2://me:***@db/mlflow?sslmode=require"),
         ("https://me:s3cret@mlflow.example.org/", "https://me:***@mlflow.example.org/"),
+        # a password in the query, as libpq and SQLAlchemy take it: it went into report.md, uploaded
+        ("postgresql://mlflow@db/mlflow?password=s3cret", "postgresql://mlflow@db/mlflow?password=***"),
+        ("postgresql://db/m?sslmode=require&sslpassword=s3cret&application_name=x",
+         "postgresql://db/m?sslmode=require&sslpassword=***&application_name=x"),
+        ("https://mlflow.example.org/?access_token=s3cret&monkey=1", "https://mlflow.example.org/?access_token=***&monkey=1"),
         ("https://token@mlflow.example.org", "https://token@mlflow.example.org"),  # no password to leave out
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
         ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
