@@ -197,13 +197,14 @@ def importance_bars(search: SearchRecord, importances: Sequence[dict[str, float]
 
 
 def learning_curves(search: SearchRecord, path: Path) -> Path:
-    """The primary objective per epoch for the best trials; a dot marks each one's best epoch."""
+    """The primary objective per epoch for the best trials (finished or stopped, as for the best
+    trial: a failed or running trial's value is no best); a dot marks each one's best epoch."""
     objective = search.objectives[0]
     figure = _figure(7, 4.5)
     ax = figure.subplots()
-    top = [t for t in ranked(search) if t.values[0] is not None and t.curve][:_TOP_CURVES]
+    top = [t for t in scored(ranked(search)) if t.curve][:_TOP_CURVES]
     if not top:
-        _empty(ax, "no trial has logged an epoch yet")
+        _empty(ax, "no finished or stopped trial has logged an epoch yet")
     for trial in top:
         epochs = [e for e, _ in trial.curve]
         values = [v for _, v in trial.curve]

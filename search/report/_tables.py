@@ -9,6 +9,7 @@ metrics come from), never on loss values: losses of different types are not comp
 from __future__ import annotations
 
 import csv
+import html
 import io
 import statistics
 from collections.abc import Callable, Sequence
@@ -73,9 +74,10 @@ class Table:
 
     def to_markdown(self) -> str:
         def cell(value: Any) -> str:
-            return _show(value).replace("|", "\\|")
+            return markdown_text(_show(value)).replace("|", "\\|")
 
-        lines = ["| " + " | ".join(self.labels) + " |", "|" + "|".join("---" for _ in self.labels) + "|"]
+        lines = ["| " + " | ".join(cell(label) for label in self.labels) + " |",
+                 "|" + "|".join("---" for _ in self.labels) + "|"]
         lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in self.rows]
         return "\n".join(lines)
 
@@ -91,7 +93,20 @@ def _show(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value)
+    return shown_text(str(value))
+
+
+def shown_text(text: str) -> str:
+    """``text`` on one line with its control characters written out (``\\n``, ``\\x1b``): params,
+    names and tags come from an MLflow store anyone may write, and an escape sequence would reach
+    the terminal, a newline break a table."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def markdown_text(text: str) -> str:
+    """``shown_text`` with HTML's special characters escaped: no raw HTML reaches report.md (which
+    MLflow's UI renders), and no line of a value starts a Markdown block of its own."""
+    return html.escape(shown_text(text), quote=False)
 
 
 def ranked(search: SearchRecord) -> list[TrialRecord]:

@@ -18,7 +18,9 @@ from search.report._tables import (
     Table,
     compares_weighting,
     loss_type_table,
+    markdown_text,
     pareto_table,
+    shown_text,
     trial_table,
     weighting_table,
 )
@@ -79,13 +81,14 @@ def _identity(search: SearchRecord) -> str:
 def _header(search: SearchRecord) -> list[str]:
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
     modes = [o.mode for o in search.objectives]
-    return [
+    lines = [
         f"search: {search.name} {_identity(search)}, status {search.status.lower()}",
         f"MLflow: {redact_uri(search.tracking_uri)}, experiment {search.experiment!r} (id {search.experiment_id})",
         f"objective: {objectives}",
         f"trials: {len(search.trials)} ({_counts(search)})",
         ranking.best_line(ranking.best_trial(search.trials, modes), search.objectives[0].metric),
     ]
+    return [shown_text(line) for line in lines]
 
 
 def _importance_lines(search: SearchRecord, importances: tuple[dict[str, float] | str, ...]) -> list[str]:
@@ -96,7 +99,7 @@ def _importance_lines(search: SearchRecord, importances: tuple[dict[str, float] 
         else:
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(result.items())[:6])
             lines.append(f"parameter importance for {objective.metric} (fANOVA): {top}")
-    return lines
+    return [shown_text(line) for line in lines]
 
 
 def _pareto_lines(search: SearchRecord, pareto: tuple[TrialRecord, ...]) -> list[str]:
@@ -104,7 +107,8 @@ def _pareto_lines(search: SearchRecord, pareto: tuple[TrialRecord, ...]) -> list
         return []
     names = [o.metric for o in search.objectives]
     rows = [
-        f"  {t.trial_id}: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values)) + f"  ({t.state.lower()})"
+        shown_text(f"  {t.trial_id}: " + ", ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values))
+                   + f"  ({t.state.lower()})")
         for t in pareto
     ]
     return ["Pareto set (no trial is better in every objective):", *(rows or [_no_front(search)])]
@@ -142,13 +146,14 @@ def _markdown(
     pareto: list[str],
     figures: list[str],
 ) -> str:
-    lines = [f"# Search report: {search.name}", "", *(f"- {line}" for line in _header(search)), ""]
+    lines = [f"# Search report: {markdown_text(search.name)}", "",
+             *(f"- {markdown_text(line)}" for line in _header(search)), ""]
     lines += ["## Trials", "", "Objective and head metrics at each trial's best epoch; best first.", ""]
     lines += [trials.to_markdown(), ""]
     lines += ["## Loss types per head", "", loss_types.to_markdown(), ""]
     if weighting is not None:
         lines += ["## Weighting strategies", "", weighting.to_markdown(), ""]
-    lines += ["## Parameter importance", "", *(f"- {line}" for line in importance), ""]
+    lines += ["## Parameter importance", "", *(f"- {markdown_text(line)}" for line in importance), ""]
     if pareto:
         lines += ["## Pareto set", "", "```", *pareto, "```", ""]
         lines += [

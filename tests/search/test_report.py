@@ -449,6 +449,9 @@ def test_failed_and_running_trials_values_are_no_best_in_tables_figure_or_import
     assert rows[("thickness", "ce")]["best val/acc_mean"] is None
     (best_line,) = [line for line in figures["objective.png"].axes[0].lines if line.get_label().startswith("best so far")]
     assert max(best_line.get_ydata()) == pytest.approx(0.8)
+    curves = figures["learning_curves.png"]
+    assert [line.get_label().split(" ")[0] for line in curves.axes[0].lines] == ["t4", "t0"]
+    assert "learning curves of the 2 best trials" in curves.texts[0].get_text()
     # Only t0 and t4 count, both ce/ordinal: the loss switches (focal only in t8, t9) are no parameter.
     assert set(report.importances[0]) == {"train.lr", "heads.digit.ce.label_smoothing", "heads.thickness.ordinal.alpha"}
 
@@ -491,3 +494,25 @@ def test_a_front_of_stopped_trials_only_says_how_many_were_left_out(
         "are left out: fewer epochs look cheap in a cost objective)"
     ) in report.text.splitlines()
     assert len(list(csv.DictReader((tmp_path / PARETO_TABLE).open()))) == 3
+
+
+def test_strings_from_the_store_break_neither_the_markdown_nor_the_terminal(toy_store: Path, tmp_path: Path, toy_parts):
+    # a param value or a renamed parent run with a newline started Markdown blocks and raw HTML in
+    # report.md (uploaded, rendered by MLflow's UI) and sent escape sequences to the terminal
+    evil = "a|b\n| injected | row |\n\n# Heading <script>alert(1)</script>\x1b]0;pwned\x07"
+    t0, t1, *_ = toy_parts.trials
+    tracker = toy_parts.start(toy_store, name="inject")
+    toy_parts.run(tracker, t0)
+    toy_parts.run(tracker, dataclasses.replace(t1, losses={"digit": ("ce", {"label_smoothing": evil}),
+                                                           "thickness": ("ce", {})}))
+    tracker.end_search(end="finished")
+    MlflowClient(_uri(toy_store)).set_tag(tracker.parent_id, "mlflow.runName", "inj\n\n<script>x</script>")
+    report = write_report(_load(toy_store, "inject"), tmp_path / "out")
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "<script>" not in markdown and "\x1b" not in markdown
+    assert not any(line.startswith(("# Heading", "| injected")) for line in markdown.splitlines())
+    assert markdown.startswith("# Search report: inj\\n\\n&lt;script&gt;x&lt;/script&gt;\n")
+    table = markdown.split("## Trials", 1)[1].split("## Loss types", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + 2 and all(line.endswith("|") for line in rows)  # header, rule, both trials
+    assert "\x1b" not in report.text and "a\\|b" not in report.text and "a|b\\n| injected" in report.text
