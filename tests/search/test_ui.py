@@ -258,6 +258,10 @@ def test_serve_rejects_bad_options():
     for args, message in (
         (["--port", "http"], "port must be an integer in 1..65535, but got 'http'"),
         (["--port", "70000"], "but got '70000'"),
+        # bash read 08 as bad octal, which skipped the check, and 010 as 8 while MLflow got 10
+        (["--port", "08"], "but got '08'"),
+        (["--port", "010"], "but got '010'"),
+        (["--port", "0"], "but got '0'"),
         (["--workers", "4"], "unknown option '--workers'"),
         # an empty host made the server listen on every interface
         (["--host"], "--host must name an address (0.0.0.0 for every interface), but got ''"),
