@@ -6,11 +6,15 @@ BIN := $(VENV)/bin
 # For a GPU machine: make setup TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-stamp
-# The TORCH_SPEC the venv's torch came from: another one asked for reinstalls torch (an installed
-# 2.13.0+cpu satisfies torch==2.13.0 from any index, so pip alone would keep it).
+# The TORCH_SPEC the venv's torch came from. Another one given (make setup TORCH_SPEC=..., or in
+# the environment) reinstalls torch: an installed 2.13.0+cpu satisfies torch==2.13.0 from any
+# index, so pip alone would keep it. Without one given, the venv keeps the torch it has.
 TORCH_RECORD := $(VENV)/.torch-spec
+TORCH_GIVEN := $(filter command line environment,$(origin TORCH_SPEC))
+ifneq ($(TORCH_GIVEN),)
 ifneq ($(TORCH_SPEC),$(shell cat $(TORCH_RECORD) 2>/dev/null))
 .PHONY: $(STAMP)
+endif
 endif
 SPACE ?= spaces/vimh.yaml
 
@@ -20,10 +24,10 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	if [ "$$(cat $(TORCH_RECORD) 2>/dev/null)" != '$(TORCH_SPEC)' ]; then \
-	  $(BIN)/python -m pip uninstall -q -y torch >/dev/null 2>&1; \
-	  $(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC) && echo '$(TORCH_SPEC)' > $(TORCH_RECORD); \
-	fi
+	set -e; force=; \
+	if [ -n '$(TORCH_GIVEN)' ] && [ "$$(cat $(TORCH_RECORD) 2>/dev/null)" != '$(TORCH_SPEC)' ]; then force=--force-reinstall; fi; \
+	$(BIN)/python -m pip install -q --disable-pip-version-check $$force $(TORCH_SPEC); \
+	if [ -n '$(TORCH_GIVEN)' ] || [ ! -s $(TORCH_RECORD) ]; then echo '$(TORCH_SPEC)' > $(TORCH_RECORD); fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,cluster]"
 	touch $(STAMP)
 

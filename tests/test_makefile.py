@@ -110,3 +110,28 @@ def test_install_targets_say_what_to_install_otherwise(checkout: Path, target: s
     result, apt = _make_with_stubs(checkout, target, uid=1000, present=False)
     assert result.returncode == 0 and not apt
     assert f"apt-get install {PACKAGES[target]}" in result.stderr
+
+
+def test_a_torch_spec_given_reinstalls_torch_and_later_targets_keep_it(checkout: Path):
+    # the stamp did not depend on TORCH_SPEC, and an installed CPU build satisfied a CUDA spec; then
+    # a later `make run` without the spec put the CPU build back
+    calls = checkout / "python.calls"
+    _stub(checkout / ".venv" / "bin" / "python", f'echo "$*" >> {calls}\n')
+    (checkout / "pyproject.toml").write_text("")
+
+    def pip_calls(*args: str) -> list[str]:
+        calls.write_text("")
+        result = _make(checkout, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [line for line in calls.read_text().splitlines() if line.startswith("-m pip")]
+
+    default = pip_calls("setup")  # a fresh venv: the default spec, recorded
+    assert default[0] == "-m pip install -q --disable-pip-version-check torch==2.13.0"
+    assert (checkout / ".venv" / ".torch-spec").read_text() == "torch==2.13.0\n"
+    cuda = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+    assert pip_calls("setup", f"TORCH_SPEC={cuda}")[0] == f"-m pip install -q --disable-pip-version-check --force-reinstall {cuda}"
+    assert (checkout / ".venv" / ".torch-spec").read_text() == cuda + "\n"
+    assert pip_calls("run") == [] and pip_calls("setup", f"TORCH_SPEC={cuda}") == []
+    (checkout / "pyproject.toml").write_text("# changed\n")  # the stamp is rebuilt: the CUDA build stays
+    assert pip_calls("setup")[0] == "-m pip install -q --disable-pip-version-check torch==2.13.0"
+    assert (checkout / ".venv" / ".torch-spec").read_text() == cuda + "\n"
