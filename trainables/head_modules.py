@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
 __all__ = ["HeadModules"]
@@ -20,3 +22,11 @@ class HeadModules(nn.ModuleDict):
             self._modules[name] = module  # what nn.Module.add_module does past its attribute check
             return
         super().add_module(name, module)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module refuses a plain value under a child's name, and train() sets `training` on
+        # every module: a head named `training` stays a key, the flag an attribute
+        if name in self.__dict__.get("_modules", {}) and not isinstance(value, nn.Module):
+            object.__setattr__(self, name, value)
+            return
+        super().__setattr__(name, value)

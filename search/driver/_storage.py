@@ -80,7 +80,8 @@ class RunLocation:
             try:
                 self._fs()
             except (ValueError, NotImplementedError) as exc:  # pyarrow's ArrowInvalid, ArrowNotImplementedError
-                return f"a file system URI pyarrow opens (s3://, gs://, hdfs://, file://), but got {exc}"
+                return (f"a file system URI pyarrow opens (s3://, gs://, hdfs://; file:///path on this host), "
+                        f"but got {exc}")
             return None
         run_dir = Path(self.uri)
         if run_dir.exists() and not run_dir.is_dir():

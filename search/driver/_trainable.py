@@ -89,7 +89,8 @@ def make_trainable(train_fn: TrainFn | None = None, *, metrics: Sequence[str] = 
 
     ``train_fn(config, report=, checkpoint_dir=, data=, gpu_fraction=)`` gets the data set the
     driver loaded (``data``, through Ray's object store with ``tune.with_parameters``; None when
-    each trial loads it) and the share of a GPU Ray gave the trial (None: none). A trial never
+    each trial loads it) and the share of a GPU Ray gave the trial (0.0: none; the node's GPUs,
+    which Ray leaves visible, are other trials'). A trial never
     changes directory: the one the search started in may exist only on the submitting machine.
     ``metrics``: the objectives; a failed trial's final result holds them as NaN, since Tune
     requires every result to name the searcher's and the scheduler's metrics.

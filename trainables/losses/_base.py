@@ -39,8 +39,7 @@ def prepare(
 def expected_class(logits: Tensor) -> Tensor:
     """Softmax expectation over the class centres 0..C-1: sum_j softmax(z)_j * j."""
     centres = torch.arange(logits.shape[1], device=logits.device, dtype=logits.dtype)
-    with outside_autocast(logits):
-        return torch.softmax(logits, dim=1) @ centres
+    return outside_autocast(lambda: torch.softmax(logits, dim=1) @ centres, device=logits.device)
 
 
 class HeadLoss(nn.Module):

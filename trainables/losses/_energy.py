@@ -130,13 +130,14 @@ class EnergyLoss(nn.Module):
         return f"p={self.p}, module_types={names}, hooks={len(self._handles)}"
 
 
-# Up to this p, |a|^p stays within float32 for activations up to 1e19 (and the norm of a layer
-# reads 0 only where its every activation is below 1e-19): no rescaling needed.
-_UNSCALED_MAX_P = 2
+# Up to this p, |a|^p stays within float32 for activations up to 4e9 (and the norm of a layer
+# reads 0 only where its every activation is below 1e-10): no rescaling, which costs a hook 40 to
+# 70 % more.
+_UNSCALED_MAX_P = 4
 
 
 def _p_norms(rows: Tensor, p: int) -> Tensor:
-    """||row||_p of every row. For p > 2, each row is divided by its largest |a| first and the norm
+    """||row||_p of every row. For p > 4, each row is divided by its largest |a| first and the norm
     multiplied back (||a||_p = m ||a / m||_p): the powers |a|^p of a float32 activation overflow
     from |a| = 16 at p = 32 and underflow below 0.25 at p = 64, which made the energy inf and
     its gradient NaN. The scale is detached: the value and its gradient are unchanged."""

@@ -26,7 +26,8 @@ class MultiHeadLoss(nn.Module):
         "loss/task"             sum_h w_h L_h at the effective weights (the strategy's, no terms of its own)
         "loss/energy"           E, raw (0 without an EnergyLoss)
         "loss/energy_weighted"  energy_weight * E
-        "loss/energy_share"     energy_weight * E / total (0 when total is 0)
+        "loss/energy_share"     energy_weight * E / (task + added terms) (0 when that is 0; a
+                                weighting strategy's own terms, uncertainty's 0.5 s_i, left out)
         "loss/total"            total
 
     The EnergyLoss is reset right after it is read, so each call sees the activity of the forward

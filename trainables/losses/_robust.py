@@ -70,8 +70,7 @@ def supcon_loss(features: Tensor, labels: Tensor, *, temperature: float = 0.1, i
     n = len(labels)
     others = valid[None, :] & ~torch.eye(n, dtype=torch.bool, device=labels.device)
     # Excluded pairs get a large finite negative logit, not -inf: 0 * -inf would be NaN below.
-    with outside_autocast(u):
-        logits = (u @ u.T / temperature).masked_fill(~others, -1e9)
+    logits = outside_autocast(lambda: (u @ u.T / temperature).masked_fill(~others, -1e9), device=u.device)
     log_prob = F.log_softmax(logits, dim=1)
     positive = others & (labels[:, None] == labels[None, :]) & valid[:, None]
     count = positive.sum(dim=1)

@@ -39,7 +39,7 @@ def hand_energy(net, inputs, p):
     return total / (2 * len(inputs))
 
 
-@pytest.mark.parametrize("p", [1, 2, 3, 64])
+@pytest.mark.parametrize("p", [1, 2, 3, 5, 64])
 @pytest.mark.parametrize("calls", [1, 3])
 def test_energy_equals_hand_computed_value(p, calls):
     net, x = make_net_and_input(torch.float64)
