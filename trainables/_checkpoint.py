@@ -82,12 +82,12 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     batch_rng: torch.Generator,
-    hooks: list[Any] = (),
+    hooks: Mapping[str, Any] | None = None,
 ) -> None:
     """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint.
-    ``hooks``: the states of the train loop's hooks (``trainables.hooks.states``)."""
+    ``hooks``: the states of the train loop's hooks by section (``trainables.hooks.states``)."""
     payload = {
-        "hooks": list(hooks),
+        "hooks": dict(hooks or {}),
         "config": dict(flat),
         "progress": dict(vars(progress)),
         "model": model.state_dict(),
@@ -115,6 +115,7 @@ class CheckpointError(ValueError):
 
 
 # what every checkpoint save_checkpoint wrote holds (checkpoints of older versions lack "hooks")
+_ABSENT = object()  # a key one of two configs lacks
 _PAYLOAD_KEYS = frozenset({"config", "progress", "model", "optimizer", "scaler", "rng"})
 
 
@@ -126,9 +127,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     batch_rng: torch.Generator,
-    hooks: list[Any] = (),
+    hooks: Mapping[str, Any] | None = None,
 ) -> Progress:
-    """Restore a checkpoint into the model, optimiser, scaler, RNGs and ``hooks``; the progress."""
+    """Restore a checkpoint into the model, optimiser, scaler, RNGs and ``hooks`` (by section);
+    the progress. ``flat``: the trial's config, which must train as the checkpoint's did."""
     # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
     if not path.is_file():
         raise CheckpointError(path, "a folder or other non-file")
@@ -140,10 +142,15 @@ def load_checkpoint(
         raise
     except Exception as exc:  # noqa: BLE001 - torch's weights-only unpickler meets junk with any error
         raise CheckpointError(path, f"{type(exc).__name__}: {exc}") from None
-    # Through the schema, so a checkpoint written under older flat key names compares equal.
+    # Through the schema, so a checkpoint written under older flat key names compares equal, and
+    # with every option's defaults written out: a default spelt out trains the same (it was
+    # refused), and a parameter set to None differs from one left at a default that is not None
+    # (both read None before).
     with _fitting(path, "a trial config"):
-        saved = TrialConfig.from_flat(payload["config"]).to_flat()
-    changed = sorted(k for k in set(saved) | set(flat) if k not in _RESUMABLE_CHANGES and saved.get(k) != flat.get(k))
+        saved = TrialConfig.from_flat(payload["config"]).to_flat(with_defaults=True)
+    flat = TrialConfig.from_flat(flat).to_flat(with_defaults=True)
+    changed = sorted(k for k in set(saved) | set(flat)
+                     if k not in _RESUMABLE_CHANGES and saved.get(k, _ABSENT) != flat.get(k, _ABSENT))
     if changed:
         raise ValueError(f"a checkpoint must be resumed with the config it was written with, but got changes in {changed}")
     # The same config may still build another model (a data set regenerated at the same path with
@@ -162,7 +169,7 @@ def load_checkpoint(
         if payload["scaler"]:
             scaler.load_state_dict(payload["scaler"])
         _set_rng_state(payload["rng"], batch_rng)
-        load_states(hooks, payload.get("hooks", []))
+        load_states(hooks or {}, payload.get("hooks", []))
         return Progress(**payload["progress"])
 
 

@@ -330,15 +330,18 @@ class TrialConfig:
                 raise SettingError(key, f"a key of a known section ({HEADS}, {', '.join(SECTIONS)})", key)
         return cls(heads=heads, sections=sections, **top)
 
-    def to_flat(self) -> dict[str, Any]:
-        """The complete flat dict (every setting, defaults included), JSON-safe, in LAYOUT order."""
+    def to_flat(self, *, with_defaults: bool = False) -> dict[str, Any]:
+        """The complete flat dict (every setting, defaults included), JSON-safe, in LAYOUT order.
+        An option's parameters are those it was given (a loss's), or all of them for a switch
+        that lists them (``Switch.complete``); ``with_defaults``: all of them for every switch,
+        to compare what two configs train, not to record one."""
         flat: dict[str, Any] = {}
         for name in LAYOUT:
             if name == HEADS:
                 for head, config in self.heads.items():
-                    flat.update(_flat_section(config, f"{HEADS}.{head}"))
+                    flat.update(_flat_section(config, f"{HEADS}.{head}", with_defaults=with_defaults))
             elif name in SECTIONS:
-                flat.update(_flat_section(self.sections[name], name))
+                flat.update(_flat_section(self.sections[name], name, with_defaults=with_defaults))
             else:
                 flat[name] = getattr(self, name)
         return flat
@@ -385,12 +388,14 @@ def _default(cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(cls) if f.name == name)
 
 
-def _flat_section(section: Any, prefix: str) -> dict[str, Any]:
+def _flat_section(section: Any, prefix: str, *, with_defaults: bool = False) -> dict[str, Any]:
     flat = {f"{prefix}.{name}": _json(getattr(section, name)) for name in section_fields(type(section))}
     found = switch_field(type(section))
     if found is not None:
-        option = getattr(section, found[0])
-        flat.update({f"{prefix}.{option}.{name}": _json(value) for name, value in section.params.items()})
+        switch_name, switch = found
+        option = getattr(section, switch_name)
+        params = {**switch.defaults(option), **section.params} if with_defaults else section.params
+        flat.update({f"{prefix}.{option}.{name}": _json(value) for name, value in params.items()})
     return flat
 
 

@@ -22,14 +22,15 @@ from trainables import device as placement_module
 from trainables import hooks as train_hooks
 from trainables._checkpoint import CheckpointError, Progress, load_checkpoint, save_checkpoint, seed_everything
 from trainables._evaluate import evaluate as _evaluate
-from trainables.config import TrainConfig, TrialConfig
+from trainables.config import TemporalConfig, TrainConfig, TrialConfig
 from trainables.data import HeadInfo, MultiheadDataset, Split, as_tensors, iterate_batches, load_dataset, scaled_once
 from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_failure
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
-from trainables.flat_keys import HEAD_LOSS, HEADS
+from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss, check_fits_head
 from trainables.metric_names import LAST_EPOCH_KEY, metric_names
 from trainables.models import build_model, is_temporal
+from trainables.settings import SettingError
 from trainables.temporal import Presenter
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train"]
@@ -128,10 +129,7 @@ def _train(
     for name, info in heads.items():  # a config given whole (`search train --set`) was never validated against the data
         check_fits_head(cfg.heads[name].loss, num_classes=info.num_classes, ordinal=info.ordinal, head=name,
                         key=f"{HEADS}.{name}.{HEAD_LOSS}")
-    losses = {
-        name: build_loss(cfg.heads[name].loss, num_classes=info.num_classes, **cfg.heads[name].params)
-        for name, info in heads.items()
-    }
+    losses = {name: _head_loss(cfg, name, info) for name, info in heads.items()}
     for loss in losses.values():
         loss.check_targets = False  # _check_labels did it once; per step it would sync the GPU
         loss.empty_batches = not presenter.keeps_a_target
@@ -231,6 +229,16 @@ def _train(
         }
 
 
+def _head_loss(cfg: TrialConfig, head: str, info: HeadInfo) -> nn.Module:
+    """The head's loss module; a parameter it refuses named by its key (heads.<head>.<loss>.<name>):
+    the bare name is ambiguous where two heads have an ``alpha``."""
+    loss = cfg.heads[head].loss
+    try:
+        return build_loss(loss, num_classes=info.num_classes, **cfg.heads[head].params)
+    except SettingError as error:
+        raise SettingError(str(FlatKey((HEADS, head), error.key, option=loss)), error.rule, error.value) from None
+
+
 def _trains_on(progress: Progress, tc: TrainConfig) -> bool:
     """Whether another epoch follows: neither the epochs nor the patience have run out."""
     return progress.epoch < tc.epochs and progress.bad_epochs < tc.patience
@@ -240,6 +248,9 @@ def _presenter(cfg: TrialConfig) -> Presenter:
     """How the trial's model sees a batch: a recurrent kind over the ``temporal`` section's steps
     (warning for every stimulus chunk its reaction time masks wholly); a static one in one step."""
     if not is_temporal(cfg.model.kind):
+        if cfg.temporal.dt != TemporalConfig.dt:  # it would change nothing but the trial's record
+            raise SettingError("temporal.dt", f"{TemporalConfig.dt} with model.kind {cfg.model.kind} (a static model "
+                               "has no time steps)", cfg.temporal.dt)
         if not cfg.temporal.is_static:
             raise ValueError(f"temporal.n_timesteps must be 1 with model.kind {cfg.model.kind} (a static model sees "
                              f"one step; a recurrent kind runs over timesteps), but got {cfg.temporal.n_timesteps}")

@@ -12,6 +12,7 @@ from trainables.losses import MultiHeadLoss, build_loss
 from trainables.metric_names import LAST_EPOCH_KEY
 from trainables.metrics import metric_names
 from trainables.models import SimpleCNN
+from trainables.settings import SettingError
 from trainables.train import CHECKPOINT_NAME, TrainingDiverged, train
 
 BASE = {
@@ -167,6 +168,47 @@ def test_resume_refuses_a_different_config(tmp_path):
     _run(BASE | {"train.epochs": 1}, tmp_path)
     with pytest.raises(ValueError, match=r"train\.lr"):
         _run(BASE | {"train.epochs": 1, "train.lr": 0.02}, tmp_path)
+
+
+def test_resume_takes_a_config_that_spells_out_a_default(tmp_path):
+    # the same training, refused: the checkpoint compared the flat keys as given
+    with pytest.raises(KeyboardInterrupt):
+        _run(BASE, tmp_path, stop_after=1)
+    with pytest.raises(ValueError, match=r"heads\.thickness\.ordinal\.alpha"):  # another value differs
+        _run(BASE | {"heads.thickness.ordinal.alpha": 0.5}, tmp_path)
+    reports, _ = _run(BASE | {"heads.thickness.ordinal.alpha": 0.1}, tmp_path)
+    assert [r["epoch"] for r in reports] == [2, 3, 4]
+
+
+def test_hook_states_are_restored_by_section_name_from_a_list_or_a_mapping():
+    from trainables.hooks import load_states
+
+    class Hook:
+        def __init__(self):
+            self.state = None
+
+        def load_state_dict(self, state):
+            self.state = state
+
+    # a plugin's section registered since the checkpoint: its hook comes first and has no state
+    hooks = {"plugin": Hook(), "weighting": Hook(), "auxiliary": Hook()}
+    load_states(hooks, {"weighting": {"history": [1]}, "auxiliary": None})
+    assert [h.state for h in hooks.values()] == [None, {"history": [1]}, None]
+    older = {"weighting": Hook(), "auxiliary": Hook()}  # a list, as older checkpoints hold: in order
+    load_states(older, [{"history": [2]}, None])
+    assert older["weighting"].state == {"history": [2]}
+
+
+def test_a_loss_parameter_it_refuses_is_named_by_its_key():
+    # `alpha` alone: ordinal's or focal's, of which head?
+    with pytest.raises(SettingError) as error:
+        _run(BASE | {"heads.thickness.ordinal.alpha": -1.0})
+    assert error.value.key == "heads.thickness.ordinal.alpha" and error.value.value == -1.0
+
+
+def test_a_static_model_refuses_a_time_step_it_would_ignore():
+    with pytest.raises(SettingError, match=r"temporal\.dt must be 1\.0 with model\.kind mlp"):
+        _run(BASE | {"temporal.dt": 5.0})
 
 
 def test_early_stopping_after_patience():
