@@ -102,15 +102,25 @@ def error_file(trial: Any) -> str:
 
 
 def _write_error_file(trial: Any, text: str) -> None:
+    """Add ``text`` to the trial's error file in Tune's staging directory, which Tune copies over
+    the run directory at every sync (written to the run directory alone, the next sync took it
+    back out where Tune had an error file of its own: a retried failure's), and put the whole file
+    in the run directory now."""
+    staging = os.path.join(trial.local_path, ERROR_FILE)
+    os.makedirs(trial.local_path, exist_ok=True)
+    with open(staging, "a") as f:
+        f.write(text)
+    with open(staging, "rb") as f:
+        whole = f.read()
     fs = _storage_fs(trial)
     if fs is None:
-        os.makedirs(trial.path, exist_ok=True)
-        with open(error_file(trial), "a") as f:
-            f.write(text)
+        if os.path.realpath(trial.local_path) != os.path.realpath(trial.path):
+            os.makedirs(trial.path, exist_ok=True)
+            with open(error_file(trial), "wb") as f:
+                f.write(whole)
         return
-    # An object store has no append; a failed final result is the trial's only error text there.
     with fs.open_output_stream(os.path.join(trial.path, ERROR_FILE)) as stream:
-        stream.write(text.encode())
+        stream.write(whole)
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchOutcome", "run_search"]
 
 _UNFINISHED_STATES = ("PENDING", "RUNNING", "PAUSED")
+TIME_USED = "time_used_s"  # losstune.json: seconds Tune ran in the search's attempts so far
 
 
 @dataclass
@@ -203,13 +204,17 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         tracking_uri=plan.tracking_uri,
         experiment=plan.experiment,
         space=str(space.path),
-        space_sha256=meta["space_sha256"] if plan.resume else space_digest(space),
+        # of the text beside it: a run directory that recorded only the digest resumes with the file
+        # as it is, and the next resume compares the two (the old digest with the new text refused it)
+        space_sha256=space_digest(space),
         # the file itself: a resume after the file changed runs the space the search started with
         # (the plan's space is that one)
         space_text=space.text,
         num_samples=num_samples,
         verbose=verbose,
         status="running",
+        # the time the attempts before this one ran Tune: a resume's budget is what is left of it
+        **{TIME_USED: float(meta.get(TIME_USED, 0.0)) if plan.resume else 0.0},
         **({"tune_loggers": "explicit"} if explicit_loggers else {}),
     )
     write_meta(plan.location, meta)
@@ -240,33 +245,42 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
     )
 
     started = time.monotonic()
-    interrupted = False
+    hard_stop = False
     try:
         with _tune_environment(verbose, explicit_loggers=explicit_loggers):
             tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its final save
-        interrupted = True
-    elapsed = time.monotonic() - started
+        hard_stop = True
+    # Tune restores its time budget's stopper with what is left of the budget: the attempts'
+    # times add up to what it counted (the resumed attempt alone never reached the budget, and the
+    # search ended interrupted, again at every resume)
+    meta[TIME_USED] = meta[TIME_USED] + time.monotonic() - started
+    write_meta(plan.location, meta)
 
     try:
         analysis = tune.ExperimentAnalysis(plan.location.uri)
         trials, histories = analysis.trials, analysis.trial_dataframes
-    except (ValueError, FileNotFoundError):  # interrupted before Tune saved any state
-        trials, histories = [], {}
+        state_read = True
+    except (ValueError, FileNotFoundError):  # interrupted before Tune saved any state, or mid-write
+        trials, histories, state_read = [], {}, False
     budget = space.search.time_budget_s
-    out_of_time = budget is not None and elapsed >= budget
-    if out_of_time and not interrupted:
+    out_of_time = budget is not None and meta[TIME_USED] >= budget
+    if out_of_time and not hard_stop:
         # Tune stopped every trial when the budget ran out, but it saves the new state only of a
         # trial it stopped on a worker: one paused by the scheduler (or pending) still reads so.
         for trial in trials:
             if trial.status in ("PAUSED", "PENDING"):
                 trial.status = "TERMINATED"
     interrupted = (
-        interrupted
+        hard_stop
         or any(t.status in _UNFINISHED_STATES for t in trials)
         or (len(trials) < num_samples and not out_of_time)
     )
-    tracker.reconcile({t.trial_id for t in trials})
+    # Only against a state Tune saved whole: after a second Ctrl-C its copy in the run directory
+    # may be stale or cut off mid-write (read as no trials, every run of the search was discarded,
+    # finished ones too, and the resume made new runs for the same trials)
+    if state_read and not hard_stop:
+        tracker.reconcile({t.trial_id for t in trials})
     if interrupted:
         return _interrupted(plan, tracker, trials)
     return _finish(plan, tracker, trials, histories=histories, meta=meta, num_samples=num_samples,

@@ -12,6 +12,7 @@ import pickle
 import shutil
 import signal
 import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -544,6 +545,68 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
             assert runs[trial.trial_id].info.status == "FINISHED"
 
 
+class MarkedSlowTrain(SlowTrain):
+    """``SlowTrain`` that leaves a file in ``marks`` as it reports each epoch."""
+
+    def __init__(self, seconds: float, marks: Path) -> None:
+        super().__init__(seconds)
+        self.marks = str(marks)
+
+    def __call__(self, config, *, report, checkpoint_dir=None, **given):
+        def marked(metrics):
+            Path(self.marks, f"epoch-{metrics['epoch']}-{time.time_ns()}").touch()
+            report(metrics)
+            time.sleep(self.seconds)
+
+        return train(config, report=marked, checkpoint_dir=checkpoint_dir, **given)
+
+
+def _interrupted_after_an_epoch(tmp_path: Path, space_file: Path, train_fn: MarkedSlowTrain):
+    """``search`` of ``space_file`` stopped by a Ctrl-C once a trial reported an epoch."""
+    marks = Path(train_fn.marks)
+    marks.mkdir(exist_ok=True)
+
+    def ctrl_c_after_the_first_epoch() -> None:
+        deadline = time.monotonic() + 120
+        while not any(marks.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # inside Tune's fit, whose handler stops it and saves
+
+    waiter = threading.Thread(target=ctrl_c_after_the_first_epoch, daemon=True)
+    waiter.start()
+    outcome, client = search(tmp_path, space_file, train_fn=train_fn)
+    waiter.join(timeout=10)
+    assert outcome.interrupted
+    return outcome, client
+
+
+def test_a_search_resumed_with_a_time_budget_ends_by_what_is_left_of_it(ray_session, tmp_path: Path, capsys):
+    # Tune restores its budget's stopper with what is left of the budget; the driver compared the
+    # resumed attempt's own time with the whole budget, so the search ended interrupted (exit 130,
+    # no summary), and again at every resume. A Ctrl-C once the first trial trains an epoch, then
+    # a resume: its 3 epochs of 5 s and the next trial outlast what is left of the 20 s.
+    space_file = write_space(
+        tmp_path,
+        name="budget-resume",
+        heads=FIXED_HEADS,
+        search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 20}",
+    )
+    train_fn = MarkedSlowTrain(5.0, tmp_path / "marks")
+    first, client = _interrupted_after_an_epoch(tmp_path, space_file, train_fn)
+    used = json.loads((first.plan.run_dir / "losstune.json").read_text())["time_used_s"]
+    assert 0 < used < 20
+    capsys.readouterr()
+
+    second, _ = search(tmp_path, space_file, train_fn=train_fn, resume=True)
+    out = capsys.readouterr().out
+    assert second.exit_code == 0 and not second.interrupted
+    assert "ended by its time budget (search.time_budget_s: 20 s)" in out
+    assert (second.plan.run_dir / "summary.txt").read_text().count("ended by its time budget") == 1
+    (parent,) = runs_of(client, second, "search")
+    assert parent.info.status == "FINISHED" and parent.data.tags["losstune.end_reason"] == "time_budget"
+    assert json.loads((second.plan.run_dir / "losstune.json").read_text())["time_used_s"] >= 20
+
+
 class ScriptedObjectives:
     """``train`` reporting scripted objectives: best at epoch 1, worse at epoch 2, after which it
     waits ``seconds`` (past the search's time budget)."""
@@ -867,6 +930,43 @@ def test_a_search_whose_run_directory_kept_only_the_spaces_digest_resumes_with_t
     plan = plan_search(load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"), resume=True))
     assert plan.resume and plan.space.data.limit == 200
     assert any("takes its data set, objectives and budget from the file as it is now" in n for n in plan.notes)
+
+
+def test_a_tune_state_that_cannot_be_read_discards_no_run(ray_session, tmp_path: Path, monkeypatch):
+    # after a second Ctrl-C Tune's copy of its state may be cut off mid-write: read as no trials,
+    # every run of the search was discarded (KILLED), finished ones too, and a resume made new runs
+    space_file = write_space(tmp_path, name="unread", heads=FIXED_HEADS, epochs=1,
+                             search="{num_samples: 2, sampler: random, scheduler: none, max_concurrent: 1}")
+
+    def cut_off(path):
+        raise json.JSONDecodeError("Unterminated string", "{", 1)
+
+    monkeypatch.setattr(tune, "ExperimentAnalysis", cut_off)
+    outcome, client = search(tmp_path, space_file)
+    assert outcome.interrupted  # no state: nothing to summarise, resumable
+    runs = runs_of(client, outcome, "trial")
+    assert len(runs) == 2 and all(run.info.status == "FINISHED" for run in runs)
+    assert not any(run.data.tags.get("losstune.state") == "discarded" for run in runs)
+
+
+def test_a_run_directory_that_kept_only_the_digest_records_the_digest_of_the_text_it_runs(
+    ray_session, tmp_path: Path
+):
+    # the resume recorded the edited file's text beside the old digest, and the next resume
+    # refused the run directory ("a space_text whose sha256 is its space_sha256, but got another")
+    space_file = write_space(tmp_path, name="named", heads=FIXED_HEADS,
+                             search="{num_samples: 2, sampler: random, scheduler: none, max_concurrent: 1}")
+    first, _ = _interrupted_after_an_epoch(tmp_path, space_file, MarkedSlowTrain(2.0, tmp_path / "marks"))
+    meta_file = first.plan.run_dir / "losstune.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["space_text"]  # as an earlier version wrote it
+    meta_file.write_text(json.dumps(meta))
+    space_file.write_text(space_file.read_text().replace("limit: 300", "limit: 200"))
+    second, _ = search(tmp_path, space_file, resume=True)
+    assert second.exit_code == 0
+    meta = json.loads(meta_file.read_text())
+    assert meta["space_text"] == space_file.read_text()
+    assert meta["space_sha256"] == space_digest(load_space(space_file, text=meta["space_text"]))
 
 
 # val/acc_mean per epoch by learning rate, for ASHA with promotions on one rung (epoch 1) of 3 epochs

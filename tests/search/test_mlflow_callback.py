@@ -3,6 +3,7 @@ trial reports, without Ray running: what a trial trained on becomes tags of its 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -58,3 +59,23 @@ def test_a_trial_on_the_cpu_gets_an_empty_gpu_id_tag(tmp_path: Path):
     run = MlflowClient(callback.tracker.settings.tracking_uri).get_run(callback.tracker.trial_run_id("t2"))
     assert run.data.tags["losstune.device"] == "cpu" and run.data.tags["losstune.gpu_id"] == ""
     assert set(run.data.metrics) == {"epoch", "val/acc_mean"}
+
+
+def test_a_failure_s_traceback_survives_tune_s_next_sync_of_its_staging_directory(tmp_path):
+    # Tune copies its staging directory over the run directory at every sync: the traceback the
+    # driver wrote to the run directory alone was replaced by Tune's own error file (a retried
+    # failure's) at the next sync
+    import pyarrow.fs
+
+    from search.driver._callbacks import _write_error_file
+
+    staging, stored = tmp_path / "staging" / "trial_a", tmp_path / "runs" / "trial_a"
+    staging.mkdir(parents=True)
+    (staging / "error.txt").write_text("Failure # 1: RayActorError: worker died\n")
+    trial = SimpleNamespace(local_path=str(staging), path=str(stored),
+                            storage=SimpleNamespace(storage_filesystem=pyarrow.fs.LocalFileSystem()))
+    _write_error_file(trial, "Traceback (most recent call last):\nTrainingDiverged: nan\n")
+    whole = "Failure # 1: RayActorError: worker died\nTraceback (most recent call last):\nTrainingDiverged: nan\n"
+    assert (stored / "error.txt").read_text() == whole
+    shutil.copytree(staging, stored, dirs_exist_ok=True)  # Tune's sync
+    assert (stored / "error.txt").read_text() == whole
