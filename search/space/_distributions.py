@@ -26,7 +26,7 @@ _ENUMERATED = 256
 MAX_PROBES = 10_000
 PROBES_RULE = (f"searched settings with at most {MAX_PROBES:,} combinations of the values their joint rules are "
                f"checked at (every choice, every value of an int range under {_ENUMERATED} wide, the ends of any "
-               f"other range)")
+               f"other range, and next to them for an int range)")
 
 
 class SuggestTrial(Protocol):
@@ -119,9 +119,14 @@ def from_json(form: dict[str, Any]) -> Distribution:
 
 def probe_values(distribution: Distribution) -> tuple[Any, ...]:
     """The values that show whether a distribution stays within what a setting accepts with the
-    others: every choice, every value of a short int range, else the two ends of the range."""
+    others: every choice, every value of a short int range, else the two ends of the range, and of
+    a long int range the values next to them too: two neighbours are never both multiples of 2 or
+    more (n_timesteps against a pattern's length; [2, 400] passed with two even ends)."""
     if isinstance(distribution, Choice):
         return distribution.values
-    if isinstance(distribution, IntRange) and distribution.high - distribution.low < _ENUMERATED:
-        return tuple(range(distribution.low, distribution.high + 1))
+    if isinstance(distribution, IntRange):
+        low, high = distribution.low, distribution.high
+        if high - low < _ENUMERATED:
+            return tuple(range(low, high + 1))
+        return (low, low + 1, high - 1, high)
     return (distribution.low, distribution.high)
