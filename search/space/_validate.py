@@ -180,7 +180,8 @@ class _Walk(ValueChecker):
         options: list[tuple[Any, Any, str, str]] = []
         distribution: type[Choice] | None = None
         if isinstance(value, str):
-            options.append((value, beside, path, path.rsplit(".", 1)[0] if beside else path))
+            # its parameters go beside it, in the mapping that holds it, also the ones it lacks
+            options.append((value, beside, path, path.rsplit(".", 1)[0]))
         elif isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("choice", "grid"):
             kind, alternatives = next(iter(value.items()))
             distribution, cpath = (Grid if kind == "grid" else Choice), join_path(path, kind)
