@@ -265,7 +265,13 @@ class _Walk(ValueChecker):
             self.add("data.path" if values["path"] is not None else "data", "a data set that can be read",
                      Plain(str(error)))
             heads = None
-        return (None if self.failed(*(f"data.{k}" for k in values)) else DataSpec(**values)), heads, entries
+        if self.failed(*(f"data.{k}" for k in values)):
+            return None, heads, entries
+        try:
+            return DataSpec(**values), heads, entries
+        except SettingError as error:  # the settings together (val_fraction of at most `limit`)
+            self.add(error.key, error.rule, error.value)
+            return None, heads, entries
 
     def heads(self, value: Any, available: dict[str, HeadInfo] | None) -> tuple[dict[str, HeadInfo] | None, list[Entry]]:
         """(the trained heads, their entries). Listed heads are trained (a subset of the data set's);

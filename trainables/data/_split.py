@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset, Split
+from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset, Split, validation_count
 
 # Distinct streams per purpose so changing `limit` does not reshuffle which samples are validation
 # in an unrelated way, and the test subset never depends on the validation choice.
@@ -69,7 +69,7 @@ def plan_splits(*, pool_strata: np.ndarray | None, test_strata: np.ndarray | Non
         if test_size > spec.limit:
             rng = np.random.default_rng([spec.seed, _SALT_LIMIT_TEST])
             test = stratified_choice(test_size, count=spec.limit, strata=test_strata, rng=rng)
-    n_val = max(1, round(spec.val_fraction * len(pool)))
+    n_val = validation_count(len(pool), spec.val_fraction)
     if len(pool) - n_val < 1:
         raise DataError(f"the training pool must keep >= 1 sample after carving validation "
                         f"(val_fraction={spec.val_fraction}), but got a pool of {len(pool)}")

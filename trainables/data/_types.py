@@ -70,6 +70,15 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, "data", error=DataSettingError)
+        # the pool is at most `limit`: where even that keeps no training sample, no trial can train
+        if self.limit is not None and self.limit - validation_count(self.limit, self.val_fraction) < 1:
+            raise DataSettingError("data.val_fraction", f"a fraction that leaves a training sample of the at most "
+                                   f"data.limit={self.limit} samples of the pool", self.val_fraction)
+
+
+def validation_count(pool: int, val_fraction: float) -> int:
+    """How many samples of a training pool of ``pool`` the validation split takes."""
+    return max(1, round(val_fraction * pool))
 
 
 @dataclass
