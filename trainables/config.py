@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from trainables.data import DataSpec
 from trainables.flat_keys import HEADS, FlatKey, FlatKeyError
 from trainables.losses import LOSS
-from trainables.metric_names import BREAKDOWN_TERMS
+from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE
 from trainables.models import MODEL
 from trainables.settings import SEED_RULE, Rule, SettingError, check_fields
 from trainables.switches import switch_field
@@ -259,7 +259,7 @@ class TrialConfig:
             if not name or "." in name:
                 raise SettingError(HEADS, "head names without '.'", name)
             if name in BREAKDOWN_TERMS:  # its loss would be reported under another term's name
-                raise SettingError(HEADS, f"head names other than the loss terms {', '.join(BREAKDOWN_TERMS)}", name)
+                raise SettingError(HEADS, HEAD_NAMES_RULE, name)
         unknown = [name for name in self.sections if name not in SECTIONS]
         if unknown:
             raise SettingError(unknown[0], f"a section of a trial (one of: {', '.join(SECTIONS)})", unknown[0])

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
-__all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "LAST_EPOCH_KEY", "STEP_METRICS", "head_metric_names", "metric_names"]
+__all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "HEAD_NAMES_RULE", "LAST_EPOCH_KEY", "STEP_METRICS", "head_metric_names",
+           "metric_names"]
 
 # In an epoch's report: 1 when the trial's training ends after this epoch (its epochs or its
 # patience ran out), else 0. A scheduler lets such a trial finish instead of pausing it at a rung.
@@ -17,6 +18,8 @@ LAST_EPOCH_KEY = "last_epoch"
 
 # The loss breakdown's own terms, "loss/<term>" beside each head's "loss/<head>": no head is named so.
 BREAKDOWN_TERMS = ("task", "energy", "energy_weighted", "energy_share", "auxiliary", "total")
+# a head's loss is reported as loss/<head>, beside the breakdown's terms
+HEAD_NAMES_RULE = f"head names other than the loss terms {', '.join(BREAKDOWN_TERMS)}"
 
 DEFAULT_K = 5
 # What a temporal trial adds per head (step_metrics), each also averaged over heads as <name>_mean.

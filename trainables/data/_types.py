@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
+from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE
 from trainables.settings import Rule, SettingError, check_fields
 
 # Head names become parts of flat trial-config keys ("heads.<head>.loss"), so no dots or spaces.
@@ -35,6 +36,8 @@ class HeadInfo:
     def __post_init__(self) -> None:
         if not _HEAD_NAME.match(self.name):
             raise DataError(f"head name must be an identifier (letters, digits, _), but got {self.name!r}")
+        if self.name in BREAKDOWN_TERMS:  # refused by every trial: said where the data set is read
+            raise DataError(f"{HEAD_NAMES_RULE}, but got {self.name!r}")
         if self.num_classes < 2:
             raise DataError(f"head {self.name}: num_classes must be >= 2, but got {self.num_classes}")
         if self.unit_range is not None and not self.unit_range[0] < self.unit_range[1]:
