@@ -12,7 +12,7 @@ from search.space._compile import Branch, Const, Entry, Param
 from search.space._distributions import Choice
 from trainables.auxiliary import AUXILIARY
 from trainables.config import AuxiliaryConfig, WeightingConfig
-from trainables.flat_keys import FlatKey
+from trainables.flat_keys import HEADS, FlatKey
 from trainables.switches import switch_field
 from trainables.weighting import STRATEGY
 
@@ -29,6 +29,7 @@ def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple
                f"{_min_heads(name)} ({any_number} take any number)", name)
               for name, _ in _options(entries, _STRATEGY)
               if name in STRATEGY.options and len(heads) < _min_heads(name)]
+    issues += _all_weights_zero(entries, heads)
     for option, params in _options(entries, _AUXILIARY):
         known = option in AUXILIARY.options
         named = getattr(AUXILIARY.declaration(option), "head_parameters", ()) if known else ()
@@ -42,6 +43,16 @@ def hook_issues(entries: Sequence[Entry], *, heads: Sequence[str]) -> list[tuple
             issues += [(key, f"another head than {named[1]}" + ("" if (v,) == second else f" (both may draw {v!r})"),
                         v) for v in first if v in second]
     return issues
+
+
+def _all_weights_zero(entries: Sequence[Entry], heads: Sequence[str]) -> list[tuple[str, str, Any]]:
+    """A draw with every head's weight 0: its trial learns nothing (a zero loss; gradnorm refuses
+    it). Only constants and choices draw an exact 0."""
+    weights = {e.key: _values(e) for e in entries if e.key in {f"{HEADS}.{h}.weight" for h in heads}}
+    if len(weights) < len(heads) or not all(0 in values for values in weights.values()):
+        return []
+    key = next(iter(weights))
+    return [(key, "a head weight that is not 0 while every other head's is (all 0: a trial learns nothing)", 0)]
 
 
 def _min_heads(strategy: str) -> int:
