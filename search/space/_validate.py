@@ -258,9 +258,11 @@ class _Walk(ValueChecker):
         path = values.get("path") or (DEFAULT_VIMH_PATH if values["kind"] == "vimh" else None)
         values["path"] = os.path.abspath(os.path.expanduser(path)) if path is not None else None
         entries = [Const("data.path", values["path"]) if e.key == "data.path" else e for e in entries]
-        describable = DataSpec(kind=values["kind"], path=values["path"])
         try:
-            heads = dict(describe_dataset(describable))
+            heads = dict(describe_dataset(DataSpec(kind=values["kind"], path=values["path"])))
+        except SettingError as error:  # the two together (a path for a kind that reads none)
+            self.add(error.key, error.rule, error.value)
+            return None, None, entries
         except DataError as error:
             self.add("data.path" if values["path"] is not None else "data", "a data set that can be read",
                      Plain(str(error)))

@@ -77,7 +77,7 @@ def test_vimh_space_validates_without_generating_data(tmp_path, monkeypatch):
 
 
 def test_relative_data_paths_resolve_against_the_working_directory(tmp_path, monkeypatch):
-    path = write(tmp_path, CONDITIONAL.replace("{kind: digits, limit: 200}", "{kind: digits, path: sub/dir}"))
+    path = write(tmp_path, CONDITIONAL.replace("{kind: digits, limit: 200}", "{kind: mnist, path: sub/dir}"))
     monkeypatch.chdir(tmp_path)
     space = load_space(path.name)
     assert space.data.path == str(tmp_path / "sub" / "dir")

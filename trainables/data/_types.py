@@ -73,6 +73,8 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, "data", error=DataSettingError)
+        if self.path is not None and not getattr(DATASETS[self.kind], "reads_path", True):  # ignored, said
+            raise DataSettingError("data.path", f"no path with data.kind {self.kind} (it reads no files)", self.path)
         # the pool is at most `limit`: where even that keeps no training sample, no trial can train
         if self.limit is not None and self.limit - validation_count(self.limit, self.val_fraction) < 1:
             raise DataSettingError("data.val_fraction", f"a fraction that leaves a training sample of the at most "
