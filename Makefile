@@ -24,9 +24,10 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	set -e; force=; \
-	if [ -n '$(TORCH_GIVEN)' ] && [ "$$(cat $(TORCH_RECORD) 2>/dev/null)" != '$(TORCH_SPEC)' ]; then force=--force-reinstall; fi; \
-	$(BIN)/python -m pip install -q --disable-pip-version-check $$force $(TORCH_SPEC); \
+	set -e; \
+	if [ -n '$(TORCH_GIVEN)' ] && [ "$$(cat $(TORCH_RECORD) 2>/dev/null)" != '$(TORCH_SPEC)' ]; then \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check --force-reinstall --no-deps $(TORCH_SPEC); fi; \
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH_SPEC); \
 	if [ -n '$(TORCH_GIVEN)' ] || [ ! -s $(TORCH_RECORD) ]; then echo '$(TORCH_SPEC)' > $(TORCH_RECORD); fi
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[test,cluster]"
 	touch $(STAMP)

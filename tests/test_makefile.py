@@ -129,7 +129,10 @@ def test_a_torch_spec_given_reinstalls_torch_and_later_targets_keep_it(checkout:
     assert default[0] == "-m pip install -q --disable-pip-version-check torch==2.13.0"
     assert (checkout / ".venv" / ".torch-spec").read_text() == "torch==2.13.0\n"
     cuda = "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-    assert pip_calls("setup", f"TORCH_SPEC={cuda}")[0] == f"-m pip install -q --disable-pip-version-check --force-reinstall {cuda}"
+    # torch alone replaced (its dependencies as they are), then what the new build needs added
+    assert pip_calls("setup", f"TORCH_SPEC={cuda}")[:2] == [
+        f"-m pip install -q --disable-pip-version-check --force-reinstall --no-deps {cuda}",
+        f"-m pip install -q --disable-pip-version-check {cuda}"]
     assert (checkout / ".venv" / ".torch-spec").read_text() == cuda + "\n"
     assert pip_calls("run") == [] and pip_calls("setup", f"TORCH_SPEC={cuda}") == []
     (checkout / "pyproject.toml").write_text("# changed\n")  # the stamp is rebuilt: the CUDA build stays

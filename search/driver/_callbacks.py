@@ -108,11 +108,14 @@ def _write_error_file(trial: Any, text: str) -> None:
     in the run directory now."""
     staging = os.path.join(trial.local_path, ERROR_FILE)
     os.makedirs(trial.local_path, exist_ok=True)
+    fs = _storage_fs(trial)
+    if not os.path.exists(staging):  # a resumed search's staging holds no error text of its earlier attempts
+        with open(staging, "wb") as f:
+            f.write(_stored_error_text(trial, fs))
     with open(staging, "a") as f:
         f.write(text)
     with open(staging, "rb") as f:
         whole = f.read()
-    fs = _storage_fs(trial)
     if fs is None:
         if os.path.realpath(trial.local_path) != os.path.realpath(trial.path):
             os.makedirs(trial.path, exist_ok=True)
@@ -121,6 +124,19 @@ def _write_error_file(trial: Any, text: str) -> None:
         return
     with fs.open_output_stream(os.path.join(trial.path, ERROR_FILE)) as stream:
         stream.write(whole)
+
+
+def _stored_error_text(trial: Any, fs: Any) -> bytes:
+    """The error file in the trial's run directory (b"" where there is none)."""
+    path = os.path.join(trial.path, ERROR_FILE)
+    try:
+        if fs is None:
+            with open(path, "rb") as f:
+                return f.read()
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except (OSError, FileNotFoundError):
+        return b""
 
 
 def _reported(result: Mapping[str, Any]) -> dict[str, Any]:

@@ -231,8 +231,11 @@ def _original_space(space: Space, meta: dict[str, Any], location: RunLocation) -
 
     try:
         original = load_space(space.path, text=text)
-    except SpaceError as exc:  # a plugin it needs gone, say
-        raise SearchInputError(f"the space the search in {location} started with, valid, but got: {exc}") from None
+    except SpaceError as exc:  # a rule added since, or a plugin it needs gone: the edited file may mend it
+        return space, (f"the space file changed since the search started, and the space it started with "
+                       f"({location}/{META_FILE}) is no longer valid ({' '.join(str(exc).split())}); the search "
+                       f"resumes with its original sampler and scheduler, but takes its data set, objectives and "
+                       f"budget from the file as it is now")
     if space_digest(original) != meta.get("space_sha256"):
         raise SearchInputError(f"{location}/{META_FILE}: a space_text whose sha256 is its space_sha256, but got "
                                f"another")

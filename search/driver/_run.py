@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterator, Mapping
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["SearchOutcome", "run_search"]
 
 _UNFINISHED_STATES = ("PENDING", "RUNNING", "PAUSED")
-TIME_USED = "time_used_s"  # losstune.json: seconds Tune ran in the search's attempts so far
 
 
 @dataclass
@@ -213,8 +213,6 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         num_samples=num_samples,
         verbose=verbose,
         status="running",
-        # the time the attempts before this one ran Tune: a resume's budget is what is left of it
-        **{TIME_USED: float(meta.get(TIME_USED, 0.0)) if plan.resume else 0.0},
         **({"tune_loggers": "explicit"} if explicit_loggers else {}),
     )
     write_meta(plan.location, meta)
@@ -244,18 +242,13 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         f"MLflow: {redact_uri(plan.tracking_uri)}, experiment {plan.experiment!r}, search id {plan.search_id}"
     )
 
-    started = time.monotonic()
     hard_stop = False
-    try:
-        with _tune_environment(verbose, explicit_loggers=explicit_loggers):
-            tuner.fit()
-    except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its final save
-        hard_stop = True
-    # Tune restores its time budget's stopper with what is left of the budget: the attempts'
-    # times add up to what it counted (the resumed attempt alone never reached the budget, and the
-    # search ended interrupted, again at every resume)
-    meta[TIME_USED] = meta[TIME_USED] + time.monotonic() - started
-    write_meta(plan.location, meta)
+    with _stop_signal_seen() as stop_signal:
+        try:
+            with _tune_environment(verbose, explicit_loggers=explicit_loggers):
+                tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C: Tune stops without its final save
+            hard_stop = True
 
     try:
         analysis = tune.ExperimentAnalysis(plan.location.uri)
@@ -263,9 +256,13 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         state_read = True
     except (ValueError, FileNotFoundError):  # interrupted before Tune saved any state, or mid-write
         trials, histories, state_read = [], {}, False
-    budget = space.search.time_budget_s
-    out_of_time = budget is not None and meta[TIME_USED] >= budget
-    if out_of_time and not hard_stop:
+    # Tune ends a search early only when asked to (a Ctrl-C, SIGTERM, `search stop`) or when its
+    # time budget runs out; a resumed Tune keeps what is left of the budget, however the attempts
+    # before ended (the driver's own clock, one attempt's, ended every resume interrupted)
+    ended_early = any(t.status in _UNFINISHED_STATES for t in trials) or len(trials) < num_samples
+    out_of_time = (space.search.time_budget_s is not None and state_read and ended_early
+                   and not (hard_stop or stop_signal()))
+    if out_of_time:
         # Tune stopped every trial when the budget ran out, but it saves the new state only of a
         # trial it stopped on a worker: one paused by the scheduler (or pending) still reads so.
         for trial in trials:
@@ -287,6 +284,26 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
                    out_of_time=out_of_time)
 
 
+@contextmanager
+def _stop_signal_seen() -> Iterator[Callable[[], bool]]:
+    """Whether Tune was told to stop during the block (a function to ask after it), and the
+    SIGINT handler of before the block back after it.
+
+    Tune installs its own SIGINT handler for a run (in the main thread), which on the first signal
+    asks the run to stop and puts the handler of before back; after a run nobody stopped it stays
+    (a Ctrl-C while the summary is written was taken for a run long over). So the handler left
+    after the block tells the two apart. Where Tune installs none (another thread), every early end
+    counts as asked for."""
+    before = signal.getsignal(signal.SIGINT)
+    after: list[Any] = []
+    try:
+        yield lambda: not after or after[0] is before
+    finally:
+        after.append(signal.getsignal(signal.SIGINT))
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, before)
+
+
 def _shown_again(plan: SearchPlan) -> SearchOutcome:
     """A finished search, resumed: its saved summary, and nothing run, logged or written (the
     outcome has no trials: the summary is the saved text). Exits as the search did."""
@@ -303,6 +320,13 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
     for trial in trials:
         if trial.status in _UNFINISHED_STATES:
             tracker.trial_ended(trial.trial_id, state="interrupted", reason="the search was interrupted")
+    # A state read stale or not at all (a second Ctrl-C) misses trials whose runs are open: they end
+    # interrupted too, not left RUNNING (a resume reopens one Tune still has; reconcile sets the
+    # others aside at a later clean end).
+    known = {trial.trial_id for trial in trials}
+    for trial_id, open_run in tracker.open_trial_runs().items():
+        if open_run and trial_id not in known:
+            tracker.trial_ended(trial_id, state="interrupted", reason="the search was interrupted")
     tracker.end_search(end="interrupted")
     # A submitted search (a Ray Job) is resumed by submitting it again, from where it was submitted.
     command = "submit" if plan.options.ray_job else "run"

@@ -41,10 +41,10 @@ from search.space._hook_rules import hook_issues
 from search.space._settings_rules import device_issues, search_issues
 from search.space._values import NOTHING, Fixed, ValueChecker
 from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, TrialConfig, section_fields
-from trainables.data import DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
+from trainables.data import DATASETS, DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
 from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
 from trainables.losses import check_fits_head, check_loss
-from trainables.metric_names import metric_names
+from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE, metric_names
 from trainables.settings import SettingError, ValueType, value_type
 from trainables.switches import Switch, switch_field
 
@@ -258,11 +258,13 @@ class _Walk(ValueChecker):
         path = values.get("path") or (DEFAULT_VIMH_PATH if values["kind"] == "vimh" else None)
         values["path"] = os.path.abspath(os.path.expanduser(path)) if path is not None else None
         entries = [Const("data.path", values["path"]) if e.key == "data.path" else e for e in entries]
+        if values["path"] is not None and not getattr(DATASETS[values["kind"]], "reads_path", True):
+            # ignored by the trials, and printed as where the data came from (a trial config of an
+            # earlier search that has one still loads)
+            self.add("data.path", f"no path with data.kind {values['kind']} (it reads no files)", values["path"])
+            return None, None, entries
         try:
             heads = dict(describe_dataset(DataSpec(kind=values["kind"], path=values["path"])))
-        except SettingError as error:  # the two together (a path for a kind that reads none)
-            self.add(error.key, error.rule, error.value)
-            return None, None, entries
         except DataError as error:
             self.add("data.path" if values["path"] is not None else "data", "a data set that can be read",
                      Plain(str(error)))
@@ -281,6 +283,9 @@ class _Walk(ValueChecker):
         if value is None:
             if available is None:
                 return None, []
+            for name in sorted(set(available) & set(BREAKDOWN_TERMS)):  # every head of the data set trains
+                self.add("data", f"a data set whose {HEAD_NAMES_RULE} (or a `heads` section without them)",
+                         quoted(name))
             return dict(available), [e for name in available for e in self.head({}, name, available[name])]
         mapping = self.mapping(value, HEADS, what="head name -> {weight, loss}")
         if mapping is None:
@@ -294,6 +299,8 @@ class _Walk(ValueChecker):
             if available is not None and info is None:
                 known = ", ".join(available)
                 self.add(join_path(HEADS, name), f"a head of the data set (one of: {known})", quoted(name))
+            elif name in BREAKDOWN_TERMS:  # its loss would be reported as that term
+                self.add(join_path(HEADS, name), HEAD_NAMES_RULE, quoted(name))
             elif info is not None:
                 trained[name] = info
             entries += self.head(spec, name, info)  # a head the data set lacks still gets its problems

@@ -7,6 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import FixedTrial
@@ -380,3 +381,25 @@ def test_a_temporal_space_with_many_searched_values_validates_in_a_second(tmp_pa
     space = load_space(path)
     assert time.monotonic() - started < 5.0
     assert {e.key for e in space.entries} >= {"temporal.dt", "temporal.reaction_time"}
+
+
+def test_a_head_named_like_a_loss_term_is_refused_only_where_it_would_train(tmp_path):
+    # it validated, then every trial refused it (its loss would be reported as the total's); a
+    # data set that merely has such a parameter still trains its other heads
+    from trainables.data.vimh import VimhBatch, VimhInfo, write_vimh_batch, write_vimh_info
+
+    data = tmp_path / "vimh"
+    data.mkdir()
+    info = VimhInfo(height=4, width=4, channels=1, parameter_names=("total", "pitch"), ranges={"total": None, "pitch": None})
+    batch = VimhBatch(images=np.zeros((4, 1, 4, 4), dtype=np.uint8), labels={"total": np.arange(4), "pitch": np.arange(4)})
+    for name in ("train_batch", "test_batch"):
+        write_vimh_batch(data / name, batch, info=info)
+    write_vimh_info(data, info=info)
+    head = f"data: {{kind: vimh, path: {data}}}\nobjective: {{metric: val/acc_mean, mode: max}}\n"
+    with pytest.raises(SpaceError) as every_head:
+        load_space(write(tmp_path, head, "all.yaml"))
+    assert [(i.path, str(i.value)) for i in every_head.value.errors] == [("data", "`total`")]
+    with pytest.raises(SpaceError) as listed:
+        load_space(write(tmp_path, head + "heads: {total: {loss: ce}, pitch: {loss: ce}}\n", "listed.yaml"))
+    assert [(i.path, str(i.value)) for i in listed.value.errors] == [("heads.total", "`total`")]
+    assert list(load_space(write(tmp_path, head + "heads: {pitch: {loss: ce}}\n", "pitch.yaml")).heads) == ["pitch"]

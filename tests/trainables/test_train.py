@@ -269,7 +269,7 @@ def test_heads_named_like_the_attributes_of_a_module_dict_train():
     # nn.ModuleDict refused them ("attribute 'type' already exists"): a VIMH data set with a
     # parameter `type` passed validation and failed every trial
     data = load_dataset(DataSpec(kind="digits", limit=400, val_fraction=0.2))
-    names = {"digit": "type", "thickness": "training", "smoothness": "keys"}
+    names = {"digit": "type", "thickness": "training", "smoothness": "train"}
 
     def renamed(split):
         return Split(images=split.images, labels={names[h]: v for h, v in split.labels.items()})
@@ -285,7 +285,7 @@ def test_heads_named_like_the_attributes_of_a_module_dict_train():
         config[".".join(parts)] = value
     reports = []
     final = train(config, report=reports.append, data=data, checkpoint_dir=None)
-    assert {"val/type/acc", "val/training/acc", "val/keys/acc", "train/loss/type"} <= set(reports[-1])
+    assert {"val/type/acc", "val/training/acc", "val/train/acc", "train/loss/type"} <= set(reports[-1])
     assert final["test/type/acc"] > 0.3  # it learns (chance: 0.1)
 
 

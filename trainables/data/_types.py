@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE
 from trainables.settings import Rule, SettingError, check_fields
 
 # Head names become parts of flat trial-config keys ("heads.<head>.loss"), so no dots or spaces.
@@ -36,8 +35,6 @@ class HeadInfo:
     def __post_init__(self) -> None:
         if not _HEAD_NAME.match(self.name):
             raise DataError(f"head name must be an identifier (letters, digits, _), but got {self.name!r}")
-        if self.name in BREAKDOWN_TERMS:  # refused by every trial: said where the data set is read
-            raise DataError(f"{HEAD_NAMES_RULE}, but got {self.name!r}")
         if self.num_classes < 2:
             raise DataError(f"head {self.name}: num_classes must be >= 2, but got {self.num_classes}")
         if self.unit_range is not None and not self.unit_range[0] < self.unit_range[1]:
@@ -73,8 +70,6 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         check_fields(self, "data", error=DataSettingError)
-        if self.path is not None and not getattr(DATASETS[self.kind], "reads_path", True):  # ignored, said
-            raise DataSettingError("data.path", f"no path with data.kind {self.kind} (it reads no files)", self.path)
         # the pool is at most `limit`: where even that keeps no training sample, no trial can train
         if self.limit is not None and self.limit - validation_count(self.limit, self.val_fraction) < 1:
             raise DataSettingError("data.val_fraction", f"a fraction that leaves a training sample of the at most "

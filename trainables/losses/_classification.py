@@ -2,7 +2,8 @@
 
 Notation: z = logits [N, C], p = softmax(z), y = target, valid = {i : y_i != ignore_index}.
 Every loss is mean_{i in valid} loss_i; with no valid target it is a zero connected to the graph.
-`check_targets=False` skips the per-call range check of the targets (see `HeadLoss`).
+`check_targets=False` skips the per-call range check of the targets and the check of `num_classes`
+and `ignore_index` (see `HeadLoss` and `check_inputs`).
 """
 
 from collections.abc import Sequence
