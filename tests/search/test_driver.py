@@ -499,13 +499,17 @@ def test_median_stopping_stops_a_trial_below_the_median_and_lets_the_last_epoch_
 
 
 class SlowTrain:
-    """``train`` that waits ``seconds`` after reporting each epoch, so a search outlasts its budget."""
+    """``train`` that waits ``seconds`` after reporting each epoch, so a search outlasts its budget;
+    with ``marks``, it leaves a file there as it reports each epoch."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, marks: Path | None = None) -> None:
         self.seconds = seconds
+        self.marks = None if marks is None else str(marks)
 
     def __call__(self, config, *, report, checkpoint_dir=None, **given):
         def slow_report(metrics):
+            if self.marks is not None:
+                Path(self.marks, f"epoch-{metrics['epoch']}-{time.time_ns()}").touch()
             report(metrics)
             time.sleep(self.seconds)
 
@@ -545,23 +549,7 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
             assert runs[trial.trial_id].info.status == "FINISHED"
 
 
-class MarkedSlowTrain(SlowTrain):
-    """``SlowTrain`` that leaves a file in ``marks`` as it reports each epoch."""
-
-    def __init__(self, seconds: float, marks: Path) -> None:
-        super().__init__(seconds)
-        self.marks = str(marks)
-
-    def __call__(self, config, *, report, checkpoint_dir=None, **given):
-        def marked(metrics):
-            Path(self.marks, f"epoch-{metrics['epoch']}-{time.time_ns()}").touch()
-            report(metrics)
-            time.sleep(self.seconds)
-
-        return train(config, report=marked, checkpoint_dir=checkpoint_dir, **given)
-
-
-def _interrupted_after_an_epoch(tmp_path: Path, space_file: Path, train_fn: MarkedSlowTrain):
+def _interrupted_after_an_epoch(tmp_path: Path, space_file: Path, train_fn: SlowTrain):
     """``search`` of ``space_file`` stopped by a Ctrl-C once a trial reported an epoch."""
     marks = Path(train_fn.marks)
     marks.mkdir(exist_ok=True)
@@ -591,7 +579,7 @@ def test_a_search_resumed_with_a_time_budget_ends_by_what_is_left_of_it(ray_sess
         heads=FIXED_HEADS,
         search="{num_samples: 4, sampler: random, scheduler: none, max_concurrent: 1, time_budget_s: 20}",
     )
-    train_fn = MarkedSlowTrain(5.0, tmp_path / "marks")
+    train_fn = SlowTrain(5.0, tmp_path / "marks")
     first, client = _interrupted_after_an_epoch(tmp_path, space_file, train_fn)
     assert first.exit_code == 130
     capsys.readouterr()
@@ -969,7 +957,7 @@ def test_a_run_directory_that_kept_only_the_digest_records_the_digest_of_the_tex
     # refused the run directory ("a space_text whose sha256 is its space_sha256, but got another")
     space_file = write_space(tmp_path, name="named", heads=FIXED_HEADS,
                              search="{num_samples: 2, sampler: random, scheduler: none, max_concurrent: 1}")
-    first, _ = _interrupted_after_an_epoch(tmp_path, space_file, MarkedSlowTrain(2.0, tmp_path / "marks"))
+    first, _ = _interrupted_after_an_epoch(tmp_path, space_file, SlowTrain(2.0, tmp_path / "marks"))
     meta_file = first.plan.run_dir / "losstune.json"
     meta = json.loads(meta_file.read_text())
     del meta["space_text"]  # as an earlier version wrote it
