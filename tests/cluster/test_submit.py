@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from _cluster import REPO, SPACES, search_cli
 from _mlflow import recorded
@@ -16,7 +17,8 @@ from search import exit_codes
 from search.tracking import TAG_NODE, TAG_RAY_GPUS, TAG_RAY_JOB_PREFIX, TAG_SEARCH_ID
 
 
-def _submit(cluster, server, tmp_path, space: str, *more: str, name: str | None = None):
+def _submit(cluster, server, tmp_path, space: str | Path, *more: str, name: str | None = None):
+    """Submit ``space``: a name in the shipped test spaces, or a path of its own."""
     return search_cli(
         cluster, "submit", str(SPACES / space), "--address", cluster.dashboard_url, "--tracking-uri", server.url,
         "--storage", str(tmp_path / "runs"), *(["--name", name] if name else []), *more,
@@ -28,7 +30,12 @@ def _all_ended(runs) -> bool:
 
 
 def test_submit_wait_runs_trials_on_both_nodes_and_lists_the_job(cluster, cluster_mlflow, tmp_path):
-    done = _submit(cluster, cluster_mlflow, tmp_path, "spread.yaml", "--wait")
+    # Trials longer than the shipped 3 epochs (about 4 s): Tune hands a finished trial's actor to
+    # a pending trial (reuse_actors), so on a loaded machine, where the GPU node's workers took
+    # longer to start than the head's trials to end, all four once ran on the head.
+    space = tmp_path / "spread.yaml"
+    space.write_text((SPACES / "spread.yaml").read_text().replace("epochs: 3", "epochs: 10").replace("patience: 3", "patience: 10"))
+    done = _submit(cluster, cluster_mlflow, tmp_path, space, "--wait")
     assert done.returncode == exit_codes.OK, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Submitted search 'spread' as Ray Job losstune-spread-" in done.stdout
     assert "trials: 4 finished" in done.stdout  # the job's own output, streamed
