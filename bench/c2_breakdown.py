@@ -18,12 +18,12 @@ run six ways, each one subprocess:
 - ``loop_malloc``: the loop with ``MALLOC_TUNABLES``: what those settings give a trial run in a
   process's main thread.
 
-Each runner runs ROUNDS times, the runners interleaved within a round, so each round compares
-runners under the same machine load. Per round and runner: the median interval between trial
+Each runner runs ROUNDS times, the runners interleaved within a round (in reverse order every other
+round), so each round compares runners under the same machine load. Per round and runner: the median interval between trial
 completions per slot (search_overhead's per-trial figure) and the median epoch time
 (``epoch_time_s``: training, validation and, in the search, the checkpoint; not the hand-off, which
 comes after it), each divided by the loop's of the same round. Figures: the median of the rounds'
-ratios. About 20 minutes on 2 idle cores.
+ratios. About 27 minutes on 2 idle cores.
 
     .venv/bin/python bench/c2_breakdown.py   -> table on stdout, bench/results/c2_breakdown.json
 """
@@ -63,7 +63,7 @@ from search_overhead import (  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 CONCURRENCY = 2
 TRIALS = 8  # 6 intervals per run
-ROUNDS = 3
+ROUNDS = 4  # even: see round_order
 RUNNERS = ("loop", "ray_tasks", "ray_actor_handoff", "search", "search_glibc_defaults", "loop_malloc")
 POLL_S = 0.1  # Tune's controller waits at most this long for an event per step (tune_controller.py)
 
@@ -236,7 +236,7 @@ def run() -> dict[str, Any]:
         space, configs = space_file(tmp, "long", CONCURRENCY, trials=TRIALS)
         for round_ in range(ROUNDS):
             measured: dict[str, dict[str, Any]] = {}
-            for runner in RUNNERS:
+            for runner in round_order(round_):
                 work = tmp / f"{runner}-{round_}"
                 work.mkdir()
                 if runner == "search":
@@ -259,6 +259,13 @@ def run() -> dict[str, Any]:
             rounds.append(measured)
     result["raw"]["rounds"] = rounds
     return figures(result)
+
+
+def round_order(round_: int) -> tuple[str, ...]:
+    """The runners in the order round ``round_`` runs them: reversed every other round, so that
+    over an even number of rounds each runner runs as often before as after each other one (in a
+    fixed order the first runner of every round ran right after the previous round's last)."""
+    return RUNNERS if round_ % 2 == 0 else RUNNERS[::-1]
 
 
 def figures(result: dict[str, Any]) -> dict[str, Any]:

@@ -13,9 +13,10 @@ budget and the loop can run exactly the configs the search runs (checked against
 
 Trials per setting: short 10 (tune_default: 4 at c=1, 5 at c=2, as each costs a new worker
 process), long 4 at c=1 and 5 at c=2 (N - c >= 3 intervals). The long settings run in
-``LONG_ROUNDS`` rounds (each: c=1 loop and search, then c=2 loop and search), since on this
+``LONG_ROUNDS`` rounds (each: c=1 loop, Ray tasks and search, then c=2 the same; every other
+round in reverse order, so that no runner always follows another), since on this
 machine one run's per-trial median moved by up to 10 % between runs of the same code; every long
-figure is the median over rounds of that round's ratio. About 15 minutes on 2 idle cores.
+figure is the median over rounds of that round's ratio. About 20 minutes on 2 idle cores.
 
 Runners, each one subprocess whose wall time is measured from start to exit:
 
@@ -72,7 +73,7 @@ LONG_WALL_TARGET = 1.10
 SCALING_TARGET = 1.9  # trials per hour, concurrency 2 vs 1, on 2 cores
 STARTUP_TARGET_S = 5.0  # seconds the search adds before its first trial ends
 STARTUP_PAIRS = 3  # (loop, search) pairs whose median gives the start-up figure (see the docstring)
-LONG_ROUNDS = 3
+LONG_ROUNDS = 4  # even: half of them run their runners in reverse order
 
 SPACE = """\
 name: {name}
@@ -295,7 +296,9 @@ def _search(space_file: Path, configs: list[dict[str, Any]], concurrency: int, w
     return _summary(started, wall, done, concurrency)
 
 
-def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str, *, label: str) -> dict[str, Any]:
+def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str, *, label: str,
+             reverse: bool = False) -> dict[str, Any]:
+    """Each runner of the setting once, in their listed order, or the reverse (``reverse``)."""
     work = tmp / label
     work.mkdir()
     space_path, configs = space_file(work, kind, concurrency)
@@ -307,7 +310,7 @@ def _setting(kind: str, concurrency: int, tmp: Path, tracking_uri: str, *, label
     if tune_trials is not None:
         runners["tune_default"] = lambda: _loop(configs[:tune_trials[concurrency]], concurrency, work, "tune")
     result: dict[str, Any] = {"concurrency": concurrency, "loadavg_start": list(os.getloadavg())}
-    for name, runner in runners.items():
+    for name, runner in (reversed(runners.items()) if reverse else runners.items()):
         print(f"  {label}: {name} ...", flush=True)
         result[name] = runner()
     result["loadavg_end"] = list(os.getloadavg())
@@ -347,7 +350,9 @@ def run() -> dict[str, Any]:
         for round_ in range(1, LONG_ROUNDS + 1):
             for concurrency in (1, 2):
                 label = f"long_c{concurrency}_round{round_}"
-                result["raw"][label] = _setting("long", concurrency, tmp, tracking_uri, label=label)
+                # every other round in reverse: the loop ran first in every round before
+                result["raw"][label] = _setting("long", concurrency, tmp, tracking_uri, label=label,
+                                                reverse=round_ % 2 == 0)
         result["raw"]["startup_added_s"] = [_startup_added(result["raw"]["short_c1"])] + [
             _startup_added(_startup_pair(tmp / f"startup-{i}", tracking_uri)) for i in range(STARTUP_PAIRS - 1)]
     raw, ratios = result["raw"], result["ratios"]

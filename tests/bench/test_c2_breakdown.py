@@ -64,3 +64,13 @@ def test_search_epoch_times_are_the_epoch_results_of_every_trial(bench, tmp_path
         rows = [{"epoch": k + 1, "epoch_time_s": e} for k, e in enumerate(epochs)] + [{"final": 1, "epoch": 2}]
         (directory / "result.json").write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert sorted(bench.search_epoch_times(tmp_path)) == [1.5, 2.5, 3.5]
+
+
+def test_rounds_alternate_their_order_so_each_runner_runs_as_often_before_as_after_each_other(bench):
+    orders = [bench.round_order(r) for r in range(bench.ROUNDS)]
+    assert all(sorted(order) == sorted(bench.RUNNERS) for order in orders)
+    for a in bench.RUNNERS:
+        for b in bench.RUNNERS:
+            if a != b:
+                before = sum(order.index(a) < order.index(b) for order in orders)
+                assert before == bench.ROUNDS / 2, (a, b, orders)
