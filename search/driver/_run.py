@@ -19,7 +19,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from search import exit_codes
 from search._preflight import is_server_uri
 from search.console import say
-from search.driver._callbacks import MlflowCallback, ProgressPrinter
+from search.driver._callbacks import MlflowCallback, ProgressPrinter, trial_error
 from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
 from search.driver._promotions import PromotingAsha, PromotionState
 from search.driver._state import StateSnapshot, clear_state
@@ -361,6 +361,7 @@ def _finish(
     # Safety net (and the trials the budget stopped): a run the callbacks could not end (e.g. the
     # driver died between Tune's state save and the callback), or that an interrupted attempt left
     # open for a trial still paused when the budget ran out, is ended by the state Tune recorded.
+    by_id = {trial.trial_id: trial for trial in trials}
     for s in summaries:
         if open_runs.get(s.trial_id):
             if s.state == "STOPPED":
@@ -368,7 +369,9 @@ def _finish(
             else:
                 state = {"FINISHED": "finished", "FAILED": "failed"}.get(s.state, "interrupted")
             reason = "stopped by the time budget" if state == "stopped_by_budget" else s.state.lower()
-            tracker.trial_ended(s.trial_id, state=state, reason=reason, error=s.error)
+            # a failure's traceback as error.txt, as the callback would have logged it
+            details = trial_error(by_id[s.trial_id])[1] if s.state == "FAILED" else None
+            tracker.trial_ended(s.trial_id, state=state, reason=reason, error=s.error, details=details)
 
     notes = []
     if budget_ended:

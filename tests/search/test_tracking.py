@@ -476,6 +476,42 @@ def test_a_trial_still_paused_when_a_resumed_search_runs_out_of_time_ends_stoppe
                                                                               "a": "stopped_by_budget"}
 
 
+def test_a_failed_trial_whose_run_the_callbacks_did_not_end_keeps_its_traceback(settings, uri: str, tmp_path: Path):
+    # The driver died before the callback ended the failed trial's run; the resumed search's
+    # safety net ends it. Before, it ended `failed` without the error.txt the callback logs.
+    from types import SimpleNamespace
+
+    from search.driver._run import _finish
+    from search.driver._storage import RunLocation
+    from search.space import load_space
+    from search.driver._trainable import ERROR_KEY, FAILED_KEY, TRACEBACK_KEY
+
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "digits.yaml")
+    tracking_settings = settings()
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    plan = SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
+                           location=RunLocation(str(tmp_path / "runs"), "s"),
+                           options=SimpleNamespace(ray_job=None, storage="runs"))
+    config = {"heads.digit.loss": "ce"}
+    tracker = SearchTracker(tracking_settings)
+    tracker.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})
+    tracker.trial_started("f", config)
+    tracker.log_epoch("f", {"epoch": 1, "val/acc_mean": 0.5}, epoch=1)
+    failed = SimpleNamespace(trial_id="f", status="TERMINATED", config=config, error_file=None, get_error=lambda: None,
+                             last_result={"epoch": 1, "val/acc_mean": float("nan"), FAILED_KEY: 1,
+                                          ERROR_KEY: "ValueError: diverged",
+                                          TRACEBACK_KEY: "Traceback (most recent call last):\nValueError: diverged\n"})
+    _finish(plan, tracker, [failed], histories={}, num_samples=1, out_of_time=False,
+            meta={"tracking_uri": uri, "experiment": "exp", "search_id": tracking_settings.search_id})
+
+    client = MlflowClient(uri)
+    (run,) = _children(client, tracker)
+    assert run.info.status == "FAILED" and run.data.tags["losstune.state"] == "failed"
+    assert run.data.tags["losstune.error"] == "ValueError: diverged"
+    path = client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))
+    assert Path(path).read_text() == "Traceback (most recent call last):\nValueError: diverged\n"
+
+
 def test_a_trial_whose_config_never_reached_the_store_logs_it_when_resumed(uri: str, request: pytest.FixtureRequest):
     # The run was created, then the store went away before its params batch and the driver was
     # killed: before, the resumed search reopened the run and never logged the config.
