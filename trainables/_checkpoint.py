@@ -49,27 +49,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CUDA generators too
 
 
-def _rng_state(batch_rng: torch.Generator) -> dict[str, Any]:
-    # Plain containers and tensors only, so torch.load(weights_only=True) reads them back.
+def _rng_state(batch_rng: torch.Generator, device: torch.device) -> dict[str, Any]:
+    # Plain containers and tensors only, so torch.load(weights_only=True) reads them back. Of the
+    # CUDA generators only the training device's: a CPU trial on a GPU node (whose GPUs Ray leaves
+    # visible) would start CUDA to save every GPU's, and a resume seeing fewer GPUs could not set them.
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": [version, list(internal), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
         "batches": batch_rng.get_state(),
     }
 
 
-def _set_rng_state(state: Mapping[str, Any], batch_rng: torch.Generator) -> None:
+def _set_rng_state(state: Mapping[str, Any], batch_rng: torch.Generator, device: torch.device) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if cuda and device.type == "cuda":
+        # one state, the device's; a checkpoint of an older version holds one per visible GPU
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_rng_state(cuda[index] if 1 < len(cuda) and index < len(cuda) else cuda[0], device)
     batch_rng.set_state(state["batches"])
 
 
@@ -83,9 +88,11 @@ def save_checkpoint(
     scaler: torch.amp.GradScaler,
     batch_rng: torch.Generator,
     hooks: Mapping[str, Any] | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> None:
     """Write to a temporary file and rename it, so a crash never leaves a half-written checkpoint.
-    ``hooks``: the states of the train loop's hooks by section (``trainables.hooks.states``)."""
+    ``hooks``: the states of the train loop's hooks by section (``trainables.hooks.states``);
+    ``device``: where the model trains (its generator's state is saved with the others)."""
     payload = {
         "hooks": dict(hooks or {}),
         "config": dict(flat),
@@ -93,7 +100,7 @@ def save_checkpoint(
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
-        "rng": _rng_state(batch_rng),
+        "rng": _rng_state(batch_rng, device),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -128,9 +135,11 @@ def load_checkpoint(
     scaler: torch.amp.GradScaler,
     batch_rng: torch.Generator,
     hooks: Mapping[str, Any] | None = None,
+    device: torch.device = torch.device("cpu"),
 ) -> Progress:
     """Restore a checkpoint into the model, optimiser, scaler, RNGs and ``hooks`` (by section);
-    the progress. ``flat``: the trial's config, which must train as the checkpoint's did."""
+    the progress. ``flat``: the trial's config, which must train as the checkpoint's did;
+    ``device``: where the model trains."""
     # map_location cpu: RNG states must stay CPU tensors; load_state_dict moves the rest.
     if not path.is_file():
         raise CheckpointError(path, "a folder or other non-file")
@@ -168,7 +177,7 @@ def load_checkpoint(
         # device (train.device may change), its scaler starts from its initial scale.
         if payload["scaler"]:
             scaler.load_state_dict(payload["scaler"])
-        _set_rng_state(payload["rng"], batch_rng)
+        _set_rng_state(payload["rng"], batch_rng, device)
         load_states(hooks or {}, payload.get("hooks", []))
         return Progress(**payload["progress"])
 

@@ -162,7 +162,7 @@ def _train(
     progress = Progress()
     if path is not None and path.exists():
         progress = load_checkpoint(path, flat, model=model, optimizer=optimizer, scaler=scaler, batch_rng=batch_rng,
-                                   hooks=hooks)
+                                   hooks=hooks, device=device)
         progress.best_state = {k: v.to(device) for k, v in progress.best_state.items()}
 
     def evaluate(split: Split, name: str) -> dict[str, float]:
@@ -201,7 +201,7 @@ def _train(
 
             if path is not None:
                 save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler,
-                                batch_rng=batch_rng, hooks=train_hooks.states(hooks))
+                                batch_rng=batch_rng, hooks=train_hooks.states(hooks), device=device)
             report(
                 {
                     "epoch": epoch,

@@ -363,3 +363,39 @@ def test_gpu_utilisation_is_left_out_where_nvml_is_missing(monkeypatch):
     assert not monitor.sampling and monitor.epoch_metrics() == {"gpu/peak_allocated_mb": 1.0}
     cpu = GpuMonitor(torch.device("cpu"))
     assert not cpu.active and not cpu.sampling and cpu.epoch_metrics() == {}
+
+
+def test_a_checkpoint_keeps_the_cuda_generator_of_the_training_device_only(tmp_path, monkeypatch):
+    # Before, every visible GPU's generator was saved whenever CUDA was available (a CPU trial on a
+    # GPU node started CUDA for it), and restoring 4 states where 1 GPU is visible raised IndexError,
+    # a CheckpointError that failed the trial for good. Fake CUDA generators: 4 GPUs when saving.
+    states = {i: torch.tensor([i], dtype=torch.uint8) for i in range(4)}
+    set_calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [states[i] for i in range(4)])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": states[torch.device(device).index or 0])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": set_calls.append((int(state[0]), str(device))))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    flat = train_module.TrialConfig.from_flat(CONFIG).to_flat()
+    model = torch.nn.Linear(2, 2)
+    kwargs = {"model": model, "optimizer": torch.optim.AdamW(model.parameters()), "batch_rng": torch.Generator(),
+              "scaler": torch.amp.GradScaler("cpu", enabled=False)}
+
+    save_checkpoint(tmp_path / "cpu.pt", flat, Progress(epoch=1), device=torch.device("cpu"), **kwargs)
+    assert torch.load(tmp_path / "cpu.pt", weights_only=True)["rng"]["cuda"] == []
+    load_checkpoint(tmp_path / "cpu.pt", flat, device=torch.device("cpu"), **kwargs)
+    assert set_calls == []
+
+    save_checkpoint(tmp_path / "gpu.pt", flat, Progress(epoch=1), device=torch.device("cuda:2"), **kwargs)
+    assert [int(s[0]) for s in torch.load(tmp_path / "gpu.pt", weights_only=True)["rng"]["cuda"]] == [2]
+    load_checkpoint(tmp_path / "gpu.pt", flat, device=torch.device("cuda:0"), **kwargs)  # resumed where one GPU is seen
+    assert set_calls == [(2, "cuda:0")]
+
+    # a checkpoint of an older version: one state per visible GPU, the device's taken
+    payload = torch.load(tmp_path / "gpu.pt", weights_only=True)
+    payload["rng"]["cuda"] = [states[i] for i in range(4)]
+    torch.save(payload, tmp_path / "old.pt")
+    set_calls.clear()
+    load_checkpoint(tmp_path / "old.pt", flat, device=torch.device("cuda:1"), **kwargs)
+    load_checkpoint(tmp_path / "old.pt", flat, device=torch.device("cuda:7"), **kwargs)
+    assert set_calls == [(1, "cuda:1"), (0, "cuda:7")]

@@ -137,7 +137,8 @@ class DWA(Strategy):
         if active:
             history = [[epoch[i] for i in active] for epoch in self.history]
             lambdas = self.lambdas.new_zeros(len(self.heads))
-            lambdas[active] = torch.tensor(dwa_weights(history, temperature=self.temperature), dtype=lambdas.dtype)
+            lambdas[active] = torch.tensor(dwa_weights(history, temperature=self.temperature), dtype=lambdas.dtype,
+                                           device=lambdas.device)
             self.lambdas.copy_(lambdas)
         return used
 
