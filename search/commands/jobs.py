@@ -60,17 +60,10 @@ def _check_store_exists(tracking_uri: str) -> None:
     database it is pointed at, and listing jobs never creates a store."""
     from search._preflight import is_database_uri
 
-    if not is_database_uri(tracking_uri):
-        return
-    import sqlalchemy
-    from mlflow.store.db.utils import _all_tables_exist  # MLflow's own test for creating its tables
+    from search.tracking import holds_mlflow_tables
 
-    engine = sqlalchemy.create_engine(tracking_uri, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        if not _all_tables_exist(engine):
-            raise LookupError("no MLflow store in that database")
-    finally:
-        engine.dispose()
+    if is_database_uri(tracking_uri) and not holds_mlflow_tables(tracking_uri):
+        raise LookupError("no MLflow store in that database")
 
 
 def _within(seconds: float, fn: Callable[[str], dict[str, str]], arg: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from search import ranking
+from search._preflight import is_database_uri
 from search.space import from_json, is_search_name
 from trainables.flat_keys import WEIGHTS_PREFIX
 from search.space._distributions import Distribution
@@ -34,8 +35,10 @@ from search.tracking import (
     TAG_TRIAL_ID,
     StoreError,
     all_pages,
+    holds_mlflow_tables,
     opened_client,
     param_value,
+    redact_uri,
     search_all_runs,
     search_name_of,
     sqlite_path,
@@ -126,6 +129,14 @@ def open_store(tracking_uri: str) -> Any:
     # a report only reads, and must not turn the user's file into a store.
     if db is not None and db.stat().st_size == 0:
         raise ReportError(f"an existing MLflow store, but got the empty file {db} (tracking URI {tracking_uri})")
+    if db is not None or is_database_uri(tracking_uri):
+        try:
+            tables = holds_mlflow_tables(tracking_uri)
+        except Exception:  # noqa: BLE001 - not a database, or unreachable: opening it says which
+            tables = True
+        if not tables:
+            where = db if db is not None else redact_uri(tracking_uri)
+            raise ReportError(f"an existing MLflow store, but got {where}, a database without MLflow's tables")
     try:
         return opened_client(tracking_uri)
     except StoreError as exc:

@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 __all__ = [
     "DIMENSIONS_FILE",
+    "holds_mlflow_tables",
     "ROLE_SEARCH",
     "ROLE_TRIAL",
     "SEARCH_ENDS",
@@ -141,6 +142,20 @@ def same_store(first: str, second: str) -> bool:
         return True
     paths = sqlite_path(first), sqlite_path(second)
     return None not in paths and paths[0].resolve() == paths[1].resolve()
+
+
+def holds_mlflow_tables(database_uri: str) -> bool:
+    """Whether the database of a SQLAlchemy URI (sqlite:///, postgresql://, ...) holds MLflow's
+    tables: MLflow creates them in any database it is pointed at, which a command that only reads
+    must not let it do. Errors of connecting or reading are raised as they are."""
+    import sqlalchemy
+    from mlflow.store.db.utils import _all_tables_exist  # MLflow's own test for creating its tables
+
+    engine = sqlalchemy.create_engine(database_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        return _all_tables_exist(engine)
+    finally:
+        engine.dispose()
 
 
 def create_sqlite_store(db: Path, *, default_artifact_root: str | None = None) -> None:

@@ -465,6 +465,21 @@ def test_an_empty_file_is_no_store_and_stays_empty(tmp_path: Path, capsys):
     assert empty.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
 
 
+def test_a_database_without_mlflow_s_tables_is_no_store_and_stays_unchanged(tmp_path: Path, capsys):
+    # Before, MLflow created its ~70 tables in the user's database, then the report found no search.
+    import sqlite3
+
+    other = tmp_path / "notes.db"
+    with sqlite3.connect(other) as db:
+        db.execute("create table notes (x)")
+    before = other.read_bytes()
+    assert main(["report", "--tracking-uri", f"sqlite:///{other}", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: an existing MLflow store, but got {other}, a database without MLflow's tables" in err
+    assert "Traceback" not in err
+    assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
 def test_a_search_in_its_first_moments_is_said_to_be_starting(toy_store: Path, tmp_path: Path, capsys):
     from search.tracking import ROLE_SEARCH, TAG_ROLE, TAG_SEARCH_ID
 
