@@ -71,8 +71,10 @@ def _space_fields(path: Path) -> tuple[str | None, str | None]:
     if not isinstance(doc, dict):
         raise ValueError(f"a space file (a YAML mapping), but got {type(doc).__name__} in {path}")
     mlflow = doc.get("mlflow") if isinstance(doc.get("mlflow"), dict) else {}
-    name = doc.get("name")
-    return (str(name) if name else path.stem), mlflow.get("tracking_uri")
+    name, uri = doc.get("name"), mlflow.get("tracking_uri")
+    if uri is not None and not isinstance(uri, str):
+        raise ValueError(f"{path}: mlflow.tracking_uri: a URI string, but got {uri!r}")
+    return (str(name) if name else path.stem), uri
 
 
 def _recorded(storage: str, name: str | None) -> tuple[Any, dict[str, Any]] | None:

@@ -213,6 +213,14 @@ def test_a_space_file_selects_its_search_and_store(toy_store: Path, tmp_path: Pa
     assert "search: toy (toy-0123456789)" in capsys.readouterr().out
 
 
+def test_a_space_file_whose_tracking_uri_is_no_string_exits_2_naming_it(tmp_path: Path, capsys):
+    space = tmp_path / "toy.yaml"
+    space.write_text("name: toy\nmlflow: {tracking_uri: 5}\n")  # a traceback before
+    assert main(["report", str(space), "--out", str(tmp_path / "out"), "--no-upload"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {space}: mlflow.tracking_uri: a URI string, but got 5" in err and "Traceback" not in err
+
+
 def test_invalid_selections_exit_2(toy_store: Path, tmp_path: Path, capsys):
     assert main(["report", "nope", "--tracking-uri", _uri(toy_store), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
