@@ -25,10 +25,11 @@ TOKEN_SOURCES = f"{TOKEN_ENV}, the file {TOKEN_PATH_ENV} names, or {DEFAULT_TOKE
 
 
 class TokenError(ClusterError):
-    """A token file that cannot be read, or an empty one."""
+    """A token file that cannot be read, an empty one, or a token no HTTP header can carry
+    (``path``: the file, or the variable that held it)."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__("a readable file holding the cluster's token", f"{path!r} ({reason})")
+    def __init__(self, path: str, reason: str, *, rule: str = "a readable file holding the cluster's token") -> None:
+        super().__init__(rule, f"{path!r} ({reason})")
         self.path = path
         self.reason = reason
 
@@ -46,7 +47,7 @@ def find_token(environ: Mapping[str, str] = os.environ) -> Token | None:
     """The token from the first source that has one, or None (the cluster may not ask for one)."""
     value = environ.get(TOKEN_ENV, "").strip()
     if value:
-        return Token(value, TOKEN_ENV)
+        return Token(_checked(value, TOKEN_ENV), TOKEN_ENV)
     named = environ.get(TOKEN_PATH_ENV)
     if named:
         return Token(_read(named), f"{TOKEN_PATH_ENV}={named}")
@@ -58,9 +59,20 @@ def find_token(environ: Mapping[str, str] = os.environ) -> Token | None:
 
 def _read(path: str) -> str:
     try:
-        value = Path(path).expanduser().read_text().strip()
+        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
     except OSError as error:
         raise TokenError(path, error.strerror or str(error)) from None
+    except UnicodeDecodeError:
+        raise TokenError(path, "not UTF-8 text") from None
     if not value:
         raise TokenError(path, "the file is empty")
+    return _checked(value, path)
+
+
+def _checked(value: str, source: str) -> str:
+    """``value``, unless it could not go into an HTTP header (the request would fail with a
+    message that blames the cluster's address)."""
+    if any(c.isspace() or not c.isprintable() or not c.isascii() for c in value):
+        raise TokenError(source, "it holds spaces, line breaks or characters outside printable ASCII",
+                         rule="a cluster token an HTTP header can carry")
     return value

@@ -49,6 +49,21 @@ def test_a_token_file_that_cannot_be_read_is_an_error_naming_it(tmp_path: Path, 
     assert caught.value.path == str(path) and "a readable file holding the cluster's token" in str(caught.value)
 
 
+def test_a_token_that_is_no_text_or_holds_a_line_break_is_an_error_naming_its_source(tmp_path: Path):
+    binary = tmp_path / "token"
+    binary.write_bytes(b"\xff\xfe")  # a traceback (UnicodeDecodeError) before
+    with pytest.raises(TokenError) as caught:
+        find_token({"RAY_AUTH_TOKEN_PATH": str(binary)})
+    assert (caught.value.path, caught.value.reason) == (str(binary), "not UTF-8 text")
+    # before: sent as a header, and the error blamed the cluster's address
+    two_lines = tmp_path / "two"
+    two_lines.write_text("abc\ndef\n")
+    for env, source in (({"RAY_AUTH_TOKEN": "a\nb"}, "RAY_AUTH_TOKEN"), ({"RAY_AUTH_TOKEN_PATH": str(two_lines)}, str(two_lines))):
+        with pytest.raises(TokenError) as caught:
+            find_token(env)
+        assert caught.value.path == source and "a cluster token an HTTP header can carry" in str(caught.value)
+
+
 def test_a_job_ships_the_two_packages_and_the_space_and_nothing_else(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(REPO)
     staged = tmp_path / "staged"
