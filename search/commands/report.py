@@ -52,8 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="search id, search name, experiment name or space file (default: the newest search)",
     )
     parser.add_argument("--out", type=given_text, metavar="DIR", help="output directory (default: <storage>/<name>/report)")
-    parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory of run (default: runs)")
-    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
+    parser.add_argument("--storage", type=given_text, default="runs", metavar="DIR", help="results directory of run (default: runs)")
+    parser.add_argument("--tracking-uri", type=given_text, metavar="URI", help="MLflow tracking URI")
     parser.add_argument("--no-upload", action="store_true", help="do not log the report as artifacts of the parent run")
     return parser
 

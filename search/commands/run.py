@@ -62,10 +62,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="start the sampler from the scored trials of an earlier search (id or name) in the same MLflow "
         "store whose configs fit this space",
     )
-    parser.add_argument("--storage", default="runs", metavar="DIR", help="results directory (default: runs)")
+    parser.add_argument("--storage", type=given_text, default="runs", metavar="DIR", help="results directory (default: runs)")
     parser.add_argument("--name", metavar="NAME", help="search name (default: the space's name)")
-    parser.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI")
-    parser.add_argument("--address", metavar="HOST:PORT", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--tracking-uri", type=given_text, metavar="URI", help="MLflow tracking URI")
+    parser.add_argument("--address", type=given_text, metavar="HOST:PORT", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--num-cpus", type=positive_int, metavar="N", help="CPUs of the local Ray instance (default: all)")
     parser.add_argument("--dashboard", action="store_true", help="start the Ray dashboard (on 127.0.0.1)")
     parser.add_argument(
@@ -108,6 +108,12 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
 
     try:
         address = _ray.resolve_address(args.address)  # before Ray is imported
+        if address is not None and (args.num_cpus is not None or args.dashboard):
+            given = "--num-cpus" if args.num_cpus is not None else "--dashboard"
+            raise _ray.RayOptionError(f"{given}: an option of a local Ray instance, but got a cluster to join "
+                                      f"({address}; its own `ray start` sets its CPUs and dashboard)")
+        if args.dashboard:  # before the data set is prepared, which may take minutes
+            _ray.check_dashboard()
     except _ray.RayOptionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
@@ -150,9 +156,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         check_reachable(plan.tracking_uri)
         hold.take(make=True)  # the options are valid: the storage folder may be made now
         data = prepare_data(space, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
-        if args.dashboard:
-            _ray.check_dashboard()
-    except (SearchInputError, TrackingUriError, _ray.RayOptionError) as exc:
+    except (SearchInputError, TrackingUriError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
     from search.tracking import StoreError, open_store_in_background

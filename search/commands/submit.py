@@ -49,7 +49,7 @@ STOP_WAIT_ENV = {"RAY_JOB_STOP_WAIT_TIME_S": "60"}
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "submit", HELP, DESCRIPTION, EXAMPLES)
     add_address(parser)
-    parser.add_argument("--tracking-uri", metavar="URI",
+    parser.add_argument("--tracking-uri", type=given_text, metavar="URI",
                         help="MLflow server or database every node reaches (default: MLFLOW_TRACKING_URI, then the space's)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
                         help=f"results directory shared by every node (default: {DEFAULT_STORAGE} on the head)")

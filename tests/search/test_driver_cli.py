@@ -480,3 +480,21 @@ def test_dashboard_without_its_packages_exits_2_before_ray_starts(no_ray, monkey
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp_cors" else real(name, *a))
     assert main(["run", str(SPACE), "--dashboard", "--storage", str(tmp_path / "runs")]) == 2
     assert "--dashboard needs Ray's dashboard packages (pip install 'losstune[cluster]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--num-cpus", "2"], ["--dashboard"]])
+def test_a_local_instance_s_option_with_a_cluster_to_join_exits_2_before_ray_starts(no_ray, tmp_path: Path, capsys,
+                                                                                     option):
+    # before: ignored without a word (ray.init joins a cluster with the cluster's CPUs and dashboard)
+    assert main(["run", str(SPACE), "--address", "10.0.0.5:6379", *option, "--storage", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {option[0]}: an option of a local Ray instance, but got a cluster to join (10.0.0.5:6379" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("option", ["--storage", "--address", "--tracking-uri"])
+def test_an_empty_option_value_exits_2(tmp_path: Path, capsys, option):
+    # before: an empty --storage put the run directory in the current folder, an empty --address
+    # started a local Ray, an empty --tracking-uri logged to the default store
+    assert main(["run", str(SPACE), option, ""]) == 2
+    assert "a non-empty value, but got ''" in capsys.readouterr().err
