@@ -254,8 +254,12 @@ def test_serve_stops_cleanly(toy_server):
         assert s.connect_ex(("127.0.0.1", server.port)) != 0
 
 
-def test_serve_rejects_bad_options():
+def test_serve_rejects_bad_options(tmp_path: Path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
     for args, message in (
+        # a raw `mkdir: ... Not a directory` and exit 1 before
+        (["--store", str(a_file)], f"--store must name a directory, but got '{a_file}', which is not one"),
         (["--port", "http"], "port must be an integer in 1..65535, but got 'http'"),
         (["--port", "70000"], "but got '70000'"),
         # bash read 08 as bad octal, which skipped the check, and 010 as 8 while MLflow got 10
