@@ -36,11 +36,14 @@ def run(args: argparse.Namespace) -> int:
     if found is None:
         return exit_codes.INVALID
     cluster, _ = found
-    from search.cluster import ClusterError
+    from search.cluster import ClusterError, FollowLost
 
     try:
         return _print_logs(cluster, job_id=args.job, follow_it=args.follow)
-    except ClusterError as error:  # also a connection lost while following: the message says how to go on
+    except FollowLost as error:  # the message says how to go on
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.LOST
+    except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.INVALID
 

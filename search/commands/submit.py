@@ -133,7 +133,7 @@ def _run_submit(args: argparse.Namespace) -> int:
         _check_resources(cluster, space)
         job_id = _submit(args, cluster, space, tracking_uri)
         return _wait(cluster, job_id) if args.wait else exit_codes.OK
-    except ClusterError as error:  # also a connection lost while following: the message says how to go on
+    except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.INVALID
 
@@ -198,8 +198,14 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
 def _wait(cluster: Any, job_id: str) -> int:
     from search.cluster import exit_code, find_job, follow, follow_command
 
+    from search.cluster import ClusterError
+
     try:
         follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+        job = find_job(cluster, job_id)
+    except ClusterError as error:  # submitted: not exit 2, which says the submission was refused
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.LOST
     except KeyboardInterrupt:
         stop = False
         if sys.stdin.isatty():
@@ -212,7 +218,6 @@ def _wait(cluster: Any, job_id: str) -> int:
             print(f"detached; job {job_id} goes on ({follow_command(job_id=job_id, address=cluster.address)})",
                   file=sys.stderr)
         return exit_codes.INTERRUPTED
-    job = find_job(cluster, job_id)
     code = exit_code(job)
     print(f"job {job_id}: {job.status.value} (exit status {code})", file=sys.stderr)
     return code

@@ -172,8 +172,8 @@ def cli(monkeypatch, capsys, tmp_path):
     return run
 
 
-def _refused(done: subprocess.CompletedProcess, *texts: str) -> None:
-    assert done.returncode == exit_codes.INVALID, done.stdout + done.stderr
+def _refused(done: subprocess.CompletedProcess, *texts: str, code: int = exit_codes.INVALID) -> None:
+    assert done.returncode == code, done.stdout + done.stderr
     assert "Traceback" not in done.stderr and done.stderr.startswith("error: "), done.stderr
     assert ", but got " in done.stderr
     for text in texts:
@@ -261,8 +261,10 @@ def test_a_connection_lost_while_following_says_the_job_may_go_on_and_how_to_fol
     jobs_api.drop_tail = True
     done = cli("logs", "losstune-x-abc", "--address", jobs_api.url, "--follow")
     assert "[trial] epoch 1/3" in done.stdout
+    # exit 3, not 2 (refused input), which a script could take for a job never run
     _refused(done, "the connection lost", "the job may still be running",
-             f"follow it again with python -m search logs losstune-x-abc --address {jobs_api.url} --follow")
+             f"follow it again with python -m search logs losstune-x-abc --address {jobs_api.url} --follow",
+             code=exit_codes.LOST)
 
 
 # 2, 4, 5, 6. Submitting
@@ -278,7 +280,9 @@ def test_submit_wait_with_its_connection_lost_says_how_to_follow_the_job_again(j
     done = _submit(cli, jobs_api, "--wait")
     (job_id,) = jobs_api.jobs
     assert f"as Ray Job {job_id}" in done.stdout
-    _refused(done, "the job may still be running", f"python -m search logs {job_id} --address {jobs_api.url} --follow")
+    # exit 3: submitted, its outcome unknown (2 said the submission was refused, and a script resubmitted)
+    _refused(done, "the job may still be running", f"python -m search logs {job_id} --address {jobs_api.url} --follow",
+             code=exit_codes.LOST)
 
 
 def test_submit_refuses_a_name_that_is_not_a_search_name_before_contacting_the_cluster(jobs_api, cli):
