@@ -14,8 +14,9 @@ In Tune, a trial that reaches a rung is paused (Tune keeps its last checkpoint) 
 may be promoted; the best such trial runs on. If it is another trial, that paused trial takes the
 slot of the one that pauses (or of one that finishes or fails). Otherwise the slot goes to a new
 configuration: ``PausingLimiter`` frees the slot of a paused trial. When no new configuration
-will come and nothing runs or waits, the paused trials that were not promoted end as stopped
-early.
+will come and nothing runs or waits, the best trial waiting at the highest rung runs on if no
+trial ran on from that rung (a small search would otherwise train none to its last epoch); then
+the paused trials that were not promoted end as stopped early.
 
 Tune saves the searcher's state and its callbacks' with its experiment state, not the scheduler's:
 ``PromotionState``, a callback, saves the rungs, so a search resumed after a crash keeps its
@@ -190,10 +191,30 @@ class PromotingAsha(FIFOScheduler):
                 return trial
         live = any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
         if not live and tune_controller.search_alg.is_finished():
+            last = self._last_promotion()
+            if last is not None:
+                self._resume(tune_controller, *last)
+                return by_id[last[1]]
             # nothing left to rank a paused trial against: each ends where it paused
             for trial in trials:
                 if trial.status == Trial.PAUSED:
                     _stop_paused(tune_controller, trial)
+        return None
+
+    def _last_promotion(self) -> tuple[int, str] | None:
+        """(rung, trial) of the best trial waiting at the highest rung where trials wait, if no trial
+        ran on from that rung: when no configuration will come and nothing runs. A search with
+        fewer than ``reduction_factor`` trials at its highest rung would otherwise end without
+        any trial trained to its last epoch (nor tested)."""
+        for rung in reversed(range(len(self.milestones))):
+            waiting = {trial_id: score for trial_id, score in self.scores[rung].items()
+                       if trial_id not in self.promoted[rung] and trial_id not in self.ended}
+            if not waiting:
+                continue
+            if self.promoted[rung]:
+                return None
+            best = max(waiting, key=waiting.__getitem__)
+            return (rung, best) if math.isfinite(waiting[best]) else None
         return None
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:

@@ -318,7 +318,7 @@ class _Median(_FinishLastEpoch, MedianStoppingRule):
 def asha_grace(epochs: int, reduction_factor: float) -> int:
     """The grace period that puts ASHA's rungs (grace x rf^k epochs) as the space's epochs would in
     Hyperband: the last one at about ``epochs``, the first at epochs / rf^k >= 1 (9 epochs, rf 3:
-    rungs at 1, 3, 9; 20 epochs: 2, 6, 18)."""
+    rungs at 1, 3, 9; 20 epochs: 2, 6, 18). ASHA with promotions takes the last for the end."""
     reductions = max(0, math.floor(math.log(epochs) / math.log(reduction_factor) + 1e-9))
     return max(1, round(epochs / reduction_factor**reductions))
 
@@ -350,6 +350,10 @@ def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:
         )
     if settings.scheduler == "asha_promotions":
         milestones = rung_milestones(epochs=epochs, grace_period=grace, reduction_factor=settings.reduction_factor)
+        if settings.grace_period is None:
+            # asha_grace puts the last rung at about the epochs (18 of 20): that rung is the end,
+            # which trials would otherwise reach only once rf of them had waited at 18
+            milestones = [m for m in milestones if m * settings.reduction_factor <= epochs]
         return PromotingAsha(metric=objective.metric, mode=objective.mode, milestones=milestones,
                              reduction_factor=settings.reduction_factor)
     if settings.scheduler == "median":

@@ -4,6 +4,7 @@ learns from a paused trial (the scheduler in a search: test_driver.py and test_d
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import pickle
 from types import SimpleNamespace
 
@@ -205,10 +206,66 @@ def test_min_mode_ranks_the_lowest_value_first_and_a_pausing_trial_hands_its_slo
     b.status = "PAUSED"
     assert scheduler.choose_trial_to_run(controller) is None and controller.stopped == []
 
-    # no configuration will come and nothing runs: every paused trial ends, saved as ended
+    # no configuration will come and nothing runs: the best trial waiting at the highest rung,
+    # b, runs on, as no trial ran on from there (before, b too ended paused at epoch 3)
     controller.search_alg.is_finished = lambda: True
+    assert scheduler.choose_trial_to_run(controller) is b and controller.stopped == []
+    b.status = "RUNNING"
+    assert scheduler.on_trial_result(controller, b, {"epoch": 4, "loss": 0.05}) == TrialScheduler.CONTINUE
+    scheduler.on_trial_complete(controller, b, {"epoch": 4, "loss": 0.05})
+    b.status = "TERMINATED"
+    # b ran on from rung 1 already: every other paused trial ends, saved as ended
     assert scheduler.choose_trial_to_run(controller) is None
-    assert controller.stopped == controller.marked == ["a", "b", "c"]
+    assert controller.stopped == controller.marked == ["a", "c"]
+
+
+def test_a_search_too_small_to_promote_at_its_highest_rung_still_trains_its_best_trial_to_the_end():
+    # 2 trials, rf 3: none ranks at rung 1 (int(2 / 3) = 0); before, both ended paused there
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1, 3], reduction_factor=3)
+    a, b = _trial("a"), _trial("b")
+    controller = _Controller([a, b], finished=True)
+    for trial, value in ((a, 0.3), (b, 0.6)):
+        assert scheduler.on_trial_result(controller, trial, {"epoch": 1, "m": value}) == TrialScheduler.PAUSE
+        trial.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is b
+    b.status = "RUNNING"
+    # alone at rung 3 and nothing else to run: paused, then sent on again, to its last epoch
+    assert scheduler.on_trial_result(controller, b, {"epoch": 3, "m": 0.7}) == TrialScheduler.PAUSE
+    b.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is b
+    b.status = "RUNNING"
+    scheduler.on_trial_complete(controller, b, {"epoch": 9, "m": 0.8})
+    b.status = "TERMINATED"
+    assert scheduler.choose_trial_to_run(controller) is None and controller.stopped == ["a"]
+
+
+def test_a_trial_that_diverged_is_not_sent_on_at_the_end():
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
+    a = _trial("a")
+    controller = _Controller([a], finished=True)
+    assert scheduler.on_trial_result(controller, a, {"epoch": 1, "m": float("nan")}) == TrialScheduler.PAUSE
+    a.status = "PAUSED"
+    assert scheduler.choose_trial_to_run(controller) is None and controller.stopped == ["a"]
+
+
+@pytest.mark.parametrize(("epochs", "grace", "expected"), [
+    (9, None, [1, 3]), (20, None, [2, 6]), (10, None, [1, 3]), (30, None, [1, 3, 9]),
+    # a grace period the space sets keeps Ray's rungs: 18 of 20 as asked
+    (20, 2, [2, 6, 18]),
+])
+def test_without_a_grace_period_asha_with_promotions_takes_the_rung_at_about_the_epochs_for_the_end(
+    epochs, grace, expected
+):
+    # before: 20 epochs gave rungs 2, 6, 18, and a trial trained past 18 only once 3 had waited there
+    import dataclasses
+
+    from search.driver._strategy import build_scheduler
+    from search.space import load_space
+
+    space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "digits.yaml")
+    space = dataclasses.replace(space, search=dataclasses.replace(
+        space.search, scheduler="asha_promotions", grace_period=grace, reduction_factor=3.0))
+    assert build_scheduler(space, epochs=epochs).milestones == expected
 
 
 def test_a_finished_trial_hands_its_slot_to_a_paused_trial_that_ranks_before_a_new_configuration():
