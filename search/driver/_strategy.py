@@ -156,11 +156,13 @@ class _Optuna(OptunaSearch):
         self._warm = tuple(warm)
         self._pausing: set[str] = set()  # paused at the result Tune passes on next
         self._pruned: set[str] = set()  # told as pruned when they paused, not yet ended
+        # the points of trials whose failure repeats on the same config and seed (FAILED_KEY)
+        self._failed_points: list[dict[str, Any]] = []
         super().__init__(**kwargs)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # a searcher pickled by a losstune without promotions (a search resumed after an upgrade)
-        self.__dict__.update({"_pausing": set(), "_pruned": set(), **state})
+        # a searcher pickled by an older losstune (a search resumed after an upgrade)
+        self.__dict__.update({"_pausing": set(), "_pruned": set(), "_failed_points": [], **state})
 
     def _setup_study(self, mode: str | list) -> None:
         super()._setup_study(mode)
@@ -192,12 +194,15 @@ class _Optuna(OptunaSearch):
 
     def _repeats_a_point(self, trial_id: str, params: dict[str, Any]) -> bool:
         """Whether ``params``, proposed to ``trial_id``, is the point of another trial: trained
-        (pruned: paused at a rung under ASHA with promotions; its values are known) or training now
+        (pruned: paused at a rung under ASHA with promotions; its values are known), failed in a
+        way the same config and seed repeat (a diverged loss, a refused config), or training now
         (constant_liar keeps TPE off a running trial's point only where the point has a parameter
         to perturb). Training now means not ended in Tune: an Optuna trial stays RUNNING after a
         value Optuna refused (NaN), and its point may be drawn again."""
         trained = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         if any(t.params == params for t in self._ot_study.get_trials(deepcopy=False, states=trained)):
+            return True
+        if params in self._failed_points:  # it would fail again: TPE, which skips failed trials, redraws it
             return True
         return any(other != trial_id and other not in self._completed_trials and t.params == params
                    for other, t in self._ot_trials.items())
@@ -226,6 +231,8 @@ class _Optuna(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if result is not None and result.get(FAILED_KEY):
+            if trial_id in self._ot_trials:
+                self._failed_points.append(dict(self._ot_trials[trial_id].params))
             result, error = None, True
         self._pausing.discard(trial_id)
         if trial_id in self._pruned:

@@ -401,3 +401,25 @@ def test_a_resumed_search_keeps_its_rungs_pauses_waiting_trials_again_and_runs_t
     trials[1].status = "RUNNING"
     assert restored.on_trial_result(controller, trials[1], {"epoch": 2, "m": 0.95}) == TrialScheduler.CONTINUE
     assert restored.resume == [] and restored.choose_trial_to_run(controller) is trials[3]
+
+
+def test_a_point_whose_failure_would_repeat_is_not_trained_again():
+    # Before, a trial that failed for good (FAILED_KEY: a diverged loss, a refused config) was told
+    # to Optuna as failed, which TPE and the repeat check both skip: its point was proposed again
+    # (pcgrad failing every time was trained 8 to 9 times in 15 trials).
+    from search.driver._trainable import FAILED_KEY
+
+    searcher = _optuna()
+    searcher.suggest("a")
+    failed = dict(searcher._ot_trials["a"].params)
+    searcher.on_trial_complete("a", result={"m": math.nan, FAILED_KEY: 1, FINAL_KEY: 1})
+    assert searcher._repeats_a_point("b", failed)
+    # a failure of the worker (an error, no failed result) may pass: its point may be drawn again
+    searcher.suggest("c")
+    lost = dict(searcher._ot_trials["c"].params)
+    searcher.on_trial_complete("c", error=True)
+    assert not searcher._repeats_a_point("d", lost)
+    # kept across Tune's pickle of the searcher (a resumed search)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(searcher))._repeats_a_point("b", failed)
