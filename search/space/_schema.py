@@ -63,7 +63,8 @@ class SearchSettings:
     scheduler: Literal["asha_promotions", "asha", "median", "none"] = "asha_promotions"
     # epochs a trial runs before a scheduler may stop or pause it; None: from train.epochs (see asha_grace)
     grace_period: Annotated[int | None, Rule(minimum=1)] = None
-    reduction_factor: Annotated[float, Rule(minimum=1.0, min_open=True, maximum=100.0)] = 3.0
+    # at least 1.1: there are log(epochs) / log(rf) rungs (1 + 1e-12 gave 2e12 to build: a hang)
+    reduction_factor: Annotated[float, Rule(minimum=1.1, maximum=100.0)] = 3.0
     max_concurrent: Annotated[int, Rule(minimum=1, maximum=1_000)] = 2
     seed: Annotated[int, SEED_RULE] = 0
     # None: no wall-clock limit for the whole search
