@@ -302,9 +302,12 @@ class _Asha(_FinishLastEpoch, AsyncHyperBandScheduler):
         self.epochs, self.objective, self.mode = epochs, metric, mode
 
     def _diverged(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        # the worst value: it counts at its rung, as PromotingAsha counts it, and stops there
+        # The worst value counts at its rung, as PromotingAsha counts it, and the trial stops
+        # wherever it is: Ray's cutoff comes from the other trials, so a NaN first at its rung, or
+        # between rungs, ran on (a diverged model does not come back).
         worst = {**result, self.objective: _WORST if self.mode == "min" else -_WORST}
-        return AsyncHyperBandScheduler.on_trial_result(self, tune_controller, trial, worst)
+        AsyncHyperBandScheduler.on_trial_result(self, tune_controller, trial, worst)
+        return TrialScheduler.STOP
 
 
 class _Median(_FinishLastEpoch, MedianStoppingRule):

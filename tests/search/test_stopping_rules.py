@@ -51,6 +51,16 @@ def test_asha_stops_a_diverged_trial_as_the_worst_and_judges_the_next_as_before(
     assert scheduler.on_trial_result(None, trials[5], {"epoch": 1, "m": worst}) == TrialScheduler.STOP
 
 
+@pytest.mark.parametrize("epoch", [1, 2])  # first at its rung; between rungs
+def test_asha_stops_a_diverged_trial_with_no_other_trial_to_compare_or_between_rungs(epoch):
+    # before: Ray's cutoff, from the other trials' values, let it run on
+    scheduler = _Asha(epochs=9, time_attr="epoch", metric="m", mode="max", max_t=9, grace_period=1,
+                      reduction_factor=3)  # fmt: skip
+    trial = _trial("0")
+    scheduler.on_trial_add(None, trial)
+    assert scheduler.on_trial_result(None, trial, {"epoch": epoch, "m": math.nan}) == TrialScheduler.STOP
+
+
 @pytest.mark.parametrize("scheduler_class", [_Asha, _Median])
 def test_a_trial_whose_own_patience_ends_is_never_stopped_at_its_last_epoch(scheduler_class):
     # stopping it there would only lose its test metrics and count it as stopped early
