@@ -189,8 +189,17 @@ class PromotingAsha(FIFOScheduler):
         for trial in trials:
             if trial.status == Trial.PENDING:
                 return trial
+        finished = tune_controller.search_alg.is_finished()
+        if finished and _has_free_slot(tune_controller.search_alg.searcher):
+            # No configuration will come to take the slot: a trial that ranks runs on in it now.
+            # (During the search a slot that comes free goes to one, as a trial ends or pauses;
+            # a rung that made several tied trials promotable at once resumed only one of them.)
+            best = self._promotable()
+            if best is not None:
+                self._resume(tune_controller, *best)
+                return by_id[best[1]]
         live = any(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials)
-        if not live and tune_controller.search_alg.is_finished():
+        if not live and finished:
             last = self._last_promotion()
             if last is not None:
                 self._resume(tune_controller, *last)
@@ -271,6 +280,11 @@ class PromotionState(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.set_state(state)
+
+
+def _has_free_slot(limiter: Any) -> bool:
+    """Whether ``limiter`` (a ``ConcurrencyLimiter``) runs fewer trials than it may."""
+    return isinstance(limiter, ConcurrencyLimiter) and len(limiter.live_trials) < limiter.max_concurrent
 
 
 def _pause_restored(tune_controller: Any, trial: Trial) -> None:

@@ -423,3 +423,27 @@ def test_a_point_whose_failure_would_repeat_is_not_trained_again():
     import pickle
 
     assert pickle.loads(pickle.dumps(searcher))._repeats_a_point("b", failed)
+
+
+def test_at_the_end_a_free_worker_takes_a_trial_that_ranks_instead_of_idling():
+    # 3 trials tied at rung 1 with 2 workers: all three rank (ties rank with the last of the top
+    # third); c's arrival resumed a into its own slot. Before, b waited for a to end although the
+    # second worker was free: no configuration was left to come and take it.
+    scheduler = PromotingAsha(metric="m", mode="max", milestones=[1], reduction_factor=3)
+    a, b, c = _trial("a"), _trial("b"), _trial("c")
+    controller = _Controller([a, b, c], finished=True)
+    limiter = PausingLimiter(_Searcher(), max_concurrent=2)
+    controller.search_alg.searcher = limiter
+    for trial in (a, b, c):
+        limiter.live_trials.add(trial.trial_id)
+    for trial in (a, b, c):
+        assert scheduler.on_trial_result(controller, trial, {"epoch": 1, "m": 0.15}) == TrialScheduler.PAUSE
+        limiter.on_pause(trial.trial_id)
+        trial.status = "PAUSED"
+    assert scheduler.resume == ["a"] and limiter.live_trials == {"a"}
+    assert scheduler.choose_trial_to_run(controller) is a
+    a.status = "RUNNING"
+    assert scheduler.choose_trial_to_run(controller) is b  # the second worker is free
+    b.status = "RUNNING"
+    assert limiter.live_trials == {"a", "b"}
+    assert scheduler.choose_trial_to_run(controller) is None  # both workers busy: c waits
