@@ -216,7 +216,7 @@ def _utilization(device: torch.device) -> float | None:
 class GpuMonitor:
     """Per-epoch GPU figures on CUDA: ``gpu/peak_allocated_mb`` and ``gpu/utilization_pct`` (the
     mean of samples taken from the step loop, at most every 0.5 s, where torch.cuda.utilization
-    works: it needs pynvml). Nothing on the CPU."""
+    works: it needs pynvml; the whole device's, which trials packed on it share). Nothing on the CPU."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
