@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -44,12 +45,21 @@ class Rule:
 SEED_RULE = Rule(minimum=0, maximum=2**32 - 1)
 
 
+def shown(value: Any) -> str:
+    """``value`` as a message shows it: its repr, at most about 100 characters however big the
+    value (a `--set` value of megabytes was printed whole), built without the whole repr."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxtuple, short.maxlist, short.maxdict, short.maxset = 3, 10, 10, 10, 10
+    short.maxstring = short.maxother = 100
+    return short.repr(value)
+
+
 class SettingError(ValueError):
     """A value a setting refuses: ``key`` (``train.lr``), ``rule`` (``a number > 0``), ``value``."""
 
     def __init__(self, key: str, rule: str, value: Any) -> None:
         self.key, self.rule, self.value = key, rule, value
-        super().__init__(f"{key} must be {rule}, but got {value!r}")
+        super().__init__(f"{key} must be {rule}, but got {shown(value)}")
 
 
 def show_literal(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import textwrap
@@ -70,7 +71,8 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     """Apply ``key=value`` overrides (values parsed as YAML). A head whose loss is overridden loses
     the parameters of its previous loss, unless they are overridden too (then the config check
     reports them)."""
-    from search.space import safe_load_value
+    from search.space import SpaceError, safe_load_value
+    from trainables.settings import shown
     from trainables.config import is_switch_key
     from trainables.flat_keys import FlatKey
 
@@ -82,9 +84,12 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
         if not sep or not key:
             raise _InvalidInput(f"--set takes KEY=VALUE, but got {item!r}")
         try:
-            result[key] = safe_load_value(text)
+            result[key] = safe_load_value(text, source=f"--set {key}")
+        except SpaceError as error:  # too big (a line number means nothing in a --set value)
+            raise _InvalidInput(str(dataclasses.replace(error.errors[0], line=None))) from None
         except Exception as error:  # yaml.YAMLError: report, whatever the construct
-            raise _InvalidInput(f"--set {key}: the value must be YAML, but got {text!r} ({error})") from None
+            reason = next(iter(str(error).strip().splitlines()), type(error).__name__)
+            raise _InvalidInput(f"--set {key}: the value must be YAML, but got {shown(text)} ({reason})") from None
         given.add(key)
     # A switch set by an override (heads.<head>.loss, model.kind) drops the parameters of the
     # option it replaced, unless they are overridden too (then the config check reports them).

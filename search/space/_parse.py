@@ -67,8 +67,11 @@ class ParsedYaml:
     lines: dict[str, int]
 
 
-def safe_load_value(text: str) -> Any:
-    """Load one YAML value (e.g. the right side of ``--set key=value``) with the space loader."""
+def safe_load_value(text: str, *, source: str = "value") -> Any:
+    """Load one YAML value (e.g. the right side of ``--set key=value``, named ``source`` in errors)
+    with the space loader and its limits (``_check_size``: aliases expanded, a value of 200 bytes
+    was 35 MB)."""
+    _check_size(text, file=source)
     return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506 - _SpaceLoader is a SafeLoader
 
 
@@ -164,8 +167,9 @@ def parse_yaml_text(text: str, *, file: str) -> ParsedYaml:
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
         raise _fail(file, "valid YAML", f"a syntax error: {problem[:300]}", line) from None
-    except yaml.YAMLError as exc:
-        raise _fail(file, "valid YAML", f"a syntax error: {str(exc)[:300]}") from None
+    except yaml.YAMLError as exc:  # a reader error: its first line says what (the rest, where)
+        first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+        raise _fail(file, "valid YAML", f"a syntax error: {first[:300]}") from None
     return ParsedYaml(value=value, issues=issues, lines=lines)
 
 

@@ -93,7 +93,12 @@ def test_changing_the_model_kind_drops_the_old_kinds_parameters():
         (["--set", "train.optimizer=adam"], "train.optimizer must be a setting of section train"),
         (["--set", "heads.digit.ordinal.alpha=0.1"], "must be a parameter of the chosen heads.digit.loss"),
         (["--set", "heads.digit.loss=focal", "--set", "heads.digit.focal.gamma=-1"], "gamma must be"),
-        (["--set", "train.lr=[1"], "the value must be YAML"),
+        (["--set", "train.lr=[1"], "the value must be YAML, but got '[1' (while parsing a flow sequence)\n"),
+        # before: a 200-byte value of aliases was built whole (35 MB), and a long value printed whole
+        (["--set", "train.lr=[&a [1,1,1,1,1,1,1,1,1,1], &b [" + ", ".join(["*a"] * 10) + "], &c [" + ", ".join(["*b"] * 10)
+          + "], &d [" + ", ".join(["*c"] * 10) + "], &e [" + ", ".join(["*d"] * 10) + "]]"],
+         "--set train.lr: at most 10,000 values, aliases expanded (no search space needs more), but got more\n"),
+        (["--set", "train.lr=" + "x" * 100_000], "train.lr must be a number > 0, but got 'xxxxxxxx"),
         (["--config", "missing.yaml"], "an existing trial config file"),
         (["--set", "model.hidden=32"], "model.hidden must be left out or equal to model.mlp.hidden (16)"),
         (["--set", "heads.digit.loss=quantized"], "heads.digit.loss must be a loss with one output per class"),
@@ -103,6 +108,7 @@ def test_invalid_input_exits_2_without_traceback(space, capsys, extra, message):
     assert main(["train", str(space), *extra]) == 2
     _, err = capsys.readouterr()
     assert message in err and "Traceback" not in err
+    assert len(err) < 1000  # one message, its value shortened
 
 
 def test_a_config_that_is_not_a_mapping_exits_2(space, tmp_path, capsys):

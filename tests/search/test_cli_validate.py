@@ -103,6 +103,16 @@ def test_syntax_errors_name_the_line(tmp_path, capsys):
     assert f"{space}:4:" in err or f"{space}:5:" in err
 
 
+def test_a_character_yaml_refuses_is_one_line_naming_it(tmp_path, capsys):
+    space = tmp_path / "s.yaml"
+    space.write_text("name: x\x00y\n")  # before: PyYAML's second line (`in "<unicode string>", position 7`) too
+    assert main(["validate", str(space)]) == 2
+    _, err = capsys.readouterr()
+    (line,) = [line for line in err.splitlines() if "syntax error" in line]
+    assert line.endswith("valid YAML, but got a syntax error: unacceptable character #x0000: control characters are "
+                         "not allowed") and "position" not in err
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["validate", "--help"], ["train", "--help"]])
 def test_help_has_examples(argv, capsys):
     assert main(argv) == 0
