@@ -157,14 +157,15 @@ def _describe(run: Any, experiments: Mapping[str, str]) -> str:
     return f"{run.info.run_name} ({run.data.tags.get(TAG_SEARCH_ID)}, experiment {experiments[run.info.experiment_id]!r})"
 
 
-def find_search(client: Any, selector: str | None, *, exclude: str | None = None) -> tuple[Any, str, list[str], int]:
+def find_search(client: Any, selector: str | None, *, exclude: str | None = None,
+                store: str = "this store") -> tuple[Any, str, list[str], int]:
     """The parent run ``selector`` names (a search id, a search name, an experiment name), or the
     newest search, leaving out the search whose id is ``exclude``; with its experiment name, notes
-    for the terminal and how many searches ``selector`` names."""
+    for the terminal and how many searches ``selector`` names. ``store``: the store, for messages."""
     runs, names = _searches(client)
     runs = [r for r in runs if exclude is None or r.data.tags.get(TAG_SEARCH_ID) != exclude]
     if not runs:
-        raise ReportError("a store with at least one losstune search, but got none in this store")
+        raise ReportError(f"a store with at least one losstune search, but got none in {store}")
     if selector is None:
         chosen = runs
     else:
@@ -348,7 +349,7 @@ def load_search(
 ) -> tuple[SearchRecord, list[str]]:
     """The search ``selector`` names (default: the newest) with all its trial runs; never the one
     whose id is ``exclude``."""
-    parent, experiment, notes, matches = find_search(client, selector, exclude=exclude)
+    parent, experiment, notes, matches = find_search(client, selector, exclude=exclude, store=redact_uri(tracking_uri))
     search_id = parent.data.tags[TAG_SEARCH_ID]
     query = f"tags.`{TAG_SEARCH_ID}` = '{search_id}' and tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"
     runs = search_all_runs(client, [parent.info.experiment_id], query=query)

@@ -488,6 +488,17 @@ def test_a_database_without_mlflow_s_tables_is_no_store_and_stays_unchanged(tmp_
     assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
+def test_a_store_without_searches_is_named_in_the_error(tmp_path: Path, capsys):
+    from search.tracking import mlflow_client
+
+    uri = f"sqlite:///{tmp_path / 'empty-store.db'}"
+    mlflow_client(uri).search_experiments()  # an MLflow store, no search in it
+    assert main(["report", "--tracking-uri", uri, "--out", str(tmp_path / "out")]) == 2
+    # before: "... but got none in this store", not saying which (a space's empty tracking_uri
+    # or MLFLOW_TRACKING_URI picks another store than the user thinks)
+    assert f"a store with at least one losstune search, but got none in {uri}" in capsys.readouterr().err
+
+
 def test_a_search_in_its_first_moments_is_said_to_be_starting(toy_store: Path, tmp_path: Path, capsys):
     from search.tracking import ROLE_SEARCH, TAG_ROLE, TAG_SEARCH_ID
 
