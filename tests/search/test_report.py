@@ -489,7 +489,7 @@ def test_a_database_without_mlflow_s_tables_is_no_store_and_stays_unchanged(tmp_
 
 
 def test_a_store_without_searches_is_named_in_the_error(tmp_path: Path, capsys):
-    from search.tracking import mlflow_client
+    from search.tracking._buffer import mlflow_client
 
     uri = f"sqlite:///{tmp_path / 'empty-store.db'}"
     mlflow_client(uri).search_experiments()  # an MLflow store, no search in it
