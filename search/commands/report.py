@@ -131,7 +131,7 @@ def _selection(args: argparse.Namespace) -> tuple[str | None, str | None, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.report import ReportError, load_search, log_report, open_store, write_report
+    from search.report import ReportError, check_out_folder, load_search, log_report, open_store, write_report
 
     try:
         selector, uri, run_dir = _selection(args)
@@ -149,6 +149,12 @@ def run(args: argparse.Namespace) -> int:
     except TrackingUriError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
+    if args.out:
+        try:  # before the search's runs are read, which takes long for a big one
+            check_out_folder(Path(args.out))
+        except ReportError as exc:
+            print(f"error: --out: {exc}; name another folder with --out DIR", file=sys.stderr)
+            return exit_codes.INVALID
     try:
         # A server that is down fails here at once, not after MLflow's minutes of retries.
         check_reachable(uri)

@@ -37,6 +37,7 @@ from search.report._write import (
     WEIGHTING_FIGURE,
     WEIGHTING_TABLE,
     Report,
+    check_out_folder,
     log_report,
     write_report,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "SearchRecord",
     "Table",
     "TrialRecord",
+    "check_out_folder",
     "find_search",
     "front_label",
     "load_search",

@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHTING_FIGURE",
     "WEIGHTING_TABLE",
     "Report",
+    "check_out_folder",
     "log_report",
     "write_report",
 ]
@@ -185,6 +186,21 @@ def _earlier_report_of(out_dir: Path, search: SearchRecord) -> bool:
     return first.startswith("search: ") and f"{_identity(search)}," in first
 
 
+def check_out_folder(out_dir: Path) -> None:
+    """Refuse ``out_dir`` (ReportError) where no report of any search may go: a file, or a folder
+    holding files a report does not write. Needs no search: checked before one is read."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"a folder for the report, but got {out_dir}, which is a file")
+    _refuse_other_files(out_dir, "a folder that is empty or holds a report and nothing else")
+
+
+def _refuse_other_files(out_dir: Path, rule: str) -> None:
+    others = sorted({p.name for p in out_dir.iterdir()} - REPORT_FILES - {MARKER}) if out_dir.is_dir() else []
+    if others:
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        raise ReportError(f"{rule}, but got {out_dir}, which holds other files: {', '.join(others[:5])}{more}")
+
+
 def _check_folder(out_dir: Path, search: SearchRecord) -> None:
     """Refuse ``out_dir`` (ReportError) unless it is new, empty, or holds a report of ``search``
     and nothing else: a report never overwrites another search's report or other files."""
@@ -197,10 +213,7 @@ def _check_folder(out_dir: Path, search: SearchRecord) -> None:
     holder = _marker_search_id(out_dir) if MARKER in present else None
     if holder is not None and holder != search.search_id:
         raise ReportError(f"{rule}, but got {out_dir}, which holds the report of search {holder}")
-    others = sorted(present - REPORT_FILES - {MARKER})
-    if others:
-        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
-        raise ReportError(f"{rule}, but got {out_dir}, which holds other files: {', '.join(others[:5])}{more}")
+    _refuse_other_files(out_dir, rule)
     if holder is None and not _earlier_report_of(out_dir, search):
         raise ReportError(f"{rule}, but got {out_dir}, which holds report files of no known search (no {MARKER})")
 

@@ -222,18 +222,18 @@ def test_a_space_file_whose_tracking_uri_is_no_string_exits_2_naming_it(tmp_path
 
 
 def test_invalid_selections_exit_2(toy_store: Path, tmp_path: Path, capsys):
-    assert main(["report", "nope", "--tracking-uri", _uri(toy_store), "--out", str(tmp_path)]) == 2
+    assert main(["report", "nope", "--tracking-uri", _uri(toy_store), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "but got 'nope'" in err and "toy (toy-0123456789, experiment 'toy')" in err
     missing = tmp_path / "missing" / "mlflow.db"
-    assert main(["report", "--tracking-uri", f"sqlite:///{missing}", "--out", str(tmp_path)]) == 2
+    assert main(["report", "--tracking-uri", f"sqlite:///{missing}", "--out", str(tmp_path / "out")]) == 2
     assert f"no file {missing}" in capsys.readouterr().err
     assert not missing.exists()
-    assert main(["report", "--tracking-uri", "sqlite://", "--out", str(tmp_path)]) == 2
+    assert main(["report", "--tracking-uri", "sqlite://", "--out", str(tmp_path / "out")]) == 2
     assert "a SQLite store in a file" in capsys.readouterr().err
     junk = tmp_path / "junk.db"
     junk.write_text("not a database")
-    assert main(["report", "--tracking-uri", f"sqlite:///{junk}", "--out", str(tmp_path)]) == 2
+    assert main(["report", "--tracking-uri", f"sqlite:///{junk}", "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"{junk}: an MLflow store this MLflow can open, but got DatabaseError" in err and "Traceback" not in err
 
@@ -486,6 +486,27 @@ def test_a_database_without_mlflow_s_tables_is_no_store_and_stays_unchanged(tmp_
     assert f"error: an existing MLflow store, but got {other}, a database without MLflow's tables" in err
     assert "Traceback" not in err
     assert other.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
+
+
+def test_an_out_folder_no_report_may_go_to_is_refused_before_the_search_is_read(toy_store: Path, tmp_path: Path,
+                                                                                 capsys, monkeypatch):
+    import search.report as report_module
+
+    def not_read(*args, **kwargs):
+        raise AssertionError("the search was read before --out was checked")
+
+    monkeypatch.setattr(report_module, "load_search", not_read)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.md").write_text("mine")
+    for out, message in ((a_file, f"a folder for the report, but got {a_file}, which is a file"),
+                         (theirs, f"a folder that is empty or holds a report and nothing else, but got {theirs}, "
+                                  "which holds other files: notes.md")):
+        assert main(["report", "toy", "--tracking-uri", _uri(toy_store), "--out", str(out)]) == 2
+        assert f"error: --out: {message}" in capsys.readouterr().err
+    assert (theirs / "notes.md").read_text() == "mine"
 
 
 def test_a_store_without_searches_is_named_in_the_error(tmp_path: Path, capsys):
