@@ -116,9 +116,11 @@ def _defaulted_space_values(fixed: Mapping[str, Any], given: Mapping[str, Any], 
     ]
 
 
-def _load_config(path: str) -> dict[str, Any]:
+def _load_config(path: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """The flat config of a file, and the line of each of its keys."""
     from search.space import SpaceError
     from search.space._parse import read_space_file
+    from trainables.settings import shown
 
     try:
         _, parsed = read_space_file(path, what="trial config file")
@@ -127,10 +129,22 @@ def _load_config(path: str) -> dict[str, Any]:
     if parsed.issues:
         raise _InvalidInput("\n".join(str(issue) for issue in parsed.issues))
     value = parsed.value
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        shown = type(value).__name__ if value is not None else "an empty file"
-        raise _InvalidInput(f"{path}: a trial config must be a mapping of flat keys (train.lr: 0.001, ...), but got {shown}")
-    return value
+    rule = f"{path}: a trial config must be a mapping of flat keys (train.lr: 0.001, ...), but got"
+    if not isinstance(value, dict):
+        raise _InvalidInput(f"{rule} {type(value).__name__ if value is not None else 'an empty file'}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _InvalidInput(f"{rule} the key {shown(key)} ({type(key).__name__})")
+    return value, parsed.lines
+
+
+def _where(key: str, *, overridden: set[str], config_file: str | None, lines: Mapping[str, int]) -> str | None:
+    """Where the value of ``key`` came from: a --set, or a line of the --config file."""
+    if key in overridden:
+        return f"--set {key}"
+    if config_file is not None and key in lines:
+        return f"{config_file}:{lines[key]}"
+    return None
 
 
 class _Table:
@@ -190,21 +204,29 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     from trainables.data import prepare_dataset
     from trainables.data.vimh import progress_bar
     from trainables.device import DeviceOutOfMemory
+    from trainables.settings import SettingError
     from trainables.train import CheckpointError, TrainingDiverged, train
 
     loaded = plugins_and_space(args.space)
     if loaded is None:
         return exit_codes.INVALID
     _, space = loaded
+    lines: dict[str, int] = {}
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
     try:
-        config = _load_config(args.config) if args.config else space.sample(seed=space.search.seed)
-        overrides = list(args.overrides)
-        if args.epochs is not None:
-            overrides.append(f"train.epochs={args.epochs}")
+        if args.config:
+            config, lines = _load_config(args.config)
+        else:
+            config = space.sample(seed=space.search.seed)
         config = apply_overrides(config, overrides)
         resolved = TrialConfig.from_flat(config).to_flat()
     except (_InvalidInput, ValueError) as error:
-        print(f"invalid trial config: {error}", file=sys.stderr)
+        # a refused value named by where it came from: both --config and --set may give one
+        where = _where(error.key, overridden={item.partition("=")[0].strip() for item in overrides},
+                       config_file=args.config, lines=lines) if isinstance(error, SettingError) else None
+        print(f"invalid trial config: {f'{where}: ' if where else ''}{error}", file=sys.stderr)
         return exit_codes.INVALID
     if args.config:
         defaulted = _defaulted_space_values(space.constants, config, resolved)

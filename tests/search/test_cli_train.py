@@ -231,3 +231,17 @@ def test_a_partial_config_says_which_space_values_it_trains_without(space, tmp_p
     whole.write_text(yaml.safe_dump(load_space(space).sample(seed=0)))
     assert main(["train", str(space), "--config", str(whole)]) == 0
     assert "note: " not in capsys.readouterr().out  # a best_config.yaml has every value
+
+
+def test_a_refused_value_is_named_by_the_line_or_the_set_that_gave_it(space, tmp_path, capsys):
+    # before: "invalid trial config: train.lr must be ..." whether it came from --config or --set
+    config = tmp_path / "c.yaml"
+    config.write_text("model.kind: mlp\ntrain.epochs: 2\ntrain.lr: -1\n")
+    assert main(["train", str(space), "--config", str(config)]) == 2
+    assert f"invalid trial config: {config}:3: train.lr must be a number > 0, but got -1" in capsys.readouterr().err
+    assert main(["train", str(space), "--config", str(config), "--set", "train.lr=-2"]) == 2
+    assert "invalid trial config: --set train.lr: train.lr must be a number > 0, but got -2" in capsys.readouterr().err
+    keyed = tmp_path / "k.yaml"
+    keyed.write_text("train.lr: 0.01\n1: 2\n")  # before: "..., but got dict"
+    assert main(["train", str(space), "--config", str(keyed)]) == 2
+    assert "a mapping of flat keys (train.lr: 0.001, ...), but got the key 1 (int)" in capsys.readouterr().err
