@@ -69,7 +69,11 @@ def dashboard_address(address: str) -> str:
         scheme = urlparse(address).scheme
     except ValueError as exc:  # an unclosed [IPv6 address
         raise ClusterError("a Ray dashboard address (http://HEAD:8265)", f"{address!r}: {exc}") from None
-    return address if scheme in ("http", "https") else f"http://{address}"
+    if scheme in ("http", "https"):
+        return address
+    if "://" in address:  # ray://HEAD:10001 (Ray Client), ftp://...: not the dashboard's HTTP
+        raise ClusterError("a Ray dashboard address (http://HEAD:8265, https://..., or HEAD:8265)", repr(address))
+    return f"http://{address}"
 
 
 def _check_sdk() -> None:

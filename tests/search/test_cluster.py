@@ -207,3 +207,22 @@ def test_a_tracking_server_reached_with_a_user_and_password_is_reachable(tmp_pat
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize(("given", "address"), [("10.0.0.5:8265", "http://10.0.0.5:8265"), ("head:8265/", "http://head:8265"),
+                                                ("https://head:8265", "https://head:8265")])
+def test_a_dashboard_address_is_http(given, address):
+    from search.cluster._client import dashboard_address
+
+    assert dashboard_address(given) == address
+
+
+@pytest.mark.parametrize("given", ["ray://head:10001", "ftp://x:1"])
+def test_a_dashboard_address_of_another_scheme_is_refused_naming_it(given):
+    # before: http://ray://head:10001, whose connection error blamed the cluster
+    from search.cluster import ClusterError
+    from search.cluster._client import dashboard_address
+
+    with pytest.raises(ClusterError) as caught:
+        dashboard_address(given)
+    assert str(caught.value) == f"a Ray dashboard address (http://HEAD:8265, https://..., or HEAD:8265), but got {given!r}"
