@@ -36,14 +36,21 @@ def test_the_driver_plans_without_torch_matplotlib_or_ray_tune(tmp_path):
     assert out.stdout.split() == ["numpy", "[]"]
 
 
-def test_an_import_that_fails_in_the_background_is_raised_by_the_callers_own_import(monkeypatch):
-    import importlib
+def test_an_import_that_fails_in_the_background_is_raised_by_the_callers_own_import(monkeypatch, tmp_path):
+    import sys
+    import threading
 
     import search.driver
 
-    monkeypatch.setattr(search.driver, "_RUN_MODULE", "search.driver._no_such_module")
+    (tmp_path / "losstune_boom.py").write_text("raise RuntimeError('boom')\n")  # exists, and fails to import
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(search.driver, "_RUN_MODULE", "losstune_boom")
+    monkeypatch.setitem(search.driver._LAZY, "run_search", "losstune_boom")
+    escaped: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
     thread = search.driver.import_run_in_background()
     thread.join(timeout=60)
-    assert not thread.is_alive()  # the thread swallowed the error and ended
-    with pytest.raises(ModuleNotFoundError):
-        importlib.import_module("search.driver._no_such_module")
+    assert not thread.is_alive() and escaped == []  # the thread kept the error to itself and ended
+    assert "losstune_boom" not in sys.modules  # so the caller's import runs it again...
+    with pytest.raises(RuntimeError, match="boom"):  # ...and raises the error where it is seen
+        search.driver.run_search

@@ -159,7 +159,10 @@ def test_wrong_parameter(name, params, message):
         LOSSES[name].implementation()(num_classes=C, **params)
     # The parameter, the rule and the value as data, for the space validator.
     (param,) = params
-    assert error.value.key == param and error.value.value == params[param] or math.isnan(params[param])
+    assert error.value.key == param
+    given = params[param]
+    assert (math.isnan(error.value.value) if isinstance(given, float) and math.isnan(given)
+            else error.value.value == given)
     logits, target = make_inputs(name)
     with pytest.raises(ValueError, match=re.escape(message)):
         FUNCTIONS[name](logits, target, num_classes=C, **params)
@@ -569,13 +572,16 @@ def test_focal_alpha_buffer_follows_dtype_and_matches_function():
     )
 
 
-def test_symmetric_ce_with_beta_zero_is_scaled_ce_and_matches_the_loop_formula():
+@pytest.mark.parametrize("log_zero", [None, -2.0, -6.0])  # None: the default, -4
+def test_symmetric_ce_with_beta_zero_is_scaled_ce_and_matches_the_loop_formula(log_zero):
     logits, target = make_inputs("symmetric_ce", n=12, ignore=[2])
     torch.testing.assert_close(symmetric_ce_loss(logits, target, num_classes=C, alpha=1.0, beta=0.0),
                                cross_entropy_loss(logits, target, num_classes=C), rtol=1e-6, atol=0)
     p = softmax(logits.double().numpy())
-    terms = [0.3 * -math.log(p[i, y]) + 0.7 * 4.0 * (1 - p[i, y]) for i, y in enumerate(target.tolist()) if y != -1]
-    value = symmetric_ce_loss(logits.double(), target, num_classes=C, alpha=0.3, beta=0.7)
+    a = -(log_zero if log_zero is not None else -4.0)
+    terms = [0.3 * -math.log(p[i, y]) + 0.7 * a * (1 - p[i, y]) for i, y in enumerate(target.tolist()) if y != -1]
+    given = {} if log_zero is None else {"log_zero": log_zero}
+    value = symmetric_ce_loss(logits.double(), target, num_classes=C, alpha=0.3, beta=0.7, **given)
     assert value.item() == pytest.approx(sum(terms) / len(terms), rel=1e-12)
 
 

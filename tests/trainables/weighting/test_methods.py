@@ -102,7 +102,7 @@ def test_pcgrad_refuses_gradients_of_different_lengths():
 
 def test_gradnorm_targets_follow_the_relative_inverse_training_rates():
     norms = torch.tensor([1.0, 3.0])
-    ratios = torch.tensor([0.5, 1.5])  # L_i(t) / L_i(0)
+    ratios = torch.tensor([0.5, 1.0])  # L_i(t) / L_i(0); their mean 0.75, so the relative rates are 2/3, 4/3
     targets = gradnorm_targets(norms, ratios, alpha=2.0)
-    assert targets.tolist() == pytest.approx([2.0 * 0.5**2, 2.0 * 1.5**2])
+    assert targets.tolist() == pytest.approx([2.0 * (2 / 3) ** 2, 2.0 * (4 / 3) ** 2])
     assert gradnorm_targets(norms, ratios, alpha=0.0).tolist() == pytest.approx([2.0, 2.0])
