@@ -59,10 +59,15 @@ def test_temporal_trials_add_the_step_metrics_to_the_objectives():
 @pytest.mark.parametrize(
     ("energies", "weighted", "task", "expected"),
     [
-        ([1.0, 2.0, 2.1, 2.1, 2.1], 0.1, 1.0, set()),                       # rises, then plateaus
-        ([1.0, 2.0, 2.1, 2.3, 2.5], 0.1, 1.0, {"energy_growing"}),          # keeps growing after epoch 2
-        ([1.0, 2.0, 2.1, 2.3], 0.1, 1.0, set()),                            # too early to tell
-        ([1.0, 2.0, 2.1, 2.2, 2.201], 0.1, 1.0, set()),                     # last rise below 1 %
+        ([1.0] * 9 + [2.0, 2.1, 2.1, 2.1], 0.1, 1.0, set()),               # rises, then plateaus
+        ([1.0] * 9 + [2.0, 2.1, 2.3, 2.5], 0.1, 1.0, {"energy_growing"}),  # keeps growing after epoch 10
+        ([1.0] * 9 + [2.0, 2.1, 2.3], 0.1, 1.0, set()),                    # too early to tell
+        ([1.0] * 9 + [2.0, 2.1, 2.2, 2.201], 0.1, 1.0, set()),             # last rise below 1 %
+        ([0.3] * 9 + [0.4, 0.5, 0.6, 0.7], 0.1, 1.0, set()),               # growing, at most 1.0 (seed 001)
+        # seed 001's healthy curve (0.05 at epoch 1, 0.12 at 10, 0.15 at 20), and one rising from
+        # 0.39 past 1.0 by epoch 5 that levels off: both raised it at epoch 5 before
+        ([0.05 + 0.0078 * e for e in range(10)] + [0.123, 0.126, 0.129, 0.132], 0.1, 1.0, set()),
+        ([0.39, 0.967, 1.218, 1.413, 1.55, 1.65, 1.72, 1.77, 1.80, 1.82, 1.835, 1.845, 1.85], 0.1, 1.0, set()),
         ([1.0], 1.5, 1.0, {"energy_exceeds_task"}),
     ],
 )
