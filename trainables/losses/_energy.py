@@ -9,8 +9,14 @@ from torch.utils.hooks import RemovableHandle
 
 from ._checks import compute_dtype
 
+class RecurrentState(nn.Module):
+    """The base of a recurrent cell of a model's own whose output is its state h_t, which the
+    energy counts as the activity of a recurrent layer, as it counts torch's cells' (RNNCellBase)."""
+
+
 # Recurrent cells too: their output is the state, the activity of a recurrent layer (an LSTM cell's h).
-DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear, nn.ConvTranspose2d, nn.RNNCellBase)
+DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv2d, nn.Linear, nn.ConvTranspose2d, nn.RNNCellBase, RecurrentState)
 
 
 class EnergyLoss(nn.Module):

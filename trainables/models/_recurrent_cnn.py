@@ -3,11 +3,15 @@ and the heads read out at every step."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
+
+from trainables.losses import RecurrentState
 
 from ._heads import Heads
 from ._params import RecurrentCNNParams
@@ -52,9 +56,8 @@ class RecurrentCNN(nn.Module):
             nn.Linear(c2 * pooled[0] * pooled[1], hidden),
         )
         self.cell = p.cell
-        self.leak = p.leak
         if p.cell == "leaky":
-            self.recurrent: nn.Module = nn.Linear(hidden, hidden, bias=False)
+            self.recurrent: nn.Module = LeakyCell(hidden, leak=p.leak)
         else:
             self.recurrent = nn.GRUCell(hidden, hidden)
         self.dropout = nn.Dropout(p.dropout)
@@ -82,4 +85,20 @@ class RecurrentCNN(nn.Module):
     def _step(self, features: Tensor, state: Tensor) -> Tensor:
         if self.cell == "gru":
             return self.recurrent(torch.relu(features), state)
-        return (1 - self.leak) * state + self.leak * torch.relu(features + self.recurrent(state))
+        return self.recurrent(features, state)
+
+
+class LeakyCell(RecurrentState):
+    """h_t = (1 - leak) * h_{t-1} + leak * ReLU(f_t + U h_{t-1}): its output is the state, which the
+    energy counts (U was a Linear of its own, and the energy counted U h_{t-1}, zero at the first
+    step, instead of the state). ``weight``: U, initialised as ``nn.Linear``'s, under the name it had
+    in checkpoints (``recurrent.weight``)."""
+
+    def __init__(self, hidden: int, *, leak: float) -> None:
+        super().__init__()
+        self.leak = leak
+        self.weight = nn.Parameter(torch.empty(hidden, hidden))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's
+
+    def forward(self, features: Tensor, state: Tensor) -> Tensor:
+        return (1 - self.leak) * state + self.leak * torch.relu(features + F.linear(state, self.weight))

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.losses import CrossEntropyLoss, EnergyLoss, MultiHeadLoss, OrdinalLoss
+from trainables.losses import CrossEntropyLoss, EnergyLoss, MultiHeadLoss, OrdinalLoss, RecurrentState
+from trainables.losses._energy import DEFAULT_MODULE_TYPES
 from trainables.models import build_model
 from trainables.temporal import Presenter
 
@@ -53,7 +54,7 @@ def _energy_by_hand(model: nn.Module, run, steps: int, p: int):
     ``run()`` returned), recorded by hooks of our own during ``run()``."""
     records: dict[int, list[float]] = {}
     handles = []
-    hooked = (nn.Conv2d, nn.Linear, nn.RNNCellBase)  # a recurrent cell's output is its state
+    hooked = (nn.Conv2d, nn.Linear, nn.RNNCellBase, RecurrentState)  # a recurrent cell's output is its state
     for index, module in enumerate(m for m in model.modules() if isinstance(m, hooked)):
         def hook(module, args, out, index=index):
             flat = out.detach().double().reshape(out.shape[0], -1)
@@ -83,6 +84,27 @@ def test_energy_over_the_steps_equals_the_hand_formula_and_resets_between_steps(
                 model, lambda: criterion(*presenter.for_loss(model, x, y)), len(presented), p)
             assert breakdown["loss/energy"].item() == pytest.approx(expected, rel=1e-5)
             total.backward()
+
+
+def test_the_energy_of_the_leaky_cell_is_its_state():
+    # before: a Linear U of its own was hooked, and the energy counted U h_{t-1} (0 at the first
+    # step) instead of the state h_t, which the GRU cell's output is
+    model = _model(cell="leaky")
+    recorded, states = [], []
+    model.recurrent.register_forward_hook(lambda module, args, out: recorded.append(out.detach()))
+    encoded = []
+    model.encoder.register_forward_hook(lambda module, args, out: encoded.append(out.detach()))
+    model(torch.rand(3, *SHAPE), (True, False, True))
+    leak, u, state = model.recurrent.leak, model.recurrent.weight.detach(), torch.zeros(3, model.heads_features)
+    for f in encoded:  # the cell's formula, by hand
+        state = (1 - leak) * state + leak * torch.relu(f + state @ u.T)
+        states.append(state)
+    assert len(recorded) == 3 and recorded[0].abs().sum() > 0
+    for got, expected in zip(recorded, states):
+        torch.testing.assert_close(got, expected)
+    hooked = [m for m in model.modules() if isinstance(m, DEFAULT_MODULE_TYPES)]
+    assert model.recurrent in hooked and not any(isinstance(m, nn.Linear) and m.in_features == m.out_features
+                                                 == model.heads_features for m in hooked)
 
 
 def test_null_steps_feed_a_zero_image_and_the_state_carries_over():
