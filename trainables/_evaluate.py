@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from trainables.data import HeadInfo, Split, iterate_batches
 from trainables.losses import EnergyLoss
 from trainables.metrics import aggregate, head_metrics, step_metrics
-from trainables.temporal import Presenter
+from trainables.temporal import Presenter, last_onset
 
 __all__ = ["evaluate"]
 
@@ -73,4 +73,5 @@ def _metrics(pred: Tensor, target: Tensor, info: HeadInfo, presenter: Presenter)
     if presenter.supervised is None:
         return head_metrics(pred, target, num_classes=info.num_classes, unit_range=info.unit_range)
     return step_metrics(pred, target, supervised=presenter.supervised, dt=presenter.dt,
-                        num_classes=info.num_classes, unit_range=info.unit_range)
+                        num_classes=info.num_classes, unit_range=info.unit_range,
+                        onset=last_onset(presenter.presented))

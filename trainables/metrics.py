@@ -70,16 +70,19 @@ def step_metrics(
     num_classes: int,
     unit_range: tuple[float, float] | None,
     ignore_index: int = IGNORE_INDEX,
+    onset: int = 0,
 ) -> dict[str, float]:
     """Metrics of one head of a temporal model: ``pred`` [N, T] (class-index units), ``target`` [N],
-    ``supervised``: one bool per step (``trainables.temporal.label_mask``).
+    ``supervised``: one bool per step (``trainables.temporal.label_mask``), ``onset``: the step at
+    which the last stimulus chunk starts (``trainables.temporal.last_onset``).
 
     The ``head_metrics`` at the last supervised step (the answer the model settles on), and over
     all supervised steps: acc_steps, mae_norm_steps (their mean over steps and samples); reaction:
-    the time (step index x ``dt``) from which the rounded prediction is right at every later step,
-    supervised or not, averaged over samples, counting T x dt for a sample wrong at the last step.
-    Judged on every step, it does not depend on the mask, and in time units it compares trials with
-    other step counts or patterns. Samples whose target is ``ignore_index`` count in none of them.
+    the time (steps x ``dt``) from ``onset`` until the rounded prediction is right at every later
+    step, supervised or not (0 if it already is at ``onset``), averaged over samples, counting
+    (T - onset) x dt for a sample wrong at the last step. Judged on every step, it does not depend
+    on the mask; from the onset, leading null steps do not count (a pattern 0011 added 2 x dt).
+    Samples whose target is ``ignore_index`` count in none of them.
     """
     steps = [t for t, kept in enumerate(supervised) if kept]
     if pred.dim() != 2 or pred.shape != (target.shape[0], len(supervised)) or not steps:
@@ -95,8 +98,10 @@ def step_metrics(
     right = pred[valid].detach().clamp(0, num_classes - 1).round() == target[valid, None]
     # settled[:, t]: right at step t and at every later one
     settled = right.flip(1).cumprod(dim=1).flip(1).bool()
+    if not 0 <= onset < len(supervised):
+        raise ValueError(f"onset must be a step in [0, {len(supervised) - 1}], but got {onset}")
     first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(supervised))
-    reaction = first.double().mean().item() * dt if len(first) else math.nan
+    reaction = (first - onset).clamp(min=0).double().mean().item() * dt if len(first) else math.nan
     return {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over["mae_norm"], "reaction": reaction}
 
 

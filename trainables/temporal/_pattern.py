@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Sequence
 
 __all__ = ["MaskedChunkWarning", "check_pattern", "chunks", "label_mask", "masked_chunks", "reaction_steps", "stretch"]
 
@@ -57,6 +58,11 @@ def reaction_steps(*, dt: float, reaction_time: float) -> int:
 def chunks(pattern: str) -> list[tuple[int, int]]:
     """(first step, length) of every stimulus chunk, in order."""
     return [(m.start(), m.end() - m.start()) for m in re.finditer("1+", check_pattern(pattern))]
+
+
+def last_onset(presented: Sequence[bool]) -> int:
+    """The step at which the last stimulus chunk of ``presented`` (one bool per step) starts."""
+    return chunks("".join("1" if shown else "0" for shown in presented))[-1][0]
 
 
 def label_mask(pattern: str, *, dt: float, reaction_time: float) -> list[bool]:

@@ -148,6 +148,7 @@ def test_public_api():
         "CrossEntropyLoss",
         "EnergyLoss",
         "FocalLoss",
+        "RecurrentState",
         "HeadLoss",
         "MultiHeadLoss",
         "OrdinalLoss",

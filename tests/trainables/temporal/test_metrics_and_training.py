@@ -8,6 +8,7 @@ import torch
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
 from trainables.losses import IGNORE_INDEX
 from trainables.metrics import metric_names, step_metrics
+from trainables.temporal import last_onset
 from trainables.train import train
 
 
@@ -26,6 +27,19 @@ def test_step_metrics_at_the_last_supervised_step_over_the_steps_and_reaction():
     assert metrics["acc_steps"] == pytest.approx(7 / 9)                  # over steps 1, 2, 4
     assert metrics["mae_norm_steps"] == pytest.approx((0 + 0 + 0 + 3 + 0 + 0.2 + 0 + 0 + 1) / 9 / 3)
     assert metrics["reaction"] == pytest.approx(2.0 * (4 + 2 + 5) / 3)  # in time units: steps x dt
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [("1111", 2.0), ("0011", 0.0), ("1011", 0.0), ("1100", 2.0)])
+def test_the_reaction_is_timed_from_the_onset_of_the_last_stimulus(pattern, expected):
+    # one sample right from step 2 on, dt 1; before: timed from step 0, so a pattern with a null
+    # lead-in (0011) scored its length whatever the model did
+    presented = [c == "1" for c in pattern]
+    metrics = step_metrics(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([1]), supervised=[True] * 4, dt=1.0,
+                           num_classes=2, unit_range=None, onset=last_onset(presented))
+    assert metrics["reaction"] == pytest.approx(expected)
+    never = step_metrics(torch.zeros(1, 4), torch.tensor([1]), supervised=[True] * 4, dt=1.0, num_classes=2,
+                         unit_range=None, onset=last_onset(presented))
+    assert never["reaction"] == pytest.approx(4 - last_onset(presented))  # wrong at the end: T - onset
 
 
 def test_step_metrics_leave_out_ignored_targets_in_the_reaction_too():
