@@ -78,7 +78,8 @@ class EnergyLoss(nn.Module):
                     f"but got {type(model_or_modules).__name__} without one"
                 )
         else:
-            modules = list(model_or_modules)
+            # a module listed twice is one layer: hooked twice it counted twice
+            modules = list(dict.fromkeys(model_or_modules))
             wrong = [type(m).__name__ for m in modules if not isinstance(m, nn.Module)]
             if not modules or wrong:
                 raise ValueError(

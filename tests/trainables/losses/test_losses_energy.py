@@ -133,6 +133,14 @@ def test_register_given_modules_only_and_types_filter():
         assert len(net.conv._forward_hooks) == 1 and not net.fc._forward_hooks
 
 
+def test_a_module_listed_twice_is_hooked_once():
+    net, x = make_net_and_input(torch.float64)
+    with EnergyLoss().register([net.fc, net.fc]) as energy:  # before: hooked twice, counted twice
+        assert len(net.fc._forward_hooks) == 1
+        out = net(x)
+        torch.testing.assert_close(energy(), out.detach().abs().sum(dim=1).mean() / 4)
+
+
 def test_module_that_did_not_run_does_not_dilute():
     net, x = make_net_and_input(torch.float64)
     unused = nn.Linear(2, 2)
