@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from trainables.losses import supcon_loss
 from trainables.losses._base import expected_class
+from trainables.losses._checks import compute_dtype
 
 from ._params import SupConParams, TaskCorrelationParams
 
@@ -96,7 +97,8 @@ class TaskCorrelation(Auxiliary):
         self.target = declared.target
 
     def forward(self, outputs: Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-        a, b = (_prediction(outputs[h].float()) for h in self.needed)
+        # 16-bit outputs upcast; float64 ones stay (.float() cut them to float32)
+        a, b = (_prediction(compute_dtype(outputs[h])) for h in self.needed)
         a, b = a - a.mean(), b - b.mean()
         corr = (a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-12)
         return self.weight * (corr - self.target) ** 2
