@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import yaml
 from optuna.trial import FixedTrial
 
 from search.space import Choice, Grid, SpaceError, SpaceIssue, load_space, safe_load_value
@@ -332,7 +333,10 @@ def test_train_device_must_agree_with_the_gpu_share_of_a_trial(tmp_path, train, 
     ("{}", "{gpu: 0}"),
 ])
 def test_train_device_and_gpu_share_that_agree_validate(tmp_path, train, resources):
-    assert load_space(write(tmp_path, _device_space(train, resources))).resources.gpu >= 0
+    space = load_space(write(tmp_path, _device_space(train, resources)))
+    device = yaml.safe_load(train).get("device", "auto")  # the default
+    assert space.resources.gpu == yaml.safe_load(resources)["gpu"]
+    assert space.sample(seed=0)["train.device"] == device
 
 
 @pytest.mark.parametrize(("amp", "now"), [("true", "auto"), ("false", "off"), ("bf16", "bf16"), (None, "auto")])

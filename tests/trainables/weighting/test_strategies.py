@@ -133,7 +133,7 @@ def test_every_strategy_trains_reports_its_weights_and_resumes_with_the_same_wei
     assert [[r[f"weights/{h}"] for h in ("digit", "thickness", "smoothness")] for r in resumed] == weights[2:]
 
 
-def test_gradnorm_learns_on_the_recurrent_model_with_one_step(one_thread):
+def test_gradnorm_s_gains_get_a_gradient_on_the_recurrent_model_with_one_step(one_thread):
     # its layer is the input projection: the recurrent weights see a zero state at one step
     flat = {k: v for k, v in _flat("gradnorm").items() if not k.startswith("model.mlp.")} | {
         "model.kind": "recurrent_cnn", "train.epochs": 2}
