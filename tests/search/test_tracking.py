@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -424,6 +425,18 @@ def test_a_param_reads_back_as_the_value_logged_strings_that_look_like_json_incl
     assert tracking.param_text("ce") == "ce"  # what the MLflow UI shows stays plain where it can
 
 
+def _finishing_plan(space, tracking_settings, uri: str, tmp_path: Path) -> Any:
+    """What ``_finish`` reads of a search's plan: a search named s with its run directory."""
+    from types import SimpleNamespace
+
+    from search.driver._storage import RunLocation
+
+    (tmp_path / "runs" / "s").mkdir(parents=True)
+    return SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
+                           location=RunLocation(str(tmp_path / "runs"), "s"),
+                           options=SimpleNamespace(ray_job=None, storage="runs"))
+
+
 def test_a_trial_still_paused_when_a_resumed_search_runs_out_of_time_ends_stopped_by_budget(
     settings, uri: str, tmp_path: Path
 ):
@@ -435,17 +448,13 @@ def test_a_trial_still_paused_when_a_resumed_search_runs_out_of_time_ends_stoppe
     from types import SimpleNamespace
 
     from search.driver._run import _finish, _interrupted
-    from search.driver._storage import RunLocation
     from search.report import load_search, open_store
     from search.space import load_space
 
     space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "digits.yaml")
     space = dataclasses.replace(space, search=dataclasses.replace(space.search, time_budget_s=60.0))
     tracking_settings = settings()
-    (tmp_path / "runs" / "s").mkdir(parents=True)
-    plan = SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
-                           location=RunLocation(str(tmp_path / "runs"), "s"),
-                           options=SimpleNamespace(ray_job=None, storage="runs"))
+    plan = _finishing_plan(space, tracking_settings, uri, tmp_path)
     config = {"heads.digit.loss": "ce"}
 
     def trial(trial_id: str, status: str, best: float, epoch: int) -> SimpleNamespace:
@@ -482,16 +491,12 @@ def test_a_failed_trial_whose_run_the_callbacks_did_not_end_keeps_its_traceback(
     from types import SimpleNamespace
 
     from search.driver._run import _finish
-    from search.driver._storage import RunLocation
     from search.space import load_space
     from search.driver._trainable import ERROR_KEY, FAILED_KEY, TRACEBACK_KEY
 
     space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "digits.yaml")
     tracking_settings = settings()
-    (tmp_path / "runs" / "s").mkdir(parents=True)
-    plan = SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
-                           location=RunLocation(str(tmp_path / "runs"), "s"),
-                           options=SimpleNamespace(ray_job=None, storage="runs"))
+    plan = _finishing_plan(space, tracking_settings, uri, tmp_path)
     config = {"heads.digit.loss": "ce"}
     tracker = SearchTracker(tracking_settings)
     tracker.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})
