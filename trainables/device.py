@@ -66,9 +66,14 @@ class Placement:
         return int(self.total_bytes * (1.0 if self.fraction is None else self.fraction))
 
 
+# An out-of-memory error at a peak below this share of the trial's cap: the GPU ran out for others.
+_FAR_BELOW_CAP = 0.5
+
+
 class DeviceOutOfMemory(ValueError):
     """Training ran out of GPU memory. Training is deterministic for a config, so the same trial
-    under the same cap runs out again: a ValueError, which ends a trial without retries.
+    under the same cap runs out again (a ValueError: ``repeats_on_retry``), unless the GPU ran out
+    far below the trial's cap (``far_below_cap``), where other processes held the rest.
     ``fraction`` (None: the whole GPU), ``cap_mb``, ``peak_mb`` (None where unknown), ``device``
     and ``advice`` (what to change in the space) are attributes."""
 
@@ -79,10 +84,16 @@ class DeviceOutOfMemory(ValueError):
         cap = "" if cap_mb is None else f": {cap_mb:.0f} MiB"
         peak = "an unknown peak" if peak_mb is None else f"a peak of {peak_mb:.0f} MiB allocated"
         hint = ""
-        if peak_mb is not None and cap_mb is not None and peak_mb < 0.5 * cap_mb:
+        if self.far_below_cap:
             hint = " (far below the cap: other processes on the GPU, or one large allocation, took the rest)"
         super().__init__(f"training must fit in the trial's GPU memory ({share}{cap}), but got out of memory "
                          f"at {peak}{hint}; {_ADVICE}")
+
+    @property
+    def far_below_cap(self) -> bool:
+        """Whether the peak allocated was far below the cap: the GPU itself ran out, held by other
+        processes (trials of other searches, their CUDA contexts) or asked for one large block."""
+        return self.peak_mb is not None and self.cap_mb is not None and self.peak_mb < _FAR_BELOW_CAP * self.cap_mb
 
     def __reduce__(self) -> tuple:
         # Keyword-only fields: the default pickling (cls(*args)) would fail where Ray ships errors.

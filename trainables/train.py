@@ -52,7 +52,10 @@ def repeats_on_retry(error: BaseException) -> bool:
     a config and seed, so a diverged loss diverges again, a config the data set, the model or a
     loss refuses (ValueError, TypeError, LookupError) is refused again, and so is one that runs out
     of its GPU memory cap (DeviceOutOfMemory, a ValueError). Other errors (the host out of memory,
-    a file system gone for a moment) may pass on a retry."""
+    a file system gone for a moment, a GPU that ran out far below the trial's cap because other
+    processes held the rest) may pass on a retry."""
+    if isinstance(error, DeviceOutOfMemory):
+        return not error.far_below_cap
     return isinstance(error, (TrainingDiverged, ValueError, TypeError, LookupError))
 
 
@@ -79,8 +82,11 @@ def train(
     (0: none; None: not run by Ray); see ``trainables.device.place``.
     """
     cfg = config if isinstance(config, TrialConfig) else TrialConfig.from_flat(config)
-    with _torch_threads(cfg.train.threads):
-        return _train(cfg, report=report, checkpoint_dir=checkpoint_dir, data=data, gpu_fraction=gpu_fraction)
+    placement = placement_module.place(cfg.train.device, gpu_fraction=gpu_fraction)
+    # The whole trial: moving the model, the data set or a checkpoint's weights to the GPU may run
+    # out of its memory as well as a training step.
+    with _torch_threads(cfg.train.threads), out_of_memory_as_failure(placement):
+        return _train(cfg, placement=placement, report=report, checkpoint_dir=checkpoint_dir, data=data)
 
 
 @contextmanager
@@ -103,10 +109,9 @@ def _train(
     report: Callable[[dict[str, float | str]], None],
     checkpoint_dir: str | os.PathLike[str] | None,
     data: MultiheadDataset | None,
-    gpu_fraction: float | None,
+    placement: placement_module.Placement,
 ) -> dict[str, float]:
     tc = cfg.train
-    placement = placement_module.place(tc.device, gpu_fraction=gpu_fraction)
     device = placement.device
     amp = placement_module.amp_dtype(tc.amp, device)
     seed_everything(tc.seed)
@@ -171,62 +176,61 @@ def _train(
 
     first = placement_module.device_report(placement, amp)  # once per call: a resumed trial may have moved
     monitor = GpuMonitor(device)
-    with out_of_memory_as_failure(placement):
-        while _trains_on(progress, tc):
-            epoch = progress.epoch + 1
-            start = perf_counter()
-            monitor.start_epoch()
-            with energy.register(model) if energy is not None else nullcontext():
-                train_losses = _train_epoch(
-                    model, criterion, optimizer, scaler, data.train, presenter,
-                    batch_size=tc.batch_size, batch_rng=batch_rng, grad_clip=tc.grad_clip, amp=amp, epoch=epoch,
-                    device=device, on_step=monitor.tick if monitor.sampling else None,
-                )  # fmt: skip
-            train_time = perf_counter() - start
-            val = evaluate(data.val, "val")
-            # before the checkpoint: it keeps their effect
-            hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics={
-                **val, **{f"train/{key}": v for key, v in train_losses.items()}})
+    while _trains_on(progress, tc):
+        epoch = progress.epoch + 1
+        start = perf_counter()
+        monitor.start_epoch()
+        with energy.register(model) if energy is not None else nullcontext():
+            train_losses = _train_epoch(
+                model, criterion, optimizer, scaler, data.train, presenter,
+                batch_size=tc.batch_size, batch_rng=batch_rng, grad_clip=tc.grad_clip, amp=amp, epoch=epoch,
+                device=device, on_step=monitor.tick if monitor.sampling else None,
+            )  # fmt: skip
+        train_time = perf_counter() - start
+        val = evaluate(data.val, "val")
+        # before the checkpoint: it keeps their effect
+        hooked = train_hooks.epoch_end(hooks, epoch=epoch, metrics={
+            **val, **{f"train/{key}": v for key, v in train_losses.items()}})
 
-            value = val[objective]
-            if progress.best_value is None or better(value, progress.best_value):
-                progress.best_value, progress.best_epoch, progress.best_metrics = value, epoch, val
-                progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                progress.bad_epochs = 0
-            else:
-                progress.bad_epochs += 1
-            progress.epoch = epoch
+        value = val[objective]
+        if progress.best_value is None or better(value, progress.best_value):
+            progress.best_value, progress.best_epoch, progress.best_metrics = value, epoch, val
+            progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+        progress.epoch = epoch
 
-            alarms = _new_alarms(progress, val["val/energy"], train_losses) if energy is not None else {}
+        alarms = _new_alarms(progress, val["val/energy"], train_losses) if energy is not None else {}
 
-            if path is not None:
-                save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler,
-                                batch_rng=batch_rng, hooks=train_hooks.states(hooks), device=device)
-            report(
-                {
-                    "epoch": epoch,
-                    **val,
-                    **hooked,
-                    **{f"train/{key}": v for key, v in train_losses.items()},
-                    "epoch_time_s": perf_counter() - start,
-                    "samples_per_s": len(data.train) / train_time,
-                    f"best/{objective}": progress.best_value,
-                    LAST_EPOCH_KEY: float(not _trains_on(progress, tc)),
-                    **monitor.epoch_metrics(),
-                    **first,
-                    **{f"{ALARM_PREFIX}{name}": text for name, text in alarms.items()},
-                }
-            )
-            first = {}
+        if path is not None:
+            save_checkpoint(path, flat, progress, model=model, optimizer=optimizer, scaler=scaler,
+                            batch_rng=batch_rng, hooks=train_hooks.states(hooks), device=device)
+        report(
+            {
+                "epoch": epoch,
+                **val,
+                **hooked,
+                **{f"train/{key}": v for key, v in train_losses.items()},
+                "epoch_time_s": perf_counter() - start,
+                "samples_per_s": len(data.train) / train_time,
+                f"best/{objective}": progress.best_value,
+                LAST_EPOCH_KEY: float(not _trains_on(progress, tc)),
+                **monitor.epoch_metrics(),
+                **first,
+                **{f"{ALARM_PREFIX}{name}": text for name, text in alarms.items()},
+            }
+        )
+        first = {}
 
-        model.load_state_dict(progress.best_state)
-        return {
-            "epoch": progress.epoch,
-            "best_epoch": progress.best_epoch,
-            f"best/{objective}": progress.best_value,
-            **progress.best_metrics,
-            **evaluate(data.test, "test"),
-        }
+    model.load_state_dict(progress.best_state)
+    return {
+        "epoch": progress.epoch,
+        "best_epoch": progress.best_epoch,
+        f"best/{objective}": progress.best_value,
+        **progress.best_metrics,
+        **evaluate(data.test, "test"),
+    }
 
 
 def _head_loss(cfg: TrialConfig, head: str, info: HeadInfo) -> nn.Module:

@@ -223,9 +223,38 @@ def test_out_of_memory_under_a_cap_fails_the_trial_naming_cap_peak_and_what_to_c
     assert (type(again), str(again), again.cap_mb) == (DeviceOutOfMemory, str(error), 2048.0)
 
 
-def test_a_peak_far_below_the_cap_says_others_took_the_memory():
+def test_out_of_memory_while_the_model_moves_to_the_gpu_fails_the_trial_with_its_cap(monkeypatch):
+    # Before the first step: the weights (or a checkpoint's) may not fit the trial's share either.
+    gpu = Placement(torch.device("cpu"), fraction=0.25, total_bytes=8 * GIB, name="Test GPU")
+    monkeypatch.setattr(device_module, "place", lambda setting, *, gpu_fraction: gpu)
+    monkeypatch.setattr(device_module, "peak_allocated_bytes", lambda device: int(1.5 * GIB))
+    built = train_module.build_model
+
+    def build_model(*args, **kwargs):
+        model = built(*args, **kwargs)
+
+        def to(*to_args, **to_kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
+
+        model.to = to
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", build_model)
+    with pytest.raises(DeviceOutOfMemory) as caught:
+        _run(CONFIG, gpu_fraction=0.25)
+    assert (caught.value.cap_mb, caught.value.peak_mb) == (2048.0, 1536.0)
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_a_peak_far_below_the_cap_says_others_took_the_memory_and_may_pass_on_a_retry():
     error = DeviceOutOfMemory(device="Test GPU", fraction=None, cap_mb=81920.0, peak_mb=100.0)
     assert "(all of Test GPU: 81920 MiB)" in str(error) and "other processes on the GPU" in str(error)
+    # the GPU ran out, not the trial's cap: Tune retries it (the driver's trainable raises it)
+    assert not repeats_on_retry(error)
+    assert not repeats_on_retry(pickle.loads(pickle.dumps(error)))
+    for peak in (0.5 * 81920.0, None):  # at half the cap, or unknown: the trial's own doing
+        error = DeviceOutOfMemory(device="Test GPU", fraction=None, cap_mb=81920.0, peak_mb=peak)
+        assert repeats_on_retry(error) and "other processes" not in str(error)
 
 
 def test_out_of_memory_on_the_cpu_is_left_as_it_is(monkeypatch):
