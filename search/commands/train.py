@@ -221,7 +221,8 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         else:
             config = space.sample(seed=space.search.seed)
         config = apply_overrides(config, overrides)
-        resolved = TrialConfig.from_flat(config).to_flat()
+        trial = TrialConfig.from_flat(config)
+        resolved = trial.to_flat()
     except (_InvalidInput, ValueError) as error:
         # a refused value named by where it came from: both --config and --set may give one
         where = _where(error.key, overridden={item.partition("=")[0].strip() for item in overrides},
@@ -253,7 +254,8 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         print(f"  {key} = {value}")
     objective = str(config.get("objective.metric", ""))
     try:
-        prepare_dataset(space.data, progress=progress_bar(sys.stderr, label=f"preparing data set {space.data.kind}"))
+        # the data set the trial trains on: a config or a --set may name another than the space's
+        prepare_dataset(trial.data, progress=progress_bar(sys.stderr, label=f"preparing data set {trial.data.kind}"))
         final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)
     except TrainingDiverged as error:
         print(f"training diverged: {error}", file=sys.stderr)

@@ -245,3 +245,12 @@ def test_a_refused_value_is_named_by_the_line_or_the_set_that_gave_it(space, tmp
     keyed.write_text("train.lr: 0.01\n1: 2\n")  # before: "..., but got dict"
     assert main(["train", str(space), "--config", str(keyed)]) == 2
     assert "a mapping of flat keys (train.lr: 0.001, ...), but got the key 1 (int)" in capsys.readouterr().err
+
+
+def test_the_data_set_prepared_is_the_one_the_trial_trains_on(space, monkeypatch, capsys):
+    import trainables.data
+
+    prepared = []
+    monkeypatch.setattr(trainables.data, "prepare_dataset", lambda spec, *, progress: prepared.append(spec))
+    assert main(["train", str(space), "--epochs", "1", "--set", "data.limit=200"]) == 0
+    assert [(spec.kind, spec.limit) for spec in prepared] == [("digits", 200)]  # the space says 300
