@@ -196,9 +196,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
 
 
 def _wait(cluster: Any, job_id: str) -> int:
-    from search.cluster import exit_code, find_job, follow, follow_command
-
-    from search.cluster import ClusterError
+    from search.cluster import ClusterError, exit_code, find_job, follow, follow_command
 
     try:
         follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))

@@ -72,9 +72,9 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     the parameters of its previous loss, unless they are overridden too (then the config check
     reports them)."""
     from search.space import SpaceError, safe_load_value
-    from trainables.settings import shown
     from trainables.config import is_switch_key
     from trainables.flat_keys import FlatKey
+    from trainables.settings import shown
 
     result = dict(config)
     given: set[str] = set()
