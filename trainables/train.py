@@ -33,7 +33,10 @@ from trainables.models import build_model, is_temporal
 from trainables.settings import SettingError
 from trainables.temporal import Presenter
 
-__all__ = ["CHECKPOINT_NAME", "CheckpointError", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train"]
+__all__ = [
+    "CHECKPOINT_NAME", "CheckpointError", "DeviceOutOfMemory", "TrainingDiverged", "repeats_on_retry", "train",
+    "trained_heads",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # where trials train and torch has a fused AdamW kernel
@@ -117,7 +120,7 @@ def _train(
     seed_everything(tc.seed)
 
     data = as_tensors(load_dataset(cfg.data) if data is None else data)
-    heads = _trained_heads(cfg, data.heads)
+    heads = trained_heads(cfg, data.heads)
     data = replace(data, train=_only(data.train, heads), val=_only(data.val, heads), test=_only(data.test, heads))
     _check_labels(data, heads)
     if placement_module.keeps_resident(_resident_tensors(data), placement):
@@ -126,14 +129,8 @@ def _train(
     data = replace(data, train=scaled_once(data.train, max_bytes=SCALED_TRAIN_SPLIT_BYTES))
     presenter = _presenter(cfg).on(device)
     objective = cfg.objective.metric
-    valid_objectives = metric_names(heads, split="val", temporal=presenter.steps is not None)
-    if objective not in valid_objectives:
-        raise ValueError(f"objective.metric must be one of {valid_objectives}, but got {objective!r}")
     better = (lambda new, old: new > old) if cfg.objective.mode == "max" else (lambda new, old: new < old)
 
-    for name, info in heads.items():  # a config given whole (`search train --set`) was never validated against the data
-        check_fits_head(cfg.heads[name].loss, num_classes=info.num_classes, ordinal=info.ordinal, head=name,
-                        key=f"{HEADS}.{name}.{HEAD_LOSS}")
     losses = {name: _head_loss(cfg, name, info) for name, info in heads.items()}
     for loss in losses.values():
         loss.check_targets = False  # _check_labels did it once; per step it would sync the GPU
@@ -349,13 +346,23 @@ def _clear_grads(optimizer: torch.optim.Optimizer) -> None:
             parameter.grad = None
 
 
-def _trained_heads(cfg: TrialConfig, available: Mapping[str, HeadInfo]) -> dict[str, HeadInfo]:
-    """The configured heads in the data set's order: the order of the config's keys must not change
-    the model's initialisation, so a trial config written in any key order reproduces the trial."""
+def trained_heads(cfg: TrialConfig, available: Mapping[str, HeadInfo]) -> dict[str, HeadInfo]:
+    """The heads ``cfg`` trains, in the data set's order (the order of the config's keys must not
+    change the model's initialisation, so a trial config written in any key order reproduces the
+    trial), checked against the data set's heads ``available`` (``describe_dataset`` gives them
+    without loading it) with the objective and every head's loss: a ValueError names what does
+    not fit. A config given whole (``search train``) was never validated against its data set."""
     unknown = sorted(set(cfg.heads) - set(available))
     if unknown:
         raise ValueError(f"heads must be heads of the data set {sorted(available)}, but got {unknown}")
-    return {name: info for name, info in available.items() if name in cfg.heads}
+    heads = {name: info for name, info in available.items() if name in cfg.heads}
+    valid_objectives = metric_names(heads, split="val", temporal=is_temporal(cfg.model.kind))
+    if cfg.objective.metric not in valid_objectives:
+        raise ValueError(f"objective.metric must be one of {valid_objectives}, but got {cfg.objective.metric!r}")
+    for name, info in heads.items():
+        check_fits_head(cfg.heads[name].loss, num_classes=info.num_classes, ordinal=info.ordinal, head=name,
+                        key=f"{HEADS}.{name}.{HEAD_LOSS}")
+    return heads
 
 
 def _only(split: Split, heads: Mapping[str, HeadInfo]) -> Split:

@@ -201,11 +201,11 @@ def _hold_checkpoint_dir(folder: Path, held: ExitStack) -> str | None:
 
 def _train(args: argparse.Namespace, held: ExitStack) -> int:
     from trainables.config import TrialConfig
-    from trainables.data import prepare_dataset
+    from trainables.data import describe_dataset, prepare_dataset
     from trainables.data.vimh import progress_bar
     from trainables.device import DeviceOutOfMemory
     from trainables.settings import SettingError
-    from trainables.train import CheckpointError, TrainingDiverged, train
+    from trainables.train import CheckpointError, TrainingDiverged, train, trained_heads
 
     loaded = plugins_and_space(args.space)
     if loaded is None:
@@ -254,6 +254,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         print(f"  {key} = {value}")
     objective = str(config.get("objective.metric", ""))
     try:
+        trained_heads(trial, describe_dataset(trial.data))  # before the data set is built or read
         # the data set the trial trains on: a config or a --set may name another than the space's
         prepare_dataset(trial.data, progress=progress_bar(sys.stderr, label=f"preparing data set {trial.data.kind}"))
         final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)

@@ -254,3 +254,23 @@ def test_the_data_set_prepared_is_the_one_the_trial_trains_on(space, monkeypatch
     monkeypatch.setattr(trainables.data, "prepare_dataset", lambda spec, *, progress: prepared.append(spec))
     assert main(["train", str(space), "--epochs", "1", "--set", "data.limit=200"]) == 0
     assert [(spec.kind, spec.limit) for spec in prepared] == [("digits", 200)]  # the space says 300
+
+
+def test_a_config_that_does_not_fit_its_data_set_exits_2_before_the_data_set_is_built(space, tmp_path, monkeypatch,
+                                                                                      capsys):
+    # A partial config falls back to the trial config's data set (the default VIMH one, generated
+    # on first use), whose heads it does not name: refused from the data set's description.
+    import trainables.data
+
+    prepared = []
+    monkeypatch.setattr(trainables.data, "prepare_dataset", lambda spec, *, progress: prepared.append(spec))
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("train.lr: 0.003\nheads.thickness.loss: ordinal\n")
+    assert main(["train", str(space), "--config", str(partial)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid trial config: heads must be heads of the data set" in err and "['thickness']" in err
+    assert prepared == []
+    for bad, message in ((["--set", "objective.metric=val/nope"], "objective.metric must be one of"),
+                         (["--set", "heads.digit.loss=quantized"], "heads.digit.loss")):
+        assert main(["train", str(space), *bad]) == 2
+        assert message in capsys.readouterr().err and prepared == []
