@@ -105,7 +105,14 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        torch.save(payload, f)
+        try:
+            torch.save(payload, f)
+        except RuntimeError as error:
+            # torch's zip writer, closed on its way out of a Ctrl-C, raises its own error about the
+            # cut-off archive in the interrupt's place: the interrupt is what happened.
+            if isinstance(error.__context__, KeyboardInterrupt):
+                raise error.__context__ from None
+            raise
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
