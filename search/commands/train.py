@@ -257,7 +257,8 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         trained_heads(trial, describe_dataset(trial.data))  # before the data set is built or read
         # the data set the trial trains on: a config or a --set may name another than the space's
         prepare_dataset(trial.data, progress=progress_bar(sys.stderr, label=f"preparing data set {trial.data.kind}"))
-        final = train(config, report=_Table([objective] if objective else []), checkpoint_dir=args.checkpoint_dir)
+        table = _Table([objective] if objective else [])
+        final = train(config, report=table, checkpoint_dir=args.checkpoint_dir)
     except TrainingDiverged as error:
         print(f"training diverged: {error}", file=sys.stderr)
         return exit_codes.FAILED
@@ -270,6 +271,9 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     except ValueError as error:  # includes trainables.data.DataError: the config names bad data or values
         print(f"invalid trial config: {error}", file=sys.stderr)
         return exit_codes.INVALID
+    if args.checkpoint_dir is not None and not table.columns:  # no epoch reported: it had ended its training
+        print(f"note: the checkpoint in {args.checkpoint_dir} had finished training after epoch "
+              f"{final.get('epoch')}: nothing trained, its results again")
     print("final metrics (test: the best epoch on validation):")
     for key in sorted(k for k in final if k.startswith("test/") or k.startswith("best") or k == "epoch"):
         value = final[key]

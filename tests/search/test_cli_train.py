@@ -299,3 +299,14 @@ def test_ctrl_c_while_a_checkpoint_is_written_exits_130_and_keeps_the_last_check
     assert main(["train", str(space), "--checkpoint-dir", str(folder)]) == 130
     assert "Traceback" not in capsys.readouterr().err
     assert torch.load(folder / "checkpoint.pt", weights_only=False)["progress"]["epoch"] == 1
+
+
+def test_a_finished_checkpoint_trained_again_says_nothing_was_trained(space, tmp_path, capsys):
+    folder = tmp_path / "ck"
+    assert main(["train", str(space), "--checkpoint-dir", str(folder)]) == 0
+    first = capsys.readouterr().out
+    assert "note: " not in first
+    assert main(["train", str(space), "--checkpoint-dir", str(folder)]) == 0
+    again = capsys.readouterr().out
+    assert f"note: the checkpoint in {folder} had finished training after epoch 2: nothing trained" in again
+    assert final_metrics(again) == final_metrics(first)
