@@ -215,6 +215,13 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
+
+    def refused(error: Exception) -> str:
+        # a refused value named by where it came from: both --config and --set may give one
+        where = _where(error.key, overridden={item.partition("=")[0].strip() for item in overrides},
+                       config_file=args.config, lines=lines) if isinstance(error, SettingError) else None
+        return f"invalid trial config: {f'{where}: ' if where else ''}{error}"
+
     try:
         if args.config:
             config, lines = _load_config(args.config)
@@ -224,10 +231,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         trial = TrialConfig.from_flat(config)
         resolved = trial.to_flat()
     except (_InvalidInput, ValueError) as error:
-        # a refused value named by where it came from: both --config and --set may give one
-        where = _where(error.key, overridden={item.partition("=")[0].strip() for item in overrides},
-                       config_file=args.config, lines=lines) if isinstance(error, SettingError) else None
-        print(f"invalid trial config: {f'{where}: ' if where else ''}{error}", file=sys.stderr)
+        print(refused(error), file=sys.stderr)
         return exit_codes.INVALID
     if args.config:
         defaulted = _defaulted_space_values(space.constants, config, resolved)
@@ -269,7 +273,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         print(f"invalid --checkpoint-dir: {error}", file=sys.stderr)
         return exit_codes.INVALID
     except ValueError as error:  # includes trainables.data.DataError: the config names bad data or values
-        print(f"invalid trial config: {error}", file=sys.stderr)
+        print(refused(error), file=sys.stderr)
         return exit_codes.INVALID
     if args.checkpoint_dir is not None and not table.columns:  # no epoch reported: it had ended its training
         print(f"note: the checkpoint in {args.checkpoint_dir} had finished training after epoch "

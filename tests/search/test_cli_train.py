@@ -245,6 +245,10 @@ def test_a_refused_value_is_named_by_the_line_or_the_set_that_gave_it(space, tmp
     keyed.write_text("train.lr: 0.01\n1: 2\n")  # before: "..., but got dict"
     assert main(["train", str(space), "--config", str(keyed)]) == 2
     assert "a mapping of flat keys (train.lr: 0.001, ...), but got the key 1 (int)" in capsys.readouterr().err
+    # a loss parameter is refused where the loss is built, in training: named the same way
+    assert main(["train", str(space), "--set", "heads.digit.ce.label_smoothing=2"]) == 2
+    assert "invalid trial config: --set heads.digit.ce.label_smoothing: heads.digit.ce.label_smoothing must be" \
+        in capsys.readouterr().err
 
 
 def test_the_data_set_prepared_is_the_one_the_trial_trains_on(space, monkeypatch, capsys):
