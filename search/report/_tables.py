@@ -172,11 +172,10 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
 
 def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table:
     """One row per finished or stopped trial with a value of every objective (the trials the plot
-    draws): the ``front`` (``ranking.pareto_set``) first, best first by the primary objective,
-    then the others by trial id. Columns: trial, state,
+    draws): the ``front`` first in its order (``ranking.pareto_set``: best first by the primary
+    objective), then the others by trial id. Columns: trial, state,
     the objectives at the best epoch, the energy weight, the parameters that vary, and ``pareto``."""
     members = {t.trial_id for t in front}
-    sign = -1.0 if search.objectives[0].mode == "max" else 1.0
     drawn = [t for t in search.trials if t.state in ranking.SCORED_STATES and all(v is not None for v in t.values)]
     # The energy weight gets its own column even where it is constant: it is what traces the front.
     energy = [ENERGY_WEIGHT] if any(ENERGY_WEIGHT in t.params for t in search.trials) else []
@@ -184,10 +183,7 @@ def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table
     columns = ["trial_id", "state", *(o.metric for o in search.objectives), *energy, *params, "pareto"]
     labels = ["trial", "state", *(_objective_label(o) for o in search.objectives), *energy]
     labels += [FlatKey.parse(k).short() for k in params] + ["pareto"]
-    ordered = sorted(
-        drawn,
-        key=lambda t: (0, sign * t.values[0], t.trial_id) if t.trial_id in members else (1, 0.0, t.trial_id),
-    )
+    ordered = [*front, *sorted((t for t in drawn if t.trial_id not in members), key=lambda t: t.trial_id)]
     rows = tuple(
         (
             t.trial_id,

@@ -65,3 +65,15 @@ def test_best_epoch_is_the_first_epoch_no_earlier_one_equals_or_beats():
     assert ranking.best_epoch({1: 0.5, 2: 0.8, 3: 0.8, 4: 0.6}, "max") == 2
     assert ranking.best_epoch({3: 2.0, 1: 1.0, 2: 1.0}, "min") == 1
     assert ranking.best_epoch({}, "min") is None
+
+
+def test_the_pareto_set_comes_best_first_by_the_primary_objective():
+    # (accuracy max, energy min): ids drawn so that their order is neither objective's
+    def trial(trial_id: str, acc: float, energy: float, state: str = "FINISHED") -> TrialSummary:
+        return TrialSummary(trial_id=trial_id, state=state, config={}, values=(acc, energy), epochs=3)
+
+    trials = [trial("a", 0.20, 0.10), trial("b", 0.30, 0.30), trial("c", 0.25, 0.20), trial("d", 0.20, 0.40),
+              trial("e", 0.30, 0.30), trial("f", 0.90, 0.01, state="STOPPED")]
+    front = ranking.pareto_set(trials, ["max", "min"])
+    assert [t.trial_id for t in front] == ["b", "e", "c", "a"]  # d is dominated by a; f did not finish
+    assert [t.trial_id for t in ranking.pareto_set(trials, ["min", "max"])] == ["d"]  # it dominates every other
