@@ -314,3 +314,15 @@ def test_a_finished_checkpoint_trained_again_says_nothing_was_trained(space, tmp
     again = capsys.readouterr().out
     assert f"note: the checkpoint in {folder} had finished training after epoch 2: nothing trained" in again
     assert final_metrics(again) == final_metrics(first)
+
+
+def test_every_objective_of_the_space_is_a_column_of_the_epoch_table(tmp_path, capsys):
+    path = tmp_path / "two.yaml"
+    path.write_text(TINY.replace("objective: {metric: val/acc_mean, mode: max}",
+                                 "objective:\n  - {metric: val/acc_mean, mode: max}\n"
+                                 "  - {metric: val/thickness/mae_norm, mode: min}")
+                    .replace("search: {seed: 0, grace_period: 1}", "search: {seed: 0, scheduler: none}"))
+    assert main(["train", str(path), "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["epoch"])
+    assert header.split()[:4] == ["epoch", "train/loss/total", "val/acc_mean", "val/thickness/mae_norm"]
