@@ -80,8 +80,8 @@ def best_line(trial: Ranked | None, metric: str) -> str:
 
 def pareto_set(trials: Sequence[_T], modes: Sequence[str], *, states: Sequence[str] = ("FINISHED",)) -> list[_T]:
     """The trials in ``states`` with every objective that no other such trial is at least as good
-    as in every objective and better in one; best first by the primary objective (along the front,
-    the others then come worst first), ties in trial id order."""
+    as in every objective and better in one; best first by the primary objective, ties in trial id
+    order."""
     signs = [1.0 if mode == "max" else -1.0 for mode in modes]
     candidates = [t for t in trials if t.state in states and all(_value(t, i) is not None for i in range(len(modes)))]
     score: Callable[[_T], list[float]] = lambda t: [s * _value(t, i) for i, s in enumerate(signs)]  # noqa: E731

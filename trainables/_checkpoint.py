@@ -195,6 +195,8 @@ def _fitting(path: Path, what: str) -> Iterator[None]:
     cause: torch lists every mismatched tensor)."""
     try:
         yield
+    except torch.OutOfMemoryError:
+        raise  # the states fit; the GPU did not hold them (the trial's DeviceOutOfMemory)
     except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(path, f"{type(exc).__name__} where it should hold {what}: {first}") from None

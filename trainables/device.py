@@ -8,7 +8,7 @@ driver) says so in a RuntimeWarning instead of training slowly in silence. A tri
 fraction f < 1 of a GPU shares it with other trials: it caps its own allocations at f of the GPU's
 memory, decides whether its data set stays on the GPU against that cap (``resident_budget``), and
 an out-of-memory error becomes ``DeviceOutOfMemory``, a ValueError, because the same config under
-the same cap fails the same way on a retry.
+the same cap fails the same way on a retry (unless other processes held what the cap allowed).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "device_report",
     "keeps_resident",
     "out_of_memory_as_failure",
+    "held_by_others_bytes",
     "peak_allocated_bytes",
     "place",
     "resident_budget",
@@ -66,38 +67,40 @@ class Placement:
         return int(self.total_bytes * (1.0 if self.fraction is None else self.fraction))
 
 
-# An out-of-memory error at a peak below this share of the trial's cap: the GPU ran out for others.
-_FAR_BELOW_CAP = 0.5
-
-
 class DeviceOutOfMemory(ValueError):
     """Training ran out of GPU memory. Training is deterministic for a config, so the same trial
-    under the same cap runs out again (a ValueError: ``repeats_on_retry``), unless the GPU ran out
-    far below the trial's cap (``far_below_cap``), where other processes held the rest.
-    ``fraction`` (None: the whole GPU), ``cap_mb``, ``peak_mb`` (None where unknown), ``device``
-    and ``advice`` (what to change in the space) are attributes."""
+    under the same cap runs out again (a ValueError: ``repeats_on_retry``), unless the GPU itself
+    ran out before the cap (``others_held``): other processes held memory the cap still allowed.
+    ``fraction`` (None: the whole GPU), ``cap_mb``, ``peak_mb``, ``held_by_others_mb`` (what the cap
+    still allowed the trial beyond the GPU's free memory when it ran out, 0 or less where the cap
+    ran out first; each None where unknown), ``device`` and ``advice`` (what to change in the
+    space) are attributes."""
 
-    def __init__(self, *, device: str, fraction: float | None, cap_mb: float | None, peak_mb: float | None) -> None:
+    def __init__(self, *, device: str, fraction: float | None, cap_mb: float | None, peak_mb: float | None,
+                 held_by_others_mb: float | None = None) -> None:
         self.device, self.fraction, self.cap_mb, self.peak_mb = device, fraction, cap_mb, peak_mb
+        self.held_by_others_mb = held_by_others_mb
         self.advice = _ADVICE
         share = f"all of {device}" if fraction is None else f"{fraction:g} of {device} by resources.gpu"
         cap = "" if cap_mb is None else f": {cap_mb:.0f} MiB"
         peak = "an unknown peak" if peak_mb is None else f"a peak of {peak_mb:.0f} MiB allocated"
         hint = ""
-        if self.far_below_cap:
-            hint = " (far below the cap: other processes on the GPU, or one large allocation, took the rest)"
+        if self.others_held:
+            hint = (f" (the GPU ran out {held_by_others_mb:.0f} MiB short of the cap: other processes held it; "
+                    "a retry may find it free)")
         super().__init__(f"training must fit in the trial's GPU memory ({share}{cap}), but got out of memory "
                          f"at {peak}{hint}; {_ADVICE}")
 
     @property
-    def far_below_cap(self) -> bool:
-        """Whether the peak allocated was far below the cap: the GPU itself ran out, held by other
-        processes (trials of other searches, their CUDA contexts) or asked for one large block."""
-        return self.peak_mb is not None and self.cap_mb is not None and self.peak_mb < _FAR_BELOW_CAP * self.cap_mb
+    def others_held(self) -> bool:
+        """Whether the GPU ran out before the trial's cap did: other processes (trials of other
+        searches, CUDA contexts, programs outside Ray) held memory the cap still allowed it."""
+        return self.held_by_others_mb is not None and self.held_by_others_mb > 0
 
     def __reduce__(self) -> tuple:
         # Keyword-only fields: the default pickling (cls(*args)) would fail where Ray ships errors.
-        fields = {"device": self.device, "fraction": self.fraction, "cap_mb": self.cap_mb, "peak_mb": self.peak_mb}
+        fields = {"device": self.device, "fraction": self.fraction, "cap_mb": self.cap_mb, "peak_mb": self.peak_mb,
+                  "held_by_others_mb": self.held_by_others_mb}
         return functools.partial(DeviceOutOfMemory, **fields), ()
 
 
@@ -127,6 +130,7 @@ def place(setting: str, *, gpu_fraction: float | None) -> Placement:
     device = torch.device("cuda", torch.cuda.current_device())
     fraction = float(gpu_fraction) if given and gpu_fraction < 1 else None
     torch.cuda.set_per_process_memory_fraction(1.0 if fraction is None else fraction, device)
+    torch.cuda.reset_peak_memory_stats(device)  # a reused worker's previous trial is not this one's peak
     torch.backends.cudnn.benchmark = True
     return Placement(device, fraction=fraction, total_bytes=torch.cuda.get_device_properties(device).total_memory,
                      name=torch.cuda.get_device_name(device))
@@ -198,8 +202,23 @@ def keeps_resident(tensors: Iterable[Tensor], placement: Placement) -> bool:
 
 
 def peak_allocated_bytes(device: torch.device) -> int | None:
-    """The most memory allocated on ``device`` since the epoch began; None on the CPU."""
+    """The most memory allocated on ``device`` since the epoch began (or the trial, before its
+    first epoch: ``place``); None on the CPU."""
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+
+
+def held_by_others_bytes(placement: Placement) -> int | None:
+    """What the trial's cap still allows it on its GPU beyond the GPU's free memory: positive when
+    other processes hold memory the cap leaves to the trial. None on the CPU or where CUDA cannot
+    say (a context broken by the error)."""
+    if placement.device.type != "cuda" or placement.cap_bytes is None:
+        return None
+    try:
+        free, _ = torch.cuda.mem_get_info(placement.device)
+        reserved = torch.cuda.memory_reserved(placement.device)
+    except RuntimeError:
+        return None
+    return placement.cap_bytes - reserved - free
 
 
 @contextmanager
@@ -212,9 +231,11 @@ def out_of_memory_as_failure(placement: Placement) -> Iterator[None]:
         if placement.total_bytes is None:
             raise
         cap, peak = placement.cap_bytes, peak_allocated_bytes(placement.device)
+        held = held_by_others_bytes(placement)
         raise DeviceOutOfMemory(device=placement.name, fraction=placement.fraction,
                                 cap_mb=None if cap is None else cap / MIB,
-                                peak_mb=None if peak is None else peak / MIB) from error
+                                peak_mb=None if peak is None else peak / MIB,
+                                held_by_others_mb=None if held is None else held / MIB) from error
 
 
 def _utilization(device: torch.device) -> float | None:

@@ -55,10 +55,10 @@ def repeats_on_retry(error: BaseException) -> bool:
     a config and seed, so a diverged loss diverges again, a config the data set, the model or a
     loss refuses (ValueError, TypeError, LookupError) is refused again, and so is one that runs out
     of its GPU memory cap (DeviceOutOfMemory, a ValueError). Other errors (the host out of memory,
-    a file system gone for a moment, a GPU that ran out far below the trial's cap because other
-    processes held the rest) may pass on a retry."""
+    a file system gone for a moment, a GPU that ran out before the trial's cap because other
+    processes held memory the cap allowed it) may pass on a retry."""
     if isinstance(error, DeviceOutOfMemory):
-        return not error.far_below_cap
+        return not error.others_held
     return isinstance(error, (TrainingDiverged, ValueError, TypeError, LookupError))
 
 
@@ -354,11 +354,11 @@ def trained_heads(cfg: TrialConfig, available: Mapping[str, HeadInfo]) -> dict[s
     not fit. A config given whole (``search train``) was never validated against its data set."""
     unknown = sorted(set(cfg.heads) - set(available))
     if unknown:
-        raise ValueError(f"heads must be heads of the data set {sorted(available)}, but got {unknown}")
+        raise SettingError(HEADS, f"heads of the data set {sorted(available)}", unknown)
     heads = {name: info for name, info in available.items() if name in cfg.heads}
     valid_objectives = metric_names(heads, split="val", temporal=is_temporal(cfg.model.kind))
     if cfg.objective.metric not in valid_objectives:
-        raise ValueError(f"objective.metric must be one of {valid_objectives}, but got {cfg.objective.metric!r}")
+        raise SettingError("objective.metric", f"one of {valid_objectives}", cfg.objective.metric)
     for name, info in heads.items():
         check_fits_head(cfg.heads[name].loss, num_classes=info.num_classes, ordinal=info.ordinal, head=name,
                         key=f"{HEADS}.{name}.{HEAD_LOSS}")

@@ -54,7 +54,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
                         help=f"results directory shared by every node (default: {DEFAULT_STORAGE} on the head)")
     parser.add_argument("--name", metavar="NAME", help="search name: its run directory and search id (default: the space's name); its MLflow runs stay in "
-        "the experiment named after the space, beside the space's other searches")
+        "the space's MLflow experiment, beside the space's other searches")
     parser.add_argument("--resume", type=given_text, nargs="?", const=True, default=False, metavar="SEARCH_ID",
                         help="require an unfinished search to resume (as `search run --resume`)")
     parser.add_argument("--warm-start", type=given_text, metavar="SEARCH",

@@ -274,7 +274,8 @@ def test_a_config_that_does_not_fit_its_data_set_exits_2_before_the_data_set_is_
     err = capsys.readouterr().err
     assert "invalid trial config: heads must be heads of the data set" in err and "['thickness']" in err
     assert prepared == []
-    for bad, message in ((["--set", "objective.metric=val/nope"], "objective.metric must be one of"),
+    for bad, message in ((["--set", "objective.metric=val/nope"],
+                          "--set objective.metric: objective.metric must be one of"),
                          (["--set", "heads.digit.loss=quantized"], "heads.digit.loss")):
         assert main(["train", str(space), *bad]) == 2
         assert message in capsys.readouterr().err and prepared == []
