@@ -47,7 +47,11 @@ class RunDirectoryHold:
         if not folder.is_dir():
             if not make:
                 return
-            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # permissions said yes (root, say), the file system no: /proc, a full disk
+                raise SearchInputError(f"--storage: a directory this user can write, but got {folder}: "
+                                       f"{exc.strerror or exc}") from None
         hold = FileHold(self._path)
         try:
             hold.take()

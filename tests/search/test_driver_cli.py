@@ -48,6 +48,15 @@ def test_invalid_space_exits_2_before_starting_ray(no_ray, tmp_path: Path, capsy
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_storage_folder_the_file_system_refuses_exits_2_before_starting_ray(no_ray, tmp_path: Path, capsys):
+    # /proc takes no new folder, whatever the permissions say (as root, os.access says yes)
+    storage = Path("/proc/losstune-no-such-folder/runs")
+    assert main(["run", str(SPACE), "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert "error: --storage: a directory this user can write, but got /proc/losstune-no-such-folder/runs" in err
+    assert "Traceback" not in err
+
+
 def test_resume_without_a_search_exits_2(no_ray, tmp_path: Path, capsys):
     assert main(["run", str(SPACE), "--resume", "--storage", str(tmp_path / "runs")]) == 2
     assert "--resume needs an unfinished search" in capsys.readouterr().err
