@@ -39,6 +39,7 @@ from search.cluster._package import SHIPPED_PACKAGES, stage
 __all__ = [
     "BOOTSTRAP_CONFIG",
     "JOB_ENV",
+    "SUBMITTED_SPACE_ENV",
     "META_NAME",
     "META_SPACE",
     "META_SPACE_HERE",
@@ -79,3 +80,6 @@ __all__ = [
 # In a submitted search's environment: its Ray Job's submission id, which `search run` tags its
 # MLflow parent run with (so `search jobs` can name the search a job runs).
 JOB_ENV = "LOSSTUNE_RAY_JOB"
+# ... and the space file's absolute path where it was submitted from, which the commands the
+# search prints name (its own copy lies in the job's working directory on the cluster).
+SUBMITTED_SPACE_ENV = "LOSSTUNE_SUBMITTED_SPACE"

@@ -105,7 +105,9 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
     _, space = loaded
 
     from search import _ray
-    from search.cluster import JOB_ENV, ClusterError, check_paths_on_every_node, check_shared_storage
+    from search.cluster import (
+        JOB_ENV, SUBMITTED_SPACE_ENV, ClusterError, check_paths_on_every_node, check_shared_storage,
+    )
 
     try:
         address = _ray.resolve_address(args.address)  # before Ray is imported
@@ -137,6 +139,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         tracking_uri=args.tracking_uri,
         verbose=args.verbose,
         ray_job=os.environ.get(JOB_ENV) or None,
+        space_shown=os.environ.get(SUBMITTED_SPACE_ENV) or None,
         warm_start=args.warm_start,
     )
     from search._preflight import TrackingUriError, check_reachable, check_tracking_uri

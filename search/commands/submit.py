@@ -163,6 +163,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
         META_SPACE_HERE,
         META_STORAGE,
         META_TRACKING_URI,
+        SUBMITTED_SPACE_ENV,
         follow_command,
         search_command,
         stage,
@@ -170,6 +171,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
 
     name = args.name or space.name
     job_id = f"losstune-{name}-{secrets.token_hex(3)}"
+    submitted = str(Path(args.space).resolve())
     with tempfile.TemporaryDirectory(prefix="losstune-submit-") as staged:
         space_path = stage(Path(args.space), into=Path(staged))
         cluster.submit(
@@ -178,9 +180,9 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
             submission_id=job_id,
             runtime_env={
                 "working_dir": staged,
-                "env_vars": {JOB_ENV: job_id, **STOP_WAIT_ENV},
+                "env_vars": {JOB_ENV: job_id, SUBMITTED_SPACE_ENV: submitted, **STOP_WAIT_ENV},
             },
-            metadata={META_SPACE: space_path, META_SPACE_HERE: str(Path(args.space).resolve()), META_NAME: name,
+            metadata={META_SPACE: space_path, META_SPACE_HERE: submitted, META_NAME: name,
                       META_STORAGE: args.storage, META_TRACKING_URI: redact_uri(tracking_uri)},
         )  # fmt: skip
     at = ["--address", cluster.address]

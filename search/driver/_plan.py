@@ -60,6 +60,9 @@ class SearchOptions:
     tracking_uri: str | None = None  # --tracking-uri (beats MLFLOW_TRACKING_URI and the space)
     verbose: int = 0  # Ray Tune's own output (0-3); the driver prints a line per trial result
     ray_job: str | None = None  # the Ray Job running this search (search submit), tagged on its parent run
+    # the space file as the commands the search prints name it: a submitted job's, where it was
+    # submitted from (None: the space's own path)
+    space_shown: str | None = None
     warm_start: str | None = None  # --warm-start SEARCH: an earlier search (id or name) the sampler starts from
     # Runs each trial; default trainables.train.train. Tests wrap it to inject faults.
     train_fn: TrainFn | None = None
@@ -78,6 +81,11 @@ class SearchPlan:
     tracking_uri: str
     experiment: str
     notes: tuple[str, ...] = ()
+
+    @property
+    def space_named(self) -> str:
+        """The space file as the commands the search prints name it (``SearchOptions.space_shown``)."""
+        return self.options.space_shown or str(self.space.path)
     warm: WarmStart | None = None  # the earlier trials a new search's sampler starts from
     # --resume of a search that already finished: its summary is shown again and nothing runs (Tune
     # would restart the trials a time budget left paused or pending)

@@ -332,7 +332,7 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
     command = "submit" if plan.options.ray_job else "run"
     say(
         f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.location}.\n"
-        f"Resume it with: python -m search {command} {plan.space.path} --resume"
+        f"Resume it with: python -m search {command} {plan.space_named} --resume"
         + (f" --storage {plan.options.storage}" if plan.options.storage != "runs" else "")
         + (f" --name {plan.name}" if plan.name != plan.space.name else "")
         + (" --address ... --tracking-uri ..." if plan.options.ray_job else "")
@@ -412,7 +412,7 @@ def _finish(
 
     say("\n" + table)
     if best is not None:
-        say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {space.path} --config ...)")
+        say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {plan.space_named} --config ...)")
     if is_server_uri(plan.tracking_uri):  # `mlflow ui` takes a store, not a server: the UI is the server's
         ui = f"MLflow UI: {redact_uri(plan.tracking_uri)}"
     else:

@@ -39,6 +39,8 @@ def test_submit_wait_runs_trials_on_both_nodes_and_lists_the_job(cluster, cluste
     assert done.returncode == exit_codes.OK, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Submitted search 'spread' as Ray Job losstune-spread-" in done.stdout
     assert "trials: 4 finished" in done.stdout  # the job's own output, streamed
+    # the commands it prints name the space file submitted, not the job's copy on the cluster
+    assert f"(python -m search train {space} --config ...)" in done.stdout, done.stdout[-3000:]
 
     runs = recorded(cluster_mlflow.url, "spread")
     assert len(runs.parents) == 1 and len(runs.trials) == 4
