@@ -127,6 +127,10 @@ class CheckpointError(ValueError):
         self.path = path
         self.reason = reason
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
+        return type(self), (self.path, self.reason)
+
 
 # what every checkpoint save_checkpoint wrote holds (checkpoints of older versions lack "hooks")
 _ABSENT = object()  # a key one of two configs lacks

@@ -37,6 +37,10 @@ class FlatKeyError(ValueError):
         self.key = key
         super().__init__(f"a flat key such as train.lr or heads.<head>.<loss>.<param>, but got {key!r}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
+        return type(self), (self.key,)
+
 
 @dataclass(frozen=True)
 class FlatKey:

@@ -41,6 +41,10 @@ class PluginError(RuntimeError):
         self.plugin, self.reason = plugin, reason
         super().__init__(f"plugin {plugin!r}: {reason}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
+        return type(self), (self.plugin, self.reason)
+
 
 @dataclass
 class Registry:

@@ -61,6 +61,10 @@ class SettingError(ValueError):
         self.key, self.rule, self.value = key, rule, value
         super().__init__(f"{key} must be {rule}, but got {shown(value)}")
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
+        return type(self), (self.key, self.rule, self.value)
+
 
 def show_literal(value: Any) -> str:
     """A value as a YAML file spells it (null, true, l1)."""
