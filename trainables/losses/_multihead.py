@@ -89,9 +89,15 @@ class MultiHeadLoss(nn.Module):
         values = []
         for head, loss_fn in self.losses.items():
             try:
-                values.append(loss_fn(outputs[head], targets[head]))
+                value = loss_fn(outputs[head], targets[head])
             except ValueError as error:  # a shape or target check: which of the heads it was
                 raise ValueError(f"head {head!r}: {error}") from error
+            # a plugin's loss may return one value per sample: said here, not by autograd's backward
+            if not isinstance(value, Tensor) or value.dim() != 0:
+                got = f"shape {list(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"head {head!r}: its loss ({type(loss_fn).__name__}) must return a scalar tensor "
+                                 f"(one value for the batch), but got {got}")
+            values.append(value)
         breakdown = {key: value.detach() for key, value in zip(self._keys, values)}
         if self.weighting is None:
             total = _weighted_sum(values, list(self.weights.values()))

@@ -168,6 +168,22 @@ def test_a_head_s_shape_error_names_the_head():
         make_loss()({**outputs, "velocity": outputs["velocity"][:, :1]}, targets)
 
 
+class _PerSample(nn.Module):
+    def forward(self, logits, target):
+        return nn.functional.cross_entropy(logits, target, reduction="none", ignore_index=-1)
+
+
+def test_a_head_loss_that_returns_more_than_a_scalar_is_named():
+    # a plugin's loss with reduction="none": autograd would say "grad can be implicitly created
+    # only for scalar outputs" at backward, naming no head and no loss
+    net, x, targets = make_batch()
+    criterion = make_loss()
+    criterion.losses["pitch"] = _PerSample()
+    with pytest.raises(ValueError, match=r"^head 'pitch': its loss \(_PerSample\) must return a scalar tensor "
+                                         r"\(one value for the batch\), but got shape \[7\]"):
+        criterion(net(x), targets)
+
+
 def test_head_names_are_validated():
     net, x, targets = make_batch()
     criterion = make_loss()
