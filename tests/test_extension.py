@@ -209,6 +209,26 @@ def test_a_plugin_loss_that_refuses_in_text_or_needs_a_value_gives_space_issues(
     assert (issue.rule, str(issue.value)) == ("parameters `picky` accepts", "ValueError: a power of 3 is unlucky")
 
 
+class UntypedLoss(ExpectedCostLoss):
+    """A loss whose constructor forgot an annotation."""
+
+    def __init__(self, *, num_classes: int, ignore_index: int = -1, power: float = 1.0, bend=2) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index, power=power)
+        self.bend = bend
+
+
+def test_a_plugin_loss_parameter_without_a_checkable_annotation_is_named_as_such(extended, tmp_path: Path):
+    # not "a parameter of `untyped` (one of: power)", which the constructor's author would doubt
+    extended.add_loss("untyped", UntypedLoss)
+    text = SPACE.replace("{cost: {power: {uniform: [0.5, 2.0]}}, ce: {}}", "{untyped: {bend: 3}}")
+    with pytest.raises(SpaceError) as caught:
+        load_space(_write(tmp_path, text))
+    (issue,) = caught.value.errors
+    assert issue.path == "heads.digit.loss.choice.untyped.bend"
+    assert issue.rule.startswith("a parameter of `untyped` whose annotation in its constructor is a type a space "
+                                 "can check (float, int, bool, str")
+
+
 def test_a_trial_of_the_new_dimensions_trains_and_its_hook_acts(extended, tmp_path: Path):
     space = load_space(_write(tmp_path, SPACE))
     flat = next(c for c in (space.sample(seed=s) for s in range(50))

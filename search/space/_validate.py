@@ -230,6 +230,11 @@ class _Walk(ValueChecker):
         entries: dict[str, Entry] = {}
         for param, raw in mapping.items():
             ppath, key = join_path(path, param), f"{prefix}.{option}.{param}"
+            if param in allowed and param not in settable:  # untyped, or of a type no space checks
+                self.add(ppath, f"a parameter of `{option}` whose annotation in its constructor is a type a space can "
+                                f"check (float, int, bool, str, a Literal, a list of numbers, optionally Annotated "
+                                f"with a Rule)", quoted(param))
+                continue
             if param not in settable:
                 self.add(ppath, f"a parameter of `{option}` (one of: {', '.join(settable) or 'none'})", quoted(param))
                 continue
