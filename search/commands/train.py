@@ -101,6 +101,35 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     return result
 
 
+def _switched_to_defaults(before: Mapping[str, Any], given: Mapping[str, Any],
+                          resolved: Mapping[str, Any]) -> list[tuple[str, Any, list[str]]]:
+    """(switch key, its new option, that option's parameters at their defaults) for each switch an
+    override moved to another option whose parameters it left unset (``apply_overrides`` drops the
+    old option's)."""
+    import inspect
+
+    from trainables.config import is_switch_key
+    from trainables.flat_keys import HEADS, FlatKey
+    from trainables.losses import loss_parameters
+    from trainables.settings import show_literal
+
+    switched = []
+    for key, option in given.items():
+        if not is_switch_key(key) or before.get(key) == option:
+            continue
+        section = FlatKey.parse(key).section
+        if section[0] == HEADS:  # a head's flat config leaves its loss's defaults out
+            params = {str(FlatKey(section, name, option=option)): p.default
+                      for name, p in loss_parameters(option).items() if p.default is not inspect.Parameter.empty}
+        else:
+            params = {k: v for k, v in resolved.items()
+                      if FlatKey.parse(k).section == section and FlatKey.parse(k).option == option}
+        defaults = [f"{k}={show_literal(v)}" for k, v in params.items() if k not in given]
+        if defaults:
+            switched.append((key, option, defaults))
+    return switched
+
+
 def _defaulted_space_values(fixed: Mapping[str, Any], given: Mapping[str, Any], resolved: Mapping[str, Any]) -> list[str]:
     """``key: default (space: value)`` for each value the space fixes (``fixed``) that a given
     config lacks and whose trial-config default differs: a partial config is completed from the
@@ -227,6 +256,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
             config, lines = _load_config(args.config)
         else:
             config = space.sample(seed=space.search.seed)
+        drawn = config
         config = apply_overrides(config, overrides)
         trial = TrialConfig.from_flat(config)
         resolved = trial.to_flat()
@@ -238,6 +268,9 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         if defaulted:
             print(f"note: {args.config} lacks values the space fixes; the trial config's defaults train instead: "
                   + ", ".join(defaulted))
+    for key, option, defaults in _switched_to_defaults(drawn, config, resolved):
+        print(f"note: --set {key}={option} trains {option} with its defaults ({', '.join(defaults)}), not with values "
+              f"the space gives it; set them with --set too")
 
     if args.checkpoint_dir is not None:
         folder = Path(args.checkpoint_dir)

@@ -327,3 +327,17 @@ def test_every_objective_of_the_space_is_a_column_of_the_epoch_table(tmp_path, c
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.split()[:1] == ["epoch"])
     assert header.split()[:4] == ["epoch", "train/loss/total", "val/acc_mean", "val/thickness/mae_norm"]
+
+
+def test_a_set_that_switches_an_option_says_which_parameters_take_its_defaults(tmp_path, capsys):
+    # the space gives focal a gamma of 4.5; its seed draws ce, and --set loss=focal trains gamma 2.0
+    path = tmp_path / "switch.yaml"
+    path.write_text(TINY.replace("digit: {loss: ce}", "digit: {loss: {choice: {ce: {}, focal: {gamma: 4.5}}}}"))
+    assert load_space(path).sample(seed=0)["heads.digit.loss"] == "ce"
+    assert main(["train", str(path), "--epochs", "1", "--set", "heads.digit.loss=focal"]) == 0
+    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: "))
+    assert note.startswith("note: --set heads.digit.loss=focal trains focal with its defaults "
+                           "(heads.digit.focal.gamma=2.0, heads.digit.focal.alpha=null), not with values the space")
+    assert main(["train", str(path), "--epochs", "1", "--set", "heads.digit.loss=focal",
+                 "--set", "heads.digit.focal.gamma=4.5", "--set", "heads.digit.focal.alpha=null"]) == 0
+    assert "note: " not in capsys.readouterr().out
