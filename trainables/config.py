@@ -24,7 +24,7 @@ from trainables.losses import LOSS
 from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE
 from trainables.models import MODEL
 from trainables.settings import SEED_RULE, Rule, SettingError, check_fields
-from trainables.switches import switch_field
+from trainables.switches import Switch, switch_field
 from trainables.temporal import check_pattern, label_mask, masked_chunks, stretch
 from trainables.auxiliary import AUXILIARY
 from trainables.weighting import STRATEGY
@@ -47,6 +47,7 @@ __all__ = [
     "is_switch_key",
     "register_section",
     "section_fields",
+    "switch_of",
 ]
 
 
@@ -230,16 +231,21 @@ def section_fields(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name != "params"]
 
 
-def is_switch_key(key: str) -> bool:
-    """Whether flat key ``key`` is a switch's choice (``heads.<head>.loss``, ``model.kind``);
-    False for other keys and for strings that are not flat keys."""
+def switch_of(key: str) -> Switch | None:
+    """The switch whose choice flat key ``key`` is (``heads.<head>.loss``: the loss switch,
+    ``model.kind``: the model switch); None for other keys and for strings that are not flat keys."""
     try:
         parsed = FlatKey.parse(key)
     except FlatKeyError:
-        return False
+        return None
     cls = HeadConfig if parsed.head is not None else SECTIONS.get(parsed.section[0]) if parsed.section else None
     found = switch_field(cls) if cls is not None else None
-    return found is not None and parsed.option is None and parsed.name == found[0]
+    return found[1] if found is not None and parsed.option is None and parsed.name == found[0] else None
+
+
+def is_switch_key(key: str) -> bool:
+    """Whether flat key ``key`` is a switch's choice (``switch_of``)."""
+    return switch_of(key) is not None
 
 
 def _section_property(name: str) -> property:

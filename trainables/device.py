@@ -67,14 +67,19 @@ class Placement:
         return int(self.total_bytes * (1.0 if self.fraction is None else self.fraction))
 
 
+# What the GPU may lack of a trial's cap before other processes count as holding it: the trial's
+# own CUDA context (a few hundred MiB, outside its allocator) is used memory the cap does not see.
+_OWN_CONTEXT_ALLOWANCE_MB = 1024.0
+
+
 class DeviceOutOfMemory(ValueError):
     """Training ran out of GPU memory. Training is deterministic for a config, so the same trial
     under the same cap runs out again (a ValueError: ``repeats_on_retry``), unless the GPU itself
     ran out before the cap (``others_held``): other processes held memory the cap still allowed.
     ``fraction`` (None: the whole GPU), ``cap_mb``, ``peak_mb``, ``held_by_others_mb`` (what the cap
-    still allowed the trial beyond the GPU's free memory when it ran out, 0 or less where the cap
-    ran out first; each None where unknown), ``device`` and ``advice`` (what to change in the
-    space) are attributes."""
+    still allowed the trial beyond the GPU's free memory when it ran out: the trial's own CUDA
+    context, plus what other processes held; each None where unknown), ``device`` and ``advice``
+    (what to change in the space) are attributes."""
 
     def __init__(self, *, device: str, fraction: float | None, cap_mb: float | None, peak_mb: float | None,
                  held_by_others_mb: float | None = None) -> None:
@@ -94,8 +99,9 @@ class DeviceOutOfMemory(ValueError):
     @property
     def others_held(self) -> bool:
         """Whether the GPU ran out before the trial's cap did: other processes (trials of other
-        searches, CUDA contexts, programs outside Ray) held memory the cap still allowed it."""
-        return self.held_by_others_mb is not None and self.held_by_others_mb > 0
+        searches, their CUDA contexts, programs outside Ray) held memory the cap still allowed it,
+        more than the trial's own context takes."""
+        return self.held_by_others_mb is not None and self.held_by_others_mb > _OWN_CONTEXT_ALLOWANCE_MB
 
     def __reduce__(self) -> tuple:
         # Keyword-only fields: the default pickling (cls(*args)) would fail where Ray ships errors.
@@ -208,9 +214,10 @@ def peak_allocated_bytes(device: torch.device) -> int | None:
 
 
 def held_by_others_bytes(placement: Placement) -> int | None:
-    """What the trial's cap still allows it on its GPU beyond the GPU's free memory: positive when
-    other processes hold memory the cap leaves to the trial. None on the CPU or where CUDA cannot
-    say (a context broken by the error)."""
+    """What the trial's cap still allows it on its GPU beyond the GPU's free memory: the trial's
+    own CUDA context (used memory its allocator does not count), plus what other processes hold
+    of what the cap leaves to the trial. None on the CPU or where CUDA cannot say (a context
+    broken by the error)."""
     if placement.device.type != "cuda" or placement.cap_bytes is None:
         return None
     try:

@@ -101,30 +101,38 @@ def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str
     return result
 
 
-def _switched_to_defaults(before: Mapping[str, Any], given: Mapping[str, Any],
+def _resolved_or_given(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with the defaults it leaves out, or as it is where it is invalid (a --set may
+    correct it)."""
+    from trainables.config import TrialConfig
+
+    try:
+        return TrialConfig.from_flat(config).to_flat()
+    except ValueError:
+        return dict(config)
+
+
+def _switched_to_defaults(before: Mapping[str, Any], set_keys: set[str],
                           resolved: Mapping[str, Any]) -> list[tuple[str, Any, list[str]]]:
-    """(switch key, its new option, that option's parameters at their defaults) for each switch an
-    override moved to another option whose parameters it left unset (``apply_overrides`` drops the
-    old option's)."""
+    """(switch key, its new option, that option's parameters at their defaults) for each switch a
+    ``--set`` (``set_keys``) moved from the option of ``before`` (the config it overrode, resolved)
+    to another, leaving parameters of the new one unset (``apply_overrides`` drops the old one's)."""
     import inspect
 
-    from trainables.config import is_switch_key
-    from trainables.flat_keys import HEADS, FlatKey
-    from trainables.losses import loss_parameters
+    from trainables.config import switch_of
+    from trainables.flat_keys import FlatKey
     from trainables.settings import show_literal
 
     switched = []
-    for key, option in given.items():
-        if not is_switch_key(key) or before.get(key) == option:
+    for key in sorted(set_keys):
+        switch, option = switch_of(key), resolved.get(key)
+        if switch is None or before.get(key) == option:
             continue
         section = FlatKey.parse(key).section
-        if section[0] == HEADS:  # a head's flat config leaves its loss's defaults out
-            params = {str(FlatKey(section, name, option=option)): p.default
-                      for name, p in loss_parameters(option).items() if p.default is not inspect.Parameter.empty}
-        else:
-            params = {k: v for k, v in resolved.items()
-                      if FlatKey.parse(k).section == section and FlatKey.parse(k).option == option}
-        defaults = [f"{k}={show_literal(v)}" for k, v in params.items() if k not in given]
+        defaults = [f"{name}={show_literal(resolved.get(name, p.default))}"
+                    for name, p in ((str(FlatKey(section, pname, option=option)), p)
+                                    for pname, p in switch.parameters(option).items())
+                    if name not in set_keys and p.default is not inspect.Parameter.empty]
         if defaults:
             switched.append((key, option, defaults))
     return switched
@@ -256,7 +264,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
             config, lines = _load_config(args.config)
         else:
             config = space.sample(seed=space.search.seed)
-        drawn = config
+        before = _resolved_or_given(config) if overrides else {}
         config = apply_overrides(config, overrides)
         trial = TrialConfig.from_flat(config)
         resolved = trial.to_flat()
@@ -268,9 +276,10 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         if defaulted:
             print(f"note: {args.config} lacks values the space fixes; the trial config's defaults train instead: "
                   + ", ".join(defaulted))
-    for key, option, defaults in _switched_to_defaults(drawn, config, resolved):
-        print(f"note: --set {key}={option} trains {option} with its defaults ({', '.join(defaults)}), not with values "
-              f"the space gives it; set them with --set too")
+    set_keys = {item.partition("=")[0].strip() for item in overrides}
+    for key, option, defaults in _switched_to_defaults(before, set_keys, resolved):
+        print(f"note: --set {key}={option} trains {option} with its defaults ({', '.join(defaults)}); "
+              f"set them with --set too")
 
     if args.checkpoint_dir is not None:
         folder = Path(args.checkpoint_dir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,16 +82,17 @@ class SearchPlan:
     tracking_uri: str
     experiment: str
     notes: tuple[str, ...] = ()
-
-    @property
-    def space_named(self) -> str:
-        """The space file as the commands the search prints name it (``SearchOptions.space_shown``)."""
-        return self.options.space_shown or str(self.space.path)
     warm: WarmStart | None = None  # the earlier trials a new search's sampler starts from
     # --resume of a search that already finished: its summary is shown again and nothing runs (Tune
     # would restart the trials a time budget left paused or pending)
     finished: bool = False
     all_failed: bool = False  # a finished search whose trials all failed: it exits as it did then
+
+    @property
+    def space_named(self) -> str:
+        """The space file as the commands the search prints name it (``SearchOptions.space_shown``),
+        quoted for a shell."""
+        return shlex.quote(self.options.space_shown or str(self.space.path))
 
     @property
     def run_dir(self) -> Path | None:

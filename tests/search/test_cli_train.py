@@ -336,8 +336,17 @@ def test_a_set_that_switches_an_option_says_which_parameters_take_its_defaults(t
     assert load_space(path).sample(seed=0)["heads.digit.loss"] == "ce"
     assert main(["train", str(path), "--epochs", "1", "--set", "heads.digit.loss=focal"]) == 0
     note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: "))
-    assert note.startswith("note: --set heads.digit.loss=focal trains focal with its defaults "
-                           "(heads.digit.focal.gamma=2.0, heads.digit.focal.alpha=null), not with values the space")
+    assert note == ("note: --set heads.digit.loss=focal trains focal with its defaults "
+                    "(heads.digit.focal.gamma=2.0, heads.digit.focal.alpha=null); set them with --set too")
     assert main(["train", str(path), "--epochs", "1", "--set", "heads.digit.loss=focal",
                  "--set", "heads.digit.focal.gamma=4.5", "--set", "heads.digit.focal.alpha=null"]) == 0
     assert "note: " not in capsys.readouterr().out
+    # a section's switch (weighting): its options' parameters too
+    assert main(["train", str(path), "--epochs", "1", "--set", "weighting.strategy=dwa"]) == 0
+    note = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("note: "))
+    assert note.startswith("note: --set weighting.strategy=dwa trains dwa with its defaults (weighting.dwa.")
+    # a --set that leaves the option as it was (the config's default loss, left out of the file)
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("data.kind: digits\ndata.limit: 300\nheads.digit.weight: 1.0\nmodel.kind: mlp\n")
+    assert main(["train", str(path), "--config", str(partial), "--epochs", "1", "--set", "heads.digit.loss=ce"]) == 0
+    assert "--set heads.digit.loss" not in capsys.readouterr().out
