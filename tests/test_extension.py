@@ -195,16 +195,24 @@ class PickyLoss(ExpectedCostLoss):
         self.shift = shift
 
 
-def test_a_plugin_loss_that_refuses_in_text_or_needs_a_value_gives_space_issues(extended, tmp_path: Path):
-    extended.add_loss("picky", PickyLoss)
-    text = SPACE.replace("{cost: {power: {uniform: [0.5, 2.0]}}, ce: {}}", "{picky: {power: {choice: [1.0, 3.0]}}}")
+def _refused_with_loss(extended: Registry, tmp_path: Path, name: str, loss: type, choice: str) -> SpaceError:
+    """The SpaceError of SPACE with the digit head's loss choice replaced by ``choice``, a YAML
+    mapping of options, with ``loss`` added as ``name``."""
+    if name not in LOSSES:
+        extended.add_loss(name, loss)
+    text = SPACE.replace("{cost: {power: {uniform: [0.5, 2.0]}}, ce: {}}", choice)
     with pytest.raises(SpaceError) as caught:
         load_space(_write(tmp_path, text))
-    problems = {issue.path: (issue.rule, str(issue.value)) for issue in caught.value.errors}
+    return caught.value
+
+
+def test_a_plugin_loss_that_refuses_in_text_or_needs_a_value_gives_space_issues(extended, tmp_path: Path):
+    refused = _refused_with_loss(extended, tmp_path, "picky", PickyLoss, "{picky: {power: {choice: [1.0, 3.0]}}}")
+    problems = {issue.path: (issue.rule, str(issue.value)) for issue in refused.errors}
     assert problems == {"heads.digit.loss.choice.picky.shift": ("a value for `shift` (`picky` has no default)", "nothing")}
-    with pytest.raises(SpaceError) as caught:
-        load_space(_write(tmp_path, text.replace("{choice: [1.0, 3.0]}", "{choice: [1.0, 3.0]}, shift: 1")))
-    (issue,) = caught.value.errors
+    refused = _refused_with_loss(extended, tmp_path, "picky", PickyLoss,
+                                 "{picky: {power: {choice: [1.0, 3.0]}, shift: 1}}")
+    (issue,) = refused.errors
     assert issue.path == "heads.digit.loss.choice.picky"
     assert (issue.rule, str(issue.value)) == ("parameters `picky` accepts", "ValueError: a power of 3 is unlucky")
 
@@ -219,11 +227,7 @@ class UntypedLoss(ExpectedCostLoss):
 
 def test_a_plugin_loss_parameter_without_a_checkable_annotation_is_named_as_such(extended, tmp_path: Path):
     # not "a parameter of `untyped` (one of: power)", which the constructor's author would doubt
-    extended.add_loss("untyped", UntypedLoss)
-    text = SPACE.replace("{cost: {power: {uniform: [0.5, 2.0]}}, ce: {}}", "{untyped: {bend: 3}}")
-    with pytest.raises(SpaceError) as caught:
-        load_space(_write(tmp_path, text))
-    (issue,) = caught.value.errors
+    (issue,) = _refused_with_loss(extended, tmp_path, "untyped", UntypedLoss, "{untyped: {bend: 3}}").errors
     assert issue.path == "heads.digit.loss.choice.untyped.bend"
     assert issue.rule.startswith("a parameter of `untyped` whose annotation in its constructor is a type a space "
                                  "can check (float, int, bool, str")

@@ -63,8 +63,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "store whose configs fit this space",
     )
     parser.add_argument("--storage", type=given_text, default="runs", metavar="DIR", help="results directory (default: runs)")
-    parser.add_argument("--name", metavar="NAME", help="search name: its run directory and search id (default: the space's name); its MLflow runs stay in "
-        "the space's MLflow experiment, beside the space's other searches")
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help="search name: its run directory and search id (default: the space's name); its MLflow runs stay "
+        "in the space's MLflow experiment, beside the space's other searches",
+    )
     parser.add_argument("--tracking-uri", type=given_text, metavar="URI", help="MLflow tracking URI")
     parser.add_argument("--address", type=given_text, metavar="HOST:PORT", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--num-cpus", type=positive_int, metavar="N", help="CPUs of the local Ray instance (default: all)")

@@ -53,8 +53,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="MLflow server or database every node reaches (default: MLFLOW_TRACKING_URI, then the space's)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, metavar="DIR",
                         help=f"results directory shared by every node (default: {DEFAULT_STORAGE} on the head)")
-    parser.add_argument("--name", metavar="NAME", help="search name: its run directory and search id (default: the space's name); its MLflow runs stay in "
-        "the space's MLflow experiment, beside the space's other searches")
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help="search name: its run directory and search id (default: the space's name); its MLflow runs stay "
+        "in the space's MLflow experiment, beside the space's other searches",
+    )
     parser.add_argument("--resume", type=given_text, nargs="?", const=True, default=False, metavar="SEARCH_ID",
                         help="require an unfinished search to resume (as `search run --resume`)")
     parser.add_argument("--warm-start", type=given_text, metavar="SEARCH",

@@ -304,7 +304,8 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         # the data set the trial trains on: a config or a --set may name another than the space's
         prepare_dataset(trial.data, progress=progress_bar(sys.stderr, label=f"preparing data set {trial.data.kind}"))
         # the space's other objectives too (a trial config holds one): each is a column per epoch
-        table = _Table(list(dict.fromkeys([*([objective] if objective else []), *(o.metric for o in space.objectives)])))
+        objectives = [*([objective] if objective else []), *(o.metric for o in space.objectives)]
+        table = _Table(list(dict.fromkeys(objectives)))
         final = train(config, report=table, checkpoint_dir=args.checkpoint_dir)
     except TrainingDiverged as error:
         print(f"training diverged: {error}", file=sys.stderr)
