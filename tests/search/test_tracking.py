@@ -433,7 +433,7 @@ def _finishing_plan(space, tracking_settings, uri: str, tmp_path: Path) -> Any:
 
     (tmp_path / "runs" / "s").mkdir(parents=True)
     return SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
-                           location=RunLocation(str(tmp_path / "runs"), "s"),
+                           location=RunLocation(str(tmp_path / "runs"), "s"), space_named=str(space.path),
                            options=SimpleNamespace(ray_job=None, storage="runs"))
 
 
