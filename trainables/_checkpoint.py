@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from trainables.config import TrialConfig
 from trainables.hooks import load_states
+from trainables.settings import RebuiltFromFields
 
 __all__ = ["CheckpointError", "Progress", "load_checkpoint", "save_checkpoint", "seed_everything"]
 
@@ -118,18 +119,16 @@ def save_checkpoint(
     os.replace(tmp, path)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RebuiltFromFields, ValueError):
     """A file at a checkpoint's path (``path``) that is no checkpoint ``save_checkpoint`` wrote:
     ``reason`` says what reading it met."""
+
+    _fields = ("path", "reason")
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(f"{path}: a checkpoint losstune wrote, but got {reason}")
         self.path = path
         self.reason = reason
-
-    def __reduce__(self) -> tuple:
-        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
-        return type(self), (self.path, self.reason)
 
 
 # what every checkpoint save_checkpoint wrote holds (checkpoints of older versions lack "hooks")

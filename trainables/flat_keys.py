@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.settings import RebuiltFromFields
+
 __all__ = ["HEADS", "HEAD_LOSS", "WEIGHTS_PREFIX", "FlatKey", "FlatKeyError", "head_losses", "varied_keys"]
 
 # + a head's name: the metric of the effective weight of its loss, reported every epoch by the
@@ -30,16 +32,14 @@ HEADS = "heads"  # the section that holds one sub-section per head
 HEAD_LOSS = "loss"  # the head's loss switch
 
 
-class FlatKeyError(ValueError):
+class FlatKeyError(RebuiltFromFields, ValueError):
     """A string that is not a flat key (``key``: the string)."""
+
+    _fields = ("key",)
 
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"a flat key such as train.lr or heads.<head>.<loss>.<param>, but got {key!r}")
-
-    def __reduce__(self) -> tuple:
-        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
-        return type(self), (self.key,)
 
 
 @dataclass(frozen=True)

@@ -28,22 +28,21 @@ from trainables.config import register_section
 from trainables.data import DATASETS
 from trainables.losses import LOSSES
 from trainables.models import MODELS
+from trainables.settings import RebuiltFromFields
 
 __all__ = ["GROUP", "LoadedPlugin", "PluginError", "Registry", "load_plugins"]
 
 GROUP = "losstune.plugins"
 
 
-class PluginError(RuntimeError):
+class PluginError(RebuiltFromFields, RuntimeError):
     """A plugin that could not be loaded or registered (``plugin``: its entry point name)."""
+
+    _fields = ("plugin", "reason")
 
     def __init__(self, plugin: str, reason: str) -> None:
         self.plugin, self.reason = plugin, reason
         super().__init__(f"plugin {plugin!r}: {reason}")
-
-    def __reduce__(self) -> tuple:
-        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
-        return type(self), (self.plugin, self.reason)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-__all__ = ["Rule", "SEED_RULE", "SettingError", "ValueType", "check_fields", "check_value", "show_literal", "value_type"]
+__all__ = [
+    "RebuiltFromFields", "Rule", "SEED_RULE", "SettingError", "ValueType", "check_fields", "check_value", "show_literal", "value_type"]
 
 
 @dataclass(frozen=True)
@@ -54,16 +55,25 @@ def shown(value: Any) -> str:
     return short.repr(value)
 
 
-class SettingError(ValueError):
+class RebuiltFromFields:
+    """For an exception whose constructor takes its fields (``_fields``, in its order): copies and
+    pickles rebuild it from them. Ray copies and pickles a trial's errors, and the default,
+    ``cls(*args)`` with the message alone, fails for such a constructor."""
+
+    _fields: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple:
+        return type(self), tuple(getattr(self, name) for name in self._fields)
+
+
+class SettingError(RebuiltFromFields, ValueError):
     """A value a setting refuses: ``key`` (``train.lr``), ``rule`` (``a number > 0``), ``value``."""
+
+    _fields = ("key", "rule", "value")
 
     def __init__(self, key: str, rule: str, value: Any) -> None:
         self.key, self.rule, self.value = key, rule, value
         super().__init__(f"{key} must be {rule}, but got {shown(value)}")
-
-    def __reduce__(self) -> tuple:
-        # Rebuilt from its fields: Ray copies and pickles a trial's errors (the default, cls(*args), would fail).
-        return type(self), (self.key, self.rule, self.value)
 
 
 def show_literal(value: Any) -> str:

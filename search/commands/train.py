@@ -252,11 +252,12 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     overrides = list(args.overrides)
     if args.epochs is not None:
         overrides.append(f"train.epochs={args.epochs}")
+    set_keys = {item.partition("=")[0].strip() for item in overrides}
 
     def refused(error: Exception) -> str:
         # a refused value named by where it came from: both --config and --set may give one
-        where = _where(error.key, overridden={item.partition("=")[0].strip() for item in overrides},
-                       config_file=args.config, lines=lines) if isinstance(error, SettingError) else None
+        where = _where(error.key, overridden=set_keys, config_file=args.config,
+                       lines=lines) if isinstance(error, SettingError) else None
         return f"invalid trial config: {f'{where}: ' if where else ''}{error}"
 
     try:
@@ -276,7 +277,6 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         if defaulted:
             print(f"note: {args.config} lacks values the space fixes; the trial config's defaults train instead: "
                   + ", ".join(defaulted))
-    set_keys = {item.partition("=")[0].strip() for item in overrides}
     for key, option, defaults in _switched_to_defaults(before, set_keys, resolved):
         print(f"note: --set {key}={option} trains {option} with its defaults ({', '.join(defaults)}); "
               f"set them with --set too")
