@@ -92,6 +92,13 @@ def _node_local_storage(location: Any) -> Path | None:
     return None if location.local_dir is None else location.local_dir.parent
 
 
+def _ray_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    """The options this command gave its Ray instance, as a resume command repeats them."""
+    flags = ["--address", args.address] if args.address else []
+    flags += ["--num-cpus", str(args.num_cpus)] if args.num_cpus is not None else []
+    return (*flags, *(["--dashboard"] if args.dashboard else []))
+
+
 def run(args: argparse.Namespace) -> int:
     from search._noise import filtered_noise
     from search.console import shown_on
@@ -145,6 +152,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         ray_job=os.environ.get(JOB_ENV) or None,
         space_shown=os.environ.get(SUBMITTED_SPACE_ENV) or None,
         warm_start=args.warm_start,
+        ray_flags=_ray_flags(args),
     )
     from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
     from trainables.data.vimh import progress_bar

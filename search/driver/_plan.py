@@ -65,6 +65,9 @@ class SearchOptions:
     # submitted from (None: the space's own path)
     space_shown: str | None = None
     warm_start: str | None = None  # --warm-start SEARCH: an earlier search (id or name) the sampler starts from
+    # the command's options for its Ray instance (--address HOST:PORT, --num-cpus N, --dashboard),
+    # which the printed resume command repeats: they are not part of the search's saved state
+    ray_flags: tuple[str, ...] = ()
     # Runs each trial; default trainables.train.train. Tests wrap it to inject faults.
     train_fn: TrainFn | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -328,16 +329,25 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
         if open_run and trial_id not in known:
             tracker.trial_ended(trial_id, state="interrupted", reason="the search was interrupted")
     tracker.end_search(end="interrupted")
+    say(f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.location}.\n"
+        f"Resume it with: {resume_command(plan)}")
+    return SearchOutcome(exit_code=exit_codes.INTERRUPTED, plan=plan, interrupted=True)
+
+
+def resume_command(plan: SearchPlan) -> str:
+    """The command that resumes ``plan``'s search, for a shell: the options the search's saved state
+    does not hold (its storage, name and Ray instance) as the command gave them."""
     # A submitted search (a Ray Job) is resumed by submitting it again, from where it was submitted.
     command = "submit" if plan.options.ray_job else "run"
-    say(
-        f"\nSearch {plan.name!r} interrupted; its state is saved in {plan.location}.\n"
-        f"Resume it with: python -m search {command} {plan.space_named} --resume"
-        + (f" --storage {plan.options.storage}" if plan.options.storage != "runs" else "")
-        + (f" --name {plan.name}" if plan.name != plan.space.name else "")
-        + (" --address ... --tracking-uri ..." if plan.options.ray_job else "")
-    )
-    return SearchOutcome(exit_code=exit_codes.INTERRUPTED, plan=plan, interrupted=True)
+    words = [plan.space_named, "--resume"]
+    if plan.options.storage != "runs":
+        words += ["--storage", shlex.quote(plan.options.storage)]
+    if plan.name != plan.space.name:
+        words += ["--name", shlex.quote(plan.name)]
+    words += [shlex.quote(flag) for flag in plan.options.ray_flags]
+    if plan.options.ray_job:
+        words += ["--address", "...", "--tracking-uri", "..."]
+    return f"python -m search {command} {' '.join(words)}"
 
 
 def _finish(

@@ -898,6 +898,23 @@ def _unfinished_search(tmp_path: Path, space_file: Path, **recorded: Any) -> Non
     (run_dir / "losstune.json").write_text(json.dumps(meta))
 
 
+def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: Path):
+    # Before, it dropped the command's Ray options: a search run with --num-cpus 2 (or on a cluster
+    # by --address) resumed on every CPU of a new local instance; and a storage path with a space
+    # was not quoted.
+    from search.driver._run import resume_command
+
+    space_file = write_space(tmp_path, name="named")
+    storage = tmp_path / "my runs"
+    options = SearchOptions(storage=str(storage), name="mine", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                            ray_flags=("--address", "10.0.0.5:6379", "--num-cpus", "2", "--dashboard"))
+    plan = plan_search(load_space(space_file), options)
+    assert resume_command(plan) == (f"python -m search run {space_file} --resume --storage '{storage}' --name mine "
+                                    "--address 10.0.0.5:6379 --num-cpus 2 --dashboard")
+    plain = plan_search(load_space(space_file), SearchOptions(storage="runs", tracking_uri=options.tracking_uri))
+    assert resume_command(plain) == f"python -m search run {space_file} --resume"
+
+
 def test_a_search_resumed_after_its_space_file_changed_runs_the_space_it_started_with(tmp_path: Path):
     # before, only Tune's pickled searcher and scheduler were the original's: the data set, the
     # objectives and the budget came from the edited file

@@ -282,7 +282,7 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
     output = "".join(lines)
     assert first.returncode == 130, output
     storage = tmp_path / "runs"
-    assert f"Resume it with: python -m search run {SPACE} --resume --storage {storage}" in output, output
+    assert f"Resume it with: python -m search run {SPACE} --resume --storage {storage} --num-cpus 2\n" in output, output
     # At --verbose 0 Tune prints nothing of its own: no banner, no TensorBoard hint, no restore
     # hint beside ours; nor Ray its token banner, nor a worker its exit traceback.
     assert "Configuration for experiment" not in output and "TensorBoard" not in output, output

@@ -429,12 +429,13 @@ def _finishing_plan(space, tracking_settings, uri: str, tmp_path: Path) -> Any:
     """What ``_finish`` reads of a search's plan: a search named s with its run directory."""
     from types import SimpleNamespace
 
+    from search.driver import SearchOptions
     from search.driver._storage import RunLocation
 
     (tmp_path / "runs" / "s").mkdir(parents=True)
     return SimpleNamespace(space=space, name="s", search_id=tracking_settings.search_id, tracking_uri=uri,
                            location=RunLocation(str(tmp_path / "runs"), "s"), space_named=str(space.path),
-                           options=SimpleNamespace(ray_job=None, storage="runs"))
+                           options=SearchOptions())
 
 
 def test_a_trial_still_paused_when_a_resumed_search_runs_out_of_time_ends_stopped_by_budget(
