@@ -71,7 +71,8 @@ def evaluate(
 
 def _metrics(pred: Tensor, target: Tensor, info: HeadInfo, presenter: Presenter) -> dict[str, float]:
     if presenter.supervised is None:
-        return head_metrics(pred, target, num_classes=info.num_classes, unit_range=info.unit_range)
+        return head_metrics(pred, target, num_classes=info.num_classes, ordinal=info.ordinal,
+                            unit_range=info.unit_range)
     return step_metrics(pred, target, supervised=presenter.supervised, dt=presenter.dt,
-                        num_classes=info.num_classes, unit_range=info.unit_range,
+                        num_classes=info.num_classes, ordinal=info.ordinal, unit_range=info.unit_range,
                         onset=last_onset(presenter.presented))

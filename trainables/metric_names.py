@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
-__all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "HEAD_NAMES_RULE", "LAST_EPOCH_KEY", "STEP_METRICS", "head_metric_names",
-           "metric_names"]
+__all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "HEAD_NAMES_RULE", "LAST_EPOCH_KEY", "MEANS",
+           "STEP_METRICS", "head_metric_names", "metric_names"]
 
 # In an epoch's report: 1 when the trial's training ends after this epoch (its epochs or its
 # patience ran out), else 0. A scheduler lets such a trial finish instead of pausing it at a rung.
@@ -23,21 +23,29 @@ HEAD_NAMES_RULE = f"head names other than the loss terms {', '.join(BREAKDOWN_TE
 
 DEFAULT_K = 5
 # What a temporal trial adds per head (step_metrics), each also averaged over heads as <name>_mean.
-STEP_METRICS = ("acc_steps", "mae_norm_steps", "reaction")
+_STEP_DISTANCE = "mae_norm_steps"  # of a distance between classes: only an ordinal head has it
+STEP_METRICS = ("acc_steps", _STEP_DISTANCE, "reaction")
+# The unweighted mean over the heads that report it of each of these per-head metrics is <name>_mean.
+MEANS = ("acc", "mae_norm", *STEP_METRICS)
 
 
 def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal: bool = False) -> list[str]:
     """Every metric the trainer reports for ``split``: the valid objectives of a search. A temporal
     trial (a recurrent model) adds STEP_METRICS."""
-    extra = STEP_METRICS if temporal else ()
-    names = [
-        f"{split}/{head}/{metric}"
-        for head, info in heads.items()
-        for metric in (*head_metric_names(info.unit_range is not None, DEFAULT_K), *extra)
-    ]
-    means = [f"{split}/{name}_mean" for name in ("acc", "mae_norm", *extra)]
+    per_head = {head: head_metric_names(ordinal=info.ordinal, has_units=info.unit_range is not None, k=DEFAULT_K,
+                                        temporal=temporal)
+                for head, info in heads.items()}
+    names = [f"{split}/{head}/{metric}" for head, metrics in per_head.items() for metric in metrics]
+    means = [f"{split}/{name}_mean" for name in MEANS if any(name in metrics for metrics in per_head.values())]
     return names + means + [f"{split}/energy", f"{split}/energy_l1"]
 
 
-def head_metric_names(has_units: bool, k: int) -> list[str]:
-    return ["acc", "mae", *(["mae_units"] if has_units else []), "within1", f"within{k}", "mae_norm"]
+def head_metric_names(*, ordinal: bool, has_units: bool, k: int, temporal: bool = False) -> list[str]:
+    """A head's metrics, in the order ``trainables.metrics`` computes them. Those of a distance between
+    classes only for an ordinal head (``HeadInfo.ordinal``): a categorical head's classes (CIFAR's, a
+    digit's) are no nearer one to another."""
+    distances = ["mae", *(["mae_units"] if has_units else []), "within1", f"within{k}", "mae_norm"]
+    steps = list(STEP_METRICS) if temporal else []
+    if not ordinal:
+        return ["acc", *(s for s in steps if s != _STEP_DISTANCE)]
+    return ["acc", *distances, *steps]

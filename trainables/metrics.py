@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from trainables.losses import IGNORE_INDEX
-from trainables.metric_names import DEFAULT_K, STEP_METRICS, head_metric_names, metric_names
+from trainables.metric_names import DEFAULT_K, MEANS, STEP_METRICS, head_metric_names, metric_names
 
 __all__ = ["STEP_METRICS", "aggregate", "head_metrics", "metric_names", "step_metrics"]
 
@@ -25,6 +25,7 @@ def head_metrics(
     target: Tensor,
     *,
     num_classes: int,
+    ordinal: bool,
     unit_range: tuple[float, float] | None,
     k: int = DEFAULT_K,
     ignore_index: int = IGNORE_INDEX,
@@ -32,7 +33,8 @@ def head_metrics(
     """Metrics of one head over the targets that are not ``ignore_index``.
 
     With p = clamp(pred, 0, C-1) and r = round(p):
-    acc = mean(r == y); mae = mean|p - y| (class units); mae_units = mae * (max - min) / C
+    acc = mean(r == y); and for an ``ordinal`` head (a distance between classes means something):
+    mae = mean|p - y| (class units); mae_units = mae * (max - min) / C
     (the C classes are equal-width bins spanning [min, max], decoded to their centres, as VIMH does);
     within1 = mean(|r - y| <= 1); within{k} = mean(|r - y| <= k); mae_norm = mae / (C-1).
     Every value is NaN when no target is valid.
@@ -43,7 +45,7 @@ def head_metrics(
         raise ValueError(f"k must be an int >= 2, but got {k!r}")
     if pred.shape != target.shape or pred.dim() != 1:
         raise ValueError(f"pred and target must be 1-d of equal length, but got {tuple(pred.shape)} and {tuple(target.shape)}")
-    names = head_metric_names(unit_range is not None, k)
+    names = head_metric_names(ordinal=ordinal, has_units=unit_range is not None, k=k)
     target = _class_indices(target)
     valid = target != ignore_index
     if not bool(valid.any()):
@@ -51,14 +53,16 @@ def head_metrics(
     p = pred[valid].detach().double().clamp(0, num_classes - 1)
     y = target[valid].double()
     class_error = (p.round() - y).abs()
-    mae = (p - y).abs().mean()
-    values = [(class_error == 0).double().mean(), mae]
-    if unit_range is not None:
-        low, high = unit_range
-        values.append(mae * (high - low) / num_classes)
-    values += [(class_error <= 1).double().mean(), (class_error <= k).double().mean(), mae / (num_classes - 1)]
+    values = [(class_error == 0).double().mean()]
+    if ordinal:
+        mae = (p - y).abs().mean()
+        values.append(mae)
+        if unit_range is not None:
+            low, high = unit_range
+            values.append(mae * (high - low) / num_classes)
+        values += [(class_error <= 1).double().mean(), (class_error <= k).double().mean(), mae / (num_classes - 1)]
     # One device sync for the whole head.
-    return dict(zip(names, torch.stack(values).tolist()))
+    return dict(zip(names, torch.stack(values).tolist(), strict=True))
 
 
 def step_metrics(
@@ -68,6 +72,7 @@ def step_metrics(
     supervised: Sequence[bool],
     dt: float,
     num_classes: int,
+    ordinal: bool,
     unit_range: tuple[float, float] | None,
     ignore_index: int = IGNORE_INDEX,
     onset: int = 0,
@@ -77,7 +82,8 @@ def step_metrics(
     which the last stimulus chunk starts (``trainables.temporal.last_onset``).
 
     The ``head_metrics`` at the last supervised step (the answer the model settles on), and over
-    all supervised steps: acc_steps, mae_norm_steps (their mean over steps and samples); reaction:
+    all supervised steps: acc_steps, mae_norm_steps (their mean over steps and samples; only for an
+    ``ordinal`` head, as mae_norm); reaction:
     the time (steps x ``dt``) from ``onset`` until the rounded prediction is right at every later
     step, supervised or not (0 if it already is at ``onset``), averaged over samples, counting
     (T - onset) x dt for a sample wrong at the last step. Judged on every step, it does not depend
@@ -90,10 +96,10 @@ def step_metrics(
                          f"one supervised, but got {tuple(pred.shape)} and {list(supervised)}")
     target = _class_indices(target)
     kept = pred[:, steps]
-    metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, unit_range=unit_range,
+    metrics = head_metrics(kept[:, -1], target, num_classes=num_classes, ordinal=ordinal, unit_range=unit_range,
                            ignore_index=ignore_index)
     over = head_metrics(kept.reshape(-1), target.repeat_interleave(len(steps)), num_classes=num_classes,
-                        unit_range=unit_range, ignore_index=ignore_index)
+                        ordinal=ordinal, unit_range=unit_range, ignore_index=ignore_index)
     valid = target != ignore_index
     right = pred[valid].detach().clamp(0, num_classes - 1).round() == target[valid, None]
     # settled[:, t]: right at step t and at every later one
@@ -102,7 +108,8 @@ def step_metrics(
         raise ValueError(f"onset must be a step in [0, {len(supervised) - 1}], but got {onset}")
     first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(supervised))
     reaction = (first - onset).clamp(min=0).double().mean().item() * dt if len(first) else math.nan
-    return {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over["mae_norm"], "reaction": reaction}
+    over_steps = {"acc_steps": over["acc"], **({"mae_norm_steps": over["mae_norm"]} if ordinal else {})}
+    return {**metrics, **over_steps, "reaction": reaction}
 
 
 def _class_indices(target: Tensor) -> Tensor:
@@ -114,9 +121,13 @@ def _class_indices(target: Tensor) -> Tensor:
 
 
 def aggregate(per_head: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    """Unweighted means over heads: acc_mean and mae_norm_mean (mae_norm makes heads with different C
-    comparable), and <name>_mean of every STEP_METRICS name the heads have."""
+    """Unweighted means over the heads that report them: acc_mean, mae_norm_mean (mae_norm makes heads
+    with different C comparable; the ordinal heads only) and <name>_mean of each STEP_METRICS name."""
     if not per_head:
         raise ValueError(f"per_head must hold at least one head, but got {dict(per_head)!r}")
-    names = ["acc", "mae_norm", *(m for m in STEP_METRICS if all(m in v for v in per_head.values()))]
-    return {f"{name}_mean": math.fsum(m[name] for m in per_head.values()) / len(per_head) for name in names}
+    means = {}
+    for name in MEANS:
+        values = [metrics[name] for metrics in per_head.values() if name in metrics]
+        if values:
+            means[f"{name}_mean"] = math.fsum(values) / len(values)
+    return means

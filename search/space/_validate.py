@@ -364,7 +364,8 @@ class _Walk(ValueChecker):
         items = value if isinstance(value, list) else [value]
         if isinstance(value, list) and not value:
             self.add("objective", "at least one {metric, mode}", value)
-        names = metric_names(heads, split="val", temporal=temporal) if heads is not None else None
+        # no head taken (each refused, a problem of its own): no metric to check the objective against
+        names = metric_names(heads, split="val", temporal=temporal) if heads else None
         objectives: list[Objective] = []
         for index, item in enumerate(items):
             path = join_path("objective", index) if isinstance(value, list) else "objective"

@@ -21,7 +21,7 @@ def test_step_metrics_at_the_last_supervised_step_over_the_steps_and_reaction():
         [0.0, 3.0, 0.0, 0.0, 0.2],   # wrong at 1, then right: settles at 2
         [1.0, 1.0, 1.0, 1.0, 2.0],   # wrong at the last step: never settles, T = 5
     ])
-    metrics = step_metrics(pred, target, supervised=supervised, dt=2.0, num_classes=4, unit_range=None)
+    metrics = step_metrics(pred, target, supervised=supervised, dt=2.0, num_classes=4, ordinal=True, unit_range=None)
     assert metrics["acc"] == pytest.approx(2 / 3)                       # step 4: right, right, wrong
     assert metrics["mae"] == pytest.approx((0 + 0.2 + 1) / 3)
     assert metrics["acc_steps"] == pytest.approx(7 / 9)                  # over steps 1, 2, 4
@@ -35,9 +35,9 @@ def test_the_reaction_is_timed_from_the_onset_of_the_last_stimulus(pattern, expe
     # lead-in (0011) scored its length whatever the model did
     presented = [c == "1" for c in pattern]
     metrics = step_metrics(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([1]), supervised=[True] * 4, dt=1.0,
-                           num_classes=2, unit_range=None, onset=last_onset(presented))
+                           num_classes=2, ordinal=True, unit_range=None, onset=last_onset(presented))
     assert metrics["reaction"] == pytest.approx(expected)
-    never = step_metrics(torch.zeros(1, 4), torch.tensor([1]), supervised=[True] * 4, dt=1.0, num_classes=2,
+    never = step_metrics(torch.zeros(1, 4), torch.tensor([1]), supervised=[True] * 4, dt=1.0, num_classes=2, ordinal=True,
                          unit_range=None, onset=last_onset(presented))
     assert never["reaction"] == pytest.approx(4 - last_onset(presented))  # wrong at the end: T - onset
 
@@ -45,29 +45,35 @@ def test_the_reaction_is_timed_from_the_onset_of_the_last_stimulus(pattern, expe
 def test_step_metrics_leave_out_ignored_targets_in_the_reaction_too():
     supervised = [False, True, True]
     pred = torch.tensor([[0.0, 1.0, 1.0], [2.0, 2.0, 2.0], [0.0, 0.0, 0.0]])
-    metrics = step_metrics(pred, torch.tensor([1, 2, IGNORE_INDEX]), supervised=supervised, dt=1.0, num_classes=3,
+    metrics = step_metrics(pred, torch.tensor([1, 2, IGNORE_INDEX]), supervised=supervised, dt=1.0, num_classes=3, ordinal=True,
                            unit_range=None)  # fmt: skip
-    alone = step_metrics(pred[:2], torch.tensor([1, 2]), supervised=supervised, dt=1.0, num_classes=3, unit_range=None)
+    alone = step_metrics(pred[:2], torch.tensor([1, 2]), supervised=supervised, dt=1.0, num_classes=3, ordinal=True, unit_range=None)
     assert metrics == alone and metrics["reaction"] == pytest.approx((1 + 0) / 2)
-    none = step_metrics(pred, torch.full((3,), IGNORE_INDEX), supervised=supervised, dt=1.0, num_classes=3, unit_range=None)
+    none = step_metrics(pred, torch.full((3,), IGNORE_INDEX), supervised=supervised, dt=1.0, num_classes=3, ordinal=True, unit_range=None)
     assert math.isnan(none["reaction"]) and math.isnan(none["acc"])
 
 
 def test_step_metrics_refuse_a_mask_of_another_length():
     with pytest.raises(ValueError, match="pred must be"):
         step_metrics(torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), supervised=[True, True], dt=1.0,
-                     num_classes=3, unit_range=None)
+                     num_classes=3, ordinal=True, unit_range=None)
 
 
 def test_temporal_trials_add_the_step_metrics_to_the_objectives():
     from trainables.data import HeadInfo
 
-    heads = {"digit": HeadInfo(name="digit", num_classes=10, ordinal=False, param_name="digit")}
+    heads = {"digit": HeadInfo(name="digit", num_classes=10, ordinal=False, param_name="digit"),
+             "thickness": HeadInfo(name="thickness", num_classes=5, ordinal=True, param_name="thickness")}
     static, temporal = metric_names(heads), metric_names(heads, temporal=True)
+    # mae_norm_steps: of the ordinal head only, as its mae_norm
     assert set(temporal) - set(static) == {
-        "val/digit/acc_steps", "val/digit/mae_norm_steps", "val/digit/reaction",
+        "val/digit/acc_steps", "val/digit/reaction",
+        "val/thickness/acc_steps", "val/thickness/mae_norm_steps", "val/thickness/reaction",
         "val/acc_steps_mean", "val/mae_norm_steps_mean", "val/reaction_mean",
     }
+    categorical = step_metrics(torch.tensor([[1.0, 2.0]]), torch.tensor([2]), supervised=[True, True], dt=1.0,
+                               num_classes=10, ordinal=False, unit_range=None)
+    assert set(categorical) == {"acc", "acc_steps", "reaction"}
 
 
 @pytest.mark.parametrize(
