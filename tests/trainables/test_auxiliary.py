@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.auxiliary import SupCon, TaskCorrelation
+from trainables.auxiliary import VARIANCE_FLOOR, SupCon, TaskCorrelation
 from trainables.losses import CrossEntropyLoss, MultiHeadLoss
 from trainables.models import build_model
 from trainables.train import train
@@ -48,14 +48,27 @@ def _expected_over_classes(logits: np.ndarray) -> np.ndarray:
 
 
 def test_the_correlation_loss_is_the_weighted_squared_gap_of_pearson_s_r_to_its_target():
-    # independent: numpy's Pearson r of the heads' softmax expectations (a one-unit head: its value)
+    # independent: numpy's covariance and variances of the heads' softmax expectations (a one-unit
+    # head: its value), each variance with the floor added; with spreads well above the floor's
+    # 0.01 that is Pearson's r within 1 %
     rng = np.random.default_rng(0)
     a, b, c = rng.normal(size=(9, 5)), rng.normal(size=(9, 3)), rng.normal(size=(9, 1))
     outputs = {"a": torch.tensor(a), "b": torch.tensor(b), "c": torch.tensor(c)}
     for other, values in (("b", _expected_over_classes(b)), ("c", c[:, 0])):
         loss = TaskCorrelation(head="a", other=other, target=-0.5, weight=2.0)(outputs, {})
-        r = np.corrcoef(_expected_over_classes(a), values)[0, 1]
+        (var_a, cov), (_, var_b) = np.cov(_expected_over_classes(a), values, bias=True)
+        r = cov / np.sqrt((var_a + VARIANCE_FLOOR) * (var_b + VARIANCE_FLOOR))
         assert loss.item() == pytest.approx(2.0 * (r + 0.5) ** 2, rel=1e-6)
+        assert r == pytest.approx(np.corrcoef(_expected_over_classes(a), values)[0, 1], rel=0.01)
+
+
+def test_a_head_whose_predictions_collapse_gets_a_bounded_correlation_gradient():
+    # before, r's 1 / spread: 1.8e4 on the collapsed head's outputs at a spread of 1e-6
+    torch.manual_seed(0)
+    collapsed = (1e-6 * torch.randn(64, 5, dtype=torch.float64)).requires_grad_()
+    other = torch.randn(64, 5, dtype=torch.float64, requires_grad=True)
+    TaskCorrelation(head="a", other="b", target=0.5, weight=1.0)({"a": collapsed, "b": other}, {}).backward()
+    assert collapsed.grad.abs().max() < 1.0 and torch.isfinite(other.grad).all()
 
 
 def test_the_correlation_loss_gradchecks():

@@ -8,9 +8,9 @@ from typing import Any
 
 from ._params import AUXILIARIES, AUXILIARY, NoAuxiliaryParams, SupConParams, TaskCorrelationParams
 
-_TORCH_EXPORTS = ("Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation")
+_TORCH_EXPORTS = ("VARIANCE_FLOOR", "Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation")
 
-__all__ = ["AUXILIARIES", "AUXILIARY", "Auxiliary", "NoAuxiliary", "NoAuxiliaryParams", "SupCon", "SupConParams",
+__all__ = ["AUXILIARIES", "AUXILIARY", "VARIANCE_FLOOR", "Auxiliary", "NoAuxiliary", "NoAuxiliaryParams", "SupCon", "SupConParams",
            "TaskCorrelation", "TaskCorrelationParams"]
 
 

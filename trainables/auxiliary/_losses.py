@@ -9,7 +9,8 @@ rows, as its outputs do.
 
     supcon       weight * supcon_loss(embedding, labels of `head`, temperature)
     correlation  weight * (corr(E_head, E_other) - target)^2, E the heads' predictions in [0, 1]
-                 (softmax expectation over the class centres / (C - 1)), corr over the batch
+                 (softmax expectation over the class centres / (C - 1)), corr over the batch:
+                 cov(a, b) / sqrt((var a + eps)(var b + eps)), eps = VARIANCE_FLOOR
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from trainables.losses._checks import compute_dtype
 
 from ._params import SupConParams, TaskCorrelationParams
 
-__all__ = ["Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation"]
+__all__ = ["VARIANCE_FLOOR", "Auxiliary", "NoAuxiliary", "SupCon", "TaskCorrelation"]
+
+# Added to each head's batch variance in the correlation (a spread of 0.01 in the predictions'
+# [0, 1] units): Pearson's r moves as 1 / spread, so a head whose predictions collapse to one value
+# got gradients of 10^4 and more on its outputs; above a spread of 0.1 r changes by under 1 %.
+VARIANCE_FLOOR = 1e-4
 
 
 class Auxiliary(nn.Module):
@@ -100,7 +106,7 @@ class TaskCorrelation(Auxiliary):
         # 16-bit outputs upcast; float64 ones stay (.float() cut them to float32)
         a, b = (_prediction(compute_dtype(outputs[h])) for h in self.needed)
         a, b = a - a.mean(), b - b.mean()
-        corr = (a * b).sum() / (a.norm() * b.norm()).clamp(min=1e-12)
+        corr = (a * b).mean() / ((a.square().mean() + VARIANCE_FLOOR) * (b.square().mean() + VARIANCE_FLOOR)).sqrt()
         return self.weight * (corr - self.target) ** 2
 
 
