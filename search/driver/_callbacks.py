@@ -230,9 +230,15 @@ class ProgressPrinter(Callback):
         )
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        epoch = (trial.last_result or {}).get("epoch")
-        if epoch:  # promoted after a pause, retried or resumed: it goes on from its checkpoint
+        # Promoted after a pause, retried or resumed: it goes on from the checkpoint Tune holds, which
+        # may be older than its last result (Tune registers a result's checkpoint a step after the
+        # result; a search interrupted in between restarts that epoch), or none at all.
+        restored = trial.latest_checkpoint_result
+        epoch = restored.metrics.get("epoch") if restored is not None else None
+        if epoch:
             self._say(trial, f"resumes after epoch {epoch}")
+        elif (trial.last_result or {}).get("epoch"):
+            self._say(trial, "starts again from its first epoch: no checkpoint of it was saved in the search's state")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         if trial.trial_id not in self._finished:

@@ -1,5 +1,6 @@
-"""The driver's MlflowCallback against a real MLflow store (SQLite in tmp_path), fed the results a
-trial reports, without Ray running: what a trial trained on becomes tags of its run, never metrics."""
+"""The driver's callbacks without Ray running: MlflowCallback against a real MLflow store (SQLite in
+tmp_path), fed the results a trial reports (what a trial trained on becomes tags of its run, never
+metrics); ProgressPrinter's line for a restarted trial."""
 
 from __future__ import annotations
 
@@ -79,3 +80,28 @@ def test_a_failure_s_traceback_survives_tune_s_next_sync_of_its_staging_director
     assert (stored / "error.txt").read_text() == whole
     shutil.copytree(staging, stored, dirs_exist_ok=True)  # Tune's sync
     assert (stored / "error.txt").read_text() == whole
+
+
+def test_a_restarted_trial_names_the_epoch_its_checkpoint_holds_not_its_last_result(caplog):
+    # Tune registers a result's checkpoint a step after the result: a search interrupted in between
+    # restarts from the checkpoint before (or from scratch). Before, the line said "resumes after
+    # epoch 1" from the last result, and epoch 1 then came again.
+    import logging
+
+    from ray.train._internal.session import _TrainingResult
+
+    from search.console import LOGGER
+    from search.driver._callbacks import ProgressPrinter
+
+    printer = ProgressPrinter(metric="val/acc_mean", epochs=3, num_samples=2)
+    behind = SimpleNamespace(trial_id="t1", config=CONFIG, last_result={"epoch": 2},
+                             latest_checkpoint_result=_TrainingResult(checkpoint=None, metrics={"epoch": 1}))
+    none = SimpleNamespace(trial_id="t2", config=CONFIG, last_result={"epoch": 1}, latest_checkpoint_result=None)
+    new = SimpleNamespace(trial_id="t3", config=CONFIG, last_result={}, latest_checkpoint_result=None)
+    with caplog.at_level(logging.INFO, logger=LOGGER.name):
+        for trial in (behind, none, new):
+            printer.on_trial_start(0, [], trial)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("[t1] resumes after epoch 1 ")
+    assert lines[1].startswith("[t2] starts again from its first epoch")
