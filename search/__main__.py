@@ -53,6 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(command.run(args))
         sys.stdout.flush()  # here, so that a closed pipe is noticed inside the try
         return code
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] in ("search", "trainables"):
+            raise  # one of our own modules: a bug, whose traceback says where
+        # A Python without losstune's dependencies: the system's, run in a checkout, say.
+        print(f"error: losstune needs the Python it is installed in, but got {sys.executable}, which has no "
+              f"module {error.name!r} (`make setup` installs one: .venv/bin/python)", file=sys.stderr)
+        return exit_codes.INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED

@@ -31,7 +31,6 @@ from search.cluster._jobs import (
     follow_command,
     job_tracking_uri,
     our_jobs,
-    search_command,
     submitted_space,
 )
 from search.cluster._package import SHIPPED_PACKAGES, stage
@@ -71,7 +70,6 @@ __all__ = [
     "job_tracking_uri",
     "our_jobs",
     "read_node_types",
-    "search_command",
     "stage",
     "submitted_space",
     "wait_adds_nodes",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from search import exit_codes
+from search._shell import search_command
 from search.cluster._client import Cluster
 from search.cluster._errors import ClusterError
 
@@ -26,7 +27,6 @@ __all__ = [
     "follow_command",
     "job_tracking_uri",
     "our_jobs",
-    "search_command",
     "submitted_space",
 ]
 
@@ -53,11 +53,6 @@ class FollowLost(ClusterError):
         self.address = address
         self.job_id = job_id
         self.reason = reason
-
-
-def search_command(*args: str) -> str:
-    """``python -m search ARGS`` as the user copies it into a shell (every argument quoted)."""
-    return shlex.join(["python", "-m", "search", *args])
 
 
 def follow_command(*, job_id: str, address: str) -> str:

@@ -83,7 +83,8 @@ def _resumable(job: Any) -> bool:
 
 def _resume_command(cluster: Any, job: Any) -> str:
     from search.tracking import redact_uri
-    from search.cluster import META_NAME, META_STORAGE, META_TRACKING_URI, search_command, submitted_space
+    from search._shell import search_command
+    from search.cluster import META_NAME, META_STORAGE, META_TRACKING_URI, submitted_space
 
     meta = job.metadata or {}
     return search_command(

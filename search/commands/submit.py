@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import shlex
 import sys
 import tempfile
 import textwrap
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from search import exit_codes
+from search._shell import search_command
 from search.commands._common import add_address, add_command, cluster_or_none, ctrl_c_works, given_text, plugins_and_space
 
 __all__ = ["DEFAULT_STORAGE", "add_parser", "run"]
@@ -92,7 +92,7 @@ def _check_name(name: str | None) -> str | None:
 
 
 def _entrypoint(args: argparse.Namespace, space: str, tracking_uri: str) -> str:
-    command = ["python", "-m", "search", "run", space, "--storage", args.storage, "--tracking-uri", tracking_uri]
+    command = ["run", space, "--storage", args.storage, "--tracking-uri", tracking_uri]
     if args.name:
         command += ["--name", args.name]
     if args.resume:
@@ -101,7 +101,7 @@ def _entrypoint(args: argparse.Namespace, space: str, tracking_uri: str) -> str:
         command += ["--warm-start", args.warm_start]
     if args.verbose:
         command += ["--verbose", str(args.verbose)]
-    return shlex.join(command)
+    return search_command(*command, here=False)  # run on the cluster's head, by its own `python`
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,7 +169,6 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
         META_TRACKING_URI,
         SUBMITTED_SPACE_ENV,
         follow_command,
-        search_command,
         stage,
     )
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +92,8 @@ class SearchPlan:
 
     @property
     def space_named(self) -> str:
-        """The space file as the commands the search prints name it (``SearchOptions.space_shown``),
-        quoted for a shell."""
-        return shlex.quote(self.options.space_shown or str(self.space.path))
+        """The space file as the commands the search prints name it (``SearchOptions.space_shown``)."""
+        return self.options.space_shown or str(self.space.path)
 
     @property
     def run_dir(self) -> Path | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +17,7 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from search import exit_codes
+from search._shell import mlflow_ui_command, search_command
 from search._preflight import is_server_uri
 from search.console import say
 from search.driver._callbacks import MlflowCallback, ProgressPrinter, trial_error
@@ -339,15 +339,15 @@ def resume_command(plan: SearchPlan) -> str:
     does not hold (its storage, name and Ray instance) as the command gave them."""
     # A submitted search (a Ray Job) is resumed by submitting it again, from where it was submitted.
     command = "submit" if plan.options.ray_job else "run"
-    words = [plan.space_named, "--resume"]
+    words = [command, plan.space_named, "--resume"]
     if plan.options.storage != "runs":
-        words += ["--storage", shlex.quote(plan.options.storage)]
+        words += ["--storage", plan.options.storage]
     if plan.name != plan.space.name:
-        words += ["--name", shlex.quote(plan.name)]
-    words += [shlex.quote(flag) for flag in plan.options.ray_flags]
+        words += ["--name", plan.name]
+    words += plan.options.ray_flags
     if plan.options.ray_job:
         words += ["--address", "...", "--tracking-uri", "..."]
-    return f"python -m search {command} {' '.join(words)}"
+    return search_command(*words, here=not plan.options.ray_job)
 
 
 def _finish(
@@ -398,7 +398,8 @@ def _finish(
         title=f"Search {plan.name!r} ({plan.search_id})",
         pareto=pareto,
         notes=notes,
-        everything=f"python -m search report {plan.search_id}",
+        # in summary.txt and MLflow too, read later and elsewhere: plain `python`
+        everything=search_command("report", plan.search_id, here=False),
     )
     artifacts = {SUMMARY_FILE: table + "\n"}
     if best is not None:
@@ -422,11 +423,15 @@ def _finish(
 
     say("\n" + table)
     if best is not None:
-        say(f"\nbest config: {plan.location}/{BEST_CONFIG}  (python -m search train {plan.space_named} --config ...)")
+        here = not plan.options.ray_job  # a submitted search's, for where it was submitted from
+        local = plan.location.local_dir
+        config = str(local / BEST_CONFIG) if local is not None and here else "..."
+        train = search_command("train", plan.space_named, "--config", config, here=here)
+        say(f"\nbest config: {plan.location}/{BEST_CONFIG}  ({train})")
     if is_server_uri(plan.tracking_uri):  # `mlflow ui` takes a store, not a server: the UI is the server's
         ui = f"MLflow UI: {redact_uri(plan.tracking_uri)}"
     else:
-        ui = f"MLflow UI: mlflow ui --backend-store-uri {redact_uri(plan.tracking_uri)}"
+        ui = f"MLflow UI: {mlflow_ui_command(redact_uri(plan.tracking_uri))}"
     if same_store(plan.tracking_uri, default_tracking_uri()):
         ui += "   (or: make ui)"
     say(ui)

@@ -20,6 +20,7 @@ from typing import Any
 
 from search import ranking
 from search._preflight import is_database_uri
+from search._shell import search_command
 from search.space import from_json, is_search_name
 from trainables.flat_keys import WEIGHTS_PREFIX
 from search.space._distributions import Distribution
@@ -188,7 +189,7 @@ def find_search(client: Any, selector: str | None, *, exclude: str | None = None
         more = f"; and {len(others) - _LISTED_OTHERS} more" if len(others) > _LISTED_OTHERS else ""
         notes.append(
             f"{len(chosen)} searches match {selector!r}; this is the newest. The others: {listed}{more}. "
-            f"Report one of them with: python -m search report SEARCH_ID"
+            f"Report one of them with: {search_command('report', 'SEARCH_ID')}"
         )
     return parent, names[parent.info.experiment_id], notes, len(chosen)
 

@@ -179,3 +179,29 @@ def test_the_process_ends_as_pythons_exit_does_without_the_teardown(tmp_path: Pa
     assert "train.lr" in done.stderr + done.stdout
     assert done.stdout.rstrip().endswith("atexit handler ran")
     assert marker.read_text() == "ok"
+
+
+def test_a_python_without_losstune_s_dependencies_gets_a_message_not_a_traceback(tmp_path: Path):
+    # The system's Python run in a checkout (`python -m search run ...` with .venv not activated):
+    # a ModuleNotFoundError traceback from deep inside the driver, exit 1.
+    blocked = "import sys; sys.modules['ray'] = None; from search.__main__ import cli; cli()"
+    done = subprocess.run(
+        [sys.executable, "-c", blocked, "run", str(REPO / "spaces" / "digits.yaml"), "--storage", str(tmp_path / "runs"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"losstune needs the Python it is installed in, but got {sys.executable}, which has no module 'ray'" \
+        in done.stderr
+
+
+def test_a_missing_module_of_losstune_s_own_stays_a_traceback(monkeypatch):
+    import search.commands.validate as validate
+
+    def broken(args):
+        raise ModuleNotFoundError("No module named 'search.gone'", name="search.gone")
+
+    monkeypatch.setattr(validate, "run", broken)
+    with pytest.raises(ModuleNotFoundError):
+        main(["validate", str(REPO / "spaces" / "digits.yaml")])

@@ -24,6 +24,7 @@ from aiohttp import web
 import search.cluster._client
 import search.commands.jobs
 from search import exit_codes
+from search._shell import program, search_command
 from search.__main__ import main
 from search.cluster import META_NAME, META_SPACE, META_SPACE_HERE, META_STORAGE, META_TRACKING_URI
 
@@ -263,7 +264,7 @@ def test_a_connection_lost_while_following_says_the_job_may_go_on_and_how_to_fol
     assert "[trial] epoch 1/3" in done.stdout
     # exit 3, not 2 (refused input), which a script could take for a job never run
     _refused(done, "the connection lost", "the job may still be running",
-             f"follow it again with python -m search logs losstune-x-abc --address {jobs_api.url} --follow",
+             f"follow it again with {search_command()} logs losstune-x-abc --address {jobs_api.url} --follow",
              code=exit_codes.LOST)
 
 
@@ -281,7 +282,7 @@ def test_submit_wait_with_its_connection_lost_says_how_to_follow_the_job_again(j
     (job_id,) = jobs_api.jobs
     assert f"as Ray Job {job_id}" in done.stdout
     # exit 3: submitted, its outcome unknown (2 said the submission was refused, and a script resubmitted)
-    _refused(done, "the job may still be running", f"python -m search logs {job_id} --address {jobs_api.url} --follow",
+    _refused(done, "the job may still be running", f"{search_command()} logs {job_id} --address {jobs_api.url} --follow",
              code=exit_codes.LOST)
 
 
@@ -309,7 +310,7 @@ def test_submit_records_the_space_as_submitted_and_the_tracking_uri_without_its_
     assert f"MLflow:    {redacted}" in done.stdout and "s3cret" not in done.stdout + done.stderr
     job_id = submitted["submission_id"]
     follow = shlex.split(done.stdout.split("follow:", 1)[1].splitlines()[0])
-    assert follow == ["python", "-m", "search", "logs", job_id, "--address", jobs_api.url, "--follow"]
+    assert follow == [program("python"), "-m", "search", "logs", job_id, "--address", jobs_api.url, "--follow"]
 
     # `search jobs` shows the space as submitted; `search stop` resumes it from there, redacted
     listed = cli("jobs", "--address", jobs_api.url)
@@ -318,7 +319,7 @@ def test_submit_records_the_space_as_submitted_and_the_tracking_uri_without_its_
     stopped = cli("stop", job_id, "--address", jobs_api.url)
     assert stopped.returncode == exit_codes.OK, stopped.stderr
     resume = shlex.split(stopped.stdout.split("resume it with: ", 1)[1].strip())
-    assert resume == ["python", "-m", "search", "submit", str(space), "--address", jobs_api.url,
+    assert resume == [program("python"), "-m", "search", "submit", str(space), "--address", jobs_api.url,
                       "--storage", "/shared/runs", "--name", "spread", "--tracking-uri", redacted]
     assert "s3cret" not in stopped.stdout + stopped.stderr
 
@@ -344,7 +345,7 @@ def test_stop_of_a_job_that_already_ended_leaves_it_and_offers_a_resume_only_whe
     assert done.returncode == exit_codes.OK, done.stderr
     assert f"job losstune-x-abc had already ended: {status}; nothing to stop" in done.stdout
     assert not any(request.endswith("/stop") for request in jobs_api.requests)
-    assert ("resume it with: python -m search submit /home/me/spaces/x.yaml" in done.stdout) == resumable
+    assert (f"resume it with: {search_command()} submit /home/me/spaces/x.yaml" in done.stdout) == resumable
 
 
 def test_stop_of_a_running_job_stops_it_and_prints_a_resume_command_quoted(jobs_api, cli):
@@ -353,13 +354,13 @@ def test_stop_of_a_running_job_stops_it_and_prints_a_resume_command_quoted(jobs_
     assert done.returncode == exit_codes.OK, done.stderr
     assert "POST /api/jobs/losstune-x-abc/stop" in jobs_api.requests
     assert "job losstune-x-abc: STOPPED" in done.stdout
-    assert "resume it with: python -m search submit '/home/me/my spaces/x.yaml' --address" in done.stdout
+    assert f"resume it with: {search_command()} submit '/home/me/my spaces/x.yaml' --address" in done.stdout
 
 
 def test_stop_of_a_job_submitted_before_the_space_was_recorded_names_its_copy(jobs_api, cli):
     jobs_api.jobs["losstune-x-abc"] = job_record("losstune-x-abc", status="STOPPED", space_here=None)
     done = cli("stop", "losstune-x-abc", "--address", jobs_api.url)
-    assert "resume it with: python -m search submit spaces/x.yaml" in done.stdout
+    assert f"resume it with: {search_command()} submit spaces/x.yaml" in done.stdout
 
 
 def test_jobs_reads_the_tracking_uri_from_the_job_s_command_where_its_password_is():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shlex
 import shutil
 import signal
 import sys
@@ -29,6 +30,7 @@ from ray import tune
 from ray.tune.schedulers import MedianStoppingRule
 
 from search._ray import MALLOC_TUNABLES, RayHandle, trial_actor_env
+from search._shell import mlflow_ui_command, program
 from search.driver import SearchInputError, SearchOptions, plan_search, run_search
 from search.driver._plan import space_digest
 from search.driver._state import KEPT_DIR, SNAPSHOT_FILE, StateSnapshot, usable_state
@@ -368,7 +370,7 @@ def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, 
         for epoch in (1, 2, 3):
             assert f"[{trial.trial_id}] epoch {epoch}/3" in out
         assert f"[{trial.trial_id}] done after 3 epochs" in out
-    assert "Pareto set" in out and f"MLflow UI: mlflow ui --backend-store-uri {outcome.plan.tracking_uri}" in out
+    assert "Pareto set" in out and f"MLflow UI: {mlflow_ui_command(outcome.plan.tracking_uri)}" in out
 
     # Pareto set: finished trials, none dominated by another.
     assert outcome.pareto
@@ -904,15 +906,17 @@ def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: 
     # was not quoted.
     from search.driver._run import resume_command
 
+    PYTHON = shlex.quote(program("python"))  # this shell's word for the interpreter
+
     space_file = write_space(tmp_path, name="named")
     storage = tmp_path / "my runs"
     options = SearchOptions(storage=str(storage), name="mine", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
                             ray_flags=("--address", "10.0.0.5:6379", "--num-cpus", "2", "--dashboard"))
     plan = plan_search(load_space(space_file), options)
-    assert resume_command(plan) == (f"python -m search run {space_file} --resume --storage '{storage}' --name mine "
+    assert resume_command(plan) == (f"{PYTHON} -m search run {space_file} --resume --storage '{storage}' --name mine "
                                     "--address 10.0.0.5:6379 --num-cpus 2 --dashboard")
     plain = plan_search(load_space(space_file), SearchOptions(storage="runs", tracking_uri=options.tracking_uri))
-    assert resume_command(plain) == f"python -m search run {space_file} --resume"
+    assert resume_command(plain) == f"{PYTHON} -m search run {space_file} --resume"
 
 
 def test_a_search_resumed_after_its_space_file_changed_runs_the_space_it_started_with(tmp_path: Path):

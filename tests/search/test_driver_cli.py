@@ -24,6 +24,7 @@ from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
+from search._shell import search_command
 from search.driver import RunDirectoryHold, RunLocation, SearchInputError
 from search.driver._state import KEPT_DIR
 
@@ -282,7 +283,7 @@ def test_ctrl_c_interrupts_a_search_and_the_same_command_resumes_it(tmp_path: Pa
     output = "".join(lines)
     assert first.returncode == 130, output
     storage = tmp_path / "runs"
-    assert f"Resume it with: python -m search run {SPACE} --resume --storage {storage} --num-cpus 2\n" in output, output
+    assert f"Resume it with: {search_command()} run {SPACE} --resume --storage {storage} --num-cpus 2\n" in output, output
     # At --verbose 0 Tune prints nothing of its own: no banner, no TensorBoard hint, no restore
     # hint beside ours; nor Ray its token banner, nor a worker its exit traceback.
     assert "Configuration for experiment" not in output and "TensorBoard" not in output, output
@@ -381,7 +382,7 @@ def test_sigterm_to_a_running_search_stops_it_as_ctrl_c_does(tmp_path: Path, sea
             sent = True
     output = "".join(lines)
     assert process.wait(timeout=60) == 130, output
-    assert "Resume it with: python -m search run" in output and "Traceback" not in output, output
+    assert f"Resume it with: {search_command()} run" in output and "Traceback" not in output, output
 
 
 def test_sigterm_while_ray_starts_exits_as_interrupted(monkeypatch, tmp_path: Path, capsys):

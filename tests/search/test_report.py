@@ -15,6 +15,7 @@ import pytest
 from mlflow import MlflowClient
 
 from search.__main__ import main
+from search._shell import search_command
 from search.report import FIGURES, MARKER, PARETO_FIGURE, PARETO_TABLE, load_search, open_store, write_report
 from search.space import Choice, LogUniform
 
@@ -260,7 +261,7 @@ def test_two_searches_of_one_name_keep_their_runs_and_the_report_says_which_it_s
     out = capsys.readouterr().out
     assert "note: reporting search twice-new (started " in out
     assert "2 searches match 'twice'; this is the newest. The others: twice-old (started " in out
-    assert "python -m search report SEARCH_ID" in out
+    assert f"{search_command()} report SEARCH_ID" in out
     assert main(["report", "twice-old", "--tracking-uri", uri, "--out", str(tmp_path / "old"), "--no-upload"]) == 0
     assert "note: reporting search twice-old" in capsys.readouterr().out
     assert sorted(_rows(write_report(_load(toy_store, "twice-old"), tmp_path / "o").trials)) == [
