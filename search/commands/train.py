@@ -269,6 +269,8 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         config = apply_overrides(config, overrides)
         trial = TrialConfig.from_flat(config)
         resolved = trial.to_flat()
+        # before any note or the config is shown, and before the data set is built or read
+        trained_heads(trial, describe_dataset(trial.data))
     except (_InvalidInput, ValueError) as error:
         print(refused(error), file=sys.stderr)
         return exit_codes.INVALID
@@ -300,7 +302,6 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         print(f"  {key} = {value}")
     objective = str(config.get("objective.metric", ""))
     try:
-        trained_heads(trial, describe_dataset(trial.data))  # before the data set is built or read
         # the data set the trial trains on: a config or a --set may name another than the space's
         prepare_dataset(trial.data, progress=progress_bar(sys.stderr, label=f"preparing data set {trial.data.kind}"))
         # the space's other objectives too (a trial config holds one): each is a column per epoch
