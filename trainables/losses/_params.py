@@ -12,7 +12,7 @@ here only. Every message has the form "`rule`, but got `value`"; a parameter che
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 from trainables.settings import SettingError
 from trainables.switches import Declaration, implemented_by
@@ -109,6 +109,10 @@ class HeadLossParams(Declaration):
 
     num_classes: int
     ignore_index: int = IGNORE_INDEX
+    # Whether the loss weighs a prediction's error by its distance from the target class (|j - y|):
+    # a quantity only on an ordinal head, whose classes are ordered (a categorical head's class
+    # numbers are arbitrary), so only an ordinal head takes such a loss.
+    uses_class_distance: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_num_classes(self.num_classes, ignore_index=self.ignore_index)
@@ -132,6 +136,7 @@ class CrossEntropyParams(HeadLossParams):
 
 @dataclass(frozen=True, kw_only=True)
 class WeightedCrossEntropyParams(HeadLossParams):
+    uses_class_distance = True
     distance_power: float = 2.0
     weight: float = 1.0
     base: float = 0.0
@@ -160,6 +165,7 @@ class FocalParams(HeadLossParams):
 
 @dataclass(frozen=True, kw_only=True)
 class OrdinalParams(HeadLossParams):
+    uses_class_distance = True
     distance: Distance = "l1"
     alpha: float = 0.1
     normalize: bool = True
@@ -174,6 +180,7 @@ class OrdinalParams(HeadLossParams):
 
 @dataclass(frozen=True, kw_only=True)
 class QuantizedParams(HeadLossParams):
+    uses_class_distance = True
     distance: Distance = "l1"
     delta: float = 1.0
 
@@ -190,6 +197,7 @@ class QuantizedParams(HeadLossParams):
 
 @dataclass(frozen=True, kw_only=True)
 class SoftOrdinalParams(HeadLossParams):
+    uses_class_distance = True
     sigma: float = 1.0
 
     def __post_init__(self) -> None:

@@ -59,10 +59,16 @@ def build_loss(name: str, *, num_classes: int, ignore_index: int = IGNORE_INDEX,
 
 def check_fits_head(name: str, *, num_classes: int, ordinal: bool, head: str, key: str) -> None:
     """SettingError (``key``: the head's loss key) unless loss ``name`` fits head ``head``: a loss
-    with fewer output units than classes regresses the class index, which is a quantity only on
-    an ordinal head (a categorical head's class numbers are arbitrary)."""
-    units = LOSS.declaration(LOSS.check_option("loss", name)).outputs(num_classes)
+    with fewer output units than classes regresses the class index, and one that
+    ``uses_class_distance`` weighs errors by it, which is a quantity only on an ordinal head (a
+    categorical head's class numbers are arbitrary)."""
+    declaration = LOSS.declaration(LOSS.check_option("loss", name))
+    units = declaration.outputs(num_classes)
     if not ordinal and units < num_classes:
         raise SettingError(key, f"a loss with one output per class on a categorical head (`{name}` regresses the "
                            f"class index with {units} output unit(s), which needs an ordinal head; `{head}` is not)",
                            name)
+    if not ordinal and getattr(declaration, "uses_class_distance", False):
+        raise SettingError(key, f"a loss without distances between classes on a categorical head (`{name}` weighs "
+                           f"errors by the distance between class indices, which needs an ordinal head; `{head}` "
+                           f"is not)", name)

@@ -196,3 +196,20 @@ def test_a_loss_that_regresses_the_class_index_fits_only_an_ordinal_head(name: s
         check()
     assert error.value.key == "heads.digit.loss" and error.value.value == name
     assert error.value.rule.startswith("a loss with one output per class on a categorical head")
+
+
+@pytest.mark.parametrize("name", ["ordinal", "soft_ordinal", "weighted_ce"])
+def test_a_loss_that_weighs_errors_by_class_distance_fits_only_an_ordinal_head(name: str):
+    # before, `ordinal` on digits' digit trained: a softmax expectation over arbitrary class numbers
+    losses_package.check_fits_head(name, num_classes=10, ordinal=True, head="pitch", key="heads.pitch.loss")
+    with pytest.raises(SettingError) as error:
+        losses_package.check_fits_head(name, num_classes=10, ordinal=False, head="digit", key="heads.digit.loss")
+    assert error.value.key == "heads.digit.loss" and error.value.value == name
+    assert error.value.rule.startswith("a loss without distances between classes on a categorical head")
+
+
+def test_every_loss_that_uses_the_class_index_as_a_quantity_says_so():
+    # the built-in ones whose math has |j - y| or regresses y (each module's formula)
+    distance = {name for name in losses_package.LOSSES
+                if getattr(losses_package.LOSS.declaration(name), "uses_class_distance", False)}
+    assert distance == {"ordinal", "quantized", "soft_ordinal", "weighted_ce"}
