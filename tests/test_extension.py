@@ -307,3 +307,16 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "extended.yaml"
     path.write_text(text)
     return path
+
+
+def test_a_plugin_loss_that_uses_class_distances_is_refused_on_a_categorical_head(monkeypatch):
+    from trainables.losses import check_fits_head
+    from trainables.settings import SettingError
+
+    class DistanceCostLoss(ExpectedCostLoss):  # |j - y| in its math, and it says so
+        uses_class_distance = True
+
+    monkeypatch.setitem(LOSSES, "distance_cost", DistanceCostLoss)
+    check_fits_head("distance_cost", num_classes=5, ordinal=True, head="thickness", key="heads.thickness.loss")
+    with pytest.raises(SettingError, match="a loss without distances between classes on a categorical head"):
+        check_fits_head("distance_cost", num_classes=10, ordinal=False, head="digit", key="heads.digit.loss")
