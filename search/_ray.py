@@ -7,6 +7,7 @@ loopback address or the machine's public address is decided from the environment
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -123,6 +124,7 @@ def connect(
     if address is not None:
         with _callers_sigterm_handler():
             ray.init(address=address, logging_config=quiet, log_to_driver=log_to_driver)
+        _plain_log_lines()
         return RayHandle(owned=True, address=address)
     # Tune's trial variables, set here so that the workers of this instance inherit them through
     # the raylet ray.init starts (see trial_actor_env); Tune sets them whatever the
@@ -140,8 +142,20 @@ def connect(
             logging_config=quiet,
             log_to_driver=log_to_driver,
         )
+    _plain_log_lines()
     url = context.dashboard_url if dashboard else None
     return RayHandle(owned=True, address=None, dashboard_url=f"http://{url}" if url else None)
+
+
+def _plain_log_lines() -> None:
+    """Ray's logging config (``ray.init(logging_config=...)``) formats this process's Ray and Tune
+    log lines (Tune's warning at Ctrl-C, say) with the ids of Ray's job, worker and node and a
+    timestamp in ns after the message: noise at a terminal. Ray's own plain format instead; the
+    workers keep Ray's (their lines go to Ray's log files)."""
+    from ray._private.ray_constants import LOGGER_FORMAT
+
+    for handler in logging.getLogger("ray").handlers:
+        handler.setFormatter(logging.Formatter(LOGGER_FORMAT))
 
 
 def _workers_malloc_tunables() -> str:
