@@ -32,19 +32,22 @@ MEANS = ("acc", "mae_norm", *STEP_METRICS)
 def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal: bool = False) -> list[str]:
     """Every metric the trainer reports for ``split``: the valid objectives of a search. A temporal
     trial (a recurrent model) adds STEP_METRICS."""
-    per_head = {head: head_metric_names(ordinal=info.ordinal, has_units=info.unit_range is not None, k=DEFAULT_K,
-                                        temporal=temporal)
+    per_head = {head: head_metric_names(num_classes=info.num_classes, ordinal=info.ordinal,
+                                        has_units=info.unit_range is not None, k=DEFAULT_K, temporal=temporal)
                 for head, info in heads.items()}
     names = [f"{split}/{head}/{metric}" for head, metrics in per_head.items() for metric in metrics]
     means = [f"{split}/{name}_mean" for name in MEANS if any(name in metrics for metrics in per_head.values())]
     return names + means + [f"{split}/energy", f"{split}/energy_l1"]
 
 
-def head_metric_names(*, ordinal: bool, has_units: bool, k: int, temporal: bool = False) -> list[str]:
+def head_metric_names(*, num_classes: int, ordinal: bool, has_units: bool, k: int,
+                      temporal: bool = False) -> list[str]:
     """A head's metrics, in the order ``trainables.metrics`` computes them. Those of a distance between
     classes only for an ordinal head (``HeadInfo.ordinal``): a categorical head's classes (CIFAR's, a
-    digit's) are no nearer one to another."""
-    distances = ["mae", *(["mae_units"] if has_units else []), "within1", f"within{k}", "mae_norm"]
+    digit's) are no nearer one to another; within{j} only where an error can exceed j classes (on
+    digits' 5-level thickness within5 was 1 whatever the model did)."""
+    within = [f"within{j}" for j in (1, k) if j < num_classes - 1]
+    distances = ["mae", *(["mae_units"] if has_units else []), *within, "mae_norm"]
     steps = list(STEP_METRICS) if temporal else []
     if not ordinal:
         return ["acc", *(s for s in steps if s != _STEP_DISTANCE)]

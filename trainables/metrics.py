@@ -36,7 +36,8 @@ def head_metrics(
     acc = mean(r == y); and for an ``ordinal`` head (a distance between classes means something):
     mae = mean|p - y| (class units); mae_units = mae * (max - min) / C
     (the C classes are equal-width bins spanning [min, max], decoded to their centres, as VIMH does);
-    within1 = mean(|r - y| <= 1); within{k} = mean(|r - y| <= k); mae_norm = mae / (C-1).
+    within1 = mean(|r - y| <= 1) and within{k} = mean(|r - y| <= k), each only where an error can
+    exceed it (j < C-1); mae_norm = mae / (C-1).
     Every value is NaN when no target is valid.
     """
     if num_classes < 2:
@@ -45,7 +46,7 @@ def head_metrics(
         raise ValueError(f"k must be an int >= 2, but got {k!r}")
     if pred.shape != target.shape or pred.dim() != 1:
         raise ValueError(f"pred and target must be 1-d of equal length, but got {tuple(pred.shape)} and {tuple(target.shape)}")
-    names = head_metric_names(ordinal=ordinal, has_units=unit_range is not None, k=k)
+    names = head_metric_names(num_classes=num_classes, ordinal=ordinal, has_units=unit_range is not None, k=k)
     target = _class_indices(target)
     valid = target != ignore_index
     if not bool(valid.any()):
@@ -60,7 +61,8 @@ def head_metrics(
         if unit_range is not None:
             low, high = unit_range
             values.append(mae * (high - low) / num_classes)
-        values += [(class_error <= 1).double().mean(), (class_error <= k).double().mean(), mae / (num_classes - 1)]
+        values += [(class_error <= j).double().mean() for j in (1, k) if j < num_classes - 1]
+        values.append(mae / (num_classes - 1))
     # One device sync for the whole head.
     return dict(zip(names, torch.stack(values).tolist(), strict=True))
 

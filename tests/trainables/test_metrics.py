@@ -29,7 +29,7 @@ def test_continuous_prediction_near_target_counts_as_correct():
 
 
 def test_all_targets_ignored_gives_nan():
-    got = head_metrics(torch.tensor([1.0, 2.0]), torch.tensor([-1, -1]), num_classes=3, ordinal=True, unit_range=(0.0, 1.0))
+    got = head_metrics(torch.tensor([1.0, 2.0]), torch.tensor([-1, -1]), num_classes=7, ordinal=True, unit_range=(0.0, 1.0))
     assert set(got) == {"acc", "mae", "mae_units", "within1", "within5", "mae_norm"}
     assert all(math.isnan(v) for v in got.values())
 
@@ -67,6 +67,16 @@ def test_a_k_that_would_repeat_or_lose_a_metric_is_refused(k):
 def test_aggregate_means_over_heads():
     got = aggregate({"a": {"acc": 0.5, "mae_norm": 0.2, "mae": 3.0}, "b": {"acc": 1.0, "mae_norm": 0.0, "mae": 0.0}})
     assert got == pytest.approx({"acc_mean": 0.75, "mae_norm_mean": 0.1})
+
+
+def test_within_j_is_reported_only_where_an_error_can_exceed_j_classes():
+    # before, within5 of a 5-level head (errors of at most 4) was 1 whatever the model did
+    pred, target = torch.tensor([0.0, 4.0, 2.0]), torch.tensor([4, 0, 2])
+    assert "within5" not in head_metrics(pred, target, num_classes=5, ordinal=True, unit_range=None)
+    assert "within1" not in head_metrics(pred[:1].clamp(max=1), target[:1].clamp(max=1), num_classes=2, ordinal=True,
+                                         unit_range=None)
+    seven = head_metrics(torch.tensor([0.0, 6.0]), torch.tensor([6, 6]), num_classes=7, ordinal=True, unit_range=None)
+    assert seven["within5"] == 0.5 and seven["within1"] == 0.5
 
 
 def test_a_categorical_head_reports_accuracy_and_no_distance_between_classes():
