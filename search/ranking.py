@@ -2,7 +2,9 @@
 
 Trials that ran to their end come first, then those stopped early (their value is from fewer
 epochs), then failed ones; within each, by the primary objective at the trial's best epoch; ties
-by trial id. Trials without a value of the primary objective come last, by trial id. The best
+by the other objectives in their order (a trial equal in the first and worse in the second is
+dominated: it must not be named best), then by trial id. Trials without a value of the primary
+objective come last, by trial id. The best
 trial is the first finished or stopped one with a value. ``summary.txt`` and ``report.md`` both
 name it from here.
 """
@@ -54,14 +56,15 @@ def best_epoch(curve: Mapping[int, float], mode: str) -> int | None:
 
 def ranked(trials: Sequence[_T], modes: Sequence[str]) -> list[_T]:
     """``trials`` best first (see the module); ``modes``: "min" or "max" per objective."""
-    sign = -1.0 if modes[0] == "max" else 1.0
+    signs = [-1.0 if mode == "max" else 1.0 for mode in modes]
     order = {state: i for i, state in enumerate(RANKED_STATES)}
 
     def key(trial: _T) -> tuple:
-        value = _value(trial)
-        if value is None:
-            return (1, 0, 0.0, trial.trial_id)
-        return (0, order.get(trial.state, len(order)), sign * value, trial.trial_id)
+        if _value(trial) is None:
+            return (1, 0, (), trial.trial_id)
+        # a later objective without a value after those with one
+        values = tuple((0, sign * v) if (v := _value(trial, i)) is not None else (1, 0.0) for i, sign in enumerate(signs))
+        return (0, order.get(trial.state, len(order)), values, trial.trial_id)
 
     return sorted(trials, key=key)
 
@@ -80,8 +83,8 @@ def best_line(trial: Ranked | None, metric: str) -> str:
 
 def pareto_set(trials: Sequence[_T], modes: Sequence[str], *, states: Sequence[str] = ("FINISHED",)) -> list[_T]:
     """The trials in ``states`` with every objective that no other such trial is at least as good
-    as in every objective and better in one; best first by the primary objective, ties in trial id
-    order."""
+    as in every objective and better in one; best first by the objectives in their order, ties in
+    trial id order."""
     signs = [1.0 if mode == "max" else -1.0 for mode in modes]
     candidates = [t for t in trials if t.state in states and all(_value(t, i) is not None for i in range(len(modes)))]
     score: Callable[[_T], list[float]] = lambda t: [s * _value(t, i) for i, s in enumerate(signs)]  # noqa: E731
@@ -90,4 +93,4 @@ def pareto_set(trials: Sequence[_T], modes: Sequence[str], *, states: Sequence[s
         return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
 
     front = [t for t in candidates if not any(dominates(score(o), score(t)) for o in candidates if o is not t)]
-    return sorted(front, key=lambda t: (-score(t)[0], t.trial_id))
+    return sorted(front, key=lambda t: ([-x for x in score(t)], t.trial_id))

@@ -154,7 +154,7 @@ def format_summary(
         if len(ranked) > _SHOWN_BEST:
             lines.append(f"({len(ranked) - _SHOWN_BEST} more not shown; every trial: {everything})")
     if len(objectives) > 1 and pareto:
-        lines += ["", "Pareto set (no finished trial is better in every objective):", *_table([header, *map(row, pareto)])]
+        lines += ["", "Pareto set (finished trials no other one equals or beats in every objective, beating it in one):", *_table([header, *map(row, pareto)])]
     failed = [s for s in summaries if s.state == "FAILED"]
     if failed:
         lines += ["", "failed trials:"]

@@ -112,7 +112,7 @@ def _pareto_lines(search: SearchRecord, pareto: tuple[TrialRecord, ...]) -> list
                    + f"  ({t.state.lower()})")
         for t in pareto
     ]
-    return ["Pareto set (no trial is better in every objective):", *(rows or [_no_front(search)])]
+    return ["Pareto set (trials no other one equals or beats in every objective, beating it in one):", *(rows or [_no_front(search)])]
 
 
 def _no_front(search: SearchRecord) -> str:

@@ -77,3 +77,16 @@ def test_the_pareto_set_comes_best_first_by_the_primary_objective():
     front = ranking.pareto_set(trials, ["max", "min"])
     assert [t.trial_id for t in front] == ["b", "e", "c", "a"]  # d is dominated by a; f did not finish
     assert [t.trial_id for t in ranking.pareto_set(trials, ["min", "max"])] == ["d"]  # it dominates every other
+
+
+def test_trials_tied_in_the_primary_objective_rank_by_the_next_one_not_by_id():
+    # Before, the tie went by trial id: the best trial (and best_config.yaml) could be a dominated
+    # one, left out of the Pareto set the same summary printed.
+    def trial(trial_id: str, acc: float, energy: float | None, state: str = "FINISHED") -> TrialSummary:
+        return TrialSummary(trial_id=trial_id, state=state, config={}, values=(acc, energy), epochs=3)
+
+    trials = [trial("a", 0.2, 0.117), trial("b", 0.2, 0.103), trial("c", 0.2, None), trial("d", 0.1, 0.01)]
+    modes = ["max", "min"]
+    assert [t.trial_id for t in ranking.ranked(trials, modes)] == ["b", "a", "c", "d"]
+    assert ranking.best_trial(trials, modes).trial_id == "b"
+    assert ranking.best_trial(trials, modes) in ranking.pareto_set(trials, modes)
