@@ -160,9 +160,10 @@ def _describe(run: Any, experiments: Mapping[str, str]) -> str:
 
 def find_search(client: Any, selector: str | None, *, exclude: str | None = None,
                 store: str = "this store") -> tuple[Any, str, list[str], int]:
-    """The parent run ``selector`` names (a search id, a search name, an experiment name), or the
-    newest search, leaving out the search whose id is ``exclude``; with its experiment name, notes
-    for the terminal and how many searches ``selector`` names. ``store``: the store, for messages."""
+    """The parent run ``selector`` names (a search id or a search name, else an experiment name; the
+    newest where several match), or the newest search, leaving out the search whose id is
+    ``exclude``; with its experiment name, notes for the terminal and how many searches
+    ``selector`` names. ``store``: the store, for messages."""
     runs, names = _searches(client)
     runs = [r for r in runs if exclude is None or r.data.tags.get(TAG_SEARCH_ID) != exclude]
     if not runs:
@@ -170,16 +171,16 @@ def find_search(client: Any, selector: str | None, *, exclude: str | None = None
     if selector is None:
         chosen = runs
     else:
-        chosen = [
-            r
-            for r in runs
-            if selector in (r.data.tags.get(TAG_SEARCH_ID), r.info.run_name, names.get(r.info.experiment_id))
+        # An experiment (named by the space) also holds the searches given other names (--name):
+        # the search of that name before them, whichever is newer.
+        chosen = [r for r in runs if selector in (r.data.tags.get(TAG_SEARCH_ID), r.info.run_name)] or [
+            r for r in runs if names.get(r.info.experiment_id) == selector
         ]
     if not chosen:
         known = sorted({_describe(r, names) for r in runs})
         raise ReportError(
-            f"a search id, search name or experiment name of this store, but got {selector!r}; "
-            f"searches here: {', '.join(known)}"
+            f"a search id, search name or experiment name of {store}, but got {selector!r}; "
+            f"searches there: {', '.join(known)}"
         )
     parent = chosen[0]
     notes = [f"reporting search {_started(parent)}"]

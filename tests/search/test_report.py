@@ -572,3 +572,26 @@ def test_strings_from_the_store_break_neither_the_markdown_nor_the_terminal(toy_
     rows = [line for line in table.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + 2 and all(line.endswith("|") for line in rows)  # header, rule, both trials
     assert "\x1b" not in report.text and "a\\|b" not in report.text and "a|b\\n| injected" in report.text
+
+
+def test_a_search_name_wins_over_a_newer_search_of_the_same_experiment(toy_store: Path, capsys):
+    # `--name again` puts a search in the space's experiment: before, the space's own name selected
+    # the newest search of that experiment (here `tieragain`), where `report` through the run directory
+    # (and the README's "as search report takes") meant the search of that name.
+    from search.report import ReportError
+    from search.tracking import SearchTracker
+
+    from .conftest import TOY_TRIALS, run_toy_trial, toy_settings
+
+    uri = _uri(toy_store)
+    for name, search_id in (("tierspace", "tierspace-1"), ("tieragain", "tieragain-2")):
+        settings = dataclasses.replace(toy_settings(uri, name=name, objectives=(("val/acc_mean", "max"),),
+                                                    search_id=search_id), experiment="tierspace")
+        tracker = SearchTracker(settings)
+        tracker.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})
+        run_toy_trial(tracker, TOY_TRIALS[0])
+        tracker.end_search(end="finished")
+    assert _load(toy_store, "tierspace").search_id == "tierspace-1"
+    assert _load(toy_store, "tieragain").search_id == "tieragain-2"
+    with pytest.raises(ReportError, match=f"of {uri}, but got 'nothing'"):
+        _load(toy_store, "nothing")
