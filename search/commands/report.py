@@ -77,20 +77,28 @@ def _space_fields(path: Path) -> tuple[str | None, str | None]:
     return (str(name) if name else path.stem), uri
 
 
-def _recorded(storage: str, name: str | None) -> tuple[Any, dict[str, Any]] | None:
-    """The run directory ``<storage>/<name>`` and its ``losstune.json`` (the search run there:
-    its id and store); None when there is none."""
+def _recorded(storage: str, selector: str | None) -> tuple[Any, dict[str, Any]] | None:
+    """The run directory of the search ``selector`` names and its ``losstune.json`` (the search run
+    there: its id and store): ``<storage>/<selector>`` for a search name, the directory of the name
+    a search id was made from when it records that id; None when there is none."""
     from search.driver import RunLocation, read_meta
     from search.space import is_search_name
+    from search.tracking import search_name_of
 
-    if not name or not is_search_name(name):
+    if not selector:
         return None
-    location = RunLocation(storage, name)
-    try:
-        meta = read_meta(location)
-    except (OSError, ValueError, NotImplementedError):  # a URI no file system opens, a store not reached
-        return None
-    return None if meta is None else (location, meta)
+    by_id = search_name_of(selector)
+    for name in dict.fromkeys([selector, *([by_id] if by_id else [])]):
+        if not is_search_name(name):
+            continue
+        location = RunLocation(storage, name)
+        try:
+            meta = read_meta(location)
+        except (OSError, ValueError, NotImplementedError):  # a URI no file system opens, a store not reached
+            continue
+        if meta is not None and (name == selector or meta.get("search_id") == selector):
+            return location, meta
+    return None
 
 
 def _default_out(args: argparse.Namespace, search: Any, run_dir: Any) -> tuple[Path | None, str | None]:
@@ -114,7 +122,7 @@ def _default_out(args: argparse.Namespace, search: Any, run_dir: Any) -> tuple[P
 
 def _selection(args: argparse.Namespace) -> tuple[str | None, str | None, Any]:
     """(selector, tracking URI, the run directory the selection was recorded in or None). A space
-    file selects by its name and store. A search name whose run directory ``<storage>/<name>``
+    file selects by its name and store. A search name (or id) whose run directory ``<storage>/<name>``
     recorded a search in this store selects that search by id: the store may hold several
     searches of the name, and the report then goes to that run directory."""
     from search.tracking import resolve_tracking_uri

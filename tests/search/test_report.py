@@ -595,3 +595,20 @@ def test_a_search_name_wins_over_a_newer_search_of_the_same_experiment(toy_store
     assert _load(toy_store, "tieragain").search_id == "tieragain-2"
     with pytest.raises(ReportError, match=f"of {uri}, but got 'nothing'"):
         _load(toy_store, "nothing")
+
+
+def test_a_search_id_finds_the_store_its_run_directory_recorded(toy_store: Path, tmp_path: Path, toy_search_factory,
+                                                               monkeypatch, capsys):
+    # before, only a search name looked in <storage>/<name>/losstune.json: the id the report's own
+    # note suggests read the default store, where the search is not
+    search_id = "byid-20261207-101500-abc123"
+    toy_search_factory(toy_store, name="byid", search_id=search_id)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "byid"
+    run_dir.mkdir(parents=True)
+    meta = {"name": "byid", "search_id": search_id, "tracking_uri": _uri(toy_store), "experiment": "byid"}
+    (run_dir / "losstune.json").write_text(json.dumps(meta))
+    assert main(["report", search_id, "--no-upload"]) == 0
+    out = capsys.readouterr().out
+    assert f"{run_dir}/losstune.json records search {search_id}" in out and f"search: byid ({search_id})" in out
