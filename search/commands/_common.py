@@ -10,6 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+# Where `search run` keeps its run directories unless --storage says otherwise.
+STORAGE_DEFAULT = "runs"
+
 __all__ = ["add_address", "add_command", "cluster_and_job", "cluster_or_none", "plugins_and_space", "positive_int", "sigterm_as_ctrl_c"]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command, given_text
+from search.commands._common import STORAGE_DEFAULT, add_command, given_text
 
 __all__ = ["add_parser", "run"]
 
@@ -52,7 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="search id, search name, experiment name or space file (default: the newest search)",
     )
     parser.add_argument("--out", type=given_text, metavar="DIR", help="output directory (default: <storage>/<name>/report)")
-    parser.add_argument("--storage", type=given_text, default="runs", metavar="DIR", help="results directory of run (default: runs)")
+    parser.add_argument("--storage", type=given_text, default=STORAGE_DEFAULT, metavar="DIR",
+                        help=f"results directory of run (default: {STORAGE_DEFAULT})")
     parser.add_argument("--tracking-uri", type=given_text, metavar="URI", help="MLflow tracking URI")
     parser.add_argument("--no-upload", action="store_true", help="do not log the report as artifacts of the parent run")
     return parser
@@ -138,6 +139,20 @@ def _selection(args: argparse.Namespace) -> tuple[str | None, str | None, Any]:
     return meta["search_id"], uri, recorded[0]
 
 
+def _report_command(args: argparse.Namespace, uri: str) -> str:
+    """``search report SEARCH_ID`` with the store and storage this report read, where they are not
+    the defaults: another search of a name has no run directory of its own to find them by."""
+    from search._shell import search_command
+    from search.tracking import default_tracking_uri, redact_uri, same_store
+
+    words = ["report", "SEARCH_ID"]
+    if not same_store(uri, default_tracking_uri()):
+        words += ["--tracking-uri", redact_uri(uri)]
+    if args.storage != STORAGE_DEFAULT:
+        words += ["--storage", args.storage]
+    return search_command(*words)
+
+
 def run(args: argparse.Namespace) -> int:
     from search.report import ReportError, check_out_folder, load_search, log_report, open_store, write_report
 
@@ -182,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.FAILED
     for note in notes:
         print(f"note: {note}")
+    if search.matches > 1 and selector is not None:
+        print(f"note: report one of the others with: {_report_command(args, uri)}")
     out_dir, why_not = (Path(args.out), None) if args.out else _default_out(args, search, run_dir)
     if out_dir is None:
         print(f"error: {why_not}", file=sys.stderr)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from search import exit_codes
-from search.commands._common import add_command, ctrl_c_works, given_text, plugins_and_space, positive_int, sigterm_as_ctrl_c
+from search.commands._common import (
+    STORAGE_DEFAULT, add_command, ctrl_c_works, given_text, plugins_and_space, positive_int, sigterm_as_ctrl_c,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -62,7 +64,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="start the sampler from the scored trials of an earlier search (id or name) in the same MLflow "
         "store whose configs fit this space",
     )
-    parser.add_argument("--storage", type=given_text, default="runs", metavar="DIR", help="results directory (default: runs)")
+    parser.add_argument("--storage", type=given_text, default=STORAGE_DEFAULT, metavar="DIR",
+                        help=f"results directory (default: {STORAGE_DEFAULT})")
     parser.add_argument(
         "--name",
         metavar="NAME",

@@ -336,12 +336,11 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
 
 def resume_command(plan: SearchPlan) -> str:
     """The command that resumes ``plan``'s search, for a shell: the options the search's saved state
-    does not hold (its storage, name and Ray instance) as the command gave them."""
+    does not hold (its storage, name and Ray instance) as the command gave them (the storage
+    always: a default of the command, which the driver does not know)."""
     # A submitted search (a Ray Job) is resumed by submitting it again, from where it was submitted.
     command = "submit" if plan.options.ray_job else "run"
-    words = [command, plan.space_named, "--resume"]
-    if plan.options.storage != "runs":
-        words += ["--storage", plan.options.storage]
+    words = [command, plan.space_named, "--resume", "--storage", plan.options.storage]
     if plan.name != plan.space.name:
         words += ["--name", plan.name]
     words += plan.options.ray_flags

@@ -20,7 +20,6 @@ from typing import Any
 
 from search import ranking
 from search._preflight import is_database_uri
-from search._shell import search_command
 from search.space import from_json, is_search_name
 from trainables.flat_keys import WEIGHTS_PREFIX
 from search.space._distributions import Distribution
@@ -189,8 +188,7 @@ def find_search(client: Any, selector: str | None, *, exclude: str | None = None
         listed = "; ".join(_started(r) for r in others[:_LISTED_OTHERS])
         more = f"; and {len(others) - _LISTED_OTHERS} more" if len(others) > _LISTED_OTHERS else ""
         notes.append(
-            f"{len(chosen)} searches match {selector!r}; this is the newest. The others: {listed}{more}. "
-            f"Report one of them with: {search_command('report', 'SEARCH_ID')}"
+            f"{len(chosen)} searches match {selector!r}; this is the newest. The others: {listed}{more}"
         )
     return parent, names[parent.info.experiment_id], notes, len(chosen)
 

@@ -916,7 +916,7 @@ def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: 
     assert resume_command(plan) == (f"{PYTHON} -m search run {space_file} --resume --storage '{storage}' --name mine "
                                     "--address 10.0.0.5:6379 --num-cpus 2 --dashboard")
     plain = plan_search(load_space(space_file), SearchOptions(storage="runs", tracking_uri=options.tracking_uri))
-    assert resume_command(plain) == f"{PYTHON} -m search run {space_file} --resume"
+    assert resume_command(plain) == f"{PYTHON} -m search run {space_file} --resume --storage runs"
 
 
 def test_a_search_resumed_after_its_space_file_changed_runs_the_space_it_started_with(tmp_path: Path):

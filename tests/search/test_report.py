@@ -261,7 +261,8 @@ def test_two_searches_of_one_name_keep_their_runs_and_the_report_says_which_it_s
     out = capsys.readouterr().out
     assert "note: reporting search twice-new (started " in out
     assert "2 searches match 'twice'; this is the newest. The others: twice-old (started " in out
-    assert f"{search_command()} report SEARCH_ID" in out
+    # the store it read: another search of the name has no run directory to find it by
+    assert f"note: report one of the others with: {search_command('report', 'SEARCH_ID', '--tracking-uri', uri)}" in out
     assert main(["report", "twice-old", "--tracking-uri", uri, "--out", str(tmp_path / "old"), "--no-upload"]) == 0
     assert "note: reporting search twice-old" in capsys.readouterr().out
     assert sorted(_rows(write_report(_load(toy_store, "twice-old"), tmp_path / "o").trials)) == [
