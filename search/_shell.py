@@ -1,45 +1,43 @@
 """Commands printed for a person to copy into a shell.
 
-Each names its program by the word that runs this environment's copy in the shell it was started
-from: ``python`` (or ``mlflow``) where the shell's PATH finds this environment's, else the program's
-path. A virtual environment used without activating it (``.venv/bin/python -m search run ...``)
-otherwise printed ``python -m search ...``, which ran another Python, one without losstune's
-dependencies.
+Each runs this environment's Python by its path: relative where it lies under the current
+directory (``.venv/bin/python``), else absolute. A bare ``python`` ran whatever the person's shell
+finds first: without an activated virtual environment (``.venv/bin/python -m search run ...``,
+``uv run``, ``poetry run``, which put the environment on the process's PATH only), another
+Python, one without losstune's dependencies.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import sys
-from pathlib import Path
 
-__all__ = ["mlflow_ui_command", "program", "search_command"]
+__all__ = ["mlflow_ui_command", "python_path", "search_command"]
 
 
-def program(name: str) -> str:
-    """``name`` when the shell's PATH finds it in this interpreter's own directory, else its path
-    there (``name`` when it has none: nothing better to say)."""
-    if not sys.executable:  # an embedded interpreter: no directory to speak of
-        return name
+def python_path() -> str:
+    """This interpreter's path as a shell in the current directory runs it (``python`` for an
+    embedded interpreter, which has none)."""
+    if not sys.executable:
+        return "python"
     # Not resolved: a virtual environment's bin/ holds links to the system's interpreter.
-    home = Path(os.path.abspath(sys.executable)).parent
-    found = shutil.which(name)
-    if found is not None and Path(os.path.abspath(found)).parent == home:
-        return name
-    if name == "python":
-        return sys.executable
-    own = home / name
-    return str(own) if own.is_file() and os.access(own, os.X_OK) else name
+    path = os.path.abspath(sys.executable)
+    here = os.getcwd()
+    if os.path.commonpath([path, here]) == here:
+        return os.path.relpath(path, here)
+    return path
 
 
 def search_command(*args: str, here: bool = True) -> str:
-    """``python -m search ARGS``, every argument quoted. ``here``: for this shell (``program``);
+    """``python -m search ARGS``, every argument quoted. ``here``: for this shell (``python_path``);
     else for another machine's (a submitted search's commands are run where it was submitted
-    from), plain ``python``."""
-    return shlex.join([program("python") if here else "python", "-m", "search", *args])
+    from, its job's on the cluster's head), plain ``python``."""
+    return shlex.join([python_path() if here else "python", "-m", "search", *args])
 
 
-def mlflow_ui_command(store_uri: str) -> str:
-    return shlex.join([program("mlflow"), "ui", "--backend-store-uri", store_uri])
+def mlflow_ui_command(store_uri: str, *, here: bool = True) -> str:
+    """MLflow's UI on ``store_uri``: through this environment's Python (``here``, as
+    ``search_command``), else ``mlflow ui``."""
+    command = [python_path(), "-m", "mlflow", "ui"] if here else ["mlflow", "ui"]
+    return shlex.join([*command, "--backend-store-uri", store_uri])

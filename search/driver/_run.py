@@ -391,15 +391,13 @@ def _finish(
         )
     best = best_trial(summaries, objectives)
     pareto = pareto_set(summaries, objectives) if len(objectives) > 1 else []
-    table = format_summary(
-        summaries,
-        objectives,
-        title=f"Search {plan.name!r} ({plan.search_id})",
-        pareto=pareto,
-        notes=notes,
-        # in summary.txt and MLflow too, read later and elsewhere: plain `python`
-        everything=search_command("report", plan.search_id, here=False),
-    )
+    def summary(*, here: bool) -> str:
+        report = search_command("report", plan.search_id, "--storage", plan.options.storage, here=here)
+        return format_summary(summaries, objectives, title=f"Search {plan.name!r} ({plan.search_id})", pareto=pareto,
+                              notes=notes, everything=report)
+
+    # summary.txt and MLflow's copy are read later and elsewhere: plain `python` there
+    table = summary(here=False)
     artifacts = {SUMMARY_FILE: table + "\n"}
     if best is not None:
         text = best_config_yaml(best, search_id=plan.search_id, objectives=objectives)
@@ -420,9 +418,9 @@ def _finish(
     meta.update(status="finished", end=end, num_samples=num_samples)
     write_meta(plan.location, meta)
 
-    say("\n" + table)
+    here = not plan.options.ray_job  # a submitted search's commands are for where it was submitted from
+    say("\n" + summary(here=here))
     if best is not None:
-        here = not plan.options.ray_job  # a submitted search's, for where it was submitted from
         local = plan.location.local_dir
         config = str(local / BEST_CONFIG) if local is not None and here else "..."
         train = search_command("train", plan.space_named, "--config", config, here=here)
@@ -430,7 +428,7 @@ def _finish(
     if is_server_uri(plan.tracking_uri):  # `mlflow ui` takes a store, not a server: the UI is the server's
         ui = f"MLflow UI: {redact_uri(plan.tracking_uri)}"
     else:
-        ui = f"MLflow UI: {mlflow_ui_command(redact_uri(plan.tracking_uri))}"
+        ui = f"MLflow UI: {mlflow_ui_command(redact_uri(plan.tracking_uri), here=here)}"
     if same_store(plan.tracking_uri, default_tracking_uri()):
         ui += "   (or: make ui)"
     say(ui)

@@ -129,7 +129,7 @@ def format_summary(
     title: str,
     pareto: Sequence[TrialSummary] = (),
     notes: Sequence[str] = (),
-    everything: str = "python -m search report",
+    everything: str,
 ) -> str:
     """The terminal summary: ``notes`` on how the search ended, best trials (losses, varied
     parameters, objectives, epochs, state; ``everything`` says where to see those not shown), the

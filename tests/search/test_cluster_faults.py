@@ -24,7 +24,7 @@ from aiohttp import web
 import search.cluster._client
 import search.commands.jobs
 from search import exit_codes
-from search._shell import program, search_command
+from search._shell import python_path, search_command
 from search.__main__ import main
 from search.cluster import META_NAME, META_SPACE, META_SPACE_HERE, META_STORAGE, META_TRACKING_URI
 
@@ -310,7 +310,7 @@ def test_submit_records_the_space_as_submitted_and_the_tracking_uri_without_its_
     assert f"MLflow:    {redacted}" in done.stdout and "s3cret" not in done.stdout + done.stderr
     job_id = submitted["submission_id"]
     follow = shlex.split(done.stdout.split("follow:", 1)[1].splitlines()[0])
-    assert follow == [program("python"), "-m", "search", "logs", job_id, "--address", jobs_api.url, "--follow"]
+    assert follow == [python_path(), "-m", "search", "logs", job_id, "--address", jobs_api.url, "--follow"]
 
     # `search jobs` shows the space as submitted; `search stop` resumes it from there, redacted
     listed = cli("jobs", "--address", jobs_api.url)
@@ -319,7 +319,7 @@ def test_submit_records_the_space_as_submitted_and_the_tracking_uri_without_its_
     stopped = cli("stop", job_id, "--address", jobs_api.url)
     assert stopped.returncode == exit_codes.OK, stopped.stderr
     resume = shlex.split(stopped.stdout.split("resume it with: ", 1)[1].strip())
-    assert resume == [program("python"), "-m", "search", "submit", str(space), "--address", jobs_api.url,
+    assert resume == [python_path(), "-m", "search", "submit", str(space), "--address", jobs_api.url,
                       "--storage", "/shared/runs", "--name", "spread", "--tracking-uri", redacted]
     assert "s3cret" not in stopped.stdout + stopped.stderr
 

@@ -30,7 +30,7 @@ from ray import tune
 from ray.tune.schedulers import MedianStoppingRule
 
 from search._ray import MALLOC_TUNABLES, RayHandle, trial_actor_env
-from search._shell import mlflow_ui_command, program
+from search._shell import mlflow_ui_command, python_path, search_command
 from search.driver import SearchInputError, SearchOptions, plan_search, run_search
 from search.driver._plan import space_digest
 from search.driver._state import KEPT_DIR, SNAPSHOT_FILE, StateSnapshot, usable_state
@@ -371,6 +371,9 @@ def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, 
             assert f"[{trial.trial_id}] epoch {epoch}/3" in out
         assert f"[{trial.trial_id}] done after 3 epochs" in out
     assert "Pareto set" in out and f"MLflow UI: {mlflow_ui_command(outcome.plan.tracking_uri)}" in out
+    # commands to copy, each runnable as printed: the best config's path itself (before, `--config ...`)
+    best_config = tmp_path / "runs" / "tiny" / "best_config.yaml"
+    assert f"({search_command('train', str(space_file), '--config', str(best_config))})" in out, out[-2000:]
 
     # Pareto set: finished trials, none dominated by another.
     assert outcome.pareto
@@ -906,7 +909,7 @@ def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: 
     # was not quoted.
     from search.driver._run import resume_command
 
-    PYTHON = shlex.quote(program("python"))  # this shell's word for the interpreter
+    PYTHON = shlex.quote(python_path())  # this interpreter, as a shell here runs it
 
     space_file = write_space(tmp_path, name="named")
     storage = tmp_path / "my runs"

@@ -27,7 +27,7 @@ def test_the_summary_says_how_many_ranked_trials_it_does_not_show():
 
 
 def test_no_note_when_every_ranked_trial_is_shown():
-    text = format_summary([_trial(i) for i in range(10)], OBJECTIVES, title="Search 's'")
+    text = format_summary([_trial(i) for i in range(10)], OBJECTIVES, title="Search 's'", everything="python -m search report s-1")
     assert "not shown" not in text
 
 
