@@ -258,5 +258,8 @@ def test_the_script_stops_what_it_started_when_stopped_mid_search(spawn, trackin
     assert code == 143, text[-4000:]
     assert "slurm.sbatch: 1 Ray nodes" in text and "slurm.sbatch: stopped the search and Ray" in text
     assert "interrupted" in text  # the search was told as Ctrl-C tells it, and said so
+    # its resume command names no address: the job's Ray head is gone once the job ends
+    (resume,) = [line for line in text.splitlines() if line.startswith("Resume it with:")]
+    assert "--address" not in resume and "--resume --storage" in resume, resume
     assert json.loads((tmp_path / "runs" / "tiny-deploy" / "losstune.json").read_text())["status"] != "finished"
     _no_survivors(kit, job_env)
