@@ -57,8 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (error.name or "").partition(".")[0] in ("search", "trainables"):
             raise  # one of our own modules: a bug, whose traceback says where
         # A Python without losstune's dependencies: the system's, run in a checkout, say.
-        print(f"error: losstune needs the Python it is installed in, but got {sys.executable}, which has no "
-              f"module {error.name!r} (`make setup` installs one: .venv/bin/python)", file=sys.stderr)
+        print(f"error: a Python with losstune's dependencies, but got {sys.executable}, which has no module "
+              f"{error.name!r}: run losstune with the Python it is installed in, or install it there "
+              f"(`make setup`)", file=sys.stderr)
         return exit_codes.INVALID
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

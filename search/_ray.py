@@ -147,15 +147,18 @@ def connect(
     return RayHandle(owned=True, address=None, dashboard_url=f"http://{url}" if url else None)
 
 
-def _plain_log_lines() -> None:
-    """Ray's logging config (``ray.init(logging_config=...)``) formats this process's Ray and Tune
-    log lines (Tune's warning at Ctrl-C, say) with the ids of Ray's job, worker and node and a
-    timestamp in ns after the message: noise at a terminal. Ray's own plain format instead; the
-    workers keep Ray's (their lines go to Ray's log files)."""
-    from ray._private.ray_constants import LOGGER_FORMAT
+# Ray's plain format of a log line (its ray_constants.LOGGER_FORMAT, private there).
+_RAY_LOG_FORMAT = "%(asctime)s\t%(levelname)s %(filename)s:%(lineno)s -- %(message)s"
 
+
+def _plain_log_lines() -> None:
+    """Ray's logging config (``ray.init(logging_config=...)``) gives this process's Ray logger and
+    root logger one handler, which writes the ids of Ray's job, worker and node and a timestamp in
+    ns after each message (Tune's warning at Ctrl-C, any library's warning): noise at a terminal.
+    Ray's plain format instead, from here on (lines logged during ``ray.init`` had the ids); the
+    workers keep Ray's (their lines go to Ray's log files)."""
     for handler in logging.getLogger("ray").handlers:
-        handler.setFormatter(logging.Formatter(LOGGER_FORMAT))
+        handler.setFormatter(logging.Formatter(_RAY_LOG_FORMAT))
 
 
 def _workers_malloc_tunables() -> str:

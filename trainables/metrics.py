@@ -54,17 +54,15 @@ def head_metrics(
     p = pred[valid].detach().double().clamp(0, num_classes - 1)
     y = target[valid].double()
     class_error = (p.round() - y).abs()
-    values = [(class_error == 0).double().mean()]
-    if ordinal:
-        mae = (p - y).abs().mean()
-        values.append(mae)
-        if unit_range is not None:
-            low, high = unit_range
-            values.append(mae * (high - low) / num_classes)
-        values += [(class_error <= j).double().mean() for j in (1, k) if j < num_classes - 1]
-        values.append(mae / (num_classes - 1))
+    mae = (p - y).abs().mean()
+    # every candidate, a few scalar ops each; which of them a head reports is head_metric_names' rule
+    candidates = {"acc": (class_error == 0).double().mean(), "mae": mae, "mae_norm": mae / (num_classes - 1),
+                  "within1": (class_error <= 1).double().mean(), f"within{k}": (class_error <= k).double().mean()}
+    if unit_range is not None:
+        low, high = unit_range
+        candidates["mae_units"] = mae * (high - low) / num_classes
     # One device sync for the whole head.
-    return dict(zip(names, torch.stack(values).tolist(), strict=True))
+    return dict(zip(names, torch.stack([candidates[name] for name in names]).tolist(), strict=True))
 
 
 def step_metrics(
@@ -110,8 +108,10 @@ def step_metrics(
         raise ValueError(f"onset must be a step in [0, {len(supervised) - 1}], but got {onset}")
     first = torch.where(settled.any(dim=1), settled.int().argmax(dim=1), len(supervised))
     reaction = (first - onset).clamp(min=0).double().mean().item() * dt if len(first) else math.nan
-    over_steps = {"acc_steps": over["acc"], **({"mae_norm_steps": over["mae_norm"]} if ordinal else {})}
-    return {**metrics, **over_steps, "reaction": reaction}
+    candidates = {**metrics, "acc_steps": over["acc"], "mae_norm_steps": over.get("mae_norm"), "reaction": reaction}
+    names = head_metric_names(num_classes=num_classes, ordinal=ordinal, has_units=unit_range is not None, k=DEFAULT_K,
+                              temporal=True)
+    return {name: candidates[name] for name in names}
 
 
 def _class_indices(target: Tensor) -> Tensor:

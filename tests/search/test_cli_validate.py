@@ -192,7 +192,7 @@ def test_a_python_without_losstune_s_dependencies_gets_a_message_not_a_traceback
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert f"losstune needs the Python it is installed in, but got {sys.executable}, which has no module 'ray'" \
+    assert f"a Python with losstune's dependencies, but got {sys.executable}, which has no module 'ray'" \
         in done.stderr
 
 
