@@ -107,7 +107,6 @@ class ToyTrial:
             "val/acc_mean": a,
             "val/energy": self.energy * epoch,
             "val/digit/acc": a + 0.1,
-            "val/digit/mae": 2 * (1 - a),
             "val/thickness/acc": a - 0.1,
             "val/thickness/mae": 1 - a,
             "best/val/acc_mean": max(self.curve[:epoch]),

@@ -58,7 +58,7 @@ def test_trial_table_has_losses_objective_head_metrics_epochs_and_state(toy_repo
     assert (t4["rank"], t4["state"], t4["epochs"], t4["best_epoch"]) == (1, "FINISHED", 3, 2)
     assert t4["val/acc_mean"] == pytest.approx(0.8)
     assert (t4["loss.digit"], t4["loss.thickness"]) == ("ce", "ordinal")
-    assert t4["val/digit/acc"] == pytest.approx(0.9) and t4["val/digit/mae"] == pytest.approx(0.4)
+    assert t4["val/digit/acc"] == pytest.approx(0.9) and "val/digit/mae" not in t4  # categorical: no distance
     assert t4["val/thickness/acc"] == pytest.approx(0.7) and t4["val/thickness/mae"] == pytest.approx(0.2)
     assert t4["train.lr"] == 0.005 and t4["heads.thickness.ordinal.alpha"] == 0.2
     assert rows["t1"]["heads.thickness.ordinal.alpha"] is None  # t1 chose ce for thickness
@@ -87,7 +87,7 @@ def test_loss_type_comparison_per_head(toy_report):
     assert (ce["trials"], ce["scored"]) == (3, 3)
     assert ce["best val/acc_mean"] == pytest.approx(0.8) and ce["median val/acc_mean"] == pytest.approx(0.7)
     assert ce["best acc"] == pytest.approx(0.9) and ce["median acc"] == pytest.approx(0.8)
-    assert ce["best mae"] == pytest.approx(0.4) and ce["median mae"] == pytest.approx(0.6)
+    assert ce["best mae"] is None and ce["median mae"] is None  # a categorical head reports no mae
     focal = table[("digit", "focal")]  # t1 0.55; t3 0.2 failed after one epoch: counted, not scored
     assert (focal["trials"], focal["scored"]) == (2, 1)
     assert focal["best val/acc_mean"] == pytest.approx(0.55) and focal["median val/acc_mean"] == pytest.approx(0.55)

@@ -42,7 +42,7 @@ FLAGS = (
 )
 # Columns the runs table shows (the UI keeps them per experiment in localStorage).
 PARAMS = ("heads.digit.loss", "heads.thickness.loss", "train.lr")
-METRICS = ("val/acc_mean", "val/digit/mae")
+METRICS = ("val/acc_mean", "val/thickness/mae")
 TIMEOUT = 45.0
 
 
