@@ -4,6 +4,7 @@ run and one run per trial, all ended."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from _cluster import REPO, SPACES, search_cli
 from _mlflow import recorded
 from search import exit_codes
+from search._shell import search_command
 from search.tracking import TAG_NODE, TAG_RAY_GPUS, TAG_RAY_JOB_PREFIX, TAG_SEARCH_ID
 
 
@@ -99,7 +101,9 @@ def test_a_stopped_job_is_resumed_by_submitting_again(cluster, cluster_mlflow, t
     assert f"detached; job {job_id} goes on" in err
     stopped = search_cli(cluster, "stop", job_id, "--address", cluster.dashboard_url)
     assert stopped.returncode == 0, stopped.stderr
-    assert f"job {job_id}: STOPPED" in stopped.stdout and "resume it with: python -m search submit" in stopped.stdout
+    with contextlib.chdir(REPO):  # where search_cli runs: this Python as a shell there runs it
+        submit = search_command("submit")
+    assert f"job {job_id}: STOPPED" in stopped.stdout and f"resume it with: {submit}" in stopped.stdout
     before = recorded(cluster_mlflow.url, "slow")
     assert len(before.parents) == 1 and not any(run.info.status == "FINISHED" for run in before.parents)
     # Stopped as Ctrl-C stops a search: Tune saved its state and the runs ended interrupted.
