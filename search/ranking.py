@@ -62,9 +62,10 @@ def ranked(trials: Sequence[_T], modes: Sequence[str]) -> list[_T]:
     def key(trial: _T) -> tuple:
         if _value(trial) is None:
             return (1, 0, (), trial.trial_id)
+        values = [_value(trial, i) for i in range(len(signs))]
         # a later objective without a value after those with one
-        values = tuple((0, sign * v) if (v := _value(trial, i)) is not None else (1, 0.0) for i, sign in enumerate(signs))
-        return (0, order.get(trial.state, len(order)), values, trial.trial_id)
+        scores = tuple((0, sign * v) if v is not None else (1, 0.0) for sign, v in zip(signs, values))
+        return (0, order.get(trial.state, len(order)), scores, trial.trial_id)
 
     return sorted(trials, key=key)
 

@@ -88,8 +88,8 @@ def _recorded(storage: str, selector: str | None) -> tuple[Any, dict[str, Any]] 
 
     if not selector:
         return None
-    by_id = search_name_of(selector)
-    for name in dict.fromkeys([selector, *([by_id] if by_id else [])]):
+    made_from = search_name_of(selector)  # where selector is a search id
+    for name in [selector] if made_from in (None, selector) else [selector, made_from]:
         if not is_search_name(name):
             continue
         location = RunLocation(storage, name)
