@@ -61,9 +61,11 @@ def check_dashboard() -> None:
     import importlib.util
 
     if importlib.util.find_spec("aiohttp_cors") is None:
+        from search._shell import install_command
+
         raise RayOptionError(
-            "--dashboard needs Ray's dashboard packages (pip install 'losstune[cluster]', "
-            "which `make setup` installs), but got none installed"
+            f"--dashboard needs Ray's dashboard packages (`{install_command('cluster')}` in the "
+            "losstune checkout; `make setup` installs them), but got none installed"
         )
 
 

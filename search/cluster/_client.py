@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from search.cluster._auth import TOKEN_SOURCES, Token, find_token
+from search._shell import install_command
 from search.cluster._errors import ClusterError
 
 __all__ = ["Cluster", "ClusterError", "JobsApiError", "NodeInfo", "connect", "dashboard_address"]
@@ -80,7 +81,8 @@ def _check_sdk() -> None:
     missing = [name for name in ("requests", "aiohttp") if importlib.util.find_spec(name) is None]
     if missing:
         raise ClusterError(
-            "Ray's Jobs SDK installed (pip install 'losstune[cluster]', which `make setup` installs)",
+            f"Ray's Jobs SDK installed (`{install_command('cluster')}` in the losstune checkout; "
+            "`make setup` installs it)",
             f"no {', '.join(missing)}",
         )
 

@@ -15,6 +15,7 @@ from typing import Any
 from search import exit_codes
 from search._writable import why_unwritable
 from search.commands._common import add_command, ctrl_c_works, given_text, plugins_and_space, sigterm_as_ctrl_c
+from trainables.settings import show_literal
 
 __all__ = ["add_parser", "apply_overrides", "run"]
 
@@ -121,7 +122,6 @@ def _switched_to_defaults(before: Mapping[str, Any], set_keys: set[str],
 
     from trainables.config import switch_of
     from trainables.flat_keys import FlatKey
-    from trainables.settings import show_literal
 
     switched = []
     for key in sorted(set_keys):
@@ -299,7 +299,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     source = args.config or f"{args.space} (drawn with seed {space.search.seed})"
     print(f"trial config from {source}:")
     for key, value in config.items():
-        print(f"  {key} = {value}")
+        print(f"  {key} = {show_literal(value)}")
     objective = str(config.get("objective.metric", ""))
     try:
         # the data set the trial trains on: a config or a --set may name another than the space's

@@ -14,6 +14,7 @@ from _cluster import REPO, SPACES, free_ports, search_cli
 import search.cluster._client
 from search import exit_codes
 from search.__main__ import main
+from search._shell import python_path
 
 
 def _submit_args(cluster, server, tmp_path, space=SPACES / "spread.yaml", **overrides):
@@ -115,7 +116,8 @@ def test_submit_without_the_cluster_extra_says_how_to_install_it(cluster, cluste
         search.cluster._client.importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a)
     )
     assert main(_submit_args(cluster, cluster_mlflow, tmp_path)) == exit_codes.INVALID
-    assert "pip install 'losstune[cluster]'" in capsys.readouterr().err
+    assert f"Jobs SDK installed (`{python_path()} -m pip install -e '.[cluster]'` in the losstune checkout" \
+        in capsys.readouterr().err
 
 
 def _in_private_mount(cluster, directory, command: list[str]) -> subprocess.CompletedProcess:

@@ -41,6 +41,8 @@ def test_train_draws_a_config_prints_a_table_and_test_metrics(space, capsys):
     assert main(["train", str(space)]) == 0
     out, _ = capsys.readouterr()
     assert "drawn with seed 0" in out
+    # values as the config file spells them: `data.path = None` was Python's, the file says null
+    assert "  data.path = null\n" in out and "  train.amp = auto\n" in out
     header = next(line for line in out.splitlines() if line.split()[:1] == ["epoch"])
     assert "val/acc_mean" in header
     rows = out.split(header, 1)[1].split("final metrics", 1)[0].strip().splitlines()

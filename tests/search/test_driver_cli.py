@@ -24,7 +24,7 @@ from mlflow.entities import ViewType
 
 import search._ray
 from search.__main__ import main
-from search._shell import search_command
+from search._shell import python_path, search_command
 from search.driver import RunDirectoryHold, RunLocation, SearchInputError
 from search.driver._state import KEPT_DIR
 
@@ -491,7 +491,9 @@ def test_dashboard_without_its_packages_exits_2_before_ray_starts(no_ray, monkey
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp_cors" else real(name, *a))
     assert main(["run", str(SPACE), "--dashboard", "--storage", str(tmp_path / "runs")]) == 2
-    assert "--dashboard needs Ray's dashboard packages (pip install 'losstune[cluster]'" in capsys.readouterr().err
+    # the install command runs this environment's pip: a bare `pip install` reached the shell's
+    assert f"--dashboard needs Ray's dashboard packages (`{python_path()} -m pip install -e '.[cluster]'`" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", [["--num-cpus", "2"], ["--dashboard"]])

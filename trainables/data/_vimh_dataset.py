@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from trainables.shell import python_command
+
 from ._split import assemble, plan_splits
 from ._types import DataError, DataSpec, HeadInfo, MultiheadDataset
 from ._vimh_format import SPLIT_FILES, read_vimh_batch, read_vimh_info
@@ -25,9 +27,9 @@ def _directory(spec: DataSpec) -> tuple[Path, bool]:
 
 
 def _missing(path: Path) -> DataError:
-    return DataError(f"{path}: a VIMH directory must exist, but got nothing there; create one with "
-                     f"`python -m trainables.data.vimh generate --out {path} --samples {DEFAULT_VIMH_SAMPLES} "
-                     f"--seed {DEFAULT_VIMH_SEED}`")
+    generate = python_command("-m", "trainables.data.vimh", "generate", "--out", str(path),
+                              "--samples", str(DEFAULT_VIMH_SAMPLES), "--seed", str(DEFAULT_VIMH_SEED))
+    return DataError(f"{path}: a VIMH directory must exist, but got nothing there; create one with `{generate}`")
 
 
 def describe_vimh(spec: DataSpec) -> dict[str, HeadInfo]:

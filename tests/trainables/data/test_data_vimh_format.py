@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from trainables.data import DataError, DataSpec, describe_dataset, load_dataset
+from trainables.shell import python_path
 from trainables.data.vimh import (INFO_FILE, VimhBatch, VimhInfo, bin_centres, quantize, read_vimh_batch,
                                   read_vimh_info, write_vimh_batch)
 
@@ -216,8 +217,10 @@ def test_bad_metadata(make_vimh, change, message):
 
 
 def test_missing_and_partial_directories(tmp_path, make_vimh):
-    with pytest.raises(DataError, match="a VIMH directory must exist.*trainables.data.vimh generate"):
+    with pytest.raises(DataError, match="a VIMH directory must exist") as missing:
         load_dataset(DataSpec(path=str(tmp_path / "absent")))
+    # the command runs this environment's Python: a bare `python` reached the shell's
+    assert f"`{python_path()} -m trainables.data.vimh generate --out {tmp_path / 'absent'} " in str(missing.value)
     directory, *_ = make_vimh()
     (directory / "test_batch").unlink()
     with pytest.raises(DataError, match="but got no test_batch"):
