@@ -13,7 +13,8 @@ from typing import Any
 
 from search.report._load import Objective, SearchRecord, TrialRecord
 from search import ranking
-from search.report._tables import ENERGY_WEIGHT, WEIGHTING_STRATEGY, group_trials, ranked, scored, weighting_strategy
+from search.report._tables import (ENERGY_WEIGHT, WEIGHTING_STRATEGY, best_first, group_trials, ranked, scored,
+                                   weighting_strategy)
 
 __all__ = [
     "front_label",
@@ -137,8 +138,8 @@ def _boxes(ax: Any, groups: dict[str, list[float]], *, objective: Objective, tit
     if not groups:
         _empty(ax, "no trial has a value yet")
         return
-    sign = -1.0 if objective.mode == "max" else 1.0
-    names = sorted(groups, key=lambda name: sign * (max(groups[name]) if sign < 0 else min(groups[name])))
+    best = max if objective.mode == "max" else min
+    names = [n for n, _ in best_first([(n, best(v)) for n, v in groups.items()], objective=objective, value=1, name=0)]
     ax.boxplot([groups[n] for n in names], tick_labels=[_plain(n) for n in names], widths=0.5, showfliers=False)
     for x, name in enumerate(names, start=1):
         values = groups[name]

@@ -30,6 +30,7 @@ __all__ = [
     "ENERGY_WEIGHT",
     "WEIGHTING_STRATEGY",
     "Table",
+    "best_first",
     "compares_weighting",
     "group_trials",
     "loss_type_table",
@@ -248,7 +249,7 @@ def _objective_stats(trials: Sequence[TrialRecord], objectives: Sequence[Objecti
     return row
 
 
-def _best_first(rows: list[tuple[Any, ...]], *, objective: Objective, value: int, name: int) -> list[tuple[Any, ...]]:
+def best_first(rows: list[tuple[Any, ...]], *, objective: Objective, value: int, name: int) -> list[tuple[Any, ...]]:
     """``rows`` by their ``value`` column, best first; rows without a value last, ties by ``name``."""
     sign = -1.0 if objective.mode == "max" else 1.0
     return sorted(rows, key=lambda r: (r[value] is None, sign * r[value] if r[value] is not None else 0.0, r[name]))
@@ -274,7 +275,7 @@ def loss_type_table(search: SearchRecord) -> Table:
                 values = [t.heads[head][m] for t in scored(trials) if m in t.heads.get(head, {})]
                 row += [_best(values, _METRIC_MODES[m]), _median(values)]
             head_rows.append(tuple(row))
-        rows += _best_first(head_rows, objective=search.objectives[0], value=best, name=1)
+        rows += best_first(head_rows, objective=search.objectives[0], value=best, name=1)
     title = "Loss types per head (objective and head metrics at each trial's best epoch)"
     return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))
 
@@ -308,6 +309,6 @@ def weighting_table(search: SearchRecord) -> Table:
             weights = [t.weights[head] for t in trials if head in t.weights]
             row.append(statistics.fmean(weights) if weights else None)
         rows.append(tuple(row))
-    rows = _best_first(rows, objective=primary[0], value=columns.index(stat_columns[2]), name=0)
+    rows = best_first(rows, objective=primary[0], value=columns.index(stat_columns[2]), name=0)
     title = f"Weighting strategies ({primary[0].metric} at each trial's best epoch; mean last weight per head)"
     return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))

@@ -181,6 +181,17 @@ def test_the_figure_draws_each_strategy_best_first_with_its_trials(drawn):
     assert [a.get_text() for a in ax.texts] == ["n=2", "n=2", "n=3"]
 
 
+def test_the_figure_orders_strategies_tied_in_their_best_value_as_the_table_does(tmp_path, monkeypatch):
+    # Before: the table put ties in name order, the figure in the order the trials came
+    figures = _capture(monkeypatch)
+    trials = [_trial("u1", "uncertainty", 0.8, _w(1.0, 1.0)), _trial("p1", "pcgrad", 0.6, _w(1.0, 1.0)),
+              _trial("d1", "dwa", 0.8, _w(1.0, 1.0)), _trial("d2", "dwa", 0.5, _w(1.0, 1.0))]
+    report = write_report(_search(trials), tmp_path)
+    (ax,) = figures[WEIGHTING_FIGURE].axes
+    assert [label.get_text() for label in ax.get_xticklabels()] == [row[0] for row in report.weighting.rows] \
+        == ["dwa", "uncertainty", "pcgrad"]
+
+
 def test_the_loss_type_figure_still_draws_one_panel_per_head(drawn):
     _, figures = drawn
     digit, thickness = figures["loss_types.png"].axes
