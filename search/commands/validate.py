@@ -11,26 +11,28 @@ from search.commands._common import add_command, plugins_and_space
 
 __all__ = ["add_parser", "plugin_lines", "run", "summary_lines"]
 
-HELP = "check a space file and print its dimensions"
+HELP = "check space files and print their dimensions"
 DESCRIPTION = (
-    "Check a search-space file completely (types, ranges, loss names and parameters, "
-    "heads of the data set, objective metrics) and print its dimensions, conditional ones "
+    "Check search-space files completely (types, ranges, loss names and parameters, "
+    "heads of the data set, objective metrics) and print each one's dimensions, conditional ones "
     "under the loss they belong to."
 )
 EXAMPLES = textwrap.dedent(
     """\
     examples:
       python -m search validate spaces/vimh.yaml
+      python -m search validate spaces/*.yaml
       python -m search validate spaces/digits.yaml && python -m search run spaces/digits.yaml
 
-    Every problem is reported at once, as `file:line: yaml.path: rule, but got value`.
-    Exit status: 0 valid, 2 invalid (or missing / not YAML).
+    Every problem of every file is reported at once, as `file:line: yaml.path: rule, but got value`.
+    Exit status: 0 all valid, 2 any invalid (or missing / not YAML).
     """
 )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    parser = add_command(subparsers, "validate", HELP, DESCRIPTION, EXAMPLES)
+    parser = add_command(subparsers, "validate", HELP, DESCRIPTION, EXAMPLES, space=False)
+    parser.add_argument("spaces", nargs="+", metavar="SPACE", help="space files (YAML), e.g. spaces/*.yaml")
     return parser
 
 
@@ -66,11 +68,16 @@ def plugin_lines(plugins: list[Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = plugins_and_space(args.space)
-    if loaded is None:
-        return exit_codes.INVALID
-    plugins, space = loaded
-    print(f"{args.space}: valid")
-    for line in [*plugin_lines(plugins), *summary_lines(space), *space.dimensions()]:
-        print(line)
-    return exit_codes.OK
+    status = exit_codes.OK
+    for number, path in enumerate(args.spaces):
+        if number:
+            print()
+        loaded = plugins_and_space(path)
+        if loaded is None:
+            status = exit_codes.INVALID
+            continue
+        plugins, space = loaded
+        print(f"{path}: valid")
+        for line in [*plugin_lines(plugins), *summary_lines(space), *space.dimensions()]:
+            print(line)
+    return status

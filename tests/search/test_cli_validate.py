@@ -24,6 +24,20 @@ def test_validate_prints_summary_and_conditional_dimensions(capsys):
     assert "fixed:" in out and "train.epochs = " in out
 
 
+def test_validate_checks_every_file_given_and_exits_2_if_any_is_invalid(tmp_path, capsys):
+    # before, a second file (`search validate spaces/*.yaml`) was refused as an unknown argument
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("data: {kind: digits}\nheads: {digit: {loss: ce}}\nobjective: {metric: val/acc_mean, mode: up}\n")
+    shipped = [str(REPO / "spaces" / "digits.yaml"), str(REPO / "spaces" / "vimh.yaml")]
+    assert main(["validate", *shipped]) == 0
+    out = capsys.readouterr().out
+    assert f"{shipped[0]}: valid" in out and f"{shipped[1]}: valid" in out
+    assert main(["validate", shipped[0], str(broken), shipped[1]]) == 2
+    out, err = capsys.readouterr()
+    assert f"{shipped[0]}: valid" in out and f"{shipped[1]}: valid" in out  # checked after the invalid one
+    assert f"{broken}: invalid (1 problem)" in err and "objective.mode" in err
+
+
 def test_validate_counts_the_trials_of_a_grid(tmp_path, capsys):
     # before, it printed num_samples (its default 16), which the grid sampler does not use
     space = tmp_path / "grid.yaml"
