@@ -5,16 +5,21 @@ of the suite does not see it."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from trainables.plugins import Registry
+from torch import nn
+
+from trainables.losses import HeadLoss
+from trainables.plugins import GROUP, PluginError, Registry, load_plugins
 
 REPO = Path(__file__).resolve().parents[1]
 SPACE = """\
@@ -95,3 +100,74 @@ def test_a_plugin_may_add_only_classes_under_names_flat_keys_can_hold(add, name,
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         getattr(Registry(), add)(name, value)
     assert name not in MODELS and name not in LOSSES
+
+
+class _NotHead(nn.Module):
+    def __init__(self, *, num_classes: int, ignore_index: int = -1) -> None:
+        super().__init__()
+
+
+class _Positional(HeadLoss):
+    def __init__(self, num_classes: int, ignore_index: int = -1, k: float = 1.0) -> None:
+        super().__init__(num_classes=num_classes, ignore_index=ignore_index)
+
+
+class _NoIgnoreIndex(HeadLoss):
+    def __init__(self, *, num_classes: int, k: float = 1.0) -> None:
+        super().__init__(num_classes=num_classes)
+
+
+class _PlainModel:
+    def __init__(self, *, input_shape: tuple[int, ...], head_outputs: dict[str, int]) -> None:
+        pass
+
+
+class _PlainSection:
+    pass
+
+
+@dataclass
+class _MutableSection:
+    kind: str = "a"
+
+
+# Before, each was registered and then failed with a traceback in `search validate` (a class of
+# another kind), or lost its positional parameters from the space without a word.
+@pytest.mark.parametrize(
+    ("add", "value", "message"),
+    [
+        ("add_loss", _NotHead, "a subclass of trainables.losses.HeadLoss as loss 'new', but got _NotHead"),
+        ("add_loss", _Positional, "a loss class whose constructor parameters are keyword-only (`def __init__(self, *, "
+                                  "num_classes, ignore_index, ...)`), but got _Positional with positional "
+                                  "num_classes, ignore_index, k"),
+        ("add_loss", _NoIgnoreIndex, "a loss class whose constructor takes the keywords the trainer passes "
+                                     "(num_classes, ignore_index), but got _NoIgnoreIndex without ignore_index"),
+        ("add_model", _PlainModel, "a subclass of torch.nn.Module as model 'new', but got _PlainModel"),
+        ("add_section", _PlainSection, "a frozen dataclass as section 'new' (`@dataclass(frozen=True)`), but got "
+                                       "_PlainSection"),
+        ("add_section", _MutableSection, "a frozen dataclass as section 'new' (`@dataclass(frozen=True)`), but got "
+                                         "_MutableSection"),
+    ],
+)
+def test_a_plugin_may_add_only_classes_of_the_kind_it_adds(add, value, message):
+    from trainables.config import SECTIONS
+    from trainables.losses import LOSSES
+    from trainables.models import MODELS
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        getattr(Registry(), add)("new", value)
+    assert "new" not in MODELS and "new" not in LOSSES and "new" not in SECTIONS
+
+
+def test_a_plugin_with_a_syntax_error_is_named_by_its_whole_path(tmp_path, monkeypatch):
+    # before: "(__init__.py, line 1)", the file's name without its folder
+    package = tmp_path / "broken_plugin"
+    package.mkdir()
+    (package / "__init__.py").write_text("def register(registry)\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = importlib.metadata.EntryPoint(name="broken", value="broken_plugin:register", group=GROUP)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [entry] if group == GROUP else [])
+    with pytest.raises(PluginError) as caught:
+        load_plugins()
+    assert caught.value.plugin == "broken"
+    assert caught.value.reason == f"SyntaxError: expected ':' ({package / '__init__.py'}, line 1)"

@@ -217,6 +217,9 @@ LAYOUT: list[str] = ["data", "model", "temporal", "train", HEADS, "energy_weight
 
 def register_section(name: str, cls: type) -> None:
     """Add a section (a frozen dataclass, with at most one switch field) to every trial."""
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen):
+        raise ValueError(f"a frozen dataclass as section {name!r} (`@dataclass(frozen=True)`), but got "
+                         f"{getattr(cls, '__qualname__', repr(cls))}")
     taken = name in SECTIONS and SECTIONS[name] is not cls
     reserved = name in (HEADS, "energy_weight", *DRIVER_SECTIONS) or not name.isidentifier()
     if taken or reserved:
