@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
 __all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "HEAD_NAMES_RULE", "LAST_EPOCH_KEY", "MEANS",
-           "STEP_METRICS", "head_metric_names", "metric_names"]
+           "STEP_METRICS", "better_mode", "head_metric_names", "metric_names"]
 
 # In an epoch's report: 1 when the trial's training ends after this epoch (its epochs or its
 # patience ran out), else 0. A scheduler lets such a trial finish instead of pausing it at a rung.
@@ -27,6 +27,18 @@ _STEP_DISTANCE = "mae_norm_steps"  # of a distance between classes: only an ordi
 STEP_METRICS = ("acc_steps", _STEP_DISTANCE, "reaction")
 # The unweighted mean over the heads that report it of each of these per-head metrics is <name>_mean.
 MEANS = ("acc", "mae_norm", *STEP_METRICS)
+
+
+# Metrics that improve as they fall (distances, times, energy); the others (accuracies) as they rise.
+_LOWER_IS_BETTER = frozenset({"mae", "mae_units", "mae_norm", _STEP_DISTANCE, "reaction", "energy", "energy_l1"})
+
+
+def better_mode(metric: str) -> str:
+    """``"min"`` or ``"max"``: the way metric ``metric`` improves (a name ``metric_names`` lists, or a
+    head's metric without its split and head: ``mae``)."""
+    name = metric.rsplit("/", 1)[-1]
+    name = name.removesuffix("_mean") if name.removesuffix("_mean") in MEANS else name
+    return "min" if name in _LOWER_IS_BETTER else "max"
 
 
 def metric_names(heads: Mapping[str, HeadInfo], *, split: str = "val", temporal: bool = False) -> list[str]:

@@ -25,6 +25,7 @@ from search.report._load import (
     TrialRecord,
 )
 from trainables.flat_keys import FlatKey, varied_keys
+from trainables.metric_names import better_mode
 
 __all__ = [
     "ENERGY_WEIGHT",
@@ -51,8 +52,6 @@ WEIGHTING_STRATEGY = str(FlatKey(section=("weighting",), name="strategy"))
 # Config keys never shown as parameters: the loss switches have their own columns, the rest is
 # bookkeeping that does not describe the loss design.
 _HIDDEN = ("train.threads", "objective.metric", "objective.mode")
-# Better direction of the per-head metrics.
-_METRIC_MODES = {"acc": "max", "mae": "min", "mae_units": "min"}
 
 
 @dataclass(frozen=True)
@@ -273,7 +272,7 @@ def loss_type_table(search: SearchRecord) -> Table:
             row = [head, loss, *_objective_stats(trials, search.objectives)]
             for m in metric_names:
                 values = [t.heads[head][m] for t in scored(trials) if m in t.heads.get(head, {})]
-                row += [_best(values, _METRIC_MODES[m]), _median(values)]
+                row += [_best(values, better_mode(m)), _median(values)]
             head_rows.append(tuple(row))
         rows += best_first(head_rows, objective=search.objectives[0], value=best, name=1)
     title = "Loss types per head (objective and head metrics at each trial's best epoch)"

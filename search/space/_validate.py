@@ -44,7 +44,7 @@ from trainables.config import DRIVER_SECTIONS, LAYOUT, SECTIONS, HeadConfig, Tri
 from trainables.data import DATASETS, DEFAULT_VIMH_PATH, DataError, DataSpec, HeadInfo, describe_dataset
 from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
 from trainables.losses import check_fits_head, check_loss
-from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE, metric_names
+from trainables.metric_names import BREAKDOWN_TERMS, HEAD_NAMES_RULE, better_mode, metric_names
 from trainables.settings import SettingError, ValueType, value_type
 from trainables.switches import Switch, switch_field
 
@@ -382,9 +382,18 @@ class _Walk(ValueChecker):
                 self.add(mpath, "a task metric such as val/mae_norm_mean or val/acc_mean, never a loss value "
                          "(loss values of different loss types are not comparable)", metric)
             elif names is not None and metric not in names:
-                self.add(mpath, f"a metric the trainer reports (one of: {', '.join(names)})", metric)
+                split, _, name = metric.partition("/")
+                if split in ("train", "test") and f"val/{name}" in names:
+                    self.add(mpath, f"a metric of the validation split (val/{name}): a search selects on it and "
+                             "keeps the test split for the best trial's final figures", metric)
+                else:
+                    self.add(mpath, f"a metric the trainer reports (one of: {', '.join(names)})", metric)
             if not _MODES.check(mode)[0]:
                 self.add(join_path(path, "mode"), _MODES.describe(), mode if "mode" in mapping else NOTHING)
+            elif len(self.issues) == before and isinstance(metric, str) and mode != better_mode(metric):
+                # the best trial would have been the worst one
+                self.add(join_path(path, "mode"), f"{better_mode(metric)} for {metric} (it improves as it "
+                         f"{'falls' if better_mode(metric) == 'min' else 'rises'})", mode)
             if len(self.issues) == before and any(o.metric == metric for o in objectives):
                 self.add(mpath, "each metric once", metric)
             elif len(self.issues) == before:

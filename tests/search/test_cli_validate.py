@@ -38,6 +38,25 @@ def test_validate_checks_every_file_given_and_exits_2_if_any_is_invalid(tmp_path
     assert f"{broken}: invalid (1 problem)" in err and "objective.mode" in err
 
 
+@pytest.mark.parametrize(("objective", "message"), [
+    # before, both were valid: the best trial was the worst one
+    ("{metric: val/acc_mean, mode: min}", "objective.mode: max for val/acc_mean (it improves as it rises), but got \"min\""),
+    ("[{metric: val/acc_mean, mode: max}, {metric: val/energy_l1, mode: max}]",
+     "objective[1].mode: min for val/energy_l1 (it improves as it falls), but got \"max\""),
+    ("{metric: val/thickness/mae, mode: max}", "objective.mode: min for val/thickness/mae (it improves as it falls)"),
+    # before: "a metric the trainer reports (one of: val/...)", which test/acc_mean is too
+    ("{metric: test/acc_mean, mode: max}", "objective.metric: a metric of the validation split (val/acc_mean): "
+                                           "a search selects on it and keeps the test split for the best trial's "
+                                           "final figures, but got \"test/acc_mean\""),
+])
+def test_an_objective_s_mode_must_be_the_way_its_metric_improves(objective, message, tmp_path, capsys):
+    space = tmp_path / "mode.yaml"
+    space.write_text(f"data: {{kind: digits, limit: 200}}\nheads: {{digit: {{loss: ce}}, thickness: {{loss: ce}}}}\n"
+                     f"objective: {objective}\n")
+    assert main(["validate", str(space)]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_validate_counts_the_trials_of_a_grid(tmp_path, capsys):
     # before, it printed num_samples (its default 16), which the grid sampler does not use
     space = tmp_path / "grid.yaml"
