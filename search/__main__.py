@@ -20,6 +20,12 @@ from search import exit_codes
 
 __all__ = ["cli", "main"]
 
+# losstune's dependencies (pyproject.toml's, a test checks) by the module each installs: a Python
+# without one (the system's, run in a checkout or as a Ray job's `python`) is named at once, not
+# after a space check that needs one of them (scikit-learn's digits: "install scikit-learn").
+DEPENDENCIES = {"torch": "torch", "numpy": "numpy", "ray": "ray", "optuna": "optuna", "mlflow": "mlflow",
+                "pyyaml": "yaml", "matplotlib": "matplotlib", "scikit-learn": "sklearn"}
+
 # Modules search/commands/<name>.py; each imports its heavy dependencies inside run(), so
 # `--help` and `validate` do not pay for importing Ray.
 COMMANDS = ("validate", "train", "run", "report", "submit", "jobs", "logs", "stop")
@@ -50,17 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code or 0)
     command = importlib.import_module(f"search.commands.{args.command}")
     try:
+        missing = next((m for m in DEPENDENCIES.values() if not _installed(m)), None)
+        if missing is not None:
+            return _without_dependency(missing)
         code = int(command.run(args))
         sys.stdout.flush()  # here, so that a closed pipe is noticed inside the try
         return code
     except ModuleNotFoundError as error:
         if (error.name or "").partition(".")[0] in ("search", "trainables"):
             raise  # one of our own modules: a bug, whose traceback says where
-        # A Python without losstune's dependencies: the system's, run in a checkout, say.
-        print(f"error: a Python with losstune's dependencies, but got {sys.executable}, which has no module "
-              f"{error.name!r}: run losstune with the Python it is installed in, or install it there "
-              f"(`make setup`)", file=sys.stderr)
-        return exit_codes.INVALID
+        return _without_dependency(error.name)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED
@@ -69,6 +74,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # would otherwise complain again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return exit_codes.BROKEN_PIPE
+
+
+def _installed(module: str) -> bool:
+    if module in sys.modules:  # None there: blocked (as a test does), else imported
+        return sys.modules[module] is not None
+    return importlib.util.find_spec(module) is not None
+
+
+def _without_dependency(module: str | None) -> int:
+    from search.cluster import JOB_ENV
+
+    # A Ray job runs `python` as the head's PATH finds it, which `ray start` did not change.
+    job = (" (a submitted search runs the `python` first on the PATH of the cluster's Ray: start Ray "
+           "with losstune's environment activated)") if os.environ.get(JOB_ENV) else ""
+    print(f"error: a Python with losstune's dependencies, but got {sys.executable}, which has no module "
+          f"{module!r}: run losstune with the Python it is installed in, or install it there "
+          f"(`make setup`){job}", file=sys.stderr)
+    return exit_codes.INVALID
 
 
 def cli() -> NoReturn:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from search.__main__ import main
+from search.cluster import JOB_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -227,6 +228,35 @@ def test_a_python_without_losstune_s_dependencies_gets_a_message_not_a_traceback
     assert "Traceback" not in done.stderr
     assert f"a Python with losstune's dependencies, but got {sys.executable}, which has no module 'ray'" \
         in done.stderr
+
+
+def test_a_job_s_python_without_the_dependencies_is_named_before_the_space_is_checked(tmp_path: Path):
+    # A Ray job on a head whose `ray start` ran from .venv without activating it runs the PATH's
+    # python: before, the job failed with "data.kind digits needs scikit-learn installed"
+    blocked = "import sys; sys.modules['sklearn'] = None; from search.__main__ import cli; cli()"
+    done = subprocess.run(
+        [sys.executable, "-c", blocked, "run", str(REPO / "spaces" / "digits.yaml"), "--storage", str(tmp_path / "runs"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), JOB_ENV: "losstune-x-1"}, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"error: a Python with losstune's dependencies, but got {sys.executable}, which has no module 'sklearn': "
+        f"run losstune with the Python it is installed in, or install it there (`make setup`) (a submitted search "
+        f"runs the `python` first on the PATH of the cluster's Ray: start Ray with losstune's environment "
+        f"activated)\n")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_dependencies_checked_at_start_are_the_package_s():
+    import re
+    import tomllib
+
+    from search.__main__ import DEPENDENCIES
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert set(DEPENDENCIES) == {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in declared}
 
 
 def test_a_missing_module_of_losstune_s_own_stays_a_traceback(monkeypatch):
