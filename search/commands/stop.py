@@ -24,7 +24,8 @@ EXAMPLES = textwrap.dedent(
       python -m search stop losstune-vimh-loss-search-1a2b3c --address http://10.0.0.5:8265
 
     A job that had already ended is left as it is (exit status 0); the command that resumes a
-    search is printed only for one stopped before it finished.
+    search is printed only for one stopped before it finished (where the search was submitted
+    again since, as the newest job of it left it).
     """
 )
 _WAIT_S = 120.0
@@ -53,12 +54,32 @@ def run(args: argparse.Namespace) -> int:
 def _stop(cluster: Any, job: Any) -> int:
     if job.status.is_terminal():
         print(f"job {job.submission_id} had already ended: {job.status.value}; nothing to stop")
+        later = _latest_of_its_search(cluster, job)
+        if later.submission_id != job.submission_id:  # resubmitted since: that job's state is the search's
+            if not later.status.is_terminal():
+                print(f"its search goes on in job {later.submission_id} ({later.status.value})")
+                return exit_codes.OK
+            print(f"its search was submitted again since: job {later.submission_id} ended {later.status.value}")
+            job = later
     else:
         job = _stopped(cluster, job)
         print(f"job {job.submission_id}: {job.status.value}")
     if _resumable(job):
         print(f"resume it with: {_resume_command(cluster, job)}")
     return exit_codes.OK if job.status.is_terminal() else exit_codes.FAILED
+
+
+def _latest_of_its_search(cluster: Any, job: Any) -> Any:
+    """The newest job submitted for ``job``'s search (the same name, storage and MLflow store):
+    ``job`` itself unless the search was submitted again (resumed) after it."""
+    from search.cluster import META_NAME, META_STORAGE, META_TRACKING_URI, our_jobs
+
+    def search_of(j: Any) -> tuple[Any, ...]:
+        meta = j.metadata or {}
+        return meta.get(META_NAME), meta.get(META_STORAGE), meta.get(META_TRACKING_URI)
+
+    same = [j for j in our_jobs(cluster) if search_of(j) == search_of(job) and (j.start_time or 0) >= (job.start_time or 0)]
+    return same[-1] if same else job
 
 
 def _stopped(cluster: Any, job: Any) -> Any:

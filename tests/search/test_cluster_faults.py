@@ -348,6 +348,31 @@ def test_stop_of_a_job_that_already_ended_leaves_it_and_offers_a_resume_only_whe
     assert (f"resume it with: {search_command()} submit /home/me/spaces/x.yaml" in done.stdout) == resumable
 
 
+@pytest.mark.parametrize(
+    ("status", "driver_exit", "said", "resumable"),
+    [("SUCCEEDED", 0, "ended SUCCEEDED", False), ("RUNNING", None, "goes on in job losstune-x-new (RUNNING)", False),
+     ("STOPPED", None, "ended STOPPED", True)],
+)
+def test_stop_of_an_old_job_of_a_search_submitted_again_goes_by_the_newest_job(jobs_api, cli, status, driver_exit,
+                                                                               said, resumable):
+    # before: the old job's STOPPED status offered a resume of a search that had finished since,
+    # and the command printed failed on the cluster ("search 'x' already finished")
+    jobs_api.jobs["losstune-x-old"] = job_record("losstune-x-old", status="STOPPED")
+    newer = job_record("losstune-x-new", status=status, driver_exit_code=driver_exit)
+    newer["start_time"] += 60_000
+    jobs_api.jobs["losstune-x-new"] = newer
+    other = job_record("losstune-y-1", status="STOPPED")  # another search's job, later still
+    other["start_time"] += 120_000
+    other["metadata"][META_NAME] = "y"
+    jobs_api.jobs["losstune-y-1"] = other
+    done = cli("stop", "losstune-x-old", "--address", jobs_api.url)
+    assert done.returncode == exit_codes.OK, done.stderr
+    assert "job losstune-x-old had already ended: STOPPED; nothing to stop" in done.stdout
+    assert said in done.stdout
+    assert not any(request.endswith("/stop") for request in jobs_api.requests)
+    assert ("resume it with: " in done.stdout) == resumable
+
+
 def test_stop_of_a_running_job_stops_it_and_prints_a_resume_command_quoted(jobs_api, cli):
     jobs_api.jobs["losstune-x-abc"] = job_record("losstune-x-abc", space_here="/home/me/my spaces/x.yaml")
     done = cli("stop", "losstune-x-abc", "--address", jobs_api.url)
