@@ -21,10 +21,12 @@ __all__ = [
     "META_STORAGE",
     "META_TRACKING_URI",
     "FollowLost",
+    "ended_line",
     "exit_code",
     "find_job",
     "follow",
     "follow_command",
+    "follow_to_end",
     "job_tracking_uri",
     "our_jobs",
     "submitted_space",
@@ -109,6 +111,24 @@ def follow(cluster: Cluster, job_id: str, write: Callable[[str], Any]) -> None:
         raise FollowLost(address=cluster.address, job_id=job_id, reason=f"{type(error).__name__}: {error}") from None
     finally:
         sdk_logger.setLevel(level)
+
+
+def follow_to_end(cluster: Cluster, job_id: str, write: Callable[[str], Any]) -> Any:
+    """``follow`` the job, then the job as it ended; ``FollowLost`` where the connection broke, or
+    the log stream ended and the job cannot be read or has not ended (its head shutting down)."""
+    follow(cluster, job_id, write)
+    try:
+        job = find_job(cluster, job_id)
+    except ClusterError as error:
+        raise FollowLost(address=cluster.address, job_id=job_id, reason=error.value) from None
+    if not job.status.is_terminal():
+        raise FollowLost(address=cluster.address, job_id=job_id, reason=f"its log ended while it was {job.status.value}")
+    return job
+
+
+def ended_line(job: Any) -> str:
+    """How a followed job ended, for the line after its log."""
+    return f"job {job.submission_id}: {job.status.value} (exit status {exit_code(job)})"
 
 
 def exit_code(job: Any) -> int:

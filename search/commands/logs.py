@@ -19,7 +19,8 @@ EXAMPLES = textwrap.dedent(
     examples:
       python -m search logs losstune-vimh-loss-search-1a2b3c --address http://10.0.0.5:8265 --follow
 
-    With --follow the exit status is the search's own (0, 1, 2, 130), as `search submit --wait` gives.
+    With --follow the exit status is the search's own (0, 1, 2, 130), as `search submit --wait` gives,
+    after a line saying how the job ended; 3 where the connection was lost first (the job may go on).
     """
 )
 
@@ -49,10 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_logs(cluster: Any, *, job_id: str, follow_it: bool) -> int:
-    from search.cluster import exit_code, find_job, follow
+    from search.cluster import ended_line, exit_code, follow_to_end
 
     if not follow_it:
         sys.stdout.write(cluster.logs(job_id))
         return exit_codes.OK
-    follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
-    return exit_code(find_job(cluster, job_id))
+    job = follow_to_end(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+    print(ended_line(job), file=sys.stderr)
+    return exit_code(job)

@@ -35,8 +35,9 @@ EXAMPLES = textwrap.dedent(
 
     Token: Ray clusters started with `ray start` ask for a token; it is read from RAY_AUTH_TOKEN,
     the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token (`ray get-auth-token` on the head).
-    Exit status: 0 submitted (with --wait: the search's own, 0, 1, 2 or 130), 2 invalid space,
-    options, store or cluster.
+    Exit status: 0 submitted (with --wait: the search's own, 0, 1, 2 or 130; 3 when it is no longer
+    followed, the connection lost or Ctrl-C detached, and goes on), 2 invalid space, options, store
+    or cluster.
     """
 )
 # Expanded on the head; a relative path would land in the job's own temporary working directory.
@@ -202,11 +203,10 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
 
 
 def _wait(cluster: Any, job_id: str) -> int:
-    from search.cluster import ClusterError, exit_code, find_job, follow, follow_command
+    from search.cluster import ClusterError, ended_line, exit_code, follow_command, follow_to_end
 
     try:
-        follow(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
-        job = find_job(cluster, job_id)
+        job = follow_to_end(cluster, job_id, lambda text: (sys.stdout.write(text), sys.stdout.flush()))
     except ClusterError as error:  # submitted: not exit 2, which says the submission was refused
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.LOST
@@ -221,7 +221,7 @@ def _wait(cluster: Any, job_id: str) -> int:
         else:
             print(f"detached; job {job_id} goes on ({follow_command(job_id=job_id, address=cluster.address)})",
                   file=sys.stderr)
+            return exit_codes.LOST  # as for a lost connection: the job runs on, its outcome unknown here
         return exit_codes.INTERRUPTED
-    code = exit_code(job)
-    print(f"job {job_id}: {job.status.value} (exit status {code})", file=sys.stderr)
-    return code
+    print(ended_line(job), file=sys.stderr)
+    return exit_code(job)

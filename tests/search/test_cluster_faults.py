@@ -268,6 +268,22 @@ def test_a_connection_lost_while_following_says_the_job_may_go_on_and_how_to_fol
              code=exit_codes.LOST)
 
 
+def test_following_a_job_to_its_end_says_how_it_ended(jobs_api, cli):
+    # before: `logs --follow` ended with the log's last line and no word of the job's state
+    jobs_api.jobs["losstune-x-abc"] = job_record("losstune-x-abc", status="SUCCEEDED", driver_exit_code=0)
+    done = cli("logs", "losstune-x-abc", "--address", jobs_api.url, "--follow")
+    assert done.returncode == exit_codes.OK, done.stderr
+    assert done.stdout == "[trial] epoch 1/3\n" and done.stderr == "job losstune-x-abc: SUCCEEDED (exit status 0)\n"
+
+
+def test_a_log_stream_that_ends_before_its_job_is_a_lost_connection(jobs_api, cli):
+    # a head shutting down closes the stream as a job's end does: before, exit 1 and not a word
+    jobs_api.jobs["losstune-x-abc"] = job_record("losstune-x-abc", status="RUNNING")
+    done = cli("logs", "losstune-x-abc", "--address", jobs_api.url, "--follow")
+    _refused(done, "the connection lost (its log ended while it was RUNNING)", "the job may still be running",
+             code=exit_codes.LOST)
+
+
 # 2, 4, 5, 6. Submitting
 
 
