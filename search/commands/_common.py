@@ -56,11 +56,22 @@ def add_address(parser: argparse.ArgumentParser, *, job: bool = False) -> None:
         parser.add_argument("job", metavar="JOB", help="the job id `search submit` printed (see `search jobs`)")
     parser.add_argument(
         "--address",
-        default=os.environ.get("RAY_API_SERVER_ADDRESS") or None,
+        default=_jobs_api_from_environment(),
         metavar="URL",
-        help="the Ray cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS); "
+        help="the Ray cluster's dashboard, http://HEAD:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
+        "where it is an http(s):// URL, as Ray's job commands take them); "
         "the token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token",
     )
+
+
+def _jobs_api_from_environment() -> str | None:
+    """The dashboard's address as Ray's own job commands find it in the environment, where it is one:
+    RAY_ADDRESS may name a cluster's GCS instead (HEAD:6379, what `search run` joins), which only a
+    connection to that cluster could turn into its dashboard's address."""
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+        return os.environ["RAY_API_SERVER_ADDRESS"]
+    ray_address = os.environ.get("RAY_ADDRESS", "")
+    return ray_address if ray_address.startswith(("http://", "https://")) else None
 
 
 def cluster_or_none(args: argparse.Namespace) -> Any:
@@ -68,7 +79,10 @@ def cluster_or_none(args: argparse.Namespace) -> Any:
     from search.cluster import ClusterError, connect
 
     if not args.address:
-        print("error: --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS), but got none", file=sys.stderr)
+        gcs = os.environ.get("RAY_ADDRESS")
+        seen = f" (RAY_ADDRESS={gcs!r} names no dashboard: its default is http://HEAD:8265)" if gcs else ""
+        print(f"error: --address http://HEAD:8265 (or RAY_API_SERVER_ADDRESS, or RAY_ADDRESS as an http:// URL), "
+              f"but got none{seen}", file=sys.stderr)
         return None
     try:
         return connect(args.address)

@@ -157,7 +157,7 @@ def cli(monkeypatch, capsys, tmp_path):
     """``cli(*args)``: ``python -m search ARGS`` in this process, with no token anywhere and MLflow's
     client settings as they were afterwards."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_API_SERVER_ADDRESS",
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_API_SERVER_ADDRESS", "RAY_ADDRESS",
                  "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(name, raising=False)
     # Unset, as `search jobs` must set them itself; removed again after the test
@@ -213,6 +213,22 @@ def test_jobs_gives_up_on_an_mlflow_server_that_does_not_answer_in_seconds(jobs_
     assert (f"note: no search ids from MLflow at postgresql+psycopg2://me:***@127.0.0.1:{silent_port}/db: "
             "TimeoutError: no answer within 1 s") in done.stderr
     assert "secret" not in done.stdout + done.stderr
+
+
+def test_the_dashboard_is_found_in_ray_address_as_ray_s_job_commands_find_it(jobs_api, cli, monkeypatch):
+    # before: RAY_ADDRESS=http://HEAD:8265 (what `ray job submit` reads) was ignored: "got none"
+    jobs_api.jobs["losstune-x-abc"] = job_record("losstune-x-abc", tracking_uri="http://127.0.0.1:1")
+    monkeypatch.setenv("RAY_ADDRESS", jobs_api.url)
+    done = cli("jobs")
+    assert done.returncode == exit_codes.OK, done.stderr
+    assert any(line.startswith("losstune-x-abc") for line in done.stdout.splitlines())
+    # a GCS address there is what `search run` joins: no dashboard address, and the error says so
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    _refused(cli("jobs"), "or RAY_ADDRESS as an http:// URL), but got none (RAY_ADDRESS='10.0.0.5:6379' names no "
+                          "dashboard: its default is http://HEAD:8265)")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:1")  # Ray's order: this one first
+    monkeypatch.setenv("RAY_ADDRESS", jobs_api.url)
+    _refused(cli("jobs"), "http://127.0.0.1:1")
 
 
 # 2. A cluster that misbehaves
