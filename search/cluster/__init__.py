@@ -40,6 +40,7 @@ from search.cluster._package import SHIPPED_PACKAGES, stage
 __all__ = [
     "BOOTSTRAP_CONFIG",
     "JOB_ENV",
+    "SUBMITTED_ADDRESS_ENV",
     "SUBMITTED_SPACE_ENV",
     "META_NAME",
     "META_SPACE",
@@ -85,3 +86,6 @@ JOB_ENV = "LOSSTUNE_RAY_JOB"
 # ... and the space file's absolute path where it was submitted from, which the commands the
 # search prints name (its own copy lies in the job's working directory on the cluster).
 SUBMITTED_SPACE_ENV = "LOSSTUNE_SUBMITTED_SPACE"
+# ... and the dashboard address it was submitted to, as the submitter reached it (a port forward,
+# say), which the command that resumes it names.
+SUBMITTED_ADDRESS_ENV = "LOSSTUNE_SUBMITTED_ADDRESS"

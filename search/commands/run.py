@@ -120,7 +120,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
 
     from search import _ray
     from search.cluster import (
-        JOB_ENV, SUBMITTED_SPACE_ENV, ClusterError, check_paths_on_every_node, check_shared_storage,
+        JOB_ENV, SUBMITTED_ADDRESS_ENV, SUBMITTED_SPACE_ENV, ClusterError, check_paths_on_every_node, check_shared_storage,
     )
 
     try:
@@ -154,6 +154,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         verbose=args.verbose,
         ray_job=os.environ.get(JOB_ENV) or None,
         space_shown=os.environ.get(SUBMITTED_SPACE_ENV) or None,
+        submitted_to=os.environ.get(SUBMITTED_ADDRESS_ENV) or None,
         warm_start=args.warm_start,
         ray_flags=_ray_flags(args),
     )

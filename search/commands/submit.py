@@ -168,6 +168,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
         META_SPACE_HERE,
         META_STORAGE,
         META_TRACKING_URI,
+        SUBMITTED_ADDRESS_ENV,
         SUBMITTED_SPACE_ENV,
         follow_command,
         stage,
@@ -184,7 +185,8 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
             submission_id=job_id,
             runtime_env={
                 "working_dir": staged,
-                "env_vars": {JOB_ENV: job_id, SUBMITTED_SPACE_ENV: submitted, **STOP_WAIT_ENV},
+                "env_vars": {JOB_ENV: job_id, SUBMITTED_SPACE_ENV: submitted, SUBMITTED_ADDRESS_ENV: cluster.address,
+                             **STOP_WAIT_ENV},
             },
             metadata={META_SPACE: space_path, META_SPACE_HERE: submitted, META_NAME: name,
                       META_STORAGE: args.storage, META_TRACKING_URI: redact_uri(tracking_uri)},

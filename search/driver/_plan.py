@@ -63,6 +63,7 @@ class SearchOptions:
     # the space file as the commands the search prints name it: a submitted job's, where it was
     # submitted from (None: the space's own path)
     space_shown: str | None = None
+    submitted_to: str | None = None  # a submitted job's: the dashboard it was submitted to (http://HEAD:8265)
     warm_start: str | None = None  # --warm-start SEARCH: an earlier search (id or name) the sampler starts from
     # the command's options for its Ray instance (--address HOST:PORT, --num-cpus N, --dashboard),
     # which the printed resume command repeats: they are not part of the search's saved state

@@ -344,8 +344,9 @@ def resume_command(plan: SearchPlan) -> str:
     if plan.name != plan.space.name:
         words += ["--name", plan.name]
     words += plan.options.ray_flags
-    if plan.options.ray_job:
-        words += ["--address", "...", "--tracking-uri", "..."]
+    if plan.options.ray_job:  # the store's password left out, as `search stop`'s command leaves it
+        words += ["--address", plan.options.submitted_to or "http://HEAD:8265", "--tracking-uri",
+                  redact_uri(plan.tracking_uri)]
     return search_command(*words, here=not plan.options.ray_job)
 
 

@@ -26,7 +26,8 @@ import search.commands.jobs
 from search import exit_codes
 from search._shell import python_path, search_command
 from search.__main__ import main
-from search.cluster import META_NAME, META_SPACE, META_SPACE_HERE, META_STORAGE, META_TRACKING_URI
+from search.cluster import (META_NAME, META_SPACE, META_SPACE_HERE, META_STORAGE, META_TRACKING_URI,
+                            SUBMITTED_ADDRESS_ENV)
 
 REPO = Path(__file__).resolve().parents[2]
 SPACE = REPO / "tests" / "cluster" / "spaces" / "spread.yaml"
@@ -337,6 +338,8 @@ def test_submit_records_the_space_as_submitted_and_the_tracking_uri_without_its_
     redacted = jobs_api.url.replace("http://", "http://me:***@")
     assert submitted["metadata"][META_SPACE] == "spaces/spread.yaml"  # the job's own copy
     assert submitted["metadata"][META_SPACE_HERE] == str(space)
+    # what the search's own resume line names (its store's password left out there)
+    assert submitted["runtime_env"]["env_vars"][SUBMITTED_ADDRESS_ENV] == jobs_api.url
     assert submitted["metadata"][META_TRACKING_URI] == redacted
     assert shlex.split(submitted["entrypoint"])[-1] == secret_uri  # the search itself needs the password
     assert f"MLflow:    {redacted}" in done.stdout and "s3cret" not in done.stdout + done.stderr

@@ -920,6 +920,13 @@ def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: 
                                     "--address 10.0.0.5:6379 --num-cpus 2 --dashboard")
     plain = plan_search(load_space(space_file), SearchOptions(storage="runs", tracking_uri=options.tracking_uri))
     assert resume_command(plain) == f"{PYTHON} -m search run {space_file} --resume --storage runs"
+    # a submitted search's, for where it was submitted from: before, `--address ... --tracking-uri ...`
+    secret = "http://me:s3cret@mlflow:5000"
+    job = plan_search(load_space(space_file), SearchOptions(
+        storage=str(storage), tracking_uri=secret, ray_job="losstune-named-1", space_shown="/home/me/x.yaml",
+        submitted_to="http://127.0.0.1:8266"))
+    assert resume_command(job) == (f"python -m search submit /home/me/x.yaml --resume --storage '{storage}' "
+                                   "--address http://127.0.0.1:8266 --tracking-uri 'http://me:***@mlflow:5000'")
 
 
 def test_a_search_resumed_after_its_space_file_changed_runs_the_space_it_started_with(tmp_path: Path):
