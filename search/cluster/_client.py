@@ -7,10 +7,12 @@ answer that is not Ray's, no token or the wrong one, a request the Jobs API refu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -19,7 +21,7 @@ from search.cluster._auth import TOKEN_SOURCES, Token, find_token
 from search._shell import install_command
 from search.cluster._errors import ClusterError
 
-__all__ = ["Cluster", "ClusterError", "JobsApiError", "NodeInfo", "connect", "dashboard_address"]
+__all__ = ["Cluster", "ClusterError", "JobsApiError", "NodeInfo", "connect", "dashboard_address", "quiet_logger"]
 
 _TIMEOUT_S = 30.0  # per request: connecting, and each wait for the server's next bytes
 _UNAVAILABLE = 503  # what the dashboard answers while its job agent is not ready
@@ -87,6 +89,20 @@ def _check_sdk() -> None:
         )
 
 
+@contextlib.contextmanager
+def quiet_logger(*names: str) -> Iterator[None]:
+    """The loggers ``names`` at WARNING while the block runs (Ray's SDK logs its steps at INFO)."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 @dataclass
 class Cluster:
     address: str  # the dashboard's, http://HEAD:8265
@@ -106,7 +122,9 @@ class Cluster:
 
     def submit(self, **job: Any) -> str:
         """Submit a job (``JobSubmissionClient.submit_job``'s keywords); its submission id."""
-        return self._ask(f"the submission of job {job.get('submission_id')}", lambda: self.client.submit_job(**job))
+        # The SDK logs each package it makes and uploads at INFO; the caller says what was submitted.
+        with quiet_logger("ray.dashboard.modules.dashboard_sdk", "ray._private.runtime_env.packaging"):
+            return self._ask(f"the submission of job {job.get('submission_id')}", lambda: self.client.submit_job(**job))
 
     def _ask(self, what: str, request: Callable[..., Any], *args: Any) -> Any:
         """``request(*args)`` of the Jobs API, its failures as ClusterErrors."""

@@ -4,14 +4,13 @@ its logs, and the exit status its driver (``search run``) ended with."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import shlex
 from collections.abc import Callable
 from typing import Any
 
 from search import exit_codes
 from search._shell import search_command
-from search.cluster._client import Cluster
+from search.cluster._client import Cluster, quiet_logger
 from search.cluster._errors import ClusterError
 
 __all__ = [
@@ -101,16 +100,12 @@ def follow(cluster: Cluster, job_id: str, write: Callable[[str], Any]) -> None:
             write(chunk)
 
     # The SDK logs the closing of its log stream at INFO; the caller says how the job ended.
-    sdk_logger = logging.getLogger("ray.dashboard.modules.job.sdk")
-    level = sdk_logger.level
-    sdk_logger.setLevel(logging.WARNING)
     try:
-        asyncio.run(tail())
+        with quiet_logger("ray.dashboard.modules.job.sdk"):
+            asyncio.run(tail())
     except (RuntimeError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
         # RuntimeError: Ray's SDK on a stream closed before the job ended, or a WebSocket error
         raise FollowLost(address=cluster.address, job_id=job_id, reason=f"{type(error).__name__}: {error}") from None
-    finally:
-        sdk_logger.setLevel(level)
 
 
 def follow_to_end(cluster: Cluster, job_id: str, write: Callable[[str], Any]) -> Any:

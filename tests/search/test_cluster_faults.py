@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -357,6 +359,19 @@ def test_submit_records_the_space_as_submitted_and_the_tracking_uri_without_its_
     assert resume == [python_path(), "-m", "search", "submit", str(space), "--address", jobs_api.url,
                       "--storage", "/shared/runs", "--name", "spread", "--tracking-uri", redacted]
     assert "s3cret" not in stopped.stdout + stopped.stderr
+
+
+def test_submit_prints_what_it_submitted_and_not_ray_s_packaging_steps(jobs_api, tmp_path):
+    # before: "INFO dashboard_sdk.py:371 -- Uploading package gcs://_ray_pkg_....zip." and
+    # "INFO packaging.py:785 -- Creating a file package ..." on stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "submit", str(SPACE), "--address", jobs_api.url, "--tracking-uri",
+         jobs_api.url, "--storage", "/shared/runs"],
+        cwd=REPO, env={**env, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=120)  # fmt: skip
+    assert done.returncode == exit_codes.OK, done.stderr
+    assert "Submitted search" in done.stdout and done.stderr == "", done.stderr
 
 
 def test_submit_refuses_an_unreachable_store_without_showing_its_password(jobs_api, cli):
