@@ -123,6 +123,16 @@ def _may_pass(exc: BaseException) -> bool:
 _SYSTEM_MAY_PASS = {errno.EMFILE, errno.ENFILE, errno.EIO, errno.ESTALE, errno.EAGAIN, errno.EINTR}
 
 
+def _root_cause(exc: BaseException) -> str:
+    """The error an outage began with (``ConnectionRefusedError: [Errno 111] Connection refused``):
+    MLflow's own message nests the transport's errors in one 400-character line."""
+    root = exc
+    while (root.__cause__ or root.__context__) is not None:
+        root = root.__cause__ or root.__context__
+    text = str(root).strip().splitlines()[0] if str(root).strip() else ""
+    return f"{type(root).__name__}: {text}" if text else type(root).__name__
+
+
 def open_store_in_background(tracking_uri: str) -> StoreOpening:
     """A started ``StoreOpening`` of ``tracking_uri``."""
     opening = StoreOpening(tracking_uri)
@@ -248,7 +258,7 @@ class BufferedStore:
     def _note_unreachable(self, exc: BaseException, what: str) -> None:
         if not self._unreachable:
             self._unreachable = True
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            reason = _root_cause(exc)
             warn(
                 f"MLflow at {redact_uri(self.settings.tracking_uri)} unreachable ({what}: {reason}); buffering "
                 f"its writes and retrying every {self.settings.retry_interval_s:g} s"

@@ -217,6 +217,19 @@ def test_writes_while_down_are_sent_in_order_when_the_store_is_back(flaky):
     assert store.get_run(t1).info.status == "FINISHED"
 
 
+def test_an_outage_is_said_with_the_error_it_began_with(flaky, capsys):
+    # before: MLflow's message cut at 300 characters, "... Failed to establish a ne)"
+    tracker, client = flaky
+    tracker.trial_started("t1", {"heads.a.loss": "ce"})
+    client.down = True
+    tracker.log_epoch("t1", {"epoch": 1, "val/acc_mean": 0.1}, epoch=1)
+    tracker.flush()
+    out = capsys.readouterr().out
+    assert "unreachable (" in out and ": ConnectionRefusedError: [Errno 111] Connection refused); buffering" in out
+    client.down = False
+    tracker.flush()
+
+
 def test_a_trial_whose_run_was_refused_is_said_once_and_its_writes_skipped(flaky, capsys):
     tracker, client = flaky
     client.refusing = {"create_run"}
