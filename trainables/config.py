@@ -377,8 +377,9 @@ def _section(cls: type, prefix: str, values: dict[str, Any], options: dict[str, 
                                        f"({params[name]!r}), which names the same setting", value)
                 params[name] = value
         for option, stale in options.items():
-            raise SettingError(f"{prefix}.{option}.{next(iter(stale))}", f"a parameter of the chosen "
-                               f"{prefix}.{switch_name} ({chosen})", option)
+            name, value = next(iter(stale.items()))
+            raise SettingError(f"{prefix}.{option}.{name}", f"a parameter of the chosen {prefix}.{switch_name} "
+                               f"({chosen}; it needs {prefix}.{switch_name}: {option})", value)
         kwargs["params"] = params
     elif options:
         option, stale = next(iter(options.items()))

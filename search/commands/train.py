@@ -169,9 +169,14 @@ def _load_config(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     rule = f"{path}: a trial config must be a mapping of flat keys (train.lr: 0.001, ...), but got"
     if not isinstance(value, dict):
         raise _InvalidInput(f"{rule} {type(value).__name__ if value is not None else 'an empty file'}")
-    for key in value:
+    for key, item in value.items():
         if not isinstance(key, str):
             raise _InvalidInput(f"{rule} the key {shown(key)} ({type(key).__name__})")
+        if isinstance(item, dict):  # no setting takes a mapping: a space's nested sections, say
+            where = f"{path}:{parsed.lines[key]}" if key in parsed.lines else path
+            raise _InvalidInput(f"{where}: a trial config holds one value per flat key (train.lr: 0.001, as a "
+                                f"best_config.yaml does; a search space is the SPACE argument), but got a mapping "
+                                f"under {shown(key)}")
     return value, parsed.lines
 
 
@@ -241,6 +246,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     from trainables.data import describe_dataset, prepare_dataset
     from trainables.data.vimh import progress_bar
     from trainables.device import DeviceOutOfMemory
+    from trainables.flat_keys import FlatKeyError
     from trainables.settings import SettingError
     from trainables.train import CheckpointError, TrainingDiverged, train, trained_heads
 
@@ -257,7 +263,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     def refused(error: Exception) -> str:
         # a refused value named by where it came from: both --config and --set may give one
         where = _where(error.key, overridden=set_keys, config_file=args.config,
-                       lines=lines) if isinstance(error, SettingError) else None
+                       lines=lines) if isinstance(error, (SettingError, FlatKeyError)) else None
         return f"invalid trial config: {f'{where}: ' if where else ''}{error}"
 
     try:

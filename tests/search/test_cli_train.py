@@ -93,7 +93,9 @@ def test_changing_the_model_kind_drops_the_old_kinds_parameters():
         (["--set", "train.lr"], "--set takes KEY=VALUE"),
         (["--set", "train.lr=fast"], "train.lr must be a number > 0, but got 'fast'"),
         (["--set", "train.optimizer=adam"], "train.optimizer must be a setting of section train"),
-        (["--set", "heads.digit.ordinal.alpha=0.1"], "must be a parameter of the chosen heads.digit.loss"),
+        (["--set", "heads.digit.ordinal.alpha=0.1"], "heads.digit.ordinal.alpha must be a parameter of the chosen "
+                                                     "heads.digit.loss (ce; it needs heads.digit.loss: ordinal), "
+                                                     "but got 0.1"),
         (["--set", "heads.digit.loss=focal", "--set", "heads.digit.focal.gamma=-1"], "gamma must be"),
         (["--set", "train.lr=[1"], "the value must be YAML, but got '[1' (while parsing a flow sequence)\n"),
         # before: a 200-byte value of aliases was built whole (35 MB), and a long value printed whole
@@ -118,6 +120,21 @@ def test_a_config_that_is_not_a_mapping_exits_2(space, tmp_path, capsys):
     config.write_text("- train.lr\n")
     assert main(["train", str(space), "--config", str(config)]) == 2
     assert "a mapping of flat keys" in capsys.readouterr()[1]
+
+
+def test_a_space_given_as_the_trial_config_is_named_with_its_line(space, capsys):
+    # before: "invalid trial config: a flat key such as train.lr ..., but got 'data'", naming no file
+    assert main(["train", str(space), "--config", str(space)]) == 2
+    assert capsys.readouterr().err == (
+        f"invalid trial config: {space}:1: a trial config holds one value per flat key (train.lr: 0.001, as a "
+        f"best_config.yaml does; a search space is the SPACE argument), but got a mapping under 'data'\n")
+
+
+def test_a_key_that_is_no_flat_key_is_named_by_its_line(space, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("train.lr: 0.01\nheads: 3\n")
+    assert main(["train", str(space), "--config", str(config)]) == 2
+    assert f"invalid trial config: {config}:2: " in capsys.readouterr().err  # before: no file, no line
 
 
 def test_an_invalid_space_exits_2(tmp_path, capsys):

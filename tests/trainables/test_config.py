@@ -115,7 +115,9 @@ def test_loss_params_must_belong_to_the_chosen_loss():
     with pytest.raises(SettingError) as error:
         TrialConfig.from_flat({"heads.digit.loss": "ce", "heads.digit.ordinal.alpha": 0.3})
     assert error.value.key == "heads.digit.ordinal.alpha"
-    assert error.value.rule == "a parameter of the chosen heads.digit.loss (ce)"
+    # what to set to use it, and the value given (before: the option's name, `but got 'ordinal'`)
+    assert error.value.rule == "a parameter of the chosen heads.digit.loss (ce; it needs heads.digit.loss: ordinal)"
+    assert error.value.value == 0.3
 
 
 @pytest.mark.parametrize(
