@@ -158,10 +158,13 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         warm_start=args.warm_start,
         ray_flags=_ray_flags(args),
     )
-    from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
+    from search._preflight import TrackingUriError, check_reachable, check_store_uri, check_tracking_uri
     from trainables.data.vimh import progress_bar
 
     try:
+        if args.tracking_uri is not None:  # the option itself first: a finished search's name hid it
+            check_store_uri(args.tracking_uri, writing=True)
+            check_tracking_uri(args.tracking_uri, cluster=address is not None)
         hold = RunDirectoryHold(search_location(space, options))
         held.callback(hold.release)
         hold.take(make=False)  # before the search's state is read: a resume may repair it

@@ -214,6 +214,9 @@ def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trial
     # A finished search is not run again by accident.
     code, output = searches.run(command, timeout=120)
     assert code == 2 and "already finished" in output
+    # ... and an invalid option is named first (before: the finished search hid it until --name)
+    code, output = searches.run([*command, "--tracking-uri", "file:///nowhere"], timeout=120)
+    assert code == 2 and "but got 'file:///nowhere'" in output and "already finished" not in output, output
 
 
 def test_a_search_killed_with_paused_trials_resumes_them_without_losing_or_repeating_epochs(
