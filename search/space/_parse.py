@@ -148,6 +148,11 @@ def _check_size(text: str, *, file: str) -> None:
         loader.dispose()
 
 
+def _character_at(text: str, line: int, column: int) -> str:
+    rows = text.splitlines()
+    return rows[line][column:column + 1] if line < len(rows) else ""
+
+
 def parse_yaml_text(text: str, *, file: str) -> ParsedYaml:
     """Parse one YAML document; syntax errors raise SpaceError with the line, duplicates are issues."""
     try:
@@ -166,7 +171,10 @@ def parse_yaml_text(text: str, *, file: str) -> ParsedYaml:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise _fail(file, "valid YAML", f"a syntax error: {problem[:300]}", line) from None
+        at = f" at column {mark.column + 1}" if mark is not None else ""
+        if mark is not None and _character_at(text, mark.line, mark.column) == "\t":
+            at += " (a tab: YAML indents with spaces)"  # libyaml says only "found character"
+        raise _fail(file, "valid YAML", f"a syntax error{at}: {problem[:300]}", line) from None
     except yaml.YAMLError as exc:  # a reader error: its first line says what (the rest, where)
         first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
         raise _fail(file, "valid YAML", f"a syntax error: {first[:300]}") from None

@@ -137,6 +137,19 @@ def test_syntax_errors_name_the_line(tmp_path, capsys):
     assert f"{space}:4:" in err or f"{space}:5:" in err
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    # before: neither the column nor, for a tab, what the character was ("found character that ...")
+    ("data:\n\tkind: digits\n", ":2: valid YAML, but got a syntax error at column 1 (a tab: YAML indents with "
+                                  "spaces): "),
+    ("name: x\ndata: {kind: digits\nheads: x\n", ":3: valid YAML, but got a syntax error at column 6: "),
+])
+def test_a_syntax_error_names_its_column_and_a_tab(tmp_path, capsys, text, message):
+    space = tmp_path / "s.yaml"
+    space.write_text(text)
+    assert main(["validate", str(space)]) == 2
+    assert f"{space}{message}" in capsys.readouterr().err
+
+
 def test_a_character_yaml_refuses_is_one_line_naming_it(tmp_path, capsys):
     space = tmp_path / "s.yaml"
     space.write_text("name: x\x00y\n")  # before: PyYAML's second line (`in "<unicode string>", position 7`) too
