@@ -12,7 +12,7 @@ import csv
 import html
 import io
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,10 +114,15 @@ def ranked(search: SearchRecord) -> list[TrialRecord]:
     return ranking.ranked(search.trials, [o.mode for o in search.objectives])
 
 
-def varied_params(trials: Sequence[TrialRecord]) -> list[str]:
+def varied_params(trials: Sequence[TrialRecord], searched: Mapping[str, Any] | None = None) -> list[str]:
     """Config keys whose value differs between trials (a conditional key counts as varied); the
-    heads' losses have columns of their own."""
-    return varied_keys([t.params for t in trials], hidden=_HIDDEN)
+    heads' losses have columns of their own. With the search's ``searched`` keys known, a conditional
+    key the space fixes (the same value in every trial that has it) is left out: its option's
+    column says where it applies."""
+    keys = varied_keys([t.params for t in trials], hidden=_HIDDEN)
+    if searched is None:
+        return keys
+    return [k for k in keys if k in searched or len({repr(t.params[k]) for t in trials if k in t.params}) > 1]
 
 
 def _head_metric_names(search: SearchRecord) -> list[tuple[str, str]]:
@@ -134,7 +139,7 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
     loss per head, the per-head metrics at that epoch and the parameters that vary.
     ``compact``: the parameters in one column (for the terminal)."""
     head_metrics = _head_metric_names(search)
-    params = varied_params(search.trials)
+    params = varied_params(search.trials, search.dimensions)
     columns = ["rank", "trial", "state", "epochs", "best_epoch"]
     columns += [o.metric for o in search.objectives]
     columns += [f"loss.{h}" for h in search.heads]
@@ -179,7 +184,7 @@ def pareto_table(search: SearchRecord, *, front: Sequence[TrialRecord]) -> Table
     drawn = [t for t in search.trials if t.state in ranking.SCORED_STATES and all(v is not None for v in t.values)]
     # The energy weight gets its own column even where it is constant: it is what traces the front.
     energy = [ENERGY_WEIGHT] if any(ENERGY_WEIGHT in t.params for t in search.trials) else []
-    params = [k for k in varied_params(search.trials) if k != ENERGY_WEIGHT]
+    params = [k for k in varied_params(search.trials, search.dimensions) if k != ENERGY_WEIGHT]
     columns = ["trial_id", "state", *(o.metric for o in search.objectives), *energy, *params, "pareto"]
     labels = ["trial", "state", *(_objective_label(o) for o in search.objectives), *energy]
     labels += [FlatKey.parse(k).short() for k in params] + ["pareto"]

@@ -316,3 +316,30 @@ def test_a_failed_or_running_trials_value_is_counted_but_not_scored():
     late = [_trial("d4", "dwa", 0.99, _w(1.0, 1.0), state="FAILED"), _trial("r1", "dwa", 0.98, {}, state="RUNNING")]
     rows = {row[0]: row for row in weighting_table(_search([*TRIALS, *late])).rows}
     assert rows["dwa"][1:5] == _approx((5, 2, 0.90, 0.85))
+
+
+def test_a_conditional_key_the_space_fixes_is_no_parameter_column(tmp_path):
+    # before: `lr_schedule.cosine.total=3`, fixed wherever cosine was chosen, listed as if searched
+    import dataclasses
+
+    from search.report import trial_table
+    from search.space import load_space
+
+    base = {"train.lr": 0.01, "heads.digit.loss": "ce", "heads.thickness.loss": "ordinal"}
+    ordinal = {**base, "heads.thickness.ordinal.alpha": 0.1, "heads.thickness.ordinal.distance": "l1"}
+    trials = [dataclasses.replace(_trial("t1", None, 0.6, {}), params=ordinal),
+              dataclasses.replace(_trial("t2", None, 0.7, {}), params={**base, "train.lr": 0.02,
+                                                                        "heads.thickness.loss": "ce"})]
+    space = tmp_path / "s.yaml"
+    space.write_text("data: {kind: digits, limit: 200}\ntrain: {lr: {loguniform: [0.001, 0.1]}}\nheads:\n"
+                     "  digit: {loss: ce}\n"
+                     "  thickness: {loss: {choice: {ce: {}, ordinal: {alpha: {uniform: [0.05, 0.5]}, distance: l1}}}}\nobjective: {metric: val/acc_mean, mode: max}\n")
+    searched = load_space(space).searched()
+    assert "heads.thickness.ordinal.alpha" in searched and "heads.thickness.ordinal.distance" not in searched
+    known = dataclasses.replace(_search(trials), dimensions=searched)
+    # alpha is searched: shown, though one trial has it; distance is the space's constant of ordinal
+    assert [c for c in trial_table(known).columns if c.startswith(("train.", "heads.thickness.ordinal"))] == \
+        ["heads.thickness.ordinal.alpha", "train.lr"]
+    # a search that logged no dimensions (an older one): every key that some trials lack, as before
+    assert [c for c in trial_table(_search(trials)).columns if c.startswith(("train.", "heads.thickness.ordinal"))] == \
+        ["heads.thickness.ordinal.alpha", "heads.thickness.ordinal.distance", "train.lr"]
