@@ -16,7 +16,7 @@ Nothing here imports torch: the report reads keys without the trainer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,13 +91,19 @@ def head_losses(config: Mapping[str, Any]) -> dict[str, str]:
     return {key.head: str(value) for key, value in keys if key.is_head_loss}
 
 
-def varied_keys(configs: list[Mapping[str, Any]], *, hidden: tuple[str, ...] = ()) -> list[str]:
+def varied_keys(configs: list[Mapping[str, Any]], *, hidden: tuple[str, ...] = (),
+                searched: Collection[str] | None = None) -> list[str]:
     """Sorted keys whose value differs between ``configs`` (a key some lack counts as varied),
-    without the heads' loss switches (tables show them as the trials' losses) and ``hidden``."""
+    without the heads' loss switches (tables show them as the trials' losses) and ``hidden``.
+    With the ``searched`` keys of their space known, a key some lack that has one value wherever
+    it is (a parameter the space fixes for one option of a switch) is left out: the switch's
+    column says where it applies."""
     keys = sorted({k for config in configs for k in config})
     return [
         key
         for key in keys
         if key not in hidden and not FlatKey.parse(key).is_head_loss
         and len({repr(config.get(key)) for config in configs}) > 1
+        and (searched is None or key in searched
+             or len({repr(config[key]) for config in configs if key in config}) > 1)
     ]

@@ -395,7 +395,7 @@ def _finish(
     def summary(*, here: bool) -> str:
         report = search_command("report", plan.search_id, "--storage", plan.options.storage, here=here)
         return format_summary(summaries, objectives, title=f"Search {plan.name!r} ({plan.search_id})", pareto=pareto,
-                              notes=notes, everything=report)
+                              notes=notes, everything=report, searched=space.searched())
 
     # summary.txt and MLflow's copy are read later and elsewhere: plain `python` there
     table = summary(here=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -130,15 +130,17 @@ def format_summary(
     pareto: Sequence[TrialSummary] = (),
     notes: Sequence[str] = (),
     everything: str,
+    searched: Collection[str] | None = None,
 ) -> str:
     """The terminal summary: ``notes`` on how the search ended, best trials (losses, varied
-    parameters, objectives, epochs, state; ``everything`` says where to see those not shown), the
+    parameters (``varied_keys`` of the space's ``searched`` keys), objectives, epochs, state;
+    ``everything`` says where to see those not shown), the
     Pareto set with several objectives, and the failed trials with their reasons."""
     counts: dict[str, int] = {}
     for s in summaries:
         counts[s.state] = counts.get(s.state, 0) + 1
     lines = [title, "trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())), *notes]
-    varied = varied_keys([s.config for s in summaries], hidden=("train.threads",))
+    varied = varied_keys([s.config for s in summaries], hidden=("train.threads",), searched=searched)
 
     def row(s: TrialSummary) -> list[str]:
         params = " ".join(f"{FlatKey.parse(k).short()}={_param(s.config.get(k))}" for k in varied if k in s.config)

@@ -12,7 +12,7 @@ import csv
 import html
 import io
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,15 +114,11 @@ def ranked(search: SearchRecord) -> list[TrialRecord]:
     return ranking.ranked(search.trials, [o.mode for o in search.objectives])
 
 
-def varied_params(trials: Sequence[TrialRecord], searched: Mapping[str, Any] | None = None) -> list[str]:
+def varied_params(trials: Sequence[TrialRecord], searched: Collection[str] | None = None) -> list[str]:
     """Config keys whose value differs between trials (a conditional key counts as varied); the
-    heads' losses have columns of their own. With the search's ``searched`` keys known, a conditional
-    key the space fixes (the same value in every trial that has it) is left out: its option's
-    column says where it applies."""
-    keys = varied_keys([t.params for t in trials], hidden=_HIDDEN)
-    if searched is None:
-        return keys
-    return [k for k in keys if k in searched or len({repr(t.params[k]) for t in trials if k in t.params}) > 1]
+    heads' losses have columns of their own; a conditional key the space fixes is left out where
+    the search's ``searched`` keys are known (``varied_keys``)."""
+    return varied_keys([t.params for t in trials], hidden=_HIDDEN, searched=searched)
 
 
 def _head_metric_names(search: SearchRecord) -> list[tuple[str, str]]:

@@ -31,6 +31,17 @@ def test_no_note_when_every_ranked_trial_is_shown():
     assert "not shown" not in text
 
 
+def test_a_parameter_the_space_fixes_for_one_option_is_not_listed_as_varied():
+    # before: `ordinal.distance=l1` on every ordinal trial, as if the search had varied it
+    trials = [_trial(0), _trial(1)]
+    trials[0].config.update({"heads.digit.loss": "ordinal", "heads.digit.ordinal.alpha": 0.1,
+                             "heads.digit.ordinal.distance": "l1"})
+    text = format_summary(trials, OBJECTIVES, title="Search 's'", everything="x",
+                          searched={"train.lr", "heads.digit.loss", "heads.digit.ordinal.alpha"})
+    (row,) = [line for line in text.splitlines() if line.startswith("t00 ")]
+    assert "alpha=0.1" in row and "distance" not in row and "lr=0.001" in row
+
+
 class _TuneTrial:
     """What summarize reads of a Tune trial."""
 
