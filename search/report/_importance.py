@@ -17,7 +17,7 @@ from search.report._load import SearchRecord, TrialRecord, is_value
 from search.report._tables import scored
 from search.space._distributions import Choice, Distribution, IntRange, LogUniform
 
-__all__ = ["parameter_importance"]
+__all__ = ["importance_trials", "parameter_importance"]
 
 _HIDDEN = ("train.threads", "objective.metric", "objective.mode")
 _CATEGORICAL_TYPES = (str, bool, type(None))
@@ -47,12 +47,18 @@ def _searched_keys(trials: Sequence[TrialRecord]) -> list[str]:
     return sorted(k for k in common if k not in _HIDDEN and len({repr(t.params[k]) for t in trials}) > 1)
 
 
+def importance_trials(search: SearchRecord, *, objective: int = 0) -> list[TrialRecord]:
+    """The trials importance is computed from: finished or stopped (as for the best trial) with a
+    value of objective number ``objective``."""
+    return [t for t in scored(search.trials, objective=objective) if is_value(t.values[objective])]
+
+
 def parameter_importance(search: SearchRecord, *, objective: int = 0, seed: int = 0) -> dict[str, float] | str:
     """fANOVA importance (normalised to sum 1) of the parameters every scored trial (finished or
     stopped, as for the best trial) has, for objective number ``objective``; or why it cannot be
     computed (too few trials, nothing varied, the evaluator failed)."""
     metric = search.objectives[objective].metric
-    trials = [t for t in scored(search.trials, objective=objective) if is_value(t.values[objective])]
+    trials = importance_trials(search, objective=objective)
     if len(trials) < 2:
         return f"needs at least 2 finished or stopped trials with a value of {metric}, but got {len(trials)}"
     if len({t.values[objective] for t in trials}) < 2:

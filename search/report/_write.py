@@ -11,8 +11,8 @@ from typing import Any
 
 from search import ranking
 from search.report import _plots
-from search.report._importance import parameter_importance
-from search.report._load import ReportError, SearchRecord, TrialRecord
+from search.report._importance import importance_trials, parameter_importance
+from search.report._load import Objective, ReportError, SearchRecord, TrialRecord
 from search.tracking import redact_uri
 from search.report._tables import (
     Table,
@@ -99,8 +99,17 @@ def _importance_lines(search: SearchRecord, importances: tuple[dict[str, float] 
             lines.append(f"parameter importance for {objective.metric}: {result}")
         else:
             top = ", ".join(f"{k} {v:.2f}" for k, v in list(result.items())[:6])
-            lines.append(f"parameter importance for {objective.metric} (fANOVA): {top}")
+            lines.append(f"parameter importance for {objective.metric} ({_importance_basis(search, objective)}): {top}")
     return [shown_text(line) for line in lines]
+
+
+def _importance_basis(search: SearchRecord, objective: Objective) -> str:
+    """What the importances rest on: how many trials, and how many of them a scheduler stopped
+    (their values come from fewer epochs than the finished trials')."""
+    trials = importance_trials(search, objective=search.objectives.index(objective))
+    stopped = sum(t.state == "STOPPED" for t in trials)
+    fewer = f", {stopped} of them stopped early: values after fewer epochs" if stopped else ""
+    return f"fANOVA over {len(trials)} trials{fewer}"
 
 
 def _pareto_lines(search: SearchRecord, pareto: tuple[TrialRecord, ...]) -> list[str]:
