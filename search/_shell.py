@@ -7,7 +7,7 @@ import shlex
 
 from trainables.shell import python_command, python_path
 
-__all__ = ["install_command", "mlflow_ui_command", "python_path", "search_command"]
+__all__ = ["install_command", "mlflow_ui_command", "python_path", "report_command", "search_command"]
 
 
 def search_command(*args: str, here: bool = True) -> str:
@@ -28,3 +28,16 @@ def install_command(extra: str) -> str:
     """Installs losstune with ``extra`` into this environment, run in its checkout (what
     ``make setup`` does with every extra)."""
     return python_command("-m", "pip", "install", "-e", f".[{extra}]")
+
+
+def report_command(selector: str, *, tracking_uri: str, storage: str | None = None) -> str:
+    """``search report SELECTOR`` on the store ``tracking_uri`` (its password left out) and the
+    results directory ``storage``, each named only where it is not the command's default."""
+    from search.tracking import default_tracking_uri, redact_uri, same_store
+
+    words = ["report", selector]
+    if not same_store(tracking_uri, default_tracking_uri()):
+        words += ["--tracking-uri", redact_uri(tracking_uri)]
+    if storage is not None:
+        words += ["--storage", storage]
+    return search_command(*words)

@@ -142,15 +142,9 @@ def _selection(args: argparse.Namespace) -> tuple[str | None, str | None, Any]:
 def _report_command(args: argparse.Namespace, uri: str) -> str:
     """``search report SEARCH_ID`` with the store and storage this report read, where they are not
     the defaults: another search of a name has no run directory of its own to find them by."""
-    from search._shell import search_command
-    from search.tracking import default_tracking_uri, redact_uri, same_store
+    from search._shell import report_command
 
-    words = ["report", "SEARCH_ID"]
-    if not same_store(uri, default_tracking_uri()):
-        words += ["--tracking-uri", redact_uri(uri)]
-    if args.storage != STORAGE_DEFAULT:
-        words += ["--storage", args.storage]
-    return search_command(*words)
+    return report_command("SEARCH_ID", tracking_uri=uri, storage=args.storage if args.storage != STORAGE_DEFAULT else None)
 
 
 def run(args: argparse.Namespace) -> int:

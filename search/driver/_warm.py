@@ -48,12 +48,16 @@ class WarmStart:
     repeats: int = 0  # its scored trials of a point already among ``trials``
     selector: str = ""  # what --warm-start said
     matches: int = 1  # searches the selector named (this one the newest)
+    tracking_uri: str = ""  # the store they were read from
 
     def note(self) -> str:
+        from search._shell import report_command
+
         stopped = sum(t.stopped for t in self.trials)
         repeated = f", {self.repeats} repeated point(s)" if self.repeats else ""
+        listing = report_command(self.selector, tracking_uri=self.tracking_uri)
         chosen = (
-            f" (the newest of {self.matches} searches {self.selector!r} names; `search report {self.selector}` "
+            f" (the newest of {self.matches} searches {self.selector!r} names; `{listing}` "
             f"lists them, --warm-start SEARCH_ID takes another)" if self.matches > 1 else ""
         )
         return (
@@ -236,4 +240,4 @@ def read_warm_start(space: Space, *, tracking_uri: str, selector: str, exclude: 
             f"{record.search_id} has none ({unfit} outside this space, {unscored} failed or unfinished){why}"
         )
     return WarmStart(search_id=record.search_id, trials=tuple(trials.values()), unscored=unscored, unfit=unfit,
-                     repeats=repeats, selector=selector, matches=record.matches)
+                     repeats=repeats, selector=selector, matches=record.matches, tracking_uri=tracking_uri)

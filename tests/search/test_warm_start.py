@@ -10,6 +10,7 @@ import optuna
 import pytest
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
+from search._shell import search_command
 from search.driver import RunLocation, SearchInputError, SearchOptions, plan_search
 from search.driver._plan import write_meta
 from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
@@ -250,6 +251,8 @@ def test_a_restart_in_its_own_parent_run_is_not_warm_started_from_itself(tmp_pat
     itself = _earlier_search(uri, "restarted", [("a", second, [0.6], "finished")], search_id="restarted-2")
     warm = read_warm_start(space, tracking_uri=uri, selector="restarted")
     assert warm.search_id == itself and "the newest of 2 searches 'restarted' names" in warm.note()
+    # the command that lists them reads the same store (before: `search report restarted`, the default's)
+    assert f"`{search_command('report', 'restarted', '--tracking-uri', uri)}` lists them" in warm.note()
 
     write_meta(RunLocation(str(tmp_path / "runs"), "restarted"),
                {"search_id": itself, "tracking_uri": uri, "experiment": "restarted"})
