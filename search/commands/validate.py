@@ -38,6 +38,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def summary_lines(space: Any) -> list[str]:
     """What a space searches over, for the terminal."""
+    from search.driver._rungs import scheduling_text
+
     data = space.data
     where = f" at {data.path}" if data.path else ""
     limit = f", limit {data.limit}" if data.limit is not None else ""
@@ -53,8 +55,8 @@ def summary_lines(space: Any) -> list[str]:
         f"data: {data.kind}{where} (val_fraction {data.val_fraction}{limit}, labels {data.labels}, seed {data.seed})",
         f"heads: {heads}",
         f"objective: {objectives}",
-        f"search: {space.num_trials} trials, {s.sampler} sampler, {s.scheduler} scheduler, "
-        f"{s.max_concurrent} concurrent, seed {s.seed}{budget}",
+        f"search: {space.num_trials} trials, {s.sampler} sampler, {s.max_concurrent} concurrent, seed {s.seed}{budget}",
+        f"scheduler: {scheduling_text(space)}",
         f"resources per trial: {space.resources.cpu:g} cpu, {space.resources.gpu:g} gpu",
     ]
 

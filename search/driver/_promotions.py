@@ -37,16 +37,9 @@ from ray.tune.search import ConcurrencyLimiter
 from search.driver._trainable import FINAL_KEY
 from trainables.metric_names import LAST_EPOCH_KEY
 
-__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_milestones", "rung_score", "rung_top"]
+__all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_score", "rung_top"]
 
 Key = TypeVar("Key")
-
-
-def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
-    """The rungs' epochs, ascending: grace x rf^k below ``epochs`` (where Ray's ASHA puts its rungs)."""
-    count = int(math.log(epochs / grace_period) / math.log(reduction_factor) + 1e-9) + 1
-    # Ray's rung at a fractional epoch is reached at the next whole one
-    return sorted({math.ceil(grace_period * reduction_factor**k - 1e-9) for k in range(count)} - {epochs})
 
 
 def rung_score(value: float, *, sign: float) -> float:
@@ -105,7 +98,7 @@ class PausingLimiter(ConcurrencyLimiter):
 
 class PromotingAsha(FIFOScheduler):
     """ASHA with promotions on ``metric`` (``mode``) with the epoch as time: rungs at
-    ``milestones`` (``rung_milestones``), promotion to a rung for the top 1/``reduction_factor``
+    ``milestones`` (``search.driver._rungs``), promotion to a rung for the top 1/``reduction_factor``
     of the one below. Trials run to ``epochs``; the last rung's trials are not paused again."""
 
     def __init__(self, *, metric: str, mode: str, milestones: list[int], reduction_factor: float) -> None:

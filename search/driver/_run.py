@@ -24,7 +24,9 @@ from search.driver._callbacks import MlflowCallback, ProgressPrinter, trial_erro
 from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
 from search.driver._promotions import PromotingAsha, PromotionState
 from search.driver._state import StateSnapshot, clear_state
-from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, grace_period, trial_threads
+from search.driver._rungs import grace_period, scheduler_rungs, scheduling_text
+from search.space._schema import ASHA_SCHEDULERS
+from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, trial_threads
 from search.driver._summary import (
     TrialSummary,
     best_config_yaml,
@@ -68,7 +70,13 @@ class SearchOutcome:
 def _settings_params(space: Space, *, num_samples: int, threads: int, epochs: int) -> dict[str, Any]:
     params: dict[str, Any] = {f"search.{k}": v for k, v in asdict(space.search).items()}
     params["search.num_samples"] = num_samples
-    params["search.grace_period"] = grace_period(space, epochs=epochs)
+    # the scheduler's own settings only where it reads them (none: neither; median: no rungs)
+    del params["search.grace_period"], params["search.reduction_factor"]
+    if space.search.scheduler != "none":
+        params["search.grace_period"] = grace_period(space, epochs=epochs)
+    if space.search.scheduler in ASHA_SCHEDULERS:
+        params["search.reduction_factor"] = space.search.reduction_factor
+        params["search.rungs"] = ", ".join(map(str, scheduler_rungs(space)))
     params["resources.cpu"] = space.resources.cpu
     params["resources.gpu"] = space.resources.gpu
     params["train.threads"] = threads
@@ -239,7 +247,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         )
     say(
         f"{verb} search {plan.name!r} ({num_samples} trials, sampler {space.search.sampler}, "
-        f"scheduler {space.search.scheduler}) in {plan.location}\n"
+        f"scheduler {scheduling_text(space)}) in {plan.location}\n"
         f"MLflow: {redact_uri(plan.tracking_uri)}, experiment {plan.experiment!r}, search id {plan.search_id}"
     )
 

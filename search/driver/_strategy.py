@@ -15,18 +15,15 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianSt
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.driver._promotions import PausingLimiter, PromotingAsha, rung_milestones
+from search.driver._promotions import PausingLimiter, PromotingAsha
+from search.driver._rungs import grace_period, promotion_rungs
 from search.driver._trainable import FAILED_KEY, FINAL_KEY
 from search.driver._warm import WarmTrial
 from search.space import Space
 from search._optuna import quiet_optuna
 from trainables.metric_names import LAST_EPOCH_KEY
 
-__all__ = ["DefineByRun", "asha_grace", "build_scheduler", "build_searcher", "grace_period", "grid_points", "startup_trials", "trial_threads"]
-
-
-# the schedulers with rungs at grace x rf^k epochs (asha_grace)
-ASHA_SCHEDULERS = ("asha", "asha_promotions")
+__all__ = ["DefineByRun", "build_scheduler", "build_searcher", "grid_points", "startup_trials", "trial_threads"]
 
 
 def trial_threads(space: Space) -> int:
@@ -325,23 +322,6 @@ class _Median(_FinishLastEpoch, MedianStoppingRule):
         return TrialScheduler.CONTINUE
 
 
-def asha_grace(epochs: int, reduction_factor: float) -> int:
-    """The grace period that puts ASHA's rungs (grace x rf^k epochs) as the space's epochs would in
-    Hyperband: the last one at about ``epochs``, the first at epochs / rf^k >= 1 (9 epochs, rf 3:
-    rungs at 1, 3, 9; 20 epochs: 2, 6, 18). ASHA with promotions takes the last for the end."""
-    reductions = max(0, math.floor(math.log(epochs) / math.log(reduction_factor) + 1e-9))
-    return max(1, round(epochs / reduction_factor**reductions))
-
-
-def grace_period(space: Space, *, epochs: int) -> int:
-    """The grace period the space sets (at most its epochs), else ASHA's from its epochs
-    (``asha_grace``) or 1 epoch for median stopping (which has no rungs)."""
-    settings = space.search
-    if settings.grace_period is not None:
-        return min(settings.grace_period, epochs)
-    return asha_grace(epochs, settings.reduction_factor) if settings.scheduler in ASHA_SCHEDULERS else 1
-
-
 def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:
     """ASHA / median stopping on the primary objective, with epochs as the time axis, after
     ``grace_period``."""
@@ -359,13 +339,8 @@ def build_scheduler(space: Space, *, epochs: int) -> TrialScheduler:
             reduction_factor=settings.reduction_factor,
         )
     if settings.scheduler == "asha_promotions":
-        milestones = rung_milestones(epochs=epochs, grace_period=grace, reduction_factor=settings.reduction_factor)
-        if settings.grace_period is None:
-            # asha_grace puts the last rung at about the epochs (18 of 20): that rung is the end,
-            # which trials would otherwise reach only once rf of them had waited at 18
-            milestones = [m for m in milestones if m * settings.reduction_factor <= epochs]
-        return PromotingAsha(metric=objective.metric, mode=objective.mode, milestones=milestones,
-                             reduction_factor=settings.reduction_factor)
+        return PromotingAsha(metric=objective.metric, mode=objective.mode,
+                             milestones=promotion_rungs(space, epochs=epochs), reduction_factor=settings.reduction_factor)
     if settings.scheduler == "median":
         return _Median(
             epochs=epochs, time_attr="epoch", metric=objective.metric, mode=objective.mode, grace_period=grace

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from search.space._distributions import SuggestTrial
     from trainables.data import DataSpec, HeadInfo
 
-__all__ = ["SEARCH_NAME_RULE", "MlflowSettings", "Objective", "Resources", "SearchSettings", "Space", "is_search_name"]
+__all__ = ["ASHA_SCHEDULERS", "SEARCH_NAME_RULE", "MlflowSettings", "Objective", "Resources", "SearchSettings", "Space", "is_search_name"]
 
 # A search's name names its run directory (<storage>/<name>) and is part of its MLflow search id.
 SEARCH_NAME_RULE = "a search name of 1 to 100 letters, digits, '.', '_' or '-' that starts with a letter or digit"
@@ -51,6 +51,8 @@ class Objective:
 
 
 MAX_TRIALS = 100_000  # trials of one search: its num_samples, or the points of its grid
+# the schedulers with rungs at grace x rf^k epochs (search.driver._rungs), which a reduction factor sets
+ASHA_SCHEDULERS = ("asha", "asha_promotions")
 
 # Upper bounds refuse what no machine can run (a billion trials, a year of budget) before the
 # driver builds anything for it.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from search.space._compile import Const, Entry, grid_size, grid_space
-from search.space._schema import MAX_TRIALS, Objective, Resources, SearchSettings
+from search.space._schema import ASHA_SCHEDULERS, MAX_TRIALS, Objective, Resources, SearchSettings
 
 __all__ = ["device_issues", "search_issues"]
 
@@ -33,9 +33,18 @@ def search_issues(search: SearchSettings, entries: Sequence[Entry], objectives: 
             issues.append(("search.num_samples", f"the number of points of the grid ({size}), or no num_samples: the "
                            f"grid sampler runs each point once", search.num_samples))
     scheduled = search.scheduler != "none"
+    given = raw if isinstance(raw, dict) else {}
     if scheduled and len(objectives) > 1:
-        issues.append(("search.scheduler", "`none` with several objectives (a scheduler stops trials on one "
-                       "metric)", search.scheduler))
+        default = "" if "scheduler" in given else f"; {search.scheduler} is the default: set scheduler: none"
+        issues.append(("search.scheduler" if "scheduler" in given else "search", "`none` with several objectives "
+                       f"(a scheduler stops trials on one metric{default})", search.scheduler))
+    # settings no scheduler of the space reads: accepted, they were ignored without a word
+    if not scheduled and "grace_period" in given:
+        issues.append(("search.grace_period", "no grace period with scheduler none, which stops no trial (asha, "
+                       "asha_promotions and median use one)", search.grace_period))
+    if search.scheduler not in ASHA_SCHEDULERS and "reduction_factor" in given:
+        issues.append(("search.reduction_factor", f"no reduction factor with scheduler {search.scheduler} (asha "
+                       "and asha_promotions use one)", search.reduction_factor))
     epochs = _constant(entries, "train.epochs")
     if scheduled and isinstance(epochs, int) and search.grace_period is not None and search.grace_period > epochs:
         path = "search.grace_period" if isinstance(raw, dict) and "grace_period" in raw else "search"

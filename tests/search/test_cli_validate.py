@@ -58,6 +58,37 @@ def test_an_objective_s_mode_must_be_the_way_its_metric_improves(objective, mess
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("search", "line"), [
+    # before: the scheduler's name alone; a rung at 3 of 4 epochs with grace_period 1 written out
+    ("{grace_period: 1}", "scheduler: asha_promotions, a rung at epoch 1 of 4: a trial waits there until it is "
+                          "among the top 1/3"),
+    ("{scheduler: asha}", "scheduler: asha, rungs at epochs 1 and 3 of 4: a trial below the top 1/3 there stops"),
+    ("{grace_period: 3}", "scheduler: asha_promotions, no rung within 4 epochs (from a grace period of 3, reduction "
+                          "factor 3): every trial trains to its end"),
+    ("{scheduler: asha, grace_period: 4}", "scheduler: asha, no rung within 4 epochs (from a grace period of 4, "
+                                           "reduction factor 3): every trial trains to its end"),
+    ("{scheduler: median, grace_period: 2}", "scheduler: median, from epoch 2 of 4: a trial below the median of the "
+                                             "others there stops"),
+    ("{scheduler: none}", "scheduler: none: every trial trains its 4 epochs"),
+])
+def test_validate_says_where_the_scheduler_compares_trials(search, line, tmp_path, capsys):
+    space = tmp_path / "rungs.yaml"
+    space.write_text("data: {kind: digits, limit: 200}\ntrain: {epochs: 4}\nheads: {digit: {loss: ce}}\n"
+                     f"objective: {{metric: val/acc_mean, mode: max}}\nsearch: {search}\n")
+    assert main(["validate", str(space)]) == 0
+    assert f"\n{line}\n" in capsys.readouterr().out
+
+
+def test_several_objectives_with_the_default_scheduler_say_it_is_the_default(tmp_path, capsys):
+    space = tmp_path / "two.yaml"
+    space.write_text("data: {kind: digits, limit: 200}\nheads: {digit: {loss: ce}, thickness: {loss: ce}}\n"
+                     "objective: [{metric: val/acc_mean, mode: max}, {metric: val/thickness/mae, mode: min}]\n")
+    assert main(["validate", str(space)]) == 2
+    # before: "search.scheduler: ..., but got \"asha_promotions\"", a value the file does not hold
+    assert ("search: `none` with several objectives (a scheduler stops trials on one metric; asha_promotions is the "
+            "default: set scheduler: none), but got \"asha_promotions\"") in capsys.readouterr().err
+
+
 def test_validate_counts_the_trials_of_a_grid(tmp_path, capsys):
     # before, it printed num_samples (its default 16), which the grid sampler does not use
     space = tmp_path / "grid.yaml"

@@ -387,6 +387,8 @@ def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, 
     children = runs_of(client, outcome, "trial")
     assert parent.info.status == "FINISHED"
     assert parent.data.params["search.num_samples"] == "6"
+    # scheduler none reads neither (before, both were logged as if they had acted)
+    assert "search.grace_period" not in parent.data.params and "search.reduction_factor" not in parent.data.params
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
         "space.yaml",
         "summary.txt",

@@ -14,7 +14,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_milestones, rung_top
+from search.driver._promotions import PausingLimiter, PromotingAsha, PromotionState, rung_top
+from search.driver._rungs import rung_milestones
 from search.driver._strategy import _Optuna
 from search.driver._trainable import FINAL_KEY
 from trainables.metric_names import LAST_EPOCH_KEY
@@ -250,10 +251,11 @@ def test_a_trial_that_diverged_is_not_sent_on_at_the_end():
 
 @pytest.mark.parametrize(("epochs", "grace", "expected"), [
     (9, None, [1, 3]), (20, None, [2, 6]), (10, None, [1, 3]), (30, None, [1, 3, 9]),
-    # a grace period the space sets keeps Ray's rungs: 18 of 20 as asked
-    (20, 2, [2, 6, 18]),
+    # a grace period the space sets gives the rungs its default would: before, 18 of 20 as Ray's,
+    # and a rung at 3 of 4 epochs where the default (also 1) had none
+    (20, 2, [2, 6]), (4, 1, [1]), (4, None, [1]), (20, 5, [5]),
 ])
-def test_without_a_grace_period_asha_with_promotions_takes_the_rung_at_about_the_epochs_for_the_end(
+def test_asha_with_promotions_takes_the_rung_at_about_the_epochs_for_the_end(
     epochs, grace, expected
 ):
     # before: 20 epochs gave rungs 2, 6, 18, and a trial trained past 18 only once 3 had waited there

@@ -13,7 +13,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler
 from search._shell import search_command
 from search.driver import RunLocation, SearchInputError, SearchOptions, plan_search
 from search.driver._plan import write_meta
-from search.driver._strategy import DefineByRun, asha_grace, build_searcher, grace_period, startup_trials
+from search.driver._rungs import asha_grace, grace_period
+from search.driver._strategy import DefineByRun, build_searcher, startup_trials
 from search.driver._trainable import FINAL_KEY
 from search.driver._warm import DoesNotFit, WarmTrial, check_fit, fitting_params, read_warm_start
 from search.space import load_space
