@@ -44,6 +44,11 @@ def test_a_rung_promotes_its_top_third_and_every_trial_tied_with_the_last_of_the
     # n / rf whole in decimals but not in floats (33 / 1.1, 81 / 2.7): the top 30, not 29
     assert len(rung_top({i: float(i) for i in range(33)}, reduction_factor=1.1)) == 30
     assert len(rung_top({i: float(i) for i in range(81)}, reduction_factor=2.7)) == 30
+    # the same value rounded apart: (29 + 11 + 9) / 45 / 3 and (27 + 13 + 9) / 45 / 3, both 49/135
+    # (before, only the first went on)
+    a, b = (29 / 45 + 11 / 45 + 9 / 45) / 3, (27 / 45 + 13 / 45 + 9 / 45) / 3
+    assert a != b and rung_top({"a": a, "b": b, "c": 0.1}, reduction_factor=3) == ["a", "b"]
+    assert rung_top({"a": a, "b": a - 1e-6, "c": 0.1}, reduction_factor=3) == ["a"]  # a difference is one
 
 
 def test_a_trial_tied_with_the_cutoff_runs_on_in_the_slot_of_the_next_to_pause():
