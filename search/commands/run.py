@@ -139,6 +139,7 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         SearchOptions,
         RunDirectoryHold,
         check_resources,
+        fit_concurrency,
         import_run_in_background,
         plan_search,
         prepare_data,
@@ -211,6 +212,10 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
             note = check_resources(space, joined=address is not None)
             if note is not None:
                 print(f"note: {note}", flush=True)
+            if address is None:
+                plan, note = fit_concurrency(plan)
+                if note is not None:
+                    print(f"note: {note}", flush=True)
             if address is not None:
                 shared = _node_local_storage(plan.location)
                 if shared is not None:

@@ -905,6 +905,26 @@ def _unfinished_search(tmp_path: Path, space_file: Path, **recorded: Any) -> Non
     (run_dir / "losstune.json").write_text(json.dumps(meta))
 
 
+@pytest.mark.parametrize(("resources", "gpu", "expected"), [
+    ({"CPU": 2.0}, "", 2), ({"CPU": 16.0, "GPU": 1.0}, ", gpu: 0.25", 4), ({"CPU": 64.0}, "", 8)])
+def test_a_local_search_runs_at_most_the_trials_that_fit_at_once(tmp_path: Path, monkeypatch, resources, gpu, expected):
+    # before: max_concurrent 8 on 2 CPUs drew 8 configurations before any result, TPE's as random search's
+    import ray
+
+    from search.driver import fit_concurrency
+
+    space_file = write_space(tmp_path, search="{num_samples: 8, sampler: tpe, scheduler: none, max_concurrent: 8}")
+    space_file.write_text(space_file.read_text().replace("resources: {cpu: 1}", f"resources: {{cpu: 1{gpu}}}"))
+    plan = plan_search(load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"),
+                                                             tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: resources)
+    fitted, note = fit_concurrency(plan)
+    assert fitted.space.search.max_concurrent == expected
+    assert (note is None) == (expected == 8)
+    if note is not None:
+        assert note.startswith(f"search.max_concurrent is 8, but {expected} trial(s) fit at once on this machine's Ray")
+
+
 def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: Path):
     # Before, it dropped the command's Ray options: a search run with --num-cpus 2 (or on a cluster
     # by --address) resumed on every CPU of a new local instance; and a storage path with a space
