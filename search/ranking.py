@@ -78,7 +78,7 @@ def best_trial(trials: Sequence[_T], modes: Sequence[str]) -> _T | None:
 def best_line(trial: Ranked | None, metric: str) -> str:
     """How the summary and the report name the best trial."""
     if trial is None:
-        return f"best trial: none yet (no finished or stopped trial has a value of {metric})"
+        return f"best trial: none (no finished or stopped trial has a value of {metric})"
     return f"best trial: {trial.trial_id} ({metric}={trial.values[0]:.6g}, {trial.state.lower()})"
 
 

@@ -370,11 +370,14 @@ def _finish(
 ) -> SearchOutcome:
     space = plan.space
     objectives = space.objectives
-    summaries = summarize(trials, objectives, histories=histories)
     open_runs = tracker.open_trial_runs()
+    # A trial the time budget ended before it started has no result and no run: it was never run
+    # (before, the summary counted it as stopped, where MLflow and the report have no such trial).
+    summaries = [s for s in summarize(trials, objectives, histories=histories)
+                 if not (s.state == "STOPPED" and s.epochs == 0 and s.trial_id not in open_runs)]
     # Tune stops the trials still running when the time budget runs out without telling the
-    # callbacks, so their runs are still open here; a trial the budget kept from starting has none.
-    cut_short = [s for s in summaries if s.state == "STOPPED" and open_runs.get(s.trial_id, True)]
+    # callbacks, so their runs are still open here.
+    cut_short = [s for s in summaries if s.state == "STOPPED" and open_runs.get(s.trial_id, False)]
     budget_ended = out_of_time and (len(summaries) < num_samples or bool(cut_short))
     # Safety net (and the trials the budget stopped): a run the callbacks could not end (e.g. the
     # driver died between Tune's state save and the callback), or that an interrupted attempt left

@@ -139,7 +139,8 @@ def format_summary(
     counts: dict[str, int] = {}
     for s in summaries:
         counts[s.state] = counts.get(s.state, 0) + 1
-    lines = [title, "trials: " + ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())), *notes]
+    counted = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items())) or "none run"
+    lines = [title, f"trials: {counted}", *notes]
     varied = varied_keys([s.config for s in summaries], hidden=("train.threads",), searched=searched)
 
     def row(s: TrialSummary) -> list[str]:

@@ -116,6 +116,7 @@ class SearchRecord:
     heads: tuple[str, ...]
     trials: list[TrialRecord] = field(default_factory=list)  # in start order
     dimensions: dict[str, Distribution] | None = None  # searched key -> distribution (parent artifact)
+    end_reason: str | None = None  # how the search ended (its parent's losstune.end_reason); None while it runs
     matches: int = 1  # searches the selector named (this one the newest)
 
 
@@ -375,6 +376,7 @@ def load_search(
         name=parent.info.run_name or parent.data.tags.get(_RUN_NAME_TAG) or search_id,
         parent_run_id=parent.info.run_id,
         status=parent.info.status,
+        end_reason=parent.data.tags.get(TAG_END_REASON),
         objectives=objectives,
         heads=tuple(heads),
         trials=trials,

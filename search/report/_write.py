@@ -79,11 +79,16 @@ def _identity(search: SearchRecord) -> str:
     return f"({search.search_id}), run {search.parent_run_id}"
 
 
+def _ended_by(search: SearchRecord) -> str:
+    """A search ended by its time budget finished as one that ran every trial does; the report says which."""
+    return ", ended by its time budget" if search.end_reason == "time_budget" else ""
+
+
 def _header(search: SearchRecord) -> list[str]:
     objectives = ", ".join(f"{o.metric} ({o.mode})" for o in search.objectives)
     modes = [o.mode for o in search.objectives]
     lines = [
-        f"search: {search.name} {_identity(search)}, status {search.status.lower()}",
+        f"search: {search.name} {_identity(search)}, status {search.status.lower()}{_ended_by(search)}",
         f"MLflow: {redact_uri(search.tracking_uri)}, experiment {search.experiment!r} (id {search.experiment_id})",
         f"objective: {objectives}",
         f"trials: {len(search.trials)} ({_counts(search)})",

@@ -556,6 +556,24 @@ def test_the_time_budget_ends_a_search_and_its_cut_short_trials_runs(ray_session
             assert runs[trial.trial_id].info.status == "FINISHED"
 
 
+def test_trials_the_time_budget_ended_before_they_started_are_never_run_not_stopped(ray_session, tmp_path: Path,
+                                                                                    capsys):
+    # before: "trials: 2 stopped" and the parent's losstune.num_trials 2, where MLflow and the
+    # report had no trial at all; and "best trial: none yet" for a search that had ended
+    space_file = write_space(tmp_path, name="instant", heads=FIXED_HEADS,
+                             search="{num_samples: 5, sampler: random, scheduler: none, max_concurrent: 2, "
+                                    "time_budget_s: 0.2}")
+    outcome, client = search(tmp_path, space_file, train_fn=SlowTrain(5.0))
+    out = capsys.readouterr().out
+    runs = {c.data.tags["losstune.trial_id"] for c in runs_of(client, outcome, "trial")}
+    assert {t.trial_id for t in outcome.trials} == runs
+    (parent,) = runs_of(client, outcome, "search")
+    assert parent.data.tags["losstune.num_trials"] == str(len(runs))
+    assert "of 5 trials stopped by it or never run" in out
+    if not runs:
+        assert "\ntrials: none run\n" in out and "best trial: none (no finished or stopped trial" in out
+
+
 def _interrupted_after_an_epoch(tmp_path: Path, space_file: Path, train_fn: SlowTrain):
     """``search`` of ``space_file`` stopped by a Ctrl-C once a trial reported an epoch."""
     marks = Path(train_fn.marks)

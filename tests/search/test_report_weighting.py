@@ -355,3 +355,13 @@ def test_the_importance_line_says_how_many_trials_it_rests_on_and_how_many_were_
     report = write_report(_search(trials), tmp_path)
     assert "parameter importance for val/acc_mean (fANOVA over 5 trials, 3 of them stopped early: values after " \
            "fewer epochs): train.lr 1.00" in report.text
+
+
+def test_the_report_says_a_search_ended_by_its_time_budget(tmp_path):
+    # before: "status finished", as for a search that ran every trial (summary.txt said it)
+    import dataclasses
+
+    budget = write_report(dataclasses.replace(_search(TRIALS), end_reason="time_budget"), tmp_path / "a")
+    assert "status finished, ended by its time budget\n" in budget.text
+    whole = write_report(dataclasses.replace(_search(TRIALS), end_reason="finished"), tmp_path / "b")
+    assert "status finished\n" in whole.text and "time budget" not in whole.text
