@@ -82,4 +82,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{path}: valid")
         for line in [*plugin_lines(plugins), *summary_lines(space), *space.dimensions()]:
             print(line)
+        note = space.repeats_note()
+        if note is not None:
+            print(f"note: {note}")
     return status

@@ -211,6 +211,9 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         tracking_uri = wanted
         experiment = space.mlflow.experiment or space.name
         search_id = make_search_id(name)
+        repeats = space.repeats_note()
+        if repeats is not None:
+            notes.append(repeats)
     try:
         if not finished:  # a finished search's summary is printed without MLflow
             check_store_uri(tracking_uri, writing=True)

@@ -119,6 +119,21 @@ class Space:
 
         return grid_size(self.entries)
 
+    def repeats_note(self) -> str | None:
+        """A note where the space holds fewer distinct configurations than it runs trials (every
+        searched value a choice): the rest repeat configurations, which train the same metrics
+        (a config and its seed fix them), once the sampler's redraws find nothing new."""
+        from search.space._compile import grid_size, grid_space
+
+        if self.search.sampler == "grid" or grid_space(self.entries) is None:
+            return None
+        points, trials = grid_size(self.entries), self.search.num_samples
+        if trials <= points:
+            return None
+        return (f"search.num_samples is {trials}, but the space holds {points} distinct configuration(s): "
+                f"{trials - points} trial(s) repeat one, with the same metrics (num_samples: {points}, or "
+                f"sampler: grid, runs each once)")
+
     def define_by_run(self, trial: SuggestTrial) -> dict[str, Any]:
         """Suggest every searched dimension under its flat trial-config key (loss parameters only
         for the loss the trial chose) and return the constants, so that suggested + returned is

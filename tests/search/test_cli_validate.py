@@ -89,6 +89,20 @@ def test_several_objectives_with_the_default_scheduler_say_it_is_the_default(tmp
             "default: set scheduler: none), but got \"asha_promotions\"") in capsys.readouterr().err
 
 
+def test_validate_notes_a_space_with_fewer_configurations_than_trials(tmp_path, capsys):
+    # before: 4 trials of a 2-point space ran, 2 of them repeats with the same metrics, without a word
+    space = tmp_path / "small.yaml"
+    space.write_text("data: {kind: digits, limit: 200}\ntrain: {lr: 0.003}\n"
+                     "heads: {digit: {loss: {choice: [ce, focal]}}}\nobjective: {metric: val/acc_mean, mode: max}\n"
+                     "search: {num_samples: 4, sampler: random}\n")
+    assert main(["validate", str(space)]) == 0
+    assert ("note: search.num_samples is 4, but the space holds 2 distinct configuration(s): 2 trial(s) repeat one, "
+            "with the same metrics (num_samples: 2, or sampler: grid, runs each once)") in capsys.readouterr().out
+    space.write_text(space.read_text().replace("lr: 0.003", "lr: {loguniform: [0.001, 0.01]}"))
+    assert main(["validate", str(space)]) == 0
+    assert "note:" not in capsys.readouterr().out  # a range: no end of configurations
+
+
 def test_validate_counts_the_trials_of_a_grid(tmp_path, capsys):
     # before, it printed num_samples (its default 16), which the grid sampler does not use
     space = tmp_path / "grid.yaml"
