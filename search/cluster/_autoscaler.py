@@ -103,18 +103,19 @@ def wait_adds_nodes(status: Callable[[], Mapping[str, Any] | None], *, wait_s: f
 
 def check_trial_fits(*, alive: Sequence[tuple[float, float]], cpu: float, gpu: float, where: str,
                      node_types: Callable[[], list[NodeType] | None],
-                     autoscales: Callable[[], bool | None]) -> str | None:
+                     autoscales: Callable[[], bool | None], source: str | None = None) -> str | None:
     """A trial of ``cpu`` CPUs and ``gpu`` GPUs must fit on one node (Ray places a trial on one
     node), else Tune waits for resources for good: on an ``alive`` node's (CPU, GPU), or on a node
     the autoscaler may start: one of ``node_types()`` where they are known (not None), else any
     unless ``autoscales()`` is False. Both are asked only when no alive node fits. Returns a note
-    when only the autoscaler can give the trial a node."""
+    when only the autoscaler can give the trial a node. ``source``: the space file, which the
+    error names."""
     if any(c >= cpu and g >= gpu for c, g in alive):
         return None
     types = node_types()
     have = ", ".join(f"{c:g} CPU + {g:g} GPU" for c, g in alive) or "no alive node"
-    rule = (f"resources of a trial (resources.cpu: {cpu:g}, resources.gpu: {gpu:g}) must fit on one node of "
-            f"{where}")  # fmt: skip
+    rule = (f"{f'{source}: ' if source else ''}resources of a trial (resources.cpu: {cpu:g}, resources.gpu: "
+            f"{gpu:g}) must fit on one node of {where}")  # fmt: skip
     if types is not None:
         fitting = [t for t in types if t.fits(cpu=cpu, gpu=gpu)]
         if not fitting:

@@ -152,7 +152,7 @@ def _check_resources(cluster: Any, space: Any) -> None:
     note = check_trial_fits(
         alive=[(n.cpu, n.gpu) for n in cluster.nodes() if n.alive], cpu=space.resources.cpu,
         gpu=space.resources.gpu, where=f"the cluster at {cluster.address}", node_types=lambda: None,
-        autoscales=lambda: wait_adds_nodes(cluster.autoscaler_status),
+        autoscales=lambda: wait_adds_nodes(cluster.autoscaler_status), source=str(space.path),
     )  # fmt: skip
     if note is not None:
         print(f"note: {note}", file=sys.stderr, flush=True)

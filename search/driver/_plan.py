@@ -326,4 +326,4 @@ def check_resources(space: Space, *, joined: bool) -> str | None:
              for n in ray.nodes() if n.get("Alive")]  # fmt: skip
     return check_trial_fits(alive=alive, cpu=space.resources.cpu, gpu=space.resources.gpu, where="the Ray cluster",
                             node_types=read_node_types if joined else lambda: None,
-                            autoscales=autoscales if joined else lambda: False)
+                            autoscales=autoscales if joined else lambda: False, source=str(space.path))

@@ -465,6 +465,7 @@ def test_a_local_search_whose_trial_fits_no_node_exits_2_at_once(tmp_path: Path,
                                 env={"HOME": str(home)})  # fmt: skip
     assert code == 2, output
     assert "must fit on one node of the Ray cluster, but got nodes with 2 CPU + 0 GPU" in output, output
+    assert f"error: {space}: resources of a trial (resources.cpu: 1, resources.gpu: 1)" in output  # before: no file
     assert "node types" not in output and "Traceback" not in output
     assert time.monotonic() - started < 60
 
