@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from trainables.data import HeadInfo
 
-__all__ = ["BREAKDOWN_TERMS", "DEFAULT_K", "HEAD_NAMES_RULE", "LAST_EPOCH_KEY", "MEANS",
+__all__ = ["BEST_EPOCH_KEY", "BREAKDOWN_TERMS", "DEFAULT_K", "HEAD_NAMES_RULE", "LAST_EPOCH_KEY", "MEANS",
            "STEP_METRICS", "better_mode", "head_metric_names", "metric_names"]
 
 # In an epoch's report: 1 when the trial's training ends after this epoch (its epochs or its
 # patience ran out), else 0. A scheduler lets such a trial finish instead of pausing it at a rung.
 LAST_EPOCH_KEY = "last_epoch"
+# In an epoch's report: the trial's best epoch so far by its objective (beside best/<objective>,
+# its value there), so that a trial stopped early says which epoch its values are from.
+BEST_EPOCH_KEY = "best/epoch"
 
 # The loss breakdown's own terms, "loss/<term>" beside each head's "loss/<head>": no head is named so.
 BREAKDOWN_TERMS = ("task", "energy", "energy_weighted", "energy_share", "auxiliary", "total")

@@ -28,7 +28,7 @@ from trainables.device import DeviceOutOfMemory, GpuMonitor, out_of_memory_as_fa
 from trainables.energy_alarm import ALARM_PREFIX, energy_alarms
 from trainables.flat_keys import HEAD_LOSS, HEADS, FlatKey
 from trainables.losses import EnergyLoss, MultiHeadLoss, build_loss, check_fits_head
-from trainables.metric_names import LAST_EPOCH_KEY, metric_names
+from trainables.metric_names import BEST_EPOCH_KEY, LAST_EPOCH_KEY, metric_names
 from trainables.models import build_model, is_temporal
 from trainables.settings import SettingError
 from trainables.temporal import Presenter
@@ -212,6 +212,7 @@ def _train(
                 "epoch_time_s": perf_counter() - start,
                 "samples_per_s": len(data.train) / train_time,
                 f"best/{objective}": progress.best_value,
+                BEST_EPOCH_KEY: progress.best_epoch,
                 LAST_EPOCH_KEY: float(not _trains_on(progress, tc)),
                 **monitor.epoch_metrics(),
                 **first,

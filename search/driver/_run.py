@@ -179,6 +179,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         search_name=plan.name,
         objective_metric=space.objectives[0].metric,
         objective_mode=space.objectives[0].mode,
+        other_objectives=tuple(o.metric for o in space.objectives[1:]),
     )
     use_buffered_requests()
     tracker = SearchTracker(settings)

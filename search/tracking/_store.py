@@ -326,6 +326,8 @@ class TrackingSettings:
     search_name: str
     objective_metric: str  # the primary objective: the parent logs its best value
     objective_mode: str  # "min" | "max"
+    # the search's other objectives: each trial logs best/<metric>, its value at the trial's best epoch
+    other_objectives: tuple[str, ...] = ()
     retry_interval_s: float = 5.0  # while the store is unreachable: seconds between attempts
     flush_timeout_s: float = 600.0  # how long flush() (the end of a search) waits for the store
 

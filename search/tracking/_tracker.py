@@ -12,7 +12,7 @@ process: a trial stopped by the scheduler, or one whose process died, still gets
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 from search.tracking._buffer import BufferedStore, is_number, run_id_of
 from search.tracking import _store as store
 from trainables.flat_keys import head_losses
+from trainables.metric_names import BEST_EPOCH_KEY
 
 __all__ = ["SearchTracker"]
 
@@ -39,6 +40,7 @@ class _TrialRun:
     status: str
     state: str | None = None  # how it ended (store.TRIAL_STATES), None while open
     has_params: bool = True  # False: created, but its config never reached the store
+    at_best: dict[str, float] | None = None  # the other objectives at the trial's best epoch so far
 
 
 class SearchTracker(BufferedStore):
@@ -230,9 +232,31 @@ class SearchTracker(BufferedStore):
         run = self._trial_runs()[trial_id]
         if epoch <= run.last_step:
             return False
-        self._log(run, metrics=metrics, step=epoch)
+        self._log(run, metrics={**metrics, **self._at_best_epoch(run, metrics, epoch=epoch)}, step=epoch)
         run.last_step = epoch
         return True
+
+    def _at_best_epoch(self, run: _TrialRun, metrics: Mapping[str, Any], *, epoch: int) -> dict[str, float]:
+        """``best/<metric>`` of the search's other objectives: their values at the epoch the trial
+        reports as its best so far (``BEST_EPOCH_KEY``), beside the primary's own ``best/<metric>``.
+        Without them a trial's latest values (what MLflow's columns and charts show) mixed its
+        best epoch's primary with its last epoch's others, off the report's Pareto set."""
+        others, best = self.settings.other_objectives, metrics.get(BEST_EPOCH_KEY)
+        if not others or not is_number(best):
+            return {}
+        if int(best) == epoch:
+            run.at_best = {m: float(metrics[m]) for m in others if is_number(metrics.get(m))}
+        elif run.at_best is None and run.run_id is not None:  # a driver started again: from the store
+            run.at_best = self._read(lambda: self._values_at(run.run_id, others, step=int(best)))
+        return {f"best/{m}": v for m, v in (run.at_best or {}).items()}
+
+    def _values_at(self, run_id: str, metrics: Sequence[str], *, step: int) -> dict[str, float]:
+        values = {}
+        for metric in metrics:
+            at = [m.value for m in self.client.get_metric_history(run_id, metric) if m.step == step]
+            if at:
+                values[metric] = at[0]
+        return values
 
     def log_final(self, trial_id: str, metrics: Mapping[str, Any], *, epoch: int) -> bool:
         """Log the trial's final metrics (test/..., best_epoch) once."""

@@ -86,6 +86,36 @@ def test_child_run_has_params_tags_and_parent(settings):
     assert [a.path for a in tracker.client.list_artifacts(parent)] == ["space.yaml"]
 
 
+def test_each_epoch_logs_the_other_objectives_at_the_trial_s_best_epoch_also_after_a_restart(settings):
+    # before: a stopped or finished trial's latest val/energy was its last epoch's, while its
+    # best/val/acc_mean was its best epoch's: MLflow's columns put it off the report's Pareto set
+    import dataclasses
+
+    two = dataclasses.replace(settings(), other_objectives=("val/energy",))
+    first = SearchTracker(two)
+    first.start_search(params={}, artifacts={})
+    run_id = first.trial_started("t1", CONFIG)
+    epochs = [(1, 0.3, 1, 0.9), (2, 0.5, 2, 0.7), (3, 0.4, 2, 0.2)]  # epoch, acc, best epoch so far, energy
+    for epoch, acc, best, energy in epochs:
+        first.log_epoch("t1", {"epoch": epoch, "val/acc_mean": acc, "best/epoch": best, "val/energy": energy},
+                        epoch=epoch)
+    first.flush()
+    history = {m.step: m.value for m in first.client.get_metric_history(run_id, "best/val/energy")}
+    assert history == {1: 0.9, 2: 0.7, 3: 0.7}
+    # a driver started again knows no values of its own: epoch 2's come from the store
+    again = SearchTracker(two)
+    again.log_epoch("t1", {"epoch": 4, "val/acc_mean": 0.45, "best/epoch": 2, "val/energy": 0.1}, epoch=4)
+    again.flush()
+    assert {m.step: m.value for m in again.client.get_metric_history(run_id, "best/val/energy")}[4] == 0.7
+    # one objective: nothing more than the trial reported
+    single = SearchTracker(settings(search_id="single"))
+    single.start_search(params={}, artifacts={})
+    single_run = single.trial_started("t1", CONFIG)
+    single.log_epoch("t1", {"epoch": 1, "val/acc_mean": 0.3, "best/epoch": 1, "val/energy": 0.9}, epoch=1)
+    single.flush()
+    assert not any(k.startswith("best/val/energy") for k in single.client.get_run(single_run).data.metrics)
+
+
 def test_a_resumed_tracker_reuses_runs_and_skips_logged_epochs(uri: str, settings):
     first = SearchTracker(settings())
     first.start_search(params={"objective.0": "val/acc_mean (max)"}, artifacts={})

@@ -110,6 +110,9 @@ def test_train_improves_the_objective_and_reports_every_metric(uninterrupted):
     assert final["best/val/acc_mean"] == max(accs)
     assert final["val/acc_mean"] == max(accs)
     assert final["best_epoch"] == 1 + accs.index(max(accs))
+    # each epoch says its best epoch so far, where best/<objective> is from (a stopped trial's too)
+    assert [r["best/epoch"] for r in reports] == [1 + accs.index(max(accs[:i + 1])) for i in range(len(accs))]
+    assert [r["best/val/acc_mean"] for r in reports] == [max(accs[:i + 1]) for i in range(len(accs))]
 
 
 def test_same_seed_gives_identical_metrics(uninterrupted):
