@@ -15,7 +15,17 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["RANKED_STATES", "SCORED_STATES", "Ranked", "best_epoch", "best_line", "better", "best_trial", "pareto_set", "ranked"]
+__all__ = ["RANKED_STATES", "SCORED_STATES", "TIE_TOLERANCE", "Ranked", "best_epoch", "best_line", "better", "best_trial", "pareto_set", "ranked", "same_value"]
+
+# Relative difference within which two values of a metric are one: float rounding of the same
+# value (a mean of per-head accuracies, 49/135, came out one ulp apart by two sums).
+TIE_TOLERANCE = 1e-9
+
+
+def same_value(a: float, b: float) -> bool:
+    """Whether ``a`` and ``b`` are one value but for float rounding (``TIE_TOLERANCE``)."""
+    return math.isclose(a, b, rel_tol=TIE_TOLERANCE)
+
 
 # States in rank order; any other (running, interrupted, pending) ranks after them.
 RANKED_STATES = ("FINISHED", "STOPPED", "FAILED")

@@ -35,15 +35,12 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from search.driver._trainable import FINAL_KEY
+from search.ranking import same_value
 from trainables.metric_names import LAST_EPOCH_KEY
 
 __all__ = ["PausingLimiter", "PromotingAsha", "PromotionState", "rung_score", "rung_top"]
 
 Key = TypeVar("Key")
-
-
-# Relative difference below which two rung scores are one (float rounding of the same value).
-_TIE_TOLERANCE = 1e-9
 
 
 def rung_score(value: float, *, sign: float) -> float:
@@ -67,7 +64,7 @@ def rung_top(scores: dict[Key, float], *, reduction_factor: float) -> list[Key]:
     ranked = sorted(scores, key=scores.__getitem__, reverse=True)
     count = int(len(ranked) / reduction_factor + 1e-9)  # 33 / 1.1 is 29.999999999999996 in floats
     if 0 < count < len(ranked) and math.isfinite(cutoff := scores[ranked[count - 1]]):
-        while count < len(ranked) and math.isclose(scores[ranked[count]], cutoff, rel_tol=_TIE_TOLERANCE):
+        while count < len(ranked) and same_value(scores[ranked[count]], cutoff):
             count += 1
     return [key for key in ranked[:count] if math.isfinite(scores[key])]
 

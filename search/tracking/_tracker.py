@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from search.tracking._buffer import BufferedStore, is_number, run_id_of
+from search.ranking import same_value
 from search.tracking import _store as store
 from trainables.flat_keys import head_losses
 from trainables.metric_names import BEST_EPOCH_KEY
@@ -284,7 +285,8 @@ class SearchTracker(BufferedStore):
             return False
         parent = self.parent_id  # recovers the best so far on first use
         sign = 1.0 if self.settings.objective_mode == "max" else -1.0
-        if self._best is not None and sign * value <= sign * self._best:
+        # an improvement by float rounding alone (the same value summed another way) is none
+        if self._best is not None and (sign * value <= sign * self._best or same_value(value, self._best)):
             return False
         self._best, self._best_step = float(value), self._best_step + 1
         self._log(parent, metrics={self.best_metric: value}, step=self._best_step)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import signal
@@ -160,6 +161,9 @@ def test_parent_logs_the_best_objective_only_when_it_improves(settings, mode: st
     resumed = SearchTracker(settings(mode=mode))
     assert not resumed.update_best(values[0])
     assert resumed.update_best(logged[-1] + (1 if mode == "max" else -1))
+    # the same value rounded another way is no improvement (before: a second point at 49/135)
+    best = logged[-1] + (1 if mode == "max" else -1)
+    assert not resumed.update_best(math.nextafter(best, math.inf if mode == "max" else -math.inf))
 
 
 def test_trial_end_states_statuses_and_error_tag(settings):
