@@ -11,6 +11,7 @@ process: a trial stopped by the scheduler, or one whose process died, still gets
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from trainables.metric_names import BEST_EPOCH_KEY
 __all__ = ["SearchTracker"]
 
 _PARENT_TAG = "mlflow.parentRunId"
+_NOTE_TAG = "mlflow.note.content"
 # MLflow rejects longer tag values (8000 characters on SQL stores); error texts are cut well below.
 _MAX_TAG = 4000
 # Final metrics are logged once, after the last epoch; this key tells whether that happened.
@@ -98,7 +100,7 @@ class SearchTracker(BufferedStore):
             if tried and (found := self._runs_of(role, trial_id=trial_id)):
                 return min(found, key=lambda r: r.info.start_time)
             tried = True
-            return self.client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
+            return self.client.create_run(experiment_id, run_name=run_name, tags={**_run_context(), **tags})
 
         return create
 
@@ -119,7 +121,9 @@ class SearchTracker(BufferedStore):
                 self._parent_id = run.info.run_id
                 self._recover_best()
             else:
-                tags = {store.TAG_SEARCH_ID: self.settings.search_id, store.TAG_ROLE: store.ROLE_SEARCH}
+                tags = {store.TAG_SEARCH_ID: self.settings.search_id, store.TAG_ROLE: store.ROLE_SEARCH,
+                        # the run's description in MLflow's UI: what tells two searches of one name apart
+                        _NOTE_TAG: f"losstune search {self.settings.search_id}"}
                 run = self._read(self._create_once(store.ROLE_SEARCH, run_name=self.settings.search_name, tags=tags))
                 self._parent_id = run.info.run_id
         return self._parent_id
@@ -341,6 +345,19 @@ class SearchTracker(BufferedStore):
         is never started again to reopen it)."""
         return {trial_id: run.status == "RUNNING" or run.state == "interrupted"
                 for trial_id, run in self._trial_runs().items()}
+
+
+@functools.cache
+def _run_context() -> dict[str, str]:
+    """The tags MLflow's own ``start_run`` sets (user, source, git commit and branch where the
+    code is in a repository), which ``MlflowClient.create_run`` leaves out: the UI's User and
+    Source columns, and which code trained a run."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    try:
+        return dict(resolve_tags({}))
+    except Exception:  # noqa: BLE001 - a context MLflow cannot read leaves the runs without it
+        return {}
 
 
 def _cut(text: str) -> str:

@@ -85,6 +85,13 @@ def test_child_run_has_params_tags_and_parent(settings):
     assert run.data.tags["trial_id"] == "t1" and run.data.tags["losstune.trial_id"] == "t1"
     assert run.data.params == {k: str(v) for k, v in CONFIG.items()}
     assert [a.path for a in tracker.client.list_artifacts(parent)] == ["space.yaml"]
+    # what MLflow's own start_run sets (before: empty User and Source columns), and a description
+    import getpass
+
+    parent_run = tracker.client.get_run(parent)
+    for tags in (run.data.tags, parent_run.data.tags):
+        assert tags["mlflow.user"] == getpass.getuser() and tags["mlflow.source.type"] == "LOCAL"
+    assert parent_run.data.tags["mlflow.note.content"] == f"losstune search {tracker.settings.search_id}"
 
 
 def test_each_epoch_logs_the_other_objectives_at_the_trial_s_best_epoch_also_after_a_restart(settings):
