@@ -76,7 +76,7 @@ def _settings_params(space: Space, *, num_samples: int, threads: int, epochs: in
         params["search.grace_period"] = grace_period(space, epochs=epochs)
     if space.search.scheduler in ASHA_SCHEDULERS:
         params["search.reduction_factor"] = space.search.reduction_factor
-        params["search.rungs"] = ", ".join(map(str, scheduler_rungs(space)))
+        params["search.rungs"] = scheduler_rungs(space)
     params["resources.cpu"] = space.resources.cpu
     params["resources.gpu"] = space.resources.gpu
     params["train.threads"] = threads
@@ -427,6 +427,9 @@ def _finish(
     tags = {"losstune.num_trials": str(len(summaries))}
     if best is not None:
         tags["losstune.best_trial"] = best.trial_id
+        best_run = tracker.trial_run_id(best.trial_id)  # MLflow's id: the UI's search box takes it
+        if best_run is not None:
+            tags["losstune.best_run_id"] = best_run
     tracker.end_search(end=end, artifacts=artifacts, tags=tags)
     meta.update(status="finished", end=end, num_samples=num_samples)
     write_meta(plan.location, meta)

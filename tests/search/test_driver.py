@@ -389,6 +389,9 @@ def test_multi_objective_search_tracks_every_trial(ray_session, tmp_path: Path, 
     assert parent.data.params["search.num_samples"] == "6"
     # scheduler none reads neither (before, both were logged as if they had acted)
     assert "search.grace_period" not in parent.data.params and "search.reduction_factor" not in parent.data.params
+    # the best trial by its MLflow run id too, which the UI finds (the trial id is Ray's)
+    (best_run,) = [c for c in children if c.data.tags["losstune.trial_id"] == outcome.best.trial_id]
+    assert parent.data.tags["losstune.best_run_id"] == best_run.info.run_id
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
         "space.yaml",
         "summary.txt",
