@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; exit 0 ok, 1 refused or failed, 2 invalid arguments."""
+    """Command-line entry point; exit 0 ok, 2 invalid arguments or a refused output directory
+    (invalid input, as `python -m search` says it)."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -88,9 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = generate_vimh(args.out, samples=args.samples, seed=args.seed, params=args.params, size=args.size,
                             fmt=args.fmt, force=args.force,
                             progress=None if args.quiet else progress_bar(sys.stderr))
-    except DataError as exc:
+    except DataError as exc:  # a directory that is not empty, or that cannot be written
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(f"wrote {args.samples} samples to {out}")
     return 0
 

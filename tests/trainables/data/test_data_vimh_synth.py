@@ -67,7 +67,8 @@ def test_cli_exit_codes_and_progress(tmp_path, capsys):
     assert main(["generate", "--out", str(out), "--samples", "6", "--seed", "1", "--size", "8x12"]) == 0
     assert "6/6" in capsys.readouterr().err
     assert read_vimh_info(out).height == 8 and read_vimh_info(out).width == 12
-    assert main(["generate", "--out", str(out), "--samples", "6", "--seed", "1"]) == 1
+    # a refused directory is invalid input: exit 2, as the search CLI says it (before: 1)
+    assert main(["generate", "--out", str(out), "--samples", "6", "--seed", "1"]) == 2
     assert "output directory must be absent or empty" in capsys.readouterr().err
     for bad in (["--samples", "0"], ["--samples", "x"], ["--params", "note_number,bogus"], ["--size", "32"],
                 ["--seed", "-3"], ["--size", "2x2"]):
