@@ -39,10 +39,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def summary_lines(space: Any) -> list[str]:
     """What a space searches over, for the terminal."""
     from search.driver._rungs import scheduling_text
+    from trainables.data import DATASETS
 
     data = space.data
     where = f" at {data.path}" if data.path else ""
     limit = f", limit {data.limit}" if data.limit is not None else ""
+    labels = f", labels {data.labels}" if DATASETS[data.kind].reads_labels else ""
     heads = ", ".join(
         f"{name} ({info.num_classes} classes, {'ordinal' if info.ordinal else 'categorical'})"
         for name, info in space.heads.items()
@@ -52,7 +54,7 @@ def summary_lines(space: Any) -> list[str]:
     budget = f", time budget {s.time_budget_s:g} s" if s.time_budget_s is not None else ""
     return [
         f"name: {space.name}",
-        f"data: {data.kind}{where} (val_fraction {data.val_fraction}{limit}, labels {data.labels}, seed {data.seed})",
+        f"data: {data.kind}{where} (val_fraction {data.val_fraction}{limit}{labels}, seed {data.seed})",
         f"heads: {heads}",
         f"objective: {objectives}",
         f"search: {space.num_trials} trials, {s.sampler} sampler, {s.max_concurrent} concurrent, seed {s.seed}{budget}",

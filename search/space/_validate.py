@@ -263,6 +263,12 @@ class _Walk(ValueChecker):
         path = values.get("path") or (DEFAULT_VIMH_PATH if values["kind"] == "vimh" else None)
         values["path"] = os.path.abspath(os.path.expanduser(path)) if path is not None else None
         entries = [Const("data.path", values["path"]) if e.key == "data.path" else e for e in entries]
+        if isinstance(value, dict) and "labels" in value and not getattr(DATASETS[values["kind"]], "reads_labels", False):
+            # ignored by the trials without a word (before), and printed as if it had chosen them
+            readers = ", ".join(k for k, kind in DATASETS.items() if getattr(kind, "reads_labels", False))
+            self.add("data.labels", f"no labels setting with data.kind {values['kind']} (its labels are its own; "
+                     f"{readers} choose theirs)", value["labels"])
+            return None, None, entries
         if values["path"] is not None and not getattr(DATASETS[values["kind"]], "reads_path", True):
             # ignored by the trials, and printed as where the data came from (a trial config of an
             # earlier search that has one still loads)

@@ -26,12 +26,14 @@ class DatasetKind:
     describe: Callable[[DataSpec], dict[str, HeadInfo]]
     prepare: Callable[[DataSpec, Progress | None], None] | None = None
     reads_path: bool = True  # False: a kind shipped in a package, which a data.path would not change
+    # True: a kind whose style labels data.labels chooses (measured or seed_map)
+    reads_labels: bool = False
 
 
 DATASETS.update(
     vimh=DatasetKind(load=load_vimh, describe=describe_vimh, prepare=prepare_vimh),
-    digits=DatasetKind(load=load_digits_dataset, describe=describe_digits, reads_path=False),
-    mnist=DatasetKind(load=load_mnist_dataset, describe=describe_digits),
+    digits=DatasetKind(load=load_digits_dataset, describe=describe_digits, reads_path=False, reads_labels=True),
+    mnist=DatasetKind(load=load_mnist_dataset, describe=describe_digits, reads_labels=True),
     cifar10=DatasetKind(load=load_cifar, describe=describe_cifar),
 )
 
