@@ -173,6 +173,15 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         raise SearchInputError(
             f"a run directory of a losstune search (with {META_FILE}), but got another Tune experiment in {location}"
         )
+    local = location.local_dir
+    if meta is None and local is not None and local.is_dir() and (held := sorted(p.name for p in local.iterdir())):
+        # a folder of the user's own: a new search clears an earlier attempt's Tune files from its
+        # run directory (*-*.json, *-*.pkl), which deleted files of theirs of such names
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise SearchInputError(
+            f"a run directory of a losstune search (with {META_FILE}), or an empty or absent one, but got {local}, "
+            f"which holds {shown}; pass --name NEW or --storage DIR"
+        )
     if started and meta.get("status") == "finished" and not options.resume:
         raise SearchInputError(
             f"a new search name or storage, but got search {name!r} already finished in {location} "

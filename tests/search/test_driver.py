@@ -6,6 +6,7 @@ Trials train a 16-unit MLP on 300 digits for a few epochs. All tests share one R
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -944,6 +945,23 @@ def test_a_local_search_runs_at_most_the_trials_that_fit_at_once(tmp_path: Path,
     assert (note is None) == (expected == 8)
     if note is not None:
         assert note.startswith(f"search.max_concurrent is 8, but {expected} trial(s) fit at once on this machine's Ray")
+
+
+def test_a_folder_of_the_user_s_own_is_no_run_directory(tmp_path: Path):
+    # before: a new search cleared "an earlier attempt's" Tune files from it: results-2024.json and
+    # model-v1.pkl of the user's were deleted, and Tune wrote its files beside the rest
+    space_file = write_space(tmp_path)
+    mine = tmp_path / "runs" / "tiny"
+    mine.mkdir(parents=True)
+    for name in ("results-2024.json", "model-v1.pkl", "notes.txt"):
+        (mine / name).write_text("keep me")
+    options = SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    with pytest.raises(SearchInputError, match="or an empty or absent one, but got .*tiny, which holds model-v1.pkl, "
+                                                "notes.txt, results-2024.json; pass --name NEW"):
+        plan_search(load_space(space_file), options)
+    assert sorted(p.name for p in mine.iterdir()) == ["model-v1.pkl", "notes.txt", "results-2024.json"]
+    (mine.parent / "empty").mkdir()
+    assert plan_search(load_space(space_file), dataclasses.replace(options, name="empty")).resume is False
 
 
 def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: Path):
