@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 
 try:
     import fcntl
@@ -71,8 +72,14 @@ class FileHold:
 
 def _open(path: str) -> tuple[int, bool]:
     """(descriptor, whether it may be written): read-only where another user made the file, which
-    flock takes as well."""
+    flock takes as well. Never through a link, and only a regular file: in a folder a team shares,
+    a link planted where the lock goes had the holder truncate and write whatever it pointed to."""
+    nofollow = getattr(os, "O_NOFOLLOW", 0)  # a link is refused (ELOOP)
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+        fd, writable = os.open(path, os.O_RDWR | os.O_CREAT | nofollow, 0o666), True
     except PermissionError:
-        return os.open(path, os.O_RDONLY), False
+        fd, writable = os.open(path, os.O_RDONLY | nofollow), False
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "a lock file must be a regular file", path)
+    return fd, writable

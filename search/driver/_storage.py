@@ -116,7 +116,10 @@ class RunLocation:
         if local is not None:
             local.mkdir(parents=True, exist_ok=True)
             tmp = local / f".{file}.tmp"
-            tmp.write_text(text)
+            # never through a link planted where the temporary file goes (a folder a team shares)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            with os.fdopen(fd, "w") as stream:
+                stream.write(text)
             os.replace(tmp, local / file)
             return
         fs, path = self._fs()
