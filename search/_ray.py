@@ -91,7 +91,9 @@ def resolve_address(address: str | None) -> str | None:
     Call before anything imports ``ray``: for a local instance it makes Ray use 127.0.0.1."""
     given = address or os.environ.get("RAY_ADDRESS") or None
     if given is None or given == "local":  # Ray's name for a new local instance
-        os.environ.setdefault(_LOOPBACK_ENV, "0")
+        # set, not defaulted: a 1 left from Ray's multi-node set-up made a local instance listen on
+        # every interface, which it never needs
+        os.environ[_LOOPBACK_ENV] = "0"
         return None
     if given != "auto" and not _is_host_port(given.removeprefix("ray://")):
         where = "--address" if address else "RAY_ADDRESS"

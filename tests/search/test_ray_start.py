@@ -387,3 +387,12 @@ def test_local_means_a_new_local_instance(monkeypatch):
     monkeypatch.setenv(search._ray._LOOPBACK_ENV, "0")  # restored after the test, as resolve_address sets it
     monkeypatch.setenv("RAY_ADDRESS", "local")
     assert search._ray.resolve_address(None) is None
+
+
+def test_a_local_instance_listens_on_loopback_whatever_the_environment_said(monkeypatch):
+    # before: RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1, left from Ray's multi-node set-up, was kept and
+    # the local instance's GCS, raylet and workers listened on every interface
+    monkeypatch.setenv(search._ray._LOOPBACK_ENV, "1")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert search._ray.resolve_address(None) is None
+    assert os.environ[search._ray._LOOPBACK_ENV] == "0"
