@@ -94,7 +94,7 @@ def _read_search_ids(tracking_uri: str) -> dict[str, str] | str:
     be created here), and only briefly: a server that does not answer costs seconds, not MLflow's
     minutes of retries."""
     from search._preflight import TrackingUriError, check_reachable, check_tracking_uri
-    from search.tracking import use_buffered_requests
+    from search.tracking import redact_text, use_buffered_requests
 
     try:
         check_tracking_uri(tracking_uri, cluster=True)
@@ -106,7 +106,7 @@ def _read_search_ids(tracking_uri: str) -> dict[str, str] | str:
     try:
         return _within(_MLFLOW_WAIT_S, _search_ids, tracking_uri)
     except Exception as error:  # noqa: BLE001 - the list is still worth showing without them
-        return f"{type(error).__name__}: {error}".splitlines()[0]
+        return redact_text(f"{type(error).__name__}: {error}".splitlines()[0], tracking_uri)
 
 
 def _search_ids_of(jobs: list[Any]) -> tuple[dict[str, str], list[str]]:

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
     from search._preflight import TrackingUriError, check_reachable, check_store_uri
-    from search.tracking import redact_uri
+    from search.tracking import redact_text, redact_uri
 
     try:
         check_store_uri(uri, writing=False)
@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exit_codes.INVALID
     except MlflowException as exc:
-        print(f"error: reading the search from MLflow ({redact_uri(uri)}) failed: {exc}", file=sys.stderr)
+        print(f"error: reading the search from MLflow ({redact_uri(uri)}) failed: {redact_text(str(exc), uri)}",
+              file=sys.stderr)
         return exit_codes.FAILED
     for note in notes:
         print(f"note: {note}")

@@ -22,7 +22,7 @@ from typing import Any
 from search.driver._plan import SearchInputError
 from search.ranking import SCORED_STATES
 from search.space import Space
-from search.tracking import param_text, param_value, redact_uri
+from search.tracking import param_text, param_value, redact_text, redact_uri
 
 __all__ = ["DoesNotFit", "WarmStart", "WarmTrial", "check_fit", "fitting_params", "read_warm_start"]
 
@@ -200,7 +200,8 @@ def read_warm_start(space: Space, *, tracking_uri: str, selector: str, exclude: 
     except ReportError as exc:
         raise SearchInputError(f"--warm-start must name an earlier search: {exc}") from None
     except MlflowException as exc:
-        raise SearchInputError(f"--warm-start: reading search {selector!r} from {redact_uri(tracking_uri)} failed: {exc}") from None
+        raise SearchInputError(f"--warm-start: reading search {selector!r} from {redact_uri(tracking_uri)} failed: "
+                               f"{redact_text(str(exc), tracking_uri)}") from None
     wanted = [(o.metric, o.mode) for o in space.objectives]
     got = [(o.metric, o.mode) for o in record.objectives]
     if got != wanted:

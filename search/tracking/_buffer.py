@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from search.console import warn
 from search.tracking._store import (
-    TrackingSettings, causes, create_sqlite_store, is_refusal, is_transient, redact_uri, sqlite_may_pass, sqlite_path,
+    TrackingSettings, causes, create_sqlite_store, is_refusal, is_transient, redact_text, redact_uri, sqlite_may_pass, sqlite_path,
 )
 
 __all__ = ["BufferedStore", "StoreError", "StoreOpening", "is_number", "mlflow_client", "open_store_in_background", "opened_client", "param_text", "param_value", "run_id_of", "RunNotCreated"]
@@ -248,7 +248,8 @@ class BufferedStore:
         many there were (a store that lost the search's runs refuses every write after)."""
         self._refused += 1
         if self._refused <= _REFUSALS_SHOWN:
-            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            text = redact_text(str(exc), self.settings.tracking_uri).strip()
+            reason = text.splitlines()[0][:300] if text else ""
             more = "; further refusals are counted, not shown" if self._refused == _REFUSALS_SHOWN else ""
             warn(f"MLflow at {redact_uri(self.settings.tracking_uri)} refused to {what} ({type(exc).__name__}: "
                  f"{reason}); the search goes on without it{more}")
@@ -258,7 +259,7 @@ class BufferedStore:
     def _note_unreachable(self, exc: BaseException, what: str) -> None:
         if not self._unreachable:
             self._unreachable = True
-            reason = _root_cause(exc)
+            reason = redact_text(_root_cause(exc), self.settings.tracking_uri)
             warn(
                 f"MLflow at {redact_uri(self.settings.tracking_uri)} unreachable ({what}: {reason}); buffering "
                 f"its writes and retrying every {self.settings.retry_interval_s:g} s"

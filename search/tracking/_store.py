@@ -48,6 +48,7 @@ __all__ = [
     "dimensions_json",
     "is_transient",
     "make_search_id",
+    "redact_text",
     "redact_uri",
     "search_name_of",
     "resolve_tracking_uri",
@@ -276,6 +277,23 @@ def redact_uri(uri: str) -> str:
     # on the text, not through urlunsplit, which drops what it does not need (sqlite:////abs)
     head, mark, query = uri.partition("?")
     return head + mark + _SECRET_QUERY.sub(r"\1***", query)
+
+
+def redact_text(text: str, uri: str) -> str:
+    """``text`` (an error's, which MLflow's REST client writes with the whole URL it asked) with the
+    secrets of ``uri`` in it replaced by ``***`` as ``redact_uri`` replaces them."""
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        password = None
+    if password:
+        text = text.replace(f":{password}@", ":***@")
+    query = uri.partition("?")[2]
+    for match in _SECRET_QUERY.finditer(query):  # each secret's name=value, as the URI holds it
+        value = match.group(0)[len(match.group(1)):]
+        if value:
+            text = text.replace(f"{match.group(1)}{value}", f"{match.group(1)}***")
+    return text
 
 
 def make_search_id(name: str) -> str:

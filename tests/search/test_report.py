@@ -613,3 +613,35 @@ def test_a_search_id_finds_the_store_its_run_directory_recorded(toy_store: Path,
     assert main(["report", search_id, "--no-upload"]) == 0
     out = capsys.readouterr().out
     assert f"{run_dir}/losstune.json records search {search_id}" in out and f"search: byid ({search_id})" in out
+
+
+def test_an_mlflow_error_is_shown_without_the_store_s_password(tmp_path, capsys, monkeypatch):
+    # before: "failed: API request to http://alice:s3cretPW@127.0.0.1:.../api/... failed with exception ..."
+    import http.server
+    import threading
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # /health answers
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def do_POST(self):  # an API call: the connection drops without an answer
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        uri = f"http://alice:s3cretPW@127.0.0.1:{server.server_address[1]}"
+        code = main(["report", "some-search", "--tracking-uri", uri, "--storage", str(tmp_path / "runs"),
+                     "--out", str(tmp_path / "out")])
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert code != 0 and "error" in err and "alice:***@" in err
+    assert "s3cretPW" not in err

@@ -612,3 +612,17 @@ def test_the_default_store_written_unquoted_by_an_earlier_version_is_the_same_st
     assert not tracking.same_store(recorded, f"sqlite:///{tmp_path / 'other.db'}")
     assert not tracking.same_store("http://a:5000", "http://b:5000")
 
+
+
+@pytest.mark.parametrize(("uri", "text", "shown"), [
+    # MLflow's REST client writes the whole URL it asked into its errors
+    ("http://alice:s3cretPW@mlflow:5000", "API request to http://alice:s3cretPW@mlflow:5000/api/2.0/x failed",
+     "API request to http://alice:***@mlflow:5000/api/2.0/x failed"),
+    ("postgresql://me@db/mlflow?sslmode=require&password=pw1&x=1", "connect to ...?sslmode=require&password=pw1&x=1 failed",
+     "connect to ...?sslmode=require&password=***&x=1 failed"),
+    ("sqlite:///m.db", "no such table: runs", "no such table: runs"),
+])
+def test_an_error_s_text_loses_the_store_s_secrets(uri, text, shown):
+    from search.tracking import redact_text
+
+    assert redact_text(text, uri) == shown
