@@ -201,6 +201,8 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
         opening.join()
     if handle.dashboard_url:
         print(f"Ray dashboard: {handle.dashboard_url}", flush=True)
+    from mlflow.exceptions import MlflowException  # imported by the store's opening by now
+
     try:
         if opening.error is not None:
             raise opening.error
@@ -225,6 +227,13 @@ def _run(args: argparse.Namespace, held: ExitStack) -> int:
             return run_search(plan, data=data).exit_code
     except (SearchInputError, ClusterError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return exit_codes.INVALID
+    except MlflowException as exc:  # a store that answers and refuses (credentials, permissions): no retry helps
+        from search.tracking import redact_text, redact_uri
+
+        reason = redact_text(next(iter(str(exc).splitlines()), type(exc).__name__), plan.tracking_uri)
+        print(f"error: MLflow at {redact_uri(plan.tracking_uri)} must accept the search's runs, but refused: {reason}",
+              file=sys.stderr)
         return exit_codes.INVALID
     finally:
         handle.close()

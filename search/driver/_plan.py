@@ -21,7 +21,7 @@ from search._preflight import TrackingUriError, check_store_uri
 from search.driver._storage import RunLocation
 from search.driver._trainable import TrainFn
 from search.space import SEARCH_NAME_RULE, Space, is_search_name
-from search.tracking import make_search_id, redact_uri, resolve_tracking_uri, same_store
+from search.tracking import make_search_id, redact_text, redact_uri, resolve_tracking_uri, same_store
 
 if TYPE_CHECKING:
     from search.driver._warm import WarmStart
@@ -138,7 +138,12 @@ def _tune_began_in(location: RunLocation) -> bool:
         return False
     from ray.tune import Tuner
 
-    return Tuner.can_restore(location.uri)
+    try:
+        return Tuner.can_restore(location.uri)
+    except OSError as exc:  # an object store that cannot be reached or read (pyarrow's errors)
+        reason = redact_text(next(iter(str(exc).splitlines()), type(exc).__name__), location.uri)
+        raise SearchInputError(f"--storage: a place the run directory can be read, but got {redact_uri(location.uri)}: "
+                               f"{reason}") from None
 
 
 def search_location(space: Space, options: SearchOptions) -> RunLocation:

@@ -167,6 +167,36 @@ def searches(process_groups) -> Iterator[Searches]:
     started.close()
 
 
+def test_an_mlflow_server_that_refuses_the_search_is_one_line_and_exit_2(tmp_path: Path, searches):
+    # before: a traceback ending in "MlflowException: ... failed with error code 401", exit 1
+    import http.server
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def _answer(self):  # /health answers (the check before Ray starts); the API refuses
+            status = 200 if self.path.startswith("/health") else 401
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}" if status == 200 else b'{"error_code": "UNAUTHENTICATED", "message": "no"}')
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://alice:s3cretPW@127.0.0.1:{server.server_address[1]}"
+        code, output = searches.run(_cli(SPACE, tmp_path, uri, "--num-cpus", "2"), timeout=180)
+    finally:
+        server.shutdown()
+    assert code == 2, output
+    assert f"error: MLflow at http://alice:***@127.0.0.1:{server.server_address[1]} must accept the search's runs, " \
+           "but refused: " in output
+    assert "Traceback" not in output and "s3cretPW" not in output
+
+
 def test_a_search_killed_twice_with_sigkill_resumes_to_exactly_num_samples_trials(tmp_path: Path, searches):
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     command = _cli(SPACE, tmp_path, uri, "--num-cpus", "2")
