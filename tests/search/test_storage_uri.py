@@ -95,3 +95,16 @@ def test_a_search_on_s3_storage_keeps_everything_in_the_bucket(s3, tmp_path: Pat
     again = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == exit_codes.INVALID  # the search found again, finished, in the bucket
     assert "already finished in s3://losstune/runs/s3" in again.stderr
+
+
+def test_an_object_store_that_cannot_be_reached_is_an_error_without_its_secret(tmp_path):
+    # before: a traceback ending in "OSError: ... AWS Error NETWORK_CONNECTION during HeadObject", exit 1
+    from search.driver import SearchInputError, SearchOptions, plan_search
+    from search.space import load_space
+
+    storage = "s3://AK:SECRET@bucket/runs?endpoint_override=127.0.0.1:9&scheme=http"
+    options = SearchOptions(storage=storage, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    with pytest.raises(SearchInputError, match=r"^--storage: a place the run directory can be read, but got "
+                                               r"s3://AK:\*\*\*@bucket/runs/") as refused:
+        plan_search(load_space(REPO / "spaces" / "digits.yaml"), options)
+    assert "SECRET" not in str(refused.value)
