@@ -127,7 +127,8 @@ def read_meta(location: RunLocation) -> dict[str, Any] | None:
 
 
 def write_meta(location: RunLocation, meta: dict[str, Any]) -> None:
-    location.write_text(META_FILE, json.dumps(meta, indent=2) + "\n")
+    # private: it holds the tracking URI whole, password included, which a resume needs
+    location.write_text(META_FILE, json.dumps(meta, indent=2) + "\n", private=True)
 
 
 def _tune_began_in(location: RunLocation) -> bool:
@@ -215,7 +216,9 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     if meta is not None:
         # Same store, experiment and search id as before: the search's runs continue.
         tracking_uri, experiment, search_id = meta["tracking_uri"], meta["experiment"], meta["search_id"]
-        if not same_store(wanted, tracking_uri) and not finished:
+        if same_store(wanted, tracking_uri):
+            tracking_uri = wanted  # its credentials as given now: a password changed since, or mistyped then
+        elif not finished:
             notes.append(f"the search continues in the MLflow store it started with: {redact_uri(tracking_uri)} "
                          f"(not {redact_uri(wanted)})")
         if resume and not finished and meta.get("space_sha256") != space_digest(space):

@@ -109,15 +109,18 @@ class RunLocation:
         except (OSError, FileNotFoundError):
             return None
 
-    def write_text(self, file: str, text: str) -> None:
+    def write_text(self, file: str, text: str, *, private: bool = False) -> None:
         """Write ``file`` whole: locally through a temporary file and a rename, so a crash leaves the
-        old file or the new one; remote object stores replace an object whole by themselves."""
+        old file or the new one; remote object stores replace an object whole by themselves.
+        ``private``: readable by this user only (a file that holds a password)."""
         local = self.local_dir
         if local is not None:
             local.mkdir(parents=True, exist_ok=True)
             tmp = local / f".{file}.tmp"
+            tmp.unlink(missing_ok=True)  # created anew, so that its mode is the one asked for
             # never through a link planted where the temporary file goes (a folder a team shares)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                         0o600 if private else 0o666)
             with os.fdopen(fd, "w") as stream:
                 stream.write(text)
             os.replace(tmp, local / file)

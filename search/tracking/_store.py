@@ -137,12 +137,18 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 
 def same_store(first: str, second: str) -> bool:
-    """Whether two tracking URIs name one store: equal, or the same SQLite file written two ways
-    (the default URI is quoted since a version that wrote it unquoted into run directories)."""
-    if first == second:
+    """Whether two tracking URIs name one store: equal but for their credentials (a user, a
+    password, a secret query value), or the same SQLite file written two ways (the default URI is
+    quoted since a version that wrote it unquoted into run directories)."""
+    if _address(first) == _address(second):
         return True
     paths = sqlite_path(first), sqlite_path(second)
     return None not in paths and paths[0].resolve() == paths[1].resolve()
+
+
+def _address(uri: str) -> str:
+    """``uri`` without its credentials: its user info and the values of its secret query parameters."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/@?#]*@", r"\1", redact_uri(uri))
 
 
 def holds_mlflow_tables(database_uri: str) -> bool:

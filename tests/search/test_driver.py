@@ -32,7 +32,7 @@ from ray.tune.schedulers import MedianStoppingRule
 
 from search._ray import MALLOC_TUNABLES, RayHandle, trial_actor_env
 from search._shell import mlflow_ui_command, python_path, search_command
-from search.driver import SearchInputError, SearchOptions, plan_search, run_search
+from search.driver import RunLocation, SearchInputError, SearchOptions, plan_search, run_search
 from search.driver._plan import space_digest
 from search.driver._state import KEPT_DIR, SNAPSHOT_FILE, StateSnapshot, usable_state
 from search.driver._strategy import build_scheduler, grid_points
@@ -962,6 +962,24 @@ def test_a_folder_of_the_user_s_own_is_no_run_directory(tmp_path: Path):
     assert sorted(p.name for p in mine.iterdir()) == ["model-v1.pkl", "notes.txt", "results-2024.json"]
     (mine.parent / "empty").mkdir()
     assert plan_search(load_space(space_file), dataclasses.replace(options, name="empty")).resume is False
+
+
+def test_a_store_given_again_with_other_credentials_is_used_with_them(tmp_path: Path):
+    # before: the first URI recorded won for good, a mistyped or rotated password with it, and the
+    # note said "continues in ... http://alice:***@... (not http://alice:***@...)"
+    from search.driver._plan import write_meta
+
+    space_file = write_space(tmp_path)
+    write_meta(RunLocation(str(tmp_path / "runs"), "tiny"),
+               {"search_id": "tiny-1", "tracking_uri": "http://alice:wrongPW@127.0.0.1:1", "experiment": "tiny"})
+    right = "http://alice:rightPW@127.0.0.1:1"
+    plan = plan_search(load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"), tracking_uri=right))
+    assert plan.tracking_uri == right and plan.search_id == "tiny-1"
+    assert not any("continues in the MLflow store" in note for note in plan.notes)
+    other = plan_search(load_space(space_file), SearchOptions(storage=str(tmp_path / "runs"),
+                                                              tracking_uri="http://alice:rightPW@127.0.0.1:2"))
+    assert other.tracking_uri == "http://alice:wrongPW@127.0.0.1:1"  # another store: the recorded one, noted
+    assert any("continues in the MLflow store it started with" in note for note in other.notes)
 
 
 def test_the_resume_command_repeats_the_options_the_saved_state_lacks(tmp_path: Path):
