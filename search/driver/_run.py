@@ -24,7 +24,7 @@ from search.driver._callbacks import MlflowCallback, ProgressPrinter, trial_erro
 from search.driver._plan import BEST_CONFIG, SUMMARY_FILE, SearchPlan, read_meta, space_digest, write_meta
 from search.driver._promotions import PromotingAsha, PromotionState
 from search.driver._state import StateSnapshot, clear_state
-from search.driver._rungs import grace_period, scheduler_rungs, scheduling_text
+from search.driver._rungs import grace_period, scheduler_rungs, scheduling_text, space_epochs
 from search.space._schema import ASHA_SCHEDULERS
 from search.driver._strategy import DefineByRun, build_scheduler, build_searcher, trial_threads
 from search.driver._summary import (
@@ -170,7 +170,7 @@ def run_search(plan: SearchPlan, *, data: MultiheadDataset | None = None) -> Sea
         say(f"note: {note}")
     if plan.finished:
         return _shown_again(plan)
-    epochs = int(space.constants["train.epochs"])
+    epochs = space_epochs(space)
     threads = trial_threads(space)
     settings = TrackingSettings(
         tracking_uri=plan.tracking_uri,

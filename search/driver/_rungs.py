@@ -8,7 +8,7 @@ import math
 from search.space import Space
 from search.space._schema import ASHA_SCHEDULERS
 
-__all__ = ["asha_grace", "grace_period", "promotion_rungs", "rung_milestones", "scheduler_rungs", "scheduling_text"]
+__all__ = ["asha_grace", "grace_period", "promotion_rungs", "rung_milestones", "scheduler_rungs", "scheduling_text", "space_epochs"]
 
 
 def rung_milestones(*, epochs: int, grace_period: int, reduction_factor: float) -> list[int]:
@@ -45,9 +45,15 @@ def promotion_rungs(space: Space, *, epochs: int) -> list[int]:
     return [m for m in milestones if m * rf <= epochs]
 
 
+def space_epochs(space: Space) -> int:
+    """The epochs every trial of ``space`` trains at most (``train.epochs``: a constant, never searched),
+    the time axis of its scheduler."""
+    return int(space.constants["train.epochs"])
+
+
 def scheduler_rungs(space: Space) -> list[int]:
     """The epochs at which the space's ASHA scheduler compares trials ([] for the others)."""
-    epochs = int(space.constants["train.epochs"])
+    epochs = space_epochs(space)
     if space.search.scheduler == "asha_promotions":
         return promotion_rungs(space, epochs=epochs)
     if space.search.scheduler == "asha":
@@ -60,7 +66,7 @@ def scheduling_text(space: Space) -> str:
     """Where the space's scheduler compares trials over its epochs, for a person (``validate`` and
     the search's first line): ``asha_promotions`` at epochs 1 and 3 of 9, say, or nowhere."""
     settings = space.search
-    epochs = int(space.constants["train.epochs"])
+    epochs = space_epochs(space)
     rf = f"{settings.reduction_factor:g}"
     grace = grace_period(space, epochs=epochs)
     rungs = scheduler_rungs(space)
