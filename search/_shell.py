@@ -39,5 +39,5 @@ def report_command(selector: str, *, tracking_uri: str, storage: str | None = No
     if not same_store(tracking_uri, default_tracking_uri()):
         words += ["--tracking-uri", redact_uri(tracking_uri)]
     if storage is not None:
-        words += ["--storage", storage]
+        words += ["--storage", redact_uri(storage)]
     return search_command(*words)

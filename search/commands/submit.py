@@ -189,7 +189,7 @@ def _submit(args: argparse.Namespace, cluster: Any, space: Any, tracking_uri: st
                              **STOP_WAIT_ENV},
             },
             metadata={META_SPACE: space_path, META_SPACE_HERE: submitted, META_NAME: name,
-                      META_STORAGE: args.storage, META_TRACKING_URI: redact_uri(tracking_uri)},
+                      META_STORAGE: redact_uri(args.storage), META_TRACKING_URI: redact_uri(tracking_uri)},
         )  # fmt: skip
     at = ["--address", cluster.address]
     print(

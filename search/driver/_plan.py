@@ -191,7 +191,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
     if started and meta.get("status") == "finished" and not options.resume:
         raise SearchInputError(
             f"a new search name or storage, but got search {name!r} already finished in {location} "
-            f"(its best config: {location}/{BEST_CONFIG}); pass --name NEW or --storage DIR to run again, "
+            f"(its best config: {location.shown_file(BEST_CONFIG)}); pass --name NEW or --storage DIR to run again, "
             f"or --resume to print its summary again"
         )
     notes: list[str] = []
@@ -235,7 +235,7 @@ def plan_search(space: Space, options: SearchOptions) -> SearchPlan:
         if not finished:  # a finished search's summary is printed without MLflow
             check_store_uri(tracking_uri, writing=True)
     except TrackingUriError as exc:
-        recorded = f" (recorded in {location}/{META_FILE})" if meta is not None else ""
+        recorded = f" (recorded in {location.shown_file(META_FILE)})" if meta is not None else ""
         raise SearchInputError(f"{exc}{recorded}") from None
     warm = None
     if options.warm_start is not None and finished:
@@ -260,21 +260,21 @@ def _original_space(space: Space, meta: dict[str, Any], location: RunLocation) -
     if not isinstance(text, str):
         return space, (f"the space file changed since the search started; the search resumes with its original "
                        f"sampler and scheduler, but takes its data set, objectives and budget from the file as it "
-                       f"is now ({location}/{META_FILE} was written by a version that did not record the file)")
+                       f"is now ({location.shown_file(META_FILE)} was written by a version that did not record the file)")
     from search.space import SpaceError, load_space
 
     try:
         original = load_space(space.path, text=text)
     except SpaceError as exc:  # a rule added since, or a plugin it needs gone: the edited file may mend it
         return space, (f"the space file changed since the search started, and the space it started with "
-                       f"({location}/{META_FILE}) is no longer valid ({' '.join(str(exc).split())}); the search "
+                       f"({location.shown_file(META_FILE)}) is no longer valid ({' '.join(str(exc).split())}); the search "
                        f"resumes with its original sampler and scheduler, but takes its data set, objectives and "
                        f"budget from the file as it is now")
     if space_digest(original) != meta.get("space_sha256"):
-        raise SearchInputError(f"{location}/{META_FILE}: a space_text whose sha256 is its space_sha256, but got "
+        raise SearchInputError(f"{location.shown_file(META_FILE)}: a space_text whose sha256 is its space_sha256, but got "
                                f"another")
     return original, (f"the space file changed since the search started; the search resumes with its original "
-                      f"space, recorded in {location}/{META_FILE}")
+                      f"space, recorded in {location.shown_file(META_FILE)}")
 
 
 def fit_concurrency(plan: SearchPlan) -> tuple[SearchPlan, str | None]:

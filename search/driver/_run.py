@@ -322,7 +322,7 @@ def _shown_again(plan: SearchPlan) -> SearchOutcome:
     if summary is not None:
         say("\n" + summary.rstrip("\n"))
     if plan.location.read_text(BEST_CONFIG) is not None:
-        say(f"\nbest config: {plan.location}/{BEST_CONFIG}")
+        say(f"\nbest config: {plan.location.shown_file(BEST_CONFIG)}")
     return SearchOutcome(exit_code=exit_codes.FAILED if plan.all_failed else exit_codes.OK, plan=plan)
 
 
@@ -346,10 +346,10 @@ def _interrupted(plan: SearchPlan, tracker: SearchTracker, trials: list[Any]) ->
 def resume_command(plan: SearchPlan) -> str:
     """The command that resumes ``plan``'s search, for a shell: the options the search's saved state
     does not hold (its storage, name and Ray instance) as the command gave them (the storage
-    always: a default of the command, which the driver does not know)."""
+    always: a default of the command, which the driver does not know), secrets of URIs left out."""
     # A submitted search (a Ray Job) is resumed by submitting it again, from where it was submitted.
     command = "submit" if plan.options.ray_job else "run"
-    words = [command, plan.space_named, "--resume", "--storage", plan.options.storage]
+    words = [command, plan.space_named, "--resume", "--storage", redact_uri(plan.options.storage)]
     if plan.name != plan.space.name:
         words += ["--name", plan.name]
     words += plan.options.ray_flags
@@ -405,7 +405,7 @@ def _finish(
     best = best_trial(summaries, objectives)
     pareto = pareto_set(summaries, objectives) if len(objectives) > 1 else []
     def summary(*, here: bool) -> str:
-        report = search_command("report", plan.search_id, "--storage", plan.options.storage, here=here)
+        report = search_command("report", plan.search_id, "--storage", redact_uri(plan.options.storage), here=here)
         return format_summary(summaries, objectives, title=f"Search {plan.name!r} ({plan.search_id})", pareto=pareto,
                               notes=notes, everything=report, searched=space.searched())
 
@@ -440,7 +440,7 @@ def _finish(
         local = plan.location.local_dir
         config = str(local / BEST_CONFIG) if local is not None and here else "..."
         train = search_command("train", plan.space_named, "--config", config, here=here)
-        say(f"\nbest config: {plan.location}/{BEST_CONFIG}  ({train})")
+        say(f"\nbest config: {plan.location.shown_file(BEST_CONFIG)}  ({train})")
     if is_server_uri(plan.tracking_uri):  # `mlflow ui` takes a store, not a server: the UI is the server's
         ui = f"MLflow UI: {redact_uri(plan.tracking_uri)}"
     else:

@@ -16,6 +16,7 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 from search._writable import why_unwritable
+from search.tracking import redact_uri
 
 __all__ = ["RunLocation", "is_uri", "local_path"]
 
@@ -60,10 +61,13 @@ class RunLocation:
     @property
     def uri(self) -> str:
         """``<storage>/<name>``; a URI's query (``?endpoint_override=...``) stays at its end."""
+        return self._joined(self.name)
+
+    def _joined(self, path: str) -> str:
         if not self.remote:
-            return f"{self.parent}/{self.name}"
+            return f"{self.parent}/{path}"
         parts = urlsplit(self.parent)
-        return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{self.name}"))
+        return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}/{path}"))
 
     @property
     def local_dir(self) -> Path | None:
@@ -71,7 +75,12 @@ class RunLocation:
         return None if self.remote else Path(self.uri)
 
     def __str__(self) -> str:
-        return self.uri
+        # as every message and file shows it: a URI's secrets (s3://KEY:SECRET@..., ?secret_key=) left out
+        return redact_uri(self.uri)
+
+    def shown_file(self, file: str) -> str:
+        """Where ``file`` of the run directory is, as messages show it (a URI's query after it)."""
+        return redact_uri(self._joined(f"{self.name}/{file}"))
 
     def unusable(self) -> str | None:
         """Why a search cannot keep its run directory here (None: it can, as far as can be told

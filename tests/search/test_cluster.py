@@ -118,6 +118,11 @@ def test_run_locations_keep_a_uri_s_query_at_its_end(tmp_path: Path, monkeypatch
     assert not local.remote and local.local_dir == tmp_path / "runs" / "s" and local.parent == str(tmp_path / "runs")
     remote = RunLocation("s3://b/runs/?endpoint_override=127.0.0.1:9000&scheme=http", "s")
     assert remote.local_dir is None and remote.uri == "s3://b/runs/s?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert remote.shown_file("summary.txt") == "s3://b/runs/s/summary.txt?endpoint_override=127.0.0.1:9000&scheme=http"
+    secret = RunLocation("s3://AK:SK@b/runs?secret_key=SK2", "s")  # as messages show them: no secrets
+    assert str(secret) == "s3://AK:***@b/runs/s?secret_key=***" and secret.uri == "s3://AK:SK@b/runs/s?secret_key=SK2"
+    assert secret.shown_file("losstune.json") == "s3://AK:***@b/runs/s/losstune.json?secret_key=***"
+    assert local.shown_file("summary.txt") == f"{tmp_path}/runs/s/summary.txt"
     assert is_uri("gs://b/x") and is_uri("file:///tmp/x") and not is_uri("/tmp/x") and not is_uri("~/runs")
     local.write_text("f.txt", "one")
     local.write_text("f.txt", "two")

@@ -321,6 +321,16 @@ def test_submit_wait_with_its_connection_lost_says_how_to_follow_the_job_again(j
              code=exit_codes.LOST)
 
 
+def test_submit_records_a_storage_uri_without_its_secret(jobs_api, cli):
+    # before: the job's metadata, which `search jobs` and `stop` read, held the object store's secret key
+    done = _submit(cli, jobs_api, "--storage", "s3://AKID:wJalrSECRET@bucket/runs?region=eu-west-1")
+    assert done.returncode == exit_codes.OK, done.stderr
+    (submitted,) = jobs_api.submitted
+    assert submitted["metadata"][META_STORAGE] == "s3://AKID:***@bucket/runs?region=eu-west-1"
+    assert "s3://AKID:wJalrSECRET@bucket/runs?region=eu-west-1" in shlex.split(submitted["entrypoint"])  # the search's
+    assert "wJalrSECRET" not in done.stdout + done.stderr
+
+
 def test_submit_refuses_a_name_that_is_not_a_search_name_before_contacting_the_cluster(jobs_api, cli):
     done = _submit(cli, jobs_api, "--name", "my run/../x y")
     _refused(done, "--name: a search name of 1 to 100 letters", "'my run/../x y'")

@@ -28,6 +28,7 @@ search: {num_samples: 2, sampler: grid, scheduler: none, max_concurrent: 2, seed
 resources: {cpu: 1}
 """
 BUCKET = "losstune"
+URI_SECRET = "uriSecret42"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -66,7 +67,9 @@ def test_a_search_on_s3_storage_keeps_everything_in_the_bucket(s3, tmp_path: Pat
     port, client = s3
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-    storage = f"s3://{BUCKET}/runs?endpoint_override=127.0.0.1:{port}&scheme=http"
+    # credentials in the URI as pyarrow reads them: used, and shown nowhere (before, the first line,
+    # the best config's line and the finished-search refusal wrote them)
+    storage = f"s3://test:{URI_SECRET}@{BUCKET}/runs?endpoint_override=127.0.0.1:{port}&scheme=http"
     space = tmp_path / "s3.yaml"
     space.write_text(SPACE)
     work = tmp_path / "cwd"
@@ -89,12 +92,17 @@ def test_a_search_on_s3_storage_keeps_everything_in_the_bucket(s3, tmp_path: Pat
     text = client.get_object(Bucket=BUCKET, Key=error)["Body"].read().decode()
     assert "TrainingDiverged" in text and "Traceback" in text
     assert list(work.iterdir()) == []  # ... and nothing to this machine's working directory
+    summary = client.get_object(Bucket=BUCKET, Key="runs/s3/summary.txt")["Body"].read().decode()
+    # the file in the path, before the URI's query (before: ...&scheme=http/best_config.yaml)
+    assert f"best config: s3://test:***@losstune/runs/s3/best_config.yaml?endpoint_override=127.0.0.1:{port}&" in done.stdout
+    assert URI_SECRET not in done.stdout + done.stderr + summary
     meta = RunLocation(storage, "s3").read_text("losstune.json")
     assert meta is not None and '"status": "finished"' in meta
 
     again = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == exit_codes.INVALID  # the search found again, finished, in the bucket
-    assert "already finished in s3://losstune/runs/s3" in again.stderr
+    assert "already finished in s3://test:***@losstune/runs/s3" in again.stderr
+    assert URI_SECRET not in again.stdout + again.stderr
 
 
 def test_an_object_store_that_cannot_be_reached_is_an_error_without_its_secret(tmp_path):
