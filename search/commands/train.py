@@ -22,8 +22,8 @@ __all__ = ["add_parser", "apply_overrides", "run"]
 HELP = "train one trial of a space without Ray"
 DESCRIPTION = (
     "Train one trial config of a space in this process (no Ray) and print a table "
-    "per epoch and the final test metrics. Without --config the config is drawn from the space "
-    "with seed search.seed."
+    "per epoch and the final test metrics. Without --config or --run the config is drawn from the "
+    "space with seed search.seed."
 )
 EXAMPLES = textwrap.dedent(
     """\
@@ -32,6 +32,8 @@ EXAMPLES = textwrap.dedent(
       python -m search train spaces/digits.yaml --epochs 2
       # reproduce a trial of a search (same seed on CPU: identical metrics)
       python -m search train spaces/vimh.yaml --config runs/<search>/best_config.yaml
+      # any trial of a search, by the id of its MLflow run (its params are its config)
+      python -m search train spaces/vimh.yaml --run 4f1c0e...  [--tracking-uri URI]
       # change single values (YAML syntax); changing a head's loss drops the old loss's parameters
       python -m search train spaces/vimh.yaml --set train.lr=3e-4 \\
           --set heads.note_number.loss=ordinal --set heads.note_number.ordinal.alpha=0.2
@@ -45,12 +47,18 @@ EXAMPLES = textwrap.dedent(
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = add_command(subparsers, "train", HELP, DESCRIPTION, EXAMPLES)
-    parser.add_argument(
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
         "--config",
         type=given_text,
         metavar="TRIAL.yaml",
         help="flat trial config (a mapping of flat keys, e.g. a search's best_config.yaml) used instead of a draw",
     )
+    source.add_argument("--run", type=given_text, metavar="RUN_ID",
+                        help="the MLflow run of a search's trial whose config (its params) is used instead of a draw")
+    parser.add_argument("--tracking-uri", type=given_text, metavar="URI",
+                        help="MLflow tracking URI --run is read from (default: MLFLOW_TRACKING_URI, the space's "
+                             "mlflow.tracking_uri, the store in mlflow/)")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -180,6 +188,30 @@ def _load_config(path: str) -> tuple[dict[str, Any], dict[str, int]]:
     return value, parsed.lines
 
 
+def _run_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
+    """The flat config of the trial whose MLflow run is ``run_id``: its params, read back as logged."""
+    from mlflow.exceptions import MlflowException
+
+    from search._preflight import TrackingUriError, check_reachable, check_store_uri
+    from search.report import ReportError, open_store
+    from search.tracking import ROLE_TRIAL, TAG_ROLE, param_value, redact_text, redact_uri
+
+    try:
+        check_store_uri(tracking_uri, writing=False)
+        check_reachable(tracking_uri)
+        run = open_store(tracking_uri).get_run(run_id)
+    except (TrackingUriError, ReportError) as error:
+        raise _InvalidInput(f"--run: {error}") from None
+    except MlflowException as error:
+        raise _InvalidInput(f"--run: the id of a run in {redact_uri(tracking_uri)}, but got {run_id!r} "
+                            f"({redact_text(str(error).splitlines()[0], tracking_uri)})") from None
+    role = run.data.tags.get(TAG_ROLE)
+    if role != ROLE_TRIAL:
+        raise _InvalidInput(f"--run: the run of a trial of a losstune search, but got {run_id!r}, "
+                            f"{f'the run of a {role}' if role else 'a run no losstune search made'}")
+    return {key: param_value(text) for key, text in run.data.params.items()}
+
+
 def _where(key: str, *, overridden: set[str], config_file: str | None, lines: Mapping[str, int]) -> str | None:
     """Where the value of ``key`` came from: a --set, or a line of the --config file."""
     if key in overridden:
@@ -269,6 +301,10 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     try:
         if args.config:
             config, lines = _load_config(args.config)
+        elif args.run:
+            from search.tracking import resolve_tracking_uri
+
+            config = _run_config(args.run, resolve_tracking_uri(cli=args.tracking_uri, space=space.mlflow.tracking_uri))
         else:
             config = space.sample(seed=space.search.seed)
         before = _resolved_or_given(config) if overrides else {}
@@ -280,10 +316,11 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
     except (_InvalidInput, ValueError) as error:
         print(refused(error), file=sys.stderr)
         return exit_codes.INVALID
-    if args.config:
+    if args.config or args.run:
         defaulted = _defaulted_space_values(space.constants, config, resolved)
         if defaulted:
-            print(f"note: {args.config} lacks values the space fixes; the trial config's defaults train instead: "
+            print(f"note: {args.config or f'run {args.run}'} lacks values the space fixes; the trial config's "
+                  "defaults train instead: "
                   + ", ".join(defaulted))
     for key, option, defaults in _switched_to_defaults(before, set_keys, resolved):
         print(f"note: --set {key}={option} trains {option} with its defaults ({', '.join(defaults)}); "
@@ -302,7 +339,7 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         if problem is not None:
             print(f"invalid --checkpoint-dir: {problem}", file=sys.stderr)
             return exit_codes.INVALID
-    source = args.config or f"{args.space} (drawn with seed {space.search.seed})"
+    source = args.config or (args.run and f"the MLflow run {args.run}") or f"{args.space} (drawn with seed {space.search.seed})"
     print(f"trial config from {source}:")
     for key, value in config.items():
         print(f"  {key} = {show_literal(value)}")

@@ -115,6 +115,35 @@ def test_invalid_input_exits_2_without_traceback(space, capsys, extra, message):
     assert len(err) < 1000  # one message, its value shortened
 
 
+def test_a_run_that_is_no_trial_s_exits_2_naming_it(space, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    from search.tracking import ROLE_SEARCH, TAG_ROLE, create_sqlite_store
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    create_sqlite_store(tmp_path / "m.db")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("x")
+    parent = client.create_run(experiment, tags={TAG_ROLE: ROLE_SEARCH}).info.run_id
+    other = client.create_run(experiment).info.run_id
+    capsys.readouterr()
+    for run_id, message in [
+        (parent, f"--run: the run of a trial of a losstune search, but got {parent!r}, the run of a search"),
+        (other, f"--run: the run of a trial of a losstune search, but got {other!r}, a run no losstune search made"),
+        ("0123abc", f"--run: the id of a run in {uri}, but got '0123abc' (Run with id=0123abc not found"),
+    ]:
+        assert main(["train", str(space), "--run", run_id, "--tracking-uri", uri]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"invalid trial config: {message}") and "Traceback" not in err
+    missing = tmp_path / "none.db"
+    assert main(["train", str(space), "--run", parent, "--tracking-uri", f"sqlite:///{missing}"]) == 2
+    assert f"--run: an existing MLflow store, but got no file {missing}" in capsys.readouterr().err
+    assert not missing.exists()  # a store only read is never created
+    # a config from two places: argparse's usage error
+    assert main(["train", str(space), "--run", parent, "--config", str(space)]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
 def test_a_config_that_is_not_a_mapping_exits_2(space, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("- train.lr\n")

@@ -75,6 +75,14 @@ def test_a_temporal_multi_objective_search_reports_a_non_dominated_front(ray_ses
     out = capsys.readouterr().out.split("final metrics", 1)[1]
     assert f"val/acc_mean = {best.values[0]:.6g}" in out
 
+    # any trial, by the id of its MLflow run (its params are its config): the test metrics it logged
+    other = next(run for run in runs if run.data.tags["losstune.trial_id"] != best.trial_id)
+    assert main(["train", str(space_file), "--run", other.info.run_id, "--tracking-uri", uri]) == 0
+    printed = capsys.readouterr().out
+    assert f"trial config from the MLflow run {other.info.run_id}:" in printed
+    assert f"energy_weight = {other.data.params['energy_weight']}" in printed
+    assert f"test/acc_mean = {other.data.metrics['test/acc_mean']:.6g}" in printed.split("final metrics", 1)[1]
+
 
 def test_the_shipped_temporal_space_is_a_multi_objective_temporal_search():
     space = load_space(Path(__file__).resolve().parents[2] / "spaces" / "temporal_energy.yaml")
