@@ -132,8 +132,8 @@ def _objective_label(objective: Objective) -> str:
 
 def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
     """One row per trial, best first: rank, state, epochs, the objectives at the best epoch, the
-    loss per head, the per-head metrics at that epoch and the parameters that vary.
-    ``compact``: the parameters in one column (for the terminal)."""
+    loss per head, the per-head metrics at that epoch, the parameters that vary and the MLflow run.
+    ``compact``: the parameters in one column, and no run (for the terminal)."""
     head_metrics = _head_metric_names(search)
     params = varied_params(search.trials, search.dimensions)
     columns = ["rank", "trial", "state", "epochs", "best_epoch"]
@@ -147,9 +147,9 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
     if compact:
         columns.append("parameters")
         labels.append("parameters")
-    else:
-        columns += params
-        labels += [FlatKey.parse(k).short() for k in params]
+    else:  # and the trial's MLflow run, which `search train --run` trains again
+        columns += [*params, "run_id"]
+        labels += [*(FlatKey.parse(k).short() for k in params), "MLflow run"]
     rows = []
     for rank, trial in enumerate(ranked(search), start=1):
         row: list[Any] = [
@@ -165,7 +165,7 @@ def trial_table(search: SearchRecord, *, compact: bool = False) -> Table:
         if compact:
             row.append(" ".join(f"{FlatKey.parse(k).short()}={_show(trial.params[k])}" for k in params if k in trial.params))
         else:
-            row += [trial.params.get(k) for k in params]
+            row += [*(trial.params.get(k) for k in params), trial.run_id]
         rows.append(tuple(row))
     title = f"Trials of search {search.name!r} ({search.search_id}), best first"
     return Table(title=title, columns=tuple(columns), labels=tuple(labels), rows=tuple(rows))

@@ -71,6 +71,9 @@ def test_trial_table_has_losses_objective_head_metrics_epochs_and_state(toy_repo
     with (out / "trials.csv").open() as f:
         csv_rows = {r["trial"]: r for r in csv.DictReader(f)}
     assert float(csv_rows["t4"]["val/acc_mean"]) == pytest.approx(0.8)
+    # and each trial's MLflow run, which `search train --run` trains again
+    assert {r["run_id"] for r in csv_rows.values()} == {t.run_id for t in report.search.trials}
+    assert all(len(r["run_id"]) == 32 for r in csv_rows.values())
     assert csv_rows["t1"]["heads.thickness.ordinal.alpha"] == ""
     markdown = (out / "report.md").read_text()
     assert "| 1 | t4 | FINISHED | 3 | 2 | 0.8 | ce | ordinal |" in markdown
