@@ -203,8 +203,11 @@ def _run_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
     except (TrackingUriError, ReportError) as error:
         raise _InvalidInput(f"--run: {error}") from None
     except MlflowException as error:
-        raise _InvalidInput(f"--run: the id of a run in {redact_uri(tracking_uri)}, but got {run_id!r} "
-                            f"({redact_text(str(error).splitlines()[0], tracking_uri)})") from None
+        reason = redact_text(str(error).splitlines()[0], tracking_uri)
+        if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise _InvalidInput(f"--run: the id of a run in {redact_uri(tracking_uri)}, but got {run_id!r} "
+                                f"({reason})") from None
+        raise _InvalidInput(f"--run: reading run {run_id!r} from {redact_uri(tracking_uri)} failed: {reason}") from None
     role = run.data.tags.get(TAG_ROLE)
     if role != ROLE_TRIAL:
         raise _InvalidInput(f"--run: the run of a trial of a losstune search, but got {run_id!r}, "
@@ -299,6 +302,11 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         return f"invalid trial config: {f'{where}: ' if where else ''}{error}"
 
     try:
+        if args.tracking_uri is not None and not args.run:
+            from search.tracking import redact_uri
+
+            raise _InvalidInput(f"--tracking-uri is where --run is read from, but got it without --run "
+                                f"({redact_uri(args.tracking_uri)!r})")
         if args.config:
             config, lines = _load_config(args.config)
         elif args.run:

@@ -139,6 +139,8 @@ def test_a_run_that_is_no_trial_s_exits_2_naming_it(space, tmp_path, capsys):
     assert main(["train", str(space), "--run", parent, "--tracking-uri", f"sqlite:///{missing}"]) == 2
     assert f"--run: an existing MLflow store, but got no file {missing}" in capsys.readouterr().err
     assert not missing.exists()  # a store only read is never created
+    assert main(["train", str(space), "--tracking-uri", uri]) == 2  # before: ignored, a config drawn
+    assert "--tracking-uri is where --run is read from, but got it without --run" in capsys.readouterr().err
     # a config from two places: argparse's usage error
     assert main(["train", str(space), "--run", parent, "--config", str(space)]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
