@@ -30,6 +30,10 @@ Check: the replays of ``ray_asha`` and ``asha_promotions_rf3`` must give the sam
 driver itself run with ``sampler: random`` and that scheduler, on the first CHECKED_SEEDS seeds of
 each task (``--replay --check`` measures only these again, on the stored curves).
 
+Calibration: the same curves (TRIALS random configurations for each of the SEEDS) say how hard
+each task's target is: the share of configurations that reach it, against the TARGET_SHARE it is
+meant to be, and the target that share gives (``calibration`` in the results file).
+
 Figures: per task, the median over seeds of the per-seed ratio of ``random``'s epochs to each
 rule's epochs. The 3x target is the issue's target for a whole search against random search.
 ``--replay`` recomputes the figures from the curves in the results file, without training
@@ -42,7 +46,9 @@ rule's epochs. The 3x target is the issue's target for a whole search against ra
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import statistics
 import sys
@@ -59,6 +65,7 @@ from search_efficiency import (  # noqa: E402
     EPOCHS,
     EPOCHS_VS_RANDOM_TARGET,
     SEEDS,
+    TARGET_SHARE,
     TASKS,
     TRIALS,
     Task,
@@ -229,6 +236,22 @@ def figures(raw: dict[str, Any]) -> dict[str, Any]:
     return ratios
 
 
+def calibration(seeds: dict[str, Any], task: str) -> dict[str, Any]:
+    """How hard ``task``'s target is for random configurations trained EPOCHS epochs, over every
+    seed's: the share that reaches it, the best value that TARGET_SHARE of them reach, and the target
+    that makes (that value rounded to two decimals away from random's: at most TARGET_SHARE reach it)."""
+    spec = TASKS[task]
+    sign = -1.0 if spec.mode == "min" else 1.0
+    bests = sorted((functools.reduce(spec.better, drawn["curve"]) for row in seeds.values()
+                    for drawn in row["configurations"]), key=lambda value: -sign * value)  # fmt: skip
+    reaching = sum(spec.reached(value) for value in bests)
+    at_share = bests[math.ceil(TARGET_SHARE * len(bests)) - 1]
+    rounded = (math.floor if spec.mode == "min" else math.ceil)(round(at_share * 100, 6)) / 100
+    return {"target": spec.target, "configurations": len(bests), "reaching": reaching,
+            "share_reaching": reaching / len(bests), "target_share": TARGET_SHARE,
+            "value_at_target_share": at_share, "calibrated_target": rounded}
+
+
 def check(task: str, seed: int, *, tmp: Path, tracking_uri: str) -> dict[str, int]:
     """Epochs to the target of our driver with ``sampler: random``, per checked rule."""
     epochs = {}
@@ -296,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     result["unreachable"] = {task: [seed for seed, row in seeds.items() if not reachable(row, task)]
                              for task, seeds in result["raw"].items()}
     print(f"seeds where no configuration reaches the target (in no ratio): {result['unreachable']}")
+    result["calibration"] = {task: calibration(seeds, task) for task, seeds in result["raw"].items()}
+    for task, c in result["calibration"].items():
+        print(f"{task}: target {c['target']} reached by {c['reaching']} of {c['configurations']} random configurations "
+              f"({c['share_reaching']:.1%}); {c['target_share']:.0%} of them reach {c['value_at_target_share']:.4f}: "
+              f"target {c['calibrated_target']:g} by the rule")
     for task, seeds in result["raw"].items():
         print(f"{task}: epochs to target per seed")
         for rule in RULES:

@@ -81,6 +81,9 @@ TRIALS = 30
 EPOCHS = 9
 EPOCHS_VS_RANDOM_TARGET = 3.0
 EPOCHS_VS_OPTUNA_TARGET = 1.3
+# A task's target is the best value this share of random configurations reaches in EPOCHS epochs
+# (scheduler_replay.py's 300 curves per task measure the share of every run: its "calibration").
+TARGET_SHARE = 0.10
 OPTUNA_BASELINES = ("optuna_median", "optuna_hyperband", "optuna_gp")
 METHODS = ("tpe_asha", "tpe_asha_warm", *OPTUNA_BASELINES, "random")
 

@@ -19,3 +19,24 @@ def test_seeds_no_configuration_reaches_count_in_no_ratio(bench):
     ratios = bench.figures({"vimh": {"seed_0": reaching, "seed_1": unreachable, "seed_2": reaching}})
     for rule in bench.RULES[1:]:
         assert ratios[f"vimh_epochs_to_target_random_vs_{rule}"]["value"] == 4.0  # 90 with the seed that none reaches
+
+
+def test_calibration_gives_the_share_reaching_the_target_and_the_target_a_tenth_reach(bench):
+    # 20 configurations of a "max" task whose best values are 0.50, 0.51, ..., 0.69 (the best at
+    # any epoch, not the last): 2 of 20 (TARGET_SHARE 0.1) reach 0.68, so the target is 0.68.
+    assert bench.TARGET_SHARE == 0.1 and bench.TASKS["digits"].mode == "max"
+    rows = {f"seed_{s}": {"configurations": [{"curve": [0.5 + (10 * s + i) / 100, 0.1]} for i in range(10)]}
+            for s in range(2)}
+    c = bench.calibration(rows, "digits")
+    target = bench.TASKS["digits"].target
+    assert c["configurations"] == 20 and c["reaching"] == sum(0.5 + k / 100 >= target for k in range(20))
+    assert c["share_reaching"] == c["reaching"] / 20
+    assert abs(c["value_at_target_share"] - 0.68) < 1e-12 and c["calibrated_target"] == 0.68
+    # rounded away from random's values: at most a tenth reach it ("min" rounds down)
+    rows["seed_0"]["configurations"][0]["curve"] = [0.685, 0.1]
+    rows["seed_1"]["configurations"][9]["curve"] = [0.6950, 0.1]
+    assert bench.calibration(rows, "digits")["calibrated_target"] == 0.69
+    assert bench.TASKS["vimh"].mode == "min"
+    low = {"seed_0": {"configurations": [{"curve": [0.3, 0.1069 + k / 100]} for k in range(10)]}}
+    c = bench.calibration(low, "vimh")
+    assert c["value_at_target_share"] == 0.1069 and c["calibrated_target"] == 0.10
