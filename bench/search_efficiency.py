@@ -2,18 +2,22 @@
 
 Three tasks (``TASKS``), each a conditional space over the head losses and their parameters, loss
 weights, learning rate and dropout, up to 9 epochs a trial; patience is above the epoch budget, so
-only a scheduler or pruner stops a trial. The target is about the top decile of random
-configurations (3 or 4 of 30 random configurations, each trained 9 epochs, reached it in a
-calibration run):
+only a scheduler or pruner stops a trial. The target is what about one random configuration in
+ten reaches: the best value that TARGET_SHARE of random configurations, each trained 9 epochs,
+reach, rounded to two decimals away from theirs (so at most that share reaches it).
+``scheduler_replay.py`` trains 300 such configurations per task and prints this calibration at
+every run; the targets follow it (digits 0.66 and temporal 0.70 before this version, which 18.7 %
+and 16.7 % of them reached once the fixes of ``huber`` and ``soft_ordinal`` and the recurrent
+cell's energy had moved their curves):
 
 - ``vimh``: data/vimh-default (1500 samples, 20 % validation), MLP (64 hidden), objective
-  ``val/mae_norm_mean`` (min), target 0.10; searched: the loss of ``note_number`` (6 losses and
+  ``val/mae_norm_mean`` (min), target 0.10 (7.0 % reach it); searched: the loss of ``note_number`` (6 losses and
   their parameters), the loss and weight of ``note_velocity``, learning rate and dropout;
 - ``digits``: scikit-learn's digits with measured labels, MLP (32 hidden), objective
-  ``val/acc_mean`` (max), target 0.66; searched: every head's loss (with parameters) and the
+  ``val/acc_mean`` (max), target 0.68; searched: every head's loss (with parameters) and the
   weights of two of them, learning rate and dropout;
 - ``temporal``: digits (1000 samples) shown over 4 timesteps to a recurrent CNN (16 hidden, leaky
-  cell), objective ``val/acc_mean`` (max, at the last supervised step), target 0.70; searched: the
+  cell), objective ``val/acc_mean`` (max, at the last supervised step), target 0.74; searched: the
   presentation pattern and reaction time, the energy weight, both heads' losses (with parameters)
   and one weight, learning rate and dropout.
 
@@ -174,12 +178,11 @@ def _temporal() -> dict[str, Any]:
     }
 
 
-# Targets from calibration runs of 30 random configurations (each trained the full 9 epochs):
-# about the 90th percentile of their best values.
+# Targets by the rule of TARGET_SHARE, from scheduler_replay.py's calibration (its run of this version).
 TASKS: dict[str, Task] = {
     "vimh": Task(metric="val/mae_norm_mean", mode="min", target=0.10, space=_vimh),
-    "digits": Task(metric="val/acc_mean", mode="max", target=0.66, space=_digits),
-    "temporal": Task(metric="val/acc_mean", mode="max", target=0.70, space=_temporal),
+    "digits": Task(metric="val/acc_mean", mode="max", target=0.68, space=_digits),
+    "temporal": Task(metric="val/acc_mean", mode="max", target=0.74, space=_temporal),
 }
 
 
