@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(name)
         if args.replay:
             result = json.loads((RESULTS_DIR / "scheduler_replay.json").read_text())
+            stored = {t: c["target"] for t, c in result["settings"]["tasks"].items()}
+            if not args.check and stored != {t: s.target for t, s in TASKS.items()}:
+                parser.error(f"the stored driver checks are of the targets {stored}: replay new targets with --check")
             if args.check:
                 result["machine"]["checks_measured_on"] = machine(trial_threads=1)
             result["raw"] = run(tmp, stored=result["raw"], checks=args.check)
@@ -311,10 +314,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = {"machine": machine(trial_threads=1),
                       "settings": {"seeds": list(SEEDS), "trials": TRIALS, "epochs": EPOCHS,
-                                   "checked_seeds": CHECKED_SEEDS,
-                                   "tasks": {t: {"metric": s.metric, "mode": s.mode, "target": s.target}
-                                             for t, s in TASKS.items()}},
+                                   "checked_seeds": CHECKED_SEEDS},
                       "raw": run(tmp)}
+    # the targets the figures are of (a replay's may be new ones, on the same curves)
+    result["settings"]["tasks"] = {t: {"metric": s.metric, "mode": s.mode, "target": s.target} for t, s in TASKS.items()}
     result["ratios"] = figures(result["raw"])
     result["unreachable"] = {task: [seed for seed, row in seeds.items() if not reachable(row, task)]
                              for task, seeds in result["raw"].items()}
