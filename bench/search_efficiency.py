@@ -51,7 +51,7 @@ against the Optuna baseline with the fewer median epochs. The spread (median, qu
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
 the MLflow timestamps of its epochs (ms); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
 cost (search_overhead.json) weighs on them far more than with real epochs (``wall_to_target.py``
-measures epochs of 2 s). About 25 minutes on
+measures epochs of 2 s). About 35 minutes on
 2 cores.
 
     .venv/bin/python bench/search_efficiency.py   -> table on stdout, bench/results/search_efficiency.json
