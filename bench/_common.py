@@ -1,12 +1,14 @@
 """Shared by the bench scripts (imported by name: a script's own directory is on sys.path).
 
 Result files: ``bench/results/<name>.json`` with ``machine`` (cores, device, load average at start
-and end), ``raw`` (the timings) and ``ratios`` (``{figure: {value, target, better}}``).
+and end), ``raw`` (the timings) and ``ratios`` (``{figure: {value, target, better}}``; a median over
+seeds also has ``interval``, see ``median_interval``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -34,6 +36,25 @@ def figure(value: float, target: float, better: str) -> dict[str, Any]:
     return {"value": value, "target": target, "better": better}
 
 
+def median_interval(values: list[float], *, level: float = 0.9) -> dict[str, float]:
+    """A distribution-free confidence interval of the median of what ``values`` sample: the k-th
+    smallest and k-th largest of them, for the largest k whose coverage is at least ``level``. The
+    median lies below a given value with probability 1/2 for each sample, so the interval misses
+    it when fewer than k of the n samples fall on one side: coverage = 1 - 2 P(B < k), B ~
+    Binomial(n, 1/2). Where no k reaches ``level`` (n < 5 at 0.9), k = 1: the range, with its
+    lower coverage."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("median_interval needs at least one value, but got none")
+
+    def coverage(k: int) -> float:
+        return 1.0 - 2.0 * sum(math.comb(n, i) for i in range(k)) / 2.0 ** n
+
+    k = max((k for k in range(1, (n + 1) // 2 + 1) if coverage(k) >= level), default=1)
+    return {"low": ordered[k - 1], "high": ordered[n - k], "coverage": coverage(k)}
+
+
 def met(ratio: dict[str, Any]) -> bool:
     return ratio["value"] >= ratio["target"] if ratio["better"] == "higher" else ratio["value"] <= ratio["target"]
 
@@ -44,8 +65,10 @@ def print_ratios(result: dict[str, Any]) -> None:
     width = max(len(name) for name in result["ratios"]) + 2
     print(f"{'figure':<{width}}{'value':>9}{'target':>9}  better")
     for name, ratio in result["ratios"].items():
+        interval = ratio.get("interval")
+        shown = f"  [{interval['low']:.2f}, {interval['high']:.2f}] at {interval['coverage']:.0%}" if interval else ""
         print(f"{name:<{width}}{ratio['value']:>9.3f}{ratio['target']:>9.3g}  {ratio['better']:<7}"
-              f"{'' if met(ratio) else 'MISSED'}")
+              f"{'' if met(ratio) else 'MISSED'}{shown}")
     m = result["machine"]
     print(f"load average (1, 5, 15 min) at start {_rounded(m['loadavg_start'])}, at end {_rounded(m['loadavg_end'])}"
           f" on {m['cores']} cores")
