@@ -76,6 +76,11 @@ class _InvalidInput(Exception):
     """A problem with the command line or the files it names (exit 2)."""
 
 
+class _ReadFailed(Exception):
+    """The MLflow store answered a read of ``--run`` with an error of its own (exit 1, as the same
+    failure in ``search report``)."""
+
+
 def apply_overrides(config: Mapping[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` overrides (values parsed as YAML). A head whose loss is overridden loses
     the parameters of its previous loss, unless they are overridden too (then the config check
@@ -207,7 +212,7 @@ def _run_config(run_id: str, tracking_uri: str) -> dict[str, Any]:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise _InvalidInput(f"--run: the id of a run in {redact_uri(tracking_uri)}, but got {run_id!r} "
                                 f"({reason})") from None
-        raise _InvalidInput(f"--run: reading run {run_id!r} from {redact_uri(tracking_uri)} failed: {reason}") from None
+        raise _ReadFailed(f"--run: reading run {run_id!r} from {redact_uri(tracking_uri)} failed: {reason}") from None
     role = run.data.tags.get(TAG_ROLE)
     if role != ROLE_TRIAL:
         raise _InvalidInput(f"--run: the run of a trial of a losstune search, but got {run_id!r}, "
@@ -321,6 +326,9 @@ def _train(args: argparse.Namespace, held: ExitStack) -> int:
         resolved = trial.to_flat()
         # before any note or the config is shown, and before the data set is built or read
         trained_heads(trial, describe_dataset(trial.data))
+    except _ReadFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.FAILED
     except (_InvalidInput, ValueError) as error:
         print(refused(error), file=sys.stderr)
         return exit_codes.INVALID

@@ -146,6 +146,25 @@ def test_a_run_that_is_no_trial_s_exits_2_naming_it(space, tmp_path, capsys):
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_a_store_that_fails_to_read_the_run_exits_1_as_in_search_report(space, monkeypatch, capsys):
+    from mlflow.exceptions import MlflowException
+
+    import search.report
+
+    class Failing:
+        def get_run(self, run_id):
+            raise MlflowException("database is locked\nmore detail", error_code="INTERNAL_ERROR")
+
+    uri = "sqlite:///somewhere.db"
+    monkeypatch.setattr("search._preflight.check_store_uri", lambda *a, **k: None)
+    monkeypatch.setattr("search._preflight.check_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(search.report, "open_store", lambda tracking_uri: Failing())
+    # before: exit 2, as if the run id or the command line were wrong
+    assert main(["train", str(space), "--run", "0123abc", "--tracking-uri", uri]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --run: reading run '0123abc' from {uri} failed: database is locked\n"
+
+
 def test_a_config_that_is_not_a_mapping_exits_2(space, tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("- train.lr\n")
