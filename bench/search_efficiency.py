@@ -47,10 +47,10 @@ The Optuna methods run ``train()`` in this process with an epoch counter, ``tria
 epoch, and stop once the target is reached. A method that does not reach the target counts every
 epoch it trained (censored; its ``reached`` is false). Figures: the median over seeds of the
 per-seed ratio of epochs (and of wall seconds) of a baseline to ``tpe_asha``; the 1.3x target is
-against the Optuna baseline whose median ratio is lowest. Each figure has an ``interval``, where
-the median ratio of these spaces lies with at least 90 % confidence (``_common.median_interval``;
-with 10 seeds the second smallest and second largest of their ratios, 97.9 %): a target inside it
-is neither met nor missed beyond what 10 seeds can tell. The spread (median, quartiles, range)
+against the Optuna baseline whose median ratio is lowest. Each figure has an ``interval`` that holds
+the median of the ratios' distribution over sampler seeds with at least 90 % confidence
+(``_common.median_interval``; with 10 seeds the second smallest and second largest of their
+ratios, 97.9 %): a target inside it is neither met nor missed beyond what 10 seeds can tell. The spread (median, quartiles, range)
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
 the MLflow timestamps of its epochs (ms); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
 cost (search_overhead.json) weighs on them far more than with real epochs (``wall_to_target.py``
