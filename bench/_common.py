@@ -38,11 +38,11 @@ def figure(value: float, target: float, better: str) -> dict[str, Any]:
 
 def median_interval(values: list[float], *, level: float = 0.9) -> dict[str, float]:
     """A distribution-free confidence interval of the median of what ``values`` sample: the k-th
-    smallest and k-th largest of them, for the largest k whose coverage is at least ``level``. The
-    median lies below a given value with probability 1/2 for each sample, so the interval misses
-    it when fewer than k of the n samples fall on one side: coverage = 1 - 2 P(B < k), B ~
-    Binomial(n, 1/2). Where no k reaches ``level`` (n < 5 at 0.9), k = 1: the range, with its
-    lower coverage."""
+    smallest and k-th largest of them, for the largest k whose coverage is at least ``level`` (the
+    narrowest such pair). Each independent sample lies below the median with probability 1/2, so
+    the interval misses it when fewer than k of the n samples fall on one side: coverage = 1 - 2
+    P(B < k), B ~ Binomial(n, 1/2) (at least that where samples tie). Where no k reaches ``level``
+    (n < 5 at 0.9), k = 1: the range, with its lower coverage."""
     ordered = sorted(values)
     n = len(ordered)
     if n == 0:

@@ -50,7 +50,9 @@ per-seed ratio of epochs (and of wall seconds) of a baseline to ``tpe_asha``; th
 against the Optuna baseline whose median ratio is lowest. Each figure has an ``interval`` that holds
 the median of the ratios' distribution over sampler seeds with at least 90 % confidence
 (``_common.median_interval``; with 10 seeds the second smallest and second largest of their
-ratios, 97.9 %): a target inside it is neither met nor missed beyond what 10 seeds can tell. The spread (median, quartiles, range)
+ratios, 97.9 %): a target inside it is neither met nor missed beyond what 10 seeds can tell. (The
+warm-start figure's seeds each start from the previous seed's search, so they are not independent
+and its interval is indicative only.) The spread (median, quartiles, range)
 of every method's epochs and seconds is in ``spread``. Wall seconds of ``tpe_asha`` come from
 the MLflow timestamps of its epochs (ms); with epochs of 0.05 to 0.3 s here, a Tune trial's fixed
 cost (search_overhead.json) weighs on them far more than with real epochs (``wall_to_target.py``

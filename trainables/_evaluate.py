@@ -18,9 +18,9 @@ __all__ = ["evaluate"]
 # A forward pass without gradients keeps a layer's input and output alive at a time, a training
 # step every layer's activations and then their gradients: evaluating this many training batches
 # at once saves per-batch overhead and stays below the training peak of a shallow CNN too. Four
-# did not: on VIMH's SimpleCNN (64 channels at full resolution) evaluation raised the trial's peak
-# by up to 64 MB, 1.10x to 1.16x the hand-written loop's, against 1.00x with two; a fixed 1024
-# put it at 1.4x (bench/memory.py).
+# did not: on VIMH's SimpleCNN (32 channels at full resolution) evaluation raised the trial's peak
+# by up to 64 MB, up to 1.16x the hand-written loop's, against 1.00x with two; a fixed 1024 put
+# it at 1.4x (bench/memory.py).
 TRAIN_BATCHES_PER_EVAL_BATCH = 2
 
 

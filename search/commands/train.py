@@ -40,7 +40,8 @@ EXAMPLES = textwrap.dedent(
       # resumable: an interrupted run continues from DIR/checkpoint.pt
       python -m search train spaces/digits.yaml --checkpoint-dir /tmp/digits-trial
 
-    Exit status: 0 done, 1 training diverged, 2 invalid space/config/values, 130 interrupted.
+    Exit status: 0 done, 1 training diverged or the store failed to read --run, 2 invalid
+    space/config/values, 130 interrupted.
     """
 )
 

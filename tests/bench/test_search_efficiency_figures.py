@@ -40,7 +40,7 @@ def _coverage_by_enumeration(n: int, low_rank: int, high_rank: int) -> float:
     return inside / 2 ** n
 
 
-def test_a_median_interval_takes_the_widest_order_statistics_its_coverage_needs(bench):
+def test_a_median_interval_takes_the_narrowest_order_statistics_that_reach_its_coverage(bench):
     from _common import median_interval
 
     values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 10.0, 6.0]
