@@ -9,7 +9,8 @@ for a resumed trial. The head weights w_i of the space are the starting point or
     fixed        sum_i w_i L_i
     uncertainty  sum_i 0.5 exp(-s_i) w_i L_i + 0.5 s_i      (s_i = log sigma_i^2, learned; Kendall et al. 2018)
     dwa          sum_i lambda_i w_i L_i                     (lambda from the last two epochs; Liu et al. 2019)
-    gradnorm     sum_i g_i L_i, g learned from w scaled to sum to K, kept summing to K (Chen et al. 2018)
+    gradnorm     sum_i g_i L_i, g learned from w scaled to sum to K, kept summing to K (Chen et al. 2018;
+                 K: the heads of weight > 0, as for dwa)
     pcgrad       sum_i w_i L_i, the task gradients on the shared layers projected (Yu et al. 2020)
 """
 
@@ -163,8 +164,9 @@ class GradNorm(Strategy):
     """Chen et al. (2018): weights g_i learned so that the heads' gradient norms on the last shared
     layer, G_i = ||grad_W g_i L_i||, move to mean(G) * r_i ** alpha, r_i the head's inverse training
     rate (L_i(t) / L_i(0) relative to the mean, L_i(0) the head's first loss > 0 and the rate 1 until
-    then); g renormalised to sum to the number of heads. A
-    head of weight 0 keeps g_i = 0 and takes no part in mean(G) or the rates."""
+    then); g renormalised to sum to the number of heads that train. A head of weight 0 keeps
+    g_i = 0 and takes no part in mean(G), the rates or that number (as in DWA: a head left out of a
+    trial does not scale up the others' weights)."""
 
     Params = GradNormParams
 
@@ -178,17 +180,17 @@ class GradNorm(Strategy):
         k = len(self.heads)
         if not float(self.base.sum()) > 0:
             raise ValueError(f"weighting gradnorm needs head weights with a sum > 0, but got {self.base.tolist()}")
-        self.gains = nn.Parameter(self.base * k / self.base.sum())
         # the heads that take part, as indices (a boolean mask's selection would wait for a GPU)
         self.register_buffer("active", torch.tensor([i for i, w in enumerate(self.base.tolist()) if w > 0]),
                              persistent=False)
+        self.gains = nn.Parameter(self.base * len(self.active) / self.base.sum())
         # L_i(0): each head's first loss > 0, 0 until it has one (a first batch whose targets were all
         # ignored gives a head the loss 0, which as L_i(0) would make every rate after it inf)
         self.register_buffer("initial", torch.zeros(k))
 
     def weights(self) -> Tensor:
         g = torch.zeros_like(self.gains).index_copy(0, self.active, self.gains.detach()[self.active].clamp(min=1e-6))
-        return g * len(self.heads) / g.sum()
+        return g * len(self.active) / g.sum()
 
     def combine(self, losses: Sequence[Tensor]) -> Tensor:
         with torch.no_grad():  # the optimiser step moved the sum: back to K (and every weight > 0)

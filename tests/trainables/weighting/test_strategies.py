@@ -166,6 +166,28 @@ def test_a_head_of_weight_zero_stays_out_of_a_learned_weighting(name):
     assert learned[1].item() == 0.0  # no gradient ever reached it
 
 
+def test_gradnorm_s_weights_sum_to_the_number_of_heads_that_train():
+    # as DWA's: a head of weight 0 scaled the others' weights up (to sum to 3 over 2 heads)
+    torch.manual_seed(0)
+    model, strategy = _TwoRegressions(), GradNorm(alpha=1.5)
+    model.heads["c"] = nn.Linear(8, 1)
+    criterion = MultiHeadLoss(losses={"a": _Squared(), "b": _Squared(), "c": _Squared()},
+                              weights={"a": 1.0, "b": 3.0, "c": 0.0})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    strategy.on_start(model=model, optimizer=optimizer, criterion=criterion)
+    assert strategy.weights().tolist() == pytest.approx([0.5, 1.5, 0.0])  # w scaled to sum to 2
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0))
+    targets = {"a": x.sum(dim=1), "b": -x.sum(dim=1), "c": x[:, 0]}
+    for _ in range(5):
+        total, _ = criterion(model(x), targets)
+        optimizer.zero_grad()
+        criterion.backward(total)
+        optimizer.step()
+    weights = strategy.weights()
+    assert weights.tolist() != pytest.approx([0.5, 1.5, 0.0])  # learned
+    assert weights.sum().item() == pytest.approx(2.0) and weights[2].item() == 0.0
+
+
 def test_dwa_shares_its_total_among_the_heads_that_train():
     # the softmax ran over a head of weight 0 too: its untrained loss rising took the others' share
     model, strategy = _TwoRegressions(), DWA(temperature=2.0)
