@@ -136,7 +136,7 @@ def connect(
     os.environ.update(TUNE_TRIAL_ENV)
     # "local": never attach to a cluster started earlier by `ray start` unless asked to.
     with _callers_sigterm_handler(), _malloc_tunables_for_new_processes(), \
-            _without_unused_daemons(log_to_driver=log_to_driver):
+            _without_unused_daemons(log_to_driver=log_to_driver), _minimal_dashboard_processes(unless=dashboard):
         context = ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -241,6 +241,29 @@ def _without_unused_daemons(*, log_to_driver: bool) -> Iterator[None]:
     finally:
         for name, method in kept.items():
             setattr(Node, name, method)
+
+
+@contextmanager
+def _minimal_dashboard_processes(*, unless: bool) -> Iterator[None]:
+    """Ray's Node starts the API server and the dashboard agent of a local instance in the block as
+    it does where the dashboard's packages are missing ("minimal"), ``unless`` the dashboard was
+    asked for: without their HTTP and gRPC servers, which serve the dashboard, Ray Jobs and the
+    export of metrics, none of which a local search uses. Their start-up took about 0.4 s of CPU
+    more, and ``ray.init`` on 2 cores, where every process Ray starts competes for them, 0.25 s more
+    (bench/README.md, the start-up figure). Ray asks ``get_dashboard_dependency_error`` when it
+    builds their command lines in this process, nowhere else here; a Ray without that function
+    starts them as it always does."""
+    import ray._private.utils as ray_utils
+
+    kept = getattr(ray_utils, "get_dashboard_dependency_error", None)
+    if unless or kept is None:
+        yield
+        return
+    ray_utils.get_dashboard_dependency_error = lambda: "a local search's Ray instance runs without the dashboard"
+    try:
+        yield
+    finally:
+        ray_utils.get_dashboard_dependency_error = kept
 
 
 @contextmanager

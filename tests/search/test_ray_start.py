@@ -289,6 +289,19 @@ _CLOSE = textwrap.dedent(
         ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     started = worker._global_node.all_processes
     kinds = sorted(started)  # ray.shutdown empties it
+
+    def minimal():  # the API server's command line, and the dashboard agent's in the raylet's
+        found = set()
+        for pid in descendants():
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_text().split("\\0")
+            except OSError:
+                continue
+            if any("--minimal" in arg for arg in argv):
+                found.add(Path(argv[1] if argv[0].endswith(("python", "python3")) else argv[0]).name)
+        return sorted(found)
+
+    minimal_processes = minimal()
     deadline = time.monotonic() + 60
     for monitor in started.get(ray_constants.PROCESS_TYPE_MONITOR, []):
         while not handles_sigterm(monitor.process.pid) and time.monotonic() < deadline:
@@ -302,7 +315,7 @@ _CLOSE = textwrap.dedent(
     deadline = time.monotonic() + 10
     while descendants() and time.monotonic() < deadline:
         time.sleep(0.1)
-    print(json.dumps({"kinds": kinds, "took": took, "left": sorted(descendants())}))
+    print(json.dumps({"kinds": kinds, "took": took, "left": sorted(descendants()), "minimal": minimal_processes}))
     """
 )
 
@@ -320,6 +333,8 @@ def test_a_local_instance_runs_without_the_daemons_a_search_does_not_use_and_end
     unused = {ray_constants.PROCESS_TYPE_MONITOR, ray_constants.PROCESS_TYPE_LOG_MONITOR}
     assert unused <= set(rays["kinds"]), rays  # what Ray itself starts: the names still match
     assert set(ours["kinds"]) == set(rays["kinds"]) - unused, ours
+    # the API server and the dashboard agent (started by the raylet) without their HTTP and gRPC servers
+    assert ours["minimal"] == ["dashboard.py", "raylet"] and rays["minimal"] == [], (ours, rays)
     assert ours["left"] == [] and rays["left"] == []
     # Ray's shutdown stops the monitor after the GCS; on SIGTERM the monitor waits on that GCS
     # until Ray kills it after a second of grace
@@ -338,6 +353,20 @@ def test_only_the_instance_started_in_the_block_goes_without_them(log_to_driver)
     # the log monitor forwards the workers' output to the driver
     assert skipped == ({"start_monitor"} if log_to_driver else {"start_monitor", "start_log_monitor"})
     assert all(getattr(Node, name) is method for name, method in methods.items())
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_dashboards_processes_start_minimal_unless_the_dashboard_was_asked_for(dashboard):
+    import ray._private.utils as ray_utils
+
+    from search._ray import _minimal_dashboard_processes
+
+    kept = ray_utils.get_dashboard_dependency_error
+    assert kept() is None  # Ray's dashboard packages are installed here
+    with _minimal_dashboard_processes(unless=dashboard):
+        reason = ray_utils.get_dashboard_dependency_error()
+    assert (reason is None) == dashboard
+    assert ray_utils.get_dashboard_dependency_error is kept
 
 
 def test_search_run_runs_its_search_without_tunes_runtime_env_on_the_instance_it_started(monkeypatch, tmp_path):
@@ -359,6 +388,7 @@ def test_search_run_runs_its_search_without_tunes_runtime_env_on_the_instance_it
     monkeypatch.setattr(search._ray, "connect", lambda **kwargs: RayHandle(owned=True, address=None))
     monkeypatch.setattr(RayHandle, "close", lambda self: None)
     monkeypatch.setattr(search.driver, "check_resources", lambda space, **_: None)
+    monkeypatch.setattr(search.driver, "fit_concurrency", lambda plan: (plan, None))  # it asks Ray
     monkeypatch.setattr(search.driver, "run_search", run_search)
     space = Path(__file__).parent / "spaces" / "tiny.yaml"
     code = main(["run", str(space), "--storage", str(tmp_path / "runs"),
