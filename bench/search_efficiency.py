@@ -25,8 +25,8 @@ Every method gets TRIALS trials per seed, for SEEDS seeds (the sampler seed; dat
 training seed stay 0), one trial at a time. That is not the same epochs budget for every method:
 random search may spend TRIALS * EPOCHS epochs, ours spends what its scheduler lets its trials
 train (78 to 160 of 270 in the latest run), and a seed where ours misses the target within its
-trials counts as a loss (``seed_ratio``) even where a baseline needed more epochs than ours spent:
-
+trials counts as a loss (``seed_ratio``) even where a baseline needed more epochs than ours spent.
+The methods:
 
 - ``tpe_asha``: our driver (``search.driver.run_search``, what ``python -m search run`` calls) with
   its defaults: TPE with a start-up of a third of the budget (10 of 30), ASHA with promotions (the paper's

@@ -245,14 +245,15 @@ def _without_unused_daemons(*, log_to_driver: bool) -> Iterator[None]:
 
 @contextmanager
 def _minimal_dashboard_processes(*, unless: bool) -> Iterator[None]:
-    """Ray's Node starts the API server and the dashboard agent of a local instance in the block as
-    it does where the dashboard's packages are missing ("minimal"), ``unless`` the dashboard was
-    asked for: without their HTTP and gRPC servers, which serve the dashboard, Ray Jobs and the
-    export of metrics, none of which a local search uses. Their start-up took about 0.4 s of CPU
-    more, and ``ray.init`` on 2 cores, where every process Ray starts competes for them, 0.25 s more
-    (bench/README.md, the start-up figure). Ray asks ``get_dashboard_dependency_error`` when it
-    builds their command lines in this process, nowhere else here; a Ray without that function
-    starts them as it always does."""
+    """Ray's Node starts the API server and the dashboard agent of a local instance in the block
+    with ``--minimal``, as it does where the dashboard's packages are missing, ``unless`` the
+    dashboard was asked for: the agent without its gRPC and HTTP servers (it still loads its
+    modules, which read their own check), the API server without its metrics server, none of
+    which a local search uses. With them Ray's processes took 0.4 to 0.9 s more CPU at start, and
+    ``ray.init`` on 2 cores, where every process Ray starts competes for them, about 0.25 s more
+    (bench/README.md, Search overhead). Ray asks ``get_dashboard_dependency_error`` when it builds
+    their command lines in this process, nowhere else here; a Ray without that function starts
+    them as it always does."""
     import ray._private.utils as ray_utils
 
     kept = getattr(ray_utils, "get_dashboard_dependency_error", None)

@@ -298,7 +298,8 @@ _CLOSE = textwrap.dedent(
             except OSError:
                 continue
             if any("--minimal" in arg for arg in argv):
-                found.add(Path(argv[1] if argv[0].endswith(("python", "python3")) else argv[0]).name)
+                script = [arg for arg in argv if arg.endswith(".py") and not arg.startswith("-")]
+                found.add(Path(script[0] if script else argv[0]).name)
         return sorted(found)
 
     minimal_processes = minimal()
