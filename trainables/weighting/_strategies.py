@@ -74,6 +74,10 @@ class Strategy(nn.Module):
     def setup(self, model: nn.Module) -> None:
         """What the strategy needs of the model (its shared layers), before it moves to the device."""
 
+    def training_heads(self) -> list[int]:
+        """The indices of the heads of weight > 0: the only ones a learned weighting weighs."""
+        return [i for i, weight in enumerate(self.base.tolist()) if weight > 0]
+
     def weights(self) -> Tensor:
         """The effective weight of each head's loss this step (no gradient)."""
         return self.base
@@ -134,7 +138,7 @@ class DWA(Strategy):
         self.history.append([metrics[f"train/loss/{head}"] for head in self.heads])
         # a head of weight 0 in the softmax took a share the others lost (all of it, where its
         # untrained loss rose)
-        active = [i for i, weight in enumerate(self.base.tolist()) if weight > 0]
+        active = self.training_heads()
         if active:
             history = [[epoch[i] for i in active] for epoch in self.history]
             lambdas = self.lambdas.new_zeros(len(self.heads))
@@ -181,8 +185,7 @@ class GradNorm(Strategy):
         if not float(self.base.sum()) > 0:
             raise ValueError(f"weighting gradnorm needs head weights with a sum > 0, but got {self.base.tolist()}")
         # the heads that take part, as indices (a boolean mask's selection would wait for a GPU)
-        self.register_buffer("active", torch.tensor([i for i, w in enumerate(self.base.tolist()) if w > 0]),
-                             persistent=False)
+        self.register_buffer("active", torch.tensor(self.training_heads()), persistent=False)
         self.gains = nn.Parameter(self.base * len(self.active) / self.base.sum())
         # L_i(0): each head's first loss > 0, 0 until it has one (a first batch whose targets were all
         # ignored gives a head the loss 0, which as L_i(0) would make every rate after it inf)
