@@ -72,7 +72,14 @@ class SearchTracker(BufferedStore):
             location = store.artifact_location(self.settings.tracking_uri)
             if location is not None:
                 Path(unquote(urlparse(location).path)).mkdir(parents=True, exist_ok=True)
-            return self.client.create_experiment(name, artifact_location=location)
+            try:
+                return self.client.create_experiment(name, artifact_location=location)
+            except Exception as error:  # another search of the space created it since the read
+                if getattr(error, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                experiment = self.client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
         if experiment.lifecycle_stage == "deleted":
             self.client.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id

@@ -626,3 +626,22 @@ def test_an_error_s_text_loses_the_store_s_secrets(uri, text, shown):
     from search.tracking import redact_text
 
     assert redact_text(text, uri) == shown
+
+
+def test_an_experiment_another_search_created_since_the_read_is_used(settings, monkeypatch):
+    # two searches of one space at once: both read no experiment, one creates it first, and the
+    # other's create was refused as RESOURCE_ALREADY_EXISTS (exit 2 on a PostgreSQL store)
+    import dataclasses
+
+    tracker = SearchTracker(dataclasses.replace(settings(), experiment="created-meanwhile"))
+    name = tracker.settings.experiment
+    created = MlflowClient(tracker.settings.tracking_uri).create_experiment(name)
+    reads = []
+    real = tracker.client.get_experiment_by_name
+
+    def read_before_the_other_created(experiment_name):
+        reads.append(experiment_name)
+        return None if len(reads) == 1 else real(experiment_name)
+
+    monkeypatch.setattr(tracker.client, "get_experiment_by_name", read_before_the_other_created)
+    assert tracker.experiment_id == created and reads == [name, name]
