@@ -112,7 +112,12 @@ class Task:
     space: Callable[[], dict[str, Any]]
 
     def reached(self, value: float) -> bool:
-        return value <= self.target if self.mode == "min" else value >= self.target
+        """At the target or beyond it. A value equal to it but for float rounding counts, as the
+        search's ranking ties them (``same_value``): the objectives are means of fractions, which
+        sum in floats, and the target is a two-decimal number."""
+        from search.ranking import same_value
+
+        return same_value(value, self.target) or (value <= self.target if self.mode == "min" else value >= self.target)
 
     def better(self, a: float, b: float) -> float:
         return min(a, b) if self.mode == "min" else max(a, b)

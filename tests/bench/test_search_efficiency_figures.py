@@ -4,6 +4,8 @@ the interval its seeds give it."""
 
 from __future__ import annotations
 
+import math
+
 BENCH = "search_efficiency.py"
 
 
@@ -63,3 +65,11 @@ def test_every_median_figure_carries_its_interval(bench):
     assert ratios["vimh_epochs_to_target_random_vs_tpe_asha"]["interval"]["low"] == 2.0
     assert ratios["vimh_epochs_to_target_random_vs_tpe_asha"]["interval"]["high"] == 9.0
     assert all("interval" in figure for figure in ratios.values())
+
+
+def test_a_value_at_the_target_but_for_float_rounding_reaches_it(bench):
+    maximise = bench.Task(metric="val/acc_mean", mode="max", target=0.74, space=dict)
+    minimise = bench.Task(metric="val/mae_norm_mean", mode="min", target=0.1, space=dict)
+    assert maximise.reached(math.fsum([0.75, 0.73]) / 2) and maximise.reached(0.74 - 1e-12)
+    assert not maximise.reached(0.7375) and not maximise.reached(0.74 - 1e-6)
+    assert minimise.reached(0.1 + 1e-12) and minimise.reached(0.05) and not minimise.reached(0.1 + 1e-6)
