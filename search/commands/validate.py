@@ -50,6 +50,8 @@ def summary_lines(space: Any) -> list[str]:
         for name, info in space.heads.items()
     )
     objectives = ", ".join(f"{o.mode} {o.metric}" for o in space.objectives)
+    if len(space.objectives) > 1:  # else the fixed objective.metric reads as the only objective searched
+        objectives += " (each trial's best epoch and patience follow the first: objective.metric below)"
     s = space.search
     budget = f", time budget {s.time_budget_s:g} s" if s.time_budget_s is not None else ""
     return [

@@ -97,4 +97,8 @@ def test_a_temporal_objective_is_valid_only_for_a_temporal_space(tmp_path: Path,
     space_file = tmp_path / "reaction.yaml"
     space_file.write_text(SPACE.replace("  - {metric: val/acc_mean, mode: max}", "  - {metric: val/reaction_mean, mode: min}"))
     assert main(["validate", str(space_file)]) == 0
-    assert "objective: min val/reaction_mean, min val/energy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "objective: min val/reaction_mean, min val/energy" in out
+    # both are searched; the fixed objective.metric is the trainer's: the first
+    assert "best epoch and patience follow the first: objective.metric below" in out
+    assert "objective.metric = val/reaction_mean" in out
